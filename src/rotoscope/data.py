@@ -1,0 +1,133 @@
+"""The training set: photos in, a held-out split out, and reproducible random crops for every step."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .errors import RotoscopeError
+from .images import list_images, load_rgb, to_tensor
+
+# scikit-image's bundled photographs: they install with the package, so training works with no download.
+SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "clock", "coins", "moon", "brick", "grass",
+                 "gravel", "page")
+
+
+@dataclass
+class Photo:
+    name: str
+    image: Image.Image
+
+
+@dataclass
+class PhotoSet:
+    """Photos split into train and held-out, as tensors resized for crops of `size` pixels."""
+
+    train: list[torch.Tensor]
+    holdout: list[torch.Tensor]
+    train_names: list[str]
+    holdout_names: list[str]
+    skipped: list[str] = field(default_factory=list)
+    source: str = ""
+
+    def batch(self, step: int, batch: int, size: int, seed: int) -> torch.Tensor:
+        """The crops for one step: a function of (seed, step) only, so a resumed run sees the same data."""
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        crops = []
+        for _ in range(batch):
+            img = self.train[int(torch.randint(len(self.train), (1,), generator=g))]
+            h, w = img.shape[-2:]
+            # random scale: a square of side s in [size, min(h, w)], resized to size (zoom augmentation)
+            lo, hi = size, min(h, w)
+            s = lo + int(torch.randint(hi - lo + 1, (1,), generator=g)) if hi > lo else hi
+            y = int(torch.randint(h - s + 1, (1,), generator=g))
+            x = int(torch.randint(w - s + 1, (1,), generator=g))
+            crop = img[:, :, y:y + s, x:x + s]
+            if s != size:
+                crop = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            if torch.rand(1, generator=g) < 0.5:
+                crop = crop.flip(-1)
+            crops.append(crop)
+        return torch.cat(crops)
+
+    def holdout_batch(self, size: int) -> torch.Tensor:
+        """Centre crops of every held-out photo: the fixed exam the filter is scored on."""
+        out = []
+        for img in self.holdout:
+            h, w = img.shape[-2:]
+            s = min(h, w)
+            crop = img[:, :, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+            out.append(F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True))
+        return torch.cat(out)
+
+
+def sample_photos() -> list[Photo]:
+    """The built-in sample set (scikit-image's bundled photos, converted to RGB)."""
+    import skimage.data
+
+    photos = []
+    for name in SAMPLE_PHOTOS:
+        arr = getattr(skimage.data, name)()
+        if arr.dtype != np.uint8:
+            arr = (arr * 255).astype(np.uint8) if arr.max() <= 1 else arr.astype(np.uint8)
+        photos.append(Photo(name, Image.fromarray(arr).convert("RGB")))
+    return photos
+
+
+def folder_photos(folder: str | os.PathLike, warn=print) -> tuple[list[Photo], list[str]]:
+    """Every readable image in a folder; unreadable ones are skipped with a warning and reported."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RotoscopeError(f"photos folder not found: {folder}")
+    photos, skipped = [], []
+    for path in list_images(folder):
+        try:
+            photos.append(Photo(path.name, load_rgb(path)))
+        except RotoscopeError as e:
+            warn(f"warning: skipping {e}")
+            skipped.append(path.name)
+    if not photos:
+        raise RotoscopeError(f"no usable image in {folder}" + (f" ({len(skipped)} unreadable)" if skipped else ""))
+    return photos, skipped
+
+
+def split_holdout(names: list[str], share: float) -> set[str]:
+    """Held-out names chosen by a hash of the name: stable when photos are added, never trained on."""
+    if len(names) < 2 or share <= 0:
+        return set()
+    k = min(len(names) - 1, max(1, round(len(names) * share)))
+    ranked = sorted(names, key=lambda n: hashlib.sha256(n.encode()).hexdigest())
+    return set(ranked[:k])
+
+
+def prepare(photos: list[Photo], size: int, holdout: float, skipped: list[str] | None = None,
+            source: str = "") -> PhotoSet:
+    """Resize each photo once so its shorter side is between size and 2*size (room for scale augmentation)."""
+    held = split_holdout([p.name for p in photos], holdout)
+    train, hold, tn, hn = [], [], [], []
+    for p in photos:
+        img = p.image
+        short = min(img.size)
+        target = min(max(short, size), 2 * size)
+        if short != target:
+            s = target / short
+            img = img.resize((max(size, round(img.width * s)), max(size, round(img.height * s))), Image.LANCZOS)
+        t = to_tensor(img)
+        (hold if p.name in held else train).append(t)
+        (hn if p.name in held else tn).append(p.name)
+    return PhotoSet(train, hold, tn, hn, skipped or [], source)
+
+
+def load_photos(folder: str | os.PathLike | None, size: int, holdout: float, warn=print) -> PhotoSet:
+    if folder is None:
+        return prepare(sample_photos(), size, holdout, source="scikit-image sample photos")
+    photos, skipped = folder_photos(folder, warn)
+    return prepare(photos, size, holdout, skipped, source=str(folder))

@@ -1,0 +1,164 @@
+"""The filter file: one .safetensors holding the network's weights and, in its metadata, a JSON card.
+
+The card says what the filter is and how it was made: architecture, backbone and its weights' hash, every
+training setting, the artwork's hash and title, photo counts, loss history, timings, dates, version.
+Filters live in a registry folder (ROTOSCOPE_HOME/filters) or ship with the package, and are addressed by
+name or by path. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .config import NetConfig
+from .errors import RotoscopeError
+from .network import FilterNet
+from .paths import atomic_path, filters_dir
+
+FORMAT_VERSION = 1
+CARD_KEY = "rotoscope.card"
+SUFFIX = ".safetensors"
+SHIPPED_DIR = Path(__file__).parent / "filters"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass
+class Filter:
+    """A trained filter: its network (eval mode, CPU) and its card."""
+
+    name: str
+    card: dict
+    net: FilterNet
+    path: Path | None = None
+
+    @property
+    def card_hash(self) -> str:
+        """Short hash of the card: names exactly which filter made an output."""
+        return hashlib.sha256(json.dumps(self.card, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise RotoscopeError(f"invalid filter name '{name}': use letters, digits, '.', '_' and '-' (max 64)")
+    return name
+
+
+def save_filter(net: FilterNet, card: dict, path: str | os.PathLike) -> Path:
+    """Write weights + card atomically."""
+    path = Path(path)
+    card = {"format_version": FORMAT_VERSION, **card}
+    state = {k: v.detach().float().contiguous().cpu() for k, v in net.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={CARD_KEY: json.dumps(card, sort_keys=True)})
+    return path
+
+
+def read_card(path: str | os.PathLike) -> dict:
+    """The card alone (cheap: reads the header only). Refuses pickles and foreign files with one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise RotoscopeError(f"no such filter file: {path}")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:1] == b"\x80" or head[:2] == b"PK":
+        raise RotoscopeError(f"{path} is a pickle/torch checkpoint; rotoscope never unpickles files, it reads only "
+                             "safetensors filters")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:
+        raise RotoscopeError(f"{path} is corrupt or not a safetensors file") from None
+    if CARD_KEY not in meta:
+        raise RotoscopeError(f"{path} is a safetensors file but not a rotoscope filter (no card)")
+    try:
+        card = json.loads(meta[CARD_KEY])
+    except json.JSONDecodeError:
+        raise RotoscopeError(f"{path} has a corrupt card") from None
+    if card.get("format_version", 0) > FORMAT_VERSION:
+        raise RotoscopeError(f"{path} is filter format {card['format_version']}; this rotoscope reads up to "
+                             f"{FORMAT_VERSION}: upgrade rotoscope")
+    return card
+
+
+def load_filter_file(path: str | os.PathLike) -> Filter:
+    path = Path(path)
+    card = read_card(path)
+    try:
+        arch = card["architecture"]
+        net = FilterNet(NetConfig(channels=tuple(arch["channels"]), res_blocks=arch["res_blocks"],
+                                  kernel_outer=arch["kernel_outer"]))
+        with safe_open(str(path), framework="pt") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}
+        net.load_state_dict(state)
+    except (KeyError, RuntimeError, TypeError) as e:
+        raise RotoscopeError(f"{path}: weights do not match the card's architecture ({str(e).splitlines()[0]})") from None
+    net.eval().requires_grad_(False)
+    return Filter(card.get("name", path.stem), card, net, path)
+
+
+def registry_paths() -> dict[str, Path]:
+    """Name -> file, for user filters and shipped ones (a user filter shadows a shipped one of the same name)."""
+    found = {}
+    for folder in (SHIPPED_DIR, filters_dir()):
+        if folder.is_dir():
+            for p in sorted(folder.glob(f"*{SUFFIX}")):
+                if not p.name.startswith("."):
+                    found[p.name[: -len(SUFFIX)]] = p
+    return found
+
+
+def find_filter(name_or_path: str | os.PathLike) -> Path:
+    """Resolve a filter by path or registry name; an unknown name suggests the nearest ones."""
+    s = str(name_or_path)
+    p = Path(s)
+    if p.suffix == SUFFIX or os.sep in s or p.is_file():
+        if not p.is_file():
+            raise RotoscopeError(f"no such filter file: {p}")
+        return p
+    known = registry_paths()
+    if s in known:
+        return known[s]
+    near = difflib.get_close_matches(s, list(known), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(near)}?" if near else ("; see `rotoscope filters`" if known else
+                                                             "; none installed yet: `rotoscope train` makes one")
+    raise RotoscopeError(f"unknown filter '{s}'{hint}")
+
+
+def load_filter(name_or_path: str | os.PathLike) -> Filter:
+    return load_filter_file(find_filter(name_or_path))
+
+
+def list_filters() -> list[tuple[str, Path, dict | None]]:
+    """(name, path, card or None if unreadable) for every filter in the registry."""
+    out = []
+    for name, path in registry_paths().items():
+        try:
+            out.append((name, path, read_card(path)))
+        except RotoscopeError:
+            out.append((name, path, None))
+    return out
+
+
+def remove_filter(name: str) -> Path:
+    path = filters_dir() / f"{check_name(name)}{SUFFIX}"
+    if not path.exists():
+        if (SHIPPED_DIR / f"{name}{SUFFIX}").exists():
+            raise RotoscopeError(f"'{name}' ships with rotoscope and cannot be removed")
+        find_filter(name)  # raises with suggestions
+    path.unlink()
+    return path
+
+
+def registry_path(name: str) -> Path:
+    return filters_dir() / f"{check_name(name)}{SUFFIX}"
+

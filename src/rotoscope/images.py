@@ -1,0 +1,140 @@
+"""Reading and writing pictures: any mode, EXIF orientation, clear errors, atomic writes with provenance."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from .errors import RotoscopeError
+from .paths import atomic_path
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
+                 ".tiff": "TIFF"}
+
+
+def max_pixels() -> int:
+    """Pillow's decompression-bomb limit, overridable with ROTOSCOPE_MAX_PIXELS."""
+    return int(os.environ.get("ROTOSCOPE_MAX_PIXELS", Image.MAX_IMAGE_PIXELS or 89_478_485))
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Open and fully decode an image, upright (EXIF orientation applied). Raises RotoscopeError with one line."""
+    path = Path(path)
+    if not path.exists():
+        raise RotoscopeError(f"no such file: {path}")
+    if path.is_dir():
+        raise RotoscopeError(f"{path} is a folder, not an image")
+    limit = max_pixels()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            old = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = limit
+            try:
+                img = Image.open(path)
+                if img.width * img.height > limit:
+                    raise Image.DecompressionBombError("")
+                img.load()
+            finally:
+                Image.MAX_IMAGE_PIXELS = old
+            return ImageOps.exif_transpose(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise RotoscopeError(f"{path}: image is larger than the {limit:,}-pixel safety limit "
+                             "(set ROTOSCOPE_MAX_PIXELS to raise it)") from None
+    except UnidentifiedImageError:
+        raise RotoscopeError(f"{path}: not an image (or a format Pillow cannot read)") from None
+    except OSError as e:
+        raise RotoscopeError(f"{path}: cannot decode image ({e})") from None
+
+
+def split_alpha(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """RGB image plus the alpha channel if the input had one (RGBA, LA, P with transparency)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grayscale: scale to 8 bits without clipping the top 8 bits away
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / top * 255 + 0.5, 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), "L")
+    has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        return rgba.convert("RGB"), rgba.getchannel("A")
+    return img.convert("RGB"), None
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    return split_alpha(open_image(path))[0]
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL RGB -> float tensor (1, 3, H, W) in [0, 1]."""
+    arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def to_image(t: torch.Tensor) -> Image.Image:
+    """Float tensor (1, 3, H, W) or (3, H, W) in [0, 1] -> PIL RGB (rounded, clipped)."""
+    t = t.detach().float().squeeze(0).clamp(0, 1)
+    arr = (t.permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    return Image.fromarray(arr, "RGB")
+
+
+def resize_longer(img: Image.Image, size: int | None) -> Image.Image:
+    """Scale so the longer side is `size` (both ways); None keeps the image as it is."""
+    if not size or max(img.size) == size:
+        return img
+    s = size / max(img.size)
+    return img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.LANCZOS)
+
+
+def save_image(img: Image.Image, path: str | os.PathLike, provenance: dict | None = None, quality: int = 95) -> Path:
+    """Write atomically in the format the extension names, with provenance in PNG text or JPEG/WebP EXIF."""
+    path = Path(path)
+    fmt = WRITE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise RotoscopeError(f"cannot write '{path.suffix or path.name}': use one of {', '.join(sorted(WRITE_FORMATS))}")
+    kwargs: dict = {}
+    if fmt == "JPEG" and img.mode not in ("RGB", "L"):
+        img = img.convert("RGB")  # JPEG has no alpha
+    if fmt in ("JPEG", "WEBP"):
+        kwargs["quality"] = quality
+    if provenance:
+        text = json.dumps(provenance, sort_keys=True)
+        if fmt == "PNG":
+            info = PngImagePlugin.PngInfo()
+            info.add_text("rotoscope", text)
+            info.add_text("Software", f"rotoscope {provenance.get('rotoscope_version', '')}".strip())
+            kwargs["pnginfo"] = info
+        elif fmt in ("JPEG", "WEBP", "TIFF"):
+            exif = Image.Exif()
+            exif[0x0131] = "rotoscope"  # Software
+            exif[0x010E] = text  # ImageDescription
+            kwargs["exif"] = exif.tobytes()
+    with atomic_path(path) as tmp:
+        img.save(tmp, format=fmt, **kwargs)
+    return path
+
+
+def read_provenance(path: str | os.PathLike) -> dict | None:
+    """The provenance a rotoscope output carries, or None."""
+    with Image.open(path) as img:
+        text = img.info.get("rotoscope") or img.getexif().get(0x010E)
+    try:
+        return json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly in a folder, sorted by name (hidden files skipped)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not p.name.startswith("."))

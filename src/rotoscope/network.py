@@ -1,0 +1,71 @@
+"""The filter network: a feed-forward image transformer (Johnson et al. 2016) with the field's later fixes.
+
+Fixes over the 2016 layout: reflection padding (no dark borders), instance norm (Ulyanov et al. 2016, the
+single biggest quality fix), nearest-neighbour upsampling followed by a convolution instead of a transposed
+convolution (no checkerboard, Odena et al. 2016). Inputs of any width and height are padded to a multiple of 4
+and the output is cropped back, so a 333x101 photo comes back 333x101.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import NetConfig
+
+
+def conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.ReflectionPad2d(k // 2), nn.Conv2d(cin, cout, k, stride))
+
+
+def conv_norm_relu(cin: int, cout: int, k: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(conv(cin, cout, k, stride), nn.InstanceNorm2d(cout, affine=True), nn.ReLU(inplace=True))
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(conv_norm_relu(c, c, 3), conv(c, c, 3), nn.InstanceNorm2d(c, affine=True))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour x2 then a convolution: the checkerboard-free replacement for a transposed conv."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv = conv_norm_relu(cin, cout, 3)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class FilterNet(nn.Module):
+    """RGB in [0, 1] -> RGB in [0, 1], same size. Two stride-2 downsamplings, residual blocks, two upsamplings."""
+
+    def __init__(self, cfg: NetConfig | None = None):
+        super().__init__()
+        cfg = cfg or NetConfig()
+        c1, c2, c3 = cfg.channels
+        k = cfg.kernel_outer
+        self.encoder = nn.Sequential(conv_norm_relu(3, c1, k), conv_norm_relu(c1, c2, 3, 2), conv_norm_relu(c2, c3, 3, 2))
+        self.residuals = nn.Sequential(*[ResidualBlock(c3) for _ in range(cfg.res_blocks)])
+        self.decoder = nn.Sequential(Upsample(c3, c2), Upsample(c2, c1), conv(c1, 3, k))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % 4, (-w) % 4
+        if ph or pw:
+            # reflect needs pad < size; replicate covers 1-3 pixel images too
+            mode = "reflect" if h > ph and w > pw else "replicate"
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        y = self.decoder(self.residuals(self.encoder(x)))
+        # A sigmoid keeps outputs in range for the loss network without clamping away gradients.
+        return torch.sigmoid(y[..., :h, :w])
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())

@@ -1,0 +1,176 @@
+"""Applying a filter to a picture: strength, colour preservation, and seamless tiling of large images.
+
+Large images are cut into overlapping tiles blended with feathered weights. Instance norm would give every tile
+its own statistics (a visible patchwork), so the statistics are first measured on a downscaled copy of the
+whole image and then held fixed for every tile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from .devices import autocast, pick_device
+from .filter import Filter
+from .images import resize_longer, split_alpha, to_image, to_tensor
+from .network import FilterNet
+
+MAX_TILE_PIXELS = 1_500_000  # default memory budget: about 1 GB of activations for the default network
+TILE_OVERLAP = 64
+
+
+@dataclass
+class ApplySettings:
+    size: int | None = None  # longer side of the output; None keeps the input's size
+    strength: float = 1.0  # 0 = the photo, 1 = the full filter
+    preserve_colors: bool = False  # keep the photo's colours, take the filter's luminance
+    precision: str = "bf16"
+    device: str = "auto"
+    max_tile_pixels: int = MAX_TILE_PIXELS
+
+    def to_dict(self) -> dict:
+        return {"size": self.size, "strength": self.strength, "preserve_colors": self.preserve_colors,
+                "precision": self.precision}
+
+
+def prepare_net(net: FilterNet, device: torch.device) -> FilterNet:
+    """Eval mode on the device, channels_last (the fast layout for oneDNN/AMX and cuDNN)."""
+    return net.to(device).eval().to(memory_format=torch.channels_last)
+
+
+def run_net(net: FilterNet, x: torch.Tensor, precision: str) -> torch.Tensor:
+    device = next(net.parameters()).device
+    with torch.inference_mode(), autocast(device, precision):
+        y = net(x.to(device).contiguous(memory_format=torch.channels_last))
+    return y.float().cpu()
+
+
+@contextlib.contextmanager
+def frozen_norm_stats(net: nn.Module, stats: list[tuple[torch.Tensor, torch.Tensor]]):
+    """Make every InstanceNorm use the given (mean, var) instead of each input's own statistics."""
+    norms = [m for m in net.modules() if isinstance(m, nn.InstanceNorm2d)]
+    saved = [(m.track_running_stats, m.running_mean, m.running_var) for m in norms]
+    try:
+        for m, (mean, var) in zip(norms, stats):
+            m.track_running_stats, m.running_mean, m.running_var = True, mean, var
+        yield
+    finally:
+        for m, (t, rm, rv) in zip(norms, saved):
+            m.track_running_stats, m.running_mean, m.running_var = t, rm, rv
+
+
+def measure_norm_stats(net: FilterNet, x: torch.Tensor, precision: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-channel mean and variance that each InstanceNorm sees on input x (batch of one)."""
+    stats = []
+
+    def hook(_m, inp, _out):
+        t = inp[0].float()
+        stats.append((t.mean((0, 2, 3)), t.var((0, 2, 3), unbiased=False)))
+
+    hooks = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.InstanceNorm2d)]
+    try:
+        run_net(net, x, precision)
+    finally:
+        for h in hooks:
+            h.remove()
+    return stats
+
+
+def feather(h: int, w: int, overlap: int, top: bool, bottom: bool, left: bool, right: bool) -> torch.Tensor:
+    """Blend weights for a tile: linear ramps over the overlap on sides that touch another tile."""
+    def ramp(n, start, end):
+        r = torch.ones(n)
+        k = min(overlap, n)
+        lin = (torch.arange(k, dtype=torch.float32) + 0.5) / k
+        if start:
+            r[:k] = lin
+        if end:
+            r[n - k:] = torch.minimum(r[n - k:], lin.flip(0))
+        return r
+    return ramp(h, top, bottom)[:, None] * ramp(w, left, right)[None, :]
+
+
+def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
+    if n <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, n - tile, step)) + [n - tile]
+    return sorted(set(starts))
+
+
+def stylize_tensor(net: FilterNet, x: torch.Tensor, precision: str = "bf16",
+                   max_tile_pixels: int = MAX_TILE_PIXELS, overlap: int = TILE_OVERLAP) -> torch.Tensor:
+    """(1, 3, H, W) in [0, 1] -> stylized, same size; tiled with frozen norm statistics when over budget."""
+    _, _, h, w = x.shape
+    if h * w <= max_tile_pixels:
+        return run_net(net, x, precision)
+    # statistics from the whole picture, seen at a size that fits the budget
+    s = (max_tile_pixels / (h * w)) ** 0.5
+    small = F.interpolate(x, size=(max(4, int(h * s)), max(4, int(w * s))), mode="area")
+    stats = measure_norm_stats(net, small, precision)
+    side = max(4 * overlap, int(max_tile_pixels ** 0.5)) // 4 * 4
+    th, tw = min(h, side), min(w, side)
+    out = torch.zeros(3, h, w)
+    weight = torch.zeros(1, h, w)
+    with frozen_norm_stats(net, stats):
+        for y in tile_starts(h, th, overlap):
+            for x0 in tile_starts(w, tw, overlap):
+                tile = x[:, :, y:y + th, x0:x0 + tw]
+                y_out = run_net(net, tile, precision)[0]
+                wgt = feather(th, tw, overlap, y > 0, y + th < h, x0 > 0, x0 + tw < w)
+                out[:, y:y + th, x0:x0 + tw] += y_out * wgt
+                weight[:, y:y + th, x0:x0 + tw] += wgt
+    return (out / weight).unsqueeze(0)
+
+
+def rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(1)
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    return torch.stack([y, (b - y) * 0.564 + 0.5, (r - y) * 0.713 + 0.5], 1)
+
+
+def ycbcr_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    y, cb, cr = x.unbind(1)
+    r = y + 1.403 * (cr - 0.5)
+    b = y + 1.773 * (cb - 0.5)
+    g = (y - 0.299 * r - 0.114 * b) / 0.587
+    return torch.stack([r, g, b], 1).clamp(0, 1)
+
+
+def finish(photo: torch.Tensor, styled: torch.Tensor, strength: float, preserve_colors: bool) -> torch.Tensor:
+    """Colour preservation (luminance transfer, Gatys et al. 2016) then blending by strength."""
+    if preserve_colors:
+        ys, yp = rgb_to_ycbcr(styled), rgb_to_ycbcr(photo)
+        styled = ycbcr_to_rgb(torch.cat([ys[:, :1], yp[:, 1:]], 1))
+    if strength < 1:
+        styled = strength * styled + (1 - strength) * photo
+    return styled.clamp(0, 1)
+
+
+def stylize_image(filt: Filter, img: Image.Image, settings: ApplySettings | None = None) -> Image.Image:
+    """Paint one PIL image with a filter; returns RGB, or RGBA when the input had alpha (alpha kept)."""
+    st = settings or ApplySettings()
+    if not 0 <= st.strength <= 1:
+        raise ValueError("strength must be between 0 and 1")
+    rgb, alpha = split_alpha(img)
+    rgb = resize_longer(rgb, st.size)
+    net = prepare_net(filt.net, pick_device(st.device))
+    photo = to_tensor(rgb)
+    styled = stylize_tensor(net, photo, st.precision, st.max_tile_pixels)
+    out = to_image(finish(photo, styled, st.strength, st.preserve_colors))
+    if alpha is not None:
+        out.putalpha(alpha.resize(out.size, Image.LANCZOS) if alpha.size != out.size else alpha)
+    return out
+
+
+def provenance(filt: Filter, settings: ApplySettings, source: str | None = None) -> dict:
+    from . import __version__
+
+    return {"filter": filt.name, "card_hash": filt.card_hash, "settings": settings.to_dict(),
+            "artwork": filt.card.get("artwork", {}).get("title"), "backbone": filt.card.get("backbone", {}).get("name"),
+            "source": source, "rotoscope_version": __version__}
