@@ -92,6 +92,31 @@ def apply(
         say(line)
 
 
+# ---------------------------------------------------------------- score
+
+
+@app.command()
+def score(
+    filter: str = typer.Argument(..., help="Filter name or .safetensors path."),
+    photos: list[Path] = typer.Argument(..., help="Photos (or folders of photos) to apply it to and score."),
+    artwork: Optional[Path] = typer.Option(None, help="The artwork, for the style scores (content scores need none)."),
+    size: int = typer.Option(384, help="Longer side at which results and artwork are compared."),
+    backbone: Optional[list[str]] = typer.Option(None, help="Backbone(s) for the Gram distance (default: random, "
+                                                 "plus vgg16-hed when cached)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+):
+    """Score a filter: style distance from the artwork and content kept from each photo."""
+    from .images import list_images
+    from .metrics import format_report, score_filter
+
+    files = [f for p in photos for f in (list_images(p) if p.is_dir() else [p])]
+    report = score_filter(filter, files, artwork, size=size, backbones=tuple(backbone) if backbone else None)
+    if as_json:
+        out.print_json(json.dumps(report.to_dict()))
+    else:
+        out.print(format_report(report), highlight=False, markup=False, soft_wrap=True)
+
+
 # ---------------------------------------------------------------- the registry
 
 

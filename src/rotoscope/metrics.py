@@ -1,0 +1,302 @@
+"""Numbers beside the pictures: how much of the artwork's style a result carries, and how much of the photo.
+
+Style fidelity (result vs artwork; 0 = same statistics, larger = further):
+  gram      Gram-matrix distance in a fixed backbone (relative Frobenius error per style layer, averaged).
+            The `random` VGG needs no download; `vgg16-hed` is what training optimises, so it is also reported
+            when cached but it is the training loss's own yardstick, not an independent judge.
+  color     sliced Wasserstein distance between the pixel colour distributions in CIE Lab, scaled so that a
+            uniform colour shift by dE Lab units scores dE. Independent of any network; blind to layout.
+  texture   distance between gradient-orientation and gradient-magnitude histograms of the luminance, at two
+            scales (total-variation distance of histograms, 0..1). Independent of any network.
+Content preservation (result vs photo; 1 = identical):
+  ssim      SSIM of the luminance (Wang et al. 2004, Gaussian window, sigma 1.5).
+  edges     Pearson correlation of the Sobel edge maps of the luminance (after a sigma-1 blur).
+
+Every metric works on images resized to the same longer side first (`size`), so scores are comparable across
+photos of any resolution.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import RotoscopeError
+from .images import load_rgb, resize_longer
+
+SCORE_SIZE = 384  # longer side at which results and artworks are compared (the training style_size)
+STYLE_METRICS = ("gram_random", "gram_vgg16-hed", "color", "texture")
+CONTENT_METRICS = ("ssim", "edges")
+COLOR_DIRECTIONS = 256
+COLOR_QUANTILES = 256
+ORIENT_BINS = 12
+MAG_EDGES = np.concatenate([[0.0], np.geomspace(0.01, 2.0, 15), [np.inf]])  # Sobel magnitudes of Y in [0, 1]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def as_array(img) -> np.ndarray:
+    """PIL image, (1,3,H,W)/(3,H,W) tensor or HxWx3 array -> float64 HxWx3 RGB in [0, 1]."""
+    if isinstance(img, Image.Image):
+        return np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
+    if isinstance(img, torch.Tensor):
+        t = img.detach().float().cpu()
+        t = t[0] if t.dim() == 4 else t
+        return t.permute(1, 2, 0).clamp(0, 1).numpy().astype(np.float64)
+    arr = np.asarray(img, dtype=np.float64)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise RotoscopeError(f"expected an RGB image, got an array of shape {arr.shape}")
+    return arr
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma in [0, 1]."""
+    return rgb @ np.array([0.299, 0.587, 0.114])
+
+
+# ---------------------------------------------------------------- style: colour
+
+
+@lru_cache(maxsize=4)
+def _directions(n: int) -> np.ndarray:
+    """n unit vectors spread evenly over the sphere (Fibonacci lattice): deterministic, no sampling noise."""
+    i = np.arange(n) + 0.5
+    z = 1 - 2 * i / n
+    r = np.sqrt(1 - z * z)
+    phi = np.pi * (1 + 5 ** 0.5) * i
+    return np.stack([r * np.cos(phi), r * np.sin(phi), z], 1)
+
+
+def lab_pixels(rgb: np.ndarray) -> np.ndarray:
+    from skimage.color import rgb2lab
+
+    return rgb2lab(np.clip(rgb, 0, 1)).reshape(-1, 3)
+
+
+def color_distance(a, b) -> float:
+    """Sliced Wasserstein-1 distance of the Lab colour distributions, in Lab units.
+
+    Each direction's 1-D Wasserstein distance is the mean gap between matched quantiles. Averaged over the sphere,
+    a uniform shift by vector v gives |v|/2, so the result is doubled: a shift by dE scores dE.
+    """
+    pa, pb = lab_pixels(as_array(a)), lab_pixels(as_array(b))
+    d = _directions(COLOR_DIRECTIONS)
+    q = (np.arange(COLOR_QUANTILES) + 0.5) / COLOR_QUANTILES
+    qa = np.quantile(pa @ d.T, q, axis=0)
+    qb = np.quantile(pb @ d.T, q, axis=0)
+    return float(2 * np.abs(qa - qb).mean())
+
+
+# ---------------------------------------------------------------- style: texture
+
+
+def _sobel(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from scipy import ndimage
+
+    return ndimage.sobel(y, axis=1, mode="reflect") / 8, ndimage.sobel(y, axis=0, mode="reflect") / 8
+
+
+def gradient_histograms(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Orientation histogram (weighted by gradient magnitude, orientation mod 180 deg) and magnitude histogram."""
+    gx, gy = _sobel(luminance(rgb))
+    mag = np.hypot(gx, gy) * 4  # x4: a black-white step edge scores about 1
+    theta = np.mod(np.arctan2(gy, gx), np.pi)
+    orient, _ = np.histogram(theta, bins=ORIENT_BINS, range=(0, np.pi), weights=mag)
+    mags, _ = np.histogram(mag, bins=MAG_EDGES)
+    orient = orient / orient.sum() if orient.sum() > 0 else np.full(ORIENT_BINS, 1 / ORIENT_BINS)
+    return orient, mags / mags.sum()
+
+
+def texture_distance(a, b) -> float:
+    """Mean total-variation distance of gradient-orientation and -magnitude histograms, at full and half scale.
+
+    0 = the same gradient statistics; 1 = disjoint (e.g. only vertical edges vs only horizontal ones, at every
+    scale, and the same contrast).
+    """
+    a, b = as_array(a), as_array(b)
+    dists = []
+    for scale in (1, 2):
+        ha = gradient_histograms(_downscale(a, scale))
+        hb = gradient_histograms(_downscale(b, scale))
+        dists += [0.5 * np.abs(x - y).sum() for x, y in zip(ha, hb)]
+    return float(np.mean(dists))
+
+
+def _downscale(rgb: np.ndarray, f: int) -> np.ndarray:
+    if f == 1:
+        return rgb
+    h, w = rgb.shape[0] // f * f, rgb.shape[1] // f * f
+    return rgb[:h, :w].reshape(h // f, f, w // f, f, 3).mean((1, 3))
+
+
+# ---------------------------------------------------------------- style: Gram matrices in a backbone
+
+
+@lru_cache(maxsize=4)
+def _backbone(name: str):
+    from .backbones import load_backbone
+
+    return load_backbone(name, device="cpu")
+
+
+def gram_matrices(img, backbone: str = "random") -> dict[str, torch.Tensor]:
+    from .losses import gram
+
+    bb = _backbone(backbone)
+    x = torch.from_numpy(as_array(img)).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        feats = bb(x, bb.spec.style_layers)
+    return {k: gram(v)[0] for k, v in feats.items()}
+
+
+def gram_distance_from(ga: dict[str, torch.Tensor], gb: dict[str, torch.Tensor]) -> float:
+    """Mean over style layers of ||Ga - Gb||_F / ||Gb||_F (b is the reference, usually the artwork)."""
+    return float(np.mean([float(torch.linalg.norm(ga[k] - gb[k]) / (torch.linalg.norm(gb[k]) + 1e-12)) for k in gb]))
+
+
+def gram_distance(a, b, backbone: str = "random") -> float:
+    """Style distance of a from reference b as a fixed backbone sees it: 0 = same feature co-activations."""
+    return gram_distance_from(gram_matrices(a, backbone), gram_matrices(b, backbone))
+
+
+# ---------------------------------------------------------------- content
+
+
+def ssim_luminance(a, b) -> float:
+    """SSIM of the luminance channels (same size required): 1 = identical."""
+    from skimage.metrics import structural_similarity
+
+    ya, yb = luminance(as_array(a)), luminance(as_array(b))
+    if ya.shape != yb.shape:
+        raise RotoscopeError(f"ssim needs images of the same size, got {ya.shape[::-1]} and {yb.shape[::-1]}")
+    return float(structural_similarity(ya, yb, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                       use_sample_covariance=False))
+
+
+def edge_map(rgb: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    gx, gy = _sobel(ndimage.gaussian_filter(luminance(rgb), 1.0, mode="reflect"))
+    return np.hypot(gx, gy)
+
+
+def edge_correlation(a, b) -> float:
+    """Pearson correlation of the edge maps (same size required): 1 = edges in the same places, 0 = unrelated."""
+    ea, eb = edge_map(as_array(a)).ravel(), edge_map(as_array(b)).ravel()
+    if ea.shape != eb.shape:
+        raise RotoscopeError("edge correlation needs images of the same size")
+    if ea.std() == 0 or eb.std() == 0:
+        return 1.0 if np.array_equal(ea, eb) else 0.0
+    return float(np.corrcoef(ea, eb)[0, 1])
+
+
+# ---------------------------------------------------------------- scoring a filter
+
+
+def default_backbones() -> tuple[str, ...]:
+    """`random` always; `vgg16-hed` too when its weights are already cached (scoring never downloads)."""
+    from .backbones import available
+
+    return ("random", "vgg16-hed") if available("vgg16-hed") else ("random",)
+
+
+def style_scores(result, art_ref: dict, backbones: tuple[str, ...]) -> dict[str, float]:
+    """Style distances of one result from the artwork (art_ref from `artwork_reference`)."""
+    s = {f"gram_{b}": gram_distance_from(gram_matrices(result, b), art_ref["gram"][b]) for b in backbones}
+    s["color"] = color_distance(result, art_ref["rgb"])
+    s["texture"] = texture_distance(result, art_ref["rgb"])
+    return s
+
+
+def content_scores(result, photo) -> dict[str, float]:
+    return {"ssim": ssim_luminance(result, photo), "edges": edge_correlation(result, photo)}
+
+
+def artwork_reference(artwork, size: int = SCORE_SIZE, backbones: tuple[str, ...] = ("random",)) -> dict:
+    """The artwork at the scoring size and its Gram matrices, computed once per scoring run."""
+    img = artwork if isinstance(artwork, Image.Image) else load_rgb(artwork)
+    rgb = as_array(resize_longer(img, size))
+    return {"rgb": rgb, "gram": {b: gram_matrices(rgb, b) for b in backbones}}
+
+
+@dataclass
+class ScoreReport:
+    """Per-photo scores of a filter's results, plus the same style scores of the unstyled photos as a baseline."""
+
+    filter: str
+    rows: list[dict] = field(default_factory=list)  # {"photo": name, "result": {...}, "photo_baseline": {...}}
+    backbones: tuple[str, ...] = ()
+    has_artwork: bool = False
+
+    def mean(self, which: str = "result") -> dict[str, float]:
+        keys = [k for k in self.rows[0][which]] if self.rows else []
+        return {k: float(np.mean([r[which][k] for r in self.rows])) for k in keys}
+
+    def to_dict(self) -> dict:
+        return {"filter": self.filter, "backbones": list(self.backbones), "has_artwork": self.has_artwork,
+                "mean": self.mean(), "photo_baseline_mean": self.mean("photo_baseline") if self.has_artwork else {},
+                "rows": self.rows}
+
+
+def score_results(pairs: list[tuple[str, Image.Image, Image.Image]], artwork=None, size: int = SCORE_SIZE,
+                  backbones: tuple[str, ...] | None = None, name: str = "") -> ScoreReport:
+    """Score (photo name, photo, result) triples; style metrics only when an artwork (path or image) is given."""
+    backbones = tuple(backbones or default_backbones())
+    ref = artwork_reference(artwork, size, backbones) if artwork is not None else None
+    report = ScoreReport(name, backbones=backbones, has_artwork=ref is not None)
+    for photo_name, photo, result in pairs:
+        photo = resize_longer(photo.convert("RGB"), size)
+        result = result.convert("RGB").resize(photo.size, Image.LANCZOS) if result.size != photo.size else result
+        p, r = as_array(photo), as_array(result)
+        row = {"photo": photo_name, "result": content_scores(r, p), "photo_baseline": {}}
+        if ref is not None:
+            row["result"].update(style_scores(r, ref, backbones))
+            row["photo_baseline"] = style_scores(p, ref, backbones)
+        report.rows.append(row)
+    return report
+
+
+def score_filter(filt, photos: list[str | os.PathLike], artwork: str | os.PathLike | None = None,
+                 size: int = SCORE_SIZE, backbones: tuple[str, ...] | None = None,
+                 precision: str = "bf16") -> ScoreReport:
+    """Apply a filter (Filter, name or path) to photos at longer side `size` and score the results."""
+    from .filter import Filter, load_filter
+    from .stylize import ApplySettings, stylize_image
+
+    filt = filt if isinstance(filt, Filter) else load_filter(filt)
+    if not photos:
+        raise RotoscopeError("no photos to score")
+    settings = ApplySettings(size=size, precision=precision, device="cpu")
+    pairs = []
+    for p in photos:
+        img = resize_longer(load_rgb(p), size)
+        pairs.append((Path(p).name, img, stylize_image(filt, img, settings)))
+    return score_results(pairs, artwork, size, backbones, name=filt.name)
+
+
+def format_report(report: ScoreReport) -> str:
+    """A plain-text table: one row per photo, the mean, and the unstyled photos' style scores as a baseline."""
+    keys = list(report.rows[0]["result"]) if report.rows else []
+    width = max([len(r["photo"]) for r in report.rows] + [14])
+    head = f"{'photo':<{width}}  " + "  ".join(f"{k:>14}" for k in keys)
+    lines = [head]
+    for r in report.rows:
+        lines.append(f"{r['photo']:<{width}}  " + "  ".join(f"{r['result'][k]:>14.4f}" for k in keys))
+    mean = report.mean()
+    lines.append(f"{'mean':<{width}}  " + "  ".join(f"{mean[k]:>14.4f}" for k in keys))
+    if report.has_artwork:
+        base = report.mean("photo_baseline")
+        lines.append(f"{'unstyled photo':<{width}}  " + "  ".join(
+            f"{base[k]:>14.4f}" if k in base else f"{'':>14}" for k in keys))
+        lines.append("style (gram_*, color, texture): distance from the artwork, lower is closer; "
+                     "content (ssim, edges): similarity to the photo, 1 = identical")
+    else:
+        lines.append("content only (ssim, edges; 1 = identical to the photo): pass --artwork for the style scores")
+    return "\n".join(lines)

@@ -1,0 +1,186 @@
+"""Quality metrics on constructed cases whose answers are known, and `rotoscope score` end to end."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+from skimage.color import rgb2lab
+
+from rotoscope import metrics
+from rotoscope.config import TrainConfig
+from rotoscope.errors import RotoscopeError
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def photo_like(seed=0, size=64):
+    """A smooth random picture with edges: blurred noise plus a few rectangles."""
+    rng = np.random.default_rng(seed)
+    img = ndimage.gaussian_filter(rng.random((size, size, 3)), (3, 3, 0))
+    img = (img - img.min()) / (img.max() - img.min())
+    for _ in range(4):
+        y, x = rng.integers(0, size - 16, 2)
+        img[y:y + rng.integers(6, 16), x:x + rng.integers(6, 16)] = rng.random(3)
+    return img
+
+
+def solid(rgb, size=32):
+    return np.broadcast_to(np.array(rgb, dtype=np.float64), (size, size, 3)).copy()
+
+
+def stripes(vertical: bool, size=64, period=8):
+    s = ((np.arange(size) // (period // 2)) % 2).astype(np.float64)
+    y = np.broadcast_to(s[None, :] if vertical else s[:, None], (size, size))
+    return np.repeat(y[..., None], 3, axis=2)
+
+
+# ---------------------------------------------------------------- identical images: distance 0, similarity 1
+
+
+def test_identical_images_score_perfectly():
+    a = photo_like()
+    assert metrics.color_distance(a, a) == pytest.approx(0, abs=1e-9)
+    assert metrics.texture_distance(a, a) == pytest.approx(0, abs=1e-12)
+    assert metrics.gram_distance(a, a, "random") == pytest.approx(0, abs=1e-6)
+    assert metrics.ssim_luminance(a, a) == pytest.approx(1.0)
+    assert metrics.edge_correlation(a, a) == pytest.approx(1.0)
+
+
+def test_inputs_may_be_pil_tensor_or_array():
+    a = photo_like()
+    pil = Image.fromarray((a * 255).round().astype(np.uint8))
+    t = metrics.as_array(pil)
+    import torch
+
+    tensor = torch.from_numpy(t).permute(2, 0, 1)[None].float()
+    assert metrics.ssim_luminance(pil, tensor) == pytest.approx(1.0, abs=1e-5)
+
+
+# ---------------------------------------------------------------- colour
+
+
+def test_color_distance_of_two_flat_colours_is_their_lab_difference():
+    a, b = (0.8, 0.3, 0.2), (0.2, 0.5, 0.7)
+    delta_e = np.linalg.norm(rgb2lab(np.array([[a]])) - rgb2lab(np.array([[b]])))
+    assert metrics.color_distance(solid(a), solid(b)) == pytest.approx(delta_e, rel=0.02)
+
+
+def test_color_distance_grows_with_a_colour_shift_and_ignores_layout():
+    a = photo_like()
+    shifts = [metrics.color_distance(a, np.clip(a + [d, 0, -d], 0, 1)) for d in (0.05, 0.1, 0.2)]
+    assert 0 < shifts[0] < shifts[1] < shifts[2]
+    # the same pixels in another order: the colour distribution is unchanged
+    shuffled = np.random.default_rng(1).permutation(a.reshape(-1, 3)).reshape(a.shape)
+    assert metrics.color_distance(a, shuffled) == pytest.approx(0, abs=1e-9)
+    assert metrics.ssim_luminance(a, shuffled) < 0.2  # ...while the content is gone
+
+
+# ---------------------------------------------------------------- texture
+
+
+def test_texture_distance_sees_orientation():
+    v, h = stripes(True), stripes(False)
+    assert metrics.texture_distance(v, v.copy()) == pytest.approx(0)
+    # same contrast and edge count, perpendicular edges: the orientation halves are disjoint, magnitudes equal
+    assert metrics.texture_distance(v, h) == pytest.approx(0.5, abs=0.02)
+    o_v, _ = metrics.gradient_histograms(v)
+    o_h, _ = metrics.gradient_histograms(h)
+    assert 0.5 * np.abs(o_v - o_h).sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_texture_is_blind_to_a_colour_shift_that_keeps_luminance_gradients():
+    a = photo_like()
+    assert metrics.texture_distance(a, a * 0.999 + 0.0005) < 0.02
+
+
+# ---------------------------------------------------------------- a known blur
+
+
+def test_blur_lowers_content_scores_monotonically():
+    a = photo_like(size=64)
+    blurred = [ndimage.gaussian_filter(a, (s, s, 0)) for s in (0.7, 1.5, 3.0)]
+    ssim = [metrics.ssim_luminance(b, a) for b in blurred]
+    edges = [metrics.edge_correlation(b, a) for b in blurred]
+    texture = [metrics.texture_distance(b, a) for b in blurred]
+    assert 1 > ssim[0] > ssim[1] > ssim[2]
+    assert 1 > edges[0] > edges[1] > edges[2]
+    assert 0 < texture[0] < texture[1] < texture[2]
+    # a blur barely moves the colour distribution compared to a real colour change
+    assert metrics.color_distance(blurred[0], a) < metrics.color_distance(np.clip(a + [0.2, 0, -0.2], 0, 1), a)
+
+
+def test_gram_distance_separates_a_close_image_from_a_different_one():
+    a = photo_like(0)
+    close = np.clip(a + np.random.default_rng(3).normal(0, 0.01, a.shape), 0, 1)
+    far = solid((0.9, 0.9, 0.1), 64)
+    assert metrics.gram_distance(close, a) < 0.1 < metrics.gram_distance(far, a)
+
+
+def test_content_metrics_refuse_different_sizes():
+    with pytest.raises(RotoscopeError):
+        metrics.ssim_luminance(photo_like(size=32), photo_like(size=48))
+
+
+# ---------------------------------------------------------------- scoring a filter
+
+
+@pytest.fixture(scope="module")
+def tiny_filter(tmp_path_factory):
+    """A tiny filter trained for a few steps (the numbers do not matter here, only that scoring runs)."""
+    folder = tmp_path_factory.mktemp("photos")
+    for i in range(3):
+        Image.fromarray((photo_like(i, 48) * 255).astype(np.uint8)).save(folder / f"p{i}.png")
+    art = folder.parent / "art.png"
+    Image.fromarray((stripes(True, 48) * [230, 120, 40]).astype(np.uint8)).save(art)
+    from rotoscope.train import train
+
+    cfg = TrainConfig().replace(channels=(8, 16, 16), res_blocks=1, size=32, steps=3, backbone="random",
+                                holdout=0, checkpoint_every=100, eval_every=100, preview_every=100)
+    path = folder.parent / "tiny.safetensors"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ROTOSCOPE_HOME", str(tmp_path_factory.mktemp("home")))
+        train(art, "tiny", folder, cfg, out=path, log=lambda s: None, progress=False)
+    return path, folder, art
+
+
+def test_score_filter_reports_every_metric_and_a_photo_baseline(tiny_filter):
+    path, folder, art = tiny_filter
+    photos = sorted(folder.glob("*.png"))
+    report = metrics.score_filter(str(path), photos, art, size=40, backbones=("random",))
+    assert [r["photo"] for r in report.rows] == [p.name for p in photos]
+    mean = report.mean()
+    assert set(mean) == {"ssim", "edges", "gram_random", "color", "texture"}
+    assert set(report.mean("photo_baseline")) == {"gram_random", "color", "texture"}
+    assert all(np.isfinite(v) for v in mean.values())
+    no_art = metrics.score_filter(str(path), photos[:1], None, size=40)
+    assert set(no_art.mean()) == {"ssim", "edges"}
+
+
+def run_cli(*args):
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    return subprocess.run([sys.executable, "-m", "rotoscope", *args], capture_output=True, text=True, env=env)
+
+
+def test_score_cli_end_to_end(tiny_filter):
+    path, folder, art = tiny_filter
+    r = run_cli("score", str(path), str(folder), "--artwork", str(art), "--size", "40", "--backbone", "random")
+    assert r.returncode == 0, r.stderr
+    assert "gram_random" in r.stdout and "unstyled photo" in r.stdout
+    assert [line.split()[0] for line in r.stdout.splitlines() if ".png" in line] == ["p0.png", "p1.png", "p2.png"]
+    r = run_cli("score", str(path), str(folder / "p0.png"), "--size", "40", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert set(data["mean"]) == {"ssim", "edges"} and not data["has_artwork"]
+
+
+def test_score_cli_bad_input_is_one_line(tiny_filter, tmp_path):
+    path, _, _ = tiny_filter
+    r = run_cli("score", str(path), str(tmp_path / "missing.jpg"))
+    assert r.returncode != 0
+    assert r.stderr.strip().startswith("error:") and "Traceback" not in r.stderr
