@@ -41,6 +41,7 @@ def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: App
         yield from video.apply_video_cli(filt, src, dest, settings, progress)
         return
     dest = Path(dest) if dest else default_output(filt, src)
+    yield from confidence_warning(filt, src)
     yield f"wrote {apply_image(filt, src, dest, settings)}"
 
 
@@ -57,11 +58,21 @@ def apply_folder(filt: Filter, src: Path, dest: Path, settings: ApplySettings, p
         if target.exists() and _same_result(target, filt, settings, f.name):
             continue  # finished by an earlier, interrupted run with the same filter and settings
         try:
+            yield from confidence_warning(filt, f)
             apply_image(filt, f, target, settings)
         except RotoscopeError as e:
             failed += 1
             yield f"warning: skipped {e}"
     yield f"wrote {len(files) - failed} image(s) to {dest}" + (f"; {failed} skipped" if failed else "")
+
+
+def confidence_warning(filt: Filter, src: Path) -> Iterator[str]:
+    """A warning line when the input is unlike the filter's training photos (confidence.py)."""
+    from .confidence import assess_path
+
+    a = assess_path(filt.card, src)
+    if a is not None and not a.in_distribution:
+        yield f"warning: {a.message}"
 
 
 def _same_result(target: Path, filt: Filter, settings: ApplySettings, source: str) -> bool:

@@ -81,6 +81,8 @@ def apply(
     precision: str = typer.Option("bf16", help="bf16 or fp32."),
     device: str = typer.Option("auto"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON result (outputs, distance from the training "
+                                 "photos, warnings) on stdout."),
 ):
     """Paint an image or a folder of images with a filter."""
     from .apply import apply_path
@@ -88,8 +90,48 @@ def apply(
 
     settings = ApplySettings(size=size, strength=strength, preserve_colors=preserve_colors, precision=precision,
                              device=device)
-    for line in apply_path(filter, input, output, settings, progress=progress):
+    lines = []
+    for line in apply_path(filter, input, output, settings, progress=progress and not as_json):
+        lines.append(line)
         say(line)
+    if as_json:
+        from .confidence import apply_report
+
+        out.print_json(json.dumps(apply_report(filter, input, lines)))
+
+
+# ---------------------------------------------------------------- truthful training: audit and explain
+
+
+@app.command()
+def audit(
+    photos: Optional[Path] = typer.Argument(None, help="Folder of photos (default: the built-in sample set)."),
+    output: Path = typer.Option(Path("audit.html"), "-o", "--out", help="HTML page (or .png) with histograms."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+):
+    """Before training: what is in this photo set? Sizes, light, colour, duplicates, and how narrow it is."""
+    from .audit import audit_folder, format_audit, write_audit_page
+
+    result = audit_folder(photos)
+    if as_json:
+        out.print_json(json.dumps(result.summary()))
+    else:
+        out.print(format_audit(result), highlight=False, markup=False, soft_wrap=True)
+    say(f"wrote {write_audit_page(result, output)}")
+
+
+@app.command()
+def explain(
+    filter: str = typer.Argument(..., help="Filter name or .safetensors path."),
+    output: Optional[Path] = typer.Option(None, "-o", "--out", help="HTML file (default: NAME-story.html)."),
+):
+    """The filter's training story as one self-contained HTML page."""
+    from .explain import explain as write_story
+
+    path, gaps = write_story(filter, output or Path(f"{Path(filter).stem}-story.html"))
+    for g in gaps:
+        say(f"note: missing {g}")
+    say(f"wrote {path}")
 
 
 # ---------------------------------------------------------------- score

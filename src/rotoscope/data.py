@@ -37,6 +37,7 @@ class PhotoSet:
     holdout_names: list[str]
     skipped: list[str] = field(default_factory=list)
     source: str = ""
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # original (width, height), for the audit
 
     def batch(self, step: int, batch: int, size: int, seed: int) -> torch.Tensor:
         """The crops for one step: a function of (seed, step) only, so a resumed run sees the same data."""
@@ -113,6 +114,7 @@ def prepare(photos: list[Photo], size: int, holdout: float, skipped: list[str] |
     """Resize each photo once so its shorter side is between size and 2*size (room for scale augmentation)."""
     held = split_holdout([p.name for p in photos], holdout)
     train, hold, tn, hn = [], [], [], []
+    sizes = {p.name: p.image.size for p in photos}
     for p in photos:
         img = p.image
         short = min(img.size)
@@ -123,7 +125,7 @@ def prepare(photos: list[Photo], size: int, holdout: float, skipped: list[str] |
         t = to_tensor(img)
         (hold if p.name in held else train).append(t)
         (hn if p.name in held else tn).append(p.name)
-    return PhotoSet(train, hold, tn, hn, skipped or [], source)
+    return PhotoSet(train, hold, tn, hn, skipped or [], source, sizes)
 
 
 def load_photos(folder: str | os.PathLike | None, size: int, holdout: float, warn=print) -> PhotoSet:

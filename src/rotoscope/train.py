@@ -33,6 +33,7 @@ from .images import load_rgb, resize_longer, to_image, to_tensor
 from .losses import LossWeights, StyleTarget, perceptual_loss, style_target
 from .network import FilterNet, count_parameters
 from .paths import atomic_path, runs_dir
+from . import audit, confidence, pitfalls, story
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -116,6 +117,7 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
     data: PhotoSet = load_photos(photos, cfg.size, cfg.holdout, warn=log)
     if len(data.train) < 1:
         raise RotoscopeError("need at least one training photo")
+    photo_audit = audit.audit_photoset(data)  # what is in the training set: stored in the card
 
     # --- the loss network and what the artwork looks like to it
     backbone = load_backbone(cfg.backbone, backbone_weights, device=str(device))
@@ -148,6 +150,15 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
     if run.step == 0 and holdout is not None:
         writer.add_images("holdout/photo", holdout[:4], 0)
 
+    # truthful training: watch for pitfalls, keep the last good weights, record previews for the story
+    watcher = pitfalls.Watcher(vars(weights), cfg.eval_every, cfg.lr, cfg.steps)
+    pitfalls.report(run.warnings, log, [pitfalls.Pitfall("narrow-set", 0, f"training set: {w}")
+                                        for w in photo_audit.warnings])
+    pitfalls.report(run.warnings, log, watcher.start(len(data.train), photo_audit.summary()))
+    preview, preview_name, preview_held = story.preview_photo(data, cfg.size)
+    recorder = story.Recorder(run_dir, preview, preview_name, art_img, cfg.steps, preview_held)
+    recorder.maybe_snapshot(net, run.step)
+    last_good, stopped = pitfalls.LastGood(net, opt, run.step), None
     started = time.perf_counter() - run.seconds
     bar = _progress(progress, cfg.steps, run.step)
     try:
@@ -165,8 +176,7 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
                     output = net(photos_batch)
                     loss, terms = perceptual_loss(backbone, target, weights, output, photos_batch)
                 if not torch.isfinite(loss):
-                    raise RotoscopeError(f"loss became {float(loss)} at step {step}; the last good checkpoint is kept "
-                                         f"({ckpt_path}); try a lower --lr")
+                    raise pitfalls.Stopped(pitfalls.not_finite(step + 1, float(loss), cfg.lr))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(net.parameters(), 1e3))
@@ -182,6 +192,12 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
                     for k, v in record["holdout"].items():
                         writer.add_scalar(f"holdout/{k}", v, run.step)
                 run.history.append(record)
+                if run.step % cfg.eval_every == 0 or run.step == cfg.steps:
+                    for p in pitfalls.report(run.warnings, log, watcher.check(run.history)):
+                        if p.stop:
+                            raise pitfalls.Stopped(p)
+                    last_good.keep(net, opt, run.step)
+                recorder.maybe_snapshot(net, run.step)
                 if run.step % cfg.preview_every == 0 or run.step == cfg.steps:
                     preview = holdout if holdout is not None else photos_batch[:1].float().cpu()
                     with torch.no_grad(), autocast(device, cfg.precision):
@@ -197,15 +213,37 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
         save_checkpoint(ckpt_path, net, opt, run, cfg, meta)
         raise RotoscopeError(f"interrupted at step {run.step}/{cfg.steps}; run the same command with --resume "
                              "to continue") from None
+    except pitfalls.Stopped as e:
+        stopped = e.pitfall
+        pitfalls.report(run.warnings, log, [stopped])
     finally:
         writer.close()
-    save_checkpoint(ckpt_path, net, opt, run, cfg, meta)
+    if stopped:  # back to the last good weights; the checkpoint resumes from there
+        good = last_good.restore(net, opt)
+        kept = Run(good, [h for h in run.history if h["step"] <= good], run.seconds, run.warnings)
+        save_checkpoint(ckpt_path, net, opt, kept, cfg, meta)
+        run.warnings.append(f"training stopped after step {run.step}; the filter holds the last good weights, "
+                            f"from step {good}")
+        if good == 0:
+            raise RotoscopeError(f"training stopped after step {run.step}: {stopped.message} No good weights to keep "
+                                 "yet, so no filter was saved.")
+    else:
+        save_checkpoint(ckpt_path, net, opt, run, cfg, meta)
 
-    card = build_card(name, cfg, backbone, art_img, artwork, art_hash, title, data, run, target, extra_card)
+    truthful = {"audit": photo_audit.summary(),
+                "confidence": confidence.reference(photo_audit, data.train_names, data.holdout_names),
+                "story": recorder.card(net, art_img, holdout, run.history),
+                "stopped": {"step": run.step, "kept_step": last_good.step, "reason": stopped.kind} if stopped else None}
+    card = build_card(name, cfg, backbone, art_img, artwork, art_hash, title, data, run, target,
+                      {**truthful, **(extra_card or {})})
     dest = Path(out) if out else registry_path(name)
     net.eval()
     save_filter(net.to("cpu").to(memory_format=torch.contiguous_format), card, dest)
     log(f"saved filter '{name}' to {dest} ({run.step} steps in {run.seconds / 60:.1f} min)")
+    if stopped:
+        raise RotoscopeError(f"training stopped after step {run.step}: {stopped.message} The filter {dest} and the "
+                             f"checkpoint hold the last good weights (step {last_good.step}); "
+                             f"`rotoscope explain {name}` shows what happened.")
     from .filter import load_filter_file
 
     return load_filter_file(dest)

@@ -1,0 +1,553 @@
+"""`rotoscope explain`: a filter's training story as one self-contained HTML page.
+
+Written for a curious non-specialist and accurate for a specialist. It walks the stages of training (random
+weights, the training set, the score, the adjustment, the previews along the way, the exam on held-out
+photos), says what the backbone is and where it misleads, compares the artwork's palette with the outputs',
+and ends with what a person should check before trusting the filter. Every image is embedded as a data URI
+and nothing is fetched from anywhere. It reads the filter card and, when present, the run folder's previews;
+with the filter file alone it still works and says what is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import RotoscopeError
+from .paths import atomic_path, runs_dir
+
+SECTIONS = ("what", "untrained", "training-set", "score", "adjustment", "previews", "exam", "settings",
+            "artwork", "warnings", "oversight")
+
+BACKBONE_NOTES = {
+    "vgg16": "VGG16 is an image classifier trained on ImageNet (1.2 million labelled photos, 2014). Its inner "
+             "layers respond to edges, textures and object parts; the score compares those responses. Caveat: "
+             "it sees the world as ImageNet photos taught it to, and it is a stand-in for human perception, "
+             "not a measure of it: a lower score is not always a better-looking picture.",
+    "vgg19": "VGG19 is a deeper sibling of VGG16, trained on ImageNet; Gatys et al. (2015) used it for the "
+             "first neural style transfer. Same caveat as VGG16: a proxy for perception learned from photos.",
+    "vgg16-hed": "This VGG16 was first trained on ImageNet, then fine-tuned to draw the edges of objects (HED, "
+                 "trained on the BSDS500 outlines). It works offline. Caveat: its deeper layers were retuned "
+                 "for outlines, so its notion of 'style' may weigh contours more and surface texture less than "
+                 "an ImageNet VGG's (an expectation from how it was trained, not measured here).",
+    "random": "This VGG16 has random weights: it was never trained on anything. Random filters still respond "
+              "to local colour and fine texture, so the filter learns the artwork's palette and a grain, but "
+              "not brush strokes, shapes or composition. Treat a 'random' filter as a colour-and-grain "
+              "filter, not as having learned the artwork's style.",
+}
+
+SETTING_NOTES = {
+    "steps": "weight updates (rounds of: paint a batch, score it, adjust)",
+    "size": "side of the square photo crops it trains on, in pixels",
+    "batch": "crops painted and scored per step",
+    "lr": "learning rate at the start: how big each adjustment is",
+    "lr_final": "learning rate at the end (it decays along a cosine curve)",
+    "backbone": "the fixed network that defines the score (see below)",
+    "style_size": "the artwork's longer side when its style is measured",
+    "content_weight": "how much keeping the photo's shapes counts",
+    "style_weight": "how much matching the artwork's textures counts",
+    "color_weight": "how much matching the artwork's colours counts",
+    "tv_weight": "how much smoothness (no pixel noise) counts",
+    "holdout": "share of photos kept out of training, for the exam",
+    "eval_every": "steps between exams on the held-out photos",
+    "precision": "number format used for the arithmetic",
+    "seed": "the random seed: same seed, same run",
+}
+
+CSS = """
+body{font:16px/1.55 Georgia,'Times New Roman',serif;max-width:980px;margin:2em auto;padding:0 1.2em;color:#222}
+h1{font-size:2em;margin-bottom:.2em}h2{margin-top:2.2em;border-bottom:2px solid #ddd;padding-bottom:.2em}
+.lede{font-size:1.1em;color:#444}.tech{font:13px/1.5 ui-monospace,Menlo,monospace;color:#555;background:#f6f6f4;
+padding:.5em .8em;border-left:3px solid #bbb}.warn{background:#fff4e5;border-left:4px solid #e08a00;padding:.6em 1em}
+.missing{background:#f2f2f2;border-left:4px solid #999;padding:.5em 1em;color:#555;font-style:italic}
+.row{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-end}.row figure{margin:0;text-align:center}
+figure img{border:1px solid #ccc;display:block}figcaption{font-size:13px;color:#555}
+table{border-collapse:collapse;font-size:14px}td,th{border-bottom:1px solid #e4e4e4;padding:3px 10px;text-align:left}
+.pal{display:flex;height:34px;width:420px;border:1px solid #aaa;margin:4px 0 12px}.pal div{height:100%}
+pre{white-space:pre-wrap;font-size:12.5px}ul.check li{margin-bottom:.4em}
+"""
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def img_uri(img: Image.Image, side: int = 240) -> str:
+    img = img.convert("RGB").copy()
+    img.thumbnail((side, side), Image.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=88)
+    return data_uri(buf.getvalue(), "image/jpeg")
+
+
+def figure(img: Image.Image | None, caption: str, side: int = 200) -> str:
+    if img is None:
+        return ""
+    return (f'<figure><img alt="{html.escape(caption)}" src="{img_uri(img, side)}" width="{side}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def chart(draw, size=(9.0, 3.6)) -> str:
+    """Render a matplotlib drawing function to an embedded PNG <img>."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=size, dpi=90)
+    draw(fig, ax)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return f'<img alt="chart" style="max-width:100%" src="{data_uri(buf.getvalue(), "image/png")}">'
+
+
+def missing(what: str) -> str:
+    return f'<p class="missing">Missing: {html.escape(what)}</p>'
+
+
+def esc(x) -> str:
+    return html.escape(str(x))
+
+
+def swatches(pal: list[dict] | None) -> str:
+    if not pal:
+        return missing("this palette was not recorded (filter trained before palettes were stored)")
+    cells = "".join(f'<div title="rgb{tuple(c["rgb"])} {100 * c["share"]:.0f}%" style="width:{100 * c["share"]:.1f}%;'
+                    f'background:rgb({c["rgb"][0]},{c["rgb"][1]},{c["rgb"][2]})"></div>' for c in pal)
+    return f'<div class="pal">{cells}</div>'
+
+
+# ---------------------------------------------------------------- finding what the story needs
+
+
+def _run_folder(card: dict) -> Path | None:
+    for cand in ((card.get("story") or {}).get("run_dir"), runs_dir() / str(card.get("name", ""))):
+        if cand and (Path(cand) / "story").is_dir():
+            return Path(cand)
+    return None
+
+
+def _open(folder: Path | None, rel: str | None) -> Image.Image | None:
+    if folder is None or not rel:
+        return None
+    p = folder / rel
+    try:
+        with Image.open(p) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError):
+        return None
+
+
+def _photo_from_source(card: dict) -> tuple[Image.Image | None, str]:
+    """The preview photo re-loaded from where training found it, or a sample photo as a stand-in."""
+    name = (card.get("story") or {}).get("preview_photo") or next(iter(card.get("photos", {}).get("holdout_names")
+                                                                         or []), None)
+    source = card.get("photos", {}).get("source", "")
+    try:
+        from .data import sample_photos
+
+        if name and source.startswith("scikit-image"):
+            for p in sample_photos():
+                if p.name == name:
+                    return p.image, f"held-out sample photo '{name}'"
+        if name and source and (Path(source) / name).is_file():
+            from .images import load_rgb
+
+            return load_rgb(Path(source) / name), f"photo '{name}' from {source}"
+        return next(p.image for p in sample_photos() if p.name == "chelsea"), \
+            "a stand-in: the sample photo 'chelsea' (the training photos are not on this machine)"
+    except Exception:
+        return None, "no photo available"
+
+
+def _centre_square(img: Image.Image, side: int) -> Image.Image:
+    s = min(img.size)
+    left, top = (img.width - s) // 2, (img.height - s) // 2
+    return img.crop((left, top, left + s, top + s)).resize((side, side), Image.LANCZOS)
+
+
+def _paint(net, img: Image.Image) -> Image.Image:
+    import torch
+
+    from .images import to_image, to_tensor
+
+    with torch.no_grad():
+        return to_image(net(to_tensor(img)))
+
+
+# ---------------------------------------------------------------- the sections
+
+
+def _curve(card: dict) -> list[dict]:
+    c = (card.get("story") or {}).get("curve")
+    if c:
+        return c
+    return [{"step": p["step"], "total": p["train"], "lr": p.get("lr"), "grad_norm": p.get("grad_norm")}
+            for p in (card.get("history") or {}).get("curve", [])]
+
+
+def section_score(card: dict) -> str:
+    curve = _curve(card)
+    if not curve:
+        return missing("no loss history in the card")
+    terms = [k for k in ("content", "style", "color", "tv") if k in curve[0]]
+    tr = card.get("training", {})
+
+    def draw(fig, ax):
+        steps = [p["step"] for p in curve]
+        for k in terms + ["total"]:
+            ax.plot(steps, [max(p[k], 1e-6) for p in curve], label=k, lw=2.2 if k == "total" else 1.4,
+                    color="black" if k == "total" else None)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("weighted loss (log scale)")
+        ax.legend(fontsize=9, ncol=5, loc="lower left", bbox_to_anchor=(0, 1.0), frameon=False)
+        ax.grid(alpha=.3)
+
+    first, last = curve[0], curve[-1]
+    rows = "".join(f"<tr><td>{k}</td><td>{tr.get(k + '_weight', '?')}</td><td>{first[k]:.3f}</td>"
+                   f"<td>{last[k]:.3f}</td><td>{100 * last[k] / max(1e-12, sum(last[t] for t in terms)):.0f}%</td>"
+                   "</tr>" for k in terms)
+    return (
+        "<p>After painting a batch of photo crops, the network is given a score: a number that says how badly "
+        "it did. Lower is better. The score is the sum of four parts, each multiplied by a weight chosen before "
+        "training:</p><ul><li><b>content</b>: does the painting still show the photo's shapes?</li>"
+        "<li><b>style</b>: do the painting's textures fire the backbone's features together the way the artwork's "
+        "do (Gram matrices)?</li><li><b>color</b>: are its colours (mean and spread) the artwork's?</li>"
+        "<li><b>tv</b>: is it free of pixel noise?</li></ul>"
+        "<p>The score is what training optimises, and it is only a stand-in for what we want (a painting that "
+        "looks like the artwork and still shows the photo). If one part swamps the others, training "
+        "optimises the wrong thing: the photo vanishes, or the style never appears.</p>"
+        f"{chart(draw)}<table><tr><th>term</th><th>weight</th><th>at the start</th><th>at the end</th>"
+        f"<th>share of the final score</th></tr>{rows}</table>"
+        '<p class="tech">Curves: median of the weighted training terms over stretches of steps (one batch of '
+        "random crops is noisy). Every term is a relative error against its target (losses.py), so 1.0 means "
+        "'as far as zero is'.</p>")
+
+
+def section_adjustment(card: dict) -> str:
+    curve = [p for p in _curve(card) if p.get("lr") is not None]
+    if not curve:
+        return missing("no learning-rate / gradient history in the card")
+
+    def draw(fig, ax):
+        steps = [p["step"] for p in curve]
+        ax.plot(steps, [p["lr"] for p in curve], color="#2a6f97", label="learning rate")
+        ax.set_ylabel("learning rate", color="#2a6f97")
+        ax.set_xlabel("step")
+        ax2 = ax.twinx()
+        ax2.plot(steps, [p["grad_norm"] for p in curve], color="#c44e52", alpha=.8, label="gradient norm")
+        ax2.set_ylabel("gradient norm", color="#c44e52")
+        ax2.set_yscale("log")
+        ax.grid(alpha=.3)
+
+    tr = card.get("training", {})
+    return (
+        "<p>After each score, every weight in the network is nudged a little in the direction that lowers the "
+        "score. The <b>gradient</b> says which direction that is for each weight; its size (the gradient norm, "
+        "red) says how steep the score is there. The <b>learning rate</b> (blue) says how big a nudge to take: "
+        f"it starts at {esc(tr.get('lr'))} and shrinks to {esc(tr.get('lr_final'))} along a cosine curve, big "
+        "steps first, fine ones at the end. Too big a learning rate makes the score jump around or blow up.</p>"
+        f"{chart(draw, (9, 3.2))}"
+        '<p class="tech">Optimiser: Adam; gradients clipped at norm 1000 (the norm shown is before clipping).</p>')
+
+
+def section_exam(card: dict) -> str:
+    hist = card.get("history") or {}
+    held = hist.get("holdout_curve") or []
+    curve = _curve(card)
+    if not held:
+        return missing("no held-out photos were scored (with fewer than two photos nothing can be held out), "
+                       "so nothing here tells whether the filter generalises beyond its training photos")
+
+    def draw(fig, ax):
+        ax.plot([p["step"] for p in curve], [p["total"] for p in curve], label="training photos (median)",
+                color="#4a6fa5")
+        ax.plot([p["step"] for p in held], [p["total"] for p in held], "o-", label="held-out photos",
+                color="#dd8452")
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("total score (log)")
+        ax.legend(fontsize=9)
+        ax.grid(alpha=.3)
+
+    train_last, held_last = curve[-1]["total"], held[-1]["total"]
+    best = min(held, key=lambda p: p["total"])
+    gap = held_last - train_last
+    rel = gap / max(1e-12, train_last)
+    if rel > 0.25:
+        verdict = (f"The held-out score is {100 * rel:.0f}% worse than the training score: the filter does "
+                   "clearly better on photos it trained on. That gap is the signature of overfitting; more, "
+                   "more varied photos or fewer steps usually narrow it.")
+    elif rel < -0.1:
+        verdict = ("The held-out score is better than the training score. That is not a miracle: training is "
+                   "scored on random zoomed crops, the exam on centre crops of a few photos, and those few "
+                   "photos may simply be easier.")
+    else:
+        verdict = ("The two scores are close: on photos like its training photos, the filter behaves about as "
+                   "well on ones it has never seen.")
+    later = (f" The best held-out score ({best['total']:.3f}) was at step {best['step']}; it ended at "
+             f"{held_last:.3f}." if best["step"] != held[-1]["step"] else "")
+    names = card.get("photos", {}).get("holdout_names") or []
+    return (
+        f"<p>Some photos ({len(names)}: {esc(', '.join(names[:8]))}{'…' if len(names) > 8 else ''}) were kept "
+        "out of training. Every so often the network is scored on them, without learning from them: an exam, "
+        "not a lesson. A network can get very good at the exact photos it trains on and worse at everything "
+        "else (overfitting); the held-out score is how we notice.</p>"
+        f"{chart(draw, (9, 3.4))}"
+        f'<p class="warn"><b>The gap:</b> final training score {train_last:.3f}, final held-out score '
+        f"{held_last:.3f}, gap {gap:+.3f} ({100 * rel:+.0f}%). {verdict}{later}</p>"
+        '<p class="tech">Both are the same weighted sum of terms. A small gap only says the filter generalises '
+        "to photos like these; it says nothing about photos unlike the training set (see the audit).</p>")
+
+
+def section_settings(card: dict) -> str:
+    tr = card.get("training", {})
+    bb = card.get("backbone", {})
+    arch = card.get("architecture", {})
+    order = [k for k in SETTING_NOTES if k in tr] + sorted(k for k in tr if k not in SETTING_NOTES and k != "net")
+    rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(tr[k])}</td><td>{esc(SETTING_NOTES.get(k, ''))}</td></tr>"
+                   for k in order)
+    name = bb.get("name", "?")
+    note = BACKBONE_NOTES.get(name, "")
+    tm = card.get("timings", {})
+    return (
+        f"<table><tr><th>setting</th><th>value</th><th>what it means</th></tr>{rows}</table>"
+        f"<h3>The network being trained</h3><p>A feed-forward 'transformer' network (Johnson et al. 2016): "
+        f"convolutions down to a quarter resolution, {esc(arch.get('res_blocks'))} residual blocks, and back up; "
+        f"widths {esc(arch.get('channels'))}. Once trained, it paints a photo in one pass, which is why it is "
+        f"fast. Training took {esc(tm.get('steps'))} steps in {esc(tm.get('seconds'))} s.</p>"
+        f"<h3>The backbone: {esc(name)}</h3><p>The score is measured by a second, fixed network, the backbone, "
+        f"which is never trained here. {esc(note)}</p>"
+        f'<p class="tech">{esc(bb.get("about", ""))} Style layers {esc(bb.get("style_layers"))}, content '
+        f'layers {esc(bb.get("content_layers"))}; weights sha256 {esc(str(bb.get("weights_sha256", ""))[:16])}…</p>')
+
+
+def section_artwork(card: dict, folder: Path | None) -> str:
+    st = card.get("story") or {}
+    art = card.get("artwork", {})
+    art_img = _open(folder, st.get("artwork_file"))
+    parts = [f"<p>The artwork: <b>{esc(art.get('title'))}</b>"
+             + (f" by {esc(art['creator'])}" if art.get("creator") else "")
+             + (f" ({esc(art['license'])})" if art.get("license") else "") + ".</p>"]
+    parts.append(f'<div class="row">{figure(art_img, "the artwork", 260)}</div>' if art_img else
+                 missing("the artwork thumbnail (kept in the run folder, not in the filter file)"))
+    d_out, d_photo = st.get("palette_distance_outputs"), st.get("palette_distance_photos")
+    parts.append("<p>What a filter can take from an artwork is limited to what the score measures: colours, "
+                 "and textures as the backbone sees them. Here are the main colours (k-means, widths = share) of "
+                 "the artwork, of the held-out photos, and of the filter's paintings of them:</p>")
+    parts.append(f"<p>artwork</p>{swatches(st.get('palette_artwork'))}<p>held-out photos</p>"
+                 f"{swatches(st.get('palette_photos'))}<p>the filter's outputs</p>{swatches(st.get('palette_outputs'))}")
+    if d_out is not None and d_photo is not None:
+        moved = d_photo - d_out
+        parts.append(f'<p class="tech">Palette distance to the artwork (share-weighted mean RGB distance to the '
+                     f"nearest colour, 0..441): photos {d_photo}, outputs {d_out}. "
+                     + ("The outputs are closer to the artwork's palette than the photos were."
+                        if moved > 0 else "The outputs are not closer to the artwork's palette than the photos: "
+                        "the colour was not reproduced.") + "</p>")
+    parts.append("<p>What it does not reproduce: the artwork's composition, its subjects, and anything that "
+                 "needs understanding what is depicted. The filter repaints textures and colours locally; it "
+                 "does not know what a face, a sky or a brush is.</p>")
+    return "".join(parts)
+
+
+def section_warnings(card: dict) -> str:
+    w = card.get("warnings") or []
+    if not w:
+        return ("<p>No pitfall detector fired during training (overfitting, a loss term swamping the others, "
+                "divergence, very few or very similar photos). That does not prove the filter is good; it "
+                "only rules out these known failures, as far as these heuristics can see.</p>")
+    items = "".join(f"<li>{esc(x)}</li>" for x in w)
+    stop = card.get("stopped")
+    extra = (f"<p class='warn'>Training stopped early at step {stop['step']} ({esc(stop['reason'])}); the filter "
+             f"holds the weights from step {stop['kept_step']}, the last healthy evaluation.</p>" if stop else "")
+    return f"<p>Detectors that watched the training raised these:</p><ul class='warn'>{items}</ul>{extra}"
+
+
+def section_oversight(card: dict, name: str, card_hash: str) -> str:
+    aud = card.get("audit") or {}
+    sp = aud.get("light_split") or {}
+    conf = card.get("confidence") or {}
+    bb = (card.get("backbone") or {}).get("name")
+    checks = ["Look at the outputs yourself, on pictures like the ones you will use it on. The score is not a "
+              "measure of quality: a number that improves while the picture gets worse is a failure."]
+    if aud:
+        n = aud.get("count", 0)
+        checks.append(f"It learned from {n} photos: {sp.get('daylight-like', 0)} daylight-like, {sp.get('dim', 0)} "
+                      f"dim, {sp.get('night-like', 0)} night-like, {aud.get('grayscale', 0)} grayscale. Check it on "
+                      "the kinds it saw least before trusting it on them.")
+    else:
+        checks.append("The training set was not audited (older filter): you do not know what it saw.")
+    if conf:
+        checks.append(f"`rotoscope apply` warns when an input's light and colour statistics lie far from the "
+                      f"training photos' (distance above {conf.get('threshold')}). It cannot see subject matter: "
+                      "an unfamiliar subject in familiar light passes without a warning.")
+    if bb == "random":
+        checks.append("The backbone has random weights: expect colour and grain, not the artwork's strokes.")
+    if card.get("warnings"):
+        checks.append(f"Read the {len(card['warnings'])} warning(s) above and decide whether they matter for "
+                      "your use.")
+    checks.append("People: the filter repaints faces and skin like everything else; check pictures of people "
+                  "with the people in them in mind.")
+    checks.append(f"Provenance: every output rotoscope writes carries the filter name ('{name}'), the card hash "
+                  f"({card_hash}) and the settings in its metadata; keep it when publishing, and state that "
+                  "the picture was made with a filter trained on this artwork.")
+    items = "".join(f"<li>{esc(c)}</li>" for c in checks)
+    return (f"<p>A network always produces an answer; it never says 'I don't know'. Before trusting this filter "
+            f"on new material, a person should check:</p><ul class='check'>{items}</ul>")
+
+
+# ---------------------------------------------------------------- the page
+
+
+def explain(filter: str | os.PathLike, output: str | os.PathLike) -> tuple[Path, list[str]]:
+    """Write the story of a filter to `output` (HTML). Returns the path and what was missing."""
+    from .filter import load_filter
+
+    filt = load_filter(filter)
+    card = filt.card
+    folder = _run_folder(card)
+    st = card.get("story") or {}
+    gaps: list[str] = []
+    name = card.get("name", filt.name)
+
+    # the photo and the previews
+    photo = _open(folder, st.get("photo_file"))
+    previews = [(p["step"], _open(folder, p["file"])) for p in st.get("previews", [])]
+    previews = [(s, im) for s, im in previews if im is not None]
+    photo_note = f"held-out photo '{st.get('preview_photo')}'" if st.get("preview_is_heldout") else \
+        f"training photo '{st.get('preview_photo')}' (no photo was held out)"
+    regenerated = False
+    if photo is None or not previews:
+        gaps.append("the previews recorded during training (run folder "
+                    f"{st.get('run_dir') or runs_dir() / name} not found)" if st else
+                    "the previews recorded during training (this filter predates them)")
+        src, photo_note = _photo_from_source(card)
+        if src is not None:
+            side = int(card.get("training", {}).get("size", 256))
+            photo = _centre_square(src, min(side, 256))
+            import torch
+
+            from .config import NetConfig
+            from .network import FilterNet
+
+            arch = card.get("architecture", {})
+            torch.manual_seed(int(card.get("training", {}).get("seed", 0)))
+            fresh = FilterNet(NetConfig(tuple(arch.get("channels", (32, 64, 128))), arch.get("res_blocks", 5),
+                                        arch.get("kernel_outer", 9))).eval()
+            previews = [(0, _paint(fresh, photo)), (card.get("timings", {}).get("steps", "final"),
+                                                    _paint(filt.net, photo))]
+            regenerated = True
+
+    untrained = dict(previews).get(0)
+    sec = {}
+    sec["what"] = (
+        "<p>Training a model is not magic, and it is not understanding. It is a loop: <b>start from random "
+        "weights</b>, <b>gather a training set</b>, <b>run it through</b>, <b>score how badly it did</b>, "
+        "<b>adjust the weights</b> to lower the score, and <b>repeat</b>, thousands of times. This page shows "
+        "each of those moving parts for this filter, and the ways such training is known to go wrong.</p>")
+    sec["untrained"] = (
+        "<p>Before training, the network's weights are random numbers. It already produces a picture for any "
+        "photo: a network always answers. Here is what the untrained network makes of the photo on the left: "
+        "noise-like colour, nothing of the artwork.</p>"
+        f'<div class="row">{figure(photo, photo_note)}{figure(untrained, "step 0: random weights")}</div>'
+        if untrained is not None else missing("the step-0 preview"))
+    if regenerated and untrained is not None:
+        sec["untrained"] += missing("the original step-0 preview; this is a fresh draw of random weights from the "
+                                    "same seed and architecture (not necessarily the exact starting weights)")
+
+    aud = card.get("audit")
+    if aud:
+        from .audit import audit_folder, audit_html_section
+
+        sec["training-set"] = _audit_html(aud)
+        try:  # the full page with histograms, when the photos are still where training found them
+            src = aud.get("source", "")
+            full = audit_folder(None if src.startswith("scikit-image") else src) if (
+                src.startswith("scikit-image") or Path(src).is_dir()) else None
+        except RotoscopeError:
+            full = None
+        if full is not None:
+            sec["training-set"] += audit_html_section(full, text=False)
+        else:
+            gaps.append("the histograms of the training photos (the photos are not on this machine)")
+            sec["training-set"] += missing("histograms: the training photos are not on this machine; the summary "
+                                           "above comes from the card")
+    else:
+        gaps.append("the training-set audit (this filter predates it)")
+        sec["training-set"] = missing("the training set was not audited when this filter was trained")
+    sec["score"] = section_score(card)
+    sec["adjustment"] = section_adjustment(card)
+    if previews:
+        figs = "".join(figure(im, f"step {s}" + (" (random weights)" if s == 0 else ""), 150) for s, im in previews)
+        sec["previews"] = (
+            "<p>The same photo, painted by the network at different points of training. It was never "
+            "trained on"
+            + (" (it is held out)" if st.get("preview_is_heldout") else " … except that here it was: no photo "
+               "could be held out") + ", so this is how the filter behaves on something new.</p>"
+            f'<div class="row">{figure(photo, "the photo", 150)}{figs}</div>')
+        if regenerated:
+            sec["previews"] += missing("the previews along training; only the start and the end could be "
+                                       "re-created from the filter file")
+    else:
+        sec["previews"] = missing("previews along training")
+    sec["exam"] = section_exam(card)
+    sec["settings"] = section_settings(card)
+    sec["artwork"] = section_artwork(card, folder)
+    sec["warnings"] = section_warnings(card)
+    sec["oversight"] = section_oversight(card, name, filt.card_hash)
+
+    titles = {"what": "What training is", "untrained": "1. Random weights: the network before training",
+              "training-set": "2. The training set", "score": "3. The score",
+              "adjustment": "4. The adjustment", "previews": "5. Along the way",
+              "exam": "6. The exam: training vs held-out photos", "settings": "7. Settings and backbone",
+              "artwork": "8. What the filter takes from the artwork",
+              "warnings": "9. What went wrong (pitfall detectors)", "oversight": "10. Before you trust it"}
+    gap_html = ("<p class='missing'>This story is incomplete: " + esc("; ".join(gaps)) + ".</p>") if gaps else ""
+    body = "".join(f'<section id="{k}"><h2>{titles[k]}</h2>{sec[k]}</section>' for k in SECTIONS)
+    art = card.get("artwork", {})
+    page = (f"<!doctype html><html lang=en><meta charset=utf-8><meta name=viewport content='width=device-width'>"
+            f"<title>How the filter '{esc(name)}' was trained</title><style>{CSS}</style><body>"
+            f"<h1>How the filter “{esc(name)}” was trained</h1>"
+            f"<p class=lede>A filter that repaints photos in the manner of <i>{esc(art.get('title'))}</i>. "
+            f"Card hash {esc(filt.card_hash)}, created {esc(card.get('created'))} with rotoscope "
+            f"{esc(card.get('rotoscope_version'))}.</p>{gap_html}{body}"
+            f"<details><summary>The full card (JSON)</summary><pre>{esc(json.dumps(card, indent=1)[:60000])}"
+            f"</pre></details></body></html>")
+    out = Path(output)
+    with atomic_path(out) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return out, gaps
+
+
+def _audit_html(aud: dict) -> str:
+    d = aud.get("distributions", {})
+    sp = aud.get("light_split", {})
+    rows = "".join(f"<tr><td>{esc(k)}</td><td>{v['min']:.3g}</td><td>{v['median']:.3g}</td><td>{v['max']:.3g}</td>"
+                   "</tr>" for k, v in d.items())
+    warn = "".join(f"<li>{esc(w)}</li>" for w in aud.get("warnings", []))
+    div = aud.get("diversity", {})
+    return (
+        f"<p>The filter learned from {aud.get('count')} photos ({esc(aud.get('source'))}). It only ever learns "
+        "from these: whatever they have in common, it takes for granted. If they are all bright daylight "
+        "scenes, nothing teaches it what to do with a night scene (the story of the tank detector that "
+        "learned 'bright daylight' instead of 'tank').</p>"
+        f"<p>Light: {sp.get('daylight-like', 0)} daylight-like, {sp.get('dim', 0)} dim, "
+        f"{sp.get('night-like', 0)} night-like; {aud.get('grayscale', 0)} grayscale; "
+        f"{aud.get('near_duplicate_photos', 0)} near-duplicates; on average two photos differ in "
+        f"{div.get('mean_hash_distance')} of 64 perceptual-hash bits (about 32 means unrelated).</p>"
+        + (f"<ul class='warn'>{warn}</ul>" if warn else "<p>The audit raised no warning (it sees light, colour "
+           "and detail, not subject matter).</p>")
+        + f"<table><tr><th>statistic</th><th>min</th><th>median</th><th>max</th></tr>{rows}</table>")

@@ -1,0 +1,112 @@
+"""`rotoscope explain` writes one self-contained page with every stage of the training story."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import make_scene
+from rotoscope.config import TrainConfig
+from rotoscope.demo import draw_artwork
+from rotoscope.explain import SECTIONS, explain
+from rotoscope.story import palette, palette_distance, preview_steps
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+TINY = dict(channels=(4, 8, 8), res_blocks=1, size=32, batch=1, backbone="random", style_size=64)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny real training run on six bright photos (one held out), shared by the tests of this file."""
+    from rotoscope.train import train
+
+    root = tmp_path_factory.mktemp("explain")
+    photos = root / "photos"
+    photos.mkdir()
+    for i in range(6):
+        make_scene(photos / f"p{i}.png", seed=i, brightness=0.55)
+    draw_artwork(96).save(root / "art.png")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ROTOSCOPE_HOME", str(root / "home"))
+        filt = train(root / "art.png", "story", photos, TrainConfig().replace(steps=6, eval_every=2, **TINY),
+                     progress=False, log=lambda s: None)
+    return filt, root
+
+
+def test_training_records_what_the_story_needs(trained):
+    filt, root = trained
+    card = filt.card
+    st = card["story"]
+    assert [p["step"] for p in st["previews"]] == preview_steps(6) == [0, 1, 2, 6]
+    assert st["preview_is_heldout"] and st["preview_photo"] in card["photos"]["holdout_names"]
+    for p in st["previews"]:
+        assert (Path(st["run_dir"]) / p["file"]).is_file()
+    assert len(st["curve"]) == 6 and {"content", "style", "color", "tv", "lr", "grad_norm"} <= set(st["curve"][0])
+    assert card["audit"]["count"] == 6 and card["audit"]["light_split"]["daylight-like"] == 6
+    assert any("daylight-like" in w for w in card["warnings"])  # the narrow set is named in the card
+    assert card["confidence"]["photos"] == 5
+    # a healthy run: none of the detectors that signal a broken run fired
+    assert not any(k in w for w in card["warnings"] for k in ("overfitting", "diverging", "nan"))
+    assert filt.path.stat().st_size < 200_000  # previews live in the run folder, not the filter
+
+
+def test_story_is_self_contained_and_has_every_section(trained, tmp_path):
+    filt, _ = trained
+    out, gaps = explain(filt.path, tmp_path / "story.html")
+    page = out.read_text()
+    assert gaps == []
+    for sec in SECTIONS:
+        assert f'<section id="{sec}">' in page
+    # nothing is fetched: no URL anywhere in a src/href, every image inline
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:|//)", page)
+    assert "http://" not in page and "https://" not in page
+    imgs = re.findall(r"<img [^>]*src=\"([^\"]+)\"", page)
+    assert len(imgs) >= 8 and all(s.startswith("data:image/") for s in imgs)
+    assert "step 0 (random weights)" in page and "The gap:" in page
+    assert "random weights: it was never trained" in page  # the backbone's caveat
+    assert "Before you trust it" in page
+
+
+def test_story_from_the_filter_file_alone_says_what_is_missing(trained, tmp_path):
+    filt, root = trained
+    alone = tmp_path / "alone.safetensors"
+    shutil.copyfile(filt.path, alone)
+    run_dir = Path(filt.card["story"]["run_dir"])
+    moved = tmp_path / "moved-run"
+    shutil.move(str(run_dir), moved)
+    try:
+        out, gaps = explain(alone, tmp_path / "alone.html")
+    finally:
+        shutil.move(str(moved), run_dir)
+    page = out.read_text()
+    assert any("previews" in g for g in gaps)
+    assert "Missing:" in page and "incomplete" in page
+    for sec in SECTIONS:
+        assert f'<section id="{sec}">' in page
+    assert "https://" not in page
+
+
+def test_cli_explain(trained, tmp_path):
+    filt, _ = trained
+    env = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "ROTOSCOPE_HOME": str(tmp_path / "home")}
+    r = subprocess.run([sys.executable, "-m", "rotoscope", "explain", str(filt.path), "-o", str(tmp_path / "s.html")],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "s.html").stat().st_size > 10_000
+    r = subprocess.run([sys.executable, "-m", "rotoscope", "explain", "no-such-filter"], capture_output=True,
+                       text=True, env=env)
+    assert r.returncode != 0 and r.stderr.startswith("error:")
+
+
+def test_palettes_and_their_distance():
+    from PIL import Image
+
+    red_blue = Image.new("RGB", (20, 10), (255, 0, 0))
+    red_blue.paste((0, 0, 255), (10, 0, 20, 10))
+    pal = palette(red_blue, k=2)
+    assert sorted(tuple(c["rgb"]) for c in pal) == [(0, 0, 255), (255, 0, 0)]
+    assert palette_distance(pal, pal) == 0
+    assert palette_distance(pal, palette(Image.new("RGB", (8, 8), (255, 0, 0)), k=1)) == pytest.approx(255 * 2 ** 0.5 / 2, rel=1e-3)
