@@ -24,6 +24,9 @@ class TrainConfig:
 
     steps: int = 2000
     size: int = 256  # square crop size in pixels
+    size_start: int = 0  # progressive resizing: crops grow from this size to `size` (0 = off)
+    size_ramp: float = 0.5  # ...over this share of the steps, then stay at `size`
+    init: str = "identity"  # identity = start from the shipped identity-pretrained network (rotoscope/weights)
     batch: int = 4
     lr: float = 1e-3
     lr_final: float = 1e-4  # cosine decay from lr to lr_final over the run

@@ -54,6 +54,29 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * t))
 
 
+def size_at(cfg: TrainConfig, step: int) -> int:
+    """Crop size at a step: progressive resizing (small, cheap crops first) when size_start is set."""
+    if not cfg.size_start or cfg.size_start >= cfg.size:
+        return cfg.size
+    t = min(1.0, step / max(1.0, cfg.size_ramp * cfg.steps))
+    return min(cfg.size, int(cfg.size_start + t * (cfg.size - cfg.size_start)) // 8 * 8)
+
+
+def init_network(net: FilterNet, cfg: TrainConfig, log=print) -> dict:
+    """Random weights, or the shipped identity-pretrained ones for this shape; returns what the card records."""
+    if cfg.init == "identity":
+        from .identity import load_identity
+
+        info = load_identity(net, cfg.net)
+        if info:
+            return info
+        log("note: no identity weights ship for this network shape; starting from random weights")
+        return {"kind": "random", "note": "no identity weights ship for this network shape"}
+    if cfg.init != "random":
+        raise RotoscopeError(f"unknown init '{cfg.init}': use identity or random")
+    return {"kind": "random"}
+
+
 def evaluate(net: FilterNet, backbone, target: StyleTarget, weights: LossWeights, holdout: torch.Tensor,
              device, precision: str) -> dict[str, float]:
     """Loss terms on the held-out photos (no gradients: an exam, not a lesson)."""
@@ -102,8 +125,11 @@ def load_checkpoint(path: Path, net: FilterNet, opt: torch.optim.Optimizer) -> t
 def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | None = None,
           cfg: TrainConfig | None = None, *, title: str | None = None, backbone_weights: str | None = None,
           resume: bool = False, out: str | os.PathLike | None = None, log=print, progress: bool = True,
-          extra_card: dict | None = None) -> Filter:
-    """Train a filter from one artwork and save it to the registry (or `out`). Returns the loaded Filter."""
+          extra_card: dict | None = None, on_eval=None) -> Filter:
+    """Train a filter from one artwork and save it to the registry (or `out`). Returns the loaded Filter.
+
+    on_eval(step, net), if given, is called every eval_every steps (benchmarks snapshot the network with it).
+    """
     cfg = cfg or TrainConfig()
     check_name(name)
     torch.manual_seed(cfg.seed)
@@ -125,7 +151,9 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
     weights = LossWeights(cfg.content_weight, cfg.style_weight, cfg.color_weight, cfg.tv_weight)
 
     # --- random weights, and the optimiser that will nudge them
-    net = FilterNet(cfg.net).to(device).to(memory_format=torch.channels_last)
+    net = FilterNet(cfg.net)
+    extra_card = {"init": init_network(net, cfg, log), **(extra_card or {})}
+    net = net.to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     run = Run()
     art_hash = hashlib.sha256(Path(artwork).read_bytes()).hexdigest()
@@ -170,7 +198,7 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
                 lr = lr_at(cfg, step)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                photos_batch = data.batch(step, cfg.batch, cfg.size, cfg.seed).to(device)
+                photos_batch = data.batch(step, cfg.batch, size_at(cfg, step), cfg.seed).to(device)
                 photos_batch = photos_batch.contiguous(memory_format=torch.channels_last)
                 with autocast(device, cfg.precision):
                     output = net(photos_batch)
@@ -198,6 +226,8 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
                             raise pitfalls.Stopped(p)
                     last_good.keep(net, opt, run.step)
                 recorder.maybe_snapshot(net, run.step)
+                if on_eval is not None and (run.step % cfg.eval_every == 0 or run.step == cfg.steps):
+                    on_eval(run.step, net)
                 if run.step % cfg.preview_every == 0 or run.step == cfg.steps:
                     preview = holdout if holdout is not None else photos_batch[:1].float().cpu()
                     with torch.no_grad(), autocast(device, cfg.precision):

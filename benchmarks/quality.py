@@ -1,0 +1,283 @@
+"""Quality benchmark: train a filter per artwork with the default recipe, score it on photos it never saw, LOOK.
+
+For each artwork in ../shared/data/styles (MANIFEST.csv): train with TrainConfig() (or --steps) on the content
+photos minus a fixed held-out set, apply to the held-out photos, and write
+  benchmarks/results/quality.md        metrics table per style (and per backbone), committed
+  benchmarks/out/quality/<style>.png   contact sheet: artwork, held-out photos, results (git-ignored)
+  benchmarks/out/quality/overview.png  one row per style
+With --curve, the network is also snapshotted every --eval-every steps and each snapshot scored: quality vs
+CPU minutes (benchmarks/results/quality-curve.md).
+
+  python benchmarks/quality.py                                   # all 19 styles, default recipe (hours on 2 cores)
+  python benchmarks/quality.py --styles 3 --steps 200            # reduced: say so when quoting it
+  python benchmarks/quality.py --styles van_gogh --backbones vgg16-hed,random   # backbone comparison
+  python benchmarks/quality.py --styles ship --ship --curve      # (re)train the filters shipped in the package
+CPU minutes are the process's CPU time (all threads) / 2, i.e. the wall time on 2 idle cores with perfect scaling;
+wall minutes are also printed (they include waiting for other people's jobs on a shared machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from rotoscope import metrics  # noqa: E402
+from rotoscope.config import TrainConfig  # noqa: E402
+from rotoscope.filter import Filter  # noqa: E402
+from rotoscope.images import list_images, load_rgb, resize_longer  # noqa: E402
+from rotoscope.stylize import ApplySettings, stylize_image  # noqa: E402
+from rotoscope.train import train  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+if not SHARED.exists():
+    SHARED = Path("/work/shared/data")
+# Fixed held-out photos, never trained on: a face, fog, fur, machines, street, flowers, dusk city, a lighthouse.
+HOLDOUT = ("portrait_smiling_woman.png", "golden_gate_bridge_fog.jpg", "tabby_cat.jpg", "kodim05.png",
+           "new_york_taxis.jpg", "wildflowers.jpg", "city_skyline_dusk.jpg", "kodim19.png")
+# Shipped filters (--ship): name -> artwork, varied on purpose (swirls, a flat woodblock print, expressionist colour,
+# abstraction, pointillism, stained glass, a monochrome etching). `--styles ship` picks exactly these.
+SHIPPED = {
+    "starry-night": "van_gogh_starry_night.jpg",
+    "great-wave": "hokusai_great_wave.jpg",
+    "the-scream": "munch_the_scream.jpg",
+    "composition-vii": "kandinsky_composition_vii.jpg",
+    "la-calanque": "signac_la_calanque.jpg",
+    "hibiscus-parrots": "tiffany_hibiscus_and_parrots.png",
+    "carceri": "piranesi_carceri_etching.png",
+}
+SHEET_PHOTOS = 4  # held-out photos shown per contact sheet row
+THUMB = 200
+
+
+def manifest() -> dict[str, dict]:
+    """styles/<file> -> its MANIFEST row (title, creator, year, license_basis)."""
+    rows = {}
+    with open(SHARED / "MANIFEST.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            if r["kind"] == "style":
+                rows[Path(r["file"]).name] = r
+    return rows
+
+
+def pick_styles(spec: str | None, all_styles: list[str]) -> list[str]:
+    if not spec:
+        return all_styles
+    if spec == "ship":
+        return list(SHIPPED.values())
+    if spec.isdigit():  # the first N, spread over the list so a reduced run still covers varied styles
+        n = int(spec)
+        return [all_styles[round(i * (len(all_styles) - 1) / max(1, n - 1))] for i in range(n)] if n > 1 else all_styles[:1]
+    picked = [s for s in all_styles if any(part and part in s for part in spec.split(","))]
+    if not picked:
+        raise SystemExit(f"no style matches {spec!r}")
+    return picked
+
+
+def train_folder(tmp: Path) -> Path:
+    """The content photos minus the held-out ones, as symlinks (the shared data is never copied)."""
+    folder = tmp / "train-photos"
+    folder.mkdir()
+    for p in list_images(SHARED / "content"):
+        if p.name not in HOLDOUT:
+            (folder / p.name).symlink_to(p)
+    return folder
+
+
+def ship(trained: Path, name: str, row: dict, dest: Path) -> Path:
+    """Rewrite a trained filter for the package: fp16 weights, the artwork's provenance, no local paths.
+
+    Weights only: the artwork image never enters the package. Loading converts fp16 back to fp32.
+    """
+    from safetensors.torch import save_file
+
+    from rotoscope.filter import CARD_KEY, load_filter_file
+    from rotoscope.paths import atomic_path
+
+    filt = load_filter_file(trained)
+    card = dict(filt.card)
+    card["name"] = name
+    card["artwork"] = {**card["artwork"], "title": row["title"], "creator": row["creator"], "year": row["year"],
+                       "license": row["license_basis"], "source": f"{row['source_repo']}/{row['source_path']}"}
+    card["photos"] = {**card["photos"], "source": f"../shared/data/content minus the {len(HOLDOUT)} photos held out "
+                      "by benchmarks/quality.py"}
+    card["weights_dtype"] = "float16"
+    state = {k: v.detach().half().contiguous() for k, v in filt.net.state_dict().items()}
+    with atomic_path(dest) as tmp:
+        save_file(state, str(tmp), metadata={CARD_KEY: json.dumps(card, sort_keys=True)})
+    return dest
+
+
+def stylize_all(filt: Filter, photos: list[tuple[str, Image.Image]], size: int) -> list[Image.Image]:
+    settings = ApplySettings(size=size, device="cpu")
+    return [stylize_image(filt, img, settings) for _, img in photos]
+
+
+def net_as_filter(net, card) -> Filter:
+    from rotoscope.network import FilterNet
+    from rotoscope.config import NetConfig
+
+    arch = card["architecture"]
+    fresh = FilterNet(NetConfig(**{k: tuple(v) if k == "channels" else v for k, v in arch.items() if k != "type"}))
+    fresh.load_state_dict(net)
+    return Filter("snapshot", card, fresh.eval().requires_grad_(False))
+
+
+def thumb(img: Image.Image, h: int = THUMB) -> Image.Image:
+    return img.resize((max(1, round(img.width * h / img.height)), h), Image.LANCZOS)
+
+
+def row_image(images: list[Image.Image], label: str, h: int = THUMB) -> Image.Image:
+    thumbs = [thumb(i.convert("RGB"), h) for i in images]
+    w = sum(t.width for t in thumbs) + 4 * (len(thumbs) + 1)
+    row = Image.new("RGB", (w, h + 22), "white")
+    ImageDraw.Draw(row).text((4, 4), label, fill="black")
+    x = 4
+    for t in thumbs:
+        row.paste(t, (x, 20))
+        x += t.width + 4
+    return row
+
+
+def stack(rows: list[Image.Image]) -> Image.Image:
+    sheet = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), "white")
+    y = 0
+    for r in rows:
+        sheet.paste(r, (0, y))
+        y += r.height
+    return sheet
+
+
+def fmt(v: float) -> str:
+    return f"{v:.3f}"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--styles", default=None, help="N (spread over the list) or comma-separated name parts")
+    ap.add_argument("--steps", type=int, default=None, help="training steps per filter (default: TrainConfig's)")
+    ap.add_argument("--backbones", default="vgg16-hed", help="comma-separated, e.g. vgg16-hed,random")
+    ap.add_argument("--score-size", type=int, default=384, help="longer side of held-out results when scored")
+    ap.add_argument("--curve", action="store_true", help="score snapshots during training (quality vs minutes)")
+    ap.add_argument("--eval-every", type=int, default=None)
+    ap.add_argument("--set", default="{}", help='JSON of TrainConfig overrides, e.g. \'{"size": 128}\'')
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "quality")
+    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "quality.md")
+    ap.add_argument("--tag", default="", help="label for this run in the results file")
+    ap.add_argument("--ship", action="store_true", help="also write shipped styles' filters into the package")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("ROTOSCOPE_THREADS", "2")))
+
+    meta = manifest()
+    styles = pick_styles(a.styles, sorted(meta))
+    backbones = a.backbones.split(",")
+    base = TrainConfig().replace(**json.loads(a.set))
+    if a.steps:
+        base = base.replace(steps=a.steps)
+    if a.eval_every:
+        base = base.replace(eval_every=a.eval_every)
+    base = base.replace(checkpoint_every=10**9, preview_every=10**9)  # no disk churn inside the benchmark
+    held = [(n, resize_longer(load_rgb(SHARED / "content" / n), a.score_size)) for n in HOLDOUT]
+    a.out.mkdir(parents=True, exist_ok=True)
+    score_bb = tuple(metrics.default_backbones())
+    results, curves, overview = [], [], []
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        photos = train_folder(tmp)
+        os.environ.setdefault("ROTOSCOPE_HOME", str(tmp / "home"))
+        for style in styles:
+            m = meta[style]
+            art = load_rgb(SHARED / "styles" / style)
+            sheet_rows = [row_image([art], f"{m['title']} - {m['creator']}, {m['year']}", h=THUMB),
+                          row_image([img for _, img in held[:SHEET_PHOTOS]], "held-out photos")]
+            for bb in backbones:
+                cfg = base.replace(backbone=bb)
+                snaps = []
+                cpu0, wall0 = time.process_time(), time.perf_counter()
+
+                def snapshot(step, net, snaps=snaps, cpu0=cpu0):
+                    snaps.append((step, (time.process_time() - cpu0) / 2 / 60, copy.deepcopy(net.state_dict())))
+
+                name = f"{Path(style).stem}-{bb}"
+                print(f"[{dt.datetime.now(dt.timezone.utc):%H:%M:%S}] training {name}: {cfg.steps} steps", flush=True)
+                filt = train(SHARED / "styles" / style, name, photos, cfg, title=m["title"],
+                             out=tmp / f"{name}.safetensors", log=lambda s: None, progress=False,
+                             on_eval=snapshot if a.curve else None)
+                cpu_min = (time.process_time() - cpu0) / 2 / 60
+                wall_min = (time.perf_counter() - wall0) / 60
+                shipped = {v: k for k, v in SHIPPED.items()}
+                if a.ship and style in shipped and bb == backbones[0]:
+                    from rotoscope.filter import SHIPPED_DIR
+
+                    dest = ship(filt.path, shipped[style], m, SHIPPED_DIR / f"{shipped[style]}.safetensors")
+                    print(f"  shipped {dest} ({dest.stat().st_size / 1e6:.2f} MB)", flush=True)
+                outs = stylize_all(filt, held, a.score_size)
+                rep = metrics.score_results([(n, p, o) for (n, p), o in zip(held, outs)], art, a.score_size,
+                                            score_bb, name)
+                row = {"style": Path(style).stem, "backbone": bb, "steps": cfg.steps, "cpu_min": cpu_min,
+                       "wall_min": wall_min, **rep.mean(),
+                       **{f"photo_{k}": v for k, v in rep.mean("photo_baseline").items()}}
+                results.append(row)
+                print("  " + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
+                      flush=True)
+                sheet_rows.append(row_image(outs[:SHEET_PHOTOS], f"{bb}: {cfg.steps} steps, {cpu_min:.1f} CPU-min"))
+                overview.append(row_image([thumb(art)] + outs[:SHEET_PHOTOS], f"{m['title']} ({bb})", h=140))
+                for step, minutes, state in snaps:
+                    f = net_as_filter(state, filt.card)
+                    r = metrics.score_results([(n, p, o) for (n, p), o in zip(held, stylize_all(f, held, a.score_size))],
+                                              art, a.score_size, score_bb, name).mean()
+                    curves.append({"style": Path(style).stem, "backbone": bb, "step": step, "cpu_min": minutes, **r})
+                    print(f"  curve step {step} {minutes:.2f} CPU-min  " +
+                          "  ".join(f"{k} {v:.3f}" for k, v in r.items()), flush=True)
+            stack(sheet_rows).save(a.out / f"{Path(style).stem}.png")
+        if overview:
+            stack(overview).save(a.out / "overview.png")
+    write_results(a, base, results, curves, score_bb)
+
+
+def write_results(a, cfg: TrainConfig, results: list[dict], curves: list[dict], score_bb) -> None:
+    cols = ["cpu_min", "wall_min", *(f"gram_{b}" for b in score_bb), "color", "texture", "ssim", "edges"]
+    head = ["style", "backbone", "steps", *cols, "photo gram_random", "photo color", "photo texture"]
+    lines = [f"\n## {a.tag or 'run'} ({dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC)\n",
+             f"Command: `python benchmarks/quality.py {' '.join(sys.argv[1:])}`  ",
+             f"Recipe: {json.dumps({k: v for k, v in cfg.to_dict().items() if k not in ('checkpoint_every', 'preview_every')})}  ",
+             f"Held-out photos ({len(HOLDOUT)}, never trained on): {', '.join(HOLDOUT)}; scored at longer side "
+             f"{a.score_size}. Style columns: distance from the artwork (lower = closer; `photo ...` = the same for "
+             "the unstyled photos, the starting point). Content: ssim / edges vs the photo (1 = identical).\n",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        vals = [r["style"], r["backbone"], str(r["steps"])] + [fmt(r.get(c, float("nan"))) for c in cols]
+        vals += [fmt(r.get("photo_gram_random", float("nan"))), fmt(r.get("photo_color", float("nan"))),
+                 fmt(r.get("photo_texture", float("nan")))]
+        lines.append("| " + " | ".join(vals) + " |")
+    a.results.parent.mkdir(parents=True, exist_ok=True)
+    with open(a.results, "a") as f:
+        f.write("\n".join(lines) + "\n")
+    if curves:
+        ccols = ["cpu_min", *(f"gram_{b}" for b in score_bb), "color", "texture", "ssim", "edges"]
+        cl = [f"\n## {a.tag or 'curve'} ({dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC)\n",
+              f"Command: `python benchmarks/quality.py {' '.join(sys.argv[1:])}`\n",
+              "| style | backbone | step | " + " | ".join(ccols) + " |", "|" + "---|" * (3 + len(ccols))]
+        for c in curves:
+            cl.append(f"| {c['style']} | {c['backbone']} | {c['step']} | " + " | ".join(fmt(c[k]) for k in ccols) + " |")
+        with open(a.results.with_name("quality-curve.md"), "a") as f:
+            f.write("\n".join(cl) + "\n")
+    print(f"wrote {a.results}" + (" and quality-curve.md" if curves else ""))
+
+
+if __name__ == "__main__":
+    main()
