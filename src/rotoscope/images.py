@@ -21,7 +21,13 @@ WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"
 
 def max_pixels() -> int:
     """Pillow's decompression-bomb limit, overridable with ROTOSCOPE_MAX_PIXELS."""
-    return int(os.environ.get("ROTOSCOPE_MAX_PIXELS", Image.MAX_IMAGE_PIXELS or 89_478_485))
+    env = os.environ.get("ROTOSCOPE_MAX_PIXELS")
+    if env is None:
+        return Image.MAX_IMAGE_PIXELS or 89_478_485
+    try:
+        return int(env.replace("_", "").replace(",", ""))
+    except ValueError:
+        raise RotoscopeError(f"ROTOSCOPE_MAX_PIXELS must be a whole number of pixels, not '{env}'") from None
 
 
 def open_image(path: str | os.PathLike) -> Image.Image:
@@ -59,7 +65,8 @@ def split_alpha(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit grayscale: scale to 8 bits without clipping the top 8 bits away
         arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.max() > 255 else 255.0
+        # I;16 is 16-bit by definition; a 32-bit "I" image is taken as 16-bit data unless it fits in 8 bits
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         img = Image.fromarray(np.clip(arr / top * 255 + 0.5, 0, 255).astype(np.uint8), "L")
     elif img.mode == "F":
         img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), "L")

@@ -50,16 +50,19 @@ class FilterNet(nn.Module):
         super().__init__()
         cfg = cfg or NetConfig()
         c1, c2, c3 = cfg.channels
-        k = cfg.kernel_outer
+        k = self.kernel_outer = cfg.kernel_outer
         self.encoder = nn.Sequential(conv_norm_relu(3, c1, k), conv_norm_relu(c1, c2, 3, 2), conv_norm_relu(c2, c3, 3, 2))
         self.residuals = nn.Sequential(*[ResidualBlock(c3) for _ in range(cfg.res_blocks)])
         self.decoder = nn.Sequential(Upsample(c3, c2), Upsample(c2, c1), conv(c1, 3, k))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        ph, pw = (-h) % 4, (-w) % 4
+        # a multiple of 4 (two stride-2 steps), and big enough that every reflection pad and instance norm
+        # has room: 2x2 at quarter resolution, more than the outer kernel's reach at full resolution
+        least = max(8, -(-(self.kernel_outer // 2 + 1) // 4) * 4)
+        ph, pw = max(least, h + (-h) % 4) - h, max(least, w + (-w) % 4) - w
         if ph or pw:
-            # reflect needs pad < size; replicate covers 1-3 pixel images too
+            # reflect needs pad < size; replicate covers tiny images too
             mode = "reflect" if h > ph and w > pw else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
         y = self.decoder(self.residuals(self.encoder(x)))

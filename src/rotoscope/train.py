@@ -46,6 +46,7 @@ class Run:
     history: list[dict] = field(default_factory=list)  # {"step", "train": {...}, "holdout": {...}?, "lr", "grad_norm"}
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    holdout_start: dict | None = None  # held-out loss terms before the first step
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -98,7 +99,8 @@ def save_checkpoint(path: Path, net: FilterNet, opt: torch.optim.Optimizer, run:
     for p, st in opt.state.items():
         for k, v in st.items():
             tensors[f"opt.{index[id(p)]}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
-    state = {"run": {"step": run.step, "history": run.history, "seconds": run.seconds, "warnings": run.warnings},
+    state = {"run": {"step": run.step, "history": run.history, "seconds": run.seconds, "warnings": run.warnings,
+                     "holdout_start": run.holdout_start},
              "config": cfg.to_dict(), "meta": meta}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"rotoscope.checkpoint": json.dumps(state)})
@@ -116,7 +118,7 @@ def load_checkpoint(path: Path, net: FilterNet, opt: torch.optim.Optimizer) -> t
         if st:
             opt.state[p] = st
     r = state["run"]
-    return Run(r["step"], r["history"], r["seconds"], r.get("warnings", [])), state
+    return Run(r["step"], r["history"], r["seconds"], r.get("warnings", []), r.get("holdout_start")), state
 
 
 # ---------------------------------------------------------------- the loop
@@ -177,6 +179,10 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
     writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=run.step or None)
     if run.step == 0 and holdout is not None:
         writer.add_images("holdout/photo", holdout[:4], 0)
+        # the untrained network's held-out score: the baseline every later score is compared with
+        run.holdout_start = evaluate(net, backbone, target, weights, holdout, device, cfg.precision)
+        for k, v in run.holdout_start.items():
+            writer.add_scalar(f"holdout/{k}", v, 0)
 
     # truthful training: watch for pitfalls, keep the last good weights, record previews for the story
     watcher = pitfalls.Watcher(vars(weights), cfg.eval_every, cfg.lr, cfg.steps)
@@ -203,14 +209,15 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
                 with autocast(device, cfg.precision):
                     output = net(photos_batch)
                     loss, terms = perceptual_loss(backbone, target, weights, output, photos_batch)
-                if not torch.isfinite(loss):
-                    raise pitfalls.Stopped(pitfalls.not_finite(step + 1, float(loss), cfg.lr))
+                loss_value = float(loss.detach())  # detached: a Python number for logs, not part of the graph
+                if not math.isfinite(loss_value):
+                    raise pitfalls.Stopped(pitfalls.not_finite(step + 1, loss_value, cfg.lr))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(net.parameters(), 1e3))
                 opt.step()
                 run.step += 1
-                record = {"step": run.step, "train": {**terms, "total": float(loss)}, "lr": lr, "grad_norm": grad_norm}
+                record = {"step": run.step, "train": {**terms, "total": loss_value}, "lr": lr, "grad_norm": grad_norm}
                 for k, v in record["train"].items():
                     writer.add_scalar(f"train/{k}", v, run.step)
                 writer.add_scalar("opt/lr", lr, run.step)
@@ -250,7 +257,8 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
         writer.close()
     if stopped:  # back to the last good weights; the checkpoint resumes from there
         good = last_good.restore(net, opt)
-        kept = Run(good, [h for h in run.history if h["step"] <= good], run.seconds, run.warnings)
+        kept = Run(good, [h for h in run.history if h["step"] <= good], run.seconds, run.warnings,
+                   run.holdout_start)
         save_checkpoint(ckpt_path, net, opt, kept, cfg, meta)
         run.warnings.append(f"training stopped after step {run.step}; the filter holds the last good weights, "
                             f"from step {good}")
@@ -302,10 +310,13 @@ def _progress(enabled: bool, total: int, done: int):
                     disable=not enabled, transient=False)
 
 
-def summarize_history(history: list[dict], points: int = 50) -> dict:
-    """A compact loss history for the card: first/last values and an evenly subsampled curve."""
+def summarize_history(history: list[dict], points: int = 50, holdout_start: dict | None = None) -> dict:
+    """A compact loss history for the card: first/last values and an evenly subsampled curve.
+
+    holdout_start (the untrained network's held-out score, step 0) opens the held-out curve when known.
+    """
     if not history:
-        return {}
+        return {"holdout_start": holdout_start} if holdout_start else {}
     stride = max(1, len(history) // points)
     curve = [h for i, h in enumerate(history) if i % stride == 0 or i == len(history) - 1]
     held = [h for h in history if "holdout" in h]
@@ -316,7 +327,9 @@ def summarize_history(history: list[dict], points: int = 50) -> dict:
                    "grad_norm": round(h["grad_norm"], 4),
                    **({"holdout": {k: round(v, 5) for k, v in h["holdout"].items()}} if "holdout" in h else {})}
                   for h in curve],
-        "holdout_curve": [{"step": h["step"], **{k: round(v, 5) for k, v in h["holdout"].items()}} for h in held],
+        "holdout_start": holdout_start,
+        "holdout_curve": ([{"step": 0, **{k: round(v, 5) for k, v in holdout_start.items()}}] if holdout_start else [])
+        + [{"step": h["step"], **{k: round(v, 5) for k, v in h["holdout"].items()}} for h in held],
     }
 
 
@@ -337,7 +350,7 @@ def build_card(name, cfg: TrainConfig, backbone, art_img, artwork, art_hash, tit
                     "palette_mean": [round(float(v), 4) for v in target.color_mean.flatten().cpu()]},
         "photos": {"source": data.source, "train": len(data.train), "holdout": len(data.holdout),
                    "holdout_names": data.holdout_names, "skipped": len(data.skipped)},
-        "history": summarize_history(run.history),
+        "history": summarize_history(run.history, holdout_start=run.holdout_start),
         "timings": {"seconds": round(run.seconds, 1), "steps": run.step,
                     "it_per_s": round(run.step / run.seconds, 3) if run.seconds else None},
         "warnings": run.warnings,

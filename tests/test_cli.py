@@ -1,0 +1,229 @@
+"""The `rotoscope` command end to end: train, apply, list, show, remove; every bad input is one line, no traceback."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_image
+from rotoscope import cli
+from rotoscope.demo import draw_artwork
+from rotoscope.filter import filters_dir
+from rotoscope.images import read_provenance
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+TINY_ARGS = ["--steps", "30", "--size", "64", "--batch", "2", "--backbone", "random", "--channels", "8,16,16",
+             "--res-blocks", "1", "--no-progress"]
+
+
+def rotoscope(*args, capsys=None):
+    """Run the CLI in-process exactly as the console script does; returns (exit code, stdout, stderr)."""
+    argv = sys.argv
+    sys.argv = ["rotoscope", *map(str, args)]
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, out, err, *fragments):
+    assert code != 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("error: "), err
+    assert "Traceback" not in err + out
+    for f in fragments:
+        assert f in lines[-1], (f, lines[-1])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One filter trained through the real command (a subprocess, as a user runs it), shared by the tests below."""
+    root = tmp_path_factory.mktemp("cli")
+    art = root / "swirls.png"
+    draw_artwork(192).save(art)
+    env = {**os.environ, "ROTOSCOPE_HOME": str(root / "home"), "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "rotoscope", "train", str(art), "--name", "swirls", *TINY_ARGS,
+                        "--lr", "5e-3", "--seed", "1"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "saved filter 'swirls'" in r.stderr
+    return {"art": art, "filter": root / "home" / "filters" / "swirls.safetensors", "log": r.stderr}
+
+
+@pytest.fixture
+def installed(trained):
+    filters_dir().mkdir(parents=True, exist_ok=True)
+    shutil.copy(trained["filter"], filters_dir() / "swirls.safetensors")
+    return trained
+
+
+def test_training_lowers_the_held_out_style_loss(installed, capsys):
+    code, out, _ = rotoscope("show", "swirls", "--json", capsys=capsys)
+    card = json.loads(out)
+    hist = card["history"]
+    assert hist["holdout_last"]["style"] < hist["holdout_start"]["style"]
+    assert hist["holdout_last"]["color"] < hist["holdout_start"]["color"]
+    assert card["training"]["size"] == 64 and card["timings"]["steps"] == 30
+    # the run printed its settings and a summary
+    assert "style_weight" in installed["log"]
+
+
+def test_applied_colours_move_toward_the_artwork(installed, tmp_path, capsys):
+    photo = tmp_path / "street.png"
+    import skimage.data
+
+    Image.fromarray(skimage.data.astronaut()).resize((96, 96)).save(photo)
+    code, _, err = rotoscope("apply", "swirls", photo, "-o", tmp_path / "out.png", "--no-progress", capsys=capsys)
+    assert code == 0 and "wrote" in err
+    art = np.asarray(Image.open(installed["art"]).convert("RGB"), np.float32).reshape(-1, 3)
+    before = np.asarray(Image.open(photo).convert("RGB"), np.float32).reshape(-1, 3)
+    after = np.asarray(Image.open(tmp_path / "out.png").convert("RGB"), np.float32).reshape(-1, 3)
+    # the mean colour moves well toward the artwork's (measured: 0.66 of the photo's distance after 30 steps)
+    assert np.linalg.norm(after.mean(0) - art.mean(0)) < 0.8 * np.linalg.norm(before.mean(0) - art.mean(0))
+    prov = read_provenance(tmp_path / "out.png")
+    assert prov["filter"] == "swirls" and prov["source"] == "street.png"
+
+
+def test_apply_to_a_folder(installed, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    make_image(photos / "a.png")
+    make_image(photos / "b.jpg", size=(33, 21), mode="L")
+    rgba = Image.new("RGBA", (20, 30), (200, 10, 10, 128))
+    rgba.save(photos / "c.png")
+    (photos / "notes.txt").write_text("ignored")
+    code, _, err = rotoscope("apply", "swirls", photos, "-o", tmp_path / "out", "--no-progress", capsys=capsys)
+    assert code == 0 and "wrote 3 image(s)" in err
+    outs = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert outs == ["a.png", "b.jpg", "c.png"]
+    assert Image.open(tmp_path / "out" / "b.jpg").size == (33, 21)
+    assert Image.open(tmp_path / "out" / "c.png").mode == "RGBA"
+
+
+def test_apply_options(installed, tmp_path, capsys):
+    src = make_image(tmp_path / "p.png", size=(40, 30))
+    code, _, _ = rotoscope("apply", "swirls", src, "-o", tmp_path / "big.jpg", "--size", "80", "--strength", "0.5",
+                           "--preserve-colors", "--precision", "fp32", "--no-progress", capsys=capsys)
+    assert code == 0 and Image.open(tmp_path / "big.jpg").size == (80, 60)
+    assert read_provenance(tmp_path / "big.jpg")["settings"]["strength"] == 0.5
+    code, _, _ = rotoscope("apply", "swirls", src, "--no-progress", capsys=capsys)  # default name beside it
+    assert code == 0 and (tmp_path / "p-swirls.png").exists()
+
+
+def test_filters_show_rm(installed, capsys):
+    code, out, _ = rotoscope("filters", capsys=capsys)
+    assert code == 0 and "swirls" in out and "random" in out
+    code, out, _ = rotoscope("filters", "--json", capsys=capsys)
+    assert json.loads(out)[0]["card"]["name"] == "swirls"
+    code, out, _ = rotoscope("show", "swirls", capsys=capsys)
+    assert code == 0 and "held-out" in out and "backbone    random" in out
+    code, _, err = rotoscope("rm", "swirls", capsys=capsys)
+    assert code == 0 and "removed" in err and not (filters_dir() / "swirls.safetensors").exists()
+    assert_one_line_error(*rotoscope("show", "swirls", capsys=capsys), "unknown filter")
+
+
+def test_weights_lists_backbones(capsys):
+    code, out, _ = rotoscope("weights", capsys=capsys)
+    assert code == 0 and "vgg16-hed" in out and "random" in out
+
+
+# ---------------------------------------------------------------- bad input: one line, non-zero, nothing half-written
+
+
+def leftovers(folder):
+    return [p.name for p in Path(folder).rglob("*") if "partial" in p.name]
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    good = make_image(tmp_path / "good.png", size=(64, 64))
+    data = good.read_bytes()
+    (tmp_path / "truncated.png").write_bytes(data[: len(data) // 2])
+    (tmp_path / "words.jpg").write_text("not an image")
+    make_image(tmp_path / "huge.png", size=(200, 200))
+    return tmp_path
+
+
+@pytest.mark.parametrize("name,fragment", [("missing.png", "no such file"), ("words.jpg", "not an image"),
+                                           ("truncated.png", "cannot decode"), ("huge.png", "safety limit")])
+def test_bad_images_to_apply(installed, bad_files, capsys, monkeypatch, name, fragment):
+    monkeypatch.setenv("ROTOSCOPE_MAX_PIXELS", "10000")
+    out = bad_files / "out.png"
+    assert_one_line_error(*rotoscope("apply", "swirls", bad_files / name, "-o", out, capsys=capsys), fragment)
+    assert not out.exists() and not leftovers(bad_files)
+
+
+@pytest.mark.parametrize("name,fragment", [("missing.png", "no such file"), ("words.jpg", "not an image"),
+                                           ("truncated.png", "cannot decode"), ("huge.png", "safety limit")])
+def test_bad_artworks_to_train(bad_files, capsys, monkeypatch, name, fragment):
+    monkeypatch.setenv("ROTOSCOPE_MAX_PIXELS", "10000")
+    assert_one_line_error(*rotoscope("train", bad_files / name, "--name", "x", *TINY_ARGS, capsys=capsys), fragment)
+    assert not (filters_dir() / "x.safetensors").exists()
+
+
+def test_photos_folder_with_no_usable_image(bad_files, capsys):
+    photos = bad_files / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_text("nope")
+    (photos / "b.png").write_bytes(b"\x89PNG\r\n")
+    code, out, err = rotoscope("train", bad_files / "good.png", "--name", "x", "--photos", photos, *TINY_ARGS,
+                               capsys=capsys)
+    assert_one_line_error(code, out, err, "no usable image", "2 unreadable")
+    assert "warning: skipping" in err
+    assert_one_line_error(*rotoscope("train", bad_files / "good.png", "--name", "x", "--photos",
+                                     bad_files / "nothing-here", *TINY_ARGS, capsys=capsys), "not found")
+
+
+def test_bad_filters(bad_files, installed, capsys):
+    import torch
+    from safetensors.torch import save_file
+
+    src = bad_files / "good.png"
+    out = bad_files / "out.png"
+    assert_one_line_error(*rotoscope("apply", "swirl", src, "-o", out, capsys=capsys), "did you mean swirls")
+    torch.save({"w": torch.zeros(2)}, bad_files / "pickled.safetensors")
+    assert_one_line_error(*rotoscope("apply", bad_files / "pickled.safetensors", src, "-o", out, capsys=capsys),
+                          "never unpickles")
+    save_file({"w": torch.zeros(2)}, str(bad_files / "foreign.safetensors"))
+    assert_one_line_error(*rotoscope("apply", bad_files / "foreign.safetensors", src, "-o", out, capsys=capsys),
+                          "not a rotoscope filter")
+    data = installed["filter"].read_bytes()
+    (bad_files / "corrupt.safetensors").write_bytes(data[: len(data) // 3])
+    assert_one_line_error(*rotoscope("apply", bad_files / "corrupt.safetensors", src, "-o", out, capsys=capsys),
+                          "corrupt")
+    assert_one_line_error(*rotoscope("show", bad_files / "nope.safetensors", capsys=capsys), "no such filter file")
+    assert not out.exists() and not leftovers(bad_files)
+
+
+def test_bad_options(installed, bad_files, capsys):
+    src = bad_files / "good.png"
+    assert_one_line_error(*rotoscope("apply", "swirls", src, "-o", bad_files / "out.xyz", capsys=capsys),
+                          "cannot write")
+    assert_one_line_error(*rotoscope("apply", "swirls", src, "--precision", "fp8", "--no-progress", capsys=capsys),
+                          "precision")
+    assert_one_line_error(*rotoscope("train", src, "--name", "x", "--backbone", "resnet", "--steps", "2",
+                                     "--no-progress", capsys=capsys), "unknown backbone")
+    assert_one_line_error(*rotoscope("train", src, "--name", "x", "--channels", "8,16", capsys=capsys), "--channels")
+    assert_one_line_error(*rotoscope("train", src, "--name", "bad/name", capsys=capsys), "invalid filter name")
+    assert_one_line_error(*rotoscope("apply", "swirls", src, "--strength", "3", capsys=capsys), "strength")
+    assert_one_line_error(*rotoscope("apply", "swirls", src, "--no-such-option", capsys=capsys), "no-such-option")
+    assert_one_line_error(*rotoscope("train", src, capsys=capsys), "--name")
+    assert not leftovers(bad_files)
+
+
+def test_console_script_reports_errors_the_same_way(tmp_path):
+    env = {**os.environ, "ROTOSCOPE_HOME": str(tmp_path), "PYTHONPATH": str(SRC)}
+    r = subprocess.run([sys.executable, "-m", "rotoscope", "apply", "nothing", str(tmp_path / "x.png")], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and r.stderr.strip().startswith("error: ") and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

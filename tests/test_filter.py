@@ -1,0 +1,163 @@
+"""The filter file: safetensors + JSON card, a registry by name, nothing ever unpickled."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from rotoscope import filter as flt
+from rotoscope.config import NetConfig
+from rotoscope.errors import RotoscopeError
+from rotoscope.network import FilterNet
+
+TINY = NetConfig(channels=(4, 8, 8), res_blocks=1, kernel_outer=3)
+
+
+def card(name="tiny"):
+    return {"name": name, "architecture": {"type": "FilterNet", "channels": [4, 8, 8], "res_blocks": 1,
+                                          "kernel_outer": 3},
+            "backbone": {"name": "random", "weights_sha256": "0" * 64}, "training": {"steps": 3},
+            "artwork": {"title": "t", "sha256": "1" * 64}, "history": {"holdout_last": {"style": 0.5}}}
+
+
+def saved(name="tiny", seed=0):
+    torch.manual_seed(seed)
+    net = FilterNet(TINY)
+    return net, flt.save_filter(net, card(name), flt.registry_path(name))
+
+
+def test_round_trip_keeps_weights_and_card():
+    net, path = saved()
+    assert path.suffix == ".safetensors" and path.parent == flt.filters_dir()
+    loaded = flt.load_filter("tiny")
+    assert loaded.name == "tiny" and loaded.path == path
+    assert loaded.card["format_version"] == flt.FORMAT_VERSION
+    assert loaded.card["backbone"]["name"] == "random" and loaded.card["training"] == {"steps": 3}
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        assert torch.allclose(loaded.net(x), net.eval()(x))
+    assert not loaded.net.training and not any(p.requires_grad for p in loaded.net.parameters())
+
+
+def test_a_filter_is_addressed_by_name_or_path(tmp_path):
+    _, path = saved()
+    assert flt.load_filter(path).card == flt.load_filter("tiny").card
+    elsewhere = flt.save_filter(FilterNet(TINY), card("moved"), tmp_path / "moved.safetensors")
+    assert flt.load_filter(str(elsewhere)).name == "moved"
+
+
+def test_card_hash_names_the_exact_filter():
+    saved("a")
+    saved("b")
+    assert flt.load_filter("a").card_hash != flt.load_filter("b").card_hash
+    assert flt.load_filter("a").card_hash == flt.load_filter("a").card_hash
+
+
+def test_unknown_name_suggests_the_nearest():
+    saved("propaganda")
+    saved("pointillism")
+    with pytest.raises(RotoscopeError, match="unknown filter 'propoganda'; did you mean propaganda"):
+        flt.load_filter("propoganda")
+    with pytest.raises(RotoscopeError, match="see `rotoscope filters`"):
+        flt.load_filter("zzzzzz")
+
+
+def test_no_filters_yet_says_how_to_make_one(monkeypatch, tmp_path):
+    monkeypatch.setattr(flt, "SHIPPED_DIR", tmp_path / "none")
+    with pytest.raises(RotoscopeError, match="rotoscope train"):
+        flt.load_filter("anything")
+
+
+def test_pickle_files_are_refused_without_unpickling(tmp_path):
+    bad = tmp_path / "evil.safetensors"
+    torch.save(FilterNet(TINY).state_dict(), bad)  # a zip-based torch checkpoint
+    with pytest.raises(RotoscopeError, match="never unpickles"):
+        flt.load_filter(bad)
+    import pickle
+
+    legacy = tmp_path / "legacy.pt"
+    legacy.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(RotoscopeError, match="never unpickles"):
+        flt.load_filter(legacy)
+
+
+def test_foreign_safetensors_is_refused(tmp_path):
+    foreign = tmp_path / "model.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    with pytest.raises(RotoscopeError, match="not a rotoscope filter"):
+        flt.load_filter(foreign)
+
+
+def test_corrupt_files_are_refused(tmp_path):
+    _, path = saved()
+    data = path.read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(RotoscopeError, match="corrupt|not a safetensors"):
+        flt.load_filter(cut)
+    noise = tmp_path / "noise.safetensors"
+    noise.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    with pytest.raises(RotoscopeError, match="corrupt|not a safetensors"):
+        flt.load_filter(noise)
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    with pytest.raises(RotoscopeError):
+        flt.load_filter(empty)
+
+
+def test_weights_that_do_not_match_the_card_are_refused(tmp_path):
+    path = tmp_path / "liar.safetensors"
+    c = card("liar")
+    c["architecture"]["channels"] = [8, 8, 8]
+    flt.save_filter(FilterNet(TINY), c, path)
+    with pytest.raises(RotoscopeError, match="do not match"):
+        flt.load_filter(path)
+
+
+def test_newer_format_asks_for_an_upgrade(tmp_path):
+    path = tmp_path / "future.safetensors"
+    save_file({k: v.contiguous() for k, v in FilterNet(TINY).state_dict().items()}, str(path),
+              metadata={flt.CARD_KEY: json.dumps({**card(), "format_version": flt.FORMAT_VERSION + 1})})
+    with pytest.raises(RotoscopeError, match="upgrade rotoscope"):
+        flt.load_filter(path)
+
+
+def test_missing_file_and_bad_names():
+    with pytest.raises(RotoscopeError, match="no such filter file"):
+        flt.load_filter("gone.safetensors")
+    with pytest.raises(RotoscopeError, match="invalid filter name"):
+        flt.registry_path("../escape")
+
+
+def test_list_and_remove():
+    saved("one")
+    saved("two")
+    names = [n for n, _, c in flt.list_filters() if c is not None]
+    assert {"one", "two"} <= set(names)
+    flt.remove_filter("one")
+    assert "one" not in [n for n, _, _ in flt.list_filters()]
+    with pytest.raises(RotoscopeError, match="unknown filter 'one'"):
+        flt.remove_filter("one")
+
+
+def test_an_unreadable_registry_entry_is_listed_not_fatal():
+    flt.filters_dir().mkdir(parents=True)
+    (flt.filters_dir() / "broken.safetensors").write_bytes(b"junk")
+    saved("fine")
+    listed = {n: c for n, _, c in flt.list_filters()}
+    assert listed["broken"] is None and listed["fine"] is not None
+
+
+def test_saving_is_atomic(monkeypatch):
+    saved("keep")
+    before = flt.registry_path("keep").read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(flt, "save_file", boom)
+    with pytest.raises(OSError):
+        flt.save_filter(FilterNet(TINY), card("keep"), flt.registry_path("keep"))
+    assert flt.registry_path("keep").read_bytes() == before
+    assert sorted(p.name for p in flt.filters_dir().iterdir()) == ["keep.safetensors"]

@@ -1,0 +1,48 @@
+"""The filter network: any input size comes back at exactly that size; upsampling never uses transposed convs."""
+
+import pytest
+import torch
+from torch import nn
+
+from rotoscope.config import NetConfig
+from rotoscope.network import FilterNet, count_parameters
+
+TINY = NetConfig(channels=(4, 8, 8), res_blocks=1, kernel_outer=3)
+
+
+@pytest.mark.parametrize("w,h", [(w, h) for w in range(1, 8) for h in range(1, 6)] + [(333, 101), (64, 64), (65, 63)])
+def test_output_has_exactly_the_input_size(w, h):
+    net = FilterNet(TINY).eval()
+    with torch.no_grad():
+        y = net(torch.rand(1, 3, h, w))
+    assert y.shape == (1, 3, h, w)
+
+
+def test_output_is_a_valid_image_and_depends_on_the_input():
+    net = FilterNet(TINY).eval()
+    x = torch.rand(2, 3, 20, 28)
+    with torch.no_grad():
+        y = net(x)
+    assert y.min() >= 0 and y.max() <= 1
+    assert not torch.allclose(y[0], y[1])
+
+
+def test_no_transposed_convolution_and_instance_norm_throughout():
+    net = FilterNet(NetConfig())
+    kinds = {type(m) for m in net.modules()}
+    assert not any(issubclass(k, (nn.ConvTranspose2d, nn.ConvTranspose1d)) for k in kinds)
+    assert nn.InstanceNorm2d in kinds and nn.ReflectionPad2d in kinds
+    assert not any(issubclass(k, nn.modules.batchnorm._BatchNorm) for k in kinds)
+
+
+def test_width_and_depth_are_configurable():
+    small = FilterNet(NetConfig(channels=(8, 16, 32), res_blocks=2))
+    big = FilterNet(NetConfig(channels=(16, 32, 64), res_blocks=5))
+    assert len(small.residuals) == 2 and len(big.residuals) == 5
+    assert count_parameters(big) > 3 * count_parameters(small)
+
+
+def test_gradients_reach_every_parameter():
+    net = FilterNet(TINY)
+    net(torch.rand(1, 3, 17, 23)).mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())

@@ -1,0 +1,140 @@
+"""Training: the held-out style loss falls, a resumed run equals an uninterrupted one, Ctrl-C and NaN stop cleanly."""
+
+import importlib
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rotoscope.config import TrainConfig
+from rotoscope.data import PhotoSet
+from rotoscope.demo import draw_artwork
+from rotoscope.errors import RotoscopeError
+from rotoscope.images import save_image
+
+tr = importlib.import_module("rotoscope.train")  # the module (rotoscope.train is also the public function)
+
+TINY = TrainConfig().replace(channels=(8, 16, 16), res_blocks=1, size=32, batch=2, steps=12, backbone="random",
+                             precision="fp32", eval_every=4, checkpoint_every=4, preview_every=1000)
+
+
+@pytest.fixture(scope="module")
+def artwork(tmp_path_factory):
+    return save_image(draw_artwork(128), tmp_path_factory.mktemp("art") / "swirls.png")
+
+
+def quiet(*_):
+    pass
+
+
+def test_held_out_style_loss_falls_at_64px(artwork):
+    cfg = TINY.replace(size=64, steps=40, eval_every=20, checkpoint_every=1000, lr=5e-3, lr_final=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # e.g. converting a tensor that requires grad to a float
+        filt = tr.train(artwork, "falls", None, cfg, log=quiet, progress=False)
+    hist = filt.card["history"]
+    start, last = hist["holdout_start"], hist["holdout_last"]
+    assert last["style"] < 0.7 * start["style"], (start, last)
+    assert [p["step"] for p in hist["holdout_curve"]] == [0, 20, 40]
+    assert filt.card["photos"]["holdout"] >= 1 and filt.card["timings"]["steps"] == 40
+
+
+def test_card_records_how_the_filter_was_made(artwork):
+    filt = tr.train(artwork, "carded", None, TINY, title="Swirls", log=quiet, progress=False)
+    c = filt.card
+    assert c["name"] == "carded" and c["artwork"]["title"] == "Swirls" and len(c["artwork"]["sha256"]) == 64
+    assert c["backbone"]["name"] == "random" and len(c["backbone"]["weights_sha256"]) == 64
+    assert c["training"]["steps"] == 12 and c["training"]["net"]["channels"] == [8, 16, 16]
+    assert c["architecture"]["res_blocks"] == 1 and c["format_version"] == 1
+    assert set(c["history"]["train_last"]) == {"content", "style", "color", "tv", "total"}
+    assert c["photos"]["train"] + c["photos"]["holdout"] >= 8 and c["photos"]["skipped"] == 0
+    assert c["timings"]["seconds"] > 0 and c["created"] and c["rotoscope_version"]
+    assert (tr.runs_dir() / "carded" / "tensorboard").is_dir()
+
+
+def test_resume_equals_uninterrupted_training(artwork, monkeypatch, tmp_path):
+    whole = tr.train(artwork, "whole", None, TINY, log=quiet, progress=False)
+
+    real_batch = PhotoSet.batch
+
+    def interrupt_at_7(self, step, *a, **k):
+        if step == 7:
+            raise KeyboardInterrupt
+        return real_batch(self, step, *a, **k)
+
+    monkeypatch.setattr(PhotoSet, "batch", interrupt_at_7)
+    with pytest.raises(RotoscopeError, match=r"interrupted at step 7/12.*--resume"):
+        tr.train(artwork, "parts", None, TINY, log=quiet, progress=False)
+    ckpt = tr.runs_dir() / "parts" / tr.CHECKPOINT
+    assert ckpt.exists() and not (tr.registry_path("parts")).exists()
+    monkeypatch.setattr(PhotoSet, "batch", real_batch)
+    lines = []
+    resumed = tr.train(artwork, "parts", None, TINY, resume=True, log=lines.append, progress=False)
+    assert any("resuming 'parts' at step 7" in line for line in lines)
+    a, b = whole.net.state_dict(), resumed.net.state_dict()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    assert resumed.card["timings"]["steps"] == 12
+    assert len(resumed.card["history"]["curve"]) == len(whole.card["history"]["curve"])
+
+
+def test_resume_needs_a_checkpoint_and_the_same_artwork(artwork, tmp_path):
+    with pytest.raises(RotoscopeError, match="nothing to resume"):
+        tr.train(artwork, "never", None, TINY, resume=True, log=quiet, progress=False)
+    tr.train(artwork, "once", None, TINY.replace(steps=4), log=quiet, progress=False)
+    other = save_image(draw_artwork(128, seed=3), tmp_path / "other.png")
+    with pytest.raises(RotoscopeError, match="different artwork"):
+        tr.train(other, "once", None, TINY.replace(steps=8), resume=True, log=quiet, progress=False)
+
+
+def test_nan_loss_stops_cleanly_with_one_line_and_a_resumable_checkpoint(artwork, monkeypatch):
+    real = tr.perceptual_loss
+    calls = {"n": 0}
+
+    def nan_on_third(*a, **k):
+        total, terms = real(*a, **k)
+        calls["n"] += 1
+        return (total * float("nan"), terms) if calls["n"] == 3 else (total, terms)
+
+    monkeypatch.setattr(tr, "perceptual_loss", nan_on_third)
+    cfg = TINY.replace(holdout=0.0)  # no held-out evaluations: every call is a training step
+    with pytest.raises(RotoscopeError) as err:
+        tr.train(artwork, "blowup", None, cfg, log=quiet, progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and "stopped after step 2" in msg
+    ckpt = load_file(str(tr.runs_dir() / "blowup" / tr.CHECKPOINT))
+    assert all(torch.isfinite(v).all() for v in ckpt.values())
+
+
+def test_a_photos_folder_trains_and_counts_skipped_files(artwork, tmp_path):
+    from conftest import make_image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        make_image(photos / f"p{i}.png", size=(48, 40), seed=i)
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    seen = []
+    filt = tr.train(artwork, "folder", photos, TINY.replace(steps=2), log=seen.append, progress=False)
+    assert filt.card["photos"]["skipped"] == 1 and filt.card["photos"]["train"] + filt.card["photos"]["holdout"] == 3
+    assert any("broken.jpg" in line for line in seen)
+
+
+def test_out_writes_the_filter_elsewhere(artwork, tmp_path):
+    filt = tr.train(artwork, "elsewhere", None, TINY.replace(steps=2), out=tmp_path / "f.safetensors", log=quiet,
+                    progress=False)
+    assert filt.path == tmp_path / "f.safetensors" and not tr.registry_path("elsewhere").exists()
+
+
+def test_learning_rate_follows_a_cosine_from_lr_to_lr_final():
+    cfg = TrainConfig().replace(steps=100, lr=1e-3, lr_final=1e-4)
+    assert tr.lr_at(cfg, 0) == pytest.approx(1e-3) and tr.lr_at(cfg, 100) == pytest.approx(1e-4)
+    assert tr.lr_at(cfg, 50) == pytest.approx(5.5e-4)
+
+
+def test_bad_names_and_missing_artwork_fail_before_any_work(tmp_path):
+    with pytest.raises(RotoscopeError, match="invalid filter name"):
+        tr.train(tmp_path / "x.png", "no/slashes", None, TINY, log=quiet, progress=False)
+    with pytest.raises(RotoscopeError, match="no such file"):
+        tr.train(tmp_path / "missing.png", "ok", None, TINY, log=quiet, progress=False)
