@@ -60,3 +60,20 @@ def make_scene(path, seed=0, brightness=0.6, size=(96, 64), gray=False):
     a = np.clip(a * (brightness / max(luma, 1e-3)), 0, 1)
     Image.fromarray((a * 255 + 0.5).astype(np.uint8), "RGB").save(path)
     return Path(path)
+
+
+@pytest.fixture
+def tiny_filter(rotoscope_home):
+    """A registry filter named 'tiny' with an untrained 8-16-16 network: instant to load and apply."""
+    from rotoscope.config import NetConfig
+    from rotoscope.filter import registry_path, save_filter
+    from rotoscope.network import FilterNet
+
+    import torch
+
+    torch.manual_seed(0)
+    net = FilterNet(NetConfig(channels=(8, 16, 16), res_blocks=1))
+    card = {"name": "tiny", "architecture": {"type": "FilterNet", "channels": [8, 16, 16], "res_blocks": 1,
+                                             "kernel_outer": 9},
+            "artwork": {"title": "Tiny test artwork"}, "backbone": {"name": "random"}}
+    return save_filter(net, card, registry_path("tiny"))

@@ -269,6 +269,37 @@ def demo(
     say(f"before/after sheet: {sheet}")
 
 
+# ---------------------------------------------------------------- serve
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to bind; anything but loopback needs --token."),
+    port: int = typer.Option(8000),
+    token: Optional[str] = typer.Option(None, envvar="ROTOSCOPE_TOKEN", help="API token clients must send."),
+    database: Optional[str] = typer.Option(None, envvar="ROTOSCOPE_DATABASE",
+                                           help="Jobs database: SQLite path or sqlite:/// URL."),
+    max_jobs: Optional[int] = typer.Option(None, help="Training/video jobs running at once."),
+    apply_threads: Optional[int] = typer.Option(None, help="Image applies served at once."),
+    max_upload_mb: Optional[float] = typer.Option(None, help="Largest image request in MiB."),
+    max_video_mb: Optional[float] = typer.Option(None, help="Largest video upload in MiB."),
+    max_pixels: Optional[int] = typer.Option(None, help="Largest uploaded image in pixels."),
+    allow_url: bool = typer.Option(False, "--allow-url", help="Let clients have the server fetch an image by URL."),
+):
+    """Serve the HTTP API and the web studio (http://127.0.0.1:8000 by default)."""
+    import dataclasses
+
+    from .config import ServerConfig
+    from .server import serve as run_server
+
+    over = {"max_jobs": max_jobs, "apply_threads": apply_threads, "max_pixels": max_pixels,
+            "max_upload_bytes": int(max_upload_mb * 2**20) if max_upload_mb else None,
+            "max_video_bytes": int(max_video_mb * 2**20) if max_video_mb else None}
+    cfg = dataclasses.replace(ServerConfig(host=host, port=port, token=token or None, database=database,
+                                           allow_url=allow_url), **{k: v for k, v in over.items() if v is not None})
+    run_server(cfg, log=say)
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

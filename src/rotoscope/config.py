@@ -76,3 +76,23 @@ def describe(cfg: TrainConfig) -> str:
     lines = [f"  {k:<16} {v}" for k, v in flat.items()]
     lines += [f"  net.{k:<12} {v}" for k, v in net.items()]
     return "\n".join(lines)
+
+
+@dataclass
+class ServerConfig:
+    """`rotoscope serve`: where it listens, where jobs are recorded, and the limits every request meets."""
+
+    host: str = "127.0.0.1"  # loopback only; any other address requires a token
+    port: int = 8000
+    token: str | None = None  # API token (Bearer header, or ?token= for links and event streams)
+    database: str | None = None  # SQLite file or sqlite:/// URL; None = ROTOSCOPE_HOME/server/jobs.sqlite
+    max_jobs: int = 1  # training and video jobs running at once, each in its own worker process
+    apply_threads: int = 2  # image applies served at once, off the event loop
+    max_upload_bytes: int = 32 * 2**20  # one image request (or a training request with its photos)
+    max_video_bytes: int = 512 * 2**20
+    max_pixels: int = 25_000_000  # per uploaded image, checked from the header before decoding
+    max_output_side: int = 4096  # largest `size` an apply request may ask for
+    max_train_steps: int = 20_000
+    allow_url: bool = False  # apply to an image fetched by URL: off unless asked for (the server then fetches URLs)
+    url_timeout: float = 10.0
+    job_attempts: int = 3  # an interrupted job is resumed at most this many times, then failed

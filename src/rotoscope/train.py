@@ -127,10 +127,12 @@ def load_checkpoint(path: Path, net: FilterNet, opt: torch.optim.Optimizer) -> t
 def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | None = None,
           cfg: TrainConfig | None = None, *, title: str | None = None, backbone_weights: str | None = None,
           resume: bool = False, out: str | os.PathLike | None = None, log=print, progress: bool = True,
-          extra_card: dict | None = None, on_eval=None) -> Filter:
+          extra_card: dict | None = None, on_eval=None, on_step=None) -> Filter:
     """Train a filter from one artwork and save it to the registry (or `out`). Returns the loaded Filter.
 
     on_eval(step, net), if given, is called every eval_every steps (benchmarks snapshot the network with it).
+    `on_step(record, net)`, if given, is called after every step with that step's history record and the live
+    network (the server follows jobs with it); raising KeyboardInterrupt from it stops the run like Ctrl-C does.
     """
     cfg = cfg or TrainConfig()
     check_name(name)
@@ -245,6 +247,8 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
                 if run.step % cfg.checkpoint_every == 0:
                     save_checkpoint(ckpt_path, net, opt, run, cfg, meta)
                 bar.update(task, completed=run.step, info=_terms_line(record["train"], record.get("holdout")))
+                if on_step is not None:
+                    on_step(record, net)
     except KeyboardInterrupt:
         run.seconds = time.perf_counter() - started
         save_checkpoint(ckpt_path, net, opt, run, cfg, meta)

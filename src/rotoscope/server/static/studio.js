@@ -1,0 +1,268 @@
+// rotoscope studio: plain JS over the HTTP API (no framework, no CDN).
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const state = { filters: [], selected: null, file: null, follow: null, source: null, history: [] };
+
+// ---------------------------------------------------------------- API access (token kept in localStorage)
+
+function token() { return localStorage.getItem("rotoscope-token") || ""; }
+function withToken(url) { return token() ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token()) : url; }
+
+async function api(path, opts = {}) {
+  const headers = Object.assign({}, opts.headers || {});
+  if (token()) headers["Authorization"] = "Bearer " + token();
+  const res = await fetch(path, Object.assign({}, opts, { headers }));
+  if (res.status === 401) { $("#token-form").hidden = false; throw new Error("this server needs an API token"); }
+  if (!res.ok) {
+    let msg = res.status + " " + res.statusText;
+    try { const body = await res.json(); msg = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail); } catch (e) {}
+    throw new Error(msg);
+  }
+  return res;
+}
+
+function showError(e) { const el = $("#error"); el.textContent = e ? String(e.message || e) : ""; el.hidden = !e; }
+
+async function blobUrl(path) { const res = await api(path); return URL.createObjectURL(await res.blob()); }
+
+$("#token-form").addEventListener("submit", (ev) => {
+  ev.preventDefault(); localStorage.setItem("rotoscope-token", $("#token").value); $("#token-form").hidden = true; refresh();
+});
+
+// ---------------------------------------------------------------- gallery
+
+function fmt(v) { return v === undefined || v === null ? "–" : (typeof v === "number" ? v.toPrecision(3) : v); }
+
+async function loadFilters() {
+  const res = await api("/api/filters");
+  state.filters = await res.json();
+  const gallery = $("#gallery");
+  gallery.innerHTML = "";
+  if (!state.filters.length) gallery.innerHTML = '<p class="muted">No filters yet: train one below.</p>';
+  for (const f of state.filters) {
+    const card = document.createElement("div");
+    card.className = "card" + (f.name === state.selected ? " selected" : "");
+    card.dataset.name = f.name;
+    const held = f.holdout_last ? `held-out loss ${fmt(f.holdout_last.total)}` : "";
+    card.innerHTML = `<img alt="${f.name} preview"><div class="body">
+      ${f.shipped ? "" : '<button class="plain del" title="delete this filter">delete</button>'}
+      <div class="name"></div><div class="muted art"></div>
+      <div class="muted">${fmt(f.backbone)} · ${fmt(f.steps)} steps · ${fmt(f.size)} px</div>
+      <div class="muted">${held}</div></div>`;
+    card.querySelector(".name").textContent = f.name;
+    card.querySelector(".art").textContent = f.artwork || "";
+    card.addEventListener("click", () => selectFilter(f.name));
+    const del = card.querySelector(".del");
+    if (del) del.addEventListener("click", async (ev) => {
+      ev.stopPropagation();
+      if (!confirm(`Delete filter '${f.name}'?`)) return;
+      try { await api(`/api/filters/${encodeURIComponent(f.name)}`, { method: "DELETE" }); await loadFilters(); } catch (e) { showError(e); }
+    });
+    gallery.appendChild(card);
+    blobUrl(f.preview_url).then((u) => { card.querySelector("img").src = u; }).catch(() => {});
+  }
+  for (const sel of [$("#apply-filter"), $("#video-filter")]) {
+    const keep = sel.value;
+    sel.innerHTML = state.filters.map((f) => `<option>${f.name}</option>`).join("");
+    if (state.filters.some((f) => f.name === keep)) sel.value = keep;
+  }
+  if (state.selected && state.filters.some((f) => f.name === state.selected)) $("#apply-filter").value = state.selected;
+  updateApplyButton();
+}
+
+function selectFilter(name) {
+  state.selected = name;
+  $("#apply-filter").value = name;
+  document.querySelectorAll(".card").forEach((c) => c.classList.toggle("selected", c.dataset.name === name));
+  updateApplyButton();
+}
+
+// ---------------------------------------------------------------- apply
+
+function updateApplyButton() { $("#apply-btn").disabled = !(state.file && $("#apply-filter").value); }
+
+function takeFile(file) {
+  if (!file) return;
+  state.file = file;
+  $("#apply-original").src = URL.createObjectURL(file);
+  $("#drop span").textContent = file.name;
+  updateApplyButton();
+  if ($("#apply-filter").value) paint();
+}
+
+const drop = $("#drop");
+drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (ev) => { ev.preventDefault(); drop.classList.remove("over"); takeFile(ev.dataTransfer.files[0]); });
+$("#apply-file").addEventListener("change", (ev) => takeFile(ev.target.files[0]));
+$("#apply-filter").addEventListener("change", (ev) => selectFilter(ev.target.value));
+$("#strength").addEventListener("input", (ev) => { $("#strength-value").textContent = Number(ev.target.value).toFixed(2); });
+$("#apply-btn").addEventListener("click", () => paint());
+
+async function paint() {
+  const name = $("#apply-filter").value;
+  if (!state.file || !name) return;
+  const form = new FormData();
+  form.append("image", state.file);
+  form.append("strength", $("#strength").value);
+  form.append("preserve_colors", $("#preserve").checked ? "true" : "false");
+  if ($("#apply-size").value) form.append("size", $("#apply-size").value);
+  $("#apply-status").textContent = "painting…";
+  $("#apply-btn").disabled = true;
+  try {
+    const res = await api(`/api/filters/${encodeURIComponent(name)}/apply`, { method: "POST", body: form });
+    const url = URL.createObjectURL(await res.blob());
+    const img = $("#apply-result");
+    img.src = url;
+    img.dataset.filter = name;
+    const dl = $("#apply-download");
+    dl.href = url; dl.download = state.file.name.replace(/\.[^.]*$/, "") + "-" + name + ".png"; dl.hidden = false;
+    $("#apply-status").textContent = `${res.headers.get("X-Rotoscope-Size") || ""} in ${res.headers.get("X-Rotoscope-Seconds") || "?"} s with '${name}'`;
+    showError(null);
+  } catch (e) { $("#apply-status").textContent = ""; showError(e); }
+  updateApplyButton();
+}
+
+// ---------------------------------------------------------------- training
+
+$("#train-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const form = new FormData(ev.target);
+  for (const [k, v] of [...form.entries()]) if (v === "" || (v instanceof File && !v.name)) form.delete(k);
+  if (form.get("backbone") === "auto") form.delete("backbone");
+  try {
+    const res = await api("/api/jobs/train", { method: "POST", body: form });
+    const job = await res.json();
+    showError(null);
+    follow(job.id);
+    loadJobs();
+  } catch (e) { showError(e); }
+});
+
+function follow(id) {
+  if (state.source) state.source.close();
+  state.follow = id; state.history = [];
+  $("#train-live").hidden = false;
+  $("#live-preview").removeAttribute("src");
+  const src = new EventSource(withToken(`/api/jobs/${id}/events`));
+  state.source = src;
+  src.addEventListener("job", (ev) => {
+    const job = JSON.parse(ev.data);
+    state.history.push(...job.new_history);
+    showLive(job);
+    if (["done", "failed", "cancelled"].includes(job.status)) { src.close(); loadJobs(); if (job.status === "done") loadFilters(); }
+  });
+  src.onerror = () => { if (src.readyState === EventSource.CLOSED) return; };
+}
+
+function showLive(job) {
+  $("#live-title").textContent = `${job.kind} '${job.name}'`;
+  const badge = $("#live-status"); badge.textContent = job.status; badge.className = "badge " + job.status;
+  $("#live-step").textContent = job.total ? `step ${job.step} / ${job.total}` : "";
+  $("#live-eta").textContent = job.status === "running" && job.eta_s != null ? `ETA ${Math.round(job.eta_s)} s` : "";
+  $("#live-progress").value = job.total ? job.step / job.total : 0;
+  $("#live-cancel").hidden = !["queued", "running"].includes(job.status);
+  $("#live-note").textContent = job.error ? "error: " + job.error : (job.note || "");
+  if (job.links.preview && job.preview_step !== state.previewStep) {
+    state.previewStep = job.preview_step;
+    blobUrl(job.links.preview).then((u) => { $("#live-preview").src = u; $("#live-preview-caption").textContent = `preview at step ${job.preview_step}`; }).catch(() => {});
+  }
+  drawChart($("#chart"), state.history);
+}
+
+$("#live-cancel").addEventListener("click", async () => {
+  if (!state.follow) return;
+  try { await api(`/api/jobs/${state.follow}/cancel`, { method: "POST" }); loadJobs(); } catch (e) { showError(e); }
+});
+
+// The loss chart: every term of the training loss on a log scale, and held-out totals as dots.
+const COLORS = { total: "#222", content: "#2f6db5", style: "#b5442f", color: "#7a9a2f", tv: "#9a6fb0" };
+
+function drawChart(canvas, history) {
+  const ctx = canvas.getContext("2d");
+  const W = canvas.width, H = canvas.height, L = 48, R = 90, T = 12, B = 28;
+  ctx.clearRect(0, 0, W, H);
+  ctx.font = "11px system-ui, sans-serif";
+  if (!history.length) { ctx.fillStyle = "#777"; ctx.fillText("waiting for the first step…", L, H / 2); return; }
+  const keys = Object.keys(history[history.length - 1].train);
+  const vals = [];
+  for (const h of history) { for (const k of keys) if (h.train[k] > 0) vals.push(h.train[k]); if (h.holdout && h.holdout.total > 0) vals.push(h.holdout.total); }
+  let lo = Math.log10(Math.min(...vals)), hi = Math.log10(Math.max(...vals));
+  if (hi - lo < 0.5) { lo -= 0.25; hi += 0.25; }
+  const maxStep = Math.max(history[history.length - 1].step, 1), minStep = history[0].step - 1;
+  const x = (s) => L + (W - L - R) * (s - minStep) / Math.max(1, maxStep - minStep);
+  const y = (v) => T + (H - T - B) * (hi - Math.log10(v)) / (hi - lo);
+  ctx.strokeStyle = "#ddd"; ctx.fillStyle = "#777"; ctx.lineWidth = 1;
+  for (let p = Math.ceil(lo); p <= Math.floor(hi); p++) {
+    ctx.beginPath(); ctx.moveTo(L, y(10 ** p)); ctx.lineTo(W - R, y(10 ** p)); ctx.stroke();
+    ctx.fillText(p >= 0 && p < 4 ? String(10 ** p) : "1e" + p, 4, y(10 ** p) + 4);
+  }
+  ctx.fillText("step " + maxStep, W - R - 50, H - 8);
+  ctx.fillText("step " + (minStep + 1), L, H - 8);
+  keys.forEach((k, i) => {
+    ctx.strokeStyle = COLORS[k] || "#999"; ctx.lineWidth = k === "total" ? 2 : 1.2;
+    ctx.beginPath();
+    let started = false;
+    for (const h of history) { const v = h.train[k]; if (!(v > 0)) continue; if (!started) { ctx.moveTo(x(h.step), y(v)); started = true; } else ctx.lineTo(x(h.step), y(v)); }
+    ctx.stroke();
+    ctx.fillStyle = COLORS[k] || "#999"; ctx.fillText(k, W - R + 10, T + 12 + i * 15);
+  });
+  const held = history.filter((h) => h.holdout && h.holdout.total > 0);
+  ctx.fillStyle = "#e08a00";
+  for (const h of held) { ctx.beginPath(); ctx.arc(x(h.step), y(h.holdout.total), 3, 0, 2 * Math.PI); ctx.fill(); }
+  if (held.length) ctx.fillText("● held-out", W - R + 10, T + 12 + keys.length * 15);
+}
+
+// ---------------------------------------------------------------- video
+
+$("#video-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const form = new FormData(ev.target);
+  for (const [k, v] of [...form.entries()]) if (v === "") form.delete(k);
+  try { await api("/api/jobs/video", { method: "POST", body: form }); showError(null); loadJobs(); } catch (e) { showError(e); }
+});
+
+// ---------------------------------------------------------------- jobs list
+
+async function loadJobs() {
+  const res = await api("/api/jobs?limit=50");
+  const jobs = await res.json();
+  const body = $("#jobs tbody");
+  body.innerHTML = "";
+  for (const j of jobs) {
+    const tr = document.createElement("tr");
+    const pct = j.total ? Math.round(100 * j.step / j.total) + "%" : "";
+    const when = new Date((j.started || j.created) * 1000).toLocaleTimeString();
+    tr.innerHTML = `<td><code>${j.id}</code></td><td>${j.kind}</td><td class="n"></td>
+      <td><span class="badge ${j.status}">${j.status}</span></td><td>${j.total ? `${j.step}/${j.total} (${pct})` : ""}</td><td>${when}</td><td class="act"></td>`;
+    tr.querySelector(".n").textContent = j.name;
+    const act = tr.querySelector(".act");
+    if (j.kind === "train") { const b = document.createElement("button"); b.className = "plain"; b.textContent = "follow"; b.onclick = () => follow(j.id); act.appendChild(b); }
+    if (["queued", "running"].includes(j.status)) {
+      const b = document.createElement("button"); b.className = "plain"; b.textContent = "cancel";
+      b.onclick = async () => { try { await api(`/api/jobs/${j.id}/cancel`, { method: "POST" }); loadJobs(); } catch (e) { showError(e); } };
+      act.appendChild(b);
+    }
+    if (j.links.result) { const a = document.createElement("a"); a.href = withToken(j.links.result); a.textContent = "download"; act.appendChild(a); }
+    body.appendChild(tr);
+    if (j.error || j.note) { const er = document.createElement("tr"); er.innerHTML = `<td></td><td colspan="6" class="err"></td>`; er.querySelector("td.err").textContent = j.error || j.note; body.appendChild(er); }
+  }
+}
+
+// ---------------------------------------------------------------- health and refresh
+
+async function health() {
+  try {
+    const h = await (await fetch("/api/health")).json();
+    $("#health").textContent = `v${h.version} · ${h.filters} filters · ${h.jobs.running} running, ${h.jobs.queued} queued`;
+  } catch (e) { $("#health").textContent = "server unreachable"; }
+}
+
+async function refresh() {
+  try { await loadFilters(); await loadJobs(); showError(null); } catch (e) { showError(e); }
+  health();
+}
+
+refresh();
+setInterval(() => { health(); loadJobs().catch(() => {}); }, 5000);

@@ -1,0 +1,173 @@
+"""One job, run in its own process: `python -m rotoscope.server.worker DB JOBS_ROOT JOB_ID`.
+
+The worker calls the same library functions as the CLI (train.train, video.apply_video_cli) and writes its progress
+into the job record. It stops cleanly, with a checkpoint, when the job is cancelled, when the server asks it to
+(SIGINT/SIGTERM on shutdown) or when the server that started it has died; the latter two put the job back in the
+queue so the next server resumes it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from ..errors import RotoscopeError
+from .jobs import Job, JobStore
+
+PROGRESS_EVERY_S = 0.3  # how often step records are written to the database
+PREVIEW_EVERY_S = 2.0  # how often a training job renders its preview
+PREVIEW_SIZE = 256
+
+
+class Stop:
+    """Why the worker is stopping early, if it is."""
+
+    reason: str | None = None
+
+
+def log(msg: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+
+def preview_photo(job: Job):
+    """The photo a training preview paints: the first uploaded photo, else a built-in sample photo."""
+    from ..data import sample_photos
+    from ..images import list_images, load_rgb
+
+    photos = Path(job.folder) / "photos"
+    if photos.is_dir() and list_images(photos):
+        return load_rgb(list_images(photos)[0])
+    return next(p.image for p in sample_photos() if p.name == "chelsea")
+
+
+def run_train(store: JobStore, job: Job, parent: int) -> str:
+    from ..config import TrainConfig
+    from ..filter import Filter
+    from ..images import save_image
+    from ..paths import runs_dir
+    from ..stylize import ApplySettings, stylize_image
+    from ..train import CHECKPOINT, train
+
+    folder = Path(job.folder)
+    params = job.params
+    cfg = TrainConfig.from_dict(params["config"])
+    ckpt = runs_dir() / job.name / CHECKPOINT
+    # resume only from a checkpoint this job wrote (not one left by an older run of the same name)
+    resume = job.attempts > 1 and ckpt.exists() and job.started is not None and ckpt.stat().st_mtime >= job.started
+    if job.attempts > 1:
+        log(f"attempt {job.attempts}: " + (f"resuming from the checkpoint at {ckpt}" if resume else
+                                           "no checkpoint from this job yet; starting again"))
+    photo = preview_photo(job)
+    t0, first_step = time.time(), None
+    state = {"flushed": 0.0, "preview": 0.0, "buffer": []}
+
+    def on_step(record: dict, net) -> None:
+        nonlocal first_step
+        step = record["step"]
+        if first_step is None:
+            first_step = step - 1
+        state["buffer"].append(record)
+        now = time.time()
+        last = step >= cfg.steps
+        if now - state["preview"] >= PREVIEW_EVERY_S or last:
+            was_training = net.training
+            device = str(next(net.parameters()).device)
+            img = stylize_image(Filter(job.name, {}, net), photo,
+                                ApplySettings(size=PREVIEW_SIZE, device=device, precision=cfg.precision))
+            net.train(was_training)
+            save_image(img, folder / "preview.png")
+            state["preview"] = now
+            state["preview_step"] = step
+        if now - state["flushed"] >= PROGRESS_EVERY_S or last:
+            rate = (step - first_step) / max(1e-6, now - t0)
+            extra = {"preview_step": state["preview_step"]} if "preview_step" in state else {}
+            store.progress(job.id, state["buffer"], step=step, terms=record["train"],
+                           eta_s=round((cfg.steps - step) / rate, 1) if rate > 0 else None, **extra)
+            state["buffer"] = []
+            state["flushed"] = now
+            if store.cancel_requested(job.id):
+                Stop.reason = "cancelled"
+            elif os.getppid() != parent:
+                Stop.reason = "the server that started this job has stopped"
+            if Stop.reason:
+                raise KeyboardInterrupt  # train() saves a checkpoint and stops
+
+    photos = folder / "photos"
+    train(folder / params["artwork"], job.name, photos if photos.is_dir() else None, cfg,
+          title=params.get("title"), resume=resume, log=log, progress=False, on_step=on_step)
+    return job.name
+
+
+def run_video(store: JobStore, job: Job, parent: int) -> str:
+    from .. import video
+    from ..filter import load_filter_file
+    from ..stylize import ApplySettings
+
+    folder = Path(job.folder)
+    params = job.params
+    filt = load_filter_file(params["filter_path"])
+    dest = folder / params["output"]
+    settings = ApplySettings(**params["settings"])
+    for line in video.apply_video_cli(filt, folder / params["input"], dest, settings, False):
+        log(line)
+        if store.cancel_requested(job.id):
+            Stop.reason = "cancelled"
+            raise KeyboardInterrupt
+    if not dest.exists():
+        raise RotoscopeError("the video step finished without writing a result")
+    return params["output"]
+
+
+RUNNERS = {"train": run_train, "video": run_video}
+
+
+def run(db: str, jobs_root: str, job_id: str) -> int:
+    store = JobStore(db, Path(jobs_root))
+    job = store.get(job_id)
+    if job is None or job.status != "running":
+        log(f"job {job_id} is not running ({job.status if job else 'missing'}); nothing to do")
+        return 0
+    parent = os.getppid()
+
+    def on_signal(signum, _frame):
+        Stop.reason = Stop.reason or "the server is shutting down"
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log(f"job {job.id}: {job.kind} '{job.name}' (attempt {job.attempts}, pid {os.getpid()})")
+    try:
+        result = RUNNERS[job.kind](store, job, parent)
+    except BaseException as e:  # noqa: BLE001 - every ending is recorded, then the worker exits
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        cur = store.get(job.id)
+        if Stop.reason == "cancelled" or (cur and cur.cancel_requested):
+            store.finish(job.id, "cancelled", note=f"cancelled at step {cur.step}" if cur else "cancelled")
+            log("cancelled")
+            return 0
+        if Stop.reason or isinstance(e, KeyboardInterrupt):
+            why = Stop.reason or "interrupted"
+            store.finish(job.id, "queued", note=f"interrupted at step {cur.step if cur else 0} ({why}); "
+                                                f"it resumes when a server runs")
+            log(f"stopped: {why}; back in the queue")
+            return 0
+        if isinstance(e, RotoscopeError):
+            msg = str(e)
+        else:
+            msg = f"{type(e).__name__}: {e}".splitlines()[0]
+            traceback.print_exc()
+        store.finish(job.id, "failed", error=msg)
+        log(f"failed: {msg}")
+        return 1
+    store.finish(job.id, "done", result=result, eta_s=0)
+    log(f"done: {result}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(*sys.argv[1:4]))

@@ -1,0 +1,396 @@
+"""The HTTP API: every endpoint, every limit, the token, and applies that do not block the event loop."""
+
+import http.server
+import io
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from rotoscope.config import ServerConfig  # noqa: E402
+from rotoscope.errors import RotoscopeError  # noqa: E402
+from rotoscope.server import app as app_module  # noqa: E402
+from rotoscope.server import create_app  # noqa: E402
+from rotoscope.server.jobs import database_path  # noqa: E402
+
+TINY_TRAIN = {"steps": "5", "size": "32", "channels": "8,16,16", "res_blocks": "1", "backbone": "random"}
+
+
+def png_bytes(size=(48, 40), seed=0, fmt="PNG", mode="RGB") -> bytes:
+    rng = np.random.default_rng(seed)
+    img = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB").convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def client(tiny_filter):
+    """The API with the tiny filter installed; jobs are recorded but no worker is started."""
+    with TestClient(create_app(ServerConfig(), run_jobs=False)) as c:
+        yield c
+
+
+def apply(client, data=None, image=None, name="tiny", filename="photo.png", ctype="image/png"):
+    return client.post(f"/api/filters/{name}/apply", files={"image": (filename, image or png_bytes(), ctype)},
+                       data=data or {})
+
+
+# ---------------------------------------------------------------- health, studio, docs
+
+
+def test_health_reports_version_filters_and_jobs(client):
+    h = client.get("/api/health").json()
+    assert h["status"] == "ok" and h["filters"] == 1 and h["jobs"] == {"queued": 0, "running": 0}
+    assert h["url_apply"] is False and h["token_required"] is False
+
+
+def test_studio_page_and_its_assets_are_served_with_no_external_urls(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    for asset in ("/static/studio.js", "/static/studio.css"):
+        assert asset in page.text
+        body = client.get(asset)
+        assert body.status_code == 200
+        assert "http://" not in body.text and "https://" not in body.text  # no CDN at run time
+    assert "https://" not in page.text and "http://" not in page.text
+
+
+def test_openapi_documents_every_endpoint(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for p in ("/api/health", "/api/filters", "/api/filters/{name}", "/api/filters/{name}/preview",
+              "/api/filters/{name}/apply", "/api/filters/{name}/apply-url", "/api/jobs", "/api/jobs/train",
+              "/api/jobs/video", "/api/jobs/{job_id}", "/api/jobs/{job_id}/cancel", "/api/jobs/{job_id}/events",
+              "/api/jobs/{job_id}/preview", "/api/jobs/{job_id}/result"):
+        assert p in paths, p
+    assert client.get("/docs").status_code == 200
+
+
+# ---------------------------------------------------------------- filters
+
+
+def test_filters_list_and_card(client):
+    [f] = client.get("/api/filters").json()
+    assert f["name"] == "tiny" and f["artwork"] == "Tiny test artwork" and f["shipped"] is False
+    card = client.get("/api/filters/tiny").json()["card"]
+    assert card["architecture"]["channels"] == [8, 16, 16]
+
+
+def test_unknown_filter_is_404_with_a_suggestion(client):
+    r = client.get("/api/filters/tinny")
+    assert r.status_code == 404 and "did you mean tiny" in r.json()["detail"]
+    assert apply(client, name="nope").status_code == 404
+
+
+@pytest.mark.parametrize("name", ["..", ".hidden", "a b", "x" * 65, "..%2F..%2Fetc%2Fpasswd"])
+def test_invalid_filter_names_are_refused(client, name):
+    r = client.get(f"/api/filters/{name}")
+    assert r.status_code in (404, 422)
+    assert apply(client, name=name).status_code in (404, 405, 422)
+
+
+def test_a_filter_is_named_never_read_from_a_path(client, tiny_filter, tmp_path, monkeypatch):
+    # a filter file in the server's working directory must not be reachable by naming it
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evil.safetensors").write_bytes(tiny_filter.read_bytes())
+    assert client.get("/api/filters/evil.safetensors").status_code == 404
+    assert apply(client, name="evil.safetensors").status_code == 404
+
+
+def test_filter_preview_is_a_cached_png(client, rotoscope_home):
+    r = client.get("/api/filters/tiny/preview")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert max(Image.open(io.BytesIO(r.content)).size) == 256
+    assert len(list((rotoscope_home / "server" / "previews").glob("tiny-*.png"))) == 1
+
+
+def test_delete_filter(client, rotoscope_home):
+    assert client.delete("/api/filters/tiny").json()["deleted"] == "tiny"
+    assert not (rotoscope_home / "filters" / "tiny.safetensors").exists()
+    assert client.delete("/api/filters/tiny").status_code == 404
+    assert client.get("/api/filters").json() == []
+
+
+def test_shipped_filters_cannot_be_deleted(client, tiny_filter, tmp_path, monkeypatch):
+    import rotoscope.filter as filter_module
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "classic.safetensors").write_bytes(tiny_filter.read_bytes())
+    monkeypatch.setattr(filter_module, "SHIPPED_DIR", shipped)
+    r = client.delete("/api/filters/classic")
+    assert r.status_code == 403 and "ships with rotoscope" in r.json()["detail"]
+
+
+# ---------------------------------------------------------------- apply
+
+
+def test_apply_returns_the_painted_image_with_provenance(client):
+    r = apply(client)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    out = Image.open(io.BytesIO(r.content))
+    assert out.size == (48, 40) and r.headers["x-rotoscope-filter"] == "tiny"
+    prov = json.loads(out.info["rotoscope"])
+    assert prov["filter"] == "tiny" and prov["source"] == "photo.png" and prov["settings"]["strength"] == 1.0
+    photo = np.asarray(Image.open(io.BytesIO(png_bytes())), dtype=np.int16)
+    assert np.abs(np.asarray(out, dtype=np.int16) - photo).mean() > 5  # it was painted, not echoed
+
+
+def test_apply_settings_strength_preserve_colours_size_and_format(client):
+    photo = np.asarray(Image.open(io.BytesIO(png_bytes())), dtype=np.int16)
+    zero = np.asarray(Image.open(io.BytesIO(apply(client, {"strength": "0"}).content)), dtype=np.int16)
+    assert np.abs(zero - photo).max() <= 1  # strength 0 is the photo
+    full = np.asarray(Image.open(io.BytesIO(apply(client).content)), dtype=np.int16)
+    kept = np.asarray(Image.open(io.BytesIO(apply(client, {"preserve_colors": "true"}).content)), dtype=np.int16)
+    assert np.abs(kept - full).mean() > 1  # preserving colours changes the result
+    small = apply(client, {"size": "24"})
+    assert Image.open(io.BytesIO(small.content)).size == (24, 20)
+    jpeg = apply(client, {"format": "jpeg"})
+    assert jpeg.headers["content-type"] == "image/jpeg" and Image.open(io.BytesIO(jpeg.content)).format == "JPEG"
+
+
+@pytest.mark.parametrize("data, words", [({"strength": "1.5"}, "strength"), ({"size": "8"}, "size"),
+                                         ({"size": "100000"}, "size"), ({"format": "gif"}, "format")])
+def test_apply_refuses_bad_settings_with_422(client, data, words):
+    r = apply(client, data)
+    assert r.status_code == 422 and words in json.dumps(r.json())
+
+
+def test_apply_sniffs_the_content_not_the_name(client):
+    # an image sent under a text name and type is still an image
+    assert apply(client, filename="notes.txt", ctype="text/plain").status_code == 200
+    # text sent as a PNG is refused
+    r = apply(client, image=b"hello, I am not a picture" * 10, filename="photo.png")
+    assert r.status_code == 415 and "not an image" in r.json()["detail"]
+
+
+def test_apply_refuses_a_truncated_image_with_422(client):
+    r = apply(client, image=png_bytes((64, 64))[:200])
+    assert r.status_code == 422 and "cannot decode" in r.json()["detail"]
+
+
+def test_upload_size_limit_is_413(tiny_filter):
+    with TestClient(create_app(ServerConfig(max_upload_bytes=4000), run_jobs=False)) as c:
+        r = apply(c, image=png_bytes((64, 64)))  # ~12 kB of noise
+        assert r.status_code == 413 and "limit" in r.json()["detail"]
+
+        def chunks():  # no Content-Length: the limit is enforced while the body streams in
+            yield b"x" * 3000
+            yield b"x" * 3000
+
+        r = c.post("/api/filters/tiny/apply", content=chunks(), headers={"content-type": "multipart/form-data; "
+                                                                                         "boundary=zzz"})
+        assert r.status_code == 413
+
+
+def test_pixel_limit_is_413_before_decoding(tiny_filter):
+    with TestClient(create_app(ServerConfig(max_pixels=1000), run_jobs=False)) as c:
+        r = apply(c, image=png_bytes((48, 40)))
+        assert r.status_code == 413 and "1,920 pixels" in r.json()["detail"]
+
+
+def test_apply_does_not_block_the_event_loop(client, monkeypatch):
+    started, release = threading.Event(), threading.Event()
+    real = app_module.stylize_image
+
+    def slow(*a, **k):
+        started.set()
+        release.wait(30)
+        return real(*a, **k)
+
+    monkeypatch.setattr(app_module, "stylize_image", slow)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=apply(client)))
+    t.start()
+    assert started.wait(30)
+    # while an apply is being painted, the server still answers
+    t0 = time.perf_counter()
+    assert client.get("/api/health").status_code == 200
+    assert client.get("/api/filters").status_code == 200
+    assert time.perf_counter() - t0 < 10 and t.is_alive()
+    release.set()
+    t.join(30)
+    assert result["r"].status_code == 200
+
+
+# ---------------------------------------------------------------- apply by URL
+
+
+def test_apply_by_url_is_off_by_default(client):
+    r = client.post("/api/filters/tiny/apply-url", json={"url": "http://127.0.0.1:1/x.png"})
+    assert r.status_code == 403 and "--allow-url" in r.json()["detail"]
+
+
+@pytest.fixture
+def image_server(tmp_path):
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "photo.png").write_bytes(png_bytes())
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=str(tmp_path / "www"), **k)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+
+
+def test_apply_by_url_when_enabled(tiny_filter, image_server):
+    with TestClient(create_app(ServerConfig(allow_url=True), run_jobs=False)) as c:
+        r = c.post("/api/filters/tiny/apply-url", json={"url": f"{image_server}/photo.png", "size": 24})
+        assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (24, 20)
+        assert c.post("/api/filters/tiny/apply-url", json={"url": "file:///etc/passwd"}).status_code == 422
+        assert c.post("/api/filters/tiny/apply-url", json={"url": f"{image_server}/missing.png"}).status_code == 422
+    with TestClient(create_app(ServerConfig(allow_url=True, max_upload_bytes=1000), run_jobs=False)) as c:
+        assert c.post("/api/filters/tiny/apply-url", json={"url": f"{image_server}/photo.png"}).status_code == 413
+
+
+# ---------------------------------------------------------------- token
+
+
+def test_token_is_required_when_set(tiny_filter):
+    with TestClient(create_app(ServerConfig(token="s3cret"), run_jobs=False)) as c:
+        assert c.get("/api/health").status_code == 200  # monitors need no token
+        r = c.get("/api/filters")
+        assert r.status_code == 401 and "token" in r.json()["detail"]
+        assert c.get("/api/filters", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.get("/api/filters", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/api/filters?token=s3cret").status_code == 200
+        assert c.post("/api/filters/tiny/apply", files={"image": ("p.png", png_bytes(), "image/png")}).status_code == 401
+
+
+def test_binding_beyond_localhost_needs_a_token():
+    assert not app_module.needs_token("127.0.0.1") and not app_module.needs_token("localhost")
+    assert app_module.needs_token("0.0.0.0") and app_module.needs_token("192.168.1.5")
+    with pytest.raises(RotoscopeError, match="token"):
+        app_module.serve(ServerConfig(host="0.0.0.0"))
+
+
+def test_serve_cli_refuses_a_public_bind_without_token():
+    import subprocess
+    import sys
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    r = subprocess.run([sys.executable, "-m", "rotoscope", "serve", "--host", "0.0.0.0"], capture_output=True,
+                       text=True, env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert r.returncode == 1 and r.stderr.startswith("error: binding to 0.0.0.0") and "Traceback" not in r.stderr
+
+
+def test_database_setting_accepts_paths_and_sqlite_urls(tmp_path):
+    assert database_path(str(tmp_path / "j.db")) == tmp_path / "j.db"
+    assert database_path(f"sqlite:///{tmp_path}/j.db") == tmp_path / "j.db"
+    assert database_path("sqlite:///rel.db") == Path("rel.db")
+    with pytest.raises(RotoscopeError, match="only SQLite"):
+        database_path("postgresql://db/jobs")
+
+
+def test_database_setting_is_used(tiny_filter, tmp_path):
+    db = tmp_path / "elsewhere" / "jobs.db"
+    with TestClient(create_app(ServerConfig(database=f"sqlite:///{db}"), run_jobs=False)) as c:
+        c.post("/api/jobs/train", files={"artwork": ("a.png", png_bytes(), "image/png")},
+               data={"name": "x", **TINY_TRAIN})
+    assert db.exists()
+
+
+# ---------------------------------------------------------------- jobs (recorded here; run in test_server_jobs.py)
+
+
+def start_train(client, name="fresh", artwork=None, **data):
+    return client.post("/api/jobs/train", files={"artwork": ("art.png", artwork or png_bytes(seed=3), "image/png")},
+                       data={"name": name, **TINY_TRAIN, **data})
+
+
+def test_train_job_is_recorded_with_its_inputs(client):
+    r = start_train(client, title="My art")
+    assert r.status_code == 202
+    job = r.json()
+    assert job["status"] == "queued" and job["kind"] == "train" and job["total"] == 5
+    assert job["params"]["config"]["net"]["channels"] == [8, 16, 16] and job["params"]["title"] == "My art"
+    got = client.get(f"/api/jobs/{job['id']}").json()
+    assert got["id"] == job["id"] and got["history"] == []
+    assert [j["id"] for j in client.get("/api/jobs").json()] == [job["id"]]
+    assert client.get("/api/jobs?status=done").json() == []
+
+
+def test_train_job_with_photos(client, rotoscope_home):
+    r = client.post("/api/jobs/train", data={"name": "withphotos", **TINY_TRAIN},
+                    files=[("artwork", ("art.png", png_bytes(seed=3), "image/png")),
+                           ("photos", ("a.jpg", png_bytes(seed=4, fmt="JPEG"), "image/jpeg")),
+                           ("photos", ("b.png", png_bytes(seed=5), "image/png"))])
+    assert r.status_code == 202 and r.json()["params"]["photos"] == 2
+    folder = rotoscope_home / "server" / "jobs" / r.json()["id"]
+    assert sorted(p.name for p in (folder / "photos").iterdir()) == ["0000.jpg", "0001.png"]
+
+
+@pytest.mark.parametrize("data, status, words", [
+    ({"name": "bad name"}, 422, "invalid filter name"), ({"steps": "0"}, 422, "steps"),
+    ({"steps": "999999"}, 422, "steps"), ({"backbone": "resnet"}, 422, "unknown backbone"),
+    ({"channels": "8,16"}, 422, "channels"), ({"size": "4"}, 422, "size"), ({"name": "tiny"}, 409, "exists"),
+])
+def test_train_job_refuses_bad_requests(client, data, status, words):
+    r = start_train(client, **data)
+    assert r.status_code == status and words in r.json()["detail"]
+
+
+def test_train_job_refuses_an_artwork_that_is_not_an_image(client):
+    r = start_train(client, artwork=b"GIF89a but not really")
+    assert r.status_code == 415 and "artwork" in r.json()["detail"]
+
+
+def test_train_job_overwrite_and_duplicate_active_name(client):
+    assert start_train(client, name="tiny", overwrite="true").status_code == 202
+    r = start_train(client, name="tiny", overwrite="true")
+    assert r.status_code == 409 and "already training" in r.json()["detail"]
+
+
+def test_job_endpoints_before_a_job_has_run(client):
+    job = start_train(client).json()
+    assert client.get(f"/api/jobs/{job['id']}/preview").status_code == 404
+    r = client.get(f"/api/jobs/{job['id']}/result")
+    assert r.status_code == 409 and "queued" in r.json()["detail"]
+    assert client.get("/api/jobs/000000000000").status_code == 404
+    assert client.get("/api/jobs/..%2Fjobs.sqlite").status_code == 404
+
+
+def test_cancel_a_queued_job(client):
+    job = start_train(client).json()
+    r = client.post(f"/api/jobs/{job['id']}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert client.post(f"/api/jobs/{job['id']}/cancel").status_code == 409
+    assert client.get(f"/api/jobs/{job['id']}/result").status_code == 409
+    # a finished job's event stream sends its state once and ends
+    with client.stream("GET", f"/api/jobs/{job['id']}/events") as s:
+        events = [json.loads(line[5:]) for line in s.iter_lines() if line.startswith("data:")]
+    assert [e["status"] for e in events] == ["cancelled"]
+
+
+def test_video_job_is_recorded_and_sniffed(client, tmp_path):
+    mp4 = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41" + b"\x00" * 64
+    r = client.post("/api/jobs/video", files={"video": ("clip.mp4", mp4, "video/mp4")}, data={"filter": "tiny"})
+    assert r.status_code == 202 and r.json()["kind"] == "video" and r.json()["name"] == "tiny"
+    r = client.post("/api/jobs/video", files={"video": ("clip.mp4", png_bytes(), "video/mp4")},
+                    data={"filter": "tiny"})
+    assert r.status_code == 415 and "not a video" in r.json()["detail"]
+    r = client.post("/api/jobs/video", files={"video": ("clip.mp4", mp4, "video/mp4")}, data={"filter": "nope"})
+    assert r.status_code == 404
+    r = client.post("/api/jobs/video", files={"video": ("clip.mp4", mp4, "video/mp4")},
+                    data={"filter": "tiny", "strength": "2"})
+    assert r.status_code == 422
+
+
+def test_video_upload_limit_is_413(tiny_filter):
+    with TestClient(create_app(ServerConfig(max_video_bytes=1000), run_jobs=False)) as c:
+        mp4 = b"\x00\x00\x00\x20ftypisom" + b"\x00" * 5000
+        r = c.post("/api/jobs/video", files={"video": ("clip.mp4", mp4, "video/mp4")}, data={"filter": "tiny"})
+        assert r.status_code == 413

@@ -1,0 +1,264 @@
+"""Durable jobs: the SQLite record, the scheduler's limits and endings, real workers, and a server restart."""
+
+import contextlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from rotoscope.config import ServerConfig  # noqa: E402
+from rotoscope.filter import load_filter_file  # noqa: E402
+from rotoscope.server import create_app  # noqa: E402
+from rotoscope.server.jobs import JobStore  # noqa: E402
+from rotoscope.server.runner import Scheduler  # noqa: E402
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+TINY_TRAIN = {"size": "32", "channels": "8,16,16", "res_blocks": "1", "backbone": "random"}
+JOB_TIMEOUT = 300  # seconds: generous, the test machine is shared
+
+
+def png_bytes(size=(64, 64), seed=0) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB").save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def store(tmp_path):
+    return JobStore(tmp_path / "jobs.sqlite", tmp_path / "jobs")
+
+
+def wait_for(get, until, timeout=JOB_TIMEOUT, every=0.3):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = get()
+        if until(value):
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out; last value: {value}")
+
+
+# ---------------------------------------------------------------- the record
+
+
+def test_a_job_is_claimed_once_and_records_progress(store):
+    job = store.create(store.new_id(), "train", "x", {"a": 1}, total=3)
+    assert job.status == "queued" and job.params == {"a": 1}
+    assert store.claim(job.id) and not store.claim(job.id)
+    store.progress(job.id, [{"step": 1, "train": {"total": 2.0}}, {"step": 2, "train": {"total": 1.5}}],
+                   step=2, terms={"total": 1.5}, eta_s=1.0)
+    got = store.get(job.id, history=True)
+    assert got.status == "running" and got.attempts == 1 and got.step == 2 and got.terms == {"total": 1.5}
+    assert [h["step"] for h in got.history] == [1, 2]
+    assert store.finish(job.id, "done", result="x") and not store.finish(job.id, "failed")
+    assert store.get(job.id).status == "done"
+
+
+def test_cancel_a_queued_job_at_once_and_flag_a_running_one(store):
+    a = store.create(store.new_id(), "train", "a", {})
+    b = store.create(store.new_id(), "train", "b", {})
+    store.claim(b.id)
+    assert store.request_cancel(a.id) == "cancelled"
+    assert store.request_cancel(b.id) == "running" and store.cancel_requested(b.id)
+
+
+# ---------------------------------------------------------------- the scheduler, with stand-in workers
+
+
+class SleepScheduler(Scheduler):
+    """Workers that only sleep: for testing limits and endings without training anything."""
+
+    def _spawn(self, job_id):
+        return subprocess.Popen([sys.executable, "-c", f"import time  # {job_id}\ntime.sleep(60)"])
+
+
+def test_at_most_max_jobs_run_at_once_and_a_dead_worker_fails_its_job(store):
+    ids = [store.create(store.new_id(), "train", f"j{i}", {}).id for i in range(3)]
+    sched = SleepScheduler(store, max_jobs=2)
+    try:
+        sched.tick()
+        status = {i: store.get(i).status for i in ids}
+        assert list(status.values()).count("running") == 2 and list(status.values()).count("queued") == 1
+        assert status[ids[2]] == "queued"  # oldest first
+        victim = sched.procs[ids[0]]
+        victim.kill()
+        victim.wait()
+        sched.tick()
+        dead = store.get(ids[0])
+        assert dead.status == "failed" and "exit code -9" in dead.error
+        assert store.get(ids[2]).status == "running"  # the freed slot went to the next job
+    finally:
+        for p in sched.procs.values():
+            p.kill()
+
+
+def test_restart_requeues_jobs_whose_worker_is_gone_and_gives_up_after_n_attempts(store):
+    job = store.create(store.new_id(), "train", "x", {})
+    store.claim(job.id)
+    store.update(job.id, pid=2**22 + 12345, step=7)  # a pid that is not running
+    sched = SleepScheduler(store, max_jobs=1, attempts=1)
+    sched.recover()
+    got = store.get(job.id)
+    assert got.status == "queued" and "interrupted at step 7" in got.note
+    sched.tick()  # attempts exhausted: failed, clearly, rather than retried forever
+    got = store.get(job.id)
+    assert got.status == "failed" and "interrupted 1 times" in got.error
+
+
+def test_restart_adopts_a_worker_that_is_still_alive(store):
+    job = store.create(store.new_id(), "train", "x", {})
+    store.claim(job.id)
+    p = subprocess.Popen([sys.executable, "-c", f"import time  # {job.id}\ntime.sleep(60)"])
+    try:
+        store.update(job.id, pid=p.pid)
+        sched = SleepScheduler(store, max_jobs=1)
+        sched.recover()
+        assert job.id in sched.adopted and store.get(job.id).status == "running"
+        other = store.create(store.new_id(), "train", "y", {})
+        sched.tick()
+        assert store.get(other.id).status == "queued"  # the adopted worker holds the only slot
+        p.kill()
+        p.wait()
+        sched.tick()  # the adopted worker is gone: its job is requeued and, a slot being free, restarted
+        got = store.get(job.id)
+        assert "its worker stopped" in got.note and got.attempts == 2 and job.id in sched.procs
+    finally:
+        p.kill()
+        for q in sched.procs.values():
+            q.kill()
+
+
+# ---------------------------------------------------------------- real workers
+
+
+def test_training_job_runs_to_a_filter_and_can_be_followed_then_a_running_job_is_cancelled(tiny_filter):
+    with TestClient(create_app(ServerConfig(max_jobs=1))) as c:
+        r = c.post("/api/jobs/train", files={"artwork": ("art.png", png_bytes(), "image/png")},
+                   data={"name": "learned", "steps": "5", "title": "Noise", **TINY_TRAIN})
+        job_id = r.json()["id"]
+        with c.stream("GET", f"/api/jobs/{job_id}/events", timeout=JOB_TIMEOUT) as s:
+            events = [json.loads(line[5:]) for line in s.iter_lines() if line.startswith("data:")]
+        assert events[-1]["status"] == "done", c.get(f"/api/jobs/{job_id}").json()
+        # the stream carried every step's loss terms exactly once
+        steps = [h["step"] for e in events for h in e["new_history"]]
+        assert steps == [1, 2, 3, 4, 5]
+        assert set(events[-1]["new_history"][-1]["train"]) >= {"content", "style", "total"}
+        job = c.get(f"/api/jobs/{job_id}").json()
+        assert job["step"] == 5 and job["eta_s"] == 0 and job["terms"]["total"] > 0 and len(job["history"]) == 5
+        assert "saved filter 'learned'" in job["log"]
+        preview = c.get(f"/api/jobs/{job_id}/preview")
+        assert preview.status_code == 200 and Image.open(io.BytesIO(preview.content)).format == "PNG"
+        result = c.get(f"/api/jobs/{job_id}/result")
+        assert result.status_code == 200
+        path = Path(os.environ["ROTOSCOPE_HOME"]) / "filters" / "learned.safetensors"
+        assert result.content == path.read_bytes()
+        filt = load_filter_file(path)
+        assert filt.card["artwork"]["title"] == "Noise" and filt.card["timings"]["steps"] == 5
+        assert "learned" in [f["name"] for f in c.get("/api/filters").json()]
+
+        # a long job, cancelled while it runs: it stops at a step, keeps its checkpoint, makes no filter
+        r = c.post("/api/jobs/train", files={"artwork": ("art.png", png_bytes(), "image/png")},
+                   data={"name": "long", "steps": "5000", **TINY_TRAIN})
+        long_id = r.json()["id"]
+        wait_for(lambda: c.get(f"/api/jobs/{long_id}").json(), lambda j: j["step"] >= 2)
+        assert c.post(f"/api/jobs/{long_id}/cancel").status_code == 200
+        job = wait_for(lambda: c.get(f"/api/jobs/{long_id}").json(), lambda j: j["status"] != "running")
+        assert job["status"] == "cancelled" and 2 <= job["step"] < 5000, job
+        assert (Path(os.environ["ROTOSCOPE_HOME"]) / "runs" / "long" / "checkpoint.safetensors").exists()
+        assert not (Path(os.environ["ROTOSCOPE_HOME"]) / "filters" / "long.safetensors").exists()
+        assert c.get(f"/api/jobs/{long_id}/result").status_code == 409
+        # deleting the filter a finished job made: its result is gone, and the API says so
+        c.delete("/api/filters/learned")
+        assert c.get(f"/api/jobs/{job_id}/result").status_code == 410
+
+
+def test_a_failing_job_reports_the_library_error(tiny_filter):
+    with TestClient(create_app(ServerConfig())) as c:
+        mp4 = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41" + b"\x00" * 64  # a header, no frames
+        r = c.post("/api/jobs/video", files={"video": ("clip.mp4", mp4, "video/mp4")}, data={"filter": "tiny"})
+        job = wait_for(lambda: c.get(f"/api/jobs/{r.json()['id']}").json(), lambda j: j["status"] not in
+                       ("queued", "running"))
+        assert job["status"] == "failed" and job["error"] and "Traceback" not in job["error"]
+
+
+# ---------------------------------------------------------------- a server restart
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": SRC}
+    return subprocess.Popen([sys.executable, "-m", "rotoscope", "serve", "--port", str(port)], env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def get(port, path):
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10)
+    except httpx.TransportError:
+        return None
+
+
+def test_a_job_survives_a_server_restart(tmp_path):
+    """Kill the server and its worker mid-training; a new server resumes the job from its checkpoint."""
+    import httpx
+
+    port = free_port()
+    server = start_server(port)
+    try:
+        wait_for(lambda: get(port, "/api/health"), lambda r: r is not None and r.status_code == 200, timeout=120)
+        r = httpx.post(f"http://127.0.0.1:{port}/api/jobs/train", timeout=30,
+                       files={"artwork": ("art.png", png_bytes(), "image/png")},
+                       data={"name": "durable", "steps": "8", "checkpoint_every": "2", **TINY_TRAIN})
+        job_id = r.json()["id"]
+        wait_for(lambda: get(port, f"/api/jobs/{job_id}").json(), lambda j: j["step"] >= 3)
+        os.killpg(server.pid, signal.SIGKILL)  # the server and its worker die at once, mid-step
+        server.wait()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+
+    port = free_port()
+    server = start_server(port)
+    try:
+        job = wait_for(lambda: get(port, f"/api/jobs/{job_id}"), lambda r: r is not None and
+                       r.json()["status"] in ("done", "failed", "cancelled"))
+        job = job.json()
+        assert job["status"] == "done" and job["attempts"] == 2, job
+        log = (Path(os.environ["ROTOSCOPE_HOME"]) / "server" / "jobs" / job_id / "log.txt").read_text()
+        assert "interrupted at step" in job["note"] and "resuming from the checkpoint" in log
+        assert [h["step"] for h in job["history"]] == list(range(1, 9))  # no step lost or counted twice
+        result = get(port, f"/api/jobs/{job_id}/result")
+        assert result.status_code == 200
+    finally:
+        server.send_signal(signal.SIGINT)  # a clean stop
+        server.wait(60)
+
+    # a finished result survives the next restart too
+    port = free_port()
+    server = start_server(port)
+    try:
+        r = wait_for(lambda: get(port, f"/api/jobs/{job_id}/result"), lambda r: r is not None, timeout=120)
+        assert r.status_code == 200 and r.content == result.content
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(60)
