@@ -153,9 +153,9 @@ def test_training_job_runs_to_a_filter_and_can_be_followed_then_a_running_job_is
             events = [json.loads(line[5:]) for line in s.iter_lines() if line.startswith("data:")]
         assert events[-1]["status"] == "done", c.get(f"/api/jobs/{job_id}").json()
         # the stream carried every step's loss terms exactly once
-        steps = [h["step"] for e in events for h in e["new_history"]]
-        assert steps == [1, 2, 3, 4, 5]
-        assert set(events[-1]["new_history"][-1]["train"]) >= {"content", "style", "total"}
+        records = [h for e in events for h in e["new_history"]]
+        assert [h["step"] for h in records] == [1, 2, 3, 4, 5]
+        assert set(records[-1]["train"]) >= {"content", "style", "total"}
         job = c.get(f"/api/jobs/{job_id}").json()
         assert job["step"] == 5 and job["eta_s"] == 0 and job["terms"]["total"] > 0 and len(job["history"]) == 5
         assert "saved filter 'learned'" in job["log"]
