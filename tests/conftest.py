@@ -1,6 +1,7 @@
 """Shared fixtures: tiny images, an isolated ROTOSCOPE_HOME, the shared data folder when present."""
 
 import os
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,9 @@ from PIL import Image
 # (measured: a tiny FilterNet forward took 5 ms on one thread, 170 ms on two, on a loaded 2-core machine).
 torch.set_num_threads(1)
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# ../shared/data beside the repository (worktrees sit one level deeper, so look further up too)
+SHARED = next((p / "shared" / "data" for p in Path(__file__).resolve().parents[1:4] if (p / "shared" / "data").is_dir()),
+              Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 @pytest.fixture(autouse=True)
@@ -77,3 +80,71 @@ def tiny_filter(rotoscope_home):
                                              "kernel_outer": 9},
             "artwork": {"title": "Tiny test artwork"}, "backbone": {"name": "random"}}
     return save_filter(net, card, registry_path("tiny"))
+
+
+def make_clip(path, frames=24, size=(64, 48), fps=24, audio=True, pts=None, rotation=0, pix_fmt="yuv420p",
+              codec="libx264", seed=0):
+    """A small clip with known motion: a textured background panning right 2 px per frame and a bright square
+    moving diagonally, plus (audio=True) a 440 Hz AAC tone. `pts` (in 1/fps units... of 1/1000 s when given)
+    makes it variable frame rate. Returns the path."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    tex = rng.random((h + 8, w + 4 * frames + 8, 3))
+    import cv2
+
+    tex = cv2.GaussianBlur(tex, (0, 0), 2.0)
+    tex = ((tex - tex.min()) / (tex.max() - tex.min()) * 200 + 20).astype(np.uint8)
+    with av.open(str(path), "w") as c:
+        tb = Fraction(1, 1000) if pts is not None else Fraction(1, fps)
+        vs = c.add_stream(codec, rate=fps, options={"bf": "0"} if codec == "libx264" else {})
+        vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
+        vs.codec_context.time_base = tb
+        if rotation:
+            vs.set_display_rotation(rotation)
+        a = None
+        if audio:
+            a = c.add_stream("aac", rate=44100)
+            a.layout = "mono"
+        for i in range(frames):
+            x0 = 2 * i
+            img = tex[4:4 + h, x0:x0 + w].copy()
+            s = max(4, min(w, h) // 4)
+            y, x = (i * 1) % (h - s), (i * 2) % (w - s)
+            img[y:y + s, x:x + s] = (250, 60, 40)
+            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            f.pts = pts[i] if pts is not None else i
+            f.time_base = tb
+            for p in vs.encode(f):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        if a is not None:
+            n = int(44100 * frames / fps)
+            t = np.arange(n) / 44100
+            tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+            for k in range(0, n, 1024):
+                af = av.AudioFrame.from_ndarray(tone[:, k:k + 1024], format="fltp", layout="mono")
+                af.sample_rate, af.pts = 44100, k
+                for p in a.encode(af):
+                    c.mux(p)
+            for p in a.encode():
+                c.mux(p)
+    return Path(path)
+
+
+def make_filter(path, seed=0):
+    """A tiny random-weight filter file (no training): enough to exercise the video pipeline."""
+    import torch
+
+    from rotoscope.config import NetConfig
+    from rotoscope.filter import save_filter
+    from rotoscope.network import FilterNet
+
+    torch.manual_seed(seed)
+    cfg = NetConfig(channels=(8, 16, 16), res_blocks=1)
+    net = FilterNet(cfg)
+    card = {"name": Path(path).stem, "architecture": {"channels": list(cfg.channels), "res_blocks": cfg.res_blocks,
+                                                      "kernel_outer": cfg.kernel_outer}}
+    return save_filter(net, card, path)

@@ -22,8 +22,11 @@ def apply_image(filt: Filter, src: Path, dest: Path, settings: ApplySettings) ->
 
 
 def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: ApplySettings,
-               progress: bool = True) -> Iterator[str]:
-    """Apply to a file or a folder; yields one line per result for the caller to print."""
+               progress: bool = True, video=None, preview: int | None = None) -> Iterator[str]:
+    """Apply to a file or a folder; yields one line per result for the caller to print.
+
+    Videos and folders of numbered frames go to video.py (`video` is a config.VideoConfig, `preview` a frame count).
+    """
     src = Path(src)
     if not src.exists():
         raise RotoscopeError(f"no such file or folder: {src}")
@@ -31,14 +34,16 @@ def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: App
             and src.suffix.lower() in IMAGE_SUFFIXES:
         raise RotoscopeError(f"cannot write '{Path(dest).suffix}': use one of {', '.join(sorted(WRITE_FORMATS))}")
     filt = filter if isinstance(filter, Filter) else load_filter(filter)
+    from . import video as vid
+
+    if vid.is_video_path(src) or (src.is_dir() and vid.frame_sequence(src)):
+        yield from vid.apply_video_cli(filt, src, dest, settings, progress, video, preview)
+        return
+    if preview:
+        raise RotoscopeError("--preview is for videos and folders of numbered frames")
     if src.is_dir():
         yield from apply_folder(filt, src, Path(dest) if dest else src.with_name(f"{src.name}-{filt.name}"),
                                 settings, progress)
-        return
-    from . import video
-
-    if video.is_video_path(src):
-        yield from video.apply_video_cli(filt, src, dest, settings, progress)
         return
     dest = Path(dest) if dest else default_output(filt, src)
     yield from confidence_warning(filt, src)

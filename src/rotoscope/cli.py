@@ -73,7 +73,7 @@ def train(
 @app.command()
 def apply(
     filter: str = typer.Argument(..., help="Filter name or .safetensors path."),
-    input: Path = typer.Argument(..., help="An image or a folder of images."),
+    input: Path = typer.Argument(..., help="An image, a folder of images, a video, or a folder of numbered frames."),
     output: Optional[Path] = typer.Option(None, "-o", "--out", help="Output file, or folder for a folder input."),
     size: Optional[int] = typer.Option(None, help="Longer side of the output in pixels."),
     strength: float = typer.Option(1.0, min=0.0, max=1.0, help="0 = the photo, 1 = the full filter."),
@@ -83,15 +83,21 @@ def apply(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON result (outputs, distance from the training "
                                  "photos, warnings) on stdout."),
+    crf: Optional[int] = typer.Option(None, min=0, max=51, help="Video: H.264 quality, lower is better (default 20)."),
+    stabilize: bool = typer.Option(True, "--stabilize/--no-stabilize", help="Video: flicker reduction."),
+    preview: Optional[int] = typer.Option(None, min=1, help="Video: write a contact sheet of N painted frames."),
 ):
-    """Paint an image or a folder of images with a filter."""
+    """Paint an image, a folder of images, or a video (.mp4 .mov .mkv ..., or numbered frames) with a filter."""
     from .apply import apply_path
+    from .config import VideoConfig
     from .stylize import ApplySettings
 
     settings = ApplySettings(size=size, strength=strength, preserve_colors=preserve_colors, precision=precision,
                              device=device)
+    video = VideoConfig(stabilize=stabilize, **({"crf": crf} if crf is not None else {}))
     lines = []
-    for line in apply_path(filter, input, output, settings, progress=progress and not as_json):
+    for line in apply_path(filter, input, output, settings, progress=progress and not as_json, video=video,
+                           preview=preview):
         lines.append(line)
         say(line)
     if as_json:

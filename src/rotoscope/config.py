@@ -96,3 +96,17 @@ class ServerConfig:
     allow_url: bool = False  # apply to an image fetched by URL: off unless asked for (the server then fetches URLs)
     url_timeout: float = 10.0
     job_attempts: int = 3  # an interrupted job is resumed at most this many times, then failed
+
+
+@dataclass
+class VideoConfig:
+    """How `rotoscope apply` renders a clip (see video.py). The CLI sets crf and stabilize; the rest are tuning."""
+
+    crf: int = 20  # H.264 constant rate factor: 18 is visually lossless, 23 is x264's default
+    preset: str = "fast"  # x264 speed/size trade-off; the filter network dominates the time anyway
+    stabilize: bool = True  # flicker reduction: blend in the flow-warped previous output where flow is reliable
+    blend: float = 0.8  # weight of the warped previous output on reliable pixels (0 = per-frame, naive)
+    batch: int = 4  # frames per network call (fewer when frames are large; see stylize.MAX_TILE_PIXELS)
+    segment_frames: int = 48  # frames per resumable segment (a multiple of batch)
+    max_seconds: float | None = None  # render only the start of the clip (audio cut to match); None = all of it
+    gif_max_frames: int = 1500  # animated GIF/WebP are assembled in memory: refuse longer clips

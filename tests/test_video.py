@@ -1,0 +1,321 @@
+"""`rotoscope apply` on video: timing, size, rotation and sound kept; flicker reduced; resumable; bad input refused."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SHARED, make_clip, make_filter
+from rotoscope import cli, flow, video
+from rotoscope.config import VideoConfig
+from rotoscope.errors import RotoscopeError
+from rotoscope.filter import load_filter_file
+from rotoscope.stylize import ApplySettings
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+@pytest.fixture(scope="module")
+def filt(tmp_path_factory):
+    return load_filter_file(make_filter(tmp_path_factory.mktemp("f") / "tiny.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("clips") / "shapes.mp4", frames=24)
+
+
+def frames_of(path):
+    """(pts list, rotation, [rgb frames], time_base, duration list) of a file's first video stream."""
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0]
+        fr = list(c.decode(vs))
+        return ([f.pts for f in fr], fr[0].rotation, [f.to_ndarray(format="rgb24") for f in fr], vs.time_base,
+                [f.duration for f in fr])
+
+
+def pts_of(path):
+    """(pts list, time_base) of the first video stream, without converting pictures."""
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0]
+        return [f.pts for f in c.decode(vs)], vs.time_base
+
+
+def audio_packets(path):
+    with av.open(str(path)) as c:
+        return [[(bytes(p), p.pts, p.dts, p.duration) for p in c.demux(s) if p.size] for s in c.streams.audio]
+
+
+def run_cli(*args, capsys=None):
+    """The real entry point (cli.main) in-process: returns (exit code, stdout+stderr)."""
+    old = sys.argv
+    sys.argv = ["rotoscope", *map(str, args)]
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as e:
+        code = e.code or 0
+    finally:
+        sys.argv = old
+    out = capsys.readouterr() if capsys else None
+    return code, (out.out + out.err) if out else ""
+
+
+SMALL = VideoConfig(batch=4, segment_frames=8)
+
+
+def test_a_clip_keeps_frame_count_timestamps_size_and_sound(filt, clip, tmp_path):
+    out = video.apply_video(filt, clip, tmp_path / "out.mp4", ApplySettings(), SMALL)
+    pts_in, _, rgb_in, tb_in, dur_in = frames_of(clip)
+    pts_out, _, rgb_out, tb_out, dur_out = frames_of(out)
+    assert len(rgb_out) == len(rgb_in) == 24
+    assert [p * tb_out for p in pts_out] == [p * tb_in for p in pts_in]  # exact, as rationals
+    assert rgb_out[0].shape == rgb_in[0].shape
+    with av.open(str(out)) as c:
+        vs = c.streams.video[0]
+        assert vs.codec_context.name == "h264" and vs.codec_context.format.name == "yuv420p"
+        assert c.duration == pytest.approx(av.open(str(clip)).duration, abs=50_000)  # microseconds
+    audio = audio_packets(out)
+    assert len(audio) == 1 and len(audio[0]) > 10
+    assert audio == audio_packets(clip)  # every packet bit-identical, same timestamps
+    assert np.abs(rgb_out[5].astype(int) - rgb_in[5].astype(int)).mean() > 10  # and it was painted
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # work folder cleaned up
+
+
+def test_variable_frame_rate_timestamps_are_carried_not_respaced(filt, tmp_path):
+    pts = [0, 40, 95, 120, 200, 210, 260, 333, 340, 420]  # milliseconds, irregular
+    src = make_clip(tmp_path / "vfr.mp4", frames=10, pts=pts, audio=False)
+    out = video.apply_video(filt, src, tmp_path / "out.mp4", ApplySettings(), SMALL)
+    p_out, _, _, tb, _ = frames_of(out)
+    assert [round(float(p * tb) * 1000) for p in p_out] == pts
+
+
+def test_rotation_metadata_is_kept(filt, tmp_path):
+    src = make_clip(tmp_path / "rot.mp4", frames=6, rotation=90, audio=False)
+    out = video.apply_video(filt, src, tmp_path / "out.mp4", ApplySettings(), SMALL)
+    _, rot, rgb, _, _ = frames_of(out)
+    assert rot == 90 and rgb[0].shape == (48, 64, 3)  # pixels as stored, display flag kept
+
+
+def test_size_option_and_odd_sizes(filt, clip, tmp_path):
+    out = video.apply_video(filt, clip, tmp_path / "small.mp4", ApplySettings(size=33), SMALL)
+    assert frames_of(out)[2][0].shape == (24, 32, 3)  # 33x25 asked; yuv420p needs even: 32x24
+    gif = video.apply_video(filt, clip, tmp_path / "small.gif", ApplySettings(size=33), SMALL)
+    with Image.open(gif) as im:
+        assert im.size == (33, 25) and im.n_frames == 24  # GIF keeps the odd size
+
+
+def test_odd_sized_frame_folder_to_mp4_and_back_to_frames(filt, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(10):
+        Image.fromarray(np.full((21, 35, 3), 20 * i, np.uint8)).save(frames / f"f_{i + 1:03d}.png")
+    mp4 = video.apply_video(filt, frames, tmp_path / "out.mp4", ApplySettings(), SMALL)
+    pts, _, rgb, tb, _ = frames_of(mp4)
+    assert len(rgb) == 10 and rgb[0].shape == (20, 34, 3)
+    assert [float(p * tb) for p in pts] == pytest.approx([i / 25 for i in range(10)])
+    painted = video.apply_video(filt, frames, tmp_path / "painted", ApplySettings(), SMALL)
+    names = sorted(p.name for p in painted.iterdir())
+    assert names == [f"f_{i + 1:03d}.png" for i in range(10)]
+    assert Image.open(painted / names[0]).size == (35, 21)
+
+
+def test_gif_and_webp_keep_frame_durations(filt, tmp_path):
+    pts = [0, 40, 120, 160, 300, 340]
+    src = make_clip(tmp_path / "vfr.mp4", frames=6, pts=pts, audio=False)
+    for suffix in (".gif", ".webp"):
+        out = video.apply_video(filt, src, tmp_path / f"out{suffix}", ApplySettings(), SMALL)
+        with Image.open(out) as im:
+            assert im.n_frames == 6
+            durations = []
+            for k in range(im.n_frames):
+                im.seek(k)
+                im.load()  # WebP reports a frame's duration once it is decoded
+                durations.append(im.info["duration"])
+        assert durations[:5] == [40, 80, 40, 140, 40]
+
+
+def test_stabilization_lowers_the_warping_error(filt, clip, tmp_path):
+    _, _, rgb_in, _, _ = frames_of(clip)
+    naive = video.apply_video(filt, clip, tmp_path / "naive.mp4", ApplySettings(),
+                              VideoConfig(batch=4, segment_frames=8, stabilize=False, crf=10))
+    steady = video.apply_video(filt, clip, tmp_path / "steady.mp4", ApplySettings(),
+                               VideoConfig(batch=4, segment_frames=8, stabilize=True, crf=10))
+    e_naive = flow.warping_error(frames_of(naive)[2], rgb_in)
+    e_steady = flow.warping_error(frames_of(steady)[2], rgb_in)
+    assert e_steady < 0.7 * e_naive
+    # and it did not wash the picture out: the stabilized frames stay close to the per-frame ones
+    a, b = frames_of(naive)[2][-1].astype(float), frames_of(steady)[2][-1].astype(float)
+    assert abs(a.std() - b.std()) < 0.25 * a.std()
+
+
+def test_a_render_interrupted_by_ctrl_c_resumes_from_finished_segments(filt, clip, tmp_path, monkeypatch):
+    dest = tmp_path / "out.mp4"
+
+    def interrupt(seg):
+        if seg == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        video.apply_video(filt, clip, dest, ApplySettings(), SMALL, on_segment=interrupt)
+    assert not dest.exists()  # never a half-written file under the final name
+    work = [p for p in tmp_path.iterdir() if p.name.startswith(".out.mp4.rotoscope-")]
+    assert len(work) == 1 and len(list(work[0].glob("seg-*.json"))) == 2
+
+    painted = []
+    real = video.stylize_frames
+    monkeypatch.setattr(video, "stylize_frames", lambda net, rgbs, st: painted.extend(rgbs) or real(net, rgbs, st))
+    lines = []
+    video.apply_video(filt, clip, dest, ApplySettings(), SMALL, warn=lines.append)
+    assert len(painted) == 24 - 16  # only the frames after the two finished segments
+    assert any("resuming" in line for line in lines)
+    clean = video.apply_video(filt, clip, tmp_path / "clean.mp4", ApplySettings(), SMALL)
+    resumed, whole = frames_of(dest), frames_of(clean)
+    assert resumed[0] == whole[0]
+    assert max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(resumed[2], whole[2])) < 1.0
+    assert audio_packets(dest) == audio_packets(clip)
+
+
+def test_a_render_killed_with_sigkill_resumes(filt, clip, tmp_path):
+    dest = tmp_path / "out.mp4"
+    script = (
+        "import os, signal, sys\n"
+        "from rotoscope import video\nfrom rotoscope.config import VideoConfig\n"
+        "from rotoscope.filter import load_filter_file\nfrom rotoscope.stylize import ApplySettings\n"
+        f"f = load_filter_file({str(filt.path)!r})\n"
+        "def die(seg):\n    if seg == 1: os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"video.apply_video(f, {str(clip)!r}, {str(dest)!r}, ApplySettings(), "
+        "VideoConfig(batch=4, segment_frames=8), on_segment=die)\n")
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
+    assert r.returncode == -signal.SIGKILL
+    assert not dest.exists()
+    lines = []
+    video.apply_video(filt, clip, dest, ApplySettings(), SMALL, warn=lines.append)
+    assert any("resuming: 16 frames" in line for line in lines)
+    assert len(frames_of(dest)[2]) == 24
+
+
+def test_changed_settings_start_over(filt, clip, tmp_path):
+    dest = tmp_path / "out.mp4"
+
+    def interrupt(seg):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        video.apply_video(filt, clip, dest, ApplySettings(), SMALL, on_segment=interrupt)
+    lines = []
+    video.apply_video(filt, clip, dest, ApplySettings(strength=0.5), SMALL, warn=lines.append)
+    assert not any("resuming" in line for line in lines)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_cli_renders_video_and_preview_sheet(filt, clip, tmp_path, capsys):
+    code, text = run_cli("apply", filt.path, clip, "-o", tmp_path / "o.mp4", "--crf", "30", "--no-stabilize",
+                         "--no-progress", capsys=capsys)
+    assert code == 0 and "wrote" in text
+    assert len(frames_of(tmp_path / "o.mp4")[2]) == 24
+    code, text = run_cli("apply", filt.path, clip, "-o", tmp_path / "sheet.png", "--preview", "4", "--no-progress",
+                         capsys=capsys)
+    assert code == 0
+    with Image.open(tmp_path / "sheet.png") as im:
+        assert im.size == (2 * 64 + 3 * 4, 2 * 48 + 3 * 4)  # 2 x 2 grid of frames with 4 px gaps
+
+
+def bad_inputs(tmp_path):
+    (tmp_path / "text.mp4").write_text("not a video at all")
+    good = make_clip(tmp_path / "good.mp4", frames=6)
+    (tmp_path / "truncated.mp4").write_bytes(good.read_bytes()[:3000])
+    with av.open(str(tmp_path / "audio.mp4"), "w") as c:
+        a = c.add_stream("aac", rate=44100)
+        a.layout = "mono"
+        f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        f.sample_rate, f.pts = 44100, 0
+        for p in [*a.encode(f), *a.encode()]:
+            c.mux(p)
+    with av.open(str(tmp_path / "empty.mkv"), "w") as c:  # a video stream with zero frames
+        s = c.add_stream("ffv1", rate=24)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        c.start_encoding()
+    return {"text.mp4": "not a video", "truncated.mp4": "not a video", "audio.mp4": "audio only",
+            "empty.mkv": "empty", "missing.mp4": "no such file"}
+
+
+def test_bad_input_gives_one_clear_line(filt, tmp_path, capsys):
+    for name, expected in bad_inputs(tmp_path).items():
+        code, text = run_cli("apply", filt.path, tmp_path / name, "-o", tmp_path / f"out-{name}.mp4",
+                             "--no-progress", capsys=capsys)
+        assert code == 1, name
+        lines = text.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], (name, text)
+        assert not (tmp_path / f"out-{name}.mp4").exists()
+
+
+def test_huge_frames_are_refused_with_a_hint(filt, clip, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ROTOSCOPE_MAX_PIXELS", "1000")
+    code, text = run_cli("apply", filt.path, clip, "-o", tmp_path / "o.mp4", capsys=capsys)
+    assert code == 1 and "ROTOSCOPE_MAX_PIXELS" in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize("pix_fmt,codec,suffix", [("yuv420p10le", "libx264", ".mp4"), ("gray", "ffv1", ".mkv"),
+                                                   ("rgb24", "png", ".mov")])
+def test_unusual_pixel_formats_are_painted(filt, tmp_path, pix_fmt, codec, suffix):
+    src = make_clip(tmp_path / f"in{suffix}", frames=5, pix_fmt=pix_fmt, codec=codec, audio=False)
+    out = video.apply_video(filt, src, tmp_path / "out.mp4", ApplySettings(), SMALL)
+    assert len(frames_of(out)[2]) == 5
+
+
+def test_a_stream_cut_short_is_painted_as_far_as_it_goes(filt, tmp_path):
+    full = make_clip(tmp_path / "full.mp4", frames=40, audio=False)
+    fast = tmp_path / "fast.mp4"  # moov first, so half the file still opens
+    with av.open(str(full)) as i, av.open(str(fast), "w", options={"movflags": "+faststart"}) as o:
+        s = o.add_stream_from_template(i.streams.video[0])
+        for p in i.demux(i.streams.video[0]):
+            if p.size:
+                p.stream = s
+                o.mux(p)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(fast.read_bytes()[: fast.stat().st_size // 2])
+    lines = []
+    out = video.apply_video(filt, cut, tmp_path / "out.mp4", ApplySettings(), SMALL, warn=lines.append)
+    n = len(frames_of(out)[2])
+    assert 5 < n < 40
+    assert any("truncated" in line for line in lines)
+
+
+def test_numbered_frame_folders_are_recognised(tmp_path):
+    for i in range(3):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"frame{i:04d}.png")
+    assert [p.name for p in video.frame_sequence(tmp_path)] == ["frame0000.png", "frame0001.png", "frame0002.png"]
+    Image.new("RGB", (9, 8)).save(tmp_path / "frame0003.png")  # a different size: photos, not frames
+    assert video.frame_sequence(tmp_path) is None
+    assert video.output_kind(tmp_path / "x.mp4") == "h264"
+    with pytest.raises(RotoscopeError):
+        video.output_kind(tmp_path / "x.avi")
+
+
+SHARED_CLIPS = sorted((SHARED / "video").glob("*.mp4")) if (SHARED / "video").is_dir() else []
+
+
+@pytest.mark.skipif(not SHARED_CLIPS, reason="shared clips not present")
+def test_shared_clips_keep_timing_and_sound(filt, tmp_path):
+    """The first second of each shared clip (real phone/camera timing and AAC sound), downscaled."""
+    for src in SHARED_CLIPS:
+        out = video.apply_video(filt, src, tmp_path / f"{src.stem}.mp4", ApplySettings(size=48),
+                                VideoConfig(max_seconds=1.0))
+        pts_in, tb_in = pts_of(src)
+        pts_out, _, rgb_out, tb_out, _ = frames_of(out)
+        t_in = [(p - pts_in[0]) * tb_in for p in pts_in]
+        n = sum(t < 1 for t in t_in)
+        assert len(pts_out) == n > 20
+        assert [p * tb_out for p in pts_out] == [p * tb_in for p in pts_in[:n]]
+        assert max(rgb_out[0].shape[:2]) == 48
+        a_out, a_in = audio_packets(out), audio_packets(src)
+        assert len(a_out) == len(a_in) == 1 and 30 < len(a_out[0]) < len(a_in[0])
+        assert a_out[0] == a_in[0][:len(a_out[0])]  # the first second of sound, bit-identical
