@@ -62,14 +62,14 @@ def run_train(store: JobStore, job: Job, parent: int) -> str:
         log(f"attempt {job.attempts}: " + (f"resuming from the checkpoint at {ckpt}" if resume else
                                            "no checkpoint from this job yet; starting again"))
     photo = preview_photo(job)
-    t0, first_step = time.time(), None
+    first_step = None
     state = {"flushed": 0.0, "preview": 0.0, "buffer": []}
 
     def on_step(record: dict, net) -> None:
         nonlocal first_step
         step = record["step"]
-        if first_step is None:
-            first_step = step - 1
+        if first_step is None:  # the rate is measured from the end of the first step (no start-up costs in it)
+            first_step, state["t0"] = step, time.time()
         state["buffer"].append(record)
         now = time.time()
         last = step >= cfg.steps
@@ -83,7 +83,7 @@ def run_train(store: JobStore, job: Job, parent: int) -> str:
             state["preview"] = now
             state["preview_step"] = step
         if now - state["flushed"] >= PROGRESS_EVERY_S or last:
-            rate = (step - first_step) / max(1e-6, now - t0)
+            rate = (step - first_step) / max(1e-6, now - state["t0"])
             extra = {"preview_step": state["preview_step"]} if "preview_step" in state else {}
             store.progress(job.id, state["buffer"], step=step, terms=record["train"],
                            eta_s=round((cfg.steps - step) / rate, 1) if rate > 0 else None, **extra)
@@ -164,7 +164,9 @@ def run(db: str, jobs_root: str, job_id: str) -> int:
         store.finish(job.id, "failed", error=msg)
         log(f"failed: {msg}")
         return 1
-    store.finish(job.id, "done", result=result, eta_s=0)
+    resumed = f"done after {job.attempts - 1} interruption(s), each resumed from its checkpoint" \
+        if job.attempts > 1 else None
+    store.finish(job.id, "done", result=result, eta_s=0, note=resumed)
     log(f"done: {result}")
     return 0
 

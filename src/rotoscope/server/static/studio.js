@@ -32,7 +32,10 @@ $("#token-form").addEventListener("submit", (ev) => {
 
 // ---------------------------------------------------------------- gallery
 
-function fmt(v) { return v === undefined || v === null ? "–" : (typeof v === "number" ? v.toPrecision(3) : v); }
+function fmt(v) {
+  if (v === undefined || v === null) return "–";
+  return typeof v === "number" && !Number.isInteger(v) ? v.toPrecision(3) : String(v);
+}
 
 async function loadFilters() {
   const res = await api("/api/filters");
