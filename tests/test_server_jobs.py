@@ -200,6 +200,30 @@ def test_a_failing_job_reports_the_library_error(tiny_filter):
         assert job["status"] == "failed" and job["error"] and "Traceback" not in job["error"]
 
 
+def test_video_job_paints_a_clip_to_a_downloadable_result(tiny_filter, tmp_path):
+    import av
+
+    from conftest import make_clip
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=12, size=(64, 48), audio=False)
+    with TestClient(create_app(ServerConfig())) as c:
+        r = c.post("/api/jobs/video", files={"video": ("clip.bin", clip.read_bytes(), "application/octet-stream")},
+                   data={"filter": "tiny", "strength": "0.9"})
+        assert r.status_code == 202
+        job = wait_for(lambda: c.get(f"/api/jobs/{r.json()['id']}").json(), lambda j: j["status"] not in
+                       ("queued", "running"))
+        assert job["status"] == "done", job
+        assert job["step"] == job["total"] == 12
+        result = c.get(job["links"]["result"])
+        assert result.status_code == 200 and result.headers["content-type"] == "video/mp4"
+        assert c.get(f"/api/jobs/{job['id']}/preview").status_code == 200  # the last frame painted
+    out = tmp_path / "result.mp4"
+    out.write_bytes(result.content)
+    with av.open(str(out)) as f:
+        frames = [fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)]
+    assert len(frames) == 12 and frames[0].shape == (48, 64, 3)
+
+
 # ---------------------------------------------------------------- a server restart
 
 

@@ -368,7 +368,8 @@ def create_app(settings: ServerConfig | None = None, *, run_jobs: bool = True) -
     @api.post("/jobs/video", status_code=202, tags=["jobs"])
     def start_video(video: UploadFile = File(..., description="The clip to paint."),
                     filter: str = Form(..., description="Filter name."),
-                    strength: float = Form(1.0), preserve_colors: bool = Form(False), size: int | None = Form(None)):
+                    strength: float = Form(1.0), preserve_colors: bool = Form(False), size: int | None = Form(None),
+                    stabilize: bool = Form(True, description="flicker reduction along the optical flow")):
         """Paint an uploaded video as a job; download the result from the job's result link when done."""
         try:
             find_filter(check_name(filter))
@@ -381,7 +382,7 @@ def create_app(settings: ServerConfig | None = None, *, run_jobs: bool = True) -
         params = {"input": f"input{suffix}", "output": "result.mp4", "source": video.filename,
                   "filter_path": str(find_filter(filter)),
                   "settings": {"size": settings.size, "strength": settings.strength,
-                               "preserve_colors": settings.preserve_colors}}
+                               "preserve_colors": settings.preserve_colors}, "stabilize": stabilize}
         return job_view(store.create(job_id, "video", filter, params))
 
     @api.get("/jobs", tags=["jobs"])

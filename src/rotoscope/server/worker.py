@@ -8,6 +8,7 @@ queue so the next server resumes it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -103,22 +104,43 @@ def run_train(store: JobStore, job: Job, parent: int) -> str:
 
 
 def run_video(store: JobStore, job: Job, parent: int) -> str:
+    """Paint a clip with video.run_job; a requeued job resumes from the segments it already finished."""
+    import shutil
+
     from .. import video
+    from ..config import VideoConfig
     from ..filter import load_filter_file
     from ..stylize import ApplySettings
 
     folder = Path(job.folder)
     params = job.params
     filt = load_filter_file(params["filter_path"])
-    dest = folder / params["output"]
     settings = ApplySettings(**params["settings"])
-    for line in video.apply_video_cli(filt, folder / params["input"], dest, settings, False):
-        log(line)
+    vjob = video.make_job(filt, folder / params["input"], folder / params["output"], settings,
+                          VideoConfig(stabilize=params.get("stabilize", True)))
+    total = vjob.src.frames or 0
+    store.update(job.id, total=total)
+    t0, first = time.time(), None
+
+    def on_segment(i: int) -> None:  # called from the video writer thread after each finished segment
+        nonlocal first
+        frames = min(total, (i + 1) * vjob.video.segment_frames) if total else (i + 1) * vjob.video.segment_frames
+        first = frames if first is None else first
+        rate = (frames - first) / max(1e-6, time.time() - t0) if frames > first else 0
+        with contextlib.suppress(OSError):
+            shutil.copyfile(vjob.seg_last(i), folder / "preview.png")
+        store.progress(job.id, [], step=frames, preview_step=frames,
+                       eta_s=round((total - frames) / rate, 1) if rate and total else None)
         if store.cancel_requested(job.id):
             Stop.reason = "cancelled"
-            raise KeyboardInterrupt
-    if not dest.exists():
-        raise RotoscopeError("the video step finished without writing a result")
+        elif os.getppid() != parent:
+            Stop.reason = "the server that started this job has stopped"
+        if Stop.reason:
+            os.kill(os.getpid(), signal.SIGINT)  # stop the render in the main thread, finished segments kept
+
+    out = video.run_job(vjob, progress=False, warn=log, on_segment=on_segment)
+    log(f"wrote {out} ({vjob.width}x{vjob.height})")
+    store.update(job.id, step=total or job.step)
     return params["output"]
 
 

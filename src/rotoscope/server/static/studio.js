@@ -162,16 +162,17 @@ function follow(id) {
 function showLive(job) {
   $("#live-title").textContent = `${job.kind} '${job.name}'`;
   const badge = $("#live-status"); badge.textContent = job.status; badge.className = "badge " + job.status;
-  $("#live-step").textContent = job.total ? `step ${job.step} / ${job.total}` : "";
+  $("#live-step").textContent = job.total ? `${job.kind === "train" ? "step" : "frame"} ${job.step} / ${job.total}` : "";
   $("#live-eta").textContent = job.status === "running" && job.eta_s != null ? `ETA ${Math.round(job.eta_s)} s` : "";
   $("#live-progress").value = job.total ? job.step / job.total : 0;
   $("#live-cancel").hidden = !["queued", "running"].includes(job.status);
   $("#live-note").textContent = job.error ? "error: " + job.error : (job.note || "");
   if (job.links.preview && job.preview_step !== state.previewStep) {
     state.previewStep = job.preview_step;
-    blobUrl(job.links.preview).then((u) => { $("#live-preview").src = u; $("#live-preview-caption").textContent = `preview at step ${job.preview_step}`; }).catch(() => {});
+    blobUrl(job.links.preview).then((u) => { $("#live-preview").src = u; $("#live-preview-caption").textContent = job.kind === "train" ? `preview at step ${job.preview_step}` : `frame ${job.preview_step}`; }).catch(() => {});
   }
-  drawChart($("#chart"), state.history);
+  $("#chart").hidden = job.kind !== "train";
+  if (job.kind === "train") drawChart($("#chart"), state.history);
 }
 
 $("#live-cancel").addEventListener("click", async () => {
@@ -223,7 +224,11 @@ $("#video-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const form = new FormData(ev.target);
   for (const [k, v] of [...form.entries()]) if (v === "") form.delete(k);
-  try { await api("/api/jobs/video", { method: "POST", body: form }); showError(null); loadJobs(); } catch (e) { showError(e); }
+  form.set("stabilize", $("#video-stabilize").checked ? "true" : "false");
+  try {
+    const job = await (await api("/api/jobs/video", { method: "POST", body: form })).json();
+    showError(null); follow(job.id); loadJobs();
+  } catch (e) { showError(e); }
 });
 
 // ---------------------------------------------------------------- jobs list
@@ -241,7 +246,7 @@ async function loadJobs() {
       <td><span class="badge ${j.status}">${j.status}</span></td><td>${j.total ? `${j.step}/${j.total} (${pct})` : ""}</td><td>${when}</td><td class="act"></td>`;
     tr.querySelector(".n").textContent = j.name;
     const act = tr.querySelector(".act");
-    if (j.kind === "train") { const b = document.createElement("button"); b.className = "plain"; b.textContent = "follow"; b.onclick = () => follow(j.id); act.appendChild(b); }
+    { const b = document.createElement("button"); b.className = "plain"; b.textContent = "follow"; b.onclick = () => follow(j.id); act.appendChild(b); }
     if (["queued", "running"].includes(j.status)) {
       const b = document.createElement("button"); b.className = "plain"; b.textContent = "cancel";
       b.onclick = async () => { try { await api(`/api/jobs/${j.id}/cancel`, { method: "POST" }); loadJobs(); } catch (e) { showError(e); } };
