@@ -277,14 +277,17 @@ def test_binding_beyond_localhost_needs_a_token():
         app_module.serve(ServerConfig(host="0.0.0.0"))
 
 
-def test_serve_cli_refuses_a_public_bind_without_token():
-    import subprocess
+def test_serve_cli_refuses_a_public_bind_without_token(capsys, monkeypatch):
     import sys
 
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    r = subprocess.run([sys.executable, "-m", "rotoscope", "serve", "--host", "0.0.0.0"], capture_output=True,
-                       text=True, env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"}, timeout=120)
-    assert r.returncode == 1 and r.stderr.startswith("error: binding to 0.0.0.0") and "Traceback" not in r.stderr
+    from rotoscope import cli
+
+    monkeypatch.delenv("ROTOSCOPE_TOKEN", raising=False)
+    monkeypatch.setattr(sys, "argv", ["rotoscope", "serve", "--host", "0.0.0.0"])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.startswith("error: binding to 0.0.0.0") and "Traceback" not in err
 
 
 def test_database_setting_accepts_paths_and_sqlite_urls(tmp_path):
