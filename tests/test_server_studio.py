@@ -1,5 +1,13 @@
-"""The studio page in a real browser: headless Chromium loads it, applies a filter to an image, sees the result."""
+"""The studio page in a real browser: headless Chromium lists the filters, paints a dropped image, and trains a
+filter while its loss chart and preview fill in live.
 
+CI installs Chromium when it can (.ci/run); without it (or without playwright) these tests skip, saying why.
+ROTOSCOPE_CHROMIUM names another Chromium executable.
+"""
+
+import base64
+import contextlib
+import os
 import shutil
 import socket
 import threading
@@ -9,24 +17,40 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
+JOB_TIMEOUT_MS = 300_000  # a real training job on a shared machine: generous
 
 
-def browser_or_skip():
-    """Playwright driving Debian's chromium; skipped, with the reason, when either is missing."""
+def chromium_path() -> str | None:
+    env = os.environ.get("ROTOSCOPE_CHROMIUM")
+    if env:
+        return shutil.which(env)
+    return next((p for p in map(shutil.which, CHROMIUM_NAMES) if p), None)
+
+
+@pytest.fixture
+def browser():
+    """Playwright driving the system's Chromium; skipped, with the reason, when either is missing."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.skip("playwright is not installed (pip install playwright)")
-    if not shutil.which(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
-    return sync_playwright
+    exe = chromium_path()
+    if not exe:
+        wanted = os.environ.get("ROTOSCOPE_CHROMIUM") or ", ".join(CHROMIUM_NAMES)
+        pytest.skip(f"no Chromium ({wanted}) on PATH (apt-get install -y chromium)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
 
 
-@pytest.fixture
-def live_server(tiny_filter):
+@contextlib.contextmanager
+def serve(run_jobs: bool):
     """The app on a loopback port, served by uvicorn in a thread."""
     import uvicorn
 
@@ -36,7 +60,7 @@ def live_server(tiny_filter):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(ServerConfig(port=port), run_jobs=False), host="127.0.0.1",
+    server = uvicorn.Server(uvicorn.Config(create_app(ServerConfig(port=port), run_jobs=run_jobs), host="127.0.0.1",
                                            port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -44,35 +68,142 @@ def live_server(tiny_filter):
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
     assert server.started, "the server did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(30)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(60)
 
 
-def test_studio_applies_a_filter_to_a_dropped_image(live_server, tiny_image):
-    sync_playwright = browser_or_skip()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page()
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(live_server + "/")
-            # the gallery shows the filter's card, with its preview painted by the server
-            card = page.locator(".card", has_text="tiny")
-            card.wait_for(timeout=30_000)
-            assert "Tiny test artwork" in card.inner_text()
-            page.wait_for_function("document.querySelector('.card img').naturalWidth > 0", timeout=60_000)
-            card.click()
-            page.locator("#strength").fill("0.8")
-            page.set_input_files("#apply-file", str(tiny_image))  # choosing a file paints it at once
-            page.wait_for_function("document.querySelector('#apply-result').naturalWidth > 0", timeout=60_000)
-            size = page.evaluate("[document.querySelector('#apply-result').naturalWidth, "
-                                 "document.querySelector('#apply-result').naturalHeight]")
-            assert size == [48, 40]
-            assert page.get_attribute("#apply-result", "data-filter") == "tiny"
-            assert "with 'tiny'" in page.inner_text("#apply-status")
-            assert page.locator("#error").is_hidden()
-            assert errors == []
-        finally:
-            browser.close()
+@pytest.fixture
+def live_server(tiny_filter):
+    """The studio with the tiny filter; jobs are recorded but never run."""
+    with serve(run_jobs=False) as url:
+        yield url
+
+
+@pytest.fixture
+def live_server_with_workers(tiny_filter, monkeypatch):
+    """The studio with the tiny filter and a scheduler that runs jobs in worker processes (one torch thread)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    with serve(run_jobs=True) as url:
+        yield url
+
+
+def open_studio(browser, url):
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url + "/")
+    return page, errors
+
+
+def natural_size(page, selector):
+    return page.evaluate(f"[document.querySelector('{selector}').naturalWidth, "
+                         f"document.querySelector('{selector}').naturalHeight]")
+
+
+DROP = """([name, b64]) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const dt = new DataTransfer();
+  dt.items.add(new File([bytes], name, { type: "image/png" }));
+  const ev = new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true });
+  document.querySelector("#drop").dispatchEvent(ev);
+}"""
+
+# dark pixels inside the chart's plot area (left 48 px are axis labels, right 90 px the legend): only the 'total'
+# loss line (#222) is that dark; the "waiting for the first step" text and the grid are grey
+CHART_INK = """() => {
+  const c = document.querySelector("#chart"), ctx = c.getContext("2d");
+  const d = ctx.getImageData(48, 12, c.width - 48 - 90, c.height - 12 - 28).data;
+  let n = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 200 && d[i] < 90 && d[i + 1] < 90 && d[i + 2] < 90) n++;
+  return n;
+}"""
+
+
+def test_studio_lists_filters_and_paints_a_dropped_image(live_server, tiny_image, browser):
+    page, errors = open_studio(browser, live_server)
+    # the gallery shows the filter's card, with its preview painted by the server
+    card = page.locator(".card", has_text="tiny")
+    card.wait_for(timeout=30_000)
+    assert "Tiny test artwork" in card.inner_text() and "random" in card.inner_text()
+    preview = card.locator("img")
+    page.wait_for_function("(img) => img.naturalWidth > 0", arg=preview.element_handle(), timeout=60_000)
+    assert preview.evaluate("(img) => img.naturalWidth") == 256  # the server's preview size
+    assert "tiny" in page.eval_on_selector_all("#apply-filter option", "os => os.map(o => o.value)")
+    page.wait_for_function("/ filters · /.test(document.querySelector('#health').textContent)", timeout=30_000)
+    card.click()
+    assert "selected" in card.get_attribute("class")
+    page.locator("#strength").fill("0.8")
+    assert page.inner_text("#strength-value") == "0.80"
+    assert page.locator("#apply-pair").is_hidden()  # no empty frames before there is a photo
+    # dropping a file on the drop zone shows it and paints it at once with the selected filter
+    page.evaluate(DROP, ["dropped.png", base64.b64encode(tiny_image.read_bytes()).decode()])
+    assert page.inner_text("#drop span") == "dropped.png"
+    page.wait_for_function("document.querySelector('#apply-result').naturalWidth > 0", timeout=60_000)
+    assert page.locator("#apply-pair").is_visible()
+    assert natural_size(page, "#apply-original") == [48, 40]
+    assert natural_size(page, "#apply-result") == [48, 40]
+    assert page.get_attribute("#apply-result", "data-filter") == "tiny"
+    assert "48x40" in page.inner_text("#apply-status") and "with 'tiny'" in page.inner_text("#apply-status")
+    assert page.get_attribute("#apply-download", "download") == "dropped-tiny.png"
+    assert page.locator("#apply-download").is_visible()
+    # the file input paints too, and the Paint button repaints with new settings
+    page.set_input_files("#apply-file", str(tiny_image))
+    page.wait_for_function("document.querySelector('#apply-status').textContent.includes('with')", timeout=60_000)
+    page.fill("#apply-size", "24")
+    page.click("#apply-btn")
+    page.wait_for_function("document.querySelector('#apply-result').naturalWidth === 24", timeout=60_000)
+    assert natural_size(page, "#apply-result") == [24, 20]
+    assert page.locator("#error").is_hidden()
+    # an unknown filter's error reaches the page
+    page.evaluate("document.querySelector('#apply-filter').add(new Option('nope'))")
+    page.select_option("#apply-filter", "nope")
+    page.click("#apply-btn")
+    page.locator("#error").wait_for(state="visible", timeout=30_000)
+    assert "unknown filter 'nope'" in page.inner_text("#error")
+    assert errors == []
+
+
+def test_studio_trains_a_filter_with_a_live_loss_chart_and_preview(live_server_with_workers, tiny_image, browser):
+    page, errors = open_studio(browser, live_server_with_workers)
+    page.locator(".card", has_text="tiny").wait_for(timeout=30_000)
+    page.set_input_files("#train-art", str(tiny_image))
+    page.fill("#train-form [name=name]", "learned")
+    page.fill("#train-form [name=steps]", "6")
+    page.fill("#train-form [name=size]", "32")
+    page.select_option("#train-form [name=backbone]", "random")
+    page.fill("#train-form [name=channels]", "8,16,16")
+    assert page.locator("#train-live").is_hidden()
+    page.get_by_text("No jobs yet").wait_for(timeout=30_000)
+    page.click("#train-form button[type=submit]")
+    # the page follows the new job over server-sent events until it is done
+    page.locator("#train-live").wait_for(state="visible", timeout=30_000)
+    page.wait_for_function("(want) => document.querySelector('#live-title').textContent === want",
+                           arg="train 'learned'", timeout=30_000)
+    page.wait_for_function("document.querySelector('#live-status').textContent === 'done'", timeout=JOB_TIMEOUT_MS)
+    assert page.inner_text("#live-step") == "step 6 / 6"
+    assert page.get_attribute("#live-status", "class") == "badge done"
+    assert page.evaluate("document.querySelector('#live-progress').value") == 1
+    assert page.locator("#live-cancel").is_hidden()
+    # the chart got every step's loss terms exactly once, and drew them
+    assert page.evaluate("state.history.map((h) => h.step)") == [1, 2, 3, 4, 5, 6]
+    assert set(page.evaluate("Object.keys(state.history[5].train)")) >= {"content", "style", "total"}
+    assert page.locator("#chart").is_visible()
+    assert page.evaluate(CHART_INK) > 50
+    # the preview of the network in training, from the job's preview link
+    page.wait_for_function("document.querySelector('#live-preview').naturalWidth > 0", timeout=60_000)
+    assert max(natural_size(page, "#live-preview")) == 256
+    assert page.inner_text("#live-preview-caption").startswith("preview at step ")
+    # the new filter joins the gallery and the filter menus; the jobs table shows the job done
+    page.locator(".card", has_text="learned").wait_for(timeout=60_000)
+    assert "learned" in page.eval_on_selector_all("#apply-filter option", "os => os.map(o => o.value)")
+    row = page.locator("#jobs tbody tr", has_text="learned")
+    row.wait_for(timeout=30_000)
+    page.wait_for_function("[...document.querySelectorAll('#jobs tbody tr')].some((r) => "
+                           "r.textContent.includes('learned') && r.querySelector('.badge.done'))", timeout=30_000)
+    assert "6/6 (100%)" in row.first.inner_text()
+    assert row.first.locator("a", has_text="download").count() == 1
+    assert page.locator("#error").is_hidden()
+    assert errors == []

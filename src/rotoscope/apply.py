@@ -34,9 +34,16 @@ def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: App
             and src.suffix.lower() in IMAGE_SUFFIXES:
         raise RotoscopeError(f"cannot write '{Path(dest).suffix}': use one of {', '.join(sorted(WRITE_FORMATS))}")
     filt = filter if isinstance(filter, Filter) else load_filter(filter)
+    if settings.engine == "onnx":  # a missing package is one error now, not a warning per image of a folder
+        from .export import require
+
+        require("onnx")
+        require("onnxruntime")
     from . import video as vid
 
     if vid.is_video_path(src) or (src.is_dir() and vid.frame_sequence(src)):
+        if settings.engine != "torch":
+            raise RotoscopeError(f"--engine {settings.engine} paints images; videos use the torch engine")
         yield from vid.apply_video_cli(filt, src, dest, settings, progress, video, preview)
         return
     if preview:

@@ -80,6 +80,8 @@ def apply(
     preserve_colors: bool = typer.Option(False, "--preserve-colors", help="Keep the photo's colours."),
     precision: str = typer.Option("bf16", help="bf16 or fp32."),
     device: str = typer.Option("auto"),
+    engine: str = typer.Option("torch", help="torch, or onnx (onnxruntime, CPU, fp32; images only; needs "
+                               "pip install -e \".[onnx]\")."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON result (outputs, distance from the training "
                                  "photos, warnings) on stdout."),
@@ -90,10 +92,12 @@ def apply(
     """Paint an image, a folder of images, or a video (.mp4 .mov .mkv ..., or numbered frames) with a filter."""
     from .apply import apply_path
     from .config import VideoConfig
-    from .stylize import ApplySettings
+    from .stylize import ENGINES, ApplySettings
 
+    if engine not in ENGINES:
+        raise RotoscopeError(f"unknown engine '{engine}': use {' or '.join(ENGINES)}")
     settings = ApplySettings(size=size, strength=strength, preserve_colors=preserve_colors, precision=precision,
-                             device=device)
+                             device=device, engine=engine)
     video = VideoConfig(stabilize=stabilize, **({"crf": crf} if crf is not None else {}))
     lines = []
     for line in apply_path(filter, input, output, settings, progress=progress and not as_json, video=video,
@@ -104,6 +108,27 @@ def apply(
         from .confidence import apply_report
 
         out.print_json(json.dumps(apply_report(filter, input, lines)))
+
+
+# ---------------------------------------------------------------- export
+
+
+@app.command()
+def export(
+    filter: str = typer.Argument(..., help="Filter name or .safetensors path."),
+    format: str = typer.Option("onnx", "--format", "-f", help="onnx (the only format so far)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--out", help="Output file (default: NAME.onnx here)."),
+    opset: int = typer.Option(17, min=13, help="ONNX opset version."),
+):
+    """Export a filter's network for other runtimes: ONNX, any batch, height and width, the card in its metadata."""
+    if format != "onnx":
+        raise RotoscopeError(f"unknown export format '{format}': use onnx")
+    from .export import export_onnx, require
+    from .filter import load_filter
+
+    require("onnx")  # before the slow part: a missing package is one line, at once
+    filt = load_filter(filter)
+    say(f"wrote {export_onnx(filt, output or Path(f'{filt.name}.onnx'), opset=opset)}")
 
 
 # ---------------------------------------------------------------- truthful training: audit and explain

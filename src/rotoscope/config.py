@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 class NetConfig:
     """Shape of the feed-forward filter network (Johnson et al. 2016 with later fixes)."""
 
-    channels: tuple[int, int, int] = (32, 64, 128)  # widths at full, 1/2 and 1/4 resolution
+    channels: tuple[int, int, int] = (16, 32, 64)  # widths at full, 1/2 and 1/4 resolution
     res_blocks: int = 5
     kernel_outer: int = 9  # first and last convolution: a wide receptive field for strokes
 

@@ -86,7 +86,7 @@ def pretrain_identity(net_cfg: NetConfig, photos=None, steps: int = 600, size: i
         held = data.batch(10_000_019, 8, size, seed + 1)
         err = float(F.l1_loss(net(held), held))
     meta = {"steps": steps, "size": size, "batch": batch, "lr": lr, "seed": seed, "photos": data.source,
-            "final_l1": round(float(loss), 5), "check_l1": round(err, 5),
+            "final_l1": round(float(loss.detach()), 5), "check_l1": round(err, 5),
             "seconds": round(time.perf_counter() - started, 1), "net": dataclasses.asdict(net_cfg)}
     return net, meta
 
@@ -103,13 +103,13 @@ def main(argv=None) -> None:
     p.add_argument("--photos", default=None, help="folder of photos (default: scikit-image's sample photos)")
     p.add_argument("--channels", default=None, help="widths, e.g. 32,64,128 (default: NetConfig's)")
     p.add_argument("--res-blocks", type=int, default=None)
-    p.add_argument("--stem-stride", type=int, default=None)
+    p.add_argument("--kernel-outer", type=int, default=None)
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--out", default=None, help="file to write (default: the shipped path for this shape)")
     a = p.parse_args(argv)
     over = {"channels": tuple(int(c) for c in a.channels.split(",")) if a.channels else None,
-            "res_blocks": a.res_blocks, "stem_stride": a.stem_stride}
+            "res_blocks": a.res_blocks, "kernel_outer": a.kernel_outer}
     net_cfg = dataclasses.replace(NetConfig(), **{k: v for k, v in over.items() if v is not None})
     net, meta = pretrain_identity(net_cfg, a.photos, a.steps, a.size)
     path = save_identity(net, meta, Path(a.out) if a.out else identity_path(net_cfg))

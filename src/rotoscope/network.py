@@ -55,11 +55,17 @@ class FilterNet(nn.Module):
         self.residuals = nn.Sequential(*[ResidualBlock(c3) for _ in range(cfg.res_blocks)])
         self.decoder = nn.Sequential(Upsample(c3, c2), Upsample(c2, c1), conv(c1, 3, k))
 
+    @property
+    def least_side(self) -> int:
+        """Inputs are padded to at least this many pixels a side (export.py mirrors the padding rule)."""
+        # big enough that every reflection pad and instance norm has room: 2x2 at quarter resolution, more than
+        # the outer kernel's reach at full resolution
+        return max(8, -(-(self.kernel_outer // 2 + 1) // 4) * 4)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        # a multiple of 4 (two stride-2 steps), and big enough that every reflection pad and instance norm
-        # has room: 2x2 at quarter resolution, more than the outer kernel's reach at full resolution
-        least = max(8, -(-(self.kernel_outer // 2 + 1) // 4) * 4)
+        # a multiple of 4 (two stride-2 steps), and at least least_side
+        least = self.least_side
         ph, pw = max(least, h + (-h) % 4) - h, max(least, w + (-w) % 4) - w
         if ph or pw:
             # reflect needs pad < size; replicate covers tiny images too

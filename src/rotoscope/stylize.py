@@ -32,10 +32,14 @@ class ApplySettings:
     precision: str = "bf16"
     device: str = "auto"
     max_tile_pixels: int = MAX_TILE_PIXELS
+    engine: str = "torch"  # torch, or onnx: onnxruntime on the CPU in fp32 (export.py; `precision` does not apply)
 
     def to_dict(self) -> dict:
-        return {"size": self.size, "strength": self.strength, "preserve_colors": self.preserve_colors,
-                "precision": self.precision}
+        d = {"size": self.size, "strength": self.strength, "preserve_colors": self.preserve_colors,
+             "precision": self.precision}
+        if self.engine != "torch":  # torch results keep the provenance they always had
+            d.update(engine=self.engine, precision="fp32")
+        return d
 
 
 def prepare_net(net: FilterNet, device: torch.device) -> FilterNet:
@@ -81,6 +85,35 @@ def measure_norm_stats(net: FilterNet, x: torch.Tensor, precision: str) -> list[
     return stats
 
 
+class TorchRunner:
+    """Runs a filter network with PyTorch: runner(x) -> stylized, runner(x, stats) with frozen norm statistics,
+    runner.measure(x) -> those statistics. export.OnnxRunner is the onnxruntime twin."""
+
+    def __init__(self, net: FilterNet, precision: str):
+        self.net, self.precision = net, precision
+
+    def __call__(self, x: torch.Tensor, stats: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+        with frozen_norm_stats(self.net, stats) if stats is not None else contextlib.nullcontext():
+            return run_net(self.net, x, self.precision)
+
+    def measure(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return measure_norm_stats(self.net, x, self.precision)
+
+
+ENGINES = ("torch", "onnx")
+
+
+def make_runner(filt: Filter, settings: ApplySettings):
+    """The network runner the settings ask for."""
+    if settings.engine == "torch":
+        return TorchRunner(prepare_net(filt.net, pick_device(settings.device)), settings.precision)
+    if settings.engine == "onnx":
+        from .export import onnx_runner
+
+        return onnx_runner(filt.net)
+    raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {settings.engine}")
+
+
 def feather(h: int, w: int, overlap: int, top: bool, bottom: bool, left: bool, right: bool) -> torch.Tensor:
     """Blend weights for a tile: linear ramps over the overlap on sides that touch another tile."""
     def ramp(n, start, end):
@@ -103,28 +136,31 @@ def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
     return sorted(set(starts))
 
 
-def stylize_tensor(net: FilterNet, x: torch.Tensor, precision: str = "bf16",
+def stylize_tensor(net, x: torch.Tensor, precision: str = "bf16",
                    max_tile_pixels: int = MAX_TILE_PIXELS, overlap: int = TILE_OVERLAP) -> torch.Tensor:
-    """(1, 3, H, W) in [0, 1] -> stylized, same size; tiled with frozen norm statistics when over budget."""
+    """(1, 3, H, W) in [0, 1] -> stylized, same size; tiled with frozen norm statistics when over budget.
+
+    `net` is a FilterNet (run by PyTorch at `precision`) or a runner (TorchRunner, export.OnnxRunner).
+    """
+    run = TorchRunner(net, precision) if isinstance(net, nn.Module) else net
     _, _, h, w = x.shape
     if h * w <= max_tile_pixels:
-        return run_net(net, x, precision)
+        return run(x)
     # statistics from the whole picture, seen at a size that fits the budget
     s = (max_tile_pixels / (h * w)) ** 0.5
     small = F.interpolate(x, size=(max(4, int(h * s)), max(4, int(w * s))), mode="area")
-    stats = measure_norm_stats(net, small, precision)
+    stats = run.measure(small)
     side = max(4 * overlap, int(max_tile_pixels ** 0.5)) // 4 * 4
     th, tw = min(h, side), min(w, side)
     out = torch.zeros(3, h, w)
     weight = torch.zeros(1, h, w)
-    with frozen_norm_stats(net, stats):
-        for y in tile_starts(h, th, overlap):
-            for x0 in tile_starts(w, tw, overlap):
-                tile = x[:, :, y:y + th, x0:x0 + tw]
-                y_out = run_net(net, tile, precision)[0]
-                wgt = feather(th, tw, overlap, y > 0, y + th < h, x0 > 0, x0 + tw < w)
-                out[:, y:y + th, x0:x0 + tw] += y_out * wgt
-                weight[:, y:y + th, x0:x0 + tw] += wgt
+    for y in tile_starts(h, th, overlap):
+        for x0 in tile_starts(w, tw, overlap):
+            tile = x[:, :, y:y + th, x0:x0 + tw]
+            y_out = run(tile, stats)[0]
+            wgt = feather(th, tw, overlap, y > 0, y + th < h, x0 > 0, x0 + tw < w)
+            out[:, y:y + th, x0:x0 + tw] += y_out * wgt
+            weight[:, y:y + th, x0:x0 + tw] += wgt
     return (out / weight).unsqueeze(0)
 
 
@@ -159,9 +195,9 @@ def stylize_image(filt: Filter, img: Image.Image, settings: ApplySettings | None
         raise ValueError("strength must be between 0 and 1")
     rgb, alpha = split_alpha(img)
     rgb = resize_longer(rgb, st.size)
-    net = prepare_net(filt.net, pick_device(st.device))
+    runner = make_runner(filt, st)
     photo = to_tensor(rgb)
-    styled = stylize_tensor(net, photo, st.precision, st.max_tile_pixels)
+    styled = stylize_tensor(runner, photo, st.precision, st.max_tile_pixels)
     out = to_image(finish(photo, styled, st.strength, st.preserve_colors))
     if alpha is not None:
         out.putalpha(alpha.resize(out.size, Image.LANCZOS) if alpha.size != out.size else alpha)

@@ -153,6 +153,9 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
     backbone = load_backbone(cfg.backbone, backbone_weights, device=str(device))
     target = style_target(backbone, art)
     weights = LossWeights(cfg.content_weight, cfg.style_weight, cfg.color_weight, cfg.tv_weight)
+    if cfg.precision == "bf16":
+        # the backbone is frozen: hold its weights in bf16 once, instead of autocast re-casting them every step
+        backbone.net.to(torch.bfloat16)
 
     # --- random weights, and the optimiser that will nudge them
     net = FilterNet(cfg.net)

@@ -51,7 +51,7 @@ async function loadFilters() {
     card.innerHTML = `<img alt="${f.name} preview"><div class="body">
       ${f.shipped ? "" : '<button class="plain del" title="delete this filter">delete</button>'}
       <div class="name"></div><div class="muted art"></div>
-      <div class="muted">${fmt(f.backbone)} · ${fmt(f.steps)} steps · ${fmt(f.size)} px</div>
+      <div class="muted">${fmt(f.backbone)} · ${fmt(f.steps)}&nbsp;steps · ${fmt(f.size)}&nbsp;px</div>
       <div class="muted">${held}</div></div>`;
     card.querySelector(".name").textContent = f.name;
     card.querySelector(".art").textContent = f.artwork || "";
@@ -89,6 +89,9 @@ function takeFile(file) {
   if (!file) return;
   state.file = file;
   $("#apply-original").src = URL.createObjectURL(file);
+  $("#apply-result").removeAttribute("src");
+  $("#apply-download").hidden = true;
+  $("#apply-pair").hidden = false;
   $("#drop span").textContent = file.name;
   updateApplyButton();
   if ($("#apply-filter").value) paint();
@@ -194,6 +197,7 @@ function drawChart(canvas, history) {
   for (const h of history) { for (const k of keys) if (h.train[k] > 0) vals.push(h.train[k]); if (h.holdout && h.holdout.total > 0) vals.push(h.holdout.total); }
   let lo = Math.log10(Math.min(...vals)), hi = Math.log10(Math.max(...vals));
   if (hi - lo < 0.5) { lo -= 0.25; hi += 0.25; }
+  const pad = 0.05 * (hi - lo); lo -= pad; hi += pad;  // no line drawn on the frame's edge
   const maxStep = Math.max(history[history.length - 1].step, 1), minStep = history[0].step - 1;
   const x = (s) => L + (W - L - R) * (s - minStep) / Math.max(1, maxStep - minStep);
   const y = (v) => T + (H - T - B) * (hi - Math.log10(v)) / (hi - lo);
@@ -202,6 +206,7 @@ function drawChart(canvas, history) {
     ctx.beginPath(); ctx.moveTo(L, y(10 ** p)); ctx.lineTo(W - R, y(10 ** p)); ctx.stroke();
     ctx.fillText(p >= 0 && p < 4 ? String(10 ** p) : "1e" + p, 4, y(10 ** p) + 4);
   }
+  ctx.textAlign = "center"; ctx.fillText("loss terms by step (log scale)", (L + W - R) / 2, H - 8); ctx.textAlign = "left";
   ctx.fillText("step " + maxStep, W - R - 50, H - 8);
   ctx.fillText("step " + (minStep + 1), L, H - 8);
   keys.forEach((k, i) => {
@@ -237,7 +242,7 @@ async function loadJobs() {
   const res = await api("/api/jobs?limit=50");
   const jobs = await res.json();
   const body = $("#jobs tbody");
-  body.innerHTML = "";
+  body.innerHTML = jobs.length ? "" : '<tr><td colspan="7" class="muted">No jobs yet: training and video jobs show here.</td></tr>';
   for (const j of jobs) {
     const tr = document.createElement("tr");
     const pct = j.total ? Math.round(100 * j.step / j.total) + "%" : "";

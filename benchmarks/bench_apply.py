@@ -1,0 +1,293 @@
+"""Apply speed: milliseconds per image for the 2016 baseline network and the ways rotoscope can run its own.
+
+Rows (median of --runs timed calls after one warm-up call; batch of one; random weights, which time the same):
+  BASELINE        Johnson et al.'s TransformerNet exactly as pytorch/examples fast_neural_style publishes it
+                  (32-64-128 channels, 5 residual blocks, 9x9 outer convs, nearest upsample + conv, affine
+                  InstanceNorm, ReLU), defined below, fp32 eager, contiguous layout
+  rotoscope ...   FilterNet with the default NetConfig(): fp32 eager; bf16 autocast eager; bf16 weights in
+                  channels_last; torch.compile (inductor) of that bf16 model; and the paths `rotoscope apply`
+                  actually runs: stylize_tensor with the torch engine (bf16 autocast or fp32, channels_last) and
+                  with the onnxruntime engine (fp32), output converted back to fp32 on the CPU as apply does
+Columns: ms (median), x baseline (baseline ms / ms), GFLOP per frame (2 x the convolutions' multiply-adds,
+counted with forward hooks; norms, pads and activations not counted), achieved GFLOP/s. Rows marked * are
+paths `rotoscope apply` runs; the fastest of them is named under the table.
+
+  python benchmarks/bench_apply.py                        # 512x512 and 1280x720, 5 runs, all cores
+  python benchmarks/bench_apply.py --runs 1 --sizes 256x256 --threads 1 --skip-compile   # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+# ---------------------------------------------------------------- BASELINE: pytorch/examples fast_neural_style
+
+
+class ConvLayer(nn.Module):
+    def __init__(self, in_channels, out_channels, kernel_size, stride):
+        super().__init__()
+        self.reflection_pad = nn.ReflectionPad2d(kernel_size // 2)
+        self.conv2d = nn.Conv2d(in_channels, out_channels, kernel_size, stride)
+
+    def forward(self, x):
+        return self.conv2d(self.reflection_pad(x))
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.conv1 = ConvLayer(channels, channels, kernel_size=3, stride=1)
+        self.in1 = nn.InstanceNorm2d(channels, affine=True)
+        self.conv2 = ConvLayer(channels, channels, kernel_size=3, stride=1)
+        self.in2 = nn.InstanceNorm2d(channels, affine=True)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        residual = x
+        out = self.relu(self.in1(self.conv1(x)))
+        out = self.in2(self.conv2(out))
+        return out + residual
+
+
+class UpsampleConvLayer(nn.Module):
+    """Nearest-neighbour upsample, then a reflection-padded conv (pytorch/examples' replacement for a deconv)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride, upsample=None):
+        super().__init__()
+        self.upsample = upsample
+        self.reflection_pad = nn.ReflectionPad2d(kernel_size // 2)
+        self.conv2d = nn.Conv2d(in_channels, out_channels, kernel_size, stride)
+
+    def forward(self, x):
+        if self.upsample:
+            x = nn.functional.interpolate(x, mode="nearest", scale_factor=self.upsample)
+        return self.conv2d(self.reflection_pad(x))
+
+
+class TransformerNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = ConvLayer(3, 32, kernel_size=9, stride=1)
+        self.in1 = nn.InstanceNorm2d(32, affine=True)
+        self.conv2 = ConvLayer(32, 64, kernel_size=3, stride=2)
+        self.in2 = nn.InstanceNorm2d(64, affine=True)
+        self.conv3 = ConvLayer(64, 128, kernel_size=3, stride=2)
+        self.in3 = nn.InstanceNorm2d(128, affine=True)
+        self.res1 = ResidualBlock(128)
+        self.res2 = ResidualBlock(128)
+        self.res3 = ResidualBlock(128)
+        self.res4 = ResidualBlock(128)
+        self.res5 = ResidualBlock(128)
+        self.deconv1 = UpsampleConvLayer(128, 64, kernel_size=3, stride=1, upsample=2)
+        self.in4 = nn.InstanceNorm2d(64, affine=True)
+        self.deconv2 = UpsampleConvLayer(64, 32, kernel_size=3, stride=1, upsample=2)
+        self.in5 = nn.InstanceNorm2d(32, affine=True)
+        self.deconv3 = ConvLayer(32, 3, kernel_size=9, stride=1)
+        self.relu = nn.ReLU()
+
+    def forward(self, X):
+        y = self.relu(self.in1(self.conv1(X)))
+        y = self.relu(self.in2(self.conv2(y)))
+        y = self.relu(self.in3(self.conv3(y)))
+        y = self.res5(self.res4(self.res3(self.res2(self.res1(y)))))
+        y = self.relu(self.in4(self.deconv1(y)))
+        y = self.relu(self.in5(self.deconv2(y)))
+        return self.deconv3(y)
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def conv_gflop(net: nn.Module, x: torch.Tensor) -> float:
+    """2 x multiply-adds of every Conv2d for one forward pass of x (batch of one), in GFLOP."""
+    macs = 0
+
+    def hook(m, _inp, out):
+        nonlocal macs
+        kh, kw = m.kernel_size
+        macs += out[0].numel() * (m.in_channels // m.groups) * kh * kw
+
+    hooks = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.inference_mode():
+            net(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return 2 * macs / 1e9
+
+
+def median_ms(fn, x: torch.Tensor, runs: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
+
+
+def machine(threads: int) -> str:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        import onnxruntime
+
+        ort = f", onnxruntime {onnxruntime.__version__}"
+    except ImportError:
+        ort = ", onnxruntime not installed"
+    load = ""
+    if hasattr(os, "getloadavg"):
+        load = f", load average {os.getloadavg()[0]:.2f}"
+    return (f"CPU: {cpu}; {cores} cores available, {threads} thread(s) used{load}\n"
+            f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}{ort}")
+
+
+def parse_sizes(s: str) -> list[tuple[int, int]]:
+    out = []
+    for part in s.split(","):
+        w, h = part.lower().split("x")
+        out.append((int(w), int(h)))
+    return out
+
+
+# ---------------------------------------------------------------- the variants
+
+
+def variants(skip_compile: bool, threads: int):
+    """(label, used by `rotoscope apply`, make(size) -> fn(x), the network whose convolutions are counted)."""
+    from rotoscope.config import NetConfig
+    from rotoscope.network import FilterNet
+    from rotoscope.stylize import TorchRunner, prepare_net, stylize_tensor
+
+    torch.manual_seed(0)
+    base = TransformerNet().eval().requires_grad_(False)
+    net = FilterNet(NetConfig()).eval().requires_grad_(False)
+    dev = torch.device("cpu")
+
+    def plain(model):
+        def fn(x):
+            with torch.inference_mode():
+                return model(x)
+        return fn
+
+    def autocast_bf16(model):
+        def fn(x):
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                return model(x)
+        return fn
+
+    bf16_cl = copy.deepcopy(net).to(torch.bfloat16).to(memory_format=torch.channels_last)
+
+    def bf16_weights(model):
+        def fn(x):
+            with torch.inference_mode():
+                return model(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)).float()
+        return fn
+
+    def apply_path(precision):
+        runner = TorchRunner(prepare_net(copy.deepcopy(net), dev), precision)
+        return lambda x: stylize_tensor(runner, x)
+
+    rows = [
+        ("BASELINE TransformerNet fp32 eager", False, lambda: plain(base), base),
+        ("rotoscope fp32 eager", False, lambda: plain(net), net),
+        ("rotoscope bf16 autocast eager", False, lambda: autocast_bf16(net), net),
+        ("rotoscope bf16 weights channels_last", False, lambda: bf16_weights(bf16_cl), net),
+    ]
+    if not skip_compile:
+        compiled = {}
+
+        def make_compiled():
+            if "m" not in compiled:
+                compiled["m"] = torch.compile(copy.deepcopy(bf16_cl), backend="inductor")
+            return bf16_weights(compiled["m"])
+        rows.append(("rotoscope torch.compile inductor bf16", False, make_compiled, net))
+    rows += [("apply: torch bf16 autocast channels_last", True, lambda: apply_path("bf16"), net),
+             ("apply: torch --precision fp32", True, lambda: apply_path("fp32"), net)]
+    try:
+        import onnxruntime  # noqa: F401
+
+        from rotoscope.export import OnnxRunner
+
+        def make_onnx():
+            runner = OnnxRunner(copy.deepcopy(net), threads=threads)
+            return lambda x: stylize_tensor(runner, x)
+        rows.append(("apply: --engine onnx (onnxruntime fp32)", True, make_onnx, net))
+    except ImportError:
+        print("onnxruntime not installed: no ONNX row (pip install -e \".[onnx]\")")
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5, help="timed calls per row (the median is reported)")
+    ap.add_argument("--sizes", default="512x512,1280x720", help="comma-separated WxH")
+    ap.add_argument("--threads", type=int, default=None, help="torch and onnxruntime threads (default: torch's)")
+    ap.add_argument("--skip-compile", action="store_true", help="leave out the torch.compile row (compiling "
+                    "takes a minute or more per size)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    sizes = parse_sizes(args.sizes)
+    print(machine(threads))
+    print(f"median of {args.runs} run(s) after 1 warm-up, batch 1, random weights; GFLOP = 2 x conv multiply-adds\n")
+    head = f"{'variant':<42} {'size':>9} {'ms':>9} {'x base':>7} {'GFLOP':>7} {'GFLOP/s':>8}"
+    print(head)
+    print("-" * len(head))
+    rows = variants(args.skip_compile, threads)
+    fastest: dict[tuple[int, int], tuple[str, float, float]] = {}
+    for w, h in sizes:
+        x = torch.rand(1, 3, h, w)
+        gflop = {}
+        baseline_ms = None
+        for label, used, make, counted in rows:
+            if id(counted) not in gflop:
+                gflop[id(counted)] = conv_gflop(counted, x)
+            g = gflop[id(counted)]
+            try:
+                t0 = time.perf_counter()
+                fn = make()
+                ms = median_ms(fn, x, args.runs)
+                setup = time.perf_counter() - t0 - ms * args.runs / 1000
+            except Exception as e:  # torch.compile needs a C++ toolchain; say why a row is missing, go on
+                print(f"{label:<42} {w}x{h:<5} skipped: {type(e).__name__}: {str(e).splitlines()[0][:80]}")
+                continue
+            if baseline_ms is None:
+                baseline_ms = ms
+            mark = "*" if used else " "
+            note = f"  (first call incl. compile {setup:.0f} s)" if "compile" in label and setup > 5 else ""
+            print(f"{mark}{label:<41} {f'{w}x{h}':>9} {ms:9.1f} {baseline_ms / ms:7.2f} {g:7.1f} "
+                  f"{g / (ms / 1000):8.1f}{note}", flush=True)
+            if used and ((w, h) not in fastest or ms < fastest[(w, h)][1]):
+                fastest[(w, h)] = (label, ms, baseline_ms / ms)
+        print()
+    for (w, h), (label, ms, ratio) in fastest.items():
+        print(f"FASTEST PATH `rotoscope apply` RUNS at {w}x{h}: {label}: {ms:.1f} ms, {ratio:.2f}x the baseline")
+    print("* = a path `rotoscope apply` runs (stylize_tensor: channels_last input, output back to fp32 on the CPU)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Training speed: seconds per step of the 2016 baseline recipe and of rotoscope's training step.
+
+Rows (median of --steps timed steps after one warm-up step; the same fixed batch of random "photos" every step,
+so data loading is not timed):
+  BASELINE         pytorch/examples fast_neural_style: TransformerNet (benchmarks/bench_apply.py) in fp32 eager,
+                   contiguous layout, loss = content (relu2_2 MSE) + style (Gram MSE at relu1_2..relu4_3, Gram
+                   divided by C*H*W) with weights 1e5 / 1e10, Adam lr 1e-3; the photos' features are computed
+                   without no_grad, as there
+  rotoscope fp32   the step of rotoscope.train.train, replicated line for line (train.py exposes no step
+  rotoscope bf16   function): FilterNet(NetConfig()) in channels_last, losses.perceptual_loss with the default
+                   TrainConfig loss weights, under devices.autocast at that precision (bf16 is the default),
+                   backward, clip_grad_norm_(1e3), Adam
+Both use rotoscope's VGG16 layout from backbones.py (average pooling; the examples use max pooling, which costs
+the same) with the --backbone weights: `random` needs no download, and the weights do not change the timing.
+
+  python benchmarks/bench_train.py                       # 256 px, batch 4, 5 timed steps
+  python benchmarks/bench_train.py --steps 1 --size 64   # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from bench_apply import TransformerNet, machine  # noqa: E402
+
+
+def baseline_step_fn(vgg, art: torch.Tensor, photos: torch.Tensor):
+    """One training step of pytorch/examples fast_neural_style (neural_style.py, train())."""
+    style_layers = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+    content_weight, style_weight = 1e5, 1e10
+
+    def gram_matrix(y):
+        b, ch, h, w = y.size()
+        features = y.view(b, ch, w * h)
+        return features.bmm(features.transpose(1, 2)) / (ch * h * w)
+
+    transformer = TransformerNet().train()
+    optimizer = torch.optim.Adam(transformer.parameters(), 1e-3)
+    with torch.no_grad():
+        style = vgg(art.repeat(photos.shape[0], 1, 1, 1), style_layers)
+    gram_style = [gram_matrix(style[k]) for k in style_layers]
+
+    def step():
+        optimizer.zero_grad()
+        y = transformer(photos)
+        features_y = vgg(y, style_layers)
+        features_x = vgg(photos, style_layers)
+        content_loss = content_weight * F.mse_loss(features_y["relu2_2"], features_x["relu2_2"])
+        style_loss = 0.0
+        for k, gm_s in zip(style_layers, gram_style):
+            style_loss += F.mse_loss(gram_matrix(features_y[k]), gm_s[: photos.shape[0]])
+        total = content_loss + style_weight * style_loss
+        total.backward()
+        optimizer.step()
+        return float(total.detach())
+    return step
+
+
+def rotoscope_step_fn(backbone, art: torch.Tensor, photos: torch.Tensor, precision: str):
+    """rotoscope.train.train's step, replicated (see the module docstring)."""
+    from rotoscope.config import TrainConfig
+    from rotoscope.devices import autocast
+    from rotoscope.losses import LossWeights, perceptual_loss, style_target
+    from rotoscope.network import FilterNet
+
+    cfg = TrainConfig()
+    device = torch.device("cpu")
+    target = style_target(backbone, art)
+    weights = LossWeights(cfg.content_weight, cfg.style_weight, cfg.color_weight, cfg.tv_weight)
+    net = FilterNet(cfg.net).to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    net.train()
+    batch = photos.contiguous(memory_format=torch.channels_last)
+
+    def step():
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr
+        with autocast(device, precision):
+            output = net(batch)
+            loss, _terms = perceptual_loss(backbone, target, weights, output, batch)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise RuntimeError(f"loss is {loss_value}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1e3)
+        opt.step()
+        return loss_value
+    return step
+
+
+def median_s(step, steps: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per row (the median is reported)")
+    ap.add_argument("--size", type=int, default=256, help="square crop size in pixels")
+    ap.add_argument("--batch", type=int, default=4, help="crops per step")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--backbone", default="random", help="VGG16 weights for both losses: random (no download), "
+                    "vgg16 or vgg16-hed if present; the timing does not depend on them")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from rotoscope.backbones import load_backbone
+    from rotoscope.config import NetConfig
+
+    print(machine(torch.get_num_threads()))
+    print(f"{args.size} px crops, batch {args.batch}; median of {args.steps} step(s) after 1 warm-up; "
+          f"VGG16 backbone: {args.backbone}; rotoscope net {NetConfig()}\n")
+    torch.manual_seed(0)
+    photos = torch.rand(args.batch, 3, args.size, args.size)
+    art = torch.rand(1, 3, args.size, args.size)
+    backbone = load_backbone(args.backbone)
+    rows = [("BASELINE TransformerNet fp32 eager + VGG16 loss", lambda: baseline_step_fn(backbone.net, art, photos)),
+            ("rotoscope train step fp32", lambda: rotoscope_step_fn(backbone, art, photos, "fp32")),
+            ("rotoscope train step bf16 (default)", lambda: rotoscope_step_fn(backbone, art, photos, "bf16"))]
+    head = f"{'variant':<50} {'s/step':>8} {'it/s':>7} {'x base':>7}"
+    print(head)
+    print("-" * len(head))
+    base = None
+    for label, make in rows:
+        torch.manual_seed(0)
+        s = median_s(make(), args.steps)
+        base = base or s
+        print(f"{label:<50} {s:8.3f} {1 / s:7.2f} {base / s:7.2f}", flush=True)
+    print("\nx base = baseline s/step / s/step (higher is faster)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
