@@ -81,7 +81,7 @@ def apply(
     precision: str = typer.Option("bf16", help="bf16 or fp32."),
     device: str = typer.Option("auto"),
     engine: str = typer.Option("torch", help="torch, or onnx (onnxruntime, CPU, fp32; images only; needs "
-                               "pip install -e \".[onnx]\")."),
+                               "the onnx extra)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON result (outputs, distance from the training "
                                  "photos, warnings) on stdout."),

@@ -22,17 +22,17 @@ class NetConfig:
 class TrainConfig:
     """The training recipe. Loss weights act on scale-free losses (see losses.py), so they carry across backbones."""
 
-    steps: int = 2000
+    steps: int = 500  # ~12 min on 2 CPU cores with the sizes below (benchmarks/results/quality.md)
     size: int = 256  # square crop size in pixels
-    size_start: int = 0  # progressive resizing: crops grow from this size to `size` (0 = off)
-    size_ramp: float = 0.5  # ...over this share of the steps, then stay at `size`
+    size_start: int = 128  # progressive resizing: crops grow from this size to `size` (0 = off)
+    size_ramp: float = 0.6  # ...over this share of the steps, then stay at `size`
     init: str = "identity"  # identity = start from the shipped identity-pretrained network (rotoscope/weights)
     batch: int = 4
     lr: float = 1e-3
     lr_final: float = 1e-4  # cosine decay from lr to lr_final over the run
     backbone: str = "auto"  # auto = vgg16 when ImageNet weights are present, else vgg16-hed, else random
     style_size: int = 384  # the artwork's longer side when its features are taken
-    content_weight: float = 1.0
+    content_weight: float = 3.0  # 1.0 let the photo dissolve into texture on the HED backbone (our trial)
     style_weight: float = 5.0
     color_weight: float = 2.0
     tv_weight: float = 0.5

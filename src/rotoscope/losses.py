@@ -63,7 +63,7 @@ def style_target(backbone: Backbone, art: torch.Tensor) -> StyleTarget:
 
 @dataclass
 class LossWeights:
-    content: float = 1.0
+    content: float = 3.0
     style: float = 5.0
     color: float = 2.0
     tv: float = 0.5

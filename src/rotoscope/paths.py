@@ -39,6 +39,10 @@ def atomic_path(final: str | os.PathLike):
     tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.partial{final.suffix}")
     try:
         yield tmp
+        if tmp.exists():  # some writers (safetensors) create 0600 files: give the usual permissions instead
+            umask = os.umask(0)
+            os.umask(umask)
+            tmp.chmod(0o666 & ~umask)
         os.replace(tmp, final)
     finally:
         with contextlib.suppress(FileNotFoundError):

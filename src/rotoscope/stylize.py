@@ -8,6 +8,7 @@ whole image and then held fixed for every tile.
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -42,15 +43,22 @@ class ApplySettings:
         return d
 
 
-def prepare_net(net: FilterNet, device: torch.device) -> FilterNet:
-    """Eval mode on the device, channels_last (the fast layout for oneDNN/AMX and cuDNN)."""
-    return net.to(device).eval().to(memory_format=torch.channels_last)
+def prepare_net(net: FilterNet, device: torch.device, precision: str = "fp32") -> FilterNet:
+    """Eval mode on the device, channels_last (the fast layout for oneDNN/AMX and cuDNN).
+
+    For bf16 on the CPU, a bf16 copy of the weights: autocast would otherwise re-cast every weight on every call,
+    which costs a quarter of a frame's time on this small network (benchmarks/bench_apply.py).
+    """
+    net = net.to(device).eval().to(memory_format=torch.channels_last)
+    if precision == "bf16" and device.type == "cpu":
+        net = copy.deepcopy(net).to(torch.bfloat16)
+    return net
 
 
 def run_net(net: FilterNet, x: torch.Tensor, precision: str) -> torch.Tensor:
-    device = next(net.parameters()).device
-    with torch.inference_mode(), autocast(device, precision):
-        y = net(x.to(device).contiguous(memory_format=torch.channels_last))
+    p = next(net.parameters())
+    with torch.inference_mode(), autocast(p.device, precision):
+        y = net(x.to(p.device, p.dtype).contiguous(memory_format=torch.channels_last))
     return y.float().cpu()
 
 
@@ -106,7 +114,7 @@ ENGINES = ("torch", "onnx")
 def make_runner(filt: Filter, settings: ApplySettings):
     """The network runner the settings ask for."""
     if settings.engine == "torch":
-        return TorchRunner(prepare_net(filt.net, pick_device(settings.device)), settings.precision)
+        return TorchRunner(prepare_net(filt.net, pick_device(settings.device), settings.precision), settings.precision)
     if settings.engine == "onnx":
         from .export import onnx_runner
 

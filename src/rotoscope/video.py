@@ -240,7 +240,11 @@ def decode(src: Source, w: int, h: int, warn: Callable[[str], None],
                  "painted what was readable")
         if pending is not None:
             yield pending[0], pending[2] or default_dur, pending[1]
-    if expected and count < 0.9 * expected:
+    # headers over-count at times (edit lists, a frame count rounded from the rate): a stream whose last frame
+    # reaches the announced duration is complete, whatever the count says
+    reached = (last_pts is not None and first_pts is not None and src.duration
+               and (last_pts - first_pts + default_dur) * src.time_base >= 0.9 * src.duration)
+    if expected and count < 0.9 * expected and not reached:
         warn(f"warning: {src.path.name}: only {count} of the {expected} frames its header announces could be "
              "decoded (truncated file?); painted what was readable")
 
@@ -424,6 +428,10 @@ class _SegmentWriter:
             s.time_base = self.job.src.time_base
             s.codec_context.time_base = self.job.src.time_base
             s.codec_context.color_range = 1  # MPEG (limited) range, what browsers expect
+            # tag the matrix the frames are converted with (write() below), so players need not guess:
+            # BT.709 (1) for HD, SMPTE 170M / BT.601 (6) below 720 lines
+            tag = 1 if self.job.height >= 720 else 6
+            s.codec_context.colorspace = s.codec_context.color_primaries = s.codec_context.color_trc = tag
             self.stream = s
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
@@ -518,7 +526,7 @@ def render_segments(job: Job, progress: bool, warn: Callable[[str], None],
     done = job.finished_segments()
     start = done * n_seg
     prev_out = np.asarray(Image.open(job.seg_last(done - 1)).convert("RGB")) if done else None
-    net = prepare_net(job.filt.net, pick_device(job.settings.device))
+    net = prepare_net(job.filt.net, pick_device(job.settings.device), job.settings.precision)
     batch = max(1, min(job.video.batch, job.settings.max_tile_pixels // max(1, job.width * job.height)))
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -815,7 +823,7 @@ def preview_sheet(filt: Filter, src: Path, n: int, dest: Path | None, settings: 
     picked = _pick_frames(source, n, w, h)
     if not picked:
         raise RotoscopeError(f"{src}: no video frames")
-    net = prepare_net(filt.net, pick_device(settings.device))
+    net = prepare_net(filt.net, pick_device(settings.device), settings.precision)
     tiles = [stylize_frames(net, [rgb], settings)[0] for rgb in picked]
     tiles = [_rotate(t, source.rotation) for t in tiles]
     cols = math.ceil(math.sqrt(len(tiles)))
