@@ -206,7 +206,7 @@ def variants(skip_compile: bool, threads: int):
         return fn
 
     def apply_path(precision):
-        runner = TorchRunner(prepare_net(copy.deepcopy(net), dev), precision)
+        runner = TorchRunner(prepare_net(copy.deepcopy(net), dev, precision), precision)
         return lambda x: stylize_tensor(runner, x)
 
     rows = [
@@ -223,7 +223,7 @@ def variants(skip_compile: bool, threads: int):
                 compiled["m"] = torch.compile(copy.deepcopy(bf16_cl), backend="inductor")
             return bf16_weights(compiled["m"])
         rows.append(("rotoscope torch.compile inductor bf16", False, make_compiled, net))
-    rows += [("apply: torch bf16 autocast channels_last", True, lambda: apply_path("bf16"), net),
+    rows += [("apply: torch bf16 (bf16 weights, channels_last)", True, lambda: apply_path("bf16"), net),
              ("apply: torch --precision fp32", True, lambda: apply_path("fp32"), net)]
     try:
         import onnxruntime  # noqa: F401

@@ -77,6 +77,11 @@ def rotoscope_step_fn(backbone, art: torch.Tensor, photos: torch.Tensor, precisi
     cfg = TrainConfig()
     device = torch.device("cpu")
     target = style_target(backbone, art)
+    if precision == "bf16":  # as train.py does: the frozen backbone held in bf16 once
+        import copy
+        import dataclasses
+
+        backbone = dataclasses.replace(backbone, net=copy.deepcopy(backbone.net).to(torch.bfloat16))
     weights = LossWeights(cfg.content_weight, cfg.style_weight, cfg.color_weight, cfg.tv_weight)
     net = FilterNet(cfg.net).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)

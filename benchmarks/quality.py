@@ -115,10 +115,19 @@ def ship(trained: Path, name: str, row: dict, dest: Path) -> Path:
     card["photos"] = {**card["photos"], "source": f"../shared/data/content minus the {len(HOLDOUT)} photos held out "
                       "by benchmarks/quality.py"}
     card["weights_dtype"] = "float16"
+    card = scrub_paths(card, trained.parent)
     state = {k: v.detach().half().contiguous() for k, v in filt.net.state_dict().items()}
     with atomic_path(dest) as tmp:
         save_file(state, str(tmp), metadata={CARD_KEY: json.dumps(card, sort_keys=True)})
     return dest
+
+
+def scrub_paths(card: dict, tmp: Path) -> dict:
+    """The card without this machine's temporary folders (the training photos' symlink folder, the run dir)."""
+    text = json.dumps(card)
+    text = text.replace(json.dumps(str(tmp / "train-photos"))[1:-1], "../shared/data/content minus the held-out photos")
+    text = text.replace(json.dumps(str(tmp))[1:-1], "<benchmark temp folder>")
+    return json.loads(text)
 
 
 def stylize_all(filt: Filter, photos: list[tuple[str, Image.Image]], size: int) -> list[Image.Image]:

@@ -48,13 +48,15 @@ def assert_one_line_error(code, out, err, *fragments):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One filter trained through the real command (a subprocess, as a user runs it), shared by the tests below."""
+    """One filter trained through the real command (a subprocess, as a user runs it), shared by the tests below.
+
+    30 steps of a tiny network: content weight 1 (not the default 3) so the palette visibly moves in so few steps."""
     root = tmp_path_factory.mktemp("cli")
     art = root / "swirls.png"
     draw_artwork(192).save(art)
     env = {**os.environ, "ROTOSCOPE_HOME": str(root / "home"), "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "rotoscope", "train", str(art), "--name", "swirls", *TINY_ARGS,
-                        "--lr", "5e-3", "--seed", "1"], env=env, capture_output=True, text=True, timeout=600)
+                        "--lr", "5e-3", "--seed", "1", "--content-weight", "1"], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "saved filter 'swirls'" in r.stderr
     return {"art": art, "filter": root / "home" / "filters" / "swirls.safetensors", "log": r.stderr}
@@ -124,7 +126,7 @@ def test_filters_show_rm(installed, capsys):
     code, out, _ = rotoscope("filters", capsys=capsys)
     assert code == 0 and "swirls" in out and "random" in out
     code, out, _ = rotoscope("filters", "--json", capsys=capsys)
-    assert json.loads(out)[0]["card"]["name"] == "swirls"
+    assert "swirls" in [f["card"]["name"] for f in json.loads(out)]  # beside the filters the package ships
     code, out, _ = rotoscope("show", "swirls", capsys=capsys)
     assert code == 0 and "held-out" in out and "backbone    random" in out
     code, _, err = rotoscope("rm", "swirls", capsys=capsys)

@@ -161,3 +161,36 @@ def test_saving_is_atomic(monkeypatch):
         flt.save_filter(FilterNet(TINY), card("keep"), flt.registry_path("keep"))
     assert flt.registry_path("keep").read_bytes() == before
     assert sorted(p.name for p in flt.filters_dir().iterdir()) == ["keep.safetensors"]
+
+
+# ---------------------------------------------------------------- the filters that ship with the package
+
+SHIPPED = sorted(flt.SHIPPED_DIR.glob("*.safetensors")) if flt.SHIPPED_DIR.is_dir() else []
+
+
+def test_the_package_ships_at_least_six_filters():
+    assert len(SHIPPED) >= 6, [p.name for p in SHIPPED]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_every_shipped_filter_loads_paints_an_odd_sized_image_and_has_a_complete_card(path):
+    from PIL import Image
+
+    from rotoscope.stylize import ApplySettings, stylize_image
+
+    filt = flt.load_filter(path.stem)  # by name: shipped filters are in the registry with no set-up
+    assert filt.path == path
+    c = filt.card
+    art = c["artwork"]
+    assert art["title"] and art["creator"] and art["year"] and "public domain" in art["license"].lower()
+    assert len(art["sha256"]) == 64 and "path" not in art  # the work is named; no local path, no image shipped
+    assert c["backbone"]["name"] and len(c["backbone"]["weights_sha256"]) == 64
+    assert c["training"]["steps"] > 0 and c["weights_dtype"] == "float16"
+    assert c["history"]["holdout_last"]["style"] < c["history"]["holdout_start"]["style"]  # it learned the style
+    assert path.stat().st_size < 2_000_000  # small enough to ship
+
+    photo = Image.linear_gradient("L").resize((61, 37)).convert("RGB")
+    out = stylize_image(filt, photo, ApplySettings(device="cpu"))
+    assert out.size == (61, 37)
+    diff = torch.tensor(list(out.getdata()), dtype=torch.float) - torch.tensor(list(photo.getdata()), dtype=torch.float)
+    assert float(diff.abs().mean()) > 5  # it paints, not passes the photo through

@@ -32,8 +32,11 @@ def png_bytes(size=(48, 40), seed=0, fmt="PNG", mode="RGB") -> bytes:
 
 
 @pytest.fixture
-def client(tiny_filter):
-    """The API with the tiny filter installed; jobs are recorded but no worker is started."""
+def client(tiny_filter, tmp_path, monkeypatch):
+    """The API with the tiny filter installed (and none of the shipped ones); jobs are recorded, no worker starts."""
+    import rotoscope.filter as filter_module
+
+    monkeypatch.setattr(filter_module, "SHIPPED_DIR", tmp_path / "no-shipped-filters")
     with TestClient(create_app(ServerConfig(), run_jobs=False)) as c:
         yield c
 

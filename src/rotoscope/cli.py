@@ -202,21 +202,27 @@ def filters_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-read
     if as_json:
         out.print_json(json.dumps([{"name": n, "path": str(p), "card": c} for n, p, c in rows]))
         return
-    table = Table("name", "artwork", "backbone", "size", "steps", "created", "held-out style", "held-out content")
+    from rich.table import Column
+
+    from rich import box
+
+    table = Table(Column("name", no_wrap=True), Column("artwork", max_width=14, overflow="ellipsis", no_wrap=True),
+                  *(Column(c, no_wrap=True) for c in ("backbone", "size", "created", "style", "content")),
+                  box=box.SIMPLE_HEAD, pad_edge=False)
     for name, path, card in rows:
         if card is None:
-            table.add_row(name, "(unreadable)", "", "", "", "", "", "")
+            table.add_row(name, "(unreadable)", "", "", "", "", "")
             continue
         last = (card.get("history") or {}).get("holdout_last") or {}
         table.add_row(name, str(card.get("artwork", {}).get("title", "")), card.get("backbone", {}).get("name", ""),
-                      str(card.get("training", {}).get("size", "")), str(card.get("timings", {}).get("steps", "")),
-                      str(card.get("created", ""))[:16].replace("T", " "),
+                      str(card.get("training", {}).get("size", "")), str(card.get("created", ""))[:10],
                       f"{last['style']:.3f}" if "style" in last else "-",
                       f"{last['content']:.3f}" if "content" in last else "-")
     if not rows:
         say("no filters yet: `rotoscope train ART --name NAME` makes one, `rotoscope demo` shows how")
     else:
         out.print(table)
+        out.print("style, content: held-out loss terms at the end of training (lower = closer)", style="dim")
 
 
 @app.command()

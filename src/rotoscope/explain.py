@@ -464,7 +464,33 @@ def explain(filter: str | os.PathLike, output: str | os.PathLike) -> tuple[Path,
         "noise-like colour, nothing of the artwork.</p>"
         f'<div class="row">{figure(photo, photo_note)}{figure(untrained, "step 0: random weights")}</div>'
         if untrained is not None else missing("the step-0 preview"))
-    if regenerated and untrained is not None:
+    init = card.get("init") or {}
+    if init.get("kind") == "identity" and untrained is not None and photo is not None:
+        # the truth for filters that start from the shipped identity network: random first, then a copier
+        import torch
+
+        from .config import NetConfig
+        from .network import FilterNet
+
+        arch = card.get("architecture", {})
+        torch.manual_seed(int(card.get("training", {}).get("seed", 0)))
+        random_net = FilterNet(NetConfig(tuple(arch.get("channels", (32, 64, 128))), arch.get("res_blocks", 5),
+                                         arch.get("kernel_outer", 9))).eval()
+        pre = init.get("pretrain") or {}
+        sec["untrained"] = (
+            "<p>Every network starts as random numbers, and it already produces a picture for any photo: a network "
+            "always answers. The middle picture is what random weights make of the photo on the left: "
+            "noise-like colour, nothing of the artwork.</p>"
+            "<p>This filter's style training did not start there. It started from rotoscope's <b>identity "
+            "network</b>: the same architecture, trained beforehand from random weights to give its input back "
+            f"({pre.get('steps', '?')} steps on photos, no artwork; file {esc(str(init.get('file', '?')))}). "
+            "On the right is that starting point, step 0 of this filter's training. It keeps the photo's shapes "
+            "but not its exact colours: the network's instance normalisation discards each picture's overall "
+            "colour, which is also why a filter can impose the artwork's palette. Starting from a copier, "
+            "training only has to bend it towards the artwork instead of first relearning what a photo is.</p>"
+            f'<div class="row">{figure(photo, photo_note)}{figure(_paint(random_net, photo), "random weights")}'
+            f'{figure(untrained, "step 0: the identity network")}</div>')
+    elif regenerated and untrained is not None:
         sec["untrained"] += missing("the original step-0 preview; this is a fresh draw of random weights from the "
                                     "same seed and architecture (not necessarily the exact starting weights)")
 
@@ -509,7 +535,10 @@ def explain(filter: str | os.PathLike, output: str | os.PathLike) -> tuple[Path,
     sec["warnings"] = section_warnings(card)
     sec["oversight"] = section_oversight(card, name, filt.card_hash)
 
-    titles = {"what": "What training is", "untrained": "1. Random weights: the network before training",
+    identity_start = (card.get("init") or {}).get("kind") == "identity"
+    titles = {"what": "What training is",
+              "untrained": ("1. Random weights, and where training starts" if identity_start
+                            else "1. Random weights: the network before training"),
               "training-set": "2. The training set", "score": "3. The score",
               "adjustment": "4. The adjustment", "previews": "5. Along the way",
               "exam": "6. The exam: training vs held-out photos", "settings": "7. Settings and backbone",
