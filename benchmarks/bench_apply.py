@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import statistics
 import sys
 import time
@@ -31,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
+
+from machine import cpu_flags, cpu_model  # noqa: E402  (benchmarks/machine.py, beside this script)
 
 # ---------------------------------------------------------------- BASELINE: pytorch/examples fast_neural_style
 
@@ -141,14 +142,7 @@ def median_ms(fn, x: torch.Tensor, runs: int, warmup: int = 1) -> float:
 
 
 def machine(threads: int) -> str:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = f"{cpu_model()} ({cpu_flags()})"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     try:
         import onnxruntime

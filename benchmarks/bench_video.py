@@ -55,6 +55,8 @@ from rotoscope.filter import Filter, load_filter  # noqa: E402
 from rotoscope.images import resize_longer  # noqa: E402
 from rotoscope.stylize import ApplySettings  # noqa: E402
 
+from machine import cpu_flags, cpu_model  # noqa: E402  (benchmarks/machine.py, beside this script)
+
 SHARED = ROOT.parent / "shared" / "data"
 if not SHARED.exists():
     SHARED = Path("/work/shared/data")
@@ -67,14 +69,7 @@ MODES = ("naive", "stabilized")
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = f"{cpu_model()} ({cpu_flags()})"
     import av
 
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"

@@ -17,7 +17,6 @@ import asyncio
 import io
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile

@@ -1,6 +1,6 @@
 """Shared fixtures: tiny images, an isolated ROTOSCOPE_HOME, the shared data folder when present."""
 
-import os
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -148,3 +148,20 @@ def make_filter(path, seed=0):
     card = {"name": Path(path).stem, "architecture": {"channels": list(cfg.channels), "res_blocks": cfg.res_blocks,
                                                       "kernel_outer": cfg.kernel_outer}}
     return save_filter(net, card, path)
+
+
+def rotoscope(*args, capsys):
+    """Run the CLI in-process exactly as the console script does; returns (exit code, stdout, stderr)."""
+    from rotoscope import cli
+
+    argv = sys.argv
+    sys.argv = ["rotoscope", *map(str, args)]
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv
+    out, err = capsys.readouterr()
+    return code, out, err

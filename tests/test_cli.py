@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_image
-from rotoscope import cli
+from conftest import make_image, rotoscope
 from rotoscope.demo import draw_artwork
 from rotoscope.filter import filters_dir
 from rotoscope.images import read_provenance
@@ -20,21 +19,6 @@ from rotoscope.images import read_provenance
 SRC = Path(__file__).resolve().parents[1] / "src"
 TINY_ARGS = ["--steps", "30", "--size", "64", "--batch", "2", "--backbone", "random", "--channels", "8,16,16",
              "--res-blocks", "1", "--no-progress"]
-
-
-def rotoscope(*args, capsys=None):
-    """Run the CLI in-process exactly as the console script does; returns (exit code, stdout, stderr)."""
-    argv = sys.argv
-    sys.argv = ["rotoscope", *map(str, args)]
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line_error(code, out, err, *fragments):

@@ -8,8 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_scene
-from rotoscope import cli
+from conftest import make_scene, rotoscope
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -17,20 +16,6 @@ ort = pytest.importorskip("onnxruntime")
 from rotoscope.export import OnnxRunner, export_onnx, read_onnx_card  # noqa: E402
 from rotoscope.filter import CARD_KEY, load_filter  # noqa: E402
 from rotoscope.stylize import TorchRunner, stylize_tensor  # noqa: E402
-
-
-def rotoscope(*args, capsys):
-    """The CLI in-process, as the console script runs it: (exit code, stdout, stderr)."""
-    argv, sys.argv = sys.argv, ["rotoscope", *map(str, args)]
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line_error(code, out, err, *fragments):
