@@ -1,6 +1,5 @@
 """The audit says what is in a photo set, and warns in plain words when the set is narrow or repetitive."""
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -1,6 +1,5 @@
 """Identity initialisation and progressive resizing: the fast recipe's two changes to training."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from rotoscope.config import NetConfig
 from rotoscope.filter import Filter

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import RotoscopeError
-from .images import IMAGE_SUFFIXES, list_images, load_rgb
+from .images import IMAGE_SUFFIXES, load_rgb
 
 STAT_SIDE = 128  # statistics are measured on a copy whose longer side is this: fast, and size-independent
 

@@ -26,7 +26,7 @@ def format_card(card: dict, path: Path | None = None) -> str:
               f"photos      {ph.get('train')} trained on, {ph.get('holdout')} held out, {ph.get('skipped', 0)} skipped"
               f"  (source: {ph.get('source')})",
               f"training    {tm.get('steps')} steps in {tm.get('seconds')} s ({tm.get('it_per_s')} it/s)",
-              f"            " + ", ".join(f"{k}={v}" for k, v in tr.items() if k != "net"),
+              "            " + ", ".join(f"{k}={v}" for k, v in tr.items() if k != "net"),
               f"train loss  first {_fmt_terms(hist.get('train_first'))}",
               f"            last  {_fmt_terms(hist.get('train_last'))}",
               f"held-out    first {_fmt_terms(hist.get('holdout_first'))}",

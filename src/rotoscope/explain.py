@@ -17,7 +17,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from .errors import RotoscopeError

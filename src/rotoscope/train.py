@@ -29,7 +29,7 @@ from .data import PhotoSet, load_photos
 from .devices import autocast, pick_device
 from .errors import RotoscopeError
 from .filter import Filter, check_name, registry_path, save_filter
-from .images import load_rgb, resize_longer, to_image, to_tensor
+from .images import load_rgb, resize_longer, to_tensor
 from .losses import LossWeights, StyleTarget, perceptual_loss, style_target
 from .network import FilterNet, count_parameters
 from .paths import atomic_path, runs_dir

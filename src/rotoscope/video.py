@@ -39,7 +39,7 @@ from .config import VideoConfig
 from .devices import pick_device
 from .errors import RotoscopeError
 from .filter import Filter
-from .images import IMAGE_SUFFIXES, max_pixels, open_image, save_image, split_alpha, to_image
+from .images import IMAGE_SUFFIXES, max_pixels, open_image, save_image, split_alpha
 from .paths import atomic_path
 from .stylize import ApplySettings, finish, prepare_net, provenance, run_net, stylize_tensor
 
