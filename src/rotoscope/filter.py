@@ -68,8 +68,11 @@ def read_card(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise RotoscopeError(f"no such filter file: {path}")
     with open(path, "rb") as f:
-        head = f.read(8)
-    if head[:1] == b"\x80" or head[:2] == b"PK":
+        head = f.read(9)
+    # safetensors: an 8-byte little-endian header length, then the JSON header. Its first byte may be anything
+    # (0x80 included), so recognise safetensors first and only then look for pickle (0x80) or zip (PK) magic
+    looks_safetensors = head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
+    if not looks_safetensors and (head[:1] == b"\x80" or head[:2] == b"PK"):
         raise RotoscopeError(f"{path} is a pickle/torch checkpoint; rotoscope never unpickles files, it reads only "
                              "safetensors filters")
     try:

@@ -57,7 +57,7 @@ def prepare_net(net: FilterNet, device: torch.device, precision: str = "fp32") -
 
 def run_net(net: FilterNet, x: torch.Tensor, precision: str) -> torch.Tensor:
     p = next(net.parameters())
-    with torch.inference_mode(), autocast(p.device, precision):
+    with torch.no_grad(), autocast(p.device, precision):  # no_grad, not inference_mode: callers edit in place
         y = net(x.to(p.device, p.dtype).contiguous(memory_format=torch.channels_last))
     return y.float().cpu()
 
@@ -169,7 +169,7 @@ def stylize_tensor(net, x: torch.Tensor, precision: str = "bf16",
             wgt = feather(th, tw, overlap, y > 0, y + th < h, x0 > 0, x0 + tw < w)
             out[:, y:y + th, x0:x0 + tw] += y_out * wgt
             weight[:, y:y + th, x0:x0 + tw] += wgt
-    return (out / weight).unsqueeze(0)
+    return out.div_(weight).unsqueeze(0)
 
 
 def rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:
@@ -187,13 +187,16 @@ def ycbcr_to_rgb(x: torch.Tensor) -> torch.Tensor:
 
 
 def finish(photo: torch.Tensor, styled: torch.Tensor, strength: float, preserve_colors: bool) -> torch.Tensor:
-    """Colour preservation (luminance transfer, Gatys et al. 2016) then blending by strength."""
+    """Colour preservation (luminance transfer, Gatys et al. 2016) then blending by strength.
+
+    Works in place on `styled` where it can (large pictures): callers hand over the network's output.
+    """
     if preserve_colors:
         ys, yp = rgb_to_ycbcr(styled), rgb_to_ycbcr(photo)
         styled = ycbcr_to_rgb(torch.cat([ys[:, :1], yp[:, 1:]], 1))
     if strength < 1:
-        styled = strength * styled + (1 - strength) * photo
-    return styled.clamp(0, 1)
+        styled = torch.lerp(photo, styled, strength)
+    return styled.clamp_(0, 1)
 
 
 def stylize_image(filt: Filter, img: Image.Image, settings: ApplySettings | None = None) -> Image.Image:
@@ -205,8 +208,10 @@ def stylize_image(filt: Filter, img: Image.Image, settings: ApplySettings | None
     rgb = resize_longer(rgb, st.size)
     runner = make_runner(filt, st)
     photo = to_tensor(rgb)
-    styled = stylize_tensor(runner, photo, st.precision, st.max_tile_pixels)
-    out = to_image(finish(photo, styled, st.strength, st.preserve_colors))
+    styled = finish(photo, stylize_tensor(runner, photo, st.precision, st.max_tile_pixels), st.strength,
+                    st.preserve_colors)
+    del photo  # a big picture's float copy is not needed for the conversion back to 8 bits
+    out = to_image(styled)
     if alpha is not None:
         out.putalpha(alpha.resize(out.size, Image.LANCZOS) if alpha.size != out.size else alpha)
     return out
