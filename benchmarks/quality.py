@@ -208,54 +208,57 @@ def main(argv=None) -> None:
         tmp = Path(tmp)
         photos = train_folder(tmp)
         os.environ.setdefault("ROTOSCOPE_HOME", str(tmp / "home"))
-        for style in styles:
-            m = meta[style]
-            art = load_rgb(SHARED / "styles" / style)
-            sheet_rows = [row_image([art], f"{m['title']} - {m['creator']}, {m['year']}", h=THUMB),
-                          row_image([img for _, img in held[:SHEET_PHOTOS]], "held-out photos")]
-            for bb in backbones:
-                cfg = base.replace(backbone=bb)
-                snaps = []
-                cpu0, wall0 = time.process_time(), time.perf_counter()
+        try:
+            for style in styles:
+                m = meta[style]
+                art = load_rgb(SHARED / "styles" / style)
+                sheet_rows = [row_image([art], f"{m['title']} - {m['creator']}, {m['year']}", h=THUMB),
+                              row_image([img for _, img in held[:SHEET_PHOTOS]], "held-out photos")]
+                for bb in backbones:
+                    cfg = base.replace(backbone=bb)
+                    snaps = []
+                    cpu0, wall0 = time.process_time(), time.perf_counter()
 
-                def snapshot(step, net, snaps=snaps, cpu0=cpu0):
-                    snaps.append((step, (time.process_time() - cpu0) / 2 / 60, copy.deepcopy(net.state_dict())))
+                    def snapshot(step, net, snaps=snaps, cpu0=cpu0):
+                        snaps.append((step, (time.process_time() - cpu0) / 2 / 60, copy.deepcopy(net.state_dict())))
 
-                name = f"{Path(style).stem}-{bb}"
-                print(f"[{dt.datetime.now(dt.timezone.utc):%H:%M:%S}] training {name}: {cfg.steps} steps", flush=True)
-                filt = train(SHARED / "styles" / style, name, photos, cfg, title=m["title"],
-                             out=tmp / f"{name}.safetensors", log=lambda s: None, progress=False,
-                             on_eval=snapshot if a.curve else None)
-                cpu_min = (time.process_time() - cpu0) / 2 / 60
-                wall_min = (time.perf_counter() - wall0) / 60
-                shipped = {v: k for k, v in SHIPPED.items()}
-                if a.ship and style in shipped and bb == backbones[0]:
-                    from rotoscope.filter import SHIPPED_DIR
+                    name = f"{Path(style).stem}-{bb}"
+                    print(f"[{dt.datetime.now(dt.timezone.utc):%H:%M:%S}] training {name}: {cfg.steps} steps", flush=True)
+                    filt = train(SHARED / "styles" / style, name, photos, cfg, title=m["title"],
+                                 out=tmp / f"{name}.safetensors", log=lambda s: None, progress=False,
+                                 on_eval=snapshot if a.curve else None)
+                    cpu_min = (time.process_time() - cpu0) / 2 / 60
+                    wall_min = (time.perf_counter() - wall0) / 60
+                    shipped = {v: k for k, v in SHIPPED.items()}
+                    if a.ship and style in shipped and bb == backbones[0]:
+                        from rotoscope.filter import SHIPPED_DIR
 
-                    dest = ship(filt.path, shipped[style], m, SHIPPED_DIR / f"{shipped[style]}.safetensors")
-                    print(f"  shipped {dest} ({dest.stat().st_size / 1e6:.2f} MB)", flush=True)
-                outs = stylize_all(filt, held, a.score_size)
-                rep = metrics.score_results([(n, p, o) for (n, p), o in zip(held, outs)], art, a.score_size,
-                                            score_bb, name)
-                row = {"style": Path(style).stem, "backbone": bb, "steps": cfg.steps, "cpu_min": cpu_min,
-                       "wall_min": wall_min, **rep.mean(),
-                       **{f"photo_{k}": v for k, v in rep.mean("photo_baseline").items()}}
-                results.append(row)
-                print("  " + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
-                      flush=True)
-                sheet_rows.append(row_image(outs[:SHEET_PHOTOS], f"{bb}: {cfg.steps} steps, {cpu_min:.1f} CPU-min"))
-                overview.append(row_image([thumb(art)] + outs[:SHEET_PHOTOS], f"{m['title']} ({bb})", h=140))
-                for step, minutes, state in snaps:
-                    f = net_as_filter(state, filt.card)
-                    r = metrics.score_results([(n, p, o) for (n, p), o in zip(held, stylize_all(f, held, a.score_size))],
-                                              art, a.score_size, score_bb, name).mean()
-                    curves.append({"style": Path(style).stem, "backbone": bb, "step": step, "cpu_min": minutes, **r})
-                    print(f"  curve step {step} {minutes:.2f} CPU-min  " +
-                          "  ".join(f"{k} {v:.3f}" for k, v in r.items()), flush=True)
-            stack(sheet_rows).save(a.out / f"{Path(style).stem}.png")
-        if overview:
-            stack(overview).save(a.out / "overview.png")
-    write_results(a, base, results, curves, score_bb)
+                        dest = ship(filt.path, shipped[style], m, SHIPPED_DIR / f"{shipped[style]}.safetensors")
+                        print(f"  shipped {dest} ({dest.stat().st_size / 1e6:.2f} MB)", flush=True)
+                    outs = stylize_all(filt, held, a.score_size)
+                    rep = metrics.score_results([(n, p, o) for (n, p), o in zip(held, outs)], art, a.score_size,
+                                                score_bb, name)
+                    row = {"style": Path(style).stem, "backbone": bb, "steps": cfg.steps, "cpu_min": cpu_min,
+                           "wall_min": wall_min, **rep.mean(),
+                           **{f"photo_{k}": v for k, v in rep.mean("photo_baseline").items()}}
+                    results.append(row)
+                    print("  " + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
+                          flush=True)
+                    sheet_rows.append(row_image(outs[:SHEET_PHOTOS], f"{bb}: {cfg.steps} steps, {cpu_min:.1f} CPU-min"))
+                    overview.append(row_image([thumb(art)] + outs[:SHEET_PHOTOS], f"{m['title']} ({bb})", h=140))
+                    for step, minutes, state in snaps:
+                        f = net_as_filter(state, filt.card)
+                        r = metrics.score_results([(n, p, o) for (n, p), o in zip(held, stylize_all(f, held, a.score_size))],
+                                                  art, a.score_size, score_bb, name).mean()
+                        curves.append({"style": Path(style).stem, "backbone": bb, "step": step, "cpu_min": minutes, **r})
+                        print(f"  curve step {step} {minutes:.2f} CPU-min  " +
+                              "  ".join(f"{k} {v:.3f}" for k, v in r.items()), flush=True)
+                stack(sheet_rows).save(a.out / f"{Path(style).stem}.png")
+        finally:  # a style that fails (or Ctrl-C) does not lose the finished ones' figures
+            if overview:
+                stack(overview).save(a.out / "overview.png")
+            if results:
+                write_results(a, base, results, curves, score_bb)
 
 
 def write_results(a, cfg: TrainConfig, results: list[dict], curves: list[dict], score_bb) -> None:
