@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SHARED, make_clip, make_filter
-from rotoscope import cli, flow, video
+from conftest import SHARED, make_clip, make_filter, rotoscope
+from rotoscope import flow, video
 from rotoscope.config import VideoConfig
 from rotoscope.errors import RotoscopeError
 from rotoscope.filter import load_filter_file
@@ -52,19 +52,10 @@ def audio_packets(path):
         return [[(bytes(p), p.pts, p.dts, p.duration) for p in c.demux(s) if p.size] for s in c.streams.audio]
 
 
-def run_cli(*args, capsys=None):
+def run_cli(*args, capsys):
     """The real entry point (cli.main) in-process: returns (exit code, stdout+stderr)."""
-    old = sys.argv
-    sys.argv = ["rotoscope", *map(str, args)]
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as e:
-        code = e.code or 0
-    finally:
-        sys.argv = old
-    out = capsys.readouterr() if capsys else None
-    return code, (out.out + out.err) if out else ""
+    code, out, err = rotoscope(*args, capsys=capsys)
+    return code, out + err
 
 
 SMALL = VideoConfig(batch=4, segment_frames=8)
