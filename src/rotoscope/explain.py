@@ -116,6 +116,19 @@ def missing(what: str) -> str:
     return f'<p class="missing">Missing: {html.escape(what)}</p>'
 
 
+def _random_network(card: dict):
+    """A fresh draw of random weights for the card's architecture and seed (what training would start from)."""
+    import torch
+
+    from .config import NetConfig
+    from .network import FilterNet
+
+    arch = card.get("architecture", {})
+    torch.manual_seed(int(card.get("training", {}).get("seed", 0)))
+    return FilterNet(NetConfig(tuple(arch.get("channels", (32, 64, 128))), arch.get("res_blocks", 5),
+                               arch.get("kernel_outer", 9))).eval()
+
+
 def esc(x) -> str:
     return html.escape(str(x))
 
@@ -437,16 +450,7 @@ def explain(filter: str | os.PathLike, output: str | os.PathLike) -> tuple[Path,
         if src is not None:
             side = int(card.get("training", {}).get("size", 256))
             photo = _centre_square(src, min(side, 256))
-            import torch
-
-            from .config import NetConfig
-            from .network import FilterNet
-
-            arch = card.get("architecture", {})
-            torch.manual_seed(int(card.get("training", {}).get("seed", 0)))
-            fresh = FilterNet(NetConfig(tuple(arch.get("channels", (32, 64, 128))), arch.get("res_blocks", 5),
-                                        arch.get("kernel_outer", 9))).eval()
-            previews = [(0, _paint(fresh, photo)), (card.get("timings", {}).get("steps", "final"),
+            previews = [(0, _paint(_random_network(card), photo)), (card.get("timings", {}).get("steps", "final"),
                                                     _paint(filt.net, photo))]
             regenerated = True
 
@@ -466,15 +470,7 @@ def explain(filter: str | os.PathLike, output: str | os.PathLike) -> tuple[Path,
     init = card.get("init") or {}
     if init.get("kind") == "identity" and untrained is not None and photo is not None:
         # the truth for filters that start from the shipped identity network: random first, then a copier
-        import torch
-
-        from .config import NetConfig
-        from .network import FilterNet
-
-        arch = card.get("architecture", {})
-        torch.manual_seed(int(card.get("training", {}).get("seed", 0)))
-        random_net = FilterNet(NetConfig(tuple(arch.get("channels", (32, 64, 128))), arch.get("res_blocks", 5),
-                                         arch.get("kernel_outer", 9))).eval()
+        random_net = _random_network(card)
         pre = init.get("pretrain") or {}
         sec["untrained"] = (
             "<p>Every network starts as random numbers, and it already produces a picture for any photo: a network "
