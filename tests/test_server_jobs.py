@@ -124,6 +124,32 @@ def test_restart_requeues_jobs_whose_worker_is_gone_and_gives_up_after_n_attempt
     assert got.status == "failed" and "interrupted 1 times" in got.error
 
 
+def test_a_resumed_training_job_takes_its_history_from_the_checkpoint(store, tmp_path):
+    """The checkpoint and the step records flushed to the database can disagree when a worker is killed between
+    the two writes; the resumed job's history is the checkpoint's, then the steps it trains again, each once."""
+    from rotoscope.config import TrainConfig
+    from rotoscope.errors import RotoscopeError
+    from rotoscope.server import worker
+    from rotoscope.train import train
+
+    cfg = TrainConfig().replace(steps=4, size=32, size_start=0, backbone="random", checkpoint_every=2, eval_every=2,
+                                channels=(8, 16, 16), res_blocks=1)
+    job = store.create(store.new_id(), "train", "resumed", {"artwork": "art.png", "config": cfg.to_dict()}, total=4)
+    store.folder(job.id).mkdir(parents=True, exist_ok=True)
+    (store.folder(job.id) / "art.png").write_bytes(png_bytes())
+    store.claim(job.id)
+    with pytest.raises(RotoscopeError, match="interrupted at step 3"):  # the checkpoint holds steps 1-3: the checkpoint holds steps 1-3
+        train(store.folder(job.id) / "art.png", "resumed", None, cfg, log=lambda m: None, progress=False,
+              on_step=lambda r, net: (_ for _ in ()).throw(KeyboardInterrupt()) if r["step"] == 3 else None)
+    # the database lost step 3's record (never flushed) and kept a step 9 from nowhere
+    store.reset_history(job.id, [{"step": s, "train": {"total": 1.0}} for s in (1, 2, 9)])
+    store.finish(job.id, "queued")
+    assert store.claim(job.id)
+    job = store.get(job.id)
+    worker.run_train(store, job, os.getppid())
+    assert [h["step"] for h in store.get(job.id, history=True).history] == [1, 2, 3, 4]
+
+
 def test_restart_adopts_a_worker_that_is_still_alive(store):
     job = store.create(store.new_id(), "train", "x", {})
     store.claim(job.id)

@@ -106,11 +106,16 @@ def save_checkpoint(path: Path, net: FilterNet, opt: torch.optim.Optimizer, run:
         save_file(tensors, str(tmp), metadata={"rotoscope.checkpoint": json.dumps(state)})
 
 
-def load_checkpoint(path: Path, net: FilterNet, opt: torch.optim.Optimizer) -> tuple[Run, dict]:
+def checkpoint_state(path: Path) -> dict:
+    """A checkpoint's run record, settings and provenance (its JSON header), without loading the tensors."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
-        state = json.loads((f.metadata() or {})["rotoscope.checkpoint"])
+        return json.loads((f.metadata() or {})["rotoscope.checkpoint"])
+
+
+def load_checkpoint(path: Path, net: FilterNet, opt: torch.optim.Optimizer) -> tuple[Run, dict]:
+    state = checkpoint_state(path)
     tensors = load_file(str(path))
     net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
     for name, p in net.named_parameters():

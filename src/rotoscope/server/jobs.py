@@ -214,6 +214,13 @@ class JobStore:
                           [(job_id, r["step"], json.dumps(r)) for r in records])
             c.execute(f"UPDATE jobs SET {cols} WHERE id = ?", [*fields.values(), job_id])
 
+    def reset_history(self, job_id: str, records: list[dict]) -> None:
+        """Make the job's step history exactly `records` (a resumed job restarts from its checkpoint's history)."""
+        with self._conn() as c:
+            c.execute("DELETE FROM job_steps WHERE job_id = ?", (job_id,))
+            c.executemany("INSERT INTO job_steps (job_id, step, record) VALUES (?, ?, ?)",
+                          [(job_id, r["step"], json.dumps(r)) for r in records])
+
     def finish(self, job_id: str, status: str, *, only_if_running: bool = True, **fields) -> bool:
         """Mark a job done / failed / cancelled (or back to queued for a resume); False if it had already moved on."""
         assert status in FINISHED or status == "queued"

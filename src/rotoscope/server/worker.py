@@ -51,7 +51,7 @@ def run_train(store: JobStore, job: Job, parent: int) -> str:
     from ..images import save_image
     from ..paths import runs_dir
     from ..stylize import ApplySettings, stylize_image
-    from ..train import CHECKPOINT, train
+    from ..train import CHECKPOINT, checkpoint_state, train
 
     folder = Path(job.folder)
     params = job.params
@@ -62,6 +62,9 @@ def run_train(store: JobStore, job: Job, parent: int) -> str:
     if job.attempts > 1:
         log(f"attempt {job.attempts}: " + (f"resuming from the checkpoint at {ckpt}" if resume else
                                            "no checkpoint from this job yet; starting again"))
+    # the history restarts where the weights do: the checkpoint may be ahead of the last records flushed to the
+    # database (a kill between the two), or behind them (steps recorded after it are trained again)
+    store.reset_history(job.id, checkpoint_state(ckpt)["run"]["history"] if resume else [])
     photo = preview_photo(job)
     first_step = None
     state = {"flushed": 0.0, "preview": 0.0, "buffer": []}
