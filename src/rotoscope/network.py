@@ -15,18 +15,31 @@ from torch import nn
 from .config import NetConfig
 
 
+class InstanceNorm(nn.InstanceNorm2d):
+    """Instance norm, computed as a group norm with one channel per group: the same numbers, but PyTorch's CPU
+    kernel for group norm works on channels_last and bf16 tensors directly, where instance_norm copies them to
+    NCHW and back (a quarter of a 720p frame's time, benchmarks/bench_apply.py). Inference only: in training
+    under bf16 autocast its backward pass was 1.8x slower than instance norm's (our trial)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or self.track_running_stats or torch.onnx.is_in_onnx_export():
+            # training; frozen statistics (stylize.py's tiling); ONNX's own InstanceNormalization
+            return super().forward(x)
+        return F.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
+
+
 def conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.ReflectionPad2d(k // 2), nn.Conv2d(cin, cout, k, stride))
 
 
 def conv_norm_relu(cin: int, cout: int, k: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(conv(cin, cout, k, stride), nn.InstanceNorm2d(cout, affine=True), nn.ReLU(inplace=True))
+    return nn.Sequential(conv(cin, cout, k, stride), InstanceNorm(cout, affine=True), nn.ReLU(inplace=True))
 
 
 class ResidualBlock(nn.Module):
     def __init__(self, c: int):
         super().__init__()
-        self.body = nn.Sequential(conv_norm_relu(c, c, 3), conv(c, c, 3), nn.InstanceNorm2d(c, affine=True))
+        self.body = nn.Sequential(conv_norm_relu(c, c, 3), conv(c, c, 3), InstanceNorm(c, affine=True))
 
     def forward(self, x):
         return x + self.body(x)

@@ -57,6 +57,9 @@ def prepare_net(net: FilterNet, device: torch.device, precision: str = "fp32") -
 
 def run_net(net: FilterNet, x: torch.Tensor, precision: str) -> torch.Tensor:
     p = next(net.parameters())
+    # weights already held in bf16 (prepare_net) need no autocast: under it, pads and upsampling would run in fp32
+    # with casts on both sides (15% of a frame's time)
+    precision = "fp32" if p.dtype == torch.bfloat16 else precision
     with torch.no_grad(), autocast(p.device, precision):  # no_grad, not inference_mode: callers edit in place
         y = net(x.to(p.device, p.dtype).contiguous(memory_format=torch.channels_last))
     return y.float().cpu()
