@@ -201,13 +201,15 @@ def main(argv=None) -> None:
     base = base.replace(checkpoint_every=10**9, preview_every=10**9)  # no disk churn inside the benchmark
     held = [(n, resize_longer(load_rgb(SHARED / "content" / n), a.score_size)) for n in HOLDOUT]
     a.out.mkdir(parents=True, exist_ok=True)
-    score_bb = tuple(metrics.default_backbones())
     results, curves, overview = [], [], []
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         photos = train_folder(tmp)
         os.environ.setdefault("ROTOSCOPE_HOME", str(tmp / "home"))
+        # Gram distances in every backbone compared (each favours the filters trained with it: the colour and
+        # texture columns are the network-free judges); vgg16-hed is fetched by its first training run
+        score_bb = tuple(dict.fromkeys([*metrics.default_backbones(), *(b for b in backbones if b == "vgg16-hed")]))
         try:
             for style in styles:
                 m = meta[style]
