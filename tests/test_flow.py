@@ -21,9 +21,10 @@ def shifted_pair(dx=3, h=64, w=96):
     return np.ascontiguousarray(a), np.ascontiguousarray(b)
 
 
-def test_flow_recovers_a_known_translation():
+@pytest.mark.parametrize("preset", sorted(fl.PRESETS))
+def test_flow_recovers_a_known_translation(preset):
     a, b = shifted_pair(3)
-    f = fl.flow(a, b)
+    f = fl.flow(a, b, preset=preset)
     assert f.shape == (64, 96, 2) and f.dtype == np.float32
     inner = f[8:-8, 8:-8]
     assert abs(float(np.median(inner[..., 0])) - 3) < 0.3

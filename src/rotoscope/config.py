@@ -106,7 +106,12 @@ class VideoConfig:
     preset: str = "fast"  # x264 speed/size trade-off; the filter network dominates the time anyway
     stabilize: bool = True  # flicker reduction: blend in the flow-warped previous output where flow is reliable
     blend: float = 0.8  # weight of the warped previous output on reliable pixels (0 = per-frame, naive)
-    batch: int = 4  # frames per network call (fewer when frames are large; see stylize.MAX_TILE_PIXELS)
+    # DIS optical flow for stabilization (flow.PRESETS): "fast" renders 640x360 about 1.3x faster but left the
+    # basketball clip at 0.56x the per-frame warping error, over the 0.5x target (benchmarks/results/video.md)
+    flow_preset: str = "medium"
+    # frames per network call (fewer when frames are large; see stylize.MAX_TILE_PIXELS); 0 = 1 on the CPU, where
+    # a batch of 4 was 20% slower per frame (640x360, benchmarks/results/video.md), 4 on a GPU
+    batch: int = 0
     segment_frames: int = 48  # frames per resumable segment (a multiple of batch)
     max_seconds: float | None = None  # render only the start of the clip (audio cut to match); None = all of it
     gif_max_frames: int = 1500  # animated GIF/WebP are assembled in memory: refuse longer clips

@@ -21,14 +21,16 @@ import cv2
 import numpy as np
 
 FLOW_MAX_SIDE = 640  # flow is computed at most this large (longer side) and scaled up: robust and fast
-_local = threading.local()  # one DIS object per thread: they keep internal buffers and are not thread-safe
+PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+           "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+_local = threading.local()  # DIS objects per thread: they keep internal buffers and are not thread-safe
 
 
-def _dis() -> cv2.DISOpticalFlow:
-    d = getattr(_local, "dis", None)
-    if d is None:
-        d = _local.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    return d
+def _dis(preset: str) -> cv2.DISOpticalFlow:
+    cache = _local.__dict__.setdefault("dis", {})
+    if preset not in cache:
+        cache[preset] = cv2.DISOpticalFlow_create(PRESETS[preset])
+    return cache[preset]
 
 
 def as_float(frame: np.ndarray) -> np.ndarray:
@@ -45,15 +47,17 @@ def gray(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY) if frame.ndim == 3 else frame
 
 
-def flow(a: np.ndarray, b: np.ndarray, max_side: int = FLOW_MAX_SIDE) -> np.ndarray:
-    """Dense flow from frame a to frame b (H x W x 2, pixels): a(p) ~ b(p + F(p)). Frames or gray images."""
+def flow(a: np.ndarray, b: np.ndarray, max_side: int = FLOW_MAX_SIDE, preset: str = "medium") -> np.ndarray:
+    """Dense flow from frame a to frame b (H x W x 2, pixels): a(p) ~ b(p + F(p)). Frames or gray images.
+
+    `preset` is DIS's speed/accuracy trade-off; the warping-error metric always uses medium."""
     ga, gb = gray(a), gray(b)
     h, w = ga.shape
     s = min(1.0, max_side / max(h, w))
     if s < 1:
         size = (max(8, round(w * s)), max(8, round(h * s)))
         ga, gb = cv2.resize(ga, size, interpolation=cv2.INTER_AREA), cv2.resize(gb, size, interpolation=cv2.INTER_AREA)
-    f = _dis().calc(ga, gb, None)
+    f = _dis(preset).calc(ga, gb, None)
     if s < 1:
         sx, sy = w / f.shape[1], h / f.shape[0]
         f = cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR)

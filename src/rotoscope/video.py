@@ -259,8 +259,8 @@ class Stabilizer:
     and feathered so occlusion edges do not leave trails. A scene cut (almost nothing reliable) restarts the chain.
     """
 
-    def __init__(self, blend: float):
-        self.blend = blend
+    def __init__(self, blend: float, flow_preset: str = "medium"):
+        self.blend, self.preset = blend, flow_preset
         self.prev_in: np.ndarray | None = None
 
     def prepare(self, fr: Frame) -> None:
@@ -269,8 +269,9 @@ class Stabilizer:
         if prev is None or prev.shape != fr.rgb.shape or self.blend <= 0:
             return
         g_cur, g_prev = fl.gray(fr.rgb), fl.gray(prev)
-        f_back = fl.flow(g_cur, g_prev)  # current pixel p is at p + f_back(p) in the previous frame
-        f_fwd = fl.flow(g_prev, g_cur)
+        # current pixel p is at p + f_back(p) in the previous frame
+        f_back = fl.flow(g_cur, g_prev, preset=self.preset)
+        f_fwd = fl.flow(g_prev, g_cur, preset=self.preset)
         ok = fl.reliable(f_back, f_fwd)
         err = np.abs(fl.warp(prev, f_back).astype(np.int16) - fr.rgb.astype(np.int16)).mean(-1) / 255.0
         # full trust below 8 % colour error, none above 25 %. A stricter check (4 % / 10 %, 5x5 erosion) also
@@ -386,7 +387,7 @@ END = object()
 
 def _reader(job: Job, start: int, q: queue.Queue, stop: threading.Event, errors: list, warn) -> None:
     try:
-        stab = Stabilizer(job.video.blend) if job.video.stabilize else None
+        stab = Stabilizer(job.video.blend, job.video.flow_preset) if job.video.stabilize else None
         frames = decode(job.src, job.width, job.height, warn, job.video.max_seconds)
         for i, (pts, dur, rgb) in enumerate(frames):
             fr = Frame(i, pts, dur, rgb)
@@ -529,8 +530,10 @@ def render_segments(job: Job, progress: bool, warn: Callable[[str], None],
     done = job.finished_segments()
     start = done * n_seg
     prev_out = np.asarray(Image.open(job.seg_last(done - 1)).convert("RGB")) if done else None
-    net = prepare_net(job.filt.net, pick_device(job.settings.device), job.settings.precision)
-    batch = max(1, min(job.video.batch, job.settings.max_tile_pixels // max(1, job.width * job.height)))
+    device = pick_device(job.settings.device)
+    net = prepare_net(job.filt.net, device, job.settings.precision)
+    want = job.video.batch or (4 if device.type == "cuda" else 1)
+    batch = max(1, min(want, job.settings.max_tile_pixels // max(1, job.width * job.height)))
     stop = threading.Event()
     errors: list[BaseException] = []
     q_in: queue.Queue = queue.Queue(maxsize=2 * batch + 2)
@@ -753,7 +756,7 @@ def assemble_frames(job: Job, segs: int, prov: dict) -> None:
 def make_job(filt: Filter, src: Path, dest: Path | None, settings: ApplySettings,
              video: VideoConfig | None = None) -> Job:
     video = video or VideoConfig()
-    if video.segment_frames % video.batch:
+    if video.segment_frames % (video.batch or 4):  # 0 = auto: 1 or 4
         raise ValueError("segment_frames must be a multiple of batch")
     if not 0 <= settings.strength <= 1:
         raise ValueError("strength must be between 0 and 1")
