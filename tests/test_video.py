@@ -141,6 +141,12 @@ def test_stabilization_lowers_the_warping_error(filt, clip, tmp_path):
     e_naive = flow.warping_error(frames_of(naive)[2], rgb_in)
     e_steady = flow.warping_error(frames_of(steady)[2], rgb_in)
     assert e_steady < 0.7 * e_naive
+    # the faster flow preset steadies too (less well on real clips: benchmarks/results/video.md); batch 0 = auto
+    quick = video.apply_video(filt, clip, tmp_path / "quick.mp4", ApplySettings(),
+                              VideoConfig(segment_frames=8, stabilize=True, crf=10, flow_preset="fast"))
+    assert flow.warping_error(frames_of(quick)[2], rgb_in) < 0.7 * e_naive
+    with pytest.raises(ValueError, match="flow_preset"):
+        video.make_job(filt, clip, tmp_path / "x.mp4", ApplySettings(), VideoConfig(flow_preset="slow"))
     # and it did not wash the picture out: the stabilized frames keep most of the per-frame contrast. This random-
     # weight filter paints noise that changes every frame, the worst case for blending (measured: 27 % less
     # contrast); trained filters on the shared clips keep their style scores (benchmarks/results/video.md)

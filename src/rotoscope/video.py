@@ -760,6 +760,8 @@ def make_job(filt: Filter, src: Path, dest: Path | None, settings: ApplySettings
         raise ValueError("segment_frames must be a multiple of batch")
     if not 0 <= settings.strength <= 1:
         raise ValueError("strength must be between 0 and 1")
+    if video.flow_preset not in fl.PRESETS:
+        raise ValueError(f"flow_preset must be one of {', '.join(fl.PRESETS)}")
     source = probe(Path(src))
     dest = Path(dest) if dest else default_output(filt, Path(src))
     if dest.resolve() == Path(src).resolve():
