@@ -209,7 +209,7 @@ def main(argv=None) -> None:
         os.environ.setdefault("ROTOSCOPE_HOME", str(tmp / "home"))
         # Gram distances in every backbone compared (each favours the filters trained with it: the colour and
         # texture columns are the network-free judges); vgg16-hed is fetched by its first training run
-        score_bb = tuple(dict.fromkeys([*metrics.default_backbones(), *(b for b in backbones if b == "vgg16-hed")]))
+        score_bb = ("random", "vgg16-hed") if "vgg16-hed" in backbones else tuple(metrics.default_backbones())
         try:
             for style in styles:
                 m = meta[style]

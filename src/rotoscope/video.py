@@ -259,7 +259,7 @@ class Stabilizer:
     and feathered so occlusion edges do not leave trails. A scene cut (almost nothing reliable) restarts the chain.
     """
 
-    def __init__(self, blend: float, flow_preset: str = "medium"):
+    def __init__(self, blend: float, flow_preset: str):
         self.blend, self.preset = blend, flow_preset
         self.prev_in: np.ndarray | None = None
 
@@ -523,6 +523,11 @@ def stylize_frames(net, rgbs: list[np.ndarray], st: ApplySettings) -> np.ndarray
     return (y.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
 
 
+def frames_per_call(video: VideoConfig, device: torch.device) -> int:
+    """VideoConfig.batch, or for 0 (auto): 1 on the CPU, where batches were slower per frame, 4 on a GPU."""
+    return video.batch or (4 if device.type == "cuda" else 1)
+
+
 def render_segments(job: Job, progress: bool, warn: Callable[[str], None],
                     on_segment: Callable[[int], None] | None = None) -> int:
     """Stylize and encode every frame not already in a finished segment. Returns the number of frames."""
@@ -532,8 +537,8 @@ def render_segments(job: Job, progress: bool, warn: Callable[[str], None],
     prev_out = np.asarray(Image.open(job.seg_last(done - 1)).convert("RGB")) if done else None
     device = pick_device(job.settings.device)
     net = prepare_net(job.filt.net, device, job.settings.precision)
-    want = job.video.batch or (4 if device.type == "cuda" else 1)
-    batch = max(1, min(want, job.settings.max_tile_pixels // max(1, job.width * job.height)))
+    fits = job.settings.max_tile_pixels // max(1, job.width * job.height)  # frames per call within the memory budget
+    batch = max(1, min(frames_per_call(job.video, device), fits))
     stop = threading.Event()
     errors: list[BaseException] = []
     q_in: queue.Queue = queue.Queue(maxsize=2 * batch + 2)
@@ -756,7 +761,7 @@ def assemble_frames(job: Job, segs: int, prov: dict) -> None:
 def make_job(filt: Filter, src: Path, dest: Path | None, settings: ApplySettings,
              video: VideoConfig | None = None) -> Job:
     video = video or VideoConfig()
-    if video.segment_frames % (video.batch or 4):  # 0 = auto: 1 or 4
+    if video.segment_frames % frames_per_call(video, torch.device("cuda")):  # the largest batch "auto" picks
         raise ValueError("segment_frames must be a multiple of batch")
     if not 0 <= settings.strength <= 1:
         raise ValueError("strength must be between 0 and 1")
