@@ -12,6 +12,8 @@ CPU minutes (benchmarks/results/quality-curve.md).
   python benchmarks/quality.py --styles 3 --steps 200            # reduced: say so when quoting it
   python benchmarks/quality.py --styles van_gogh --backbones vgg16-hed,random   # backbone comparison
   python benchmarks/quality.py --styles ship --ship --curve      # (re)train the filters shipped in the package
+  python benchmarks/quality.py --steps 300 --reuse-shipped       # all 19: shipped filters scored as they are,
+                                                                 # the others trained for 300 steps
 CPU minutes are the process's CPU time (all threads) / 2, i.e. the wall time on 2 idle cores with perfect scaling;
 wall minutes are also printed (they include waiting for other people's jobs on a shared machine).
 """
@@ -122,6 +124,17 @@ def ship(trained: Path, name: str, row: dict, dest: Path) -> Path:
     return dest
 
 
+def shipped_filter(name: str | None, backbone: str) -> Filter | None:
+    """The package's filter of that name, if it is installed and was trained with this backbone."""
+    from rotoscope.filter import SHIPPED_DIR, load_filter_file
+
+    path = SHIPPED_DIR / f"{name}.safetensors"
+    if not name or not path.exists():
+        return None
+    filt = load_filter_file(path)
+    return filt if filt.card["backbone"]["name"] == backbone else None
+
+
 def scrub_paths(card: dict, tmp: Path) -> dict:
     """The card without this machine's temporary folders (the training photos' symlink folder, the run dir)."""
     text = json.dumps(card)
@@ -171,7 +184,7 @@ def stack(rows: list[Image.Image]) -> Image.Image:
 
 
 def fmt(v: float) -> str:
-    return f"{v:.3f}"
+    return "-" if v != v else f"{v:.3f}"  # NaN: not measured in this run
 
 
 def main(argv=None) -> None:
@@ -187,6 +200,8 @@ def main(argv=None) -> None:
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "quality.md")
     ap.add_argument("--tag", default="", help="label for this run in the results file")
     ap.add_argument("--ship", action="store_true", help="also write shipped styles' filters into the package")
+    ap.add_argument("--reuse-shipped", action="store_true",
+                    help="score a style's shipped filter as it is instead of training one (its own steps are shown)")
     a = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("ROTOSCOPE_THREADS", "2")))
 
@@ -225,14 +240,21 @@ def main(argv=None) -> None:
                         snaps.append((step, (time.process_time() - cpu0) / 2 / 60, copy.deepcopy(net.state_dict())))
 
                     name = f"{Path(style).stem}-{bb}"
-                    print(f"[{dt.datetime.now(dt.timezone.utc):%H:%M:%S}] training {name}: {cfg.steps} steps", flush=True)
-                    filt = train(SHARED / "styles" / style, name, photos, cfg, title=m["title"],
-                                 out=tmp / f"{name}.safetensors", log=lambda s: None, progress=False,
-                                 on_eval=snapshot if a.curve else None)
-                    cpu_min = (time.process_time() - cpu0) / 2 / 60
-                    wall_min = (time.perf_counter() - wall0) / 60
                     shipped = {v: k for k, v in SHIPPED.items()}
-                    if a.ship and style in shipped and bb == backbones[0]:
+                    reuse = a.reuse_shipped and shipped_filter(shipped.get(style), bb)
+                    if reuse:  # trained by an earlier run: its card says how long; this run did not time it
+                        filt, cpu_min, wall_min = reuse, float("nan"), float("nan")
+                        cfg = cfg.replace(steps=filt.card["training"]["steps"])
+                        print(f"[{dt.datetime.now(dt.timezone.utc):%H:%M:%S}] scoring shipped {filt.name}", flush=True)
+                    else:
+                        print(f"[{dt.datetime.now(dt.timezone.utc):%H:%M:%S}] training {name}: {cfg.steps} steps",
+                              flush=True)
+                        filt = train(SHARED / "styles" / style, name, photos, cfg, title=m["title"],
+                                     out=tmp / f"{name}.safetensors", log=lambda s: None, progress=False,
+                                     on_eval=snapshot if a.curve else None)
+                        cpu_min = (time.process_time() - cpu0) / 2 / 60
+                        wall_min = (time.perf_counter() - wall0) / 60
+                    if a.ship and not reuse and style in shipped and bb == backbones[0]:
                         from rotoscope.filter import SHIPPED_DIR
 
                         dest = ship(filt.path, shipped[style], m, SHIPPED_DIR / f"{shipped[style]}.safetensors")
@@ -246,8 +268,10 @@ def main(argv=None) -> None:
                     results.append(row)
                     print("  " + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
                           flush=True)
-                    sheet_rows.append(row_image(outs[:SHEET_PHOTOS], f"{bb}: {cfg.steps} steps, {cpu_min:.1f} CPU-min"))
-                    overview.append(row_image([thumb(art)] + outs[:SHEET_PHOTOS], f"{m['title']} ({bb})", h=140))
+                    how = f"shipped {filt.name}" if reuse else f"{cpu_min:.1f} CPU-min"
+                    sheet_rows.append(row_image(outs[:SHEET_PHOTOS], f"{bb}: {cfg.steps} steps, {how}"))
+                    overview.append(row_image([thumb(art)] + outs[:SHEET_PHOTOS],
+                                              f"{m['title']} ({bb}, {cfg.steps} steps)", h=140))
                     for step, minutes, state in snaps:
                         f = net_as_filter(state, filt.card)
                         r = metrics.score_results([(n, p, o) for (n, p), o in zip(held, stylize_all(f, held, a.score_size))],

@@ -59,7 +59,7 @@ def test_the_fast_instance_norm_computes_what_instance_norm_computes(channels_la
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     assert torch.allclose(ours(x), ref(x), atol=1e-5)
-    # with frozen statistics (tiling) it is the library's instance norm, running statistics and all
+    # with frozen statistics (tiling) it computes what the library's instance norm does with running statistics
     for m in (ours, ref):
         m.track_running_stats, m.running_mean, m.running_var = True, torch.zeros(6) + 0.5, torch.ones(6) * 2
     assert torch.allclose(ours(x), ref(x), atol=1e-5)

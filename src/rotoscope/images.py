@@ -81,11 +81,16 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
     return split_alpha(open_image(path))[0]
 
 
+def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL RGB -> uint8 tensor (1, 3, H, W), a view of one writable copy of the pixels."""
+    arr = np.array(img.convert("RGB"), dtype=np.uint8)  # writable (torch wants one)
+    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)
+
+
 def to_tensor(img: Image.Image) -> torch.Tensor:
     """PIL RGB -> float tensor (1, 3, H, W) in [0, 1]."""
     # from uint8 straight to one float tensor: no float copies on the way (a 24-megapixel photo is 288 MB in float)
-    arr = np.array(img.convert("RGB"), dtype=np.uint8)  # a writable uint8 copy (torch wants one)
-    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).float().div_(255.0).contiguous()
+    return to_uint8_tensor(img).float().div_(255.0).contiguous()
 
 
 def to_image(t: torch.Tensor) -> Image.Image:

@@ -18,10 +18,12 @@ from torch import nn
 
 from .devices import autocast, pick_device
 from .filter import Filter
-from .images import resize_longer, split_alpha, to_image, to_tensor
+from .images import resize_longer, split_alpha, to_image, to_uint8_tensor
 from .network import FilterNet
 
-MAX_TILE_PIXELS = 1_500_000  # default memory budget: about 1 GB of activations for the default network
+# pixels per network call: a 1080p frame (2.07 Mpx) goes in one pass; bigger pictures are tiled. Peak RSS for a
+# 6000x4000 photo stays under 2 GB with it (benchmarks/bench_memory.py)
+MAX_TILE_PIXELS = 2_100_000
 TILE_OVERLAP = 64
 
 
@@ -125,18 +127,21 @@ def make_runner(filt: Filter, settings: ApplySettings):
     raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {settings.engine}")
 
 
+def ramp(n: int, overlap: int, start: bool, end: bool) -> torch.Tensor:
+    """One side of a tile's blend weights: linear ramps over the overlap at ends that touch another tile."""
+    r = torch.ones(n)
+    k = min(overlap, n)
+    lin = (torch.arange(k, dtype=torch.float32) + 0.5) / k
+    if start:
+        r[:k] = lin
+    if end:
+        r[n - k:] = torch.minimum(r[n - k:], lin.flip(0))
+    return r
+
+
 def feather(h: int, w: int, overlap: int, top: bool, bottom: bool, left: bool, right: bool) -> torch.Tensor:
-    """Blend weights for a tile: linear ramps over the overlap on sides that touch another tile."""
-    def ramp(n, start, end):
-        r = torch.ones(n)
-        k = min(overlap, n)
-        lin = (torch.arange(k, dtype=torch.float32) + 0.5) / k
-        if start:
-            r[:k] = lin
-        if end:
-            r[n - k:] = torch.minimum(r[n - k:], lin.flip(0))
-        return r
-    return ramp(h, top, bottom)[:, None] * ramp(w, left, right)[None, :]
+    """Blend weights for a tile: the outer product of its vertical and horizontal ramps."""
+    return ramp(h, overlap, top, bottom)[:, None] * ramp(w, overlap, left, right)[None, :]
 
 
 def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
@@ -147,32 +152,44 @@ def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
     return sorted(set(starts))
 
 
+def as_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float in [0, 1]; float passes through."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
+
+
 def stylize_tensor(net, x: torch.Tensor, precision: str = "bf16",
                    max_tile_pixels: int = MAX_TILE_PIXELS, overlap: int = TILE_OVERLAP) -> torch.Tensor:
-    """(1, 3, H, W) in [0, 1] -> stylized, same size; tiled with frozen norm statistics when over budget.
+    """(1, 3, H, W), float in [0, 1] or uint8 -> stylized float, same size; tiled with frozen norm statistics when
+    over budget. A big picture can come as uint8: each tile is made float on its own (a 24-megapixel photo is
+    288 MB in float, 72 MB in uint8).
 
     `net` is a FilterNet (run by PyTorch at `precision`) or a runner (TorchRunner, export.OnnxRunner).
     """
     run = TorchRunner(net, precision) if isinstance(net, nn.Module) else net
     _, _, h, w = x.shape
     if h * w <= max_tile_pixels:
-        return run(x)
+        return run(as_float(x))
     # statistics from the whole picture, seen at a size that fits the budget
     s = (max_tile_pixels / (h * w)) ** 0.5
-    small = F.interpolate(x, size=(max(4, int(h * s)), max(4, int(w * s))), mode="area")
+    small = F.interpolate(as_float(x), size=(max(4, int(h * s)), max(4, int(w * s))), mode="area")
     stats = run.measure(small)
+    del small
     side = max(4 * overlap, int(max_tile_pixels ** 0.5)) // 4 * 4
     th, tw = min(h, side), min(w, side)
+    ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
     out = torch.zeros(3, h, w)
-    weight = torch.zeros(1, h, w)
-    for y in tile_starts(h, th, overlap):
-        for x0 in tile_starts(w, tw, overlap):
-            tile = x[:, :, y:y + th, x0:x0 + tw]
-            y_out = run(tile, stats)[0]
-            wgt = feather(th, tw, overlap, y > 0, y + th < h, x0 > 0, x0 + tw < w)
-            out[:, y:y + th, x0:x0 + tw] += y_out * wgt
-            weight[:, y:y + th, x0:x0 + tw] += wgt
-    return out.div_(weight).unsqueeze(0)
+    # the tiles form a grid and each tile's weights are (vertical ramp) x (horizontal ramp), so their sum is the
+    # outer product of two 1-D sums: no full-size weight image is needed
+    wy, wx = torch.zeros(h), torch.zeros(w)
+    for y in ys:
+        wy[y:y + th] += ramp(th, overlap, y > 0, y + th < h)
+    for x0 in xs:
+        wx[x0:x0 + tw] += ramp(tw, overlap, x0 > 0, x0 + tw < w)
+    for y in ys:
+        for x0 in xs:
+            y_out = run(as_float(x[:, :, y:y + th, x0:x0 + tw]), stats)[0]
+            out[:, y:y + th, x0:x0 + tw] += y_out * feather(th, tw, overlap, y > 0, y + th < h, x0 > 0, x0 + tw < w)
+    return out.div_(wy[:, None]).div_(wx[None, :]).unsqueeze(0)
 
 
 def rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:
@@ -210,10 +227,12 @@ def stylize_image(filt: Filter, img: Image.Image, settings: ApplySettings | None
     rgb, alpha = split_alpha(img)
     rgb = resize_longer(rgb, st.size)
     runner = make_runner(filt, st)
-    photo = to_tensor(rgb)
-    styled = finish(photo, stylize_tensor(runner, photo, st.precision, st.max_tile_pixels), st.strength,
-                    st.preserve_colors)
-    del photo  # a big picture's float copy is not needed for the conversion back to 8 bits
+    photo = to_uint8_tensor(rgb)  # made float tile by tile, and as a whole only if finish() needs it
+    styled = stylize_tensor(runner, photo, st.precision, st.max_tile_pixels)
+    if st.strength < 1 or st.preserve_colors:
+        photo = as_float(photo)
+    styled = finish(photo, styled, st.strength, st.preserve_colors)
+    del photo
     out = to_image(styled)
     if alpha is not None:
         out.putalpha(alpha.resize(out.size, Image.LANCZOS) if alpha.size != out.size else alpha)
