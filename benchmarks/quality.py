@@ -217,6 +217,7 @@ def main(argv=None) -> None:
     held = [(n, resize_longer(load_rgb(SHARED / "content" / n), a.score_size)) for n in HOLDOUT]
     a.out.mkdir(parents=True, exist_ok=True)
     results, curves, overview = [], [], []
+    shipped = {v: k for k, v in SHIPPED.items()}  # artwork file -> shipped filter name
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -240,7 +241,6 @@ def main(argv=None) -> None:
                         snaps.append((step, (time.process_time() - cpu0) / 2 / 60, copy.deepcopy(net.state_dict())))
 
                     name = f"{Path(style).stem}-{bb}"
-                    shipped = {v: k for k, v in SHIPPED.items()}
                     reuse = a.reuse_shipped and shipped_filter(shipped.get(style), bb)
                     if reuse:  # trained by an earlier run: its card says how long; this run did not time it
                         filt, cpu_min, wall_min = reuse, float("nan"), float("nan")

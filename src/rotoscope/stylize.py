@@ -139,11 +139,6 @@ def ramp(n: int, overlap: int, start: bool, end: bool) -> torch.Tensor:
     return r
 
 
-def feather(h: int, w: int, overlap: int, top: bool, bottom: bool, left: bool, right: bool) -> torch.Tensor:
-    """Blend weights for a tile: the outer product of its vertical and horizontal ramps."""
-    return ramp(h, overlap, top, bottom)[:, None] * ramp(w, overlap, left, right)[None, :]
-
-
 def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
     if n <= tile:
         return [0]
@@ -176,19 +171,21 @@ def stylize_tensor(net, x: torch.Tensor, precision: str = "bf16",
     del small
     side = max(4 * overlap, int(max_tile_pixels ** 0.5)) // 4 * 4
     th, tw = min(h, side), min(w, side)
-    ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
-    out = torch.zeros(3, h, w)
-    # the tiles form a grid and each tile's weights are (vertical ramp) x (horizontal ramp), so their sum is the
-    # outer product of two 1-D sums: no full-size weight image is needed
+    # each tile's blend weights are (its row's vertical ramp) x (its column's horizontal ramp), feathered on sides
+    # that touch another tile; the tiles form a grid, so the weight sum is the outer product of two 1-D sums and
+    # no full-size weight image is needed
+    rows = {y: ramp(th, overlap, y > 0, y + th < h) for y in tile_starts(h, th, overlap)}
+    cols = {x0: ramp(tw, overlap, x0 > 0, x0 + tw < w) for x0 in tile_starts(w, tw, overlap)}
     wy, wx = torch.zeros(h), torch.zeros(w)
-    for y in ys:
-        wy[y:y + th] += ramp(th, overlap, y > 0, y + th < h)
-    for x0 in xs:
-        wx[x0:x0 + tw] += ramp(tw, overlap, x0 > 0, x0 + tw < w)
-    for y in ys:
-        for x0 in xs:
+    for y, r in rows.items():
+        wy[y:y + th] += r
+    for x0, c in cols.items():
+        wx[x0:x0 + tw] += c
+    out = torch.zeros(3, h, w)
+    for y, r in rows.items():
+        for x0, c in cols.items():
             y_out = run(as_float(x[:, :, y:y + th, x0:x0 + tw]), stats)[0]
-            out[:, y:y + th, x0:x0 + tw] += y_out * feather(th, tw, overlap, y > 0, y + th < h, x0 > 0, x0 + tw < w)
+            out[:, y:y + th, x0:x0 + tw] += y_out * (r[:, None] * c[None, :])
     return out.div_(wy[:, None]).div_(wx[None, :]).unsqueeze(0)
 
 
