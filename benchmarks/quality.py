@@ -26,6 +26,7 @@ import csv
 import datetime as dt
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -203,6 +204,10 @@ def main(argv=None) -> None:
     ap.add_argument("--reuse-shipped", action="store_true",
                     help="score a style's shipped filter as it is instead of training one (its own steps are shown)")
     a = ap.parse_args(argv)
+    # Ctrl-C or `kill` ends the run through the `finally` below, which writes the finished styles' figures
+    # (a job started in the background by a non-interactive shell inherits SIGINT ignored: undo that)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped (SIGTERM); writing the finished styles"))
     torch.set_num_threads(int(os.environ.get("ROTOSCOPE_THREADS", "2")))
 
     meta = manifest()
