@@ -200,6 +200,8 @@ def test_bad_options(installed, bad_files, capsys):
     assert_one_line_error(*rotoscope("train", src, "--name", "x", "--backbone", "resnet", "--steps", "2",
                                      "--no-progress", capsys=capsys), "unknown backbone")
     assert_one_line_error(*rotoscope("train", src, "--name", "x", "--channels", "8,16", capsys=capsys), "--channels")
+    assert_one_line_error(*rotoscope("train", src, "--name", "x", "--color-match", "histogram", "--steps", "2",
+                                     "--no-progress", capsys=capsys), "color_match")
     assert_one_line_error(*rotoscope("train", src, "--name", "bad/name", capsys=capsys), "invalid filter name")
     assert_one_line_error(*rotoscope("apply", "swirls", src, "--strength", "3", capsys=capsys), "strength")
     assert_one_line_error(*rotoscope("apply", "swirls", src, "--no-such-option", capsys=capsys), "no-such-option")

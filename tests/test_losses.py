@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from rotoscope.backbones import load_backbone
-from rotoscope.losses import (LossWeights, color_stats, gram, perceptual_loss, relative_mse, style_target,
-                              total_variation)
+from rotoscope.losses import (LossWeights, color_directions, color_stats, gram, perceptual_loss, relative_mse,
+                              sliced_color_loss, sorted_projections, style_target, total_variation)
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +83,51 @@ def test_style_loss_prefers_the_artworks_palette(backbone):
     _, t_blue = perceptual_loss(backbone, target, LossWeights(), blue * 0.5, photo)
     _, t_red = perceptual_loss(backbone, target, LossWeights(), red * 0.5, photo)
     assert t_blue["color"] < t_red["color"]
+
+
+def palette(colors, counts, shape=(32, 32)) -> torch.Tensor:
+    """A (1, 3, H, W) image made of the given colours in the given pixel counts, shuffled."""
+    px = torch.cat([torch.tensor(c).expand(n, 3) for c, n in zip(colors, counts)])
+    px = px[torch.randperm(len(px), generator=torch.Generator().manual_seed(1))]
+    return px.T.reshape(1, 3, *shape)
+
+
+def sliced(img, art):
+    dirs = color_directions()
+    return float(sliced_color_loss(img, sorted_projections(art, dirs)[0], dirs))
+
+
+def test_sliced_colour_loss_sees_the_distribution_not_where_the_pixels_are():
+    art = palette([(0.9, 0.1, 0.1), (0.1, 0.2, 0.9)], [512, 512])
+    assert sliced(art, art) == pytest.approx(0, abs=1e-10)
+    assert sliced(art.flip(-1).transpose(-1, -2), art) == pytest.approx(0, abs=1e-10)  # rearranged pixels
+    # a smaller picture with the same palette in the same shares (quantiles are resampled to its pixel count)
+    assert sliced(palette([(0.9, 0.1, 0.1), (0.1, 0.2, 0.9)], [128, 128], (16, 16)), art) == pytest.approx(0, abs=1e-10)
+    # the loss grows with the square of a colour shift
+    shift = torch.tensor([0.05, -0.05, 0.1]).view(1, 3, 1, 1)
+    assert sliced(art + 2 * shift, art) == pytest.approx(4 * sliced(art + shift, art), rel=1e-4)
+
+
+def test_sliced_colour_holds_a_two_colour_palette_that_moments_cannot_tell_from_a_smear():
+    # red and blue in equal shares vs a smear along the red-blue line with the very same mean and covariance
+    red, blue = torch.tensor([1.0, 0, 0]), torch.tensor([0, 0, 1.0])
+    art = palette([tuple(red), tuple(blue)], [512, 512])
+    t = torch.linspace(-1, 1, 1024)
+    t = (t - t.mean()) / t.std(unbiased=False)  # mean 0, variance 1, like the +-1 of two equal shares
+    smear = ((red + blue) / 2 + t[:, None] * (red - blue) / 2).T.reshape(1, 3, 32, 32)
+    (mu_a, cov_a), (mu_s, cov_s) = color_stats(art), color_stats(smear)
+    assert torch.allclose(mu_a, mu_s, atol=1e-6) and torch.allclose(cov_a, cov_s, atol=1e-5)
+    assert sliced(smear, art) > 0.01  # moments see nothing; the sliced term does
+
+
+def test_colour_match_is_chosen_in_the_target_and_unknown_names_are_refused(backbone):
+    art = palette([(1.0, 0, 0), (0, 0, 1.0)], [512, 512])
+    out = torch.rand(2, 3, 24, 24, requires_grad=True)
+    target = style_target(backbone, art, "sliced")
+    total, terms = perceptual_loss(backbone, target, LossWeights(), out, torch.rand(2, 3, 24, 24))
+    _, own = perceptual_loss(backbone, target, LossWeights(), art, art)
+    assert terms["color"] > 0 and own["color"] == pytest.approx(0, abs=1e-8)
+    total.backward()  # gradients flow through the sort
+    assert out.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="color_match"):
+        style_target(backbone, art, "histogram")

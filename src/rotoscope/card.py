@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .config import with_unrecorded
+
 
 def _fmt_terms(d: dict | None) -> str:
     if not d:
@@ -13,6 +15,7 @@ def _fmt_terms(d: dict | None) -> str:
 
 def format_card(card: dict, path: Path | None = None) -> str:
     art, bb, ph, tr = card.get("artwork", {}), card.get("backbone", {}), card.get("photos", {}), card.get("training", {})
+    tr = with_unrecorded(tr) if tr else tr
     hist, tm = card.get("history", {}), card.get("timings", {})
     lines = [f"filter      {card.get('name')}" + (f"  ({path})" if path else ""),
              f"artwork     {art.get('title')}" + (f" by {art['creator']}" if art.get("creator") else "")

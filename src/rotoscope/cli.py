@@ -42,6 +42,7 @@ def train(
     backbone_weights: Optional[Path] = typer.Option(None, help="Local weights file for the backbone."),
     content_weight: Optional[float] = typer.Option(None), style_weight: Optional[float] = typer.Option(None),
     color_weight: Optional[float] = typer.Option(None), tv_weight: Optional[float] = typer.Option(None),
+    color_match: Optional[str] = typer.Option(None, help="moments (colour mean and spread) or sliced (whole palette)."),
     channels: Optional[str] = typer.Option(None, help="Network widths, e.g. 32,64,128."),
     res_blocks: Optional[int] = typer.Option(None, help="Residual blocks in the network."),
     precision: Optional[str] = typer.Option(None, help="bf16 or fp32."),
@@ -61,7 +62,7 @@ def train(
         raise RotoscopeError("--channels takes three widths, e.g. 32,64,128")
     cfg = TrainConfig().replace(steps=steps, size=size, batch=batch, lr=lr, backbone=backbone, seed=seed,
                                 content_weight=content_weight, style_weight=style_weight,
-                                color_weight=color_weight, tv_weight=tv_weight, precision=precision,
+                                color_weight=color_weight, tv_weight=tv_weight, color_match=color_match, precision=precision,
                                 device=device, channels=ch, res_blocks=res_blocks)
     run_train(artwork, name, photos, cfg, title=title, backbone_weights=backbone_weights, resume=resume,
               out=output, log=say, progress=progress)

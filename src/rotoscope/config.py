@@ -35,6 +35,7 @@ class TrainConfig:
     content_weight: float = 3.0  # 1.0 let the photo dissolve into texture on the HED backbone (our trial)
     style_weight: float = 5.0
     color_weight: float = 2.0
+    color_match: str = "sliced"  # the whole palette (sliced Wasserstein), or moments: its mean + covariance only
     tv_weight: float = 0.5
     holdout: float = 0.15  # share of photos never trained on, scored every eval_every steps
     eval_every: int = 100
@@ -50,7 +51,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        d = dict(d)
+        d = with_unrecorded(d)
         net = NetConfig(**{k: tuple(v) if k == "channels" else v for k, v in d.pop("net", {}).items()})
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(net=net, **{k: v for k, v in d.items() if k in known})
@@ -67,6 +68,15 @@ class TrainConfig:
         if net_over:
             cfg = dataclasses.replace(cfg, net=dataclasses.replace(cfg.net, **net_over))
         return cfg
+
+
+# settings added after filters were first shipped, and the value that cards written before them were trained with
+UNRECORDED = {"color_match": "moments"}
+
+
+def with_unrecorded(training: dict) -> dict:
+    """A card's or checkpoint's settings, completed with what older ones did without saying (UNRECORDED)."""
+    return {**UNRECORDED, **training}
 
 
 def describe(cfg: TrainConfig) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from .config import with_unrecorded
 from .errors import RotoscopeError
 from .paths import atomic_path, runs_dir
 
@@ -53,6 +54,7 @@ SETTING_NOTES = {
     "content_weight": "how much keeping the photo's shapes counts",
     "style_weight": "how much matching the artwork's textures counts",
     "color_weight": "how much matching the artwork's colours counts",
+    "color_match": "what 'the artwork's colours' means: their average and spread, or the whole palette",
     "tv_weight": "how much smoothness (no pixel noise) counts",
     "holdout": "share of photos kept out of training, for the exam",
     "eval_every": "steps between exams on the held-out photos",
@@ -326,7 +328,7 @@ def section_exam(card: dict) -> str:
 
 
 def section_settings(card: dict) -> str:
-    tr = card.get("training", {})
+    tr = with_unrecorded(card.get("training", {}))
     bb = card.get("backbone", {})
     arch = card.get("architecture", {})
     order = [k for k in SETTING_NOTES if k in tr] + sorted(k for k in tr if k not in SETTING_NOTES and k != "net")

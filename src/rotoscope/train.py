@@ -156,7 +156,7 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
 
     # --- the loss network and what the artwork looks like to it
     backbone = load_backbone(cfg.backbone, backbone_weights, device=str(device))
-    target = style_target(backbone, art)
+    target = style_target(backbone, art, cfg.color_match)
     weights = LossWeights(cfg.content_weight, cfg.style_weight, cfg.color_weight, cfg.tv_weight)
     if cfg.precision == "bf16":
         # the backbone is frozen: hold its weights in bf16 once, instead of autocast re-casting them every step

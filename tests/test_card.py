@@ -1,0 +1,20 @@
+"""The card as text: `rotoscope show` says how a filter was made, including what older cards left unsaid."""
+
+from rotoscope.card import format_card
+from rotoscope.config import TrainConfig
+
+
+def settings_line(card: dict) -> str:
+    return next(line for line in format_card(card).splitlines() if "steps=" in line)
+
+
+def test_settings_are_printed_as_recorded():
+    card = {"name": "x", "training": TrainConfig().replace(color_match="sliced", steps=7).to_dict()}
+    line = settings_line(card)
+    assert "color_match=sliced" in line and "steps=7" in line
+
+
+def test_a_card_from_before_colour_match_existed_says_moments():
+    training = TrainConfig().to_dict()
+    del training["color_match"]
+    assert "color_match=moments" in settings_line({"name": "old", "training": training})
