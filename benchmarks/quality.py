@@ -4,7 +4,8 @@ For each artwork in ../shared/data/styles (MANIFEST.csv): train with TrainConfig
 photos minus a fixed held-out set, apply to the held-out photos, and write
   benchmarks/results/quality.md        metrics table per style (and per backbone), committed
   benchmarks/out/quality/<style>.png   contact sheet: artwork, held-out photos, results (git-ignored)
-  benchmarks/out/quality/overview.png  one row per style
+  benchmarks/out/quality/overview.png  one row per style: the latest of every style scored into this folder, by
+                                       any run (each row is kept in rows/), so runs over a few styles add up
 With --curve, the network is also snapshotted every --eval-every steps and each snapshot scored: quality vs
 CPU minutes (benchmarks/results/quality-curve.md).
 
@@ -221,7 +222,9 @@ def main(argv=None) -> None:
     base = base.replace(checkpoint_every=10**9, preview_every=10**9)  # no disk churn inside the benchmark
     held = [(n, resize_longer(load_rgb(SHARED / "content" / n), a.score_size)) for n in HOLDOUT]
     a.out.mkdir(parents=True, exist_ok=True)
-    results, curves, overview = [], [], []
+    results, curves = [], []
+    rows_dir = a.out / "rows"
+    rows_dir.mkdir(exist_ok=True)
     shipped = {v: k for k, v in SHIPPED.items()}  # artwork file -> shipped filter name
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -275,8 +278,8 @@ def main(argv=None) -> None:
                           flush=True)
                     how = f"shipped {filt.name}" if reuse else f"{cpu_min:.1f} CPU-min"
                     sheet_rows.append(row_image(outs[:SHEET_PHOTOS], f"{bb}: {cfg.steps} steps, {how}"))
-                    overview.append(row_image([thumb(art)] + outs[:SHEET_PHOTOS],
-                                              f"{m['title']} ({bb}, {cfg.steps} steps)", h=140))
+                    row_image([thumb(art)] + outs[:SHEET_PHOTOS], f"{m['title']} ({bb}, {cfg.steps} steps, {how})",
+                              h=140).save(rows_dir / f"{Path(style).stem}-{bb}.png")
                     for step, minutes, state in snaps:
                         f = net_as_filter(state, filt.card)
                         r = metrics.score_results([(n, p, o) for (n, p), o in zip(held, stylize_all(f, held, a.score_size))],
@@ -286,8 +289,9 @@ def main(argv=None) -> None:
                               "  ".join(f"{k} {v:.3f}" for k, v in r.items()), flush=True)
                 stack(sheet_rows).save(a.out / f"{Path(style).stem}.png")
         finally:  # a style that fails (or Ctrl-C) does not lose the finished ones' figures
-            if overview:
-                stack(overview).save(a.out / "overview.png")
+            rows = sorted(rows_dir.glob("*.png"))
+            if rows:
+                stack([Image.open(r) for r in rows]).save(a.out / "overview.png")
             if results:
                 write_results(a, base, results, curves, score_bb)
 
