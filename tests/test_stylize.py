@@ -8,6 +8,7 @@ from PIL import Image
 
 from rotoscope.config import NetConfig
 from rotoscope.filter import Filter
+from rotoscope.images import to_tensor, to_uint8_tensor
 from rotoscope.network import FilterNet
 from rotoscope.stylize import (ApplySettings, finish, frozen_norm_stats, measure_norm_stats, rgb_to_ycbcr,
                                stylize_image, stylize_tensor, tile_starts, ycbcr_to_rgb)
@@ -137,7 +138,7 @@ def test_the_tile_weights_sum_to_one_everywhere(size, budget, overlap):
 
 
 def test_a_uint8_picture_is_painted_like_its_float_copy(filt):
-    x8 = torch.from_numpy(np.array(smooth(152, 112))).permute(2, 0, 1).unsqueeze(0)
+    x8 = to_uint8_tensor(smooth(152, 112))
     xf = x8.float() / 255
     for budget in (10**9, 64 * 64):  # whole, and tile by tile
         a = stylize_tensor(filt.net, x8, "fp32", max_tile_pixels=budget, overlap=32)
@@ -149,7 +150,7 @@ def test_tiles_in_bf16_match_tiles_in_fp32(filt):
     # bf16 weights with float32 frozen statistics: the mix the tiled path runs by default
     from rotoscope.stylize import prepare_net
 
-    x = torch.from_numpy(np.array(smooth(152, 112))).permute(2, 0, 1).unsqueeze(0).float() / 255
+    x = to_tensor(smooth(152, 112))
     net16 = prepare_net(copy.deepcopy(filt.net), torch.device("cpu"), "bf16")
     a = stylize_tensor(net16, x, "bf16", max_tile_pixels=64 * 64, overlap=32)
     b = stylize_tensor(filt.net, x, "fp32", max_tile_pixels=64 * 64, overlap=32)

@@ -87,10 +87,15 @@ def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)
 
 
+def as_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float in [0, 1]; float passes through."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+
+
 def to_tensor(img: Image.Image) -> torch.Tensor:
     """PIL RGB -> float tensor (1, 3, H, W) in [0, 1]."""
     # from uint8 straight to one float tensor: no float copies on the way (a 24-megapixel photo is 288 MB in float)
-    return to_uint8_tensor(img).float().div_(255.0).contiguous()
+    return as_float(to_uint8_tensor(img)).contiguous()
 
 
 def to_image(t: torch.Tensor) -> Image.Image:

@@ -18,7 +18,7 @@ from torch import nn
 
 from .devices import autocast, pick_device
 from .filter import Filter
-from .images import resize_longer, split_alpha, to_image, to_uint8_tensor
+from .images import as_float, resize_longer, split_alpha, to_image, to_uint8_tensor
 from .network import FilterNet
 
 # pixels per network call: a 1080p frame (2.07 Mpx) goes in one pass; bigger pictures are tiled. Peak RSS for a
@@ -147,11 +147,6 @@ def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
     return sorted(set(starts))
 
 
-def as_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels -> float in [0, 1]; float passes through."""
-    return x.float().div_(255) if x.dtype == torch.uint8 else x
-
-
 def stylize_tensor(net, x: torch.Tensor, precision: str = "bf16",
                    max_tile_pixels: int = MAX_TILE_PIXELS, overlap: int = TILE_OVERLAP) -> torch.Tensor:
     """(1, 3, H, W), float in [0, 1] or uint8 -> stylized float, same size; tiled with frozen norm statistics when
@@ -206,8 +201,11 @@ def ycbcr_to_rgb(x: torch.Tensor) -> torch.Tensor:
 def finish(photo: torch.Tensor, styled: torch.Tensor, strength: float, preserve_colors: bool) -> torch.Tensor:
     """Colour preservation (luminance transfer, Gatys et al. 2016) then blending by strength.
 
-    Works in place on `styled` where it can (large pictures): callers hand over the network's output.
+    Works in place on `styled` where it can (large pictures): callers hand over the network's output. `photo`
+    may be uint8: it is made float only when one of the two needs it.
     """
+    if preserve_colors or strength < 1:
+        photo = as_float(photo)
     if preserve_colors:
         ys, yp = rgb_to_ycbcr(styled), rgb_to_ycbcr(photo)
         styled = ycbcr_to_rgb(torch.cat([ys[:, :1], yp[:, 1:]], 1))
@@ -225,10 +223,8 @@ def stylize_image(filt: Filter, img: Image.Image, settings: ApplySettings | None
     rgb = resize_longer(rgb, st.size)
     runner = make_runner(filt, st)
     photo = to_uint8_tensor(rgb)  # made float tile by tile, and as a whole only if finish() needs it
-    styled = stylize_tensor(runner, photo, st.precision, st.max_tile_pixels)
-    if st.strength < 1 or st.preserve_colors:
-        photo = as_float(photo)
-    styled = finish(photo, styled, st.strength, st.preserve_colors)
+    styled = finish(photo, stylize_tensor(runner, photo, st.precision, st.max_tile_pixels), st.strength,
+                    st.preserve_colors)
     del photo
     out = to_image(styled)
     if alpha is not None:
