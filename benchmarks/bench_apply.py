@@ -6,14 +6,18 @@ Rows (median of --runs timed calls after one warm-up call; batch of one; random 
                   InstanceNorm, ReLU), defined below, fp32 eager, contiguous layout
   rotoscope ...   FilterNet with the default NetConfig(): fp32 eager; bf16 autocast eager; bf16 weights in
                   channels_last; torch.compile (inductor) of that bf16 model; and the paths `rotoscope apply`
-                  actually runs: stylize_tensor with the torch engine (bf16 autocast or fp32, channels_last) and
-                  with the onnxruntime engine (fp32), output converted back to fp32 on the CPU as apply does
+                  actually runs: stylize_tensor with each engine x precision this machine supports (torch fp32
+                  and bf16, onnxruntime fp32, OpenVINO fp32 and bf16; bf16 only where native unless
+                  --all-precisions), output converted back to fp32 on the CPU as apply does. The row that
+                  `--engine auto --precision auto` picks on this machine is marked "<- auto".
 Columns: ms (median), x baseline (baseline ms / ms), GFLOP per frame (2 x the convolutions' multiply-adds,
 counted with forward hooks; norms, pads and activations not counted), achieved GFLOP/s. Rows marked * are
 paths `rotoscope apply` runs; the fastest of them is named under the table.
 
   python benchmarks/bench_apply.py                        # 512x512 and 1280x720, 5 runs, all cores
   python benchmarks/bench_apply.py --runs 1 --sizes 256x256 --threads 1 --skip-compile   # a quick check
+  ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/bench_apply.py --skip-compile --all-precisions
+                                                          # an AVX-512/AMX machine run as the AVX2 class
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from machine import cpu_flags, cpu_model  # noqa: E402  (benchmarks/machine.py, beside this script)
+from machine import describe  # noqa: E402  (benchmarks/machine.py, beside this script)
 
 # ---------------------------------------------------------------- BASELINE: pytorch/examples fast_neural_style
 
@@ -142,19 +146,16 @@ def median_ms(fn, x: torch.Tensor, runs: int, warmup: int = 1) -> float:
 
 
 def machine(threads: int) -> str:
-    cpu = f"{cpu_model()} ({cpu_flags()})"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        import onnxruntime
+    from importlib.metadata import PackageNotFoundError, version
 
-        ort = f", onnxruntime {onnxruntime.__version__}"
-    except ImportError:
-        ort = ", onnxruntime not installed"
-    load = ""
-    if hasattr(os, "getloadavg"):
-        load = f", load average {os.getloadavg()[0]:.2f}"
-    return (f"CPU: {cpu}; {cores} cores available, {threads} thread(s) used{load}\n"
-            f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}{ort}")
+    engines = []
+    for pkg in ("onnxruntime", "openvino"):
+        try:
+            engines.append(f"{pkg} {version(pkg)}")
+        except PackageNotFoundError:
+            engines.append(f"{pkg} not installed")
+    load = f"load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
+    return f"{describe()}\n{', '.join(engines)}; {threads} thread(s) used; {load}"
 
 
 def parse_sizes(s: str) -> list[tuple[int, int]]:
@@ -168,8 +169,12 @@ def parse_sizes(s: str) -> list[tuple[int, int]]:
 # ---------------------------------------------------------------- the variants
 
 
-def variants(skip_compile: bool, threads: int):
-    """(label, used by `rotoscope apply`, make(size) -> fn(x), the network whose convolutions are counted)."""
+ENGINE_ROWS = ("torch", "onnx", "openvino")
+
+
+def variants(skip_compile: bool, threads: int, all_precisions: bool = False):
+    """(label, (engine, precision) when `rotoscope apply` runs it, make() -> fn(x), the network whose
+    convolutions are counted)."""
     from rotoscope.config import NetConfig
     from rotoscope.network import FilterNet
     from rotoscope.stylize import TorchRunner, prepare_net, stylize_tensor
@@ -217,19 +222,23 @@ def variants(skip_compile: bool, threads: int):
                 compiled["m"] = torch.compile(copy.deepcopy(bf16_cl), backend="inductor")
             return bf16_weights(compiled["m"])
         rows.append(("rotoscope torch.compile inductor bf16", False, make_compiled, net))
-    rows += [("apply: torch bf16 (bf16 weights, channels_last)", True, lambda: apply_path("bf16"), net),
-             ("apply: torch --precision fp32", True, lambda: apply_path("fp32"), net)]
-    try:
-        import onnxruntime  # noqa: F401
+    from rotoscope import engines
+    from rotoscope.devices import claims_native_bf16
 
-        from rotoscope.export import OnnxRunner
-
-        def make_onnx():
-            runner = OnnxRunner(copy.deepcopy(net), threads=threads)
+    def engine_path(engine, precision):
+        def make():
+            runner = engines.runner(engine, copy.deepcopy(net), dev, precision)
             return lambda x: stylize_tensor(runner, x)
-        rows.append(("apply: --engine onnx (onnxruntime fp32)", True, make_onnx, net))
-    except ImportError:
-        print("onnxruntime not installed: no ONNX row (pip install -e \".[onnx]\")")
+        return make
+
+    for engine in ENGINE_ROWS:
+        if not engines.installed(engine):
+            print(f"{engine} not installed: no {engine} row")
+            continue
+        for precision in engines.PRECISIONS_OF[engine]:
+            if precision == "fp16" or (precision == "bf16" and not (all_precisions or claims_native_bf16())):
+                continue
+            rows.append((f"apply: {engine} {precision}", (engine, precision), engine_path(engine, precision), net))
     return rows
 
 
@@ -240,6 +249,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch and onnxruntime threads (default: torch's)")
     ap.add_argument("--skip-compile", action="store_true", help="leave out the torch.compile row (compiling "
                     "takes a minute or more per size)")
+    ap.add_argument("--all-precisions", action="store_true", help="bf16 rows even where bf16 is emulated (slow)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -250,10 +260,19 @@ def main() -> int:
     head = f"{'variant':<42} {'size':>9} {'ms':>9} {'x base':>7} {'GFLOP':>7} {'GFLOP/s':>8}"
     print(head)
     print("-" * len(head))
-    rows = variants(args.skip_compile, threads)
+    rows = variants(args.skip_compile, threads, args.all_precisions)
+    from rotoscope import engines
+    from rotoscope.config import NetConfig
+    from rotoscope.devices import pick_device, resolve_precision
+    from rotoscope.network import FilterNet
+
+    cpu = pick_device("cpu")
+    auto_precision = resolve_precision("auto", cpu)
     fastest: dict[tuple[int, int], tuple[str, float, float]] = {}
     for w, h in sizes:
         x = torch.rand(1, 3, h, w)
+        picked = engines.pick_engine(FilterNet(NetConfig()), cpu, auto_precision, False, (h, w))
+        auto_pick = (picked.engine, picked.precision)
         gflop = {}
         baseline_ms = None
         for label, used, make, counted in rows:
@@ -272,6 +291,7 @@ def main() -> int:
                 baseline_ms = ms
             mark = "*" if used else " "
             note = f"  (first call incl. compile {setup:.0f} s)" if "compile" in label and setup > 5 else ""
+            note += "  <- auto" if used == auto_pick else ""
             print(f"{mark}{label:<41} {f'{w}x{h}':>9} {ms:9.1f} {baseline_ms / ms:7.2f} {g:7.1f} "
                   f"{g / (ms / 1000):8.1f}{note}", flush=True)
             if used and ((w, h) not in fastest or ms < fastest[(w, h)][1]):
@@ -279,7 +299,8 @@ def main() -> int:
         print()
     for (w, h), (label, ms, ratio) in fastest.items():
         print(f"FASTEST PATH `rotoscope apply` RUNS at {w}x{h}: {label}: {ms:.1f} ms, {ratio:.2f}x the baseline")
-    print("* = a path `rotoscope apply` runs (stylize_tensor: channels_last input, output back to fp32 on the CPU)")
+    print("* = a path `rotoscope apply` runs (stylize_tensor: channels_last input, output back to fp32 on the CPU); "
+          "<- auto = what `--engine auto --precision auto` picks here (its own calibration, cached)")
     return 0
 
 

@@ -8,13 +8,15 @@ so data loading is not timed):
                    without no_grad, as there
   rotoscope fp32   the step of rotoscope.train.train, replicated line for line (train.py exposes no step
   rotoscope bf16   function): FilterNet(NetConfig()) in channels_last, losses.perceptual_loss with the default
-                   TrainConfig loss weights, under devices.autocast at that precision (bf16 is the default),
-                   backward, clip_grad_norm_(1e3), Adam
+                   TrainConfig loss weights and colour term, under devices.autocast at that precision,
+                   backward, clip_grad_norm_(1e3), Adam. bf16 only where this CPU computes it natively, unless
+                   --all-precisions; the precision `auto` picks here is marked "<- auto".
 Both use rotoscope's VGG16 layout from backbones.py (average pooling; the examples use max pooling, which costs
 the same) with the --backbone weights: `random` needs no download, and the weights do not change the timing.
 
   python benchmarks/bench_train.py                       # 256 px, batch 4, 5 timed steps
   python benchmarks/bench_train.py --steps 1 --size 64   # a quick check
+  ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/bench_train.py --all-precisions  # AVX2 class
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def rotoscope_step_fn(backbone, art: torch.Tensor, photos: torch.Tensor, precisi
 
     cfg = TrainConfig()
     device = torch.device("cpu")
-    target = style_target(backbone, art)
+    target = style_target(backbone, art, cfg.color_match)
     if precision == "bf16":  # as train.py does: the frozen backbone held in bf16 once
         import copy
         import dataclasses
@@ -122,6 +124,7 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=256, help="square crop size in pixels")
     ap.add_argument("--batch", type=int, default=4, help="crops per step")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--all-precisions", action="store_true", help="a bf16 row even where bf16 is emulated (slow)")
     ap.add_argument("--backbone", default="random", help="VGG16 weights for both losses: random (no download), "
                     "vgg16 or vgg16-hed if present; the timing does not depend on them")
     args = ap.parse_args()
@@ -137,9 +140,15 @@ def main() -> int:
     photos = torch.rand(args.batch, 3, args.size, args.size)
     art = torch.rand(1, 3, args.size, args.size)
     backbone = load_backbone(args.backbone)
-    rows = [("BASELINE TransformerNet fp32 eager + VGG16 loss", lambda: baseline_step_fn(backbone.net, art, photos)),
-            ("rotoscope train step fp32", lambda: rotoscope_step_fn(backbone, art, photos, "fp32")),
-            ("rotoscope train step bf16 (default)", lambda: rotoscope_step_fn(backbone, art, photos, "bf16"))]
+    from rotoscope.devices import claims_native_bf16, resolve_precision
+
+    auto = resolve_precision("auto", torch.device("cpu")).value
+    rows = [("BASELINE TransformerNet fp32 eager + VGG16 loss", lambda: baseline_step_fn(backbone.net, art, photos))]
+    for precision in ("fp32", "bf16"):
+        if precision == "bf16" and not (args.all_precisions or claims_native_bf16()):
+            continue
+        label = f"rotoscope train step {precision}" + ("  <- auto" if precision == auto else "")
+        rows.append((label, lambda p=precision: rotoscope_step_fn(backbone, art, photos, p)))
     head = f"{'variant':<50} {'s/step':>8} {'it/s':>7} {'x base':>7}"
     print(head)
     print("-" * len(head))

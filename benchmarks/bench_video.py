@@ -55,7 +55,7 @@ from rotoscope.filter import Filter, load_filter  # noqa: E402
 from rotoscope.images import resize_longer  # noqa: E402
 from rotoscope.stylize import ApplySettings  # noqa: E402
 
-from machine import cpu_flags, cpu_model  # noqa: E402  (benchmarks/machine.py, beside this script)
+from machine import describe  # noqa: E402  (benchmarks/machine.py, beside this script)
 
 SHARED = ROOT.parent / "shared" / "data"
 if not SHARED.exists():
@@ -69,7 +69,7 @@ MODES = ("naive", "stabilized")
 
 
 def machine() -> str:
-    cpu = f"{cpu_model()} ({cpu_flags()})"
+    cpu = describe()
     import av
 
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
@@ -227,7 +227,8 @@ def main() -> int:
     ap.add_argument("--sizes", default="640x360,1280x720", help="fps section: render sizes ('' to skip)")
     ap.add_argument("--fps-clip", help="fps section: clip name part (default: the first clip)")
     ap.add_argument("--style-frames", type=int, default=3, help="frames per render scored against the artwork")
-    ap.add_argument("--precision", default="bf16", help="bf16 (the default of `rotoscope apply`) or fp32")
+    ap.add_argument("--precision", default="auto", help="auto (the default of `rotoscope apply`), bf16 or fp32")
+    ap.add_argument("--engine", default="auto", help="auto (the default of `rotoscope apply`), torch, onnx, openvino")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "video",
@@ -271,7 +272,8 @@ def main() -> int:
     ]
     print("\n".join(header), flush=True)
 
-    settings = lambda size: ApplySettings(size=size, precision=args.precision, device=args.device)  # noqa: E731
+    settings = lambda size: ApplySettings(size=size, precision=args.precision, device=args.device,  # noqa: E731
+                                          engine=args.engine)
 
     # warm-up (untimed): first network call, oneDNN kernels, PyAV/x264 start-up
     src0 = video.probe(clips[0])

@@ -31,3 +31,29 @@ def cpu_flags() -> str:
 
 def load_average() -> str:
     return " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+
+
+def cpu_class() -> str:
+    """AMX, AVX-512 BF16, AVX-512, AVX2 or arm64: the class the kernels in use belong to (rotoscope.devices reads
+    PyTorch's capability and oneDNN's bf16 support, so ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 reads AVX2)."""
+    from rotoscope.devices import cpu_class as cls
+
+    return cls()
+
+
+def caps_in_force() -> str:
+    """ISA caps set in the environment (they make an AVX-512/AMX machine behave like a smaller one)."""
+    caps = [f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if os.environ.get(k)]
+    return ", ".join(caps) or "none"
+
+
+def describe() -> str:
+    """One line: model, class, flags, caps, cores and threads, what `auto` chooses for precision."""
+    import torch
+
+    from rotoscope.devices import physical_cores, pick_device, resolve_precision
+
+    choice = resolve_precision("auto", pick_device("cpu"))
+    return (f"CPU: {cpu_model()}; class {cpu_class()} (flags: {cpu_flags()}; caps: {caps_in_force()}); "
+            f"{physical_cores()} physical core(s), {torch.get_num_threads()} torch thread(s); "
+            f"torch {torch.__version__}; auto {choice.line()}")

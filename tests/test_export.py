@@ -104,7 +104,17 @@ def test_apply_engine_onnx_matches_torch(tiny_filter, tmp_path, capsys):
     assert_one_line_error(*rotoscope("apply", "tiny", src, "--engine", "tensorrt", capsys=capsys), "unknown engine")
     (tmp_path / "clip.mp4").write_bytes(b"")
     assert_one_line_error(*rotoscope("apply", "tiny", tmp_path / "clip.mp4", "--engine", "onnx", capsys=capsys),
-                          "videos use the torch engine")
+                          "not a video")
+
+
+def test_the_onnx_engine_paints_video_too(tiny_filter, tmp_path, capsys):
+    from conftest import make_clip
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=6, audio=False)
+    code, _, err = rotoscope("apply", "tiny", clip, "-o", tmp_path / "out.mp4", "--engine", "onnx", "--no-progress",
+                             capsys=capsys)
+    assert code == 0, err
+    assert "engine: onnx fp32 (as asked)" in err and (tmp_path / "out.mp4").stat().st_size > 0
 
 
 def test_onnx_engine_tiles_with_frozen_statistics_like_torch(tiny_filter):

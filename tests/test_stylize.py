@@ -193,17 +193,19 @@ def test_bf16_is_close_to_fp32(filt):
 
 
 def test_bf16_paints_the_same_8bit_picture_as_fp32(tmp_path):
-    """The default apply path (bf16 autocast) against fp32, for a network of the default shape on a photo-like
-    image: under one 8-bit level apart on average."""
+    """The bf16 apply path (what `auto` takes on a CPU with native bf16) against fp32, for a network of the default
+    shape on a photo-like image: under one 8-bit level apart on average."""
     from conftest import make_scene
 
     torch.manual_seed(0)
     net = FilterNet(NetConfig()).eval().requires_grad_(False)
     filt = Filter("default-shape", {"name": "default-shape"}, net)
     img = Image.open(make_scene(tmp_path / "scene.png", size=(64, 48)))
-    assert ApplySettings().precision == "bf16"  # what users get unless they ask otherwise
-    bf16 = np.asarray(stylize_image(filt, img, ApplySettings(device="cpu")), np.float32)
-    fp32 = np.asarray(stylize_image(filt, img, ApplySettings(device="cpu", precision="fp32")), np.float32)
+    assert ApplySettings().precision == "auto"  # what users get unless they ask otherwise (test_devices.py)
+    bf16 = np.asarray(stylize_image(filt, img, ApplySettings(device="cpu", precision="bf16", engine="torch")),
+                      np.float32)
+    fp32 = np.asarray(stylize_image(filt, img, ApplySettings(device="cpu", precision="fp32", engine="torch")),
+                      np.float32)
     diff = np.abs(bf16 - fp32)
     assert bf16.shape == fp32.shape == (48, 64, 3)
     assert diff.max() > 0  # the bf16 path really ran

@@ -154,3 +154,32 @@ def test_bad_names_and_missing_artwork_fail_before_any_work(tmp_path):
         tr.train(tmp_path / "x.png", "no/slashes", None, TINY, log=quiet, progress=False)
     with pytest.raises(RotoscopeError, match="no such file"):
         tr.train(tmp_path / "missing.png", "ok", None, TINY, log=quiet, progress=False)
+
+
+def test_auto_precision_is_resolved_said_and_recorded(artwork, monkeypatch):
+    """On a CPU without native bf16, `auto` trains in fp32, says so, and the card records what was used."""
+    from rotoscope import devices
+
+    monkeypatch.setattr(devices, "claims_native_bf16", lambda: False)
+    monkeypatch.setattr(devices, "cpu_class", lambda: "AVX2")
+    lines = []
+    filt = tr.train(artwork, "auto-prec", None, TINY.replace(steps=2, precision="auto"), log=lines.append,
+                    progress=False)
+    assert "precision: fp32 (this CPU has no native bf16: AVX2)" in lines
+    assert filt.card["training"]["precision"] == "fp32"
+    assert filt.card["precision"] == {"used": "fp32", "requested": "auto",
+                                      "why": "this CPU has no native bf16: AVX2"}
+
+
+def test_fp16_trains_with_a_loss_scaler(artwork, monkeypatch):
+    """fp16 (what `auto` takes on a CUDA GPU without bf16) runs its backward through a GradScaler."""
+    scaled = []
+    real = torch.amp.GradScaler.scale
+
+    def scale(self, loss):
+        scaled.append(self.is_enabled())
+        return real(self, loss)
+    monkeypatch.setattr(torch.amp.GradScaler, "scale", scale)
+    filt = tr.train(artwork, "half", None, TINY.replace(steps=2, precision="fp16"), log=quiet, progress=False)
+    assert scaled == [True, True]
+    assert filt.card["training"]["precision"] == "fp16" and filt.card["timings"]["steps"] == 2

@@ -8,15 +8,15 @@ from typing import Iterator
 from .errors import RotoscopeError
 from .filter import Filter, load_filter
 from .images import IMAGE_SUFFIXES, WRITE_FORMATS, list_images, open_image, read_provenance, save_image
-from .stylize import ApplySettings, provenance, stylize_image
+from .stylize import ApplySettings, provenance, resolve, stylize_image
 
 
 def default_output(filt: Filter, src: Path) -> Path:
     return src.with_name(f"{src.stem}-{filt.name}{src.suffix if src.suffix.lower() in WRITE_FORMATS else '.png'}")
 
 
-def apply_image(filt: Filter, src: Path, dest: Path, settings: ApplySettings) -> Path:
-    img = open_image(src)
+def apply_image(filt: Filter, src: Path, dest: Path, settings: ApplySettings, img=None) -> Path:
+    img = img if img is not None else open_image(src)
     styled = stylize_image(filt, img, settings)
     return save_image(styled, dest, provenance(filt, settings, src.name))
 
@@ -34,27 +34,54 @@ def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: App
             and src.suffix.lower() in IMAGE_SUFFIXES:
         raise RotoscopeError(f"cannot write '{Path(dest).suffix}': use one of {', '.join(sorted(WRITE_FORMATS))}")
     filt = filter if isinstance(filter, Filter) else load_filter(filter)
-    if settings.engine == "onnx":  # a missing package is one error now, not a warning per image of a folder
-        from .export import require
-
-        require("onnx")
-        require("onnxruntime")
     from . import video as vid
 
-    if vid.is_video_path(src) or (src.is_dir() and vid.frame_sequence(src)):
-        if settings.engine != "torch":
-            raise RotoscopeError(f"--engine {settings.engine} paints images; videos use the torch engine")
-        yield from vid.apply_video_cli(filt, src, dest, settings, progress, video, preview)
-        return
-    if preview:
+    is_video = vid.is_video_path(src) or (src.is_dir() and vid.frame_sequence(src))
+    if preview and not is_video:
         raise RotoscopeError("--preview is for videos and folders of numbered frames")
+    if src.is_dir() and not is_video and not list_images(src):
+        raise RotoscopeError(f"no images in {src}")
+    # bad input is found before anything is said, so that an error stays one line
+    img = open_image(src) if src.is_file() and not is_video else None
+    # precision and engine are chosen once per run, for the size of its first picture; the lines saying which and
+    # why come first in the output (a video says them once its job is checked)
+    settings, lines = resolve(filt, settings, painted_shape(src, settings.size, is_video, img))
+    if is_video:
+        yield from vid.apply_video_cli(filt, src, dest, settings, progress, video, preview, announce=lines)
+        return
+    yield from lines
     if src.is_dir():
         yield from apply_folder(filt, src, Path(dest) if dest else src.with_name(f"{src.name}-{filt.name}"),
                                 settings, progress)
         return
     dest = Path(dest) if dest else default_output(filt, src)
     yield from confidence_warning(filt, src)
-    yield f"wrote {apply_image(filt, src, dest, settings)}"
+    yield f"wrote {apply_image(filt, src, dest, settings, img)}"
+
+
+def painted_shape(src: Path, size: int | None, is_video: bool, img=None) -> tuple[int, int]:
+    """(h, w) of the first picture the run will paint, read from headers only; 720p when it cannot be read
+    (the run then fails on that input with its own message)."""
+    from PIL import Image
+
+    try:
+        if img is not None:
+            w, h = img.size
+        elif is_video:
+            from .video import probe
+
+            s = probe(src)
+            w, h = s.width, s.height
+        else:
+            first = src if src.is_file() else next(iter(list_images(src)), None)
+            with Image.open(first) as im:
+                w, h = im.size
+    except Exception:  # noqa: BLE001 - unreadable input: reported where it is opened
+        w, h = 1280, 720
+    if size:
+        s = size / max(w, h)
+        w, h = max(1, round(w * s)), max(1, round(h * s))
+    return h, w
 
 
 def apply_folder(filt: Filter, src: Path, dest: Path, settings: ApplySettings, progress: bool) -> Iterator[str]:

@@ -45,8 +45,9 @@ def train(
     color_match: Optional[str] = typer.Option(None, help="moments (colour mean and spread) or sliced (whole palette)."),
     channels: Optional[str] = typer.Option(None, help="Network widths, e.g. 32,64,128."),
     res_blocks: Optional[int] = typer.Option(None, help="Residual blocks in the network."),
-    precision: Optional[str] = typer.Option(None, help="bf16 or fp32."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
+    precision: Optional[str] = typer.Option(None, help="auto (bf16 where the hardware computes it natively, fp16 on "
+                                            "CUDA without bf16, else fp32), bf16, fp16 or fp32."),
+    device: Optional[str] = typer.Option(None, help="auto (cuda, else mps, else cpu), cpu, cuda, mps."),
     seed: Optional[int] = typer.Option(None),
     title: Optional[str] = typer.Option(None, help="Title of the artwork, for the card."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run of this name."),
@@ -79,10 +80,11 @@ def apply(
     size: Optional[int] = typer.Option(None, help="Longer side of the output in pixels."),
     strength: float = typer.Option(1.0, min=0.0, max=1.0, help="0 = the photo, 1 = the full filter."),
     preserve_colors: bool = typer.Option(False, "--preserve-colors", help="Keep the photo's colours."),
-    precision: str = typer.Option("bf16", help="bf16 or fp32."),
-    device: str = typer.Option("auto"),
-    engine: str = typer.Option("torch", help="torch, or onnx (onnxruntime, CPU, fp32; images only; needs "
-                               "the onnx extra)."),
+    precision: str = typer.Option("auto", help="auto (bf16 where the hardware computes it natively, else fp32), "
+                                  "bf16, fp16 or fp32."),
+    device: str = typer.Option("auto", help="auto (cuda, else mps, else cpu), cpu, cuda, mps."),
+    engine: str = typer.Option("auto", help="auto (the fastest here, measured once and cached), torch, onnx "
+                               "(onnxruntime, CPU, fp32) or openvino (CPU, fp32 or bf16)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON result (outputs, distance from the training "
                                  "photos, warnings) on stdout."),
@@ -96,7 +98,7 @@ def apply(
     from .stylize import ENGINES, ApplySettings
 
     if engine not in ENGINES:
-        raise RotoscopeError(f"unknown engine '{engine}': use {' or '.join(ENGINES)}")
+        raise RotoscopeError(f"unknown engine '{engine}': use {', '.join(ENGINES)}")
     settings = ApplySettings(size=size, strength=strength, preserve_colors=preserve_colors, precision=precision,
                              device=device, engine=engine)
     video = VideoConfig(stabilize=stabilize, **({"crf": crf} if crf is not None else {}))
@@ -120,6 +122,8 @@ def export(
     format: str = typer.Option("onnx", "--format", "-f", help="onnx (the only format so far)."),
     output: Optional[Path] = typer.Option(None, "-o", "--out", help="Output file (default: NAME.onnx here)."),
     opset: int = typer.Option(17, min=13, help="ONNX opset version."),
+    precision: str = typer.Option("auto", help="auto or fp32: the exported weights and arithmetic are fp32, "
+                                  "the runtime that loads the file chooses its own (OpenVINO takes bf16 on AMX)."),
 ):
     """Export a filter's network for other runtimes: ONNX, any batch, height and width, the card in its metadata."""
     if format != "onnx":
@@ -127,9 +131,14 @@ def export(
     from .export import export_onnx, require
     from .filter import load_filter
 
+    if precision not in ("auto", "fp32"):
+        raise RotoscopeError(f"--precision {precision}: an ONNX export is fp32 (use auto or fp32); the runtime "
+                             "that loads it may compute in bf16 or fp16 itself")
     require("onnx")  # before the slow part: a missing package is one line, at once
     filt = load_filter(filter)
-    say(f"wrote {export_onnx(filt, output or Path(f'{filt.name}.onnx'), opset=opset)}")
+    path = export_onnx(filt, output or Path(f"{filt.name}.onnx"), opset=opset)
+    say("precision: fp32 (an ONNX export is portable: fp32 weights, the runtime chooses its own arithmetic)")
+    say(f"wrote {path}")
 
 
 # ---------------------------------------------------------------- truthful training: audit and explain
@@ -339,6 +348,9 @@ def serve(
 
 
 def main() -> None:
+    from .devices import configure_threads
+
+    configure_threads()  # one thread per physical core: hyper-threads share a core's vector units
     try:
         app(standalone_mode=False)
     except RotoscopeError as e:

@@ -41,7 +41,9 @@ class TrainConfig:
     eval_every: int = 100
     checkpoint_every: int = 100
     preview_every: int = 250
-    precision: str = "bf16"  # bf16 autocast (AMX on CPU, tensor cores on CUDA) or fp32
+    # auto: bf16 where the hardware computes it natively (AMX, AVX-512 BF16, CUDA), fp16 on CUDA without bf16, else
+    # fp32 (an AVX2 CPU emulates bf16 10x slower than fp32); or bf16 / fp16 / fp32 as asked (devices.py)
+    precision: str = "auto"
     device: str = "auto"
     seed: int = 0
     net: NetConfig = field(default_factory=NetConfig)
@@ -125,3 +127,6 @@ class VideoConfig:
     segment_frames: int = 48  # frames per resumable segment (a multiple of batch)
     max_seconds: float | None = None  # render only the start of the clip (audio cut to match); None = all of it
     gif_max_frames: int = 1500  # animated GIF/WebP are assembled in memory: refuse longer clips
+    # threads of the H.264 decoder and encoder each (0 = FFmpeg's choice, about one per core and more): they share
+    # the cores with the filter network and the flow (benchmarks/results/video.md, "threads")
+    codec_threads: int = 0

@@ -82,8 +82,51 @@ def sheet(rows: list[tuple[Image.Image, Image.Image]], art: Image.Image, cell: i
     return out
 
 
+# the demo trains for about this long whatever the machine (steps = budget / measured seconds per step), so that
+# it finishes in under 5 minutes on a 2-core AVX2 CPU in fp32 and gets more steps where steps are cheap
+TRAIN_SECONDS = 170
+MIN_STEPS, MAX_STEPS = 120, 400
+# the demo's recipe, over TrainConfig's defaults: small crops, and a short run tuned to show the style quickly.
+# Compared by eye on the sheets at the same time budget: 280 steps of batch 2 at lr 1.5e-3 and style weight 7
+# drew strokes and outlines in the artwork's blues and creams and kept the photos' shapes; 140 steps of batch 4 at
+# the defaults only tinted the photos; lr 2-3e-3 with style weight 10 dissolved the faces into texture
+RECIPE = {"size": 128, "batch": 2, "lr": 1.5e-3, "style_weight": 7.0, "eval_every": 50, "checkpoint_every": 50,
+          "preview_every": 100}
+
+
+def seconds_per_step(cfg, log=print) -> float:
+    """Time two training steps (after one to warm up) of the demo's network, loss and precision on this machine."""
+    import time
+
+    import torch
+
+    from .backbones import load_backbone
+    from .devices import autocast, pick_device, resolve_precision
+    from .losses import LossWeights, perceptual_loss, style_target
+    from .network import FilterNet
+
+    device = pick_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device).value
+    backbone = load_backbone(cfg.backbone, device=str(device))
+    if precision == "bf16":
+        backbone.net.to(torch.bfloat16)
+    g = torch.Generator().manual_seed(0)
+    target = style_target(backbone, torch.rand(1, 3, 64, 64, generator=g).to(device), cfg.color_match)
+    weights = LossWeights(cfg.content_weight, cfg.style_weight, cfg.color_weight, cfg.tv_weight)
+    net = FilterNet(cfg.net).to(device).to(memory_format=torch.channels_last)
+    x = torch.rand(cfg.batch, 3, cfg.size, cfg.size, generator=g).to(device)
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        with autocast(device, precision):
+            loss, _ = perceptual_loss(backbone, target, weights, net(x), x)
+        loss.backward()
+        times.append(time.perf_counter() - t)
+    return sum(times[1:]) / 2
+
+
 def run_demo(out_dir: Path, steps: int | None = None, backbone: str = "auto", log=print, progress: bool = True,
-             name: str = "demo") -> Path:
+             name: str = "demo", seconds: float = TRAIN_SECONDS) -> Path:
     from .backbones import load_backbone, resolve_name
     from .config import TrainConfig
     from .data import sample_photos
@@ -105,8 +148,13 @@ def run_demo(out_dir: Path, steps: int | None = None, backbone: str = "auto", lo
             raise
         log(f"warning: {e}\nwarning: falling back to the random backbone: palette and grain only, no strokes")
         chosen = "random"
-    cfg = TrainConfig().replace(steps=steps or 400, size=128, batch=4, backbone=chosen, eval_every=50,
-                                checkpoint_every=50, preview_every=100)
+    cfg = TrainConfig().replace(backbone=chosen, **RECIPE)
+    if not steps:
+        per_step = seconds_per_step(cfg, log)
+        steps = int(min(MAX_STEPS, max(MIN_STEPS, seconds / per_step)) // 10 * 10)
+        log(f"demo: {per_step:.2f} s per step here, so {steps} steps (about {steps * per_step / 60:.1f} min of "
+            f"training; `--steps N` to choose)")
+    cfg = cfg.replace(steps=steps)
     filt = train(art_path, name, None, cfg, title="rotoscope demo swirls (drawn by code)", log=log,
                  progress=progress)
 

@@ -145,7 +145,7 @@ def export_onnx(filt: Filter, path: str | os.PathLike, opset: int = OPSET) -> Pa
         raise RotoscopeError(f"cannot write {path}: {above} is not a folder")
     model = onnx.load_from_string(onnx_bytes(filt.net, "plain", opset))
     meta = {CARD_KEY: json.dumps(filt.card, sort_keys=True), "rotoscope.filter": filt.name,
-            "rotoscope.card_hash": filt.card_hash, "rotoscope.io": "image (N,3,H,W) float32 RGB in [0,1] -> "
+            "rotoscope.card_hash": filt.card_hash, "rotoscope.precision": "fp32", "rotoscope.io": "image (N,3,H,W) float32 RGB in [0,1] -> "
             "stylized, same shape"}
     for k, v in meta.items():
         model.metadata_props.add(key=k, value=v)

@@ -265,7 +265,7 @@ def score_results(pairs: list[tuple[str, Image.Image, Image.Image]], artwork=Non
 
 def score_filter(filt, photos: list[str | os.PathLike], artwork: str | os.PathLike | None = None,
                  size: int = SCORE_SIZE, backbones: tuple[str, ...] | None = None,
-                 precision: str = "bf16") -> ScoreReport:
+                 precision: str = "auto") -> ScoreReport:
     """Apply a filter (Filter, name or path) to photos at longer side `size` and score the results."""
     from .filter import Filter, load_filter
     from .stylize import ApplySettings, stylize_image

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +17,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .devices import autocast, pick_device
+from .devices import autocast, pick_device, resolve_precision
+from .engines import ENGINES, PRECISIONS_OF, pick_engine, require_engine, runner as engine_runner
+from .errors import RotoscopeError
 from .filter import Filter
 from .images import as_float, resize_longer, split_alpha, to_image, to_uint8_tensor
 from .network import FilterNet
@@ -32,17 +35,44 @@ class ApplySettings:
     size: int | None = None  # longer side of the output; None keeps the input's size
     strength: float = 1.0  # 0 = the photo, 1 = the full filter
     preserve_colors: bool = False  # keep the photo's colours, take the filter's luminance
-    precision: str = "bf16"
+    precision: str = "auto"  # auto: bf16 where the hardware computes it natively, else fp32 (devices.py)
     device: str = "auto"
     max_tile_pixels: int = MAX_TILE_PIXELS
-    engine: str = "torch"  # torch, or onnx: onnxruntime on the CPU in fp32 (export.py; `precision` does not apply)
+    engine: str = "auto"  # auto: the fastest of torch, onnx (onnxruntime) and openvino here (engines.py)
 
     def to_dict(self) -> dict:
-        d = {"size": self.size, "strength": self.strength, "preserve_colors": self.preserve_colors,
-             "precision": self.precision}
-        if self.engine != "torch":  # torch results keep the provenance they always had
-            d.update(engine=self.engine, precision="fp32")
-        return d
+        """What a painted file's provenance records: after resolve(), the precision and engine actually used."""
+        return {"size": self.size, "strength": self.strength, "preserve_colors": self.preserve_colors,
+                "precision": self.precision, "engine": self.engine}
+
+    @property
+    def resolved(self) -> bool:
+        return self.precision != "auto" and self.engine != "auto"
+
+
+def resolve(filt: Filter, settings: ApplySettings, shape: tuple[int, int]) -> tuple[ApplySettings, list[str]]:
+    """Settings with `auto` precision and engine replaced by what this machine does best for pictures of about
+    `shape` (h, w), and the lines that say what was chosen and why."""
+    if settings.engine not in ENGINES:
+        raise RotoscopeError(f"unknown engine '{settings.engine}': use one of {', '.join(ENGINES)}")
+    device = pick_device(settings.device)
+    try:
+        prec = resolve_precision(settings.precision, device)
+    except ValueError as e:
+        raise RotoscopeError(str(e)) from None
+    explicit = settings.precision != "auto"
+    if settings.engine == "auto":
+        picked = pick_engine(filt.net, device, prec, explicit, shape)
+        engine, precision, engine_line = picked.engine, picked.precision, picked.line()
+        why = f"the fastest engine here runs {precision}"
+    else:
+        engine, precision = settings.engine, prec.value
+        require_engine(engine)  # a missing package is one line now, before anything is painted or said
+        if precision not in PRECISIONS_OF[engine] and not explicit:
+            precision = "fp32"
+        engine_line, why = f"engine: {engine} {precision} (as asked)", f"{engine} runs {precision}"
+    prec_line = prec.line() if precision == prec.value else f"precision: {precision} ({prec.reason}; {why})"
+    return dataclasses.replace(settings, precision=precision, engine=engine), [prec_line, engine_line]
 
 
 def prepare_net(net: FilterNet, device: torch.device, precision: str = "fp32") -> FilterNet:
@@ -113,18 +143,22 @@ class TorchRunner:
         return measure_norm_stats(self.net, x, self.precision)
 
 
-ENGINES = ("torch", "onnx")
+def resolve_for(filt: Filter, settings: ApplySettings, img: Image.Image) -> ApplySettings:
+    """resolve() for the size this image will be painted at (settings already resolved are returned as they are)."""
+    if settings.resolved:
+        return settings
+    w, h = img.size
+    if settings.size:
+        s = settings.size / max(w, h)
+        w, h = max(1, round(w * s)), max(1, round(h * s))
+    return resolve(filt, settings, (h, w))[0]
 
 
 def make_runner(filt: Filter, settings: ApplySettings):
-    """The network runner the settings ask for."""
-    if settings.engine == "torch":
-        return TorchRunner(prepare_net(filt.net, pick_device(settings.device), settings.precision), settings.precision)
-    if settings.engine == "onnx":
-        from .export import onnx_runner
-
-        return onnx_runner(filt.net)
-    raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {settings.engine}")
+    """The network runner resolved settings ask for (see resolve())."""
+    if not settings.resolved:
+        raise ValueError("resolve() the settings first: precision and engine must not be 'auto'")
+    return engine_runner(settings.engine, filt.net, pick_device(settings.device), settings.precision)
 
 
 def ramp(n: int, overlap: int, start: bool, end: bool) -> torch.Tensor:
@@ -147,7 +181,7 @@ def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
     return sorted(set(starts))
 
 
-def stylize_tensor(net, x: torch.Tensor, precision: str = "bf16",
+def stylize_tensor(net, x: torch.Tensor, precision: str = "fp32",
                    max_tile_pixels: int = MAX_TILE_PIXELS, overlap: int = TILE_OVERLAP) -> torch.Tensor:
     """(1, 3, H, W), float in [0, 1] or uint8 -> stylized float, same size; tiled with frozen norm statistics when
     over budget. A big picture can come as uint8: each tile is made float on its own (a 24-megapixel photo is
@@ -215,12 +249,15 @@ def finish(photo: torch.Tensor, styled: torch.Tensor, strength: float, preserve_
 
 
 def stylize_image(filt: Filter, img: Image.Image, settings: ApplySettings | None = None) -> Image.Image:
-    """Paint one PIL image with a filter; returns RGB, or RGBA when the input had alpha (alpha kept)."""
+    """Paint one PIL image with a filter; returns RGB, or RGBA when the input had alpha (alpha kept).
+
+    Settings still `auto` are resolved for this picture's size (a calibration the first time; see resolve())."""
     st = settings or ApplySettings()
     if not 0 <= st.strength <= 1:
         raise ValueError("strength must be between 0 and 1")
     rgb, alpha = split_alpha(img)
     rgb = resize_longer(rgb, st.size)
+    st = resolve_for(filt, st, rgb)
     runner = make_runner(filt, st)
     photo = to_uint8_tensor(rgb)  # made float tile by tile, and as a whole only if finish() needs it
     styled = finish(photo, stylize_tensor(runner, photo, st.precision, st.max_tile_pixels), st.strength,

@@ -26,7 +26,7 @@ from . import __version__
 from .backbones import load_backbone
 from .config import TrainConfig, describe
 from .data import PhotoSet, load_photos
-from .devices import autocast, pick_device
+from .devices import autocast, pick_device, resolve_precision
 from .errors import RotoscopeError
 from .filter import Filter, check_name, registry_path, save_filter
 from .images import load_rgb, resize_longer, to_tensor
@@ -143,6 +143,11 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
     check_name(name)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
+    try:
+        precision = resolve_precision(cfg.precision, device)
+    except ValueError as e:
+        raise RotoscopeError(str(e)) from None
+    requested, cfg = cfg.precision, cfg.replace(precision=precision.value)  # the card records what was used
     run_dir = runs_dir() / name
     ckpt_path = run_dir / CHECKPOINT
 
@@ -164,9 +169,13 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
 
     # --- random weights, and the optimiser that will nudge them
     net = FilterNet(cfg.net)
-    extra_card = {"init": init_network(net, cfg, log), **(extra_card or {})}
+    extra_card = {"init": init_network(net, cfg, log),
+                  "precision": {"used": precision.value, "requested": requested, "why": precision.reason},
+                  **(extra_card or {})}
     net = net.to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    # fp16 (CUDA without bf16) needs its loss scaled so small gradients do not flush to zero; a no-op otherwise
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     run = Run()
     art_hash = hashlib.sha256(Path(artwork).read_bytes()).hexdigest()
     meta = {"artwork_sha256": art_hash, "backbone": backbone.name}
@@ -181,6 +190,7 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
         log(f"resuming '{name}' at step {run.step}")
     holdout = data.holdout_batch(cfg.size) if data.holdout else None
 
+    log(precision.line())
     log(f"training filter '{name}' on {device} with backbone {backbone.name} "
         f"({count_parameters(net):,} parameters; {len(data.train)} training photos, {len(data.holdout)} held out)")
     log(describe(cfg))
@@ -223,9 +233,11 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
                 if not math.isfinite(loss_value):
                     raise pitfalls.Stopped(pitfalls.not_finite(step + 1, loss_value, cfg.lr))
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(net.parameters(), 1e3))
-                opt.step()
+                scaler.step(opt)
+                scaler.update()
                 run.step += 1
                 record = {"step": run.step, "train": {**terms, "total": loss_value}, "lr": lr, "grad_norm": grad_norm}
                 for k, v in record["train"].items():

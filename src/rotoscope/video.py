@@ -41,7 +41,7 @@ from .errors import RotoscopeError
 from .filter import Filter
 from .images import IMAGE_SUFFIXES, max_pixels, open_image, save_image, split_alpha
 from .paths import atomic_path
-from .stylize import ApplySettings, finish, prepare_net, provenance, run_net, stylize_tensor
+from .stylize import ApplySettings, finish, make_runner, provenance, resolve, stylize_tensor
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts",
                   ".wmv", ".flv", ".3gp", ".ogv", ".y4m"}
@@ -193,8 +193,9 @@ def _fit(rgb: np.ndarray, w: int, h: int) -> np.ndarray:
 
 
 def decode(src: Source, w: int, h: int, warn: Callable[[str], None],
-           max_seconds: float | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
-    """(pts, duration, rgb) for every frame, resized to w x h. Truncated streams end early with a warning."""
+           max_seconds: float | None = None, threads: int = 0) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(pts, duration, rgb) for every frame, resized to w x h. Truncated streams end early with a warning.
+    threads: the decoder's threads (0 = FFmpeg's choice)."""
     if src.files is not None:
         for i, p in enumerate(src.files):
             if max_seconds is not None and i * src.time_base >= max_seconds:
@@ -214,6 +215,8 @@ def decode(src: Source, w: int, h: int, warn: Callable[[str], None],
     with _open(src.path) as c:
         vs = c.streams.video[0]
         vs.thread_type = "AUTO"
+        if threads:
+            vs.codec_context.thread_count = threads
         try:
             for frame in c.decode(vs):
                 pts = frame.pts if frame.pts is not None else (last_pts + default_dur if last_pts is not None else 0)
@@ -388,7 +391,7 @@ END = object()
 def _reader(job: Job, start: int, q: queue.Queue, stop: threading.Event, errors: list, warn) -> None:
     try:
         stab = Stabilizer(job.video.blend, job.video.flow_preset) if job.video.stabilize else None
-        frames = decode(job.src, job.width, job.height, warn, job.video.max_seconds)
+        frames = decode(job.src, job.width, job.height, warn, job.video.max_seconds, job.video.codec_threads)
         for i, (pts, dur, rgb) in enumerate(frames):
             fr = Frame(i, pts, dur, rgb)
             if stab is not None:
@@ -426,7 +429,8 @@ class _SegmentWriter:
             self.container = av.open(str(self.tmp), "w", format="mp4")
             v = self.job.video
             s = self.container.add_stream("libx264", rate=self.job.src.rate,
-                                          options={"crf": str(v.crf), "preset": v.preset, "bf": "0"})
+                                          options={"crf": str(v.crf), "preset": v.preset, "bf": "0",
+                                                   **({"threads": str(v.codec_threads)} if v.codec_threads else {})})
             # bf=0: no B-frames, so decode order = display order and segments concatenate with monotonic dts
             s.width, s.height, s.pix_fmt = self.job.width, self.job.height, "yuv420p"
             s.time_base = self.job.src.time_base
@@ -512,13 +516,15 @@ def _writer(job: Job, start_seg: int, q: queue.Queue, stop: threading.Event, err
         errors.append(e)
 
 
-def stylize_frames(net, rgbs: list[np.ndarray], st: ApplySettings) -> np.ndarray:
-    """A batch of same-size uint8 frames (H x W x 3) -> stylized, strength and colour settings applied, uint8."""
+def stylize_frames(run, rgbs: list[np.ndarray], st: ApplySettings) -> np.ndarray:
+    """A batch of same-size uint8 frames (H x W x 3) -> stylized, strength and colour settings applied, uint8.
+
+    `run` is the engine's runner (stylize.make_runner)."""
     x = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).float().div_(255)
     if x.shape[2] * x.shape[3] <= st.max_tile_pixels:
-        y = run_net(net, x, st.precision)
+        y = run(x)
     else:  # larger than the memory budget: the tiled path, one frame at a time
-        y = torch.cat([stylize_tensor(net, x[i:i + 1], st.precision, st.max_tile_pixels) for i in range(len(x))])
+        y = torch.cat([stylize_tensor(run, x[i:i + 1], st.precision, st.max_tile_pixels) for i in range(len(x))])
     y = finish(x, y, st.strength, st.preserve_colors)
     return (y.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
 
@@ -536,7 +542,7 @@ def render_segments(job: Job, progress: bool, warn: Callable[[str], None],
     start = done * n_seg
     prev_out = np.asarray(Image.open(job.seg_last(done - 1)).convert("RGB")) if done else None
     device = pick_device(job.settings.device)
-    net = prepare_net(job.filt.net, device, job.settings.precision)
+    net = make_runner(job.filt, job.settings)
     fits = job.settings.max_tile_pixels // max(1, job.width * job.height)  # frames per call within the memory budget
     batch = max(1, min(frames_per_call(job.video, device), fits))
     stop = threading.Event()
@@ -776,6 +782,8 @@ def make_job(filt: Filter, src: Path, dest: Path | None, settings: ApplySettings
         source.frames = min(source.frames, math.ceil(video.max_seconds * float(source.rate)))
     w, h = source.width, source.height
     ow, oh = output_size(w, h, settings.size, even=kind == "h264")
+    if not settings.resolved:  # the library call: precision and engine chosen here (the CLI has said which)
+        settings, _ = resolve(filt, settings, (oh, ow))
     if kind == "animated" and source.frames > video.gif_max_frames:
         raise RotoscopeError(f"{source.frames} frames is too long for {dest.suffix} (at most "
                              f"{video.gif_max_frames}): write .mp4, or cut the clip first")
@@ -836,8 +844,10 @@ def preview_sheet(filt: Filter, src: Path, n: int, dest: Path | None, settings: 
     picked = _pick_frames(source, n, w, h)
     if not picked:
         raise RotoscopeError(f"{src}: no video frames")
-    net = prepare_net(filt.net, pick_device(settings.device), settings.precision)
-    tiles = [stylize_frames(net, [rgb], settings)[0] for rgb in picked]
+    if not settings.resolved:
+        settings, _ = resolve(filt, settings, (h, w))
+    run = make_runner(filt, settings)
+    tiles = [stylize_frames(run, [rgb], settings)[0] for rgb in picked]
     tiles = [_rotate(t, source.rotation) for t in tiles]
     cols = math.ceil(math.sqrt(len(tiles)))
     rows = math.ceil(len(tiles) / cols)
@@ -895,14 +905,18 @@ def _pick_frames(src: Source, n: int, w: int, h: int) -> list[np.ndarray]:
 
 
 def apply_video_cli(filt: Filter, src, dest, settings: ApplySettings, progress: bool,
-                    video: VideoConfig | None = None, preview: int | None = None) -> Iterator[str]:
-    """`rotoscope apply` on a clip: yields the lines to print."""
+                    video: VideoConfig | None = None, preview: int | None = None,
+                    announce: list[str] = ()) -> Iterator[str]:
+    """`rotoscope apply` on a clip: yields the lines to print (`announce` first, once the job is checked)."""
     if preview:
-        yield f"wrote {preview_sheet(filt, Path(src), preview, dest, settings)}"
+        path = preview_sheet(filt, Path(src), preview, dest, settings)
+        yield from announce
+        yield f"wrote {path}"
         return
     lines: list[str] = []
     video = video or VideoConfig()
     job = make_job(filt, Path(src), Path(dest) if dest else None, settings, video)
+    yield from announce
     if job.kind == "h264" and (job.width, job.height) != output_size(job.src.width, job.src.height,
                                                                      settings.size, even=False):
         yield f"note: H.264 needs even sizes, writing {job.width}x{job.height} (.gif, .webp or a folder keep odd ones)"

@@ -32,7 +32,7 @@ from ..errors import RotoscopeError
 from ..filter import (SHIPPED_DIR, check_name, list_filters, load_filter_file, read_card, registry_paths,
                       remove_filter)
 from ..images import open_image, save_image
-from ..stylize import ApplySettings, provenance, stylize_image
+from ..stylize import ApplySettings, provenance, resolve_for, stylize_image
 from .jobs import FINISHED, Job, JobStore, database_path, server_dir
 from .runner import Scheduler, log_tail
 from .uploads import BodyLimit, sniff_image, sniff_video, save_upload
@@ -196,8 +196,9 @@ def create_app(settings: ServerConfig | None = None, *, run_jobs: bool = True) -
             filt = load_cached(name)
             dest = server_dir() / "previews" / f"{filt.name}-{filt.card_hash}.png"
             if not dest.exists():
-                img = stylize_image(filt, _preview_photo(), ApplySettings(size=PREVIEW_SIZE))
-                save_image(img, dest, provenance(filt, ApplySettings(size=PREVIEW_SIZE), "sample photo"))
+                photo = _preview_photo()
+                settings = resolve_for(filt, ApplySettings(size=PREVIEW_SIZE), photo)
+                save_image(stylize_image(filt, photo, settings), dest, provenance(filt, settings, "sample photo"))
             return dest
 
         try:
@@ -219,6 +220,7 @@ def create_app(settings: ServerConfig | None = None, *, run_jobs: bool = True) -
         """Decode, paint, encode (with provenance): the whole apply, in a pool thread."""
         filt = load_cached(name)
         img = open_image(src)
+        settings = resolve_for(filt, settings, img)  # provenance records the precision and engine used
         styled = stylize_image(filt, img, settings)
         media, suffix = OUTPUT_TYPES[fmt]
         with tempfile.TemporaryDirectory(prefix="rotoscope-") as d:
@@ -320,7 +322,7 @@ def create_app(settings: ServerConfig | None = None, *, run_jobs: bool = True) -
         color_weight: float | None = Form(None), tv_weight: float | None = Form(None),
         channels: str | None = Form(None, description="three widths, e.g. 32,64,128"),
         res_blocks: int | None = Form(None), seed: int | None = Form(None),
-        checkpoint_every: int | None = Form(None), precision: Literal["bf16", "fp32"] | None = Form(None),
+        checkpoint_every: int | None = Form(None), precision: Literal["auto", "bf16", "fp16", "fp32"] | None = Form(None),
     ):
         """Start training a filter from an uploaded artwork (+ optional photos). Returns the job (202)."""
         try:
@@ -483,7 +485,11 @@ def serve(settings: ServerConfig, log=print) -> None:
     if needs_token(settings.host) and not settings.token:
         raise RotoscopeError(f"binding to {settings.host} exposes the server beyond this machine: give an API token "
                              "(--token or ROTOSCOPE_TOKEN)")
+    from ..devices import configure_threads, pick_device, resolve_precision
+
+    configure_threads()
     app = create_app(settings)
+    log(resolve_precision("auto", pick_device("auto")).line() + "; applies choose their engine per picture size")
     log(f"rotoscope studio on http://{settings.host}:{settings.port}/  (API docs: /docs; jobs database: "
         f"{app.state.store.db})")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")

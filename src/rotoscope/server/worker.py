@@ -81,7 +81,7 @@ def run_train(store: JobStore, job: Job, parent: int) -> str:
             was_training = net.training
             device = str(next(net.parameters()).device)
             img = stylize_image(Filter(job.name, {}, net), photo,
-                                ApplySettings(size=PREVIEW_SIZE, device=device, precision=cfg.precision))
+                                ApplySettings(size=PREVIEW_SIZE, device=device, engine="torch"))
             net.train(was_training)
             save_image(img, folder / "preview.png")
             state["preview"] = now

@@ -1,0 +1,241 @@
+"""Who runs the filter network when painting: PyTorch, onnxruntime or OpenVINO, and `auto`, the fastest here.
+
+Which engine is fastest depends on the machine (measured on one AMX CPU at 1280x720: OpenVINO bf16 101 ms,
+PyTorch bf16 220, onnxruntime fp32 684; capped to AVX2, OpenVINO fp32 was the fastest and bf16 would not
+compile), so `auto` times the engines once per machine, network shape, precision and picture size class, on the
+network itself, keeps only those whose output stays within MAX_LEVELS of PyTorch fp32, and caches the result
+under ROTOSCOPE_HOME (devices.cached). Every engine is a runner with the same interface: runner(x) paints,
+runner(x, stats) paints with frozen norm statistics (tiles), runner.measure(x) gives those statistics.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+import time
+import weakref
+from dataclasses import dataclass
+
+import torch
+
+from .devices import Choice, _time, cached, fingerprint, physical_cores
+from .errors import RotoscopeError
+from .network import FilterNet
+
+ENGINES = ("auto", "torch", "onnx", "openvino")
+PRECISIONS_OF = {"torch": ("bf16", "fp16", "fp32"), "onnx": ("fp32",), "openvino": ("bf16", "fp32")}
+CALIBRATION_PIXELS = 640 * 360  # larger pictures are timed at this size with their aspect (the ranking held at 720p)
+SMALL_PIXELS = 256 * 256  # pictures up to this size share one calibration at 256x256
+MAX_LEVELS = 1.0  # mean absolute difference from PyTorch fp32, in levels of 8-bit colour, that an engine may have
+
+
+def installed(engine: str) -> bool:
+    if engine == "torch":
+        return True
+    mods = {"onnx": ("onnx", "onnxruntime"), "openvino": ("onnx", "openvino")}[engine]
+    return all(importlib.util.find_spec(m) is not None for m in mods)
+
+
+def require_engine(engine: str) -> None:
+    """Fail with one line saying how to install an engine's packages."""
+    if engine == "onnx":
+        from .export import require
+
+        require("onnx")
+        require("onnxruntime")
+    elif engine == "openvino" and not installed("openvino"):
+        raise RotoscopeError("--engine openvino needs the packages openvino and onnx: pip install openvino onnx")
+
+
+# ---------------------------------------------------------------- OpenVINO
+
+
+class OpenVinoRunner:
+    """Runs a filter with OpenVINO from its ONNX export (export.onnx_bytes); same interface as TorchRunner.
+
+    OpenVINO picks AVX2 / AVX-512 / AMX kernels itself. Its CPU plugin runs bf16 by default where native, so the
+    precision is always set explicitly. A model is compiled per input shape (a video's frames share one).
+    """
+
+    def __init__(self, net: FilterNet, precision: str = "fp32", threads: int | None = None, weak: bool = False):
+        if precision not in PRECISIONS_OF["openvino"]:
+            raise ValueError(f"OpenVINO runs bf16 or fp32, not {precision}")
+        import openvino as ov
+
+        self.ov, self.core = ov, ov.Core()
+        self._net = weakref.ref(net) if weak else (lambda: net)
+        self.precision, self.threads = precision, threads or physical_cores()
+        self.models: dict = {}
+        self.compiled: dict = {}
+
+    def _model(self, mode: str):
+        if mode not in self.models:
+            from .export import onnx_bytes
+
+            fd, path = tempfile.mkstemp(suffix=".onnx")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(onnx_bytes(self._net(), mode))
+                self.models[mode] = self.core.read_model(path)
+            finally:
+                os.unlink(path)
+        return self.models[mode]
+
+    def _request(self, mode: str, shape: tuple[int, ...]):
+        key = (mode, shape)
+        if key not in self.compiled:
+            model = self._model(mode).clone()
+            model.reshape({"image": list(shape)})
+            config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": self.threads,
+                      "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32"}
+            self.compiled[key] = self.core.compile_model(model, "CPU", config).create_infer_request()
+        return self.compiled[key]
+
+    def __call__(self, x: torch.Tensor, stats=None) -> torch.Tensor:
+        feed = {"image": x.float().contiguous().cpu().numpy()}
+        mode = "plain" if stats is None else "frozen"
+        for i, (mean, var) in enumerate(stats or []):
+            feed[f"norm{i}_mean"], feed[f"norm{i}_var"] = mean.float().numpy(), var.float().numpy()
+        out = self._request(mode, tuple(x.shape)).infer(feed)
+        return torch.from_numpy(out[0].copy())
+
+    def measure(self, x: torch.Tensor):
+        out = list(self._request("measure", tuple(x.shape)).infer({"image": x.float().contiguous().cpu().numpy()})
+                   .values())[1:]
+        return [(torch.from_numpy(out[i].copy()), torch.from_numpy(out[i + 1].copy())) for i in range(0, len(out), 2)]
+
+
+# ---------------------------------------------------------------- building a runner
+
+
+def runner(engine: str, net: FilterNet, device: torch.device, precision: str):
+    """A runner for one engine at one precision."""
+    if engine not in PRECISIONS_OF:
+        raise RotoscopeError(f"unknown engine '{engine}': use one of {', '.join(ENGINES)}")
+    if engine == "torch":
+        from .stylize import TorchRunner, prepare_net
+
+        return TorchRunner(prepare_net(net, device, precision), precision)
+    if device.type != "cpu":
+        raise RotoscopeError(f"--engine {engine} runs on the CPU; use --engine torch for {device.type}")
+    if precision not in PRECISIONS_OF[engine]:
+        raise RotoscopeError(f"--engine {engine} runs {' or '.join(PRECISIONS_OF[engine])}, not {precision}")
+    require_engine(engine)
+    if engine == "onnx":
+        from .export import onnx_runner
+
+        return onnx_runner(net)
+    return _openvino_runner(net, precision)
+
+
+_OV: "weakref.WeakKeyDictionary[FilterNet, dict]" = weakref.WeakKeyDictionary()
+
+
+def _openvino_runner(net: FilterNet, precision: str) -> OpenVinoRunner:
+    """One runner per network and precision (a folder of images converts once), dropped with the network."""
+    per_net = _OV.setdefault(net, {})
+    if precision not in per_net:
+        per_net[precision] = OpenVinoRunner(net, precision, weak=True)
+    return per_net[precision]
+
+
+# ---------------------------------------------------------------- auto: the fastest engine on this machine
+
+
+def calibration_shape(h: int, w: int) -> tuple[int, int]:
+    """The size engines are timed at: 256x256 for small pictures, else the picture's aspect at up to
+    CALIBRATION_PIXELS, rounded to multiples of 32 so that similar sizes share one measurement."""
+    if h * w <= SMALL_PIXELS:
+        return 256, 256
+    s = min(1.0, (CALIBRATION_PIXELS / (h * w)) ** 0.5)
+    return max(32, round(h * s / 32) * 32), max(32, round(w * s / 32) * 32)
+
+
+def candidates(precision: Choice, explicit: bool) -> list[tuple[str, str]]:
+    """(engine, precision) pairs `auto` may choose: any installed engine at the chosen precision, and fp32 ones
+    when the precision was itself chosen automatically (a faster fp32 engine beats a slower bf16 one)."""
+    out = []
+    for engine in ENGINES[1:]:
+        if not installed(engine):
+            continue
+        if precision.value in PRECISIONS_OF[engine]:
+            out.append((engine, precision.value))
+        elif not explicit and "fp32" in PRECISIONS_OF[engine]:
+            out.append((engine, "fp32"))
+    return out
+
+
+def _test_image(h: int, w: int) -> torch.Tensor:
+    """A smooth picture with edges (random noise would be an unfair input for a filter), fixed by a seed."""
+    g = torch.Generator().manual_seed(0)
+    small = torch.rand(1, 3, max(2, h // 16), max(2, w // 16), generator=g)
+    return torch.nn.functional.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def calibrate(net: FilterNet, pairs: list[tuple[str, str]], shape: tuple[int, int]) -> dict:
+    """Milliseconds per picture of `shape` for each (engine, precision), and the output's distance from PyTorch
+    fp32 in 8-bit levels; an engine that fails here is recorded with its error instead."""
+    x = _test_image(*shape)
+    cpu = torch.device("cpu")
+    reference = runner("torch", net, cpu, "fp32")(x)
+    table = {}
+    for engine, prec in pairs:
+        key = f"{engine}/{prec}"
+        try:
+            run = runner(engine, net, cpu, prec)
+            seconds = _time(lambda: run(x), 2)
+            levels = float((run(x) - reference).abs().mean()) * 255
+            table[key] = {"ms": round(seconds * 1e3, 2), "levels": round(levels, 3)}
+        except Exception as e:  # noqa: BLE001 - e.g. OpenVINO refusing bf16 under an ISA cap: not a candidate
+            table[key] = {"error": str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__}
+    return table
+
+
+def arch_key(net: FilterNet) -> str:
+    """The network's shape (what its speed depends on), not its weights."""
+    import hashlib
+
+    shapes = ";".join(f"{k}:{tuple(v.shape)}" for k, v in net.state_dict().items())
+    return f"{type(net).__name__}-{hashlib.sha256(shapes.encode()).hexdigest()[:12]}"
+
+
+_MEMO: dict = {}  # in this process, by machine fingerprint and key: a calibration is not read from disk twice
+
+
+def _timings(net: FilterNet, key: str, pairs: list, shape: tuple[int, int]) -> dict:
+    memo = (fingerprint(), key)
+    if memo not in _MEMO:
+        _MEMO[memo] = cached(key, lambda: calibrate(net, pairs, shape))
+    return _MEMO[memo]
+
+
+@dataclass
+class Picked:
+    engine: str
+    precision: str
+    reason: str
+    timings: dict
+
+    def line(self) -> str:
+        return f"engine: {self.engine} {self.precision} ({self.reason})"
+
+
+def pick_engine(net: FilterNet, device: torch.device, precision: Choice, explicit: bool,
+                shape: tuple[int, int]) -> Picked:
+    """The fastest engine for pictures of about `shape` on this machine (measured once, then cached)."""
+    if device.type != "cpu":
+        return Picked("torch", precision.value, f"{device.type}: PyTorch", {})
+    pairs = candidates(precision, explicit)
+    if len(pairs) == 1:
+        return Picked(*pairs[0], "the only engine installed for this precision", {})
+    cal = calibration_shape(*shape)
+    key = f"engines|{arch_key(net)}|{'+'.join('/'.join(p) for p in pairs)}|{cal[0]}x{cal[1]}"
+    timings = _timings(net, key, pairs, cal)
+    ok = {k: v for k, v in timings.items() if "ms" in v and v["levels"] <= MAX_LEVELS}
+    if not ok:
+        return Picked("torch", precision.value, "no other engine passed its calibration", timings)
+    best = min(ok, key=lambda k: ok[k]["ms"])
+    engine, prec = best.split("/")
+    others = ", ".join(f"{k} {v['ms']:.0f} ms" for k, v in sorted(ok.items(), key=lambda kv: kv[1]["ms"]))
+    return Picked(engine, prec, f"fastest here at {cal[1]}x{cal[0]}: {others}; measured once, cached", timings)

@@ -1,0 +1,169 @@
+"""Engines for painting: PyTorch, onnxruntime and OpenVINO give the same picture (within one 8-bit level on
+average), and `auto` takes the fastest one this machine measured, once, keeping only engines that agree."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import make_scene, rotoscope
+from rotoscope import engines
+from rotoscope.config import NetConfig
+from rotoscope.devices import Choice
+from rotoscope.filter import Filter
+from rotoscope.network import FilterNet
+from rotoscope.stylize import ApplySettings, resolve, stylize_image, stylize_tensor
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def net():
+    torch.manual_seed(0)
+    return FilterNet(NetConfig(channels=(8, 16, 16), res_blocks=1)).eval().requires_grad_(False)
+
+
+@pytest.fixture(autouse=True)
+def fresh_memo():
+    engines._MEMO.clear()
+    yield
+    engines._MEMO.clear()
+
+
+def photo(h=48, w=64):
+    return engines._test_image(h, w)
+
+
+@pytest.mark.parametrize("engine", ["onnx", "openvino"])
+def test_every_engine_paints_what_pytorch_fp32_paints(net, engine):
+    if not engines.installed(engine):
+        pytest.fail(f"{engine} is a dependency of rotoscope and should be installed")
+    x = photo()
+    ref = engines.runner("torch", net, CPU, "fp32")(x)
+    out = engines.runner(engine, net, CPU, "fp32")(x)
+    assert out.shape == ref.shape
+    assert float((out - ref).abs().mean()) * 255 < engines.MAX_LEVELS
+
+
+@pytest.mark.parametrize("engine", ["onnx", "openvino"])
+def test_every_engine_paints_tiles_with_frozen_statistics(net, engine):
+    x = photo(96, 80)
+    ref = stylize_tensor(engines.runner("torch", net, CPU, "fp32"), x, "fp32", max_tile_pixels=48 * 48, overlap=16)
+    out = stylize_tensor(engines.runner(engine, net, CPU, "fp32"), x, "fp32", max_tile_pixels=48 * 48, overlap=16)
+    assert float((out - ref).abs().mean()) * 255 < engines.MAX_LEVELS
+
+
+def test_openvino_runs_a_batch_and_new_sizes(net):
+    run = engines.runner("openvino", net, CPU, "fp32")
+    ref = engines.runner("torch", net, CPU, "fp32")
+    for x in (torch.rand(2, 3, 20, 24), torch.rand(1, 3, 7, 5)):
+        assert float((run(x) - ref(x)).abs().mean()) * 255 < engines.MAX_LEVELS
+
+
+def test_engines_refuse_precisions_they_do_not_run(net):
+    from rotoscope.errors import RotoscopeError
+
+    with pytest.raises(RotoscopeError, match="onnx runs fp32"):
+        engines.runner("onnx", net, CPU, "bf16")
+    with pytest.raises(RotoscopeError, match="unknown engine"):
+        engines.runner("tensorrt", net, CPU, "fp32")
+
+
+def fake_calibration(monkeypatch, table):
+    calls = []
+
+    def calibrate(net, pairs, shape):
+        calls.append((tuple(pairs), shape))
+        return {f"{e}/{p}": table[f"{e}/{p}"] for e, p in pairs if f"{e}/{p}" in table}
+    monkeypatch.setattr(engines, "calibrate", calibrate)
+    return calls
+
+
+def test_auto_takes_the_fastest_engine_that_agrees_with_pytorch(net, monkeypatch):
+    calls = fake_calibration(monkeypatch, {"torch/fp32": {"ms": 30, "levels": 0.0},
+                                           "onnx/fp32": {"ms": 5, "levels": 3.0},  # fast but wrong: refused
+                                           "openvino/fp32": {"ms": 20, "levels": 0.01}})
+    picked = engines.pick_engine(net, CPU, Choice("fp32", "test"), False, (360, 640))
+    assert (picked.engine, picked.precision) == ("openvino", "fp32")
+    assert "openvino/fp32 20 ms" in picked.line() and "onnx" not in picked.line()
+    assert calls[0][1] == (352, 640)  # timed at the picture's aspect, at most 640x360, in steps of 32
+
+
+def test_an_engine_that_fails_its_calibration_is_not_chosen(net, monkeypatch):
+    fake_calibration(monkeypatch, {"torch/bf16": {"ms": 30, "levels": 0.3},
+                                   "onnx/fp32": {"ms": 50, "levels": 0.0},
+                                   "openvino/bf16": {"error": "object is not initialized"}})
+    picked = engines.pick_engine(net, CPU, Choice("bf16", "native"), False, (100, 100))
+    assert (picked.engine, picked.precision) == ("torch", "bf16")
+
+
+def test_an_asked_precision_limits_the_engines(net, monkeypatch):
+    calls = fake_calibration(monkeypatch, {"torch/bf16": {"ms": 30, "levels": 0.3},
+                                           "onnx/fp32": {"ms": 1, "levels": 0.0},
+                                           "openvino/bf16": {"ms": 40, "levels": 0.3}})
+    picked = engines.pick_engine(net, CPU, Choice("bf16", "as asked"), True, (100, 100))
+    assert picked.engine == "torch" and ("onnx", "fp32") not in calls[0][0]
+    # chosen automatically, bf16 may lose to a faster fp32 engine
+    picked = engines.pick_engine(net, CPU, Choice("bf16", "native"), False, (100, 100))
+    assert (picked.engine, picked.precision) == ("onnx", "fp32")
+
+
+def test_a_gpu_paints_with_pytorch_without_calibrating(net, monkeypatch):
+    calls = fake_calibration(monkeypatch, {})
+    picked = engines.pick_engine(net, torch.device("cuda"), Choice("bf16", "gpu"), False, (1080, 1920))
+    assert picked.engine == "torch" and calls == []
+
+
+def test_calibration_is_measured_once_and_cached_under_rotoscope_home(net, rotoscope_home):
+    """The real calibration: every installed engine timed and compared with PyTorch fp32, then stored."""
+    picked = engines.pick_engine(net, CPU, Choice("fp32", "test"), True, (40, 30))
+    store = json.loads((rotoscope_home / "machine.json").read_text())
+    (section,) = store.values()
+    (key,) = [k for k in section if k.startswith("engines|")]
+    table = section[key]
+    assert set(table) == {f"{e}/fp32" for e in ("torch", "onnx", "openvino") if engines.installed(e)}
+    assert all(v["levels"] < engines.MAX_LEVELS for v in table.values())
+    assert picked.engine in {k.split("/")[0] for k in table}
+    # a new process reads it back instead of measuring again
+    engines._MEMO.clear()
+    table[f"{picked.engine}/fp32"]["ms"] = 1e6  # proof that the file, not a new measurement, is read
+    (rotoscope_home / "machine.json").write_text(json.dumps(store))
+    again = engines.pick_engine(net, CPU, Choice("fp32", "test"), True, (40, 30))
+    assert again.timings == table
+
+
+def test_apply_says_and_records_the_precision_and_engine_it_used(tiny_filter, tmp_path, capsys):
+    from rotoscope.images import read_provenance
+
+    src = make_scene(tmp_path / "in.png")
+    code, out, err = rotoscope("apply", "tiny", src, "-o", tmp_path / "out.png", capsys=capsys)
+    assert code == 0, err
+    lines = err.splitlines()
+    assert lines[0].startswith("precision: ") and lines[1].startswith("engine: "), err
+    used = read_provenance(tmp_path / "out.png")["settings"]
+    assert used["precision"] in ("bf16", "fp32") and used["engine"] in ("torch", "onnx", "openvino")
+    assert lines[1].startswith(f"engine: {used['engine']} {used['precision']}")
+
+
+def test_an_asked_engine_and_precision_are_used(tiny_filter, tmp_path, capsys):
+    from rotoscope.images import read_provenance
+
+    src = make_scene(tmp_path / "in.png")
+    code, _, err = rotoscope("apply", "tiny", src, "-o", tmp_path / "out.png", "--engine", "torch",
+                             "--precision", "fp32", capsys=capsys)
+    assert code == 0, err
+    assert "precision: fp32 (as asked)" in err and "engine: torch fp32 (as asked)" in err
+    assert read_provenance(tmp_path / "out.png")["settings"] | {} == {
+        "size": None, "strength": 1.0, "preserve_colors": False, "precision": "fp32", "engine": "torch"}
+
+
+def test_library_calls_resolve_auto_for_the_picture(net):
+    filt = Filter("t", {"name": "t"}, net)
+    img = Image.fromarray((photo(30, 40)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+    settings, lines = resolve(filt, ApplySettings(), (30, 40))
+    assert settings.resolved and lines[0].startswith("precision: ") and lines[1].startswith("engine: ")
+    a = np.asarray(stylize_image(filt, img, ApplySettings()), np.float32)
+    b = np.asarray(stylize_image(filt, img, ApplySettings(engine="torch", precision="fp32")), np.float32)
+    assert np.abs(a - b).mean() < 1.5
