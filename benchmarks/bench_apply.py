@@ -227,8 +227,9 @@ def variants(skip_compile: bool, threads: int, all_precisions: bool = False):
 
     def engine_path(engine, precision):
         def make():
-            runner = engines.runner(engine, copy.deepcopy(net), dev, precision)
-            return lambda x: stylize_tensor(runner, x)
+            model = copy.deepcopy(net)  # onnx and OpenVINO runners hold their network weakly: keep it alive here
+            runner = engines.runner(engine, model, dev, precision)
+            return lambda x, model=model: stylize_tensor(runner, x)
         return make
 
     for engine in ENGINE_ROWS:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
-import time
+import threading
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -67,7 +68,8 @@ class OpenVinoRunner:
         self._net = weakref.ref(net) if weak else (lambda: net)
         self.precision, self.threads = precision, threads or physical_cores()
         self.models: dict = {}
-        self.compiled: dict = {}
+        self.lock = threading.Lock()  # one infer request per shape: the server's apply threads take turns
+        self.compiled: OrderedDict = OrderedDict()  # (mode, shape) -> infer request, the most recent last
 
     def _model(self, mode: str):
         if mode not in self.models:
@@ -82,9 +84,15 @@ class OpenVinoRunner:
                 os.unlink(path)
         return self.models[mode]
 
+    KEEP = 4  # compiled shapes kept per runner: a video needs one or two, a server sees pictures of every size
+
     def _request(self, mode: str, shape: tuple[int, ...]):
         key = (mode, shape)
-        if key not in self.compiled:
+        if key in self.compiled:
+            self.compiled.move_to_end(key)
+        else:
+            while len(self.compiled) >= self.KEEP:
+                self.compiled.popitem(last=False)
             model = self._model(mode).clone()
             model.reshape({"image": list(shape)})
             config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": self.threads,
@@ -97,13 +105,15 @@ class OpenVinoRunner:
         mode = "plain" if stats is None else "frozen"
         for i, (mean, var) in enumerate(stats or []):
             feed[f"norm{i}_mean"], feed[f"norm{i}_var"] = mean.float().numpy(), var.float().numpy()
-        out = self._request(mode, tuple(x.shape)).infer(feed)
-        return torch.from_numpy(out[0].copy())
+        with self.lock:
+            out = self._request(mode, tuple(x.shape)).infer(feed)
+            return torch.from_numpy(out[0].copy())
 
     def measure(self, x: torch.Tensor):
-        out = list(self._request("measure", tuple(x.shape)).infer({"image": x.float().contiguous().cpu().numpy()})
-                   .values())[1:]
-        return [(torch.from_numpy(out[i].copy()), torch.from_numpy(out[i + 1].copy())) for i in range(0, len(out), 2)]
+        with self.lock:
+            out = [v.copy() for v in self._request("measure", tuple(x.shape))
+                   .infer({"image": x.float().contiguous().cpu().numpy()}).values()][1:]
+        return [(torch.from_numpy(out[i]), torch.from_numpy(out[i + 1])) for i in range(0, len(out), 2)]
 
 
 # ---------------------------------------------------------------- building a runner
