@@ -167,3 +167,19 @@ def test_library_calls_resolve_auto_for_the_picture(net):
     a = np.asarray(stylize_image(filt, img, ApplySettings()), np.float32)
     b = np.asarray(stylize_image(filt, img, ApplySettings(engine="torch", precision="fp32")), np.float32)
     assert np.abs(a - b).mean() < 1.5
+
+
+def test_threads_can_export_and_calibrate_at_once(net):
+    """The server paints in threads: two first uses at once (each exporting ONNX) must both work."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(1)
+    other = FilterNet(NetConfig(channels=(8, 16, 16), res_blocks=1)).eval().requires_grad_(False)
+    x = photo(24, 32)
+
+    def first_use(n):
+        return engines.runner("openvino", n, CPU, "fp32")(x), engines.pick_engine(n, CPU, Choice("fp32", "t"),
+                                                                                   True, (24, 32))
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(first_use, [net, other, net, other]))
+    assert all(out.shape == x.shape for out, _ in results)

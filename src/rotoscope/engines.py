@@ -211,12 +211,15 @@ def arch_key(net: FilterNet) -> str:
 
 
 _MEMO: dict = {}  # in this process, by machine fingerprint and key: a calibration is not read from disk twice
+_CALIBRATING = threading.Lock()  # threads (the server's) wait for one calibration instead of timing side by side
 
 
 def _timings(net: FilterNet, key: str, pairs: list, shape: tuple[int, int]) -> dict:
     memo = (fingerprint(), key)
     if memo not in _MEMO:
-        _MEMO[memo] = cached(key, lambda: calibrate(net, pairs, shape))
+        with _CALIBRATING:
+            if memo not in _MEMO:
+                _MEMO[memo] = cached(key, lambda: calibrate(net, pairs, shape))
     return _MEMO[memo]
 
 

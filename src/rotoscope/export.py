@@ -15,6 +15,7 @@ import copy
 import io
 import json
 import os
+import threading
 import warnings
 import weakref
 from pathlib import Path
@@ -28,6 +29,7 @@ from .network import FilterNet
 from .paths import atomic_path
 
 OPSET = 17
+_EXPORT_LOCK = threading.Lock()
 INSTALL_HINT = 'pip install -e ".[onnx]"'
 
 
@@ -126,7 +128,8 @@ def onnx_bytes(net: FilterNet, mode: str = "plain", opset: int = OPSET) -> bytes
             outputs += [f"norm{i}_mean", f"norm{i}_var"]
     dynamic = {"image": {0: "batch", 2: "height", 3: "width"}, "stylized": {0: "batch", 2: "height", 3: "width"}}
     buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
+    # torch.onnx.export keeps global state and refuses to run twice at once (the server paints in threads)
+    with _EXPORT_LOCK, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes: not for users
         # dynamo=False: the TorchScript exporter needs no onnxscript and handles the shape arithmetic above
         torch.onnx.export(model, (torch.rand(1, 3, 37, 29), *stats), buf, input_names=names, output_names=outputs,

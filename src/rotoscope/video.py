@@ -314,6 +314,7 @@ class Job:
     width: int
     height: int
     work: Path = field(init=False)
+    announce: list[str] = field(default_factory=list)  # precision and engine lines, when make_job chose them
 
     def __post_init__(self):
         st = self.src.path.stat()
@@ -782,12 +783,15 @@ def make_job(filt: Filter, src: Path, dest: Path | None, settings: ApplySettings
         source.frames = min(source.frames, math.ceil(video.max_seconds * float(source.rate)))
     w, h = source.width, source.height
     ow, oh = output_size(w, h, settings.size, even=kind == "h264")
+    announce: list[str] = []
     if not settings.resolved:  # the library call: precision and engine chosen here (the CLI has said which)
-        settings, _ = resolve(filt, settings, (oh, ow))
+        settings, announce = resolve(filt, settings, (oh, ow))
     if kind == "animated" and source.frames > video.gif_max_frames:
         raise RotoscopeError(f"{source.frames} frames is too long for {dest.suffix} (at most "
                              f"{video.gif_max_frames}): write .mp4, or cut the clip first")
-    return Job(filt, source, dest, kind, settings, video, ow, oh)
+    job = Job(filt, source, dest, kind, settings, video, ow, oh)
+    job.announce = announce
+    return job
 
 
 def apply_video(filt: Filter, src: Path, dest: Path | None, settings: ApplySettings,
@@ -800,6 +804,8 @@ def apply_video(filt: Filter, src: Path, dest: Path | None, settings: ApplySetti
 def run_job(job: Job, progress: bool = False, warn: Callable[[str], None] = print,
             on_segment: Callable[[int], None] | None = None) -> Path:
     filt, settings = job.filt, job.settings
+    for line in job.announce:
+        warn(line)
     _clear_stale_work(job, warn)
     job.work.mkdir(parents=True, exist_ok=True)
     (job.work / "job.json").write_text(json.dumps({"source": str(job.src.path), "dest": str(job.dest)}))
