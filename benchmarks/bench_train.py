@@ -6,10 +6,11 @@ so data loading is not timed):
                    contiguous layout, loss = content (relu2_2 MSE) + style (Gram MSE at relu1_2..relu4_3, Gram
                    divided by C*H*W) with weights 1e5 / 1e10, Adam lr 1e-3; the photos' features are computed
                    without no_grad, as there
-  rotoscope fp32   the step of rotoscope.train.train, replicated line for line (train.py exposes no step
-  rotoscope bf16   function): FilterNet(NetConfig()) in channels_last, losses.perceptual_loss with the default
-                   TrainConfig loss weights and colour term, under devices.autocast at that precision,
-                   backward, clip_grad_norm_(1e3), Adam. bf16 only where this CPU computes it natively, unless
+  rotoscope fp32   rotoscope.train.train_step itself, set up as train() sets it up (train.new_network):
+  rotoscope bf16   FilterNet(NetConfig()) in channels_last (random weights), losses.perceptual_loss with the
+                   default TrainConfig loss weights and colour term, under devices.autocast at that precision,
+                   backward through the GradScaler (a no-op but in fp16), clip_grad_norm_(1e3), Adam; the crops
+                   come from train.FixedBatch. bf16 only where this CPU computes it natively, unless
                    --all-precisions; the precision `auto` picks here is marked "<- auto".
 Both use rotoscope's VGG16 layout from backbones.py (average pooling; the examples use max pooling, which costs
 the same) with the --backbone weights: `random` needs no download, and the weights do not change the timing.
@@ -22,7 +23,6 @@ the same) with the --backbone weights: `random` needs no download, and the weigh
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
@@ -70,13 +70,14 @@ def baseline_step_fn(vgg, art: torch.Tensor, photos: torch.Tensor):
 
 
 def rotoscope_step_fn(backbone, art: torch.Tensor, photos: torch.Tensor, precision: str):
-    """rotoscope.train.train's step, replicated (see the module docstring)."""
-    from rotoscope.config import TrainConfig
-    from rotoscope.devices import autocast
-    from rotoscope.losses import LossWeights, perceptual_loss, style_target
-    from rotoscope.network import FilterNet
+    """rotoscope.train.train_step, the step train() runs (see the module docstring)."""
+    import itertools
 
-    cfg = TrainConfig()
+    from rotoscope.config import TrainConfig
+    from rotoscope.losses import LossWeights, style_target
+    from rotoscope.train import FixedBatch, new_network, train_step
+
+    cfg = TrainConfig().replace(precision=precision, init="random", batch=photos.shape[0])
     device = torch.device("cpu")
     target = style_target(backbone, art, cfg.color_match)
     if precision == "bf16":  # as train.py does: the frozen backbone held in bf16 once
@@ -84,26 +85,15 @@ def rotoscope_step_fn(backbone, art: torch.Tensor, photos: torch.Tensor, precisi
         import dataclasses
 
         backbone = dataclasses.replace(backbone, net=copy.deepcopy(backbone.net).to(torch.bfloat16))
-    weights = LossWeights(cfg.content_weight, cfg.style_weight, cfg.color_weight, cfg.tv_weight)
-    net = FilterNet(cfg.net).to(device).to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    weights = LossWeights.of(cfg)
+    net, opt, scaler, _init = new_network(cfg, device, log=lambda line: None)
     net.train()
-    batch = photos.contiguous(memory_format=torch.channels_last)
+    data = FixedBatch(photos.contiguous(memory_format=torch.channels_last))  # laid out once: no copy per step
+    steps = itertools.count()
 
     def step():
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr
-        with autocast(device, precision):
-            output = net(batch)
-            loss, _terms = perceptual_loss(backbone, target, weights, output, batch)
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise RuntimeError(f"loss is {loss_value}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1e3)
-        opt.step()
-        return loss_value
+        record = train_step(next(steps), cfg, net, opt, scaler, data, backbone, target, weights, device)
+        return record["train"]["total"]
     return step
 
 

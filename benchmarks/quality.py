@@ -44,7 +44,7 @@ from rotoscope.config import TrainConfig  # noqa: E402
 from rotoscope.filter import Filter  # noqa: E402
 from rotoscope.images import list_images, load_rgb, resize_longer  # noqa: E402
 from rotoscope.stylize import ApplySettings, stylize_image  # noqa: E402
-from rotoscope.train import train  # noqa: E402
+from rotoscope.train import Monitor, due, train  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 if not SHARED.exists():
@@ -120,6 +120,10 @@ def ship(trained: Path, name: str, row: dict, dest: Path) -> Path:
                       "by benchmarks/quality.py"}
     card["weights_dtype"] = "float16"
     card = scrub_paths(card, trained.parent)
+    if card.get("audit"):
+        card["audit"] = {**card["audit"], "source": card["photos"]["source"]}
+    if card.get("story"):
+        card["story"] = {**card["story"], "run_dir": None}  # the run folder stays on the machine that trained it
     state = {k: v.detach().half().contiguous() for k, v in filt.net.state_dict().items()}
     with atomic_path(dest) as tmp:
         save_file(state, str(tmp), metadata={CARD_KEY: json.dumps(card, sort_keys=True)})
@@ -158,6 +162,19 @@ def net_as_filter(net, card) -> Filter:
     fresh = FilterNet(NetConfig(**{k: tuple(v) if k == "channels" else v for k, v in arch.items() if k != "type"}))
     fresh.load_state_dict(net)
     return Filter("snapshot", card, fresh.eval().requires_grad_(False))
+
+
+class Snapshots(Monitor):
+    """Copies the network at every held-out evaluation (every eval_every steps and the last) with the CPU minutes
+    (of 2 cores) spent so far: the points of the quality curve."""
+
+    def __init__(self, cfg: TrainConfig, snaps: list, cpu0: float):
+        self.cfg, self.snaps, self.cpu0 = cfg, snaps, cpu0
+
+    def step(self, record, net):
+        if due(self.cfg, record["step"], self.cfg.eval_every):
+            self.snaps.append((record["step"], (time.process_time() - self.cpu0) / 2 / 60,
+                               copy.deepcopy(net.state_dict())))
 
 
 def thumb(img: Image.Image, h: int = THUMB) -> Image.Image:
@@ -244,10 +261,6 @@ def main(argv=None) -> None:
                     cfg = base.replace(backbone=bb)
                     snaps = []
                     cpu0, wall0 = time.process_time(), time.perf_counter()
-
-                    def snapshot(step, net, snaps=snaps, cpu0=cpu0):
-                        snaps.append((step, (time.process_time() - cpu0) / 2 / 60, copy.deepcopy(net.state_dict())))
-
                     name = f"{Path(style).stem}-{bb}"
                     reuse = a.reuse_shipped and shipped_filter(shipped.get(style), bb)
                     if reuse:  # trained by an earlier run: its card says how long; this run did not time it
@@ -259,7 +272,7 @@ def main(argv=None) -> None:
                               flush=True)
                         filt = train(SHARED / "styles" / style, name, photos, cfg, title=m["title"],
                                      out=tmp / f"{name}.safetensors", log=lambda s: None, progress=False,
-                                     on_eval=snapshot if a.curve else None)
+                                     monitors=[Snapshots(cfg, snaps, cpu0)] if a.curve else [])
                         cpu_min = (time.process_time() - cpu0) / 2 / 60
                         wall_min = (time.perf_counter() - wall0) / 60
                     if a.ship and not reuse and style in shipped and bb == backbones[0]:

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from conftest import make_scene
-from rotoscope.audit import (audit_folder, audit_images, cct_kelvin, dhash, format_audit, hamming, measure,
-                             write_audit_page)
 from rotoscope.errors import RotoscopeError
+from rotoscope.truthful.audit import (audit_folder, audit_images, cct_kelvin, dhash, format_audit, hamming, measure,
+                                      write_audit_page)
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

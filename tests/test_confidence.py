@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 
 from conftest import make_scene
-from rotoscope.audit import audit_images
 from rotoscope.config import NetConfig
-from rotoscope.confidence import MARGIN, assess_image, assess_path, reference
 from rotoscope.filter import save_filter
 from rotoscope.network import FilterNet
+from rotoscope.truthful.audit import audit_images
+from rotoscope.truthful.confidence import MARGIN, assess_image, assess_path, reference
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

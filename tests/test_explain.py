@@ -11,8 +11,8 @@ import pytest
 from conftest import make_scene
 from rotoscope.config import TrainConfig
 from rotoscope.demo import draw_artwork
-from rotoscope.explain import SECTIONS, explain
-from rotoscope.story import palette, palette_distance, preview_steps
+from rotoscope.truthful.explain import SECTIONS, explain
+from rotoscope.truthful.story import palette, palette_distance, preview_steps
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TINY = dict(channels=(4, 8, 8), res_blocks=1, size=32, batch=1, backbone="random", style_size=64)
@@ -43,7 +43,7 @@ def test_training_records_what_the_story_needs(trained):
     assert [p["step"] for p in st["previews"]] == preview_steps(6) == [0, 1, 2, 6]
     assert st["preview_is_heldout"] and st["preview_photo"] in card["photos"]["holdout_names"]
     for p in st["previews"]:
-        assert (Path(st["run_dir"]) / p["file"]).is_file()
+        assert (root / "home" / st["run_dir"] / p["file"]).is_file()  # run_dir: relative to ROTOSCOPE_HOME
     assert len(st["curve"]) == 6 and {"content", "style", "color", "tv", "lr", "grad_norm"} <= set(st["curve"][0])
     assert card["audit"]["count"] == 6 and card["audit"]["light_split"]["daylight-like"] == 6
     assert any("daylight-like" in w for w in card["warnings"])  # the narrow set is named in the card
@@ -53,8 +53,9 @@ def test_training_records_what_the_story_needs(trained):
     assert filt.path.stat().st_size < 200_000  # previews live in the run folder, not the filter
 
 
-def test_story_is_self_contained_and_has_every_section(trained, tmp_path):
-    filt, _ = trained
+def test_story_is_self_contained_and_has_every_section(trained, tmp_path, monkeypatch):
+    filt, root = trained
+    monkeypatch.setenv("ROTOSCOPE_HOME", str(root / "home"))  # where it was trained: its run folder is there
     out, gaps = explain(filt.path, tmp_path / "story.html")
     page = out.read_text()
     assert gaps == []
@@ -70,11 +71,12 @@ def test_story_is_self_contained_and_has_every_section(trained, tmp_path):
     assert "Before you trust it" in page
 
 
-def test_story_from_the_filter_file_alone_says_what_is_missing(trained, tmp_path):
+def test_story_from_the_filter_file_alone_says_what_is_missing(trained, tmp_path, monkeypatch):
     filt, root = trained
+    monkeypatch.setenv("ROTOSCOPE_HOME", str(root / "home"))
     alone = tmp_path / "alone.safetensors"
     shutil.copyfile(filt.path, alone)
-    run_dir = Path(filt.card["story"]["run_dir"])
+    run_dir = root / "home" / filt.card["story"]["run_dir"]
     moved = tmp_path / "moved-run"
     shutil.move(str(run_dir), moved)
     try:
@@ -110,3 +112,25 @@ def test_palettes_and_their_distance():
     assert sorted(tuple(c["rgb"]) for c in pal) == [(0, 0, 255), (255, 0, 0)]
     assert palette_distance(pal, pal) == 0
     assert palette_distance(pal, palette(Image.new("RGB", (8, 8), (255, 0, 0)), k=1)) == pytest.approx(255 * 2 ** 0.5 / 2, rel=1e-3)
+
+
+def test_the_identity_start_keeps_the_photos_shapes_where_random_weights_do_not():
+    """The shipped great-wave's run folder is not shipped, so its previews are re-created: step 0 must be the
+    identity network it started from (the photo's shapes kept), not a draw of random weights under that name."""
+    from rotoscope.metrics import edge_correlation
+    from rotoscope.truthful.explain import _paint, _random_network, gather
+
+    s = gather("great-wave")
+    assert s.regenerated and s.identity_start
+    identity = edge_correlation(s.untrained, s.photo)
+    random = edge_correlation(_paint(_random_network(s.card), s.photo), s.photo)
+    assert identity > 0.6 and identity > random + 0.3, (identity, random)
+
+
+def test_the_page_explains_settings_with_the_tables_words(trained, tmp_path):
+    from rotoscope.config import TrainConfig, help_for
+
+    filt, _ = trained
+    page = explain(filt.path, tmp_path / "story.html")[0].read_text()
+    for name in ("steps", "color_match", "precision"):
+        assert help_for(TrainConfig, name).split(":")[0] in page, name

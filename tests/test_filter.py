@@ -207,3 +207,25 @@ def test_a_filter_whose_header_length_starts_with_the_pickle_byte_still_loads(tm
             break
     assert path.read_bytes()[0] == 0x80
     assert flt.load_filter_file(path).card["name"] == "padded"
+
+
+def card_strings(card, path=""):
+    """Every string in a card, with where it is."""
+    if isinstance(card, dict):
+        for k, v in card.items():
+            yield from card_strings(v, f"{path}.{k}")
+    elif isinstance(card, list):
+        for i, v in enumerate(card):
+            yield from card_strings(v, f"{path}[{i}]")
+    elif isinstance(card, str):
+        yield path, card
+
+
+def test_no_shipped_card_carries_a_path_of_the_machine_that_trained_it():
+    shipped = sorted(flt.SHIPPED_DIR.glob("*.safetensors"))
+    assert len(shipped) >= 6
+    for p in shipped:
+        card = flt.read_card(p)
+        leaks = [(where, s) for where, s in card_strings(card)
+                 if s.startswith(("/", "~")) or "/tmp" in s or "temp folder" in s or ":\\\\" in s]
+        assert leaks == [], (p.name, leaks)

@@ -1,5 +1,6 @@
 """Pitfall detectors fire on the failure they name, stay quiet on healthy training, and stop training cleanly."""
 
+import importlib
 import json
 import math
 
@@ -8,12 +9,12 @@ import torch
 from safetensors import safe_open
 
 from conftest import make_scene
-from rotoscope import pitfalls
 from rotoscope.config import TrainConfig
 from rotoscope.demo import draw_artwork
 from rotoscope.errors import RotoscopeError
 from rotoscope.filter import read_card, registry_path
 from rotoscope.paths import runs_dir
+from rotoscope.truthful import pitfalls
 
 WEIGHTS = {"content": 1.0, "style": 5.0, "color": 2.0, "tv": 0.5}
 
@@ -186,7 +187,7 @@ def checkpoint_state(name):
 
 def test_nan_loss_stops_cleanly_and_keeps_last_good_weights(art, two_photos, monkeypatch):
     """A loss that becomes NaN at step 5 stops the run; filter and checkpoint hold the step-4 weights."""
-    import rotoscope.train as train_mod
+    train_mod = importlib.import_module("rotoscope.train")
 
     real, calls = train_mod.perceptual_loss, {"n": 0}
 
@@ -212,7 +213,7 @@ def test_nan_loss_stops_cleanly_and_keeps_last_good_weights(art, two_photos, mon
 
 
 def test_exploding_loss_is_caught_as_divergence(art, two_photos, monkeypatch):
-    import rotoscope.train as train_mod
+    train_mod = importlib.import_module("rotoscope.train")
 
     real, calls = train_mod.perceptual_loss, {"n": 0}
 

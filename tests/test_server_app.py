@@ -18,6 +18,7 @@ from rotoscope.config import ServerConfig  # noqa: E402
 from rotoscope.errors import RotoscopeError  # noqa: E402
 from rotoscope.server import app as app_module  # noqa: E402
 from rotoscope.server import create_app  # noqa: E402
+from rotoscope.server.routes import filters as filter_routes  # noqa: E402
 from rotoscope.server.jobs import database_path  # noqa: E402
 
 TINY_TRAIN = {"steps": "5", "size": "32", "channels": "8,16,16", "res_blocks": "1", "backbone": "random"}
@@ -179,6 +180,21 @@ def test_apply_refuses_a_truncated_image_with_422(client):
     assert r.status_code == 422 and "cannot decode" in r.json()["detail"]
 
 
+def test_errors_name_the_upload_never_a_server_temporary_path(client, tiny_filter):
+    import tempfile
+
+    r = apply(client, image=png_bytes((64, 64))[:200], filename="holiday.png")
+    detail = r.json()["detail"]
+    assert r.status_code == 422 and detail.startswith("image: cannot decode image")
+    assert tempfile.gettempdir() not in detail and "rotoscope-" not in detail and "in.png" not in detail
+    # the same for the other ways an upload fails: not an image, too many pixels
+    r = apply(client, image=b"hello, I am not a picture" * 10)
+    assert r.status_code == 415 and r.json()["detail"].startswith("image: not an image")
+    with TestClient(create_app(ServerConfig(max_pixels=1000), run_jobs=False)) as c:
+        r = apply(c)
+        assert r.status_code == 413 and r.json()["detail"].startswith("image: image is 48x40")
+
+
 def test_upload_size_limit_is_413(tiny_filter):
     with TestClient(create_app(ServerConfig(max_upload_bytes=4000), run_jobs=False)) as c:
         r = apply(c, image=png_bytes((64, 64)))  # ~12 kB of noise
@@ -201,14 +217,14 @@ def test_pixel_limit_is_413_before_decoding(tiny_filter):
 
 def test_apply_does_not_block_the_event_loop(client, monkeypatch):
     started, release = threading.Event(), threading.Event()
-    real = app_module.stylize_image
+    real = filter_routes.stylize_image
 
     def slow(*a, **k):
         started.set()
         release.wait(30)
         return real(*a, **k)
 
-    monkeypatch.setattr(app_module, "stylize_image", slow)
+    monkeypatch.setattr(filter_routes, "stylize_image", slow)
     result = {}
     t = threading.Thread(target=lambda: result.update(r=apply(client)))
     t.start()

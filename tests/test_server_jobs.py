@@ -131,7 +131,11 @@ def test_a_resumed_training_job_takes_its_history_from_the_checkpoint(store, tmp
     from rotoscope.config import TrainConfig
     from rotoscope.errors import RotoscopeError
     from rotoscope.server import worker
-    from rotoscope.train import train
+    from rotoscope.train import Monitor, StopRequest, train
+
+    class StopAfter3(Monitor):  # as the worker stops a cancelled job
+        def step(self, record, net):
+            return StopRequest("cancelled") if record["step"] == 3 else None
 
     cfg = TrainConfig().replace(steps=4, size=32, size_start=0, backbone="random", checkpoint_every=2, eval_every=2,
                                 channels=(8, 16, 16), res_blocks=1)
@@ -141,7 +145,7 @@ def test_a_resumed_training_job_takes_its_history_from_the_checkpoint(store, tmp
     store.claim(job.id)
     with pytest.raises(RotoscopeError, match="interrupted at step 3"):  # the checkpoint holds steps 1-3: the checkpoint holds steps 1-3
         train(store.folder(job.id) / "art.png", "resumed", None, cfg, log=lambda m: None, progress=False,
-              on_step=lambda r, net: (_ for _ in ()).throw(KeyboardInterrupt()) if r["step"] == 3 else None)
+              monitors=[StopAfter3()])
     # the database lost step 3's record (never flushed) and kept a step 9 from nowhere
     store.reset_history(job.id, [{"step": s, "train": {"total": 1.0}} for s in (1, 2, 9)])
     store.finish(job.id, "queued")

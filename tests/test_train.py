@@ -95,6 +95,25 @@ def test_resume_equals_uninterrupted_training(artwork, monkeypatch, tmp_path):
     assert len(resumed.card["history"]["curve"]) == len(whole.card["history"]["curve"])
 
 
+def test_a_monitors_stop_request_ends_the_run_like_ctrl_c_and_resumes_exactly(artwork):
+    """A StopRequest (how the server cancels a job) ends the run after that step with a resumable checkpoint."""
+    seen = []
+
+    class StopAt5(tr.Monitor):
+        def step(self, record, net):
+            seen.append(record["step"])
+            return tr.StopRequest("cancelled") if record["step"] == 5 else None
+
+    with pytest.raises(RotoscopeError, match=r"interrupted at step 5/12.*--resume"):
+        tr.train(artwork, "asked", None, TINY, log=quiet, progress=False, monitors=[StopAt5()])
+    assert seen == [1, 2, 3, 4, 5] and tr.checkpoint_state(tr.runs_dir() / "asked" / tr.CHECKPOINT)["run"]["step"] == 5
+    resumed = tr.train(artwork, "asked", None, TINY, resume=True, log=quiet, progress=False)
+    whole = tr.train(artwork, "asked-whole", None, TINY, log=quiet, progress=False)
+    a, b = whole.net.state_dict(), resumed.net.state_dict()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
 def test_resume_needs_a_checkpoint_and_the_same_artwork(artwork, tmp_path):
     with pytest.raises(RotoscopeError, match="nothing to resume"):
         tr.train(artwork, "never", None, TINY, resume=True, log=quiet, progress=False)

@@ -169,7 +169,7 @@ def test_a_render_interrupted_by_ctrl_c_resumes_from_finished_segments(filt, cli
 
     painted = []
     real = video.stylize_frames
-    monkeypatch.setattr(video, "stylize_frames", lambda net, rgbs, st: painted.extend(rgbs) or real(net, rgbs, st))
+    monkeypatch.setattr(video.render, "stylize_frames", lambda net, rgbs, st: painted.extend(rgbs) or real(net, rgbs, st))
     lines = []
     video.apply_video(filt, clip, dest, ApplySettings(), SMALL, warn=lines.append)
     assert len(painted) == 24 - 16  # only the frames after the two finished segments

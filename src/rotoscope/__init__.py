@@ -11,6 +11,11 @@ from .config import NetConfig, TrainConfig  # noqa: E402
 from .errors import RotoscopeError  # noqa: E402
 from .filter import Filter, list_filters, load_filter  # noqa: E402
 
+# The submodules named like the functions below are loaded now: the first import of a submodule binds its name on
+# the package, and a lazy import inside train() or stylize() used to replace the function by the module after its
+# first call. (For the modules themselves: importlib.import_module("rotoscope.train").)
+from . import stylize as _stylize_module, train as _train_module  # noqa: E402,F401
+
 
 def train(artwork, name, photos=None, **settings):
     """Train a filter from one artwork; keyword settings override TrainConfig's defaults."""

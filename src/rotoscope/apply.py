@@ -1,9 +1,16 @@
-"""`rotoscope apply` as a library call: one image, or a folder of images (video lives in video.py)."""
+"""`rotoscope apply` as a library call: one image, or a folder of images (video lives in video/).
+
+apply_path yields data, not sentences: a `Note` for what the run chose or warns about, a `Painted` per input
+written, a `Skipped` per input of a folder that could not be painted. The CLI formats them; `--json` is their
+serialisation (report()).
+"""
 
 from __future__ import annotations
 
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Union
 
 from .errors import RotoscopeError
 from .filter import Filter, load_filter
@@ -11,19 +18,68 @@ from .images import IMAGE_SUFFIXES, WRITE_FORMATS, list_images, open_image, read
 from .stylize import ApplySettings, provenance, resolve, stylize_image
 
 
+@dataclass
+class Note:
+    """A line the run says: what it chose ("precision: ...", "engine: ..."), a "warning: ..." or a "note: ..."."""
+
+    text: str
+
+
+@dataclass
+class Painted:
+    """One input painted and written."""
+
+    source: str
+    output: str
+    size: tuple[int, int]  # the output's width and height
+    seconds: float
+    assessment: dict | None = None  # the input's distance from the training photos (truthful/confidence.py)
+    notes: list[str] = field(default_factory=list)
+    frames: int | None = None  # for a video
+    reused: bool = False  # an earlier, interrupted run had already written it with the same filter and settings
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Skipped:
+    """An input of a folder that could not be painted, and why."""
+
+    source: str
+    reason: str
+
+
+Result = Union[Note, Painted, Skipped]
+
+
 def default_output(filt: Filter, src: Path) -> Path:
     return src.with_name(f"{src.stem}-{filt.name}{src.suffix if src.suffix.lower() in WRITE_FORMATS else '.png'}")
 
 
-def apply_image(filt: Filter, src: Path, dest: Path, settings: ApplySettings, img=None) -> Path:
+def apply_image(filt: Filter, src: Path, dest: Path, settings: ApplySettings, img=None) -> Painted:
+    """Paint one image file and write it (with provenance); the input's distance from the training photos is
+    measured on the way."""
+    t0 = time.perf_counter()
     img = img if img is not None else open_image(src)
+    assessment = assess(filt, img, src.name)
     styled = stylize_image(filt, img, settings)
-    return save_image(styled, dest, provenance(filt, settings, src.name))
+    out = save_image(styled, dest, provenance(filt, settings, src.name))
+    notes = [f"warning: {assessment['message']}"] if assessment and not assessment["in_distribution"] else []
+    return Painted(str(src), str(out), styled.size, round(time.perf_counter() - t0, 3), assessment, notes)
+
+
+def assess(filt: Filter, img, name: str) -> dict | None:
+    from .images import split_alpha
+    from .truthful.confidence import assess_image
+
+    a = assess_image(filt.card, split_alpha(img)[0], name)
+    return a.to_dict() if a is not None else None
 
 
 def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: ApplySettings,
-               progress: bool = True, video=None, preview: int | None = None) -> Iterator[str]:
-    """Apply to a file or a folder; yields one line per result for the caller to print.
+               progress: bool = True, video=None, preview: int | None = None) -> Iterator[Result]:
+    """Apply to a file or a folder; yields a Note for each thing said, a Painted per input written.
 
     Videos and folders of numbered frames go to video.py (`video` is a config.VideoConfig, `preview` a frame count).
     """
@@ -49,14 +105,15 @@ def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: App
     if is_video:
         yield from vid.apply_video_cli(filt, src, dest, settings, progress, video, preview, announce=lines)
         return
-    yield from lines
+    yield from map(Note, lines)
     if src.is_dir():
         yield from apply_folder(filt, src, Path(dest) if dest else src.with_name(f"{src.name}-{filt.name}"),
                                 settings, progress)
         return
     dest = Path(dest) if dest else default_output(filt, src)
-    yield from confidence_warning(filt, src)
-    yield f"wrote {apply_image(filt, src, dest, settings, img)}"
+    painted = apply_image(filt, src, dest, settings, img)
+    yield from map(Note, painted.notes)
+    yield painted
 
 
 def painted_shape(src: Path, size: int | None, is_video: bool, img=None) -> tuple[int, int]:
@@ -84,34 +141,58 @@ def painted_shape(src: Path, size: int | None, is_video: bool, img=None) -> tupl
     return h, w
 
 
-def apply_folder(filt: Filter, src: Path, dest: Path, settings: ApplySettings, progress: bool) -> Iterator[str]:
+def apply_folder(filt: Filter, src: Path, dest: Path, settings: ApplySettings, progress: bool) -> Iterator[Result]:
     from rich.progress import track
 
     files = list_images(src)
     if not files:
         raise RotoscopeError(f"no images in {src}")
     dest.mkdir(parents=True, exist_ok=True)
-    failed = 0
     for f in track(files, description="painting", disable=not progress, transient=True):
         target = dest / (f.name if f.suffix.lower() in WRITE_FORMATS else f"{f.stem}.png")
         if target.exists() and _same_result(target, filt, settings, f.name):
-            continue  # finished by an earlier, interrupted run with the same filter and settings
+            # finished by an earlier, interrupted run with the same filter and settings
+            yield Painted(str(f), str(target), _size(target), 0.0, reused=True)
+            continue
         try:
-            yield from confidence_warning(filt, f)
-            apply_image(filt, f, target, settings)
+            painted = apply_image(filt, f, target, settings)
         except RotoscopeError as e:
-            failed += 1
-            yield f"warning: skipped {e}"
-    yield f"wrote {len(files) - failed} image(s) to {dest}" + (f"; {failed} skipped" if failed else "")
+            yield Skipped(str(f), str(e))
+            continue
+        yield from map(Note, painted.notes)
+        yield painted
 
 
-def confidence_warning(filt: Filter, src: Path) -> Iterator[str]:
-    """A warning line when the input is unlike the filter's training photos (confidence.py)."""
-    from .confidence import assess_path
+def _size(path: Path) -> tuple[int, int]:
+    from PIL import Image
 
-    a = assess_path(filt.card, src)
-    if a is not None and not a.in_distribution:
-        yield f"warning: {a.message}"
+    with Image.open(path) as im:
+        return im.size
+
+
+def report(filt: Filter, results: list[Result]) -> dict:
+    """The JSON result of `rotoscope apply --json`: what was chosen, each output, each input's distance from the
+    training photos (measured once, while painting), and the warnings."""
+    painted = [r for r in results if isinstance(r, Painted)]
+    said = [r.text for r in results if isinstance(r, Note)]
+    pick = {k: next((t.split(": ", 1)[1] for t in said if t.startswith(f"{k}: ")), None)
+            for k in ("precision", "engine")}
+    return {"filter": filt.name, "card_hash": filt.card_hash,
+            "confidence_measure": (filt.card.get("confidence") or {}).get("measure"), **pick,
+            "outputs": [p.output for p in painted],
+            "warnings": [t[len("warning: "):] for t in said if t.startswith("warning: ")]
+            + [f"skipped {r.source}: {r.reason}" for r in results if isinstance(r, Skipped)],
+            "inputs": [{"input": p.source, **(p.assessment or {"distance": None, "note": _no_distance(filt, p)})}
+                       for p in painted],
+            "painted": [p.to_dict() for p in painted]}
+
+
+def _no_distance(filt: Filter, p: Painted) -> str:
+    if p.frames is not None:
+        return "a video: its frames are not measured against the training photos"
+    if p.reused:
+        return "painted by an earlier run: not measured again"
+    return "this filter's card has no training statistics (trained before they were stored)"
 
 
 def _same_result(target: Path, filt: Filter, settings: ApplySettings, source: str) -> bool:

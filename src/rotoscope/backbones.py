@@ -328,7 +328,9 @@ def available(name: str) -> bool:
 
 
 def resolve_name(name: str) -> str:
-    """'auto' picks the best backbone present: ImageNet vgg16, else vgg16-hed (fetched if possible), else random."""
+    """'auto' picks the best backbone present: ImageNet vgg16, else vgg16-hed (fetched if possible; when it cannot
+    be had, loading it fails with one line saying so: a filter trained on `random` learns palette and grain only,
+    which nobody should get without asking for it)."""
     if name != "auto":
         if name not in BACKBONES:
             raise RotoscopeError(f"unknown backbone '{name}'; choose from {', '.join(BACKBONES)} or auto")

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .config import ApplySettings, ServerConfig, TrainConfig, VideoConfig
 from .errors import RotoscopeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -29,43 +30,57 @@ def say(msg: str) -> None:
 # ---------------------------------------------------------------- train
 
 
+def _h(table, name: str) -> str:
+    """An option's help, read from the settings table (config.py), with its allowed values."""
+    from .config import describe_field, fields_of
+
+    f = fields_of(table)[name]
+    return f"{f.metadata['help'][0].upper()}{f.metadata['help'][1:]} ({describe_field(f)})."
+
+
+SET_HELP = "Any other setting of the table (config.py), repeatable: --set key=value."
+
+
 @app.command()
 def train(
     artwork: Path = typer.Argument(..., help="The artwork whose style the filter learns."),
     name: str = typer.Option(..., "--name", "-n", help="Name of the filter in the registry."),
     photos: Optional[Path] = typer.Option(None, help="Folder of training photos (default: built-in sample set)."),
-    steps: Optional[int] = typer.Option(None, help="Training steps (weight updates)."),
-    size: Optional[int] = typer.Option(None, help="Crop size in pixels."),
-    batch: Optional[int] = typer.Option(None, help="Crops per step."),
-    lr: Optional[float] = typer.Option(None, help="Learning rate (start of the cosine schedule)."),
-    backbone: Optional[str] = typer.Option(None, help="Loss network: auto, vgg16, vgg19, vgg16-hed, random."),
+    steps: Optional[int] = typer.Option(None, help=_h(TrainConfig, "steps")),
+    size: Optional[int] = typer.Option(None, help=_h(TrainConfig, "size")),
+    batch: Optional[int] = typer.Option(None, help=_h(TrainConfig, "batch")),
+    lr: Optional[float] = typer.Option(None, help=_h(TrainConfig, "lr")),
+    backbone: Optional[str] = typer.Option(None, help=_h(TrainConfig, "backbone")),
     backbone_weights: Optional[Path] = typer.Option(None, help="Local weights file for the backbone."),
-    content_weight: Optional[float] = typer.Option(None), style_weight: Optional[float] = typer.Option(None),
-    color_weight: Optional[float] = typer.Option(None), tv_weight: Optional[float] = typer.Option(None),
-    color_match: Optional[str] = typer.Option(None, help="moments (colour mean and spread) or sliced (whole palette)."),
-    channels: Optional[str] = typer.Option(None, help="Network widths, e.g. 32,64,128."),
-    res_blocks: Optional[int] = typer.Option(None, help="Residual blocks in the network."),
-    precision: Optional[str] = typer.Option(None, help="auto (bf16 where the hardware computes it natively, fp16 on "
-                                            "CUDA without bf16, else fp32), bf16, fp16 or fp32."),
-    device: Optional[str] = typer.Option(None, help="auto (cuda, else mps, else cpu), cpu, cuda, mps."),
-    seed: Optional[int] = typer.Option(None),
+    content_weight: Optional[float] = typer.Option(None, help=_h(TrainConfig, "content_weight")),
+    style_weight: Optional[float] = typer.Option(None, help=_h(TrainConfig, "style_weight")),
+    color_weight: Optional[float] = typer.Option(None, help=_h(TrainConfig, "color_weight")),
+    tv_weight: Optional[float] = typer.Option(None, help=_h(TrainConfig, "tv_weight")),
+    color_match: Optional[str] = typer.Option(None, help=_h(TrainConfig, "color_match")),
+    channels: Optional[str] = typer.Option(None, help=_h(TrainConfig, "channels")),
+    res_blocks: Optional[int] = typer.Option(None, help=_h(TrainConfig, "res_blocks")),
+    precision: Optional[str] = typer.Option(None, help=_h(TrainConfig, "precision")),
+    device: Optional[str] = typer.Option(None, help=_h(TrainConfig, "device")),
+    seed: Optional[int] = typer.Option(None, help=_h(TrainConfig, "seed")),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
     title: Optional[str] = typer.Option(None, help="Title of the artwork, for the card."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run of this name."),
     output: Optional[Path] = typer.Option(None, "-o", "--out", help="Write the filter here instead of the registry."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """Train a filter from one artwork."""
-    from .config import TrainConfig
+    from .config import fields_of, parse_sets, parse_value
     from .train import train as run_train
 
-    ch = tuple(int(c) for c in channels.split(",")) if channels else None
+    ch = parse_value(fields_of(TrainConfig)["channels"], channels) if channels else None
     if ch is not None and len(ch) != 3:
         raise RotoscopeError("--channels takes three widths, e.g. 32,64,128")
-    cfg = TrainConfig().replace(steps=steps, size=size, batch=batch, lr=lr, backbone=backbone, seed=seed,
-                                content_weight=content_weight, style_weight=style_weight,
-                                color_weight=color_weight, tv_weight=tv_weight, color_match=color_match, precision=precision,
-                                device=device, channels=ch, res_blocks=res_blocks)
-    run_train(artwork, name, photos, cfg, title=title, backbone_weights=backbone_weights, resume=resume,
+    explicit = dict(steps=steps, size=size, batch=batch, lr=lr, backbone=backbone, seed=seed,
+                    content_weight=content_weight, style_weight=style_weight, color_weight=color_weight,
+                    tv_weight=tv_weight, color_match=color_match, precision=precision, device=device, channels=ch,
+                    res_blocks=res_blocks)
+    cfg = TrainConfig().replace(**{**explicit, **parse_sets(TrainConfig, set_)})
+    run_train(artwork, name, photos, cfg.validate(), title=title, backbone_weights=backbone_weights, resume=resume,
               out=output, log=say, progress=progress)
 
 
@@ -77,40 +92,74 @@ def apply(
     filter: str = typer.Argument(..., help="Filter name or .safetensors path."),
     input: Path = typer.Argument(..., help="An image, a folder of images, a video, or a folder of numbered frames."),
     output: Optional[Path] = typer.Option(None, "-o", "--out", help="Output file, or folder for a folder input."),
-    size: Optional[int] = typer.Option(None, help="Longer side of the output in pixels."),
-    strength: float = typer.Option(1.0, min=0.0, max=1.0, help="0 = the photo, 1 = the full filter."),
-    preserve_colors: bool = typer.Option(False, "--preserve-colors", help="Keep the photo's colours."),
-    precision: str = typer.Option("auto", help="auto (bf16 where the hardware computes it natively, else fp32), "
-                                  "bf16, fp16 or fp32."),
-    device: str = typer.Option("auto", help="auto (cuda, else mps, else cpu), cpu, cuda, mps."),
-    engine: str = typer.Option("auto", help="auto (the fastest here, measured once and cached), torch, onnx "
-                               "(onnxruntime, CPU, fp32) or openvino (CPU, fp32 or bf16)."),
+    size: Optional[int] = typer.Option(None, help=_h(ApplySettings, "size")),
+    strength: float = typer.Option(1.0, min=0.0, max=1.0, help=_h(ApplySettings, "strength")),
+    preserve_colors: bool = typer.Option(False, "--preserve-colors", help=_h(ApplySettings, "preserve_colors")),
+    precision: str = typer.Option("auto", help=_h(ApplySettings, "precision")),
+    device: str = typer.Option("auto", help=_h(ApplySettings, "device")),
+    engine: str = typer.Option("auto", help=_h(ApplySettings, "engine")),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON result (outputs, distance from the training "
                                  "photos, warnings) on stdout."),
-    crf: Optional[int] = typer.Option(None, min=0, max=51, help="Video: H.264 quality, lower is better (default 20)."),
-    stabilize: bool = typer.Option(True, "--stabilize/--no-stabilize", help="Video: flicker reduction."),
+    crf: Optional[int] = typer.Option(None, min=0, max=51, help="Video: " + _h(VideoConfig, "crf")),
+    stabilize: bool = typer.Option(True, "--stabilize/--no-stabilize", help="Video: " + _h(VideoConfig, "stabilize")),
     preview: Optional[int] = typer.Option(None, min=1, help="Video: write a contact sheet of N painted frames."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP + " Picture and video settings both."),
 ):
     """Paint an image, a folder of images, or a video (.mp4 .mov .mkv ..., or numbered frames) with a filter."""
     from .apply import apply_path
-    from .config import VideoConfig
-    from .stylize import ENGINES, ApplySettings
+    from .config import fields_of, parse_sets
+    from .stylize import ENGINES
 
     if engine not in ENGINES:
         raise RotoscopeError(f"unknown engine '{engine}': use {', '.join(ENGINES)}")
-    settings = ApplySettings(size=size, strength=strength, preserve_colors=preserve_colors, precision=precision,
-                             device=device, engine=engine)
-    video = VideoConfig(stabilize=stabilize, **({"crf": crf} if crf is not None else {}))
-    lines = []
-    for line in apply_path(filter, input, output, settings, progress=progress and not as_json, video=video,
-                           preview=preview):
-        lines.append(line)
-        say(line)
+    picture = set(fields_of(ApplySettings))
+    for p in set_ or []:
+        key = p.partition("=")[0].strip().replace("-", "_")
+        if key not in picture and key not in fields_of(VideoConfig):
+            raise RotoscopeError(f"unknown setting '{key}': use one of "
+                                 f"{', '.join(sorted(picture | set(fields_of(VideoConfig))))}")
+    sets = parse_sets(ApplySettings, [p for p in set_ or [] if p.partition("=")[0].replace("-", "_") in picture])
+    video_sets = parse_sets(VideoConfig, [p for p in set_ or [] if p.partition("=")[0].replace("-", "_")
+                                          not in picture])
+    settings = ApplySettings(**{"size": size, "strength": strength, "preserve_colors": preserve_colors,
+                                "precision": precision, "device": device, "engine": engine, **sets}).validate()
+    video = VideoConfig(**{"stabilize": stabilize, **({"crf": crf} if crf is not None else {}),
+                           **video_sets}).validate()
+    results = []
+    for r in apply_path(filter, input, output, settings, progress=progress and not as_json, video=video,
+                        preview=preview):
+        results.append(r)
+        line = _result_line(r, video, many=input.is_dir() and r.__class__.__name__ == "Painted" and r.frames is None)
+        if line:
+            say(line)
+    painted = [r for r in results if r.__class__.__name__ == "Painted"]
+    skipped = sum(r.__class__.__name__ == "Skipped" for r in results)
+    if input.is_dir() and painted and painted[0].frames is None:
+        say(f"wrote {len(painted)} image(s) to {Path(painted[0].output).parent}"
+            + (f"; {skipped} skipped" if skipped else ""))
     if as_json:
-        from .confidence import apply_report
+        from .apply import report
+        from .filter import load_filter
 
-        out.print_json(json.dumps(apply_report(filter, input, lines)))
+        out.print_json(json.dumps(report(load_filter(filter), results)))
+
+
+def _result_line(r, video, many: bool) -> str | None:
+    """How the CLI says one result of apply_path (a folder of images is said once, at its end)."""
+    from .apply import Note, Painted, Skipped
+
+    if isinstance(r, Note):
+        return r.text
+    if isinstance(r, Skipped):
+        return f"warning: skipped {r.reason}"
+    if isinstance(r, Painted) and not many:
+        if r.frames is None:
+            return f"wrote {r.output}"
+        what = f"{r.frames} frame(s) to {r.output}" if Path(r.output).is_dir() else r.output
+        return f"wrote {what} ({r.size[0]}x{r.size[1]}, {r.seconds:.1f} s" + \
+            (", stabilized)" if video.stabilize else ")")
+    return None
 
 
 # ---------------------------------------------------------------- export
@@ -151,7 +200,7 @@ def audit(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ):
     """Before training: what is in this photo set? Sizes, light, colour, duplicates, and how narrow it is."""
-    from .audit import audit_folder, format_audit, write_audit_page
+    from .truthful.audit import audit_folder, format_audit, write_audit_page
 
     result = audit_folder(photos)
     if as_json:
@@ -167,7 +216,7 @@ def explain(
     output: Optional[Path] = typer.Option(None, "-o", "--out", help="HTML file (default: NAME-story.html)."),
 ):
     """The filter's training story as one self-contained HTML page."""
-    from .explain import explain as write_story
+    from .truthful.explain import explain as write_story
 
     path, gaps = write_story(filter, output or Path(f"{Path(filter).stem}-story.html"))
     for g in gaps:
@@ -321,30 +370,31 @@ def demo(
 
 @app.command()
 def serve(
-    host: str = typer.Option("127.0.0.1", help="Address to bind; anything but loopback needs --token."),
-    port: int = typer.Option(8000),
-    token: Optional[str] = typer.Option(None, envvar="ROTOSCOPE_TOKEN", help="API token clients must send."),
-    database: Optional[str] = typer.Option(None, envvar="ROTOSCOPE_DATABASE",
-                                           help="Jobs database: SQLite path or sqlite:/// URL."),
-    max_jobs: Optional[int] = typer.Option(None, help="Training/video jobs running at once."),
-    apply_threads: Optional[int] = typer.Option(None, help="Image applies served at once."),
+    host: str = typer.Option("127.0.0.1", help=_h(ServerConfig, "host")),
+    port: int = typer.Option(8000, help=_h(ServerConfig, "port")),
+    token: Optional[str] = typer.Option(None, envvar="ROTOSCOPE_TOKEN", help=_h(ServerConfig, "token")),
+    database: Optional[str] = typer.Option(None, envvar="ROTOSCOPE_DATABASE", help=_h(ServerConfig, "database")),
+    max_jobs: Optional[int] = typer.Option(None, help=_h(ServerConfig, "max_jobs")),
+    apply_threads: Optional[int] = typer.Option(None, help=_h(ServerConfig, "apply_threads")),
     max_upload_mb: Optional[float] = typer.Option(None, help="Largest image request in MiB."),
     max_video_mb: Optional[float] = typer.Option(None, help="Largest video upload in MiB."),
-    max_pixels: Optional[int] = typer.Option(None, help="Largest uploaded image in pixels."),
-    allow_url: bool = typer.Option(False, "--allow-url", help="Let clients have the server fetch an image by URL."),
+    max_pixels: Optional[int] = typer.Option(None, help=_h(ServerConfig, "max_pixels")),
+    allow_url: bool = typer.Option(False, "--allow-url", help=_h(ServerConfig, "allow_url")),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
 ):
     """Serve the HTTP API and the web studio (http://127.0.0.1:8000 by default)."""
     import dataclasses
 
-    from .config import ServerConfig
+    from .config import parse_sets
     from .server import serve as run_server
 
     over = {"max_jobs": max_jobs, "apply_threads": apply_threads, "max_pixels": max_pixels,
             "max_upload_bytes": int(max_upload_mb * 2**20) if max_upload_mb else None,
             "max_video_bytes": int(max_video_mb * 2**20) if max_video_mb else None}
     cfg = dataclasses.replace(ServerConfig(host=host, port=port, token=token or None, database=database,
-                                           allow_url=allow_url), **{k: v for k, v in over.items() if v is not None})
-    run_server(cfg, log=say)
+                                           allow_url=allow_url), **{k: v for k, v in over.items() if v is not None},
+                              **parse_sets(ServerConfig, set_))
+    run_server(cfg.validate(), log=say)
 
 
 def main() -> None:

@@ -9,44 +9,70 @@ import dataclasses
 from dataclasses import dataclass, field
 
 
+def setting(default, help: str, lo=None, hi=None, choices=None, pattern: str | None = None, default_factory=None):
+    """A field of the settings table: its default, one line of help, and what it may be (bounds, choices or a
+    pattern). validate() enforces these for the Python API, the CLI and the server alike."""
+    meta = {"help": help, "lo": lo, "hi": hi, "choices": choices, "pattern": pattern}
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+
+
 @dataclass
 class NetConfig:
     """Shape of the feed-forward filter network (Johnson et al. 2016 with later fixes)."""
 
-    channels: tuple[int, int, int] = (16, 32, 64)  # widths at full, 1/2 and 1/4 resolution
-    res_blocks: int = 5
-    kernel_outer: int = 9  # first and last convolution: a wide receptive field for strokes
+    channels: tuple[int, int, int] = setting((16, 32, 64), "network widths at full, 1/2 and 1/4 resolution",
+                                             lo=1, hi=512)
+    res_blocks: int = setting(5, "residual blocks at 1/4 resolution", lo=0, hi=16)
+    kernel_outer: int = setting(9, "first and last convolution's kernel: a wide receptive field for strokes",
+                                choices=(1, 3, 5, 7, 9, 11, 13, 15))
 
 
 @dataclass
 class TrainConfig:
     """The training recipe. Loss weights act on scale-free losses (see losses.py), so they carry across backbones."""
 
-    steps: int = 500  # ~12 min on 2 CPU cores with the sizes below (benchmarks/results/quality.md)
-    size: int = 256  # square crop size in pixels
-    size_start: int = 128  # progressive resizing: crops grow from this size to `size` (0 = off)
-    size_ramp: float = 0.6  # ...over this share of the steps, then stay at `size`
-    init: str = "identity"  # identity = start from the shipped identity-pretrained network (rotoscope/weights)
-    batch: int = 4
-    lr: float = 1e-3
-    lr_final: float = 1e-4  # cosine decay from lr to lr_final over the run
-    backbone: str = "auto"  # auto = vgg16 when ImageNet weights are present, else vgg16-hed, else random
-    style_size: int = 384  # the artwork's longer side when its features are taken
-    content_weight: float = 3.0  # 1.0 let the photo dissolve into texture on the HED backbone (our trial)
-    style_weight: float = 5.0
-    color_weight: float = 2.0
-    color_match: str = "sliced"  # the whole palette (sliced Wasserstein), or moments: its mean + covariance only
-    tv_weight: float = 0.5
-    holdout: float = 0.15  # share of photos never trained on, scored every eval_every steps
-    eval_every: int = 100
-    checkpoint_every: int = 100
-    preview_every: int = 250
+    # 500: ~12 min on 2 CPU cores with the sizes below (benchmarks/results/quality.md)
+    steps: int = setting(500, "training steps (weight updates)", lo=1, hi=1_000_000)
+    size: int = setting(256, "square crop size in pixels", lo=16, hi=1024)
+    size_start: int = setting(128, "progressive resizing: crops grow from this size to `size` (0 = off)",
+                              lo=0, hi=1024)
+    size_ramp: float = setting(0.6, "...over this share of the steps, then stay at `size`", lo=0.0, hi=1.0)
+    init: str = setting("identity", "identity: start from the shipped identity-pretrained network; random: noise",
+                        choices=("identity", "random"))
+    batch: int = setting(4, "photo crops per step", lo=1, hi=64)
+    lr: float = setting(1e-3, "learning rate at the start of the cosine schedule", lo=1e-7, hi=1.0)
+    lr_final: float = setting(1e-4, "learning rate at the end of the cosine schedule", lo=0.0, hi=1.0)
+    backbone: str = setting("auto", "loss network: auto = vgg16 when its ImageNet weights are present, else "
+                            "vgg16-hed", choices=("auto", "vgg16", "vgg19", "vgg16-hed", "random"))
+    style_size: int = setting(384, "the artwork's longer side when its features are taken", lo=16, hi=4096)
+    # 1.0 let the photo dissolve into texture on the HED backbone (our trial)
+    content_weight: float = setting(3.0, "weight of the content term: how much of the photo's shapes survive",
+                                    lo=0.0, hi=1e6)
+    style_weight: float = setting(5.0, "weight of the style term (the artwork's Gram statistics)", lo=0.0, hi=1e6)
+    color_weight: float = setting(2.0, "weight of the colour term (the artwork's palette)", lo=0.0, hi=1e6)
+    color_match: str = setting("sliced", "sliced: the whole palette (sliced Wasserstein); moments: its mean and "
+                               "covariance only", choices=("sliced", "moments"))
+    tv_weight: float = setting(0.5, "weight of the total-variation term (pixel noise)", lo=0.0, hi=1e6)
+    holdout: float = setting(0.15, "share of photos never trained on, scored every eval_every steps",
+                             lo=0.0, hi=0.9)
+    eval_every: int = setting(100, "steps between held-out evaluations and pitfall checks", lo=1, hi=1_000_000)
+    checkpoint_every: int = setting(100, "steps between checkpoints (an interrupted run resumes from the last)",
+                                    lo=1, hi=100_000)
+    preview_every: int = setting(250, "steps between preview images in TensorBoard", lo=1, hi=1_000_000)
     # auto: bf16 where the hardware computes it natively (AMX, AVX-512 BF16, CUDA), fp16 on CUDA without bf16, else
     # fp32 (an AVX2 CPU emulates bf16 10x slower than fp32); or bf16 / fp16 / fp32 as asked (devices.py)
-    precision: str = "auto"
-    device: str = "auto"
-    seed: int = 0
-    net: NetConfig = field(default_factory=NetConfig)
+    precision: str = setting("auto", "number format: auto (bf16 where the hardware computes it natively, fp16 on "
+                             "CUDA without bf16, else fp32), bf16, fp16 or fp32", choices=PRECISIONS)
+    device: str = setting("auto", "where to train: auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps",
+                          pattern=DEVICE_PATTERN)
+    seed: int = setting(0, "random seed: the same seed, data and settings give the same filter", lo=0, hi=2**31 - 1)
+    net: NetConfig = setting(None, "the network's shape", default_factory=NetConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -71,6 +97,11 @@ class TrainConfig:
             cfg = dataclasses.replace(cfg, net=dataclasses.replace(cfg.net, **net_over))
         return cfg
 
+    def validate(self) -> "TrainConfig":
+        validate(self)
+        validate(self.net)
+        return self
+
 
 # settings added after filters were first shipped, and the value that cards written before them were trained with
 UNRECORDED = {"color_match": "moments"}
@@ -91,42 +122,218 @@ def describe(cfg: TrainConfig) -> str:
 
 
 @dataclass
+class ApplySettings:
+    """How a picture is painted (`rotoscope apply`, the server's apply, the API's stylize)."""
+
+    size: int | None = setting(None, "longer side of the output in pixels; none keeps the input's size",
+                               lo=1, hi=32768)
+    strength: float = setting(1.0, "0 = the photo, 1 = the full filter", lo=0.0, hi=1.0)
+    preserve_colors: bool = setting(False, "keep the photo's colours, take the filter's luminance")
+    precision: str = setting("auto", "number format: auto (bf16 where the hardware computes it natively, else "
+                             "fp32), bf16, fp16 or fp32", choices=PRECISIONS)
+    device: str = setting("auto", "auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps", pattern=DEVICE_PATTERN)
+    # a 1080p frame (2.07 Mpx) goes in one pass; bigger pictures are tiled (peak RSS for a 6000x4000 photo stays
+    # under 2 GB with it: benchmarks/bench_memory.py)
+    max_tile_pixels: int = setting(2_100_000, "pixels per network call; bigger pictures are painted in tiles",
+                                   lo=4096, hi=1 << 40)
+    engine: str = setting("auto", "auto (the fastest here, measured once and cached), torch, onnx or openvino",
+                          choices=("auto", "torch", "onnx", "openvino"))
+
+    def to_dict(self) -> dict:
+        """What a painted file's provenance records: after resolve(), the precision and engine actually used."""
+        return {"size": self.size, "strength": self.strength, "preserve_colors": self.preserve_colors,
+                "precision": self.precision, "engine": self.engine}
+
+    @property
+    def resolved(self) -> bool:
+        return self.precision != "auto" and self.engine != "auto"
+
+    def validate(self) -> "ApplySettings":
+        return validate(self)
+
+
+@dataclass
 class ServerConfig:
     """`rotoscope serve`: where it listens, where jobs are recorded, and the limits every request meets."""
 
-    host: str = "127.0.0.1"  # loopback only; any other address requires a token
-    port: int = 8000
-    token: str | None = None  # API token (Bearer header, or ?token= for links and event streams)
-    database: str | None = None  # SQLite file or sqlite:/// URL; None = ROTOSCOPE_HOME/server/jobs.sqlite
-    max_jobs: int = 1  # training and video jobs running at once, each in its own worker process
-    apply_threads: int = 2  # image applies served at once, off the event loop
-    max_upload_bytes: int = 32 * 2**20  # one image request (or a training request with its photos)
-    max_video_bytes: int = 512 * 2**20
-    max_pixels: int = 25_000_000  # per uploaded image, checked from the header before decoding
-    max_output_side: int = 4096  # largest `size` an apply request may ask for
-    max_train_steps: int = 20_000
-    allow_url: bool = False  # apply to an image fetched by URL: off unless asked for (the server then fetches URLs)
-    url_timeout: float = 10.0
-    job_attempts: int = 3  # an interrupted job is resumed at most this many times, then failed
+    host: str = setting("127.0.0.1", "address to bind; anything but loopback requires a token", pattern=r"\S+")
+    port: int = setting(8000, "port to listen on", lo=0, hi=65535)
+    token: str | None = setting(None, "API token (Bearer header, or ?token= for links and event streams)",
+                                pattern=r"\S{8,}")
+    database: str | None = setting(None, "SQLite file or sqlite:/// URL; none = ROTOSCOPE_HOME/server/jobs.sqlite",
+                                   pattern=r".+")
+    max_jobs: int = setting(1, "training and video jobs running at once, each in its own worker process",
+                            lo=1, hi=64)
+    apply_threads: int = setting(2, "image applies served at once, off the event loop", lo=1, hi=64)
+    max_upload_bytes: int = setting(32 * 2**20, "largest image request (or training request with its photos)",
+                                    lo=1024, hi=1 << 40)
+    max_video_bytes: int = setting(512 * 2**20, "largest video upload", lo=1024, hi=1 << 44)
+    max_pixels: int = setting(25_000_000, "largest uploaded image, checked from its header before decoding",
+                              lo=1, hi=1 << 34)
+    max_output_side: int = setting(4096, "largest `size` an apply request may ask for", lo=16, hi=32768)
+    max_train_steps: int = setting(20_000, "most steps a training job may ask for", lo=1, hi=1_000_000)
+    allow_url: bool = setting(False, "apply to an image fetched by URL (the server then fetches URLs for clients)")
+    url_timeout: float = setting(10.0, "seconds to fetch an image by URL", lo=0.1, hi=600.0)
+    job_attempts: int = setting(3, "an interrupted job is resumed at most this many times, then failed",
+                                lo=1, hi=100)
+
+    def validate(self) -> "ServerConfig":
+        return validate(self)
 
 
 @dataclass
 class VideoConfig:
-    """How `rotoscope apply` renders a clip (see video.py). The CLI sets crf and stabilize; the rest are tuning."""
+    """How `rotoscope apply` renders a clip (see video/). The CLI sets crf and stabilize; the rest are tuning."""
 
-    crf: int = 20  # H.264 constant rate factor: 18 is visually lossless, 23 is x264's default
-    preset: str = "fast"  # x264 speed/size trade-off; the filter network dominates the time anyway
-    stabilize: bool = True  # flicker reduction: blend in the flow-warped previous output where flow is reliable
-    blend: float = 0.8  # weight of the warped previous output on reliable pixels (0 = per-frame, naive)
+    crf: int = setting(20, "H.264 quality: 18 is visually lossless, 23 is x264's default, lower is better",
+                       lo=0, hi=51)
+    preset: str = setting("fast", "x264 speed/size trade-off; the filter network dominates the time anyway",
+                          choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                                   "slower", "veryslow"))
+    stabilize: bool = setting(True, "flicker reduction: blend in the flow-warped previous output where the flow "
+                              "is reliable")
+    blend: float = setting(0.8, "weight of the warped previous output on reliable pixels (0 = per-frame)",
+                           lo=0.0, hi=1.0)
     # DIS optical flow for stabilization (flow.PRESETS): "fast" renders 640x360 about 1.3x faster but left the
     # basketball clip at 0.56x the per-frame warping error, over the 0.5x target (benchmarks/results/video.md)
-    flow_preset: str = "medium"
-    # frames per network call (fewer when frames are large; see stylize.MAX_TILE_PIXELS); 0 = 1 on the CPU, where
-    # a batch of 4 was 20% slower per frame (640x360, benchmarks/results/video.md), 4 on a GPU
-    batch: int = 0
-    segment_frames: int = 48  # frames per resumable segment (a multiple of batch)
-    max_seconds: float | None = None  # render only the start of the clip (audio cut to match); None = all of it
-    gif_max_frames: int = 1500  # animated GIF/WebP are assembled in memory: refuse longer clips
-    # threads of the H.264 decoder and encoder each (0 = FFmpeg's choice, about one per core and more): they share
-    # the cores with the filter network and the flow (benchmarks/results/video.md, "threads")
-    codec_threads: int = 0
+    flow_preset: str = setting("medium", "DIS optical flow preset for flicker reduction",
+                               choices=("ultrafast", "fast", "medium"))
+    # 0 = 1 on the CPU, where a batch of 4 was 20% slower per frame (640x360, benchmarks/results/video.md), 4 on a GPU
+    batch: int = setting(0, "frames per network call (0 = auto: 1 on the CPU, 4 on a GPU)", lo=0, hi=64)
+    segment_frames: int = setting(48, "frames per resumable segment (a multiple of batch)", lo=1, hi=100_000)
+    max_seconds: float | None = setting(None, "render only the start of the clip (audio cut to match); none = all",
+                                        lo=0.0, hi=1e7)
+    gif_max_frames: int = setting(1500, "animated GIF/WebP are assembled in memory: refuse longer clips",
+                                  lo=1, hi=100_000)
+    # the codecs share the cores with the network and the flow; capping them changed nothing on 2 cores
+    # (benchmarks/results/speed.md, "Threads in a video render")
+    codec_threads: int = setting(0, "threads of the H.264 decoder and encoder each (0 = FFmpeg's choice)",
+                                 lo=0, hi=256)
+
+    def validate(self) -> "VideoConfig":
+        return validate(self)
+
+
+# ---------------------------------------------------------------- the table: reading and checking it
+
+
+TABLES = {"train": TrainConfig, "net": NetConfig, "apply": ApplySettings, "video": VideoConfig,
+          "server": ServerConfig}
+
+
+def invalid(message: str) -> Exception:
+    from .errors import RotoscopeError
+
+    kind = None
+    try:
+        from .errors import Invalid as kind  # noqa: N813 - the typed error, where errors.py has it
+    except ImportError:
+        pass
+    return (kind or RotoscopeError)(message)
+
+
+def describe_field(f: dataclasses.Field) -> str:
+    """What a field may be, in words: 'between 1 and 500', 'one of a, b', 'true or false'."""
+    m = f.metadata
+    if m.get("choices"):
+        return "one of " + ", ".join(map(str, m["choices"]))
+    if m.get("lo") is not None:
+        return f"between {m['lo']:g} and {m['hi']:g}" if isinstance(m["lo"], float) or isinstance(m["hi"], float) \
+            else f"between {m['lo']} and {m['hi']}"
+    if m.get("pattern"):
+        return f"matching {m['pattern']}"
+    return "true or false" if _field_type(f) is bool else "any value"
+
+
+def _field_type(f: dataclasses.Field):
+    t = f.type if not isinstance(f.type, str) else f.type
+    t = str(t)
+    for name, kind in (("bool", bool), ("int", int), ("float", float), ("str", str), ("tuple", tuple)):
+        if t.startswith(name):
+            return kind
+    return None
+
+
+def validate(obj):
+    """Check every field of a settings dataclass against the table; one line naming the setting on failure."""
+    import re
+
+    for f in dataclasses.fields(obj):
+        if dataclasses.is_dataclass(f.type) or f.name == "net":
+            continue
+        v = getattr(obj, f.name)
+        m = f.metadata
+        if v is None and f.default is None:
+            continue
+        kind = _field_type(f)
+        values = v if kind is tuple else (v,)
+        if kind is tuple and not (isinstance(v, (tuple, list)) and len(v) == len(f.default)):
+            raise invalid(f"{f.name} takes {len(f.default)} values, e.g. {','.join(map(str, f.default))} (got {v})")
+        for x in values:
+            if kind is bool and not isinstance(x, bool):
+                raise invalid(f"{f.name} must be true or false (got {x!r})")
+            if kind in (int, tuple) and (isinstance(x, bool) or not isinstance(x, int)):
+                raise invalid(f"{f.name} must be a whole number (got {x!r})")
+            if kind is float and (isinstance(x, bool) or not isinstance(x, (int, float)) or x != x):
+                raise invalid(f"{f.name} must be a number (got {x!r})")
+            if m.get("choices") and x not in m["choices"]:
+                raise invalid(f"unknown {f.name} '{x}': use {describe_field(f)}")
+            if m.get("lo") is not None and not m["lo"] <= x <= m["hi"]:
+                raise invalid(f"{f.name} must be {describe_field(f)} (got {x!r})")
+            if m.get("pattern") and not (isinstance(x, str) and re.fullmatch(m["pattern"], x)):
+                raise invalid(f"{f.name} must be {describe_field(f)} (got {x!r})")
+    return obj
+
+
+def parse_value(f: dataclasses.Field, text: str):
+    """A field's value from text (the CLI's --set and the server's form fields)."""
+    t = text.strip()
+    if f.default is None and t.lower() in ("", "none", "null"):
+        return None
+    kind = _field_type(f)
+    try:
+        if kind is bool:
+            if t.lower() in ("1", "true", "yes", "on"):
+                return True
+            if t.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            return int(t)
+        if kind is float:
+            return float(t)
+        if kind is tuple:
+            return tuple(int(x) for x in t.split(","))
+    except ValueError:
+        raise invalid(f"{f.name}: cannot read {text!r} as {describe_field(f)}") from None
+    return t
+
+
+def fields_of(table) -> dict[str, dataclasses.Field]:
+    """Every settable field by name; TrainConfig's network fields by their own names too (channels, ...)."""
+    out = {f.name: f for f in dataclasses.fields(table) if f.name != "net"}
+    if table is TrainConfig:
+        out.update({f.name: f for f in dataclasses.fields(NetConfig)})
+    return out
+
+
+def parse_sets(table, pairs: list[str] | None) -> dict:
+    """`--set key=value` pairs for one table, as typed values by field name; unknown names are refused."""
+    known = fields_of(table)
+    out = {}
+    for pair in pairs or []:
+        key, eq, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq:
+            raise invalid(f"--set takes key=value (got {pair!r})")
+        if key not in known:
+            raise invalid(f"unknown setting '{key}': use one of {', '.join(sorted(known))}")
+        out[key] = parse_value(known[key], value)
+    return out
+
+
+def help_for(table, name: str) -> str:
+    """The one-line help of a field (CLI options and the explain page read it from here)."""
+    return fields_of(table)[name].metadata["help"]
+
+

@@ -94,33 +94,37 @@ RECIPE = {"size": 128, "batch": 2, "lr": 1.5e-3, "style_weight": 7.0, "eval_ever
           "preview_every": 100}
 
 
+def budget_steps(per_step: float, seconds: float = TRAIN_SECONDS) -> int:
+    """Steps that fit the time budget at this many seconds a step, within MIN_STEPS..MAX_STEPS, in tens."""
+    return int(min(MAX_STEPS, max(MIN_STEPS, seconds / max(per_step, 1e-6))) // 10 * 10)
+
+
 def seconds_per_step(cfg, log=print) -> float:
-    """Time two training steps (after one to warm up) of the demo's network, loss and precision on this machine."""
+    """Time two training steps (train.train_step, after one to warm up) of the demo's network, loss and precision on
+    this machine."""
     import time
 
     import torch
 
     from .backbones import load_backbone
-    from .devices import autocast, pick_device, resolve_precision
-    from .losses import LossWeights, perceptual_loss, style_target
-    from .network import FilterNet
+    from .devices import pick_device, resolve_precision
+    from .losses import LossWeights, style_target
+    from .train import FixedBatch, new_network, train_step
 
     device = pick_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device).value
+    cfg = cfg.replace(precision=resolve_precision(cfg.precision, device).value, init="random")
     backbone = load_backbone(cfg.backbone, device=str(device))
-    if precision == "bf16":
-        backbone.net.to(torch.bfloat16)
     g = torch.Generator().manual_seed(0)
     target = style_target(backbone, torch.rand(1, 3, 64, 64, generator=g).to(device), cfg.color_match)
-    weights = LossWeights(cfg.content_weight, cfg.style_weight, cfg.color_weight, cfg.tv_weight)
-    net = FilterNet(cfg.net).to(device).to(memory_format=torch.channels_last)
-    x = torch.rand(cfg.batch, 3, cfg.size, cfg.size, generator=g).to(device)
+    if cfg.precision == "bf16":  # as train() does: after the target, which is computed in fp32
+        backbone.net.to(torch.bfloat16)
+    weights = LossWeights.of(cfg)
+    net, opt, scaler, _init = new_network(cfg, device, log=lambda line: None)
+    data = FixedBatch(torch.rand(cfg.batch, 3, cfg.size, cfg.size, generator=g))
     times = []
-    for _ in range(3):
+    for step in range(3):
         t = time.perf_counter()
-        with autocast(device, precision):
-            loss, _ = perceptual_loss(backbone, target, weights, net(x), x)
-        loss.backward()
+        train_step(step, cfg, net, opt, scaler, data, backbone, target, weights, device)
         times.append(time.perf_counter() - t)
     return sum(times[1:]) / 2
 
@@ -151,7 +155,7 @@ def run_demo(out_dir: Path, steps: int | None = None, backbone: str = "auto", lo
     cfg = TrainConfig().replace(backbone=chosen, **RECIPE)
     if not steps:
         per_step = seconds_per_step(cfg, log)
-        steps = int(min(MAX_STEPS, max(MIN_STEPS, seconds / per_step)) // 10 * 10)
+        steps = budget_steps(per_step, seconds)
         log(f"demo: {per_step:.2f} s per step here, so {steps} steps (about {steps * per_step / 60:.1f} min of "
             f"training; `--steps N` to choose)")
     cfg = cfg.replace(steps=steps)

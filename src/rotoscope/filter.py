@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .config import NetConfig
-from .errors import RotoscopeError
+from .errors import Invalid, NotFound, Refused, RotoscopeError
 from .network import FilterNet
 from .paths import atomic_path, filters_dir
 
@@ -48,7 +48,7 @@ class Filter:
 
 def check_name(name: str) -> str:
     if not NAME_RE.match(name):
-        raise RotoscopeError(f"invalid filter name '{name}': use letters, digits, '.', '_' and '-' (max 64)")
+        raise Invalid(f"invalid filter name '{name}': use letters, digits, '.', '_' and '-' (max 64)")
     return name
 
 
@@ -66,29 +66,29 @@ def read_card(path: str | os.PathLike) -> dict:
     """The card alone (cheap: reads the header only). Refuses pickles and foreign files with one line."""
     path = Path(path)
     if not path.is_file():
-        raise RotoscopeError(f"no such filter file: {path}")
+        raise NotFound(f"no such filter file: {path}")
     with open(path, "rb") as f:
         head = f.read(9)
     # safetensors: an 8-byte little-endian header length, then the JSON header. Its first byte may be anything
     # (0x80 included), so recognise safetensors first and only then look for pickle (0x80) or zip (PK) magic
     looks_safetensors = head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
     if not looks_safetensors and (head[:1] == b"\x80" or head[:2] == b"PK"):
-        raise RotoscopeError(f"{path} is a pickle/torch checkpoint; rotoscope never unpickles files, it reads only "
-                             "safetensors filters")
+        raise Invalid(f"{path} is a pickle/torch checkpoint; rotoscope never unpickles files, it reads only "
+                      "safetensors filters")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except Exception:
-        raise RotoscopeError(f"{path} is corrupt or not a safetensors file") from None
+        raise Invalid(f"{path} is corrupt or not a safetensors file") from None
     if CARD_KEY not in meta:
-        raise RotoscopeError(f"{path} is a safetensors file but not a rotoscope filter (no card)")
+        raise Invalid(f"{path} is a safetensors file but not a rotoscope filter (no card)")
     try:
         card = json.loads(meta[CARD_KEY])
     except json.JSONDecodeError:
-        raise RotoscopeError(f"{path} has a corrupt card") from None
+        raise Invalid(f"{path} has a corrupt card") from None
     if card.get("format_version", 0) > FORMAT_VERSION:
-        raise RotoscopeError(f"{path} is filter format {card['format_version']}; this rotoscope reads up to "
-                             f"{FORMAT_VERSION}: upgrade rotoscope")
+        raise Invalid(f"{path} is filter format {card['format_version']}; this rotoscope reads up to "
+                      f"{FORMAT_VERSION}: upgrade rotoscope")
     return card
 
 
@@ -103,7 +103,7 @@ def load_filter_file(path: str | os.PathLike) -> Filter:
             state = {k: f.get_tensor(k) for k in f.keys()}
         net.load_state_dict(state)
     except (KeyError, RuntimeError, TypeError) as e:
-        raise RotoscopeError(f"{path}: weights do not match the card's architecture ({str(e).splitlines()[0]})") from None
+        raise Invalid(f"{path}: weights do not match the card's architecture ({str(e).splitlines()[0]})") from None
     net.eval().requires_grad_(False)
     return Filter(card.get("name", path.stem), card, net, path)
 
@@ -125,7 +125,7 @@ def find_filter(name_or_path: str | os.PathLike) -> Path:
     p = Path(s)
     if p.suffix == SUFFIX or os.sep in s or p.is_file():
         if not p.is_file():
-            raise RotoscopeError(f"no such filter file: {p}")
+            raise NotFound(f"no such filter file: {p}")
         return p
     known = registry_paths()
     if s in known:
@@ -133,7 +133,7 @@ def find_filter(name_or_path: str | os.PathLike) -> Path:
     near = difflib.get_close_matches(s, list(known), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(near)}?" if near else ("; see `rotoscope filters`" if known else
                                                              "; none installed yet: `rotoscope train` makes one")
-    raise RotoscopeError(f"unknown filter '{s}'{hint}")
+    raise NotFound(f"unknown filter '{s}'{hint}")
 
 
 def load_filter(name_or_path: str | os.PathLike) -> Filter:
@@ -155,7 +155,7 @@ def remove_filter(name: str) -> Path:
     path = filters_dir() / f"{check_name(name)}{SUFFIX}"
     if not path.exists():
         if (SHIPPED_DIR / f"{name}{SUFFIX}").exists():
-            raise RotoscopeError(f"'{name}' ships with rotoscope and cannot be removed")
+            raise Refused(f"'{name}' ships with rotoscope and cannot be removed")
         find_filter(name)  # raises with suggestions
     path.unlink()
     return path

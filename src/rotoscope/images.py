@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from .errors import RotoscopeError
+from .errors import Invalid, NotFound, TooLarge
 from .paths import atomic_path
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -27,16 +27,16 @@ def max_pixels() -> int:
     try:
         return int(env.replace("_", "").replace(",", ""))
     except ValueError:
-        raise RotoscopeError(f"ROTOSCOPE_MAX_PIXELS must be a whole number of pixels, not '{env}'") from None
+        raise Invalid(f"ROTOSCOPE_MAX_PIXELS must be a whole number of pixels, not '{env}'") from None
 
 
 def open_image(path: str | os.PathLike) -> Image.Image:
     """Open and fully decode an image, upright (EXIF orientation applied). Raises RotoscopeError with one line."""
     path = Path(path)
     if not path.exists():
-        raise RotoscopeError(f"no such file: {path}")
+        raise NotFound(f"no such file: {path}")
     if path.is_dir():
-        raise RotoscopeError(f"{path} is a folder, not an image")
+        raise Invalid(f"{path} is a folder, not an image")
     limit = max_pixels()
     try:
         with warnings.catch_warnings():
@@ -52,12 +52,12 @@ def open_image(path: str | os.PathLike) -> Image.Image:
                 Image.MAX_IMAGE_PIXELS = old
             return ImageOps.exif_transpose(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise RotoscopeError(f"{path}: image is larger than the {limit:,}-pixel safety limit "
-                             "(set ROTOSCOPE_MAX_PIXELS to raise it)") from None
+        raise TooLarge(f"{path}: image is larger than the {limit:,}-pixel safety limit "
+                       "(set ROTOSCOPE_MAX_PIXELS to raise it)") from None
     except UnidentifiedImageError:
-        raise RotoscopeError(f"{path}: not an image (or a format Pillow cannot read)") from None
+        raise Invalid(f"{path}: not an image (or a format Pillow cannot read)") from None
     except OSError as e:
-        raise RotoscopeError(f"{path}: cannot decode image ({e})") from None
+        raise Invalid(f"{path}: cannot decode image ({e})") from None
 
 
 def split_alpha(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
@@ -118,7 +118,7 @@ def save_image(img: Image.Image, path: str | os.PathLike, provenance: dict | Non
     path = Path(path)
     fmt = WRITE_FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise RotoscopeError(f"cannot write '{path.suffix or path.name}': use one of {', '.join(sorted(WRITE_FORMATS))}")
+        raise Invalid(f"cannot write '{path.suffix or path.name}': use one of {', '.join(sorted(WRITE_FORMATS))}")
     kwargs: dict = {}
     if fmt == "JPEG" and img.mode not in ("RGB", "L"):
         img = img.convert("RGB")  # JPEG has no alpha

@@ -20,6 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from .backbones import Backbone
+from .config import TrainConfig
+
+_DEFAULTS = TrainConfig()  # loss defaults are the recipe's: no private copies here
 
 
 def gram(f: torch.Tensor) -> torch.Tensor:
@@ -95,14 +98,14 @@ class StyleTarget:
     grams: dict[str, torch.Tensor]
     color_mean: torch.Tensor
     color_cov: torch.Tensor
-    color_match: str = "moments"
+    color_match: str = _DEFAULTS.color_match
     color_sorted: torch.Tensor | None = None  # (k, M) sorted projections of the artwork's pixels ("sliced")
 
 
 COLOR_MATCHES = ("moments", "sliced")
 
 
-def style_target(backbone: Backbone, art: torch.Tensor, color_match: str = "moments") -> StyleTarget:
+def style_target(backbone: Backbone, art: torch.Tensor, color_match: str = _DEFAULTS.color_match) -> StyleTarget:
     """Gram matrices and colour statistics of the artwork (1, 3, H, W) in [0, 1]."""
     if color_match not in COLOR_MATCHES:
         raise ValueError(f"color_match must be one of {', '.join(COLOR_MATCHES)}, not '{color_match}'")
@@ -115,10 +118,16 @@ def style_target(backbone: Backbone, art: torch.Tensor, color_match: str = "mome
 
 @dataclass
 class LossWeights:
-    content: float = 3.0
-    style: float = 5.0
-    color: float = 2.0
-    tv: float = 0.5
+    """The four terms' weights; their defaults are TrainConfig's (config.py), the one place defaults live."""
+
+    content: float = _DEFAULTS.content_weight
+    style: float = _DEFAULTS.style_weight
+    color: float = _DEFAULTS.color_weight
+    tv: float = _DEFAULTS.tv_weight
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> "LossWeights":
+        return cls(cfg.content_weight, cfg.style_weight, cfg.color_weight, cfg.tv_weight)
 
 
 def perceptual_loss(backbone: Backbone, target: StyleTarget, weights: LossWeights, output: torch.Tensor,

@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from .config import ApplySettings  # noqa: F401 - the settings a picture is painted with, re-exported here
 from .devices import autocast, pick_device, resolve_precision
 from .engines import ENGINES, PRECISIONS_OF, pick_engine, require_engine, runner as engine_runner
 from .errors import RotoscopeError
@@ -24,30 +24,9 @@ from .filter import Filter
 from .images import as_float, resize_longer, split_alpha, to_image, to_uint8_tensor
 from .network import FilterNet
 
-# pixels per network call: a 1080p frame (2.07 Mpx) goes in one pass; bigger pictures are tiled. Peak RSS for a
-# 6000x4000 photo stays under 2 GB with it (benchmarks/bench_memory.py)
-MAX_TILE_PIXELS = 2_100_000
+# pixels per network call (config.ApplySettings says why this many)
+MAX_TILE_PIXELS = ApplySettings().max_tile_pixels
 TILE_OVERLAP = 64
-
-
-@dataclass
-class ApplySettings:
-    size: int | None = None  # longer side of the output; None keeps the input's size
-    strength: float = 1.0  # 0 = the photo, 1 = the full filter
-    preserve_colors: bool = False  # keep the photo's colours, take the filter's luminance
-    precision: str = "auto"  # auto: bf16 where the hardware computes it natively, else fp32 (devices.py)
-    device: str = "auto"
-    max_tile_pixels: int = MAX_TILE_PIXELS
-    engine: str = "auto"  # auto: the fastest of torch, onnx (onnxruntime) and openvino here (engines.py)
-
-    def to_dict(self) -> dict:
-        """What a painted file's provenance records: after resolve(), the precision and engine actually used."""
-        return {"size": self.size, "strength": self.strength, "preserve_colors": self.preserve_colors,
-                "precision": self.precision, "engine": self.engine}
-
-    @property
-    def resolved(self) -> bool:
-        return self.precision != "auto" and self.engine != "auto"
 
 
 def resolve(filt: Filter, settings: ApplySettings, shape: tuple[int, int]) -> tuple[ApplySettings, list[str]]:
@@ -55,6 +34,7 @@ def resolve(filt: Filter, settings: ApplySettings, shape: tuple[int, int]) -> tu
     `shape` (h, w), and the lines that say what was chosen and why."""
     if settings.engine not in ENGINES:
         raise RotoscopeError(f"unknown engine '{settings.engine}': use one of {', '.join(ENGINES)}")
+    settings.validate()
     device = pick_device(settings.device)
     try:
         prec = resolve_precision(settings.precision, device)

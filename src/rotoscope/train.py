@@ -6,6 +6,11 @@ What "training" means here, step by step:
   3. score how badly it did: the perceptual loss (losses.py) against the artwork, measured by a fixed backbone;
   4. nudge the weights to lower the score (Adam), and repeat;
   5. every so often, score the held-out photos, which are never trained on, to see whether it generalises.
+
+train_step() is steps 2-4, once; train() is the whole story: the setup (1), then the loop of steps and exams (5).
+Everything else that watches the loop is a Monitor (TensorBoard, the pitfall guard, the story's previews,
+checkpoints, the progress bar, and whatever the caller passes in); a monitor ends a run early by returning a
+StopRequest (saved, resumable, like Ctrl-C) or by raising pitfalls.Stopped (back to the last good weights).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -33,7 +39,7 @@ from .images import load_rgb, resize_longer, to_tensor
 from .losses import LossWeights, StyleTarget, perceptual_loss, style_target
 from .network import FilterNet, count_parameters
 from .paths import atomic_path, runs_dir
-from . import audit, confidence, pitfalls, story
+from .truthful import audit, confidence, pitfalls, story
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -126,189 +132,354 @@ def load_checkpoint(path: Path, net: FilterNet, opt: torch.optim.Optimizer) -> t
     return Run(r["step"], r["history"], r["seconds"], r.get("warnings", []), r.get("holdout_start")), state
 
 
+# ---------------------------------------------------------------- one step (2-4)
+
+
+def train_step(step: int, cfg: TrainConfig, net: FilterNet, opt: torch.optim.Optimizer, scaler, data,
+               backbone, target: StyleTarget, weights: LossWeights, device) -> dict:
+    """One training step: set the learning rate, take the batch, paint it, score it, adjust the weights.
+
+    `data` serves the crops (PhotoSet, or FixedBatch to time a step without data loading); `step` counts the steps
+    done before this one. Returns the step's history record; raises pitfalls.Stopped if the loss is not finite.
+    """
+    lr = lr_at(cfg, step)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    photos = data.batch(step, cfg.batch, size_at(cfg, step), cfg.seed).to(device)
+    photos = photos.contiguous(memory_format=torch.channels_last)
+    with autocast(device, cfg.precision):
+        output = net(photos)  # 2. paint
+        loss, terms = perceptual_loss(backbone, target, weights, output, photos)  # 3. score
+    loss_value = float(loss.detach())  # detached: a Python number for logs, not part of the graph
+    if not math.isfinite(loss_value):
+        raise pitfalls.Stopped(pitfalls.not_finite(step + 1, loss_value, cfg.lr))
+    opt.zero_grad(set_to_none=True)  # 4. adjust (the scaler is a no-op except in fp16)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(net.parameters(), 1e3))
+    scaler.step(opt)
+    scaler.update()
+    return {"step": step + 1, "train": {**terms, "total": loss_value}, "lr": lr, "grad_norm": grad_norm}
+
+
+class FixedBatch:
+    """Stands in for a PhotoSet that serves the same crops every step (to time train_step without data loading)."""
+
+    def __init__(self, photos: torch.Tensor):
+        self.photos = photos
+
+    def batch(self, step: int, batch: int, size: int, seed: int) -> torch.Tensor:
+        return self.photos
+
+
+def due(cfg: TrainConfig, step: int, every: int) -> bool:
+    """Whether a periodic task (evaluation, preview) falls after this step: every `every` steps, and the last."""
+    return step % every == 0 or step == cfg.steps
+
+
+# ---------------------------------------------------------------- monitors: what watches the loop
+
+
+@dataclass
+class StopRequest:
+    """What a monitor's step() returns to end the run after this step, as Ctrl-C does: the checkpoint is saved and
+    train() raises "interrupted at step N/M; run the same command with --resume to continue"."""
+
+    reason: str = "stop requested"
+
+
+class Monitor:
+    """Something that watches a run. train() calls start(run, net) before the first step, step(record, net) after
+    each step (its record already in run.history) and end(run) however the run ends. step() may return a
+    StopRequest, which ends the run once every monitor has seen the step, or raise pitfalls.Stopped, which stops it
+    at once and falls back to the last good weights."""
+
+    def start(self, run: Run, net: FilterNet) -> None:
+        pass
+
+    def step(self, record: dict, net: FilterNet) -> StopRequest | None:
+        return None
+
+    def end(self, run: Run) -> None:
+        pass
+
+
+class TensorBoard(Monitor):
+    """Logs the loss terms, learning rate and gradient norm of every step, the held-out scores and preview images."""
+
+    def __init__(self, run_dir: Path, cfg: TrainConfig, device, data: PhotoSet, holdout: torch.Tensor | None):
+        self.dir, self.cfg, self.device, self.data, self.holdout = run_dir, cfg, device, data, holdout
+        self.writer = None
+
+    def start(self, run, net):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(self.dir / "tensorboard"), purge_step=run.step or None)
+        if run.step == 0 and self.holdout is not None:
+            self.writer.add_images("holdout/photo", self.holdout[:4], 0)
+            for k, v in run.holdout_start.items():
+                self.writer.add_scalar(f"holdout/{k}", v, 0)
+
+    def step(self, record, net):
+        step, cfg = record["step"], self.cfg
+        for k, v in record["train"].items():
+            self.writer.add_scalar(f"train/{k}", v, step)
+        self.writer.add_scalar("opt/lr", record["lr"], step)
+        self.writer.add_scalar("opt/grad_norm", record["grad_norm"], step)
+        for k, v in record.get("holdout", {}).items():
+            self.writer.add_scalar(f"holdout/{k}", v, step)
+        if due(cfg, step, cfg.preview_every):
+            # no held-out photos: the step's first crop (a batch of one is the first crop of the step's batch)
+            preview = self.holdout if self.holdout is not None else self.data.batch(
+                step - 1, 1, size_at(cfg, step - 1), cfg.seed).contiguous(memory_format=torch.channels_last)
+            with torch.no_grad(), autocast(self.device, cfg.precision):
+                net.eval()
+                self.writer.add_images("holdout/stylized", net(preview[:4].to(self.device)).float().cpu(), step)
+                net.train()
+
+    def end(self, run):
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Guard(Monitor):
+    """Truthful training: reports pitfalls, keeps the last good weights at every evaluation, and stops the run
+    (pitfalls.Stopped) when a pitfall means it must."""
+
+    def __init__(self, cfg: TrainConfig, weights: LossWeights, data: PhotoSet, photo_audit, opt, log):
+        self.cfg, self.data, self.audit, self.opt, self.log = cfg, data, photo_audit, opt, log
+        self.watcher = pitfalls.Watcher(vars(weights), cfg.eval_every, cfg.lr, cfg.steps)
+
+    def start(self, run, net):
+        self.run = run
+        pitfalls.report(run.warnings, self.log, [pitfalls.Pitfall("narrow-set", 0, f"training set: {w}")
+                                                 for w in self.audit.warnings])
+        pitfalls.report(run.warnings, self.log, self.watcher.start(len(self.data.train), self.audit.summary()))
+        self.last_good = pitfalls.LastGood(net, self.opt, run.step)
+
+    def step(self, record, net):
+        if due(self.cfg, record["step"], self.cfg.eval_every):
+            for p in pitfalls.report(self.run.warnings, self.log, self.watcher.check(self.run.history)):
+                if p.stop:
+                    raise pitfalls.Stopped(p)
+            self.last_good.keep(net, self.opt, record["step"])
+
+    def fall_back(self, run: Run, net: FilterNet, stopped: pitfalls.Pitfall, checkpoints: Checkpoints) -> None:
+        """Back to the last good weights after a stop; the checkpoint resumes from there."""
+        good = self.last_good.restore(net, self.opt)
+        kept = Run(good, [h for h in run.history if h["step"] <= good], run.seconds, run.warnings, run.holdout_start)
+        checkpoints.save(kept)
+        run.warnings.append(f"training stopped after step {run.step}; the filter holds the last good weights, "
+                            f"from step {good}")
+        if good == 0:
+            raise RotoscopeError(f"training stopped after step {run.step}: {stopped.message} No good weights to keep "
+                                 "yet, so no filter was saved.")
+
+
+class Story(Monitor):
+    """Paints the story's preview photo at its scheduled steps (story.Recorder)."""
+
+    def __init__(self, recorder: story.Recorder):
+        self.recorder = recorder
+
+    def start(self, run, net):
+        self.recorder.maybe_snapshot(net, run.step)
+
+    def step(self, record, net):
+        self.recorder.maybe_snapshot(net, record["step"])
+
+
+class Checkpoints(Monitor):
+    """Keeps run.seconds and saves a checkpoint every checkpoint_every steps; resumes a run from its checkpoint."""
+
+    def __init__(self, path: Path, net: FilterNet, opt, cfg: TrainConfig, meta: dict):
+        self.path, self.net, self.opt, self.cfg, self.meta = path, net, opt, cfg, meta
+
+    def resume(self, name: str, log) -> Run:
+        if not self.path.exists():
+            raise RotoscopeError(f"nothing to resume: no checkpoint for '{name}' in {self.path.parent}")
+        run, state = load_checkpoint(self.path, self.net, self.opt)
+        if state["meta"].get("artwork_sha256") != self.meta["artwork_sha256"]:
+            raise RotoscopeError(f"the checkpoint of '{name}' was trained on a different artwork; drop --resume")
+        if TrainConfig.from_dict(state["config"]) != self.cfg:
+            log("note: settings differ from the checkpoint's; continuing with the new ones")
+        log(f"resuming '{name}' at step {run.step}")
+        return run
+
+    def start(self, run, net):
+        self.run, self.started = run, time.perf_counter() - run.seconds
+
+    def step(self, record, net):
+        self.run.seconds = time.perf_counter() - self.started
+        if record["step"] % self.cfg.checkpoint_every == 0:
+            self.save(self.run)
+
+    def save(self, run: Run) -> None:
+        save_checkpoint(self.path, self.net, self.opt, run, self.cfg, self.meta)
+
+    def interrupted(self, run: Run) -> RotoscopeError:
+        """Save where the run stands (Ctrl-C or a StopRequest); the error to raise says how to continue."""
+        run.seconds = time.perf_counter() - self.started
+        self.save(run)
+        return RotoscopeError(f"interrupted at step {run.step}/{self.cfg.steps}; run the same command with --resume "
+                              "to continue")
+
+
+class ProgressBar(Monitor):
+    """The terminal's progress bar: step, rate, time left and the step's loss terms."""
+
+    def __init__(self, enabled: bool, total: int):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        class Rate(TextColumn):
+            def render(self, task):
+                from rich.text import Text
+                speed = task.finished_speed or task.speed
+                return Text(f"{speed:.2f} it/s" if speed else "-- it/s")
+
+        self.total = total
+        self.bar = Progress(TextColumn("step"), MofNCompleteColumn(), BarColumn(bar_width=20), Rate(""),
+                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                            TextColumn("{task.fields[info]}"), disable=not enabled, transient=False)
+
+    def start(self, run, net):
+        self.bar.start()
+        self.task = self.bar.add_task("train", total=self.total, completed=run.step, info="")
+
+    def step(self, record, net):
+        self.bar.update(self.task, completed=record["step"], info=_terms_line(record["train"], record.get("holdout")))
+
+    def end(self, run):
+        self.bar.stop()
+
+
 # ---------------------------------------------------------------- the loop
 
 
 def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | None = None,
           cfg: TrainConfig | None = None, *, title: str | None = None, backbone_weights: str | None = None,
           resume: bool = False, out: str | os.PathLike | None = None, log=print, progress: bool = True,
-          extra_card: dict | None = None, on_eval=None, on_step=None) -> Filter:
+          extra_card: dict | None = None, monitors: Sequence[Monitor] = ()) -> Filter:
     """Train a filter from one artwork and save it to the registry (or `out`). Returns the loaded Filter.
 
-    on_eval(step, net), if given, is called every eval_every steps (benchmarks snapshot the network with it).
-    `on_step(record, net)`, if given, is called after every step with that step's history record and the live
-    network (the server follows jobs with it); raising KeyboardInterrupt from it stops the run like Ctrl-C does.
+    `monitors` watch the run after the built-in ones (see Monitor): the server follows its jobs with one, which
+    stops a job with a StopRequest; benchmarks snapshot the network with one.
     """
-    cfg = cfg or TrainConfig()
+    cfg = (cfg or TrainConfig()).validate()  # the settings table's ranges, for the API as for the CLI
     check_name(name)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
-    try:
-        precision = resolve_precision(cfg.precision, device)
-    except ValueError as e:
-        raise RotoscopeError(str(e)) from None
+    precision = resolved_precision(cfg, device)
     requested, cfg = cfg.precision, cfg.replace(precision=precision.value)  # the card records what was used
     run_dir = runs_dir() / name
-    ckpt_path = run_dir / CHECKPOINT
 
-    # --- the artwork and the training set
+    # 1. the artwork, the training set and the photos held out, the loss network, random weights and Adam
     art_img = load_rgb(artwork)
-    art = to_tensor(resize_longer(art_img, cfg.style_size)).to(device)
     data: PhotoSet = load_photos(photos, cfg.size, cfg.holdout, warn=log)
     if len(data.train) < 1:
         raise RotoscopeError("need at least one training photo")
     photo_audit = audit.audit_photoset(data)  # what is in the training set: stored in the card
-
-    # --- the loss network and what the artwork looks like to it
-    backbone = load_backbone(cfg.backbone, backbone_weights, device=str(device))
-    target = style_target(backbone, art, cfg.color_match)
-    weights = LossWeights(cfg.content_weight, cfg.style_weight, cfg.color_weight, cfg.tv_weight)
-    if cfg.precision == "bf16":
-        # the backbone is frozen: hold its weights in bf16 once, instead of autocast re-casting them every step
-        backbone.net.to(torch.bfloat16)
-
-    # --- random weights, and the optimiser that will nudge them
-    net = FilterNet(cfg.net)
-    extra_card = {"init": init_network(net, cfg, log),
-                  "precision": {"used": precision.value, "requested": requested, "why": precision.reason},
-                  **(extra_card or {})}
-    net = net.to(device).to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    # fp16 (CUDA without bf16) needs its loss scaled so small gradients do not flush to zero; a no-op otherwise
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-    run = Run()
-    art_hash = hashlib.sha256(Path(artwork).read_bytes()).hexdigest()
-    meta = {"artwork_sha256": art_hash, "backbone": backbone.name}
-    if resume:
-        if not ckpt_path.exists():
-            raise RotoscopeError(f"nothing to resume: no checkpoint for '{name}' in {run_dir}")
-        run, state = load_checkpoint(ckpt_path, net, opt)
-        if state["meta"].get("artwork_sha256") != art_hash:
-            raise RotoscopeError(f"the checkpoint of '{name}' was trained on a different artwork; drop --resume")
-        if TrainConfig.from_dict(state["config"]) != cfg:
-            log("note: settings differ from the checkpoint's; continuing with the new ones")
-        log(f"resuming '{name}' at step {run.step}")
     holdout = data.holdout_batch(cfg.size) if data.holdout else None
-
+    backbone, target, weights = loss_network(cfg, art_img, backbone_weights, device)
+    net, opt, scaler, init = new_network(cfg, device, log)
+    extra_card = {"init": init, "precision": {"used": precision.value, "requested": requested, "why": precision.reason},
+                  **(extra_card or {})}
+    art_hash = hashlib.sha256(Path(artwork).read_bytes()).hexdigest()
+    checkpoints = Checkpoints(run_dir / CHECKPOINT, net, opt, cfg, {"artwork_sha256": art_hash,
+                                                                    "backbone": backbone.name})
+    run = checkpoints.resume(name, log) if resume else Run()
     log(precision.line())
     log(f"training filter '{name}' on {device} with backbone {backbone.name} "
         f"({count_parameters(net):,} parameters; {len(data.train)} training photos, {len(data.holdout)} held out)")
     log(describe(cfg))
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=run.step or None)
-    if run.step == 0 and holdout is not None:
-        writer.add_images("holdout/photo", holdout[:4], 0)
-        # the untrained network's held-out score: the baseline every later score is compared with
+    if run.step == 0 and holdout is not None:  # the untrained network's held-out score: the baseline of all later
         run.holdout_start = evaluate(net, backbone, target, weights, holdout, device, cfg.precision)
-        for k, v in run.holdout_start.items():
-            writer.add_scalar(f"holdout/{k}", v, 0)
 
-    # truthful training: watch for pitfalls, keep the last good weights, record previews for the story
-    watcher = pitfalls.Watcher(vars(weights), cfg.eval_every, cfg.lr, cfg.steps)
-    pitfalls.report(run.warnings, log, [pitfalls.Pitfall("narrow-set", 0, f"training set: {w}")
-                                        for w in photo_audit.warnings])
-    pitfalls.report(run.warnings, log, watcher.start(len(data.train), photo_audit.summary()))
+    # 2-5. step after step, an exam every eval_every steps, each step shown to the monitors, until done or stopped
+    guard = Guard(cfg, weights, data, photo_audit, opt, log)
     preview, preview_name, preview_held = story.preview_photo(data, cfg.size)
     recorder = story.Recorder(run_dir, preview, preview_name, art_img, cfg.steps, preview_held)
-    recorder.maybe_snapshot(net, run.step)
-    last_good, stopped = pitfalls.LastGood(net, opt, run.step), None
-    started = time.perf_counter() - run.seconds
-    bar = _progress(progress, cfg.steps, run.step)
+    monitors = [TensorBoard(run_dir, cfg, device, data, holdout), guard, Story(recorder), checkpoints,
+                ProgressBar(progress, cfg.steps), *monitors]
+    for m in monitors:
+        m.start(run, net)
+    stopped = interrupted = None
     try:
-        with bar:
-            task = bar.add_task("train", total=cfg.steps, completed=run.step, info="")
+        try:
             net.train()
-            while run.step < cfg.steps:
-                step = run.step
-                lr = lr_at(cfg, step)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                photos_batch = data.batch(step, cfg.batch, size_at(cfg, step), cfg.seed).to(device)
-                photos_batch = photos_batch.contiguous(memory_format=torch.channels_last)
-                with autocast(device, cfg.precision):
-                    output = net(photos_batch)
-                    loss, terms = perceptual_loss(backbone, target, weights, output, photos_batch)
-                loss_value = float(loss.detach())  # detached: a Python number for logs, not part of the graph
-                if not math.isfinite(loss_value):
-                    raise pitfalls.Stopped(pitfalls.not_finite(step + 1, loss_value, cfg.lr))
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(net.parameters(), 1e3))
-                scaler.step(opt)
-                scaler.update()
-                run.step += 1
-                record = {"step": run.step, "train": {**terms, "total": loss_value}, "lr": lr, "grad_norm": grad_norm}
-                for k, v in record["train"].items():
-                    writer.add_scalar(f"train/{k}", v, run.step)
-                writer.add_scalar("opt/lr", lr, run.step)
-                writer.add_scalar("opt/grad_norm", grad_norm, run.step)
-                if holdout is not None and (run.step % cfg.eval_every == 0 or run.step == cfg.steps):
+            while run.step < cfg.steps and not interrupted:
+                record = train_step(run.step, cfg, net, opt, scaler, data, backbone, target, weights, device)
+                run.step = record["step"]
+                if holdout is not None and due(cfg, run.step, cfg.eval_every):
                     record["holdout"] = evaluate(net, backbone, target, weights, holdout, device, cfg.precision)
-                    for k, v in record["holdout"].items():
-                        writer.add_scalar(f"holdout/{k}", v, run.step)
                 run.history.append(record)
-                if run.step % cfg.eval_every == 0 or run.step == cfg.steps:
-                    for p in pitfalls.report(run.warnings, log, watcher.check(run.history)):
-                        if p.stop:
-                            raise pitfalls.Stopped(p)
-                    last_good.keep(net, opt, run.step)
-                recorder.maybe_snapshot(net, run.step)
-                if on_eval is not None and (run.step % cfg.eval_every == 0 or run.step == cfg.steps):
-                    on_eval(run.step, net)
-                if run.step % cfg.preview_every == 0 or run.step == cfg.steps:
-                    preview = holdout if holdout is not None else photos_batch[:1].float().cpu()
-                    with torch.no_grad(), autocast(device, cfg.precision):
-                        net.eval()
-                        writer.add_images("holdout/stylized", net(preview[:4].to(device)).float().cpu(), run.step)
-                        net.train()
-                run.seconds = time.perf_counter() - started
-                if run.step % cfg.checkpoint_every == 0:
-                    save_checkpoint(ckpt_path, net, opt, run, cfg, meta)
-                bar.update(task, completed=run.step, info=_terms_line(record["train"], record.get("holdout")))
-                if on_step is not None:
-                    on_step(record, net)
+                interrupted = any([m.step(record, net) for m in monitors])  # every monitor sees the step first
+        finally:
+            for m in monitors:
+                m.end(run)
     except KeyboardInterrupt:
-        run.seconds = time.perf_counter() - started
-        save_checkpoint(ckpt_path, net, opt, run, cfg, meta)
-        raise RotoscopeError(f"interrupted at step {run.step}/{cfg.steps}; run the same command with --resume "
-                             "to continue") from None
+        interrupted = True
     except pitfalls.Stopped as e:
         stopped = e.pitfall
         pitfalls.report(run.warnings, log, [stopped])
-    finally:
-        writer.close()
-    if stopped:  # back to the last good weights; the checkpoint resumes from there
-        good = last_good.restore(net, opt)
-        kept = Run(good, [h for h in run.history if h["step"] <= good], run.seconds, run.warnings,
-                   run.holdout_start)
-        save_checkpoint(ckpt_path, net, opt, kept, cfg, meta)
-        run.warnings.append(f"training stopped after step {run.step}; the filter holds the last good weights, "
-                            f"from step {good}")
-        if good == 0:
-            raise RotoscopeError(f"training stopped after step {run.step}: {stopped.message} No good weights to keep "
-                                 "yet, so no filter was saved.")
+    if interrupted:
+        raise checkpoints.interrupted(run) from None
+    if stopped:
+        guard.fall_back(run, net, stopped, checkpoints)
     else:
-        save_checkpoint(ckpt_path, net, opt, run, cfg, meta)
+        checkpoints.save(run)
 
     truthful = {"audit": photo_audit.summary(),
                 "confidence": confidence.reference(photo_audit, data.train_names, data.holdout_names),
                 "story": recorder.card(net, art_img, holdout, run.history),
-                "stopped": {"step": run.step, "kept_step": last_good.step, "reason": stopped.kind} if stopped else None}
+                "stopped": {"step": run.step, "kept_step": guard.last_good.step, "reason": stopped.kind}
+                if stopped else None}
     card = build_card(name, cfg, backbone, art_img, artwork, art_hash, title, data, run, target,
-                      {**truthful, **(extra_card or {})})
+                      {**truthful, **extra_card})
     dest = Path(out) if out else registry_path(name)
     net.eval()
     save_filter(net.to("cpu").to(memory_format=torch.contiguous_format), card, dest)
     log(f"saved filter '{name}' to {dest} ({run.step} steps in {run.seconds / 60:.1f} min)")
     if stopped:
         raise RotoscopeError(f"training stopped after step {run.step}: {stopped.message} The filter {dest} and the "
-                             f"checkpoint hold the last good weights (step {last_good.step}); "
+                             f"checkpoint hold the last good weights (step {guard.last_good.step}); "
                              f"`rotoscope explain {name}` shows what happened.")
     from .filter import load_filter_file
 
     return load_filter_file(dest)
+
+
+def resolved_precision(cfg: TrainConfig, device):
+    """What cfg.precision means on this device (`auto` picks by the machine); a RotoscopeError where it cannot run."""
+    try:
+        return resolve_precision(cfg.precision, device)
+    except ValueError as e:
+        raise RotoscopeError(str(e)) from None
+
+
+def new_network(cfg: TrainConfig, device, log):
+    """Random (or identity-pretrained) weights, the optimiser that will nudge them, the fp16 loss scaler, and the
+    card's record of the initial weights."""
+    net = FilterNet(cfg.net)
+    init = init_network(net, cfg, log)
+    net = net.to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    # fp16 (CUDA without bf16) needs its loss scaled so small gradients do not flush to zero; a no-op otherwise
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    return net, opt, scaler, init
+
+
+def loss_network(cfg: TrainConfig, art_img, backbone_weights: str | None, device):
+    """The fixed backbone that scores the paintings, what the artwork looks like to it, and the loss weights."""
+    art = to_tensor(resize_longer(art_img, cfg.style_size)).to(device)
+    backbone = load_backbone(cfg.backbone, backbone_weights, device=str(device))
+    target = style_target(backbone, art, cfg.color_match)
+    weights = LossWeights(cfg.content_weight, cfg.style_weight, cfg.color_weight, cfg.tv_weight)
+    if cfg.precision == "bf16":
+        # the backbone is frozen: hold its weights in bf16 once, instead of autocast re-casting them every step
+        backbone.net.to(torch.bfloat16)
+    return backbone, target, weights
 
 
 def _terms_line(train: dict, holdout: dict | None) -> str:
@@ -317,21 +488,6 @@ def _terms_line(train: dict, holdout: dict | None) -> str:
     if holdout:
         s += f" | held-out {holdout['total']:.3f}"
     return s
-
-
-def _progress(enabled: bool, total: int, done: int):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    class Rate(TextColumn):
-        def render(self, task):
-            from rich.text import Text
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:.2f} it/s" if speed else "-- it/s")
-
-    return Progress(TextColumn("step"), MofNCompleteColumn(), BarColumn(bar_width=20), Rate(""),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                    disable=not enabled, transient=False)
 
 
 def summarize_history(history: list[dict], points: int = 50, holdout_start: dict | None = None) -> dict:

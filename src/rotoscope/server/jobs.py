@@ -15,7 +15,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import RotoscopeError
+from ..errors import Invalid
 from ..paths import home
 
 KINDS = ("train", "video")
@@ -66,7 +66,7 @@ def database_path(setting: str | None) -> Path:
     if "://" in setting:
         scheme, _, rest = setting.partition("://")
         if scheme != "sqlite":
-            raise RotoscopeError(f"database '{setting}': only SQLite is supported (a path or sqlite:///path)")
+            raise Invalid(f"database '{setting}': only SQLite is supported (a path or sqlite:///path)")
         # sqlite:///relative.db and sqlite:////absolute.db, as in SQLAlchemy
         return Path(rest[1:] if rest.startswith("/") else rest)
     return Path(setting).expanduser()

@@ -13,6 +13,7 @@ from typing import BinaryIO, Callable
 from fastapi import HTTPException
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import TooLarge, Unsupported
 from ..paths import atomic_path
 
 IMAGE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp", "GIF": ".gif", "TIFF": ".tif"}
@@ -41,6 +42,7 @@ class BodyLimit:
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > limit:  # a chunked body, or a Content-Length that lied
+                    # HTTPException, not TooLarge: FastAPI turns any other error while reading a body into a 400
                     raise HTTPException(413, too_large_message(limit))
             return msg
 
@@ -62,28 +64,29 @@ async def _too_large(send, limit: int) -> None:
 
 
 def sniff_image(f: BinaryIO, max_pixels: int, what: str = "upload") -> tuple[str, tuple[int, int]]:
-    """The image's file suffix (from its bytes) and size; 415 if not an image, 413 if over the pixel limit."""
+    """The image's file suffix (from its bytes) and size; Unsupported if not an image, TooLarge if over the pixel
+    limit (415 and 413 from the server)."""
     f.seek(0)
     try:
         with Image.open(f) as img:  # reads the header only
             fmt, size = img.format, img.size
     except Image.DecompressionBombError:
-        raise HTTPException(413, f"{what}: image has more pixels than the {max_pixels:,}-pixel limit") from None
+        raise TooLarge(f"{what}: image has more pixels than the {max_pixels:,}-pixel limit") from None
     except (UnidentifiedImageError, OSError, ValueError):
-        raise HTTPException(415, f"{what}: not an image (accepted: {', '.join(IMAGE_FORMATS)}; "
-                                 "the type is read from the file's bytes, not its name)") from None
+        raise Unsupported(f"{what}: not an image (accepted: {', '.join(IMAGE_FORMATS)}; "
+                          "the type is read from the file's bytes, not its name)") from None
     finally:
         f.seek(0)
     if fmt not in IMAGE_FORMATS:
-        raise HTTPException(415, f"{what}: {fmt} images are not accepted (accepted: {', '.join(IMAGE_FORMATS)})")
+        raise Unsupported(f"{what}: {fmt} images are not accepted (accepted: {', '.join(IMAGE_FORMATS)})")
     if size[0] * size[1] > max_pixels:
-        raise HTTPException(413, f"{what}: image is {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels; the limit "
-                                 f"is {max_pixels:,}")
+        raise TooLarge(f"{what}: image is {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels; the limit "
+                       f"is {max_pixels:,}")
     return IMAGE_FORMATS[fmt], size
 
 
 def sniff_video(f: BinaryIO, what: str = "upload") -> str:
-    """The video container's file suffix from its signature; 415 if it is not a video container we read."""
+    """The video container's file suffix from its signature; Unsupported (415) if it is not a container we read."""
     f.seek(0)
     head = f.read(64)
     f.seek(0)
@@ -93,8 +96,8 @@ def sniff_video(f: BinaryIO, what: str = "upload") -> str:
         return ".webm" if b"webm" in head else ".mkv"
     if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
         return ".avi"
-    raise HTTPException(415, f"{what}: not a video (accepted: MP4/MOV, MKV/WebM, AVI; the type is read from the "
-                             "file's bytes, not its name)")
+    raise Unsupported(f"{what}: not a video (accepted: MP4/MOV, MKV/WebM, AVI; the type is read from the "
+                      "file's bytes, not its name)")
 
 
 def save_upload(f: BinaryIO, dest: Path) -> Path:

@@ -51,7 +51,7 @@ def run_train(store: JobStore, job: Job, parent: int) -> str:
     from ..images import save_image
     from ..paths import runs_dir
     from ..stylize import ApplySettings, stylize_image
-    from ..train import CHECKPOINT, checkpoint_state, train
+    from ..train import CHECKPOINT, Monitor, StopRequest, checkpoint_state, train
 
     folder = Path(job.folder)
     params = job.params
@@ -66,43 +66,47 @@ def run_train(store: JobStore, job: Job, parent: int) -> str:
     # database (a kill between the two), or behind them (steps recorded after it are trained again)
     store.reset_history(job.id, checkpoint_state(ckpt)["run"]["history"] if resume else [])
     photo = preview_photo(job)
-    first_step = None
-    state = {"flushed": 0.0, "preview": 0.0, "buffer": []}
 
-    def on_step(record: dict, net) -> None:
-        nonlocal first_step
-        step = record["step"]
-        if first_step is None:  # the rate is measured from the end of the first step (no start-up costs in it)
-            first_step, state["t0"] = step, time.time()
-        state["buffer"].append(record)
-        now = time.time()
-        last = step >= cfg.steps
-        if now - state["preview"] >= PREVIEW_EVERY_S or last:
-            was_training = net.training
-            device = str(next(net.parameters()).device)
-            img = stylize_image(Filter(job.name, {}, net), photo,
-                                ApplySettings(size=PREVIEW_SIZE, device=device, engine="torch"))
-            net.train(was_training)
-            save_image(img, folder / "preview.png")
-            state["preview"] = now
-            state["preview_step"] = step
-        if now - state["flushed"] >= PROGRESS_EVERY_S or last:
-            rate = (step - first_step) / max(1e-6, now - state["t0"])
-            extra = {"preview_step": state["preview_step"]} if "preview_step" in state else {}
-            store.progress(job.id, state["buffer"], step=step, terms=record["train"],
-                           eta_s=round((cfg.steps - step) / rate, 1) if rate > 0 else None, **extra)
-            state["buffer"] = []
-            state["flushed"] = now
-            if store.cancel_requested(job.id):
-                Stop.reason = "cancelled"
-            elif os.getppid() != parent:
-                Stop.reason = "the server that started this job has stopped"
-            if Stop.reason:
-                raise KeyboardInterrupt  # train() saves a checkpoint and stops
+    class Follow(Monitor):
+        """Writes the job's step records, ETA and preview; asks train() to stop when the job is cancelled or the
+        server that started it is gone (train() then saves a checkpoint and stops)."""
+
+        def __init__(self):
+            self.first_step, self.t0, self.flushed, self.preview, self.preview_step = None, 0.0, 0.0, 0.0, None
+            self.buffer: list[dict] = []
+
+        def step(self, record: dict, net) -> StopRequest | None:
+            step = record["step"]
+            if self.first_step is None:  # the rate is measured from the end of the first step (no start-up costs)
+                self.first_step, self.t0 = step, time.time()
+            self.buffer.append(record)
+            now = time.time()
+            last = step >= cfg.steps
+            if now - self.preview >= PREVIEW_EVERY_S or last:
+                was_training = net.training
+                device = str(next(net.parameters()).device)
+                img = stylize_image(Filter(job.name, {}, net), photo,
+                                    ApplySettings(size=PREVIEW_SIZE, device=device, engine="torch"))
+                net.train(was_training)
+                save_image(img, folder / "preview.png")
+                self.preview, self.preview_step = now, step
+            if now - self.flushed >= PROGRESS_EVERY_S or last:
+                rate = (step - self.first_step) / max(1e-6, now - self.t0)
+                extra = {"preview_step": self.preview_step} if self.preview_step is not None else {}
+                store.progress(job.id, self.buffer, step=step, terms=record["train"],
+                               eta_s=round((cfg.steps - step) / rate, 1) if rate > 0 else None, **extra)
+                self.buffer, self.flushed = [], now
+                if store.cancel_requested(job.id):
+                    Stop.reason = "cancelled"
+                elif os.getppid() != parent:
+                    Stop.reason = "the server that started this job has stopped"
+                if Stop.reason:
+                    return StopRequest(Stop.reason)
+            return None
 
     photos = folder / "photos"
     train(folder / params["artwork"], job.name, photos if photos.is_dir() else None, cfg,
-          title=params.get("title"), resume=resume, log=log, progress=False, on_step=on_step)
+          title=params.get("title"), resume=resume, log=log, progress=False, monitors=[Follow()])
     return job.name
 
 

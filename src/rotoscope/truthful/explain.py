@@ -6,25 +6,25 @@ photos), says what the backbone is and where it misleads, compares the artwork's
 and ends with what a person should check before trusting the filter. Every image is embedded as a data URI
 and nothing is fetched from anywhere. It reads the filter card and, when present, the run folder's previews;
 with the filter file alone it still works and says what is missing.
+
+The page is `SECTIONS` in order: each section is a small function from the `Story` (what `gather` found for
+one filter) to its HTML. A section that cannot show something says so on the page and adds it to `Story.gaps`.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from PIL import Image
 
-from .config import with_unrecorded
-from .errors import RotoscopeError
-from .paths import atomic_path, runs_dir
-
-SECTIONS = ("what", "untrained", "training-set", "score", "adjustment", "previews", "exam", "settings",
-            "artwork", "warnings", "oversight")
+from ..config import with_unrecorded
+from ..errors import RotoscopeError
+from ..paths import atomic_path, runs_dir
+from .page import STORY_CSS, chart, document, esc, figure, items, missing, section
 
 BACKBONE_NOTES = {
     "vgg16": "VGG16 is an image classifier trained on ImageNet (1.2 million labelled photos, 2014). Its inner "
@@ -43,96 +43,49 @@ BACKBONE_NOTES = {
               "filter, not as having learned the artwork's style.",
 }
 
-SETTING_NOTES = {
-    "steps": "weight updates (rounds of: paint a batch, score it, adjust)",
-    "size": "side of the square photo crops it trains on, in pixels",
-    "batch": "crops painted and scored per step",
-    "lr": "learning rate at the start: how big each adjustment is",
-    "lr_final": "learning rate at the end (it decays along a cosine curve)",
-    "backbone": "the fixed network that defines the score (see below)",
-    "style_size": "the artwork's longer side when its style is measured",
-    "content_weight": "how much keeping the photo's shapes counts",
-    "style_weight": "how much matching the artwork's textures counts",
-    "color_weight": "how much matching the artwork's colours counts",
-    "color_match": "what 'the artwork's colours' means: their average and spread, or the whole palette",
-    "tv_weight": "how much smoothness (no pixel noise) counts",
-    "holdout": "share of photos kept out of training, for the exam",
-    "eval_every": "steps between exams on the held-out photos",
-    "precision": "number format used for the arithmetic",
-    "seed": "the random seed: same seed, same run",
-}
+# the settings the page explains first, in this order; their descriptions come from the settings table (config.py)
+SETTING_ORDER = ("steps", "size", "batch", "lr", "lr_final", "backbone", "style_size", "content_weight",
+                 "style_weight", "color_weight", "color_match", "tv_weight", "holdout", "eval_every", "precision",
+                 "seed")
 
-CSS = """
-body{font:16px/1.55 Georgia,'Times New Roman',serif;max-width:980px;margin:2em auto;padding:0 1.2em;color:#222}
-h1{font-size:2em;margin-bottom:.2em}h2{margin-top:2.2em;border-bottom:2px solid #ddd;padding-bottom:.2em}
-.lede{font-size:1.1em;color:#444}.tech{font:13px/1.5 ui-monospace,Menlo,monospace;color:#555;background:#f6f6f4;
-padding:.5em .8em;border-left:3px solid #bbb}.warn{background:#fff4e5;border-left:4px solid #e08a00;padding:.6em 1em}
-.missing{background:#f2f2f2;border-left:4px solid #999;padding:.5em 1em;color:#555;font-style:italic}
-.row{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-end}.row figure{margin:0;text-align:center}
-figure img{border:1px solid #ccc;display:block}figcaption{font-size:13px;color:#555}
-table{border-collapse:collapse;font-size:14px}td,th{border-bottom:1px solid #e4e4e4;padding:3px 10px;text-align:left}
-.pal{display:flex;height:34px;width:420px;border:1px solid #aaa;margin:4px 0 12px}.pal div{height:100%}
-pre{white-space:pre-wrap;font-size:12.5px}ul.check li{margin-bottom:.4em}
-"""
+
+def setting_note(name: str) -> str:
+    from ..config import TrainConfig, fields_of
+
+    f = fields_of(TrainConfig).get(name)
+    return f.metadata["help"] if f is not None else ""
 
 
 # ---------------------------------------------------------------- small helpers
 
 
-def data_uri(data: bytes, mime: str) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+def _net_config(card: dict):
+    from ..config import NetConfig
 
-
-def img_uri(img: Image.Image, side: int = 240) -> str:
-    img = img.convert("RGB").copy()
-    img.thumbnail((side, side), Image.LANCZOS)
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=88)
-    return data_uri(buf.getvalue(), "image/jpeg")
-
-
-def figure(img: Image.Image | None, caption: str, side: int = 200) -> str:
-    if img is None:
-        return ""
-    return (f'<figure><img alt="{html.escape(caption)}" src="{img_uri(img, side)}" width="{side}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-
-
-def chart(draw, size=(9.0, 3.6)) -> str:
-    """Render a matplotlib drawing function to an embedded PNG <img>."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=size, dpi=90)
-    draw(fig, ax)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return f'<img alt="chart" style="max-width:100%" src="{data_uri(buf.getvalue(), "image/png")}">'
-
-
-def missing(what: str) -> str:
-    return f'<p class="missing">Missing: {html.escape(what)}</p>'
+    arch, d = card.get("architecture", {}), NetConfig()
+    return NetConfig(tuple(arch.get("channels", d.channels)), arch.get("res_blocks", d.res_blocks),
+                     arch.get("kernel_outer", d.kernel_outer))
 
 
 def _random_network(card: dict):
     """A fresh draw of random weights for the card's architecture and seed (what training would start from)."""
     import torch
 
-    from .config import NetConfig
-    from .network import FilterNet
+    from ..network import FilterNet
 
-    arch = card.get("architecture", {})
     torch.manual_seed(int(card.get("training", {}).get("seed", 0)))
-    return FilterNet(NetConfig(tuple(arch.get("channels", (32, 64, 128))), arch.get("res_blocks", 5),
-                               arch.get("kernel_outer", 9))).eval()
+    return FilterNet(_net_config(card)).eval()
 
 
-def esc(x) -> str:
-    return html.escape(str(x))
+def _start_network(card: dict):
+    """What this filter's training started from: the shipped identity network when its card says so (and the
+    weights for its shape ship), else a fresh draw of random weights."""
+    net = _random_network(card)
+    if (card.get("init") or {}).get("kind") == "identity":
+        from ..identity import load_identity
+
+        load_identity(net, _net_config(card))
+    return net.eval()
 
 
 def swatches(pal: list[dict] | None) -> str:
@@ -147,7 +100,11 @@ def swatches(pal: list[dict] | None) -> str:
 
 
 def _run_folder(card: dict) -> Path | None:
-    for cand in ((card.get("story") or {}).get("run_dir"), runs_dir() / str(card.get("name", ""))):
+    """The run folder with the previews: the card records it relative to ROTOSCOPE_HOME (older cards: absolute)."""
+    from ..paths import home
+
+    recorded = (card.get("story") or {}).get("run_dir")
+    for cand in (recorded and home() / recorded, runs_dir() / str(card.get("name", ""))):
         if cand and (Path(cand) / "story").is_dir():
             return Path(cand)
     return None
@@ -170,14 +127,14 @@ def _photo_from_source(card: dict) -> tuple[Image.Image | None, str]:
                                                                          or []), None)
     source = card.get("photos", {}).get("source", "")
     try:
-        from .data import sample_photos
+        from ..data import sample_photos
 
         if name and source.startswith("scikit-image"):
             for p in sample_photos():
                 if p.name == name:
                     return p.image, f"held-out sample photo '{name}'"
         if name and source and (Path(source) / name).is_file():
-            from .images import load_rgb
+            from ..images import load_rgb
 
             return load_rgb(Path(source) / name), f"photo '{name}' from {source}"
         return next(p.image for p in sample_photos() if p.name == "chelsea"), \
@@ -195,13 +152,154 @@ def _centre_square(img: Image.Image, side: int) -> Image.Image:
 def _paint(net, img: Image.Image) -> Image.Image:
     import torch
 
-    from .images import to_image, to_tensor
+    from ..images import to_image, to_tensor
 
     with torch.no_grad():
         return to_image(net(to_tensor(img)))
 
 
+@dataclass
+class Story:
+    """What the sections read: the filter's card, its run folder, and the photo painted along the way."""
+
+    card: dict
+    name: str
+    card_hash: str
+    folder: Path | None  # the run folder with the previews, when it is still on this machine
+    photo: Image.Image | None  # the photo the previews show
+    photo_note: str  # what that photo is, for its caption
+    previews: list[tuple]  # (step, picture); step 0 is the random weights
+    regenerated: bool  # the previews were re-created from the filter file (the run folder is missing)
+    gaps: list[str] = field(default_factory=list)  # what the page could not show, said at its top
+
+    @property
+    def st(self) -> dict:
+        return self.card.get("story") or {}
+
+    @property
+    def untrained(self) -> Image.Image | None:
+        return dict(self.previews).get(0)
+
+    @property
+    def identity_start(self) -> bool:
+        return (self.card.get("init") or {}).get("kind") == "identity"
+
+
+def gather(filter: str | os.PathLike) -> Story:
+    """Load the filter and find what its story needs; re-create the previews from the filter file if need be."""
+    from ..filter import load_filter
+
+    filt = load_filter(filter)
+    card = filt.card
+    folder = _run_folder(card)
+    st = card.get("story") or {}
+    gaps: list[str] = []
+    name = card.get("name", filt.name)
+
+    # the photo and the previews
+    photo = _open(folder, st.get("photo_file"))
+    previews = [(p["step"], _open(folder, p["file"])) for p in st.get("previews", [])]
+    previews = [(s, im) for s, im in previews if im is not None]
+    photo_note = f"held-out photo '{st.get('preview_photo')}'" if st.get("preview_is_heldout") else \
+        f"training photo '{st.get('preview_photo')}' (no photo was held out)"
+    regenerated = False
+    if photo is None or not previews:
+        gaps.append("the previews recorded during training (run folder "
+                    f"{st.get('run_dir') or runs_dir() / name} not found)" if st else
+                    "the previews recorded during training (this filter predates them)")
+        src, photo_note = _photo_from_source(card)
+        if src is not None:
+            side = int(card.get("training", {}).get("size", 256))
+            photo = _centre_square(src, min(side, 256))
+            previews = [(0, _paint(_start_network(card), photo)), (card.get("timings", {}).get("steps", "final"),
+                                                    _paint(filt.net, photo))]
+            regenerated = True
+    return Story(card, name, filt.card_hash, folder, photo, photo_note, previews, regenerated, gaps)
+
+
 # ---------------------------------------------------------------- the sections
+
+
+def section_what(s: Story) -> str:
+    return (
+        "<p>Training a model is not magic, and it is not understanding. It is a loop: <b>start from random "
+        "weights</b>, <b>gather a training set</b>, <b>run it through</b>, <b>score how badly it did</b>, "
+        "<b>adjust the weights</b> to lower the score, and <b>repeat</b>, thousands of times. This page shows "
+        "each of those moving parts for this filter, and the ways such training is known to go wrong.</p>")
+
+
+def section_untrained(s: Story) -> str:
+    photo, untrained, photo_note = s.photo, s.untrained, s.photo_note
+    init = s.card.get("init") or {}
+    if init.get("kind") == "identity" and untrained is not None and photo is not None:
+        # the truth for filters that start from the shipped identity network: random first, then a copier
+        random_net = _random_network(s.card)
+        pre = init.get("pretrain") or {}
+        return (
+            "<p>Every network starts as random numbers, and it already produces a picture for any photo: a network "
+            "always answers. The middle picture is what random weights make of the photo on the left: "
+            "noise-like colour, nothing of the artwork.</p>"
+            "<p>This filter's style training did not start there. It started from rotoscope's <b>identity "
+            "network</b>: the same architecture, trained beforehand from random weights to give its input back "
+            f"({pre.get('steps', '?')} steps on photos, no artwork; file {esc(str(init.get('file', '?')))}). "
+            "On the right is that starting point, step 0 of this filter's training. It keeps the photo's shapes "
+            "but not its exact colours: the network's instance normalisation discards each picture's overall "
+            "colour, which is also why a filter can impose the artwork's palette. Starting from a copier, "
+            "training only has to bend it towards the artwork instead of first relearning what a photo is.</p>"
+            f'<div class="row">{figure(photo, photo_note)}{figure(_paint(random_net, photo), "random weights")}'
+            f'{figure(untrained, "step 0: the identity network")}</div>')
+    if untrained is None:
+        return missing("the step-0 preview")
+    out = ("<p>Before training, the network's weights are random numbers. It already produces a picture for any "
+           "photo: a network always answers. Here is what the untrained network makes of the photo on the left: "
+           "noise-like colour, nothing of the artwork.</p>"
+           f'<div class="row">{figure(photo, photo_note)}{figure(untrained, "step 0: random weights")}</div>')
+    if s.regenerated:
+        out += missing("the original step-0 preview; this is a fresh draw of random weights from the same seed "
+                       "and architecture (not necessarily the exact starting weights)")
+    return out
+
+
+def section_training_set(s: Story) -> str:
+    aud = s.card.get("audit")
+    if not aud:
+        s.gaps.append("the training-set audit (this filter predates it)")
+        return missing("the training set was not audited when this filter was trained")
+    from .audit import audit_folder, audit_html_section
+
+    out = _audit_html(aud)
+    try:  # the full page with histograms, when the photos are still where training found them
+        src = aud.get("source", "")
+        full = audit_folder(None if src.startswith("scikit-image") else src) if (
+            src.startswith("scikit-image") or Path(src).is_dir()) else None
+    except RotoscopeError:
+        full = None
+    if full is not None:
+        return out + audit_html_section(full, text=False)
+    s.gaps.append("the histograms of the training photos (the photos are not on this machine)")
+    return out + missing("histograms: the training photos are not on this machine; the summary above comes from "
+                         "the card")
+
+
+def _audit_html(aud: dict) -> str:
+    d = aud.get("distributions", {})
+    sp = aud.get("light_split", {})
+    rows = "".join(f"<tr><td>{esc(k)}</td><td>{v['min']:.3g}</td><td>{v['median']:.3g}</td><td>{v['max']:.3g}</td>"
+                   "</tr>" for k, v in d.items())
+    warn = items(aud.get("warnings", []))
+    div = aud.get("diversity", {})
+    return (
+        f"<p>The filter learned from {aud.get('count')} photos ({esc(aud.get('source'))}). It only ever learns "
+        "from these: whatever they have in common, it takes for granted. If they are all bright daylight "
+        "scenes, nothing teaches it what to do with a night scene (the story of the tank detector that "
+        "learned 'bright daylight' instead of 'tank').</p>"
+        f"<p>Light: {sp.get('daylight-like', 0)} daylight-like, {sp.get('dim', 0)} dim, "
+        f"{sp.get('night-like', 0)} night-like; {aud.get('grayscale', 0)} grayscale; "
+        f"{aud.get('near_duplicate_photos', 0)} near-duplicates; on average two photos differ in "
+        f"{div.get('mean_hash_distance')} of 64 perceptual-hash bits (about 32 means unrelated).</p>"
+        + (f"<ul class='warn'>{warn}</ul>" if warn else "<p>The audit raised no warning (it sees light, colour "
+           "and detail, not subject matter).</p>")
+        + f"<table><tr><th>statistic</th><th>min</th><th>median</th><th>max</th></tr>{rows}</table>")
 
 
 def _curve(card: dict) -> list[dict]:
@@ -212,7 +310,8 @@ def _curve(card: dict) -> list[dict]:
             for p in (card.get("history") or {}).get("curve", [])]
 
 
-def section_score(card: dict) -> str:
+def section_score(s: Story) -> str:
+    card = s.card
     curve = _curve(card)
     if not curve:
         return missing("no loss history in the card")
@@ -251,7 +350,8 @@ def section_score(card: dict) -> str:
         "'as far as zero is'.</p>")
 
 
-def section_adjustment(card: dict) -> str:
+def section_adjustment(s: Story) -> str:
+    card = s.card
     curve = [p for p in _curve(card) if p.get("lr") is not None]
     if not curve:
         return missing("no learning-rate / gradient history in the card")
@@ -278,7 +378,23 @@ def section_adjustment(card: dict) -> str:
         '<p class="tech">Optimiser: Adam; gradients clipped at norm 1000 (the norm shown is before clipping).</p>')
 
 
-def section_exam(card: dict) -> str:
+def section_previews(s: Story) -> str:
+    if not s.previews:
+        return missing("previews along training")
+    figs = "".join(figure(im, f"step {n}" + (" (random weights)" if n == 0 else ""), 150) for n, im in s.previews)
+    out = ("<p>The same photo, painted by the network at different points of training. It was never "
+           "trained on"
+           + (" (it is held out)" if s.st.get("preview_is_heldout") else " … except that here it was: no photo "
+              "could be held out") + ", so this is how the filter behaves on something new.</p>"
+           f'<div class="row">{figure(s.photo, "the photo", 150)}{figs}</div>')
+    if s.regenerated:
+        out += missing("the previews along training; only the start and the end could be re-created from the "
+                       "filter file")
+    return out
+
+
+def section_exam(s: Story) -> str:
+    card = s.card
     hist = card.get("history") or {}
     held = hist.get("holdout_curve") or []
     curve = _curve(card)
@@ -327,12 +443,13 @@ def section_exam(card: dict) -> str:
         "to photos like these; it says nothing about photos unlike the training set (see the audit).</p>")
 
 
-def section_settings(card: dict) -> str:
+def section_settings(s: Story) -> str:
+    card = s.card
     tr = with_unrecorded(card.get("training", {}))
     bb = card.get("backbone", {})
     arch = card.get("architecture", {})
-    order = [k for k in SETTING_NOTES if k in tr] + sorted(k for k in tr if k not in SETTING_NOTES and k != "net")
-    rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(tr[k])}</td><td>{esc(SETTING_NOTES.get(k, ''))}</td></tr>"
+    order = [k for k in SETTING_ORDER if k in tr] + sorted(k for k in tr if k not in SETTING_ORDER and k != "net")
+    rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(tr[k])}</td><td>{esc(setting_note(k))}</td></tr>"
                    for k in order)
     name = bb.get("name", "?")
     note = BACKBONE_NOTES.get(name, "")
@@ -349,7 +466,8 @@ def section_settings(card: dict) -> str:
         f'layers {esc(bb.get("content_layers"))}; weights sha256 {esc(str(bb.get("weights_sha256", ""))[:16])}…</p>')
 
 
-def section_artwork(card: dict, folder: Path | None) -> str:
+def section_artwork(s: Story) -> str:
+    card, folder = s.card, s.folder
     st = card.get("story") or {}
     art = card.get("artwork", {})
     art_img = _open(folder, st.get("artwork_file"))
@@ -377,20 +495,21 @@ def section_artwork(card: dict, folder: Path | None) -> str:
     return "".join(parts)
 
 
-def section_warnings(card: dict) -> str:
+def section_warnings(s: Story) -> str:
+    card = s.card
     w = card.get("warnings") or []
     if not w:
         return ("<p>No pitfall detector fired during training (overfitting, a loss term swamping the others, "
                 "divergence, very few or very similar photos). That does not prove the filter is good; it "
                 "only rules out these known failures, as far as these heuristics can see.</p>")
-    items = "".join(f"<li>{esc(x)}</li>" for x in w)
     stop = card.get("stopped")
     extra = (f"<p class='warn'>Training stopped early at step {stop['step']} ({esc(stop['reason'])}); the filter "
              f"holds the weights from step {stop['kept_step']}, the last healthy evaluation.</p>" if stop else "")
-    return f"<p>Detectors that watched the training raised these:</p><ul class='warn'>{items}</ul>{extra}"
+    return f"<p>Detectors that watched the training raised these:</p><ul class='warn'>{items(w)}</ul>{extra}"
 
 
-def section_oversight(card: dict, name: str, card_hash: str) -> str:
+def section_oversight(s: Story) -> str:
+    card, name, card_hash = s.card, s.name, s.card_hash
     aud = card.get("audit") or {}
     sp = aud.get("light_split") or {}
     conf = card.get("confidence") or {}
@@ -418,162 +537,61 @@ def section_oversight(card: dict, name: str, card_hash: str) -> str:
     checks.append(f"Provenance: every output rotoscope writes carries the filter name ('{name}'), the card hash "
                   f"({card_hash}) and the settings in its metadata; keep it when publishing, and state that "
                   "the picture was made with a filter trained on this artwork.")
-    items = "".join(f"<li>{esc(c)}</li>" for c in checks)
     return (f"<p>A network always produces an answer; it never says 'I don't know'. Before trusting this filter "
-            f"on new material, a person should check:</p><ul class='check'>{items}</ul>")
+            f"on new material, a person should check:</p><ul class='check'>{items(checks)}</ul>")
 
 
 # ---------------------------------------------------------------- the page
 
 
+@dataclass(frozen=True)
+class Section:
+    """One section of the page: its anchor id, its heading, and the function that writes its body."""
+
+    id: str
+    title: str | Callable[[Story], str]
+    body: Callable[[Story], str]
+
+    def __str__(self) -> str:  # a section is named by its id
+        return self.id
+
+    def __call__(self, story: Story) -> str:
+        title = self.title(story) if callable(self.title) else self.title
+        return section(self.id, title, self.body(story))
+
+
+SECTIONS = (
+    Section("what", "What training is", section_what),
+    Section("untrained", lambda s: ("1. Random weights, and where training starts" if s.identity_start
+                                    else "1. Random weights: the network before training"), section_untrained),
+    Section("training-set", "2. The training set", section_training_set),
+    Section("score", "3. The score", section_score),
+    Section("adjustment", "4. The adjustment", section_adjustment),
+    Section("previews", "5. Along the way", section_previews),
+    Section("exam", "6. The exam: training vs held-out photos", section_exam),
+    Section("settings", "7. Settings and backbone", section_settings),
+    Section("artwork", "8. What the filter takes from the artwork", section_artwork),
+    Section("warnings", "9. What went wrong (pitfall detectors)", section_warnings),
+    Section("oversight", "10. Before you trust it", section_oversight),
+)
+
+
 def explain(filter: str | os.PathLike, output: str | os.PathLike) -> tuple[Path, list[str]]:
     """Write the story of a filter to `output` (HTML). Returns the path and what was missing."""
-    from .filter import load_filter
-
-    filt = load_filter(filter)
-    card = filt.card
-    folder = _run_folder(card)
-    st = card.get("story") or {}
-    gaps: list[str] = []
-    name = card.get("name", filt.name)
-
-    # the photo and the previews
-    photo = _open(folder, st.get("photo_file"))
-    previews = [(p["step"], _open(folder, p["file"])) for p in st.get("previews", [])]
-    previews = [(s, im) for s, im in previews if im is not None]
-    photo_note = f"held-out photo '{st.get('preview_photo')}'" if st.get("preview_is_heldout") else \
-        f"training photo '{st.get('preview_photo')}' (no photo was held out)"
-    regenerated = False
-    if photo is None or not previews:
-        gaps.append("the previews recorded during training (run folder "
-                    f"{st.get('run_dir') or runs_dir() / name} not found)" if st else
-                    "the previews recorded during training (this filter predates them)")
-        src, photo_note = _photo_from_source(card)
-        if src is not None:
-            side = int(card.get("training", {}).get("size", 256))
-            photo = _centre_square(src, min(side, 256))
-            previews = [(0, _paint(_random_network(card), photo)), (card.get("timings", {}).get("steps", "final"),
-                                                    _paint(filt.net, photo))]
-            regenerated = True
-
-    untrained = dict(previews).get(0)
-    sec = {}
-    sec["what"] = (
-        "<p>Training a model is not magic, and it is not understanding. It is a loop: <b>start from random "
-        "weights</b>, <b>gather a training set</b>, <b>run it through</b>, <b>score how badly it did</b>, "
-        "<b>adjust the weights</b> to lower the score, and <b>repeat</b>, thousands of times. This page shows "
-        "each of those moving parts for this filter, and the ways such training is known to go wrong.</p>")
-    sec["untrained"] = (
-        "<p>Before training, the network's weights are random numbers. It already produces a picture for any "
-        "photo: a network always answers. Here is what the untrained network makes of the photo on the left: "
-        "noise-like colour, nothing of the artwork.</p>"
-        f'<div class="row">{figure(photo, photo_note)}{figure(untrained, "step 0: random weights")}</div>'
-        if untrained is not None else missing("the step-0 preview"))
-    init = card.get("init") or {}
-    if init.get("kind") == "identity" and untrained is not None and photo is not None:
-        # the truth for filters that start from the shipped identity network: random first, then a copier
-        random_net = _random_network(card)
-        pre = init.get("pretrain") or {}
-        sec["untrained"] = (
-            "<p>Every network starts as random numbers, and it already produces a picture for any photo: a network "
-            "always answers. The middle picture is what random weights make of the photo on the left: "
-            "noise-like colour, nothing of the artwork.</p>"
-            "<p>This filter's style training did not start there. It started from rotoscope's <b>identity "
-            "network</b>: the same architecture, trained beforehand from random weights to give its input back "
-            f"({pre.get('steps', '?')} steps on photos, no artwork; file {esc(str(init.get('file', '?')))}). "
-            "On the right is that starting point, step 0 of this filter's training. It keeps the photo's shapes "
-            "but not its exact colours: the network's instance normalisation discards each picture's overall "
-            "colour, which is also why a filter can impose the artwork's palette. Starting from a copier, "
-            "training only has to bend it towards the artwork instead of first relearning what a photo is.</p>"
-            f'<div class="row">{figure(photo, photo_note)}{figure(_paint(random_net, photo), "random weights")}'
-            f'{figure(untrained, "step 0: the identity network")}</div>')
-    elif regenerated and untrained is not None:
-        sec["untrained"] += missing("the original step-0 preview; this is a fresh draw of random weights from the "
-                                    "same seed and architecture (not necessarily the exact starting weights)")
-
-    aud = card.get("audit")
-    if aud:
-        from .audit import audit_folder, audit_html_section
-
-        sec["training-set"] = _audit_html(aud)
-        try:  # the full page with histograms, when the photos are still where training found them
-            src = aud.get("source", "")
-            full = audit_folder(None if src.startswith("scikit-image") else src) if (
-                src.startswith("scikit-image") or Path(src).is_dir()) else None
-        except RotoscopeError:
-            full = None
-        if full is not None:
-            sec["training-set"] += audit_html_section(full, text=False)
-        else:
-            gaps.append("the histograms of the training photos (the photos are not on this machine)")
-            sec["training-set"] += missing("histograms: the training photos are not on this machine; the summary "
-                                           "above comes from the card")
-    else:
-        gaps.append("the training-set audit (this filter predates it)")
-        sec["training-set"] = missing("the training set was not audited when this filter was trained")
-    sec["score"] = section_score(card)
-    sec["adjustment"] = section_adjustment(card)
-    if previews:
-        figs = "".join(figure(im, f"step {s}" + (" (random weights)" if s == 0 else ""), 150) for s, im in previews)
-        sec["previews"] = (
-            "<p>The same photo, painted by the network at different points of training. It was never "
-            "trained on"
-            + (" (it is held out)" if st.get("preview_is_heldout") else " … except that here it was: no photo "
-               "could be held out") + ", so this is how the filter behaves on something new.</p>"
-            f'<div class="row">{figure(photo, "the photo", 150)}{figs}</div>')
-        if regenerated:
-            sec["previews"] += missing("the previews along training; only the start and the end could be "
-                                       "re-created from the filter file")
-    else:
-        sec["previews"] = missing("previews along training")
-    sec["exam"] = section_exam(card)
-    sec["settings"] = section_settings(card)
-    sec["artwork"] = section_artwork(card, folder)
-    sec["warnings"] = section_warnings(card)
-    sec["oversight"] = section_oversight(card, name, filt.card_hash)
-
-    identity_start = (card.get("init") or {}).get("kind") == "identity"
-    titles = {"what": "What training is",
-              "untrained": ("1. Random weights, and where training starts" if identity_start
-                            else "1. Random weights: the network before training"),
-              "training-set": "2. The training set", "score": "3. The score",
-              "adjustment": "4. The adjustment", "previews": "5. Along the way",
-              "exam": "6. The exam: training vs held-out photos", "settings": "7. Settings and backbone",
-              "artwork": "8. What the filter takes from the artwork",
-              "warnings": "9. What went wrong (pitfall detectors)", "oversight": "10. Before you trust it"}
+    story = gather(filter)
+    body = "".join(sec(story) for sec in SECTIONS)  # first: the sections add what they miss to story.gaps
+    card, name, gaps = story.card, story.name, story.gaps
     gap_html = ("<p class='missing'>This story is incomplete: " + esc("; ".join(gaps)) + ".</p>") if gaps else ""
-    body = "".join(f'<section id="{k}"><h2>{titles[k]}</h2>{sec[k]}</section>' for k in SECTIONS)
     art = card.get("artwork", {})
-    page = (f"<!doctype html><html lang=en><meta charset=utf-8><meta name=viewport content='width=device-width'>"
-            f"<title>How the filter '{esc(name)}' was trained</title><style>{CSS}</style><body>"
-            f"<h1>How the filter “{esc(name)}” was trained</h1>"
-            f"<p class=lede>A filter that repaints photos in the manner of <i>{esc(art.get('title'))}</i>. "
-            f"Card hash {esc(filt.card_hash)}, created {esc(card.get('created'))} with rotoscope "
-            f"{esc(card.get('rotoscope_version'))}.</p>{gap_html}{body}"
-            f"<details><summary>The full card (JSON)</summary><pre>{esc(json.dumps(card, indent=1)[:60000])}"
-            f"</pre></details></body></html>")
+    page = document(
+        f"How the filter '{name}' was trained", STORY_CSS,
+        f"<h1>How the filter “{esc(name)}” was trained</h1>"
+        f"<p class=lede>A filter that repaints photos in the manner of <i>{esc(art.get('title'))}</i>. "
+        f"Card hash {esc(story.card_hash)}, created {esc(card.get('created'))} with rotoscope "
+        f"{esc(card.get('rotoscope_version'))}.</p>{gap_html}{body}"
+        f"<details><summary>The full card (JSON)</summary><pre>{esc(json.dumps(card, indent=1)[:60000])}"
+        f"</pre></details>")
     out = Path(output)
     with atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return out, gaps
-
-
-def _audit_html(aud: dict) -> str:
-    d = aud.get("distributions", {})
-    sp = aud.get("light_split", {})
-    rows = "".join(f"<tr><td>{esc(k)}</td><td>{v['min']:.3g}</td><td>{v['median']:.3g}</td><td>{v['max']:.3g}</td>"
-                   "</tr>" for k, v in d.items())
-    warn = "".join(f"<li>{esc(w)}</li>" for w in aud.get("warnings", []))
-    div = aud.get("diversity", {})
-    return (
-        f"<p>The filter learned from {aud.get('count')} photos ({esc(aud.get('source'))}). It only ever learns "
-        "from these: whatever they have in common, it takes for granted. If they are all bright daylight "
-        "scenes, nothing teaches it what to do with a night scene (the story of the tank detector that "
-        "learned 'bright daylight' instead of 'tank').</p>"
-        f"<p>Light: {sp.get('daylight-like', 0)} daylight-like, {sp.get('dim', 0)} dim, "
-        f"{sp.get('night-like', 0)} night-like; {aud.get('grayscale', 0)} grayscale; "
-        f"{aud.get('near_duplicate_photos', 0)} near-duplicates; on average two photos differ in "
-        f"{div.get('mean_hash_distance')} of 64 perceptual-hash bits (about 32 means unrelated).</p>"
-        + (f"<ul class='warn'>{warn}</ul>" if warn else "<p>The audit raised no warning (it sees light, colour "
-           "and detail, not subject matter).</p>")
-        + f"<table><tr><th>statistic</th><th>min</th><th>median</th><th>max</th></tr>{rows}</table>")

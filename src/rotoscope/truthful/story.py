@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .images import to_image
-from .paths import atomic_path
+from ..images import to_image
+from ..paths import atomic_path
 
 THUMB = 160  # preview side in pixels
 PREVIEW_FRACTIONS = (0.01, 0.03, 0.1, 0.3, 1.0)  # early steps change the most, so the schedule is log-like
@@ -122,7 +122,7 @@ class Recorder:
         art_pal = palette(art)
         out_pal = palette(to_arr(out))
         photo_pal = palette(to_arr(sample[:4]))
-        return {"run_dir": str(self.dir.parent), "preview_photo": self.photo_name,
+        return {"run_dir": _home_relative(self.dir.parent), "preview_photo": self.photo_name,
                 "preview_is_heldout": self.heldout, "photo_file": "story/photo.jpg",
                 "artwork_file": "story/artwork.jpg",
                 "previews": [{"step": s, "file": f"story/{self.previews[s]}"} for s in sorted(self.previews)],
@@ -144,3 +144,14 @@ def preview_photo(data, size: int) -> tuple[torch.Tensor, str, bool]:
     crop = img[:, :, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
     return F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True), \
         data.train_names[0], False
+
+
+def _home_relative(folder: Path) -> str:
+    """A run folder as the card records it: relative to ROTOSCOPE_HOME (cards travel with their filters and must
+    not carry this machine's paths), or only its name when it lies elsewhere."""
+    from ..paths import home
+
+    try:
+        return Path(folder).resolve().relative_to(home().resolve()).as_posix()
+    except ValueError:
+        return Path(folder).name

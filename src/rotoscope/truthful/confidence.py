@@ -110,33 +110,6 @@ def assess_image(card: dict, img: Image.Image, name: str = "input") -> Assessmen
 
 
 def assess_path(card: dict, path: str | os.PathLike) -> Assessment | None:
-    from .images import load_rgb
+    from ..images import load_rgb
 
     return assess_image(card, load_rgb(path), Path(path).name)
-
-
-def apply_report(filter, src: str | os.PathLike, lines: list[str]) -> dict:
-    """The JSON result of `rotoscope apply --json`: each input's distance from the training photos, and the
-    lines apply printed (outputs written, warnings)."""
-    from .filter import Filter, load_filter
-    from .images import list_images, load_rgb
-
-    filt = filter if isinstance(filter, Filter) else load_filter(filter)
-    src = Path(src)
-    files = list_images(src) if src.is_dir() else [src]
-    inputs = []
-    for f in files:
-        try:
-            a = assess_image(filt.card, load_rgb(f), f.name)
-        except Exception as e:  # a video or an unreadable file: no distance, say why
-            inputs.append({"input": str(f), "distance": None, "note": str(e).splitlines()[0]})
-            continue
-        inputs.append({"input": str(f), **(a.to_dict() if a else {"distance": None,
-                                                                  "note": "this filter's card has no training "
-                                                                          "statistics (trained before they "
-                                                                          "were stored)"})})
-    return {"filter": filt.name, "card_hash": filt.card_hash,
-            "confidence_measure": (filt.card.get("confidence") or {}).get("measure"),
-            "outputs": [ln[len("wrote "):] for ln in lines if ln.startswith("wrote ")],
-            "warnings": [ln[len("warning: "):] for ln in lines if ln.startswith("warning: ")],
-            "inputs": inputs}

@@ -8,9 +8,6 @@ when the set is narrow or repetitive. `rotoscope train` stores its summary in th
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,8 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import RotoscopeError
-from .images import IMAGE_SUFFIXES, load_rgb
+from ..errors import RotoscopeError
+from ..images import IMAGE_SUFFIXES, load_rgb
+from .page import AUDIT_CSS, document, esc, items, png_bytes, png_img, pyplot
 
 STAT_SIDE = 128  # statistics are measured on a copy whose longer side is this: fast, and size-independent
 
@@ -291,7 +289,7 @@ def audit_images(images: list[tuple[str, Image.Image]], source: str = "", sizes:
 def audit_folder(folder: str | os.PathLike | None) -> Audit:
     """Audit a folder of photos, or the built-in sample set when folder is None. Unreadable files are 'odd'."""
     if folder is None:
-        from .data import sample_photos
+        from ..data import sample_photos
 
         return audit_images([(p.name, p.image) for p in sample_photos()], "scikit-image sample photos")
     folder = Path(folder)
@@ -348,13 +346,8 @@ def format_audit(audit: Audit) -> str:
 
 def histogram_png(audit: Audit, width: float = 11.0) -> bytes:
     """A grid of histograms of each statistic, as PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     keys = ("brightness", "contrast", "colourfulness", "saturation", "cct_kelvin", "edges")
-    fig, axes = plt.subplots(2, 3, figsize=(width, width * 0.5), dpi=90)
+    fig, axes = pyplot().subplots(2, 3, figsize=(width, width * 0.5), dpi=90)
     for ax, key in zip(axes.flat, keys):
         v = audit.column(key)
         ax.hist(v, bins=min(20, max(5, len(v))), color="#4a6fa5", edgecolor="white")
@@ -366,39 +359,30 @@ def histogram_png(audit: Audit, width: float = 11.0) -> bytes:
             ax.set_xlim(0, 1)
     axes.flat[0].set_ylabel("photos")
     axes.flat[3].set_ylabel("photos")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def audit_html_section(audit: Audit, text: bool = True) -> str:
     """The audit as an HTML fragment (histograms embedded), shared by the audit page and `rotoscope explain`."""
-    png = base64.b64encode(histogram_png(audit)).decode()
+    img = png_img(histogram_png(audit), "histograms of the photo statistics")
     if not text:
-        return f'<img alt="histograms of the photo statistics" src="data:image/png;base64,{png}" style="max-width:100%">'
-    text = html.escape(format_audit(audit))
-    warn = "".join(f"<li>{html.escape(w)}</li>" for w in audit.warnings) or "<li>none</li>"
-    return (f'<img alt="histograms of the photo statistics" src="data:image/png;base64,{png}" style="max-width:100%">'
-            f"<h3>Warnings</h3><ul class=warn>{warn}</ul><pre>{text}</pre>")
+        return img
+    warn = items(audit.warnings) or "<li>none</li>"
+    return f"{img}<h3>Warnings</h3><ul class=warn>{warn}</ul><pre>{esc(format_audit(audit))}</pre>"
 
 
 def write_audit_page(audit: Audit, path: str | os.PathLike) -> Path:
     """A self-contained HTML page (or, for a .png path, just the histograms)."""
-    from .paths import atomic_path
+    from ..paths import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:
         if path.suffix.lower() == ".png":
             tmp.write_bytes(histogram_png(audit))
         else:
-            body = audit_html_section(audit)
-            tmp.write_text(f"<!doctype html><meta charset=utf-8><title>rotoscope audit: "
-                           f"{html.escape(audit.source)}</title><style>body{{font:15px/1.5 system-ui,sans-serif;"
-                           f"max-width:1000px;margin:2em auto;padding:0 1em}}pre{{white-space:pre-wrap;"
-                           f"font-size:13px}}.warn li{{color:#a40}}</style><h1>Photo set audit</h1>"
-                           f"<p>{audit.count} photos from {html.escape(audit.source)}</p>{body}", encoding="utf-8")
+            body = (f"<h1>Photo set audit</h1><p>{audit.count} photos from {esc(audit.source)}</p>"
+                    f"{audit_html_section(audit)}")
+            tmp.write_text(document(f"rotoscope audit: {audit.source}", AUDIT_CSS, body), encoding="utf-8")
     return path
 
 
@@ -408,7 +392,7 @@ def stats_dict(p: PhotoStats) -> dict:
 
 def audit_photoset(data) -> Audit:
     """Audit the photos a training run loaded (data.PhotoSet): training and held-out photos, original sizes."""
-    from .images import to_image
+    from ..images import to_image
 
     images = [(n, to_image(t)) for n, t in zip(data.train_names + data.holdout_names, data.train + data.holdout)]
     odd = [(n, "unreadable (skipped)") for n in data.skipped]

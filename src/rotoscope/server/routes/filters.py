@@ -1,0 +1,179 @@
+"""Filters: the registry (list, card, delete, preview) and applying a filter to an uploaded image or a URL.
+
+Applies run in the bounded apply pool (PyTorch releases the GIL), so the event loop keeps answering while
+pictures are painted.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Literal
+
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.responses import FileResponse, Response
+from pydantic import BaseModel
+
+from ...errors import Invalid, Refused, RotoscopeError, TooLarge
+from ...filter import SHIPPED_DIR, check_name, list_filters, read_card, remove_filter
+from ...images import open_image, save_image
+from ...stylize import ApplySettings, provenance, resolve_for, stylize_image
+from ..deps import PoolDep, SettingsDep, apply_settings, find_filter, load_cached, off_loop
+from ..jobs import server_dir
+from ..uploads import sniff_image, save_upload
+
+OUTPUT_TYPES = {"png": ("image/png", ".png"), "jpeg": ("image/jpeg", ".jpg"), "webp": ("image/webp", ".webp")}
+PREVIEW_SIZE = 256
+
+router = APIRouter()
+
+
+@functools.lru_cache(maxsize=1)
+def _preview_photo():
+    from ...data import sample_photos
+
+    return next(p.image for p in sample_photos() if p.name == "chelsea")
+
+
+# ---------------------------------------------------------------- the registry
+
+
+def filter_summary(name: str, path: Path, card: dict | None) -> dict:
+    card = card or {}
+    hist = card.get("history") or {}
+    return {"name": name, "shipped": path.parent == SHIPPED_DIR, "readable": bool(card),
+            "artwork": (card.get("artwork") or {}).get("title"), "backbone": (card.get("backbone") or {}).get("name"),
+            "steps": (card.get("timings") or {}).get("steps"), "size": (card.get("training") or {}).get("size"),
+            "created": card.get("created"), "holdout_last": hist.get("holdout_last"),
+            "train_last": hist.get("train_last"), "preview_url": f"/api/filters/{name}/preview"}
+
+
+@router.get("/filters", tags=["filters"])
+def filters():
+    """Every filter in the registry with a summary of its card."""
+    return [filter_summary(n, p, c) for n, p, c in list_filters()]
+
+
+@router.get("/filters/{name}", tags=["filters"])
+def filter_card(name: str):
+    """A filter's full card: what it is and how it was made."""
+    path = find_filter(check_name(name))
+    return {"name": name, "card": read_card(path)}
+
+
+@router.delete("/filters/{name}", tags=["filters"])
+def delete_filter(name: str):
+    """Remove a filter from the registry (shipped filters cannot be removed)."""
+    path = remove_filter(name)
+    return {"deleted": name, "path": str(path)}
+
+
+@router.get("/filters/{name}/preview", tags=["filters"], response_class=Response,
+            responses={200: {"content": {"image/png": {}}}})
+async def filter_preview(name: str, pool: PoolDep):
+    """The filter applied to a sample photo (made once per version of the filter, then cached)."""
+    def work():
+        filt = load_cached(name)
+        dest = server_dir() / "previews" / f"{filt.name}-{filt.card_hash}.png"
+        if not dest.exists():
+            photo = _preview_photo()
+            settings = resolve_for(filt, ApplySettings(size=PREVIEW_SIZE), photo)
+            save_image(stylize_image(filt, photo, settings), dest, provenance(filt, settings, "sample photo"))
+        return dest
+
+    dest = await off_loop(pool, work)
+    return FileResponse(dest, media_type="image/png")
+
+
+# ---------------------------------------------------------------- apply
+
+
+class UrlApply(BaseModel):
+    url: str
+    strength: float = 1.0
+    preserve_colors: bool = False
+    size: int | None = None
+    format: Literal["png", "jpeg", "webp"] = "png"
+
+
+def paint(name: str, src: Path, settings: ApplySettings, fmt: str, source: str) -> tuple[bytes, dict]:
+    """Decode, paint, encode (with provenance): the whole apply, in a pool thread."""
+    filt = load_cached(name)
+    img = open_image(src)
+    settings = resolve_for(filt, settings, img)  # provenance records the precision and engine used
+    styled = stylize_image(filt, img, settings)
+    media, suffix = OUTPUT_TYPES[fmt]
+    with tempfile.TemporaryDirectory(prefix="rotoscope-") as d:
+        prov = provenance(filt, settings, source)
+        out = save_image(styled, Path(d) / f"out{suffix}", prov)
+        return out.read_bytes(), {"X-Rotoscope-Filter": filt.name, "X-Rotoscope-Card-Hash": filt.card_hash,
+                                  "X-Rotoscope-Size": f"{styled.width}x{styled.height}"}
+
+
+def paint_upload(name: str, upload, settings: ApplySettings, fmt: str, source: str, max_pixels: int,
+                 what: str = "image"):
+    """Paint an upload (a file object) by way of a temporary file; errors name the upload (`what`), never the
+    server's temporary path."""
+    suffix, _ = sniff_image(upload, max_pixels, what)
+    with tempfile.TemporaryDirectory(prefix="rotoscope-") as d:
+        src = save_upload(upload, Path(d) / f"in{suffix}")
+        try:
+            return paint(name, src, settings, fmt, source)
+        except RotoscopeError as e:
+            if str(src) not in str(e):
+                raise
+            raise type(e)(str(e).replace(str(src), what)) from None
+
+
+async def respond(pool, work, *args) -> Response:
+    started = time.perf_counter()
+    data, headers = await off_loop(pool, work, *args)
+    fmt = args[3]
+    headers["X-Rotoscope-Seconds"] = f"{time.perf_counter() - started:.3f}"
+    return Response(data, media_type=OUTPUT_TYPES[fmt][0], headers=headers)
+
+
+@router.post("/filters/{name}/apply", tags=["apply"], response_class=Response,
+             responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
+                        413: {"description": "upload or image too large"}, 415: {"description": "not an image"}})
+async def apply(name: str, cfg: SettingsDep, pool: PoolDep,
+                image: UploadFile = File(..., description="The photo to paint."),
+                strength: float = Form(1.0, description="0 = the photo, 1 = the full filter"),
+                preserve_colors: bool = Form(False, description="keep the photo's colours"),
+                size: int | None = Form(None, description="longer side of the output in pixels"),
+                format: Literal["png", "jpeg", "webp"] = Form("png")):
+    """Paint an uploaded image with a filter; returns the painted image (provenance in its metadata)."""
+    check_name(name)
+    settings = apply_settings(cfg, strength, preserve_colors, size)
+    return await respond(pool, paint_upload, name, image.file, settings, format, image.filename or "upload",
+                         cfg.max_pixels)
+
+
+@router.post("/filters/{name}/apply-url", tags=["apply"], response_class=Response,
+             responses={200: {"content": {"image/png": {}}}, 403: {"description": "URL apply is disabled"}})
+async def apply_url(name: str, body: UrlApply, cfg: SettingsDep, pool: PoolDep):
+    """Paint an image fetched from a URL. Off unless the server was started with --allow-url."""
+    if not cfg.allow_url:
+        raise Refused("applying to a URL is disabled on this server (start it with --allow-url)")
+    if not body.url.startswith(("http://", "https://")):
+        raise Invalid("url must start with http:// or https://")
+    check_name(name)
+    settings = apply_settings(cfg, body.strength, body.preserve_colors, body.size)
+
+    def fetch_and_paint(name, url, settings, fmt, source):
+        with tempfile.SpooledTemporaryFile(max_size=1 << 22) as buf:
+            try:
+                with urllib.request.urlopen(url, timeout=cfg.url_timeout) as r:  # noqa: S310 - scheme checked
+                    while chunk := r.read(1 << 16):
+                        buf.write(chunk)
+                        if buf.tell() > cfg.max_upload_bytes:
+                            raise TooLarge(f"the image at the URL is over the "
+                                           f"{cfg.max_upload_bytes / 2**20:.1f} MiB limit")
+            except OSError as e:
+                raise Invalid(f"could not fetch the URL: {e}") from None
+            return paint_upload(name, buf, settings, fmt, source, cfg.max_pixels)
+
+    return await respond(pool, fetch_and_paint, name, body.url, settings, body.format, body.url)

@@ -1,0 +1,193 @@
+"""Jobs: start a training or video job, list jobs, follow one (its record, event stream, preview), fetch its
+result, cancel it. Jobs are recorded in SQLite (jobs.py) and run in worker processes (runner.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import FileResponse, StreamingResponse
+
+from ...config import TrainConfig, parse_sets
+from ...errors import Conflict, Invalid, NotFound, RotoscopeError
+from ...filter import check_name
+from ..deps import SchedulerDep, SettingsDep, StoreDep, apply_settings, find_filter
+from ..jobs import FINISHED, Job, JobStore
+from ..runner import log_tail
+from ..uploads import sniff_image, sniff_video, save_upload
+
+router = APIRouter()
+
+
+def job_view(job: Job, detail: bool = False) -> dict:
+    d = job.to_dict()
+    for k in ("pid", "heartbeat", "folder", "history"):
+        d.pop(k)
+    d["links"] = {"self": f"/api/jobs/{job.id}", "events": f"/api/jobs/{job.id}/events",
+                  "preview": f"/api/jobs/{job.id}/preview" if job.preview_step else None,
+                  "result": f"/api/jobs/{job.id}/result" if job.status == "done" else None}
+    if detail:
+        d["history"] = job.history
+        d["log"] = log_tail(Path(job.folder), 20)
+    return d
+
+
+def get_job(store: JobStore, job_id: str, history: bool = False) -> Job:
+    job = store.get(job_id, history=history) if job_id.isalnum() else None
+    if job is None:
+        raise NotFound(f"no job '{job_id}'")
+    return job
+
+
+@router.post("/jobs/train", status_code=202, tags=["jobs"])
+def start_training(
+    cfg: SettingsDep, store: StoreDep,
+    artwork: UploadFile = File(..., description="The artwork whose style the filter learns."),
+    name: str = Form(..., description="Name of the new filter."),
+    photos: list[UploadFile] = File(default=[], description="Training photos (default: built-in sample set)."),
+    title: str | None = Form(None), overwrite: bool = Form(False),
+    steps: int | None = Form(None), size: int | None = Form(None), batch: int | None = Form(None),
+    lr: float | None = Form(None), backbone: str | None = Form(None),
+    style_weight: float | None = Form(None), content_weight: float | None = Form(None),
+    color_weight: float | None = Form(None), tv_weight: float | None = Form(None),
+    channels: str | None = Form(None, description="three widths, e.g. 32,64,128"),
+    res_blocks: int | None = Form(None), seed: int | None = Form(None),
+    checkpoint_every: int | None = Form(None), precision: Literal["auto", "bf16", "fp16", "fp32"] | None = Form(None),
+    color_match: Literal["sliced", "moments"] | None = Form(None),
+    set: list[str] = Form(default=[], description="any other training setting by its name in the settings table "
+                          "(config.TrainConfig), as key=value, like the CLI's --set; repeatable"),
+):
+    """Start training a filter from an uploaded artwork (+ optional photos). Returns the job (202)."""
+    check_name(name)
+    try:
+        ch = tuple(int(c) for c in channels.split(",")) if channels else None
+    except ValueError:
+        raise Invalid("channels takes three integers, e.g. 32,64,128") from None
+    explicit = dict(steps=steps, size=size, batch=batch, lr=lr, backbone=backbone, style_weight=style_weight,
+                    content_weight=content_weight, color_weight=color_weight, tv_weight=tv_weight, channels=ch,
+                    res_blocks=res_blocks, seed=seed, checkpoint_every=checkpoint_every, precision=precision,
+                    color_match=color_match)
+    # the settings table's names and ranges, as for the CLI and the Python API; steps also meet the server's cap
+    tcfg = TrainConfig().replace(**{**explicit, **parse_sets(TrainConfig, set)}).validate()
+    if tcfg.steps > cfg.max_train_steps:
+        raise Invalid(f"steps must be between 1 and {cfg.max_train_steps} on this server (got {tcfg.steps})")
+    if store.active_with_name("train", name):
+        raise Conflict(f"a job is already training '{name}'")
+    if not overwrite:
+        with contextlib.suppress(NotFound):
+            find_filter(name)
+            raise Conflict(f"a filter named '{name}' exists; pass overwrite=true to replace it")
+    art_suffix, _ = sniff_image(artwork.file, cfg.max_pixels, "artwork")
+    photo_suffixes = [sniff_image(p.file, cfg.max_pixels, f"photo {p.filename}")[0] for p in photos]
+    job_id = store.new_id()
+    folder = store.folder(job_id)
+    save_upload(artwork.file, folder / f"artwork{art_suffix}")
+    for i, (p, suffix) in enumerate(zip(photos, photo_suffixes)):
+        save_upload(p.file, folder / "photos" / f"{i:04d}{suffix}")
+    params = {"artwork": f"artwork{art_suffix}", "title": title or Path(artwork.filename or "artwork").stem,
+              "photos": len(photos), "config": tcfg.to_dict()}
+    job = store.create(job_id, "train", name, params, total=tcfg.steps)
+    return job_view(job)
+
+
+@router.post("/jobs/video", status_code=202, tags=["jobs"])
+def start_video(cfg: SettingsDep, store: StoreDep,
+                video: UploadFile = File(..., description="The clip to paint."),
+                filter: str = Form(..., description="Filter name."),
+                strength: float = Form(1.0), preserve_colors: bool = Form(False), size: int | None = Form(None),
+                stabilize: bool = Form(True, description="flicker reduction along the optical flow")):
+    """Paint an uploaded video as a job; download the result from the job's result link when done."""
+    find_filter(check_name(filter))
+    settings = apply_settings(cfg, strength, preserve_colors, size)
+    suffix = sniff_video(video.file, "video")
+    job_id = store.new_id()
+    save_upload(video.file, store.folder(job_id) / f"input{suffix}")
+    params = {"input": f"input{suffix}", "output": "result.mp4", "source": video.filename,
+              "filter_path": str(find_filter(filter)),
+              "settings": {"size": settings.size, "strength": settings.strength,
+                           "preserve_colors": settings.preserve_colors}, "stabilize": stabilize}
+    return job_view(store.create(job_id, "video", filter, params))
+
+
+@router.get("/jobs", tags=["jobs"])
+def jobs(store: StoreDep, status: str | None = None, limit: int = 100):
+    """Jobs, newest first (optionally only those in one status)."""
+    return [job_view(j) for j in store.list((status,) if status else None, limit=max(1, min(limit, 1000)))]
+
+
+@router.get("/jobs/{job_id}", tags=["jobs"])
+def job(job_id: str, store: StoreDep):
+    """One job: status, step of total, latest loss terms, ETA, per-step history, links, log tail."""
+    return job_view(get_job(store, job_id, history=True), detail=True)
+
+
+@router.post("/jobs/{job_id}/cancel", tags=["jobs"])
+def cancel(job_id: str, store: StoreDep, scheduler: SchedulerDep):
+    """Cancel a job: a queued one at once, a running one at its next step (a training checkpoint is kept)."""
+    job = get_job(store, job_id)
+    if job.status in FINISHED:
+        raise Conflict(f"job {job_id} is already {job.status}")
+    status = store.request_cancel(job_id)
+    if status == "running":
+        scheduler.interrupt(job_id)
+    return job_view(get_job(store, job_id))
+
+
+@router.get("/jobs/{job_id}/events", tags=["jobs"], response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}}})
+async def events(job_id: str, request: Request, store: StoreDep):
+    """Server-sent events: a `job` event with the job and the step records added since the last event,
+    whenever it changes; the stream ends when the job finishes."""
+    await asyncio.to_thread(get_job, store, job_id)
+
+    async def stream():
+        version, sent_step = None, 0
+        while True:
+            job = await asyncio.to_thread(store.get, job_id, True)
+            if job is None:
+                break
+            if job.updated != version:
+                version = job.updated
+                view = job_view(job)
+                view["new_history"] = [h for h in job.history if h["step"] > sent_step]
+                sent_step = max([sent_step] + [h["step"] for h in job.history])
+                yield f"event: job\ndata: {json.dumps(view)}\n\n"
+            if job.status in FINISHED or await request.is_disconnected():
+                break
+            await asyncio.sleep(0.5)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("/jobs/{job_id}/preview", tags=["jobs"], response_class=FileResponse,
+            responses={200: {"content": {"image/png": {}}}})
+def job_preview(job_id: str, store: StoreDep):
+    """The latest preview of a training job: its network so far, applied to a photo."""
+    path = Path(get_job(store, job_id).folder) / "preview.png"
+    if not path.exists():
+        raise NotFound("no preview yet")
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/jobs/{job_id}/result", tags=["jobs"], response_class=FileResponse)
+def job_result(job_id: str, store: StoreDep):
+    """A finished job's result: the filter file of a training job, the painted clip of a video job."""
+    job = get_job(store, job_id)
+    if job.status != "done":
+        raise Conflict(f"job {job_id} is {job.status}; the result exists once it is done")
+    if job.kind == "train":
+        try:
+            path = find_filter(job.name)
+        except RotoscopeError:
+            raise HTTPException(410, f"the filter '{job.name}' this job made has since been deleted") from None
+        return FileResponse(path, media_type="application/octet-stream", filename=path.name)
+    path = Path(job.folder) / (job.result or "")
+    if not path.is_file():
+        raise HTTPException(410, "the result file is gone")
+    return FileResponse(path, media_type="video/mp4", filename=f"{job.name}-{job.id}{path.suffix}")

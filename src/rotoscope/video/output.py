@@ -1,0 +1,265 @@
+"""Writing a render's outputs: finished segments in a work folder, then the final file assembled from them.
+
+A segment is a fixed number of frames (H.264 in an .mp4, or PNGs for GIF, WebP and frame folders) and counts
+only once its .json exists, so a render killed at any point resumes from the finished ones. At the end the
+segments are remuxed (not re-encoded) into one file together with every audio stream of the input, copied packet
+for packet, and the file appears under its final name only then.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import shutil
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+from PIL import Image
+
+from ..errors import RotoscopeError
+from ..filter import Filter
+from ..images import save_image
+from ..paths import atomic_path
+from .source import Frame, Source, _av_reason, _open, _rotate
+
+if TYPE_CHECKING:
+    from .render import RenderJob
+
+H264_OUTPUTS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+ANIMATED_OUTPUTS = {".gif": "GIF", ".webp": "WEBP"}
+
+
+def output_kind(dest: Path) -> str:
+    suffix = dest.suffix.lower()
+    if suffix in H264_OUTPUTS:
+        return "h264"
+    if suffix in ANIMATED_OUTPUTS:
+        return "animated"
+    if not suffix or dest.is_dir():
+        return "frames"
+    raise RotoscopeError(f"cannot write video as '{suffix}': use .mp4, .mov, .mkv, .m4v, .gif, .webp or a folder")
+
+
+def default_output(filt: Filter, src: Path) -> Path:
+    if src.is_dir():
+        return src.with_name(f"{src.name}-{filt.name}")
+    return src.with_name(f"{src.stem}-{filt.name}.mp4")
+
+
+# ---------------------------------------------------------------- segments
+
+
+class _SegmentWriter:
+    """Writes frames into numbered segments in the work folder; a segment counts only once its .json exists."""
+
+    def __init__(self, job: RenderJob):
+        self.job = job
+        self.seg = -1
+        self.frames: list[tuple[int, int]] = []
+        self.container = self.stream = None
+        self.tmp: Path | None = None
+        self.last: np.ndarray | None = None
+
+    def open(self, seg: int) -> None:
+        import av
+
+        self.seg, self.frames = seg, []
+        final = self.job.seg_media(seg)
+        self.tmp = final.with_name(f".{final.name}.partial{final.suffix}")
+        if self.job.kind == "h264":
+            self.container = av.open(str(self.tmp), "w", format="mp4")
+            v = self.job.video
+            s = self.container.add_stream("libx264", rate=self.job.src.rate,
+                                          options={"crf": str(v.crf), "preset": v.preset, "bf": "0",
+                                                   **({"threads": str(v.codec_threads)} if v.codec_threads else {})})
+            # bf=0: no B-frames, so decode order = display order and segments concatenate with monotonic dts
+            s.width, s.height, s.pix_fmt = self.job.width, self.job.height, "yuv420p"
+            s.time_base = self.job.src.time_base
+            s.codec_context.time_base = self.job.src.time_base
+            s.codec_context.color_range = 1  # MPEG (limited) range, what browsers expect
+            # tag the matrix the frames are converted with (write() below), so players need not guess:
+            # BT.709 (1) for HD, SMPTE 170M / BT.601 (6) below 720 lines
+            tag = 1 if self.job.height >= 720 else 6
+            s.codec_context.colorspace = s.codec_context.color_primaries = s.codec_context.color_trc = tag
+            self.stream = s
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp.mkdir(parents=True)
+
+    def write(self, fr: Frame, rgb: np.ndarray) -> None:
+        import av
+
+        if self.job.kind == "h264":
+            vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            vf.pts, vf.time_base = fr.pts, self.job.src.time_base
+            vf = vf.reformat(format="yuv420p", dst_colorspace="ITU709" if self.job.height >= 720 else "ITU601")
+            vf.pts, vf.time_base = fr.pts, self.job.src.time_base
+            for p in self.stream.encode(vf):
+                self.container.mux(p)
+        else:  # GIF, WebP and PNG frames carry no rotation flag: turn the pixels upright instead
+            Image.fromarray(_rotate(rgb, self.job.src.rotation)).save(self.tmp / f"{fr.index:08d}.png",
+                                                                      compress_level=1)
+        self.frames.append((fr.pts, fr.duration))
+        self.last = rgb
+
+    def close(self) -> None:
+        """Finish the segment: media renamed into place, then its last frame, then the .json that marks it done."""
+        if self.job.kind == "h264":
+            for p in self.stream.encode():
+                self.container.mux(p)
+            self.container.close()
+            self.container = None
+        final = self.job.seg_media(self.seg)
+        if final.exists():
+            shutil.rmtree(final) if final.is_dir() else final.unlink()
+        os.replace(self.tmp, final)
+        with atomic_path(self.job.seg_last(self.seg)) as t:
+            Image.fromarray(self.last).save(t, compress_level=1)
+        with atomic_path(self.job.seg_done(self.seg)) as t:
+            t.write_text(json.dumps({"frames": self.frames}))
+
+    def abandon(self) -> None:
+        if self.container is not None:
+            try:
+                self.container.close()
+            except Exception:
+                pass
+        if self.tmp is not None and self.tmp.exists():
+            shutil.rmtree(self.tmp, ignore_errors=True) if self.tmp.is_dir() else self.tmp.unlink()
+
+
+# ---------------------------------------------------------------- assembling the output
+
+
+def _segment_packets(job: RenderJob, segs: int, tb_out: Fraction) -> Iterator[tuple[float, object]]:
+    """Video packets of the finished segments in order, timestamps as in the source (time_base tb_out)."""
+    import av
+
+    for i in range(segs):
+        info = json.loads(job.seg_done(i).read_text())
+        frames = info["frames"]
+        with av.open(str(job.seg_media(i))) as c:
+            s = c.streams.video[0]
+            k = 0
+            for p in c.demux(s):
+                if p.size == 0:
+                    continue
+                if k >= len(frames):
+                    raise RotoscopeError(f"{job.seg_media(i)} holds more frames than recorded: delete {job.work}")
+                # No B-frames, so packet k is frame k: restore its exact source timestamps (the mp4 segment's
+                # own timing may have been rounded or shifted by an edit list).
+                p.time_base = tb_out
+                p.pts = p.dts = frames[k][0]
+                p.duration = frames[k][1]
+                k += 1
+                yield float(p.dts * tb_out), p
+
+
+def _audio_packets(src: Source, until: float | None) -> Iterator[tuple[float, object]]:
+    """The source's audio packets as they are; with `until` (seconds), only those that start before it."""
+    import av
+
+    with _open(src.path) as c:
+        streams = list(c.streams.audio)
+        try:
+            for p in c.demux(streams):
+                if p.size == 0 or p.dts is None:
+                    continue
+                t = float(p.dts * p.time_base)
+                if until is not None and t >= until:
+                    continue
+                yield t, p
+        except av.FFmpegError:
+            return  # a truncated file: the audio that was readable is kept
+
+
+def assemble_h264(job: RenderJob, segs: int, prov: dict) -> None:
+    """Remux the segments' H.264 and the source's audio packets (untouched) into the final file, atomically."""
+    import av
+
+    fmt = H264_OUTPUTS[job.dest.suffix.lower()]
+    tb = job.src.time_base
+    with atomic_path(job.dest) as tmp, av.open(str(job.seg_media(0))) as first:
+        opts = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
+        with av.open(str(tmp), "w", format=fmt, options=opts) as out:
+            out.metadata["comment"] = json.dumps(prov, sort_keys=True)
+            vs = out.add_stream_from_template(first.streams.video[0])
+            vs.time_base = tb
+            if job.src.rotation:
+                vs.set_display_rotation(job.src.rotation)
+            audio_in = _open(job.src.path) if job.src.audio and job.src.files is None else None
+            amap = {}
+            try:
+                if audio_in is not None:
+                    for a in audio_in.streams.audio:
+                        try:
+                            amap[a.index] = out.add_stream_from_template(a)
+                        except (ValueError, av.FFmpegError) as e:
+                            raise RotoscopeError(f"cannot copy the {a.codec_context.name} audio into "
+                                                 f"{job.dest.suffix}: {_av_reason(e)}; try .mkv") from None
+                vids = _segment_packets(job, segs, tb)
+                until = None
+                if job.video.max_seconds is not None:  # a cut: the sound ends with the last frame
+                    last = json.loads(job.seg_done(segs - 1).read_text())["frames"][-1]
+                    until = float((last[0] + last[1]) * tb)
+                auds = _audio_packets(job.src, until) if amap else iter(())
+                try:
+                    for _, p in heapq.merge(vids, auds, key=lambda tp: tp[0]):
+                        if p.stream.type == "audio":
+                            p.stream = amap[p.stream.index]
+                        else:
+                            p.stream = vs
+                        out.mux(p)
+                except av.FFmpegError as e:
+                    raise RotoscopeError(f"cannot write {job.dest.name}: {_av_reason(e)}") from None
+            finally:
+                if audio_in is not None:
+                    audio_in.close()
+
+
+def _segment_frames(job: RenderJob, segs: int) -> Iterator[tuple[Path, int]]:
+    for i in range(segs):
+        info = json.loads(job.seg_done(i).read_text())
+        for p, (_, dur) in zip(sorted(job.seg_media(i).glob("*.png")), info["frames"]):
+            yield p, dur
+
+
+def assemble_animated(job: RenderJob, segs: int, prov: dict) -> None:
+    """Animated GIF or WebP with each frame's own duration (VFR kept, to the millisecond)."""
+    tb = job.src.time_base
+    frames, durations = [], []
+    for p, dur in _segment_frames(job, segs):
+        frames.append(Image.open(p).convert("RGB"))
+        durations.append(max(10 if job.kind == "animated" else 1, round(1000 * float(dur * tb))))
+    fmt = ANIMATED_OUTPUTS[job.dest.suffix.lower()]
+    kwargs = {"loop": 0, "duration": durations, "save_all": True, "append_images": frames[1:]}
+    if fmt == "WEBP":
+        kwargs.update(quality=90, method=4)
+    else:
+        kwargs.update(optimize=False, disposal=1)
+    with atomic_path(job.dest) as tmp:
+        frames[0].save(tmp, format=fmt, **kwargs)
+
+
+def assemble_frames(job: RenderJob, segs: int, prov: dict) -> None:
+    """A folder of numbered PNGs (input names kept for a frame folder); the folder is renamed in when complete."""
+    dest = job.dest
+    tmp = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for n, (p, _) in enumerate(_segment_frames(job, segs)):
+        name = f"{job.src.files[n].stem}.png" if job.src.files else f"frame_{n + 1:06d}.png"
+        img = Image.open(p)
+        img.load()
+        save_image(img, tmp / name, {**prov, "frame": n})
+    if dest.exists():
+        if any(dest.iterdir()):
+            for p in tmp.iterdir():
+                os.replace(p, dest / p.name)
+            tmp.rmdir()
+            return
+        dest.rmdir()
+    os.replace(tmp, dest)

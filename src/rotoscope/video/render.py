@@ -1,0 +1,413 @@
+"""The threaded renderer: a reader thread decodes (and prepares the flicker reduction), the main thread paints
+frames in batches and steadies them, a writer thread encodes fixed-length segments. Queues between the threads
+are bounded, so memory stays flat whatever the clip's length; finished segments make a render resumable.
+
+Entry points: apply_video (the library call), make_job + run_job (the server's worker), apply_video_cli (the
+`rotoscope apply` command) and preview_sheet (a contact sheet before a full render).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import queue
+import re
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from .. import flow as fl
+from ..config import VideoConfig
+from ..devices import pick_device
+from ..errors import RotoscopeError
+from ..filter import Filter
+from ..images import save_image
+from ..stylize import ApplySettings, finish, make_runner, provenance, resolve, stylize_tensor
+from .output import _SegmentWriter, assemble_animated, assemble_frames, assemble_h264, default_output, output_kind
+from .source import Frame, Source, _pick_frames, _rotate, count_frames, decode, output_size, probe
+from .steady import Stabilizer
+
+
+@dataclass
+class RenderJob:
+    """One render: what goes in, what comes out, where the unfinished parts live."""
+
+    filt: Filter
+    src: Source
+    dest: Path
+    kind: str  # "h264", "animated" or "frames"
+    settings: ApplySettings
+    video: VideoConfig
+    width: int
+    height: int
+    work: Path = field(init=False)
+    announce: list[str] = field(default_factory=list)  # precision and engine lines, when make_job chose them
+    frames_written: int = 0  # after run_job: the frames in the output
+
+    def __post_init__(self):
+        st = self.src.path.stat()
+        key = json.dumps({"src": str(self.src.path.resolve()), "size": st.st_size, "mtime": st.st_mtime_ns,
+                          "filter": self.filt.card_hash, "settings": self.settings.to_dict(), "kind": self.kind,
+                          "w": self.width, "h": self.height, "crf": self.video.crf, "preset": self.video.preset,
+                          "stabilize": self.video.stabilize, "blend": self.video.blend,
+                          "segment": self.video.segment_frames, "max_seconds": self.video.max_seconds},
+                         sort_keys=True)
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+        self.work = self.dest.parent / f".{self.dest.name}.rotoscope-{digest}"
+
+    def seg_done(self, i: int) -> Path:
+        return self.work / f"seg-{i:05d}.json"
+
+    def seg_media(self, i: int) -> Path:
+        return self.work / (f"seg-{i:05d}.mp4" if self.kind == "h264" else f"seg-{i:05d}")
+
+    def seg_last(self, i: int) -> Path:
+        return self.work / f"seg-{i:05d}.last.png"
+
+    def finished_segments(self) -> int:
+        n = 0
+        while self.seg_done(n).exists():
+            n += 1
+        return n
+
+
+class _Stop(Exception):
+    pass
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> None:
+    while True:
+        if stop.is_set():
+            raise _Stop
+        try:
+            q.put(item, timeout=0.2)
+            return
+        except queue.Full:
+            pass
+
+
+def _get(q: queue.Queue, stop: threading.Event, errors: list):
+    while True:
+        if errors:
+            raise errors[0]
+        try:
+            return q.get(timeout=0.2)
+        except queue.Empty:
+            if stop.is_set() and not errors:
+                raise _Stop from None
+
+
+END = object()
+
+
+def _reader(job: RenderJob, start: int, q: queue.Queue, stop: threading.Event, errors: list, warn) -> None:
+    try:
+        stab = Stabilizer(job.video.blend, job.video.flow_preset) if job.video.stabilize else None
+        frames = decode(job.src, job.width, job.height, warn, job.video.max_seconds, job.video.codec_threads)
+        for i, (pts, dur, rgb) in enumerate(frames):
+            fr = Frame(i, pts, dur, rgb)
+            if stab is not None:
+                if i >= start:
+                    stab.prepare(fr)
+                else:
+                    stab.prev_in = rgb  # skipped (already rendered) frames still feed the flow of the next one
+            if i >= start:
+                _put(q, fr, stop)
+        _put(q, END, stop)
+    except _Stop:
+        pass
+    except BaseException as e:  # handed to the main thread, which reports it
+        errors.append(e)
+
+
+def _writer(job: RenderJob, start_seg: int, q: queue.Queue, stop: threading.Event, errors: list,
+            on_segment: Callable[[int], None] | None) -> None:
+    w = _SegmentWriter(job)
+    n = job.video.segment_frames
+    try:
+        while True:
+            item = _get(q, stop, [])
+            if item is END:
+                if w.frames:
+                    w.close()
+                    if on_segment:
+                        on_segment(w.seg)
+                return
+            fr, rgb = item
+            seg = fr.index // n
+            if seg != w.seg:
+                if w.frames:
+                    w.close()
+                    if on_segment:
+                        on_segment(w.seg)
+                w.open(seg)
+            w.write(fr, rgb)
+    except _Stop:
+        w.abandon()
+    except BaseException as e:
+        w.abandon()
+        errors.append(e)
+
+
+def stylize_frames(run, rgbs: list[np.ndarray], st: ApplySettings) -> np.ndarray:
+    """A batch of same-size uint8 frames (H x W x 3) -> stylized, strength and colour settings applied, uint8.
+
+    `run` is the engine's runner (stylize.make_runner)."""
+    x = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).float().div_(255)
+    if x.shape[2] * x.shape[3] <= st.max_tile_pixels:
+        y = run(x)
+    else:  # larger than the memory budget: the tiled path, one frame at a time
+        y = torch.cat([stylize_tensor(run, x[i:i + 1], st.precision, st.max_tile_pixels) for i in range(len(x))])
+    y = finish(x, y, st.strength, st.preserve_colors)
+    return (y.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
+
+
+def frames_per_call(video: VideoConfig, device: torch.device) -> int:
+    """VideoConfig.batch, or for 0 (auto): 1 on the CPU, where batches were slower per frame, 4 on a GPU."""
+    return video.batch or (4 if device.type == "cuda" else 1)
+
+
+def render_segments(job: RenderJob, progress: bool, warn: Callable[[str], None],
+                    on_segment: Callable[[int], None] | None = None) -> int:
+    """Stylize and encode every frame not already in a finished segment. Returns the number of frames."""
+    n_seg = job.video.segment_frames
+    done = job.finished_segments()
+    start = done * n_seg
+    prev_out = np.asarray(Image.open(job.seg_last(done - 1)).convert("RGB")) if done else None
+    device = pick_device(job.settings.device)
+    net = make_runner(job.filt, job.settings)
+    fits = job.settings.max_tile_pixels // max(1, job.width * job.height)  # frames per call within the memory budget
+    batch = max(1, min(frames_per_call(job.video, device), fits))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    q_in: queue.Queue = queue.Queue(maxsize=2 * batch + 2)
+    q_out: queue.Queue = queue.Queue(maxsize=2 * batch + 2)
+    reader = threading.Thread(target=_reader, args=(job, start, q_in, stop, errors, warn), daemon=True)
+    writer = threading.Thread(target=_writer, args=(job, done, q_out, stop, errors, on_segment), daemon=True)
+    reader.start()
+    writer.start()
+    count = start
+    bar = _Progress(progress, job.src.frames, start)
+    try:
+        with bar:
+            finished = False
+            while not finished:
+                frames: list[Frame] = []
+                while len(frames) < batch:
+                    item = _get(q_in, stop, errors)
+                    if item is END:
+                        finished = True
+                        break
+                    frames.append(item)
+                    if (item.index + 1) % n_seg == 0:
+                        break  # batches never straddle a segment: a resumed render repeats the same batches
+                if frames:
+                    styled = stylize_frames(net, [f.rgb for f in frames], job.settings)
+                    for fr, s in zip(frames, styled):
+                        out = Stabilizer.apply(fr, s, prev_out) if job.video.stabilize else s
+                        prev_out = out
+                        fr.rgb = fr.warp = fr.weight = None  # the writer needs only the timing
+                        _put(q_out, (fr, out), stop)
+                    count = frames[-1].index + 1
+                    bar.update(count)
+            _put(q_out, END, stop)
+            while writer.is_alive():
+                writer.join(0.2)
+                if errors:
+                    raise errors[0]
+    except BaseException:
+        stop.set()
+        writer.join(10)
+        reader.join(2)
+        raise
+    if errors:
+        raise errors[0]
+    if count == 0:
+        raise RotoscopeError(f"{job.src.path}: no video frames")
+    return count
+
+
+class _Progress:
+    """A rich progress bar with frames, fps and ETA (to stderr; nothing when disabled)."""
+
+    def __init__(self, enabled: bool, total: int, start: int):
+        self.enabled, self.total, self.start = enabled, total or None, start
+        self.p = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self.p = Progress(TextColumn("painting"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
+                              TextColumn("{task.fields[fps]} fps"), TimeElapsedColumn(), TextColumn("ETA"),
+                              TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self.p.__enter__()
+            self.task = self.p.add_task("painting", total=self.total, completed=self.start, fps="-")
+            self.t0 = time.perf_counter()
+        return self
+
+    def update(self, count: int) -> None:
+        if self.p is not None:
+            dt = time.perf_counter() - self.t0
+            fps = (count - self.start) / dt if dt > 0 else 0
+            total = max(self.total or 0, count) or None
+            self.p.update(self.task, completed=count, total=total, fps=f"{fps:.1f}")
+
+    def __exit__(self, *exc):
+        if self.p is not None:
+            self.p.__exit__(*exc)
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def make_job(filt: Filter, src: Path, dest: Path | None, settings: ApplySettings,
+             video: VideoConfig | None = None) -> RenderJob:
+    video = video or VideoConfig()
+    if video.segment_frames % frames_per_call(video, torch.device("cuda")):  # the largest batch "auto" picks
+        raise ValueError("segment_frames must be a multiple of batch")
+    if not 0 <= settings.strength <= 1:
+        raise ValueError("strength must be between 0 and 1")
+    if video.flow_preset not in fl.PRESETS:
+        raise ValueError(f"flow_preset must be one of {', '.join(fl.PRESETS)}")
+    source = probe(Path(src))
+    dest = Path(dest) if dest else default_output(filt, Path(src))
+    if dest.resolve() == Path(src).resolve():
+        raise RotoscopeError("the output would overwrite the input: choose another -o")
+    kind = output_kind(dest)
+    if video.max_seconds is not None and source.frames:
+        source.frames = min(source.frames, math.ceil(video.max_seconds * float(source.rate)))
+    w, h = source.width, source.height
+    ow, oh = output_size(w, h, settings.size, even=kind == "h264")
+    announce: list[str] = []
+    if not settings.resolved:  # the library call: precision and engine chosen here (the CLI has said which)
+        settings, announce = resolve(filt, settings, (oh, ow))
+    if kind == "animated" and source.frames > video.gif_max_frames:
+        raise RotoscopeError(f"{source.frames} frames is too long for {dest.suffix} (at most "
+                             f"{video.gif_max_frames}): write .mp4, or cut the clip first")
+    job = RenderJob(filt, source, dest, kind, settings, video, ow, oh)
+    job.announce = announce
+    return job
+
+
+def apply_video(filt: Filter, src: Path, dest: Path | None, settings: ApplySettings,
+                video: VideoConfig | None = None, progress: bool = False, warn: Callable[[str], None] = print,
+                on_segment: Callable[[int], None] | None = None) -> Path:
+    """Paint a clip (or a numbered-frame folder) with a filter and write it; resumes an interrupted render."""
+    return run_job(make_job(filt, src, dest, settings, video), progress, warn, on_segment)
+
+
+def run_job(job: RenderJob, progress: bool = False, warn: Callable[[str], None] = print,
+            on_segment: Callable[[int], None] | None = None) -> Path:
+    filt, settings = job.filt, job.settings
+    for line in job.announce:
+        warn(line)
+    _clear_stale_work(job, warn)
+    job.work.mkdir(parents=True, exist_ok=True)
+    (job.work / "job.json").write_text(json.dumps({"source": str(job.src.path), "dest": str(job.dest)}))
+    done = job.finished_segments()
+    if done:
+        warn(f"resuming: {done * job.video.segment_frames} frames already rendered in {job.work.name}")
+    try:
+        count = job.frames_written = render_segments(job, progress, warn, on_segment)
+    except RotoscopeError:
+        if not job.finished_segments():
+            shutil.rmtree(job.work, ignore_errors=True)  # nothing worth resuming
+        raise
+    segs = math.ceil(count / job.video.segment_frames)
+    prov = {**provenance(filt, settings, job.src.path.name),
+            "video": {"stabilize": job.video.stabilize, "crf": job.video.crf, "frames": count}}
+    {"h264": assemble_h264, "animated": assemble_animated, "frames": assemble_frames}[job.kind](job, segs, prov)
+    shutil.rmtree(job.work, ignore_errors=True)
+    return job.dest
+
+
+def _clear_stale_work(job: RenderJob, warn) -> None:
+    """Unfinished renders of this output with other settings cannot be resumed by this command: drop them."""
+    for other in job.dest.parent.glob(f".{glob_escape(job.dest.name)}.rotoscope-*"):
+        if other != job.work and other.is_dir():
+            shutil.rmtree(other, ignore_errors=True)
+            warn(f"note: dropped an unfinished render of {job.dest.name} made with other settings")
+
+
+def glob_escape(s: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", s)
+
+
+def preview_sheet(filt: Filter, src: Path, n: int, dest: Path | None, settings: ApplySettings) -> Path:
+    """A contact sheet of n frames spread over the clip, painted at the render's size, before a full render."""
+    if n < 1:
+        raise RotoscopeError("--preview needs at least 1 frame")
+    source = probe(Path(src))
+    dest = Path(dest) if dest else Path(src).with_name(f"{Path(src).stem}-{filt.name}-preview.png")
+    if dest.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        raise RotoscopeError("--preview writes a picture: give -o sheet.png")
+    w, h = output_size(source.width, source.height, settings.size, even=False)
+    picked = _pick_frames(source, n, w, h)
+    if not picked:
+        raise RotoscopeError(f"{src}: no video frames")
+    if not settings.resolved:
+        settings, _ = resolve(filt, settings, (h, w))
+    run = make_runner(filt, settings)
+    tiles = [stylize_frames(run, [rgb], settings)[0] for rgb in picked]
+    tiles = [_rotate(t, source.rotation) for t in tiles]
+    cols = math.ceil(math.sqrt(len(tiles)))
+    rows = math.ceil(len(tiles) / cols)
+    th, tw = tiles[0].shape[:2]
+    scale = min(1.0, 1600 / (cols * tw))
+    tw2, th2 = max(1, round(tw * scale)), max(1, round(th * scale))
+    gap = 4
+    sheet = np.full((rows * th2 + (rows + 1) * gap, cols * tw2 + (cols + 1) * gap, 3), 255, np.uint8)
+    for k, t in enumerate(tiles):
+        r, c = divmod(k, cols)
+        y, x = gap + r * (th2 + gap), gap + c * (tw2 + gap)
+        sheet[y:y + th2, x:x + tw2] = cv2.resize(t, (tw2, th2), interpolation=cv2.INTER_AREA) if scale < 1 else t
+    return save_image(Image.fromarray(sheet), dest, provenance(filt, settings, Path(src).name))
+
+
+def apply_video_cli(filt: Filter, src, dest, settings: ApplySettings, progress: bool,
+                    video: VideoConfig | None = None, preview: int | None = None,
+                    announce: list[str] = ()) -> Iterator:
+    """`rotoscope apply` on a clip: yields apply.Note for what is said (`announce` first, once the job is checked)
+    and one apply.Painted for the clip (or the preview sheet) written."""
+    from ..apply import Note, Painted
+
+    t0 = time.perf_counter()
+    if preview:
+        path = preview_sheet(filt, Path(src), preview, dest, settings)
+        yield from map(Note, announce)
+        with Image.open(path) as im:
+            size = im.size
+        yield Painted(str(src), str(path), size, round(time.perf_counter() - t0, 3))
+        return
+    lines: list[str] = []
+    video = video or VideoConfig()
+    job = make_job(filt, Path(src), Path(dest) if dest else None, settings, video)
+    yield from map(Note, announce)
+    if job.kind == "h264" and (job.width, job.height) != output_size(job.src.width, job.src.height,
+                                                                     settings.size, even=False):
+        yield Note(f"note: H.264 needs even sizes, writing {job.width}x{job.height} (.gif, .webp or a folder keep "
+                   "odd ones)")
+    if job.kind != "h264" and job.src.audio:
+        yield Note(f"note: {job.dest.suffix or 'a frame folder'} holds no sound: the audio is left out")
+    try:
+        out = run_job(job, progress, warn=lines.append)
+    except KeyboardInterrupt:
+        yield from map(Note, lines)
+        kept = job.finished_segments() * video.segment_frames if job.work.exists() else 0
+        yield Note(f"interrupted: {kept} frames kept; run the same command again to resume")
+        raise
+    yield from map(Note, lines)
+    yield Painted(str(src), str(out), (job.width, job.height), round(time.perf_counter() - t0, 3),
+                  frames=count_frames(out) if job.kind == "frames" else job.frames_written)

@@ -1,0 +1,266 @@
+"""Reading a clip or a folder of numbered frames: what it is (probe), its frames (decode) and a few picked ones.
+
+Frames come out as RGB uint8 at the render's size, with their timestamps carried over from the source, never
+re-spaced. Bad input gives one-line RotoscopeErrors.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from ..errors import RotoscopeError
+from ..images import IMAGE_SUFFIXES, max_pixels, open_image, split_alpha
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts",
+                  ".wmv", ".flv", ".3gp", ".ogv", ".y4m"}
+DEFAULT_RATE = Fraction(25)  # frame rate given to numbered-frame folders, which carry no timing
+NUMBERED = re.compile(r"^(.*?)(\d+)$")
+
+
+def is_video_path(path: Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def frame_sequence(folder: Path) -> list[Path] | None:
+    """The images of a folder of numbered frames (frame_0001.png, ...) in number order, else None.
+
+    A folder counts as a frame sequence when it holds at least three images of one size and type whose names
+    differ only by a run of consecutive numbers; any other folder of images is painted picture by picture.
+    """
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                   and not p.name.startswith("."))
+    if len(files) < 3:
+        return None
+    keys = []
+    for p in files:
+        m = NUMBERED.match(p.stem)
+        if not m:
+            return None
+        keys.append((m.group(1), p.suffix.lower(), int(m.group(2)), p))
+    if len({(k[0], k[1]) for k in keys}) != 1:
+        return None
+    keys.sort(key=lambda k: k[2])
+    if keys[-1][2] - keys[0][2] != len(keys) - 1:
+        return None
+    try:
+        sizes = set()
+        for k in keys:
+            with Image.open(k[3]) as im:  # reads the header only
+                sizes.add(im.size)
+    except Exception:
+        return None
+    return [k[3] for k in keys] if len(sizes) == 1 else None
+
+
+@dataclass
+class Source:
+    """What the renderer needs to know about an input before decoding it."""
+
+    path: Path
+    width: int  # as stored (before rotation and resizing)
+    height: int
+    time_base: Fraction
+    rate: Fraction  # average frame rate, for the encoder's rate control and frame-count estimates
+    frames: int  # estimated count (0 when unknown)
+    rotation: int  # display rotation, degrees counter-clockwise, as PyAV reports it
+    audio: int  # number of audio streams
+    pix_fmt: str = ""
+    files: list[Path] | None = None  # a numbered-frame folder
+    duration: float = 0.0
+
+
+def _open(path: Path):
+    import av
+
+    try:
+        return av.open(str(path))
+    except av.FFmpegError as e:
+        raise RotoscopeError(f"{path}: not a video, or a damaged or empty one ({_av_reason(e)})") from None
+    except OSError as e:
+        raise RotoscopeError(f"{path}: cannot open ({e.strerror or e})") from None
+
+
+def _av_reason(e: Exception) -> str:
+    return (getattr(e, "strerror", None) or str(e)).splitlines()[0][:120]
+
+
+def probe(path: Path) -> Source:
+    """Open an input (video file or numbered-frame folder) and describe it; bad input -> one-line RotoscopeError."""
+    path = Path(path)
+    if not path.exists():
+        raise RotoscopeError(f"no such file or folder: {path}")
+    if path.is_dir():
+        files = frame_sequence(path)
+        if not files:
+            raise RotoscopeError(f"{path} is not a folder of numbered frames")
+        img = open_image(files[0])
+        return Source(path, img.width, img.height, 1 / DEFAULT_RATE, DEFAULT_RATE, len(files), 0, 0, "rgb24",
+                      files, len(files) / float(DEFAULT_RATE))
+    with _open(path) as c:
+        if not c.streams.video:
+            kind = "audio only" if c.streams.audio else "no video stream"
+            raise RotoscopeError(f"{path} has no video to paint ({kind})")
+        vs = c.streams.video[0]
+        cc = vs.codec_context
+        w, h = cc.width, cc.height
+        if not w or not h:
+            raise RotoscopeError(f"{path}: the video stream has no picture size (damaged?)")
+        if w * h > max_pixels():
+            raise RotoscopeError(f"{path}: {w}x{h} frames are larger than the {max_pixels():,}-pixel safety limit "
+                                 "(set ROTOSCOPE_MAX_PIXELS to raise it)")
+        tb = vs.time_base or Fraction(1, 90000)
+        rate = vs.average_rate or vs.guessed_rate or vs.base_rate or DEFAULT_RATE
+        duration = float(vs.duration * tb) if vs.duration else (c.duration / 1e6 if c.duration else 0.0)
+        frames = vs.frames or (round(duration * float(rate)) if duration else 0)
+        rotation = 0
+        try:  # rotation lives on decoded frames (display matrix side data); peek at the first one
+            for frame in c.decode(vs):
+                rotation = int(round(frame.rotation or 0)) % 360
+                break
+        except Exception:
+            pass  # the reader reports decoding problems properly
+        return Source(path, w, h, Fraction(tb), Fraction(rate), frames, rotation, len(c.streams.audio),
+                      cc.format.name if cc.format else "", None, duration)
+
+
+def output_size(w: int, h: int, size: int | None, even: bool) -> tuple[int, int]:
+    """Frame size after --size (longer side) and, for yuv420p, rounding down to even dimensions."""
+    if size and max(w, h) != size:
+        s = size / max(w, h)
+        w, h = max(1, round(w * s)), max(1, round(h * s))
+    if even:
+        w, h = max(2, w - w % 2), max(2, h - h % 2)
+    return w, h
+
+
+@dataclass
+class Frame:
+    """One decoded frame on its way through the render (the Stabilizer fills in warp and weight)."""
+
+    index: int
+    pts: int  # in the source's time_base
+    duration: int
+    rgb: np.ndarray  # H x W x 3 uint8, the (resized) input frame
+    warp: np.ndarray | None = None  # flow to the previous input frame (H x W x 2), for stabilization
+    weight: np.ndarray | None = None  # H x W blend weight of the warped previous output (0 = fresh)
+
+
+def _fit(rgb: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Resize to (w, h); when only a pixel or so of odd size must go, crop instead of resampling."""
+    ih, iw = rgb.shape[:2]
+    if (iw, ih) == (w, h):
+        return rgb
+    if iw - w in (0, 1) and ih - h in (0, 1):
+        return np.ascontiguousarray(rgb[:h, :w])
+    interp = cv2.INTER_AREA if w < iw else cv2.INTER_CUBIC
+    return cv2.resize(rgb, (w, h), interpolation=interp)
+
+
+def decode(src: Source, w: int, h: int, warn: Callable[[str], None],
+           max_seconds: float | None = None, threads: int = 0) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(pts, duration, rgb) for every frame, resized to w x h. Truncated streams end early with a warning.
+    threads: the decoder's threads (0 = FFmpeg's choice)."""
+    if src.files is not None:
+        for i, p in enumerate(src.files):
+            if max_seconds is not None and i * src.time_base >= max_seconds:
+                return
+            img = split_alpha(open_image(p))[0]
+            if img.size != (src.width, src.height):
+                raise RotoscopeError(f"{p.name} is {img.width}x{img.height}, the first frame {src.width}x{src.height}")
+            yield i, 1, _fit(np.asarray(img), w, h)
+        return
+    import av
+
+    default_dur = max(1, round(1 / (float(src.rate) * float(src.time_base)))) if src.rate else 1
+    pending = None  # one frame of look-ahead: a frame's duration is the gap to the next one (VFR kept)
+    count = 0
+    last_pts = first_pts = None
+    expected = src.frames
+    with _open(src.path) as c:
+        vs = c.streams.video[0]
+        vs.thread_type = "AUTO"
+        if threads:
+            vs.codec_context.thread_count = threads
+        try:
+            for frame in c.decode(vs):
+                pts = frame.pts if frame.pts is not None else (last_pts + default_dur if last_pts is not None else 0)
+                if last_pts is not None and pts <= last_pts:
+                    pts = last_pts + 1  # duplicate or missing timestamps: keep them strictly increasing
+                first_pts = pts if first_pts is None else first_pts
+                if max_seconds is not None and (pts - first_pts) * src.time_base >= max_seconds:
+                    expected = 0
+                    break
+                try:
+                    rgb = frame.to_ndarray(format="rgb24")
+                except Exception as e:
+                    raise RotoscopeError(f"{src.path}: cannot convert pixel format {frame.format.name} "
+                                         f"({_av_reason(e)})") from None
+                if pending is not None:
+                    yield pending[0], pts - pending[0], pending[1]
+                pending = (pts, _fit(rgb, w, h), frame.duration)
+                last_pts = pts
+                count += 1
+        except av.FFmpegError as e:
+            if count == 0:
+                raise RotoscopeError(f"{src.path}: cannot decode video ({_av_reason(e)})") from None
+            warn(f"warning: {src.path.name}: the stream ends early after {count} frames ({_av_reason(e)}); "
+                 "painted what was readable")
+        if pending is not None:
+            yield pending[0], pending[2] or default_dur, pending[1]
+    # headers over-count at times (edit lists, a frame count rounded from the rate): a stream whose last frame
+    # reaches the announced duration is complete, whatever the count says
+    reached = (last_pts is not None and first_pts is not None and src.duration
+               and (last_pts - first_pts + default_dur) * src.time_base >= 0.9 * src.duration)
+    if expected and count < 0.9 * expected and not reached:
+        warn(f"warning: {src.path.name}: only {count} of the {expected} frames its header announces could be "
+             "decoded (truncated file?); painted what was readable")
+
+
+def count_frames(folder: Path) -> int:
+    return sum(1 for p in Path(folder).glob("*.png") if not p.name.startswith("."))
+
+
+def _rotate(rgb: np.ndarray, rotation: int) -> np.ndarray:
+    """Upright for display: rotation is counter-clockwise degrees, as PyAV reports a display matrix."""
+    k = {90: 1, 180: 2, 270: 3}.get(rotation % 360, 0)
+    return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
+
+
+def _pick_frames(src: Source, n: int, w: int, h: int) -> list[np.ndarray]:
+    if src.files is not None:
+        idx = sorted({min(len(src.files) - 1, int((k + 0.5) * len(src.files) / n)) for k in range(n)})
+        return [_fit(np.asarray(split_alpha(open_image(src.files[i]))[0]), w, h) for i in idx]
+    import av
+
+    out = []
+    duration = src.duration or 0
+    with _open(src.path) as c:
+        vs = c.streams.video[0]
+        start = vs.start_time or 0
+        if not duration:  # unknown length: the first n frames
+            for f in c.decode(vs):
+                out.append(_fit(f.to_ndarray(format="rgb24"), w, h))
+                if len(out) == n:
+                    break
+            return out
+        for k in range(n):
+            t = (k + 0.5) / n * duration
+            target = start + int(t / vs.time_base)
+            try:
+                c.seek(target, stream=vs, backward=True, any_frame=False)
+                for f in c.decode(vs):
+                    if f.pts is None or f.pts >= target:
+                        out.append(_fit(f.to_ndarray(format="rgb24"), w, h))
+                        break
+            except av.FFmpegError:
+                break
+    return out
