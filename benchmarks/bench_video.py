@@ -164,7 +164,7 @@ def style_of(frames: list[np.ndarray], idx: list[int], ref: dict, backbones: tup
 
 def error_map(a: np.ndarray, b: np.ndarray, f_ab: np.ndarray, mask: np.ndarray, gain: float) -> np.ndarray:
     """|a - warp(b)| per pixel (mean over RGB) x gain, as a heat map; unreliable pixels grey."""
-    d = np.abs(flow.as_float(a) - flow.warp(flow.as_float(b), f_ab)).mean(-1)
+    d = np.abs(flow.frame_float(a) - flow.warp(flow.frame_float(b), f_ab)).mean(-1)
     heat = cv2.applyColorMap(np.clip(d * gain * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_INFERNO)[..., ::-1]
     heat = heat.copy()
     heat[mask < 0.5] = 96

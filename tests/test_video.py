@@ -318,3 +318,18 @@ def test_shared_clips_keep_timing_and_sound(filt, tmp_path):
         a_out, a_in = audio_packets(out), audio_packets(src)
         assert len(a_out) == len(a_in) == 1 and 30 < len(a_out[0]) < len(a_in[0])
         assert a_out[0] == a_in[0][:len(a_out[0])]  # the first second of sound, bit-identical
+
+
+def test_a_stop_request_ends_a_render_that_the_same_call_resumes(tmp_path):
+    """The server cancels and requeues renders by asking them to stop (no signal to itself)."""
+    clip = make_clip(tmp_path / "clip.mp4", frames=24)
+    filt = load_filter_file(make_filter(tmp_path / "f.safetensors"))
+    dest = tmp_path / "out.mp4"
+    job = video.make_job(filt, clip, dest, ApplySettings(), SMALL)
+    with pytest.raises(video.RenderStopped):
+        video.run_job(job, on_segment=lambda i: job.stop_request.set())
+    kept = len(list(job.work.glob("seg-*.json")))  # the stop lands at the next batch: 1 or 2 of 3 segments
+    assert not dest.exists() and 1 <= kept < 3
+    lines = []
+    out = video.apply_video(filt, clip, dest, ApplySettings(), SMALL, warn=lines.append)
+    assert out == dest and any(f"resuming: {8 * kept} frames" in line for line in lines)

@@ -33,7 +33,7 @@ def _dis(preset: str) -> cv2.DISOpticalFlow:
     return cache[preset]
 
 
-def as_float(frame: np.ndarray) -> np.ndarray:
+def frame_float(frame: np.ndarray) -> np.ndarray:
     """uint8 0-255 or float 0-1 -> float32 0-1."""
     if frame.dtype == np.uint8:
         return frame.astype(np.float32) * (1 / 255)
@@ -110,7 +110,7 @@ def pair_warping_error(out_a: np.ndarray, out_b: np.ndarray, in_a: np.ndarray, i
     """
     f_ab, f_ba = flow(in_a, in_b), flow(in_b, in_a)
     m = reliable(f_ab, f_ba)
-    diff = as_float(out_a) - warp(as_float(out_b), f_ab)
+    diff = frame_float(out_a) - warp(frame_float(out_b), f_ab)
     n = m.sum()
     if n == 0:
         return 0.0

@@ -72,7 +72,7 @@ def _load(path: str, mtime_ns: int):
     return load_filter_file(path)
 
 
-def find_filter(name: str) -> Path:
+def registry_file(name: str) -> Path:
     """A registry filter's file by name. Unlike the CLI, never a path: a request names filters, not files."""
     known = registry_paths()
     if check_name(name) in known:
@@ -83,7 +83,7 @@ def find_filter(name: str) -> Path:
 
 def load_cached(name: str):
     """A registry filter by name, loaded once per version of its file."""
-    path = find_filter(name)
+    path = registry_file(name)
     return _load(str(path), path.stat().st_mtime_ns)
 
 

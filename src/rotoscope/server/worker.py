@@ -34,7 +34,7 @@ def log(msg: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
 
-def preview_photo(job: Job):
+def job_preview_photo(job: Job):
     """The photo a training preview paints: the first uploaded photo, else a built-in sample photo."""
     from ..data import sample_photos
     from ..images import list_images, load_rgb
@@ -65,7 +65,7 @@ def run_train(store: JobStore, job: Job, parent: int) -> str:
     # the history restarts where the weights do: the checkpoint may be ahead of the last records flushed to the
     # database (a kill between the two), or behind them (steps recorded after it are trained again)
     store.reset_history(job.id, checkpoint_state(ckpt)["run"]["history"] if resume else [])
-    photo = preview_photo(job)
+    photo = job_preview_photo(job)
 
     class Follow(Monitor):
         """Writes the job's step records, ETA and preview; asks train() to stop when the job is cancelled or the
@@ -143,7 +143,7 @@ def run_video(store: JobStore, job: Job, parent: int) -> str:
         elif os.getppid() != parent:
             Stop.reason = "the server that started this job has stopped"
         if Stop.reason:
-            os.kill(os.getpid(), signal.SIGINT)  # stop the render in the main thread, finished segments kept
+            vjob.stop_request.set()  # the render stops at its next batch, finished segments kept
 
     out = video.run_job(vjob, progress=False, warn=log, on_segment=on_segment)
     log(f"wrote {out} ({vjob.width}x{vjob.height})")
@@ -179,7 +179,7 @@ def run(db: str, jobs_root: str, job_id: str) -> int:
             store.finish(job.id, "cancelled", note=f"cancelled at step {cur.step}" if cur else "cancelled")
             log("cancelled")
             return 0
-        if Stop.reason or isinstance(e, KeyboardInterrupt):
+        if Stop.reason or isinstance(e, KeyboardInterrupt) or type(e).__name__ == "RenderStopped":
             why = Stop.reason or "interrupted"
             store.finish(job.id, "queued", note=f"interrupted at step {cur.step if cur else 0} ({why}); "
                                                 f"it resumes when a server runs")

@@ -21,17 +21,17 @@ The names below are re-exported, so `from rotoscope import video; video.apply_vi
 """
 
 from .output import (ANIMATED_OUTPUTS, H264_OUTPUTS, assemble_animated, assemble_frames, assemble_h264,
-                     default_output, output_kind)
-from .render import (RenderJob, apply_video, apply_video_cli, frames_per_call, glob_escape, make_job,
-                     preview_sheet, render_segments, run_job, stylize_frames)
+                     default_clip_output, output_kind)
+from .render import (RenderJob, RenderStopped, apply_video, apply_video_cli, frames_per_call, glob_escape,
+                     make_job, preview_sheet, render_segments, run_job, stylize_frames)
 from .source import (DEFAULT_RATE, VIDEO_SUFFIXES, Frame, Source, count_frames, decode, frame_sequence,
                      is_video_path, output_size, probe)
 from .steady import Stabilizer
 
 __all__ = [
     "ANIMATED_OUTPUTS", "DEFAULT_RATE", "H264_OUTPUTS", "VIDEO_SUFFIXES",
-    "Frame", "RenderJob", "Source", "Stabilizer",
+    "Frame", "RenderJob", "RenderStopped", "Source", "Stabilizer",
     "apply_video", "apply_video_cli", "assemble_animated", "assemble_frames", "assemble_h264", "count_frames",
-    "decode", "default_output", "frame_sequence", "frames_per_call", "glob_escape", "is_video_path", "make_job",
+    "decode", "default_clip_output", "frame_sequence", "frames_per_call", "glob_escape", "is_video_path", "make_job",
     "output_kind", "output_size", "preview_sheet", "probe", "render_segments", "run_job", "stylize_frames",
 ]

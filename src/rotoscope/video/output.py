@@ -43,7 +43,7 @@ def output_kind(dest: Path) -> str:
     raise RotoscopeError(f"cannot write video as '{suffix}': use .mp4, .mov, .mkv, .m4v, .gif, .webp or a folder")
 
 
-def default_output(filt: Filter, src: Path) -> Path:
+def default_clip_output(filt: Filter, src: Path) -> Path:
     if src.is_dir():
         return src.with_name(f"{src.name}-{filt.name}")
     return src.with_name(f"{src.stem}-{filt.name}.mp4")

@@ -32,7 +32,7 @@ from ..errors import RotoscopeError
 from ..filter import Filter
 from ..images import save_image
 from ..stylize import ApplySettings, finish, make_runner, provenance, resolve, stylize_tensor
-from .output import _SegmentWriter, assemble_animated, assemble_frames, assemble_h264, default_output, output_kind
+from .output import _SegmentWriter, assemble_animated, assemble_frames, assemble_h264, default_clip_output, output_kind
 from .source import Frame, Source, _pick_frames, _rotate, count_frames, decode, output_size, probe
 from .steady import Stabilizer
 
@@ -52,6 +52,9 @@ class RenderJob:
     work: Path = field(init=False)
     announce: list[str] = field(default_factory=list)  # precision and engine lines, when make_job chose them
     frames_written: int = 0  # after run_job: the frames in the output
+    # set it (from any thread) to stop the render at the next batch; finished segments are kept, and the same
+    # command resumes (the server's worker cancels and requeues jobs with it)
+    stop_request: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self):
         st = self.src.path.stat()
@@ -201,6 +204,8 @@ def render_segments(job: RenderJob, progress: bool, warn: Callable[[str], None],
         with bar:
             finished = False
             while not finished:
+                if job.stop_request.is_set():
+                    raise RenderStopped(f"stopped at frame {count}: finished segments are kept")
                 frames: list[Frame] = []
                 while len(frames) < batch:
                     item = _get(q_in, stop, errors)
@@ -234,6 +239,10 @@ def render_segments(job: RenderJob, progress: bool, warn: Callable[[str], None],
     if count == 0:
         raise RotoscopeError(f"{job.src.path}: no video frames")
     return count
+
+
+class RenderStopped(Exception):
+    """A render ended by its stop request (not an error: the same command resumes it)."""
 
 
 class _Progress:
@@ -282,7 +291,7 @@ def make_job(filt: Filter, src: Path, dest: Path | None, settings: ApplySettings
     if video.flow_preset not in fl.PRESETS:
         raise ValueError(f"flow_preset must be one of {', '.join(fl.PRESETS)}")
     source = probe(Path(src))
-    dest = Path(dest) if dest else default_output(filt, Path(src))
+    dest = Path(dest) if dest else default_clip_output(filt, Path(src))
     if dest.resolve() == Path(src).resolve():
         raise RotoscopeError("the output would overwrite the input: choose another -o")
     kind = output_kind(dest)

@@ -21,7 +21,7 @@ from ...errors import Invalid, Refused, RotoscopeError, TooLarge
 from ...filter import SHIPPED_DIR, check_name, list_filters, read_card, remove_filter
 from ...images import open_image, save_image
 from ...stylize import ApplySettings, provenance, resolve_for, stylize_image
-from ..deps import PoolDep, SettingsDep, apply_settings, find_filter, load_cached, off_loop
+from ..deps import PoolDep, SettingsDep, apply_settings, registry_file, load_cached, off_loop
 from ..jobs import server_dir
 from ..uploads import sniff_image, save_upload
 
@@ -32,7 +32,7 @@ router = APIRouter()
 
 
 @functools.lru_cache(maxsize=1)
-def _preview_photo():
+def _sample_photo():
     from ...data import sample_photos
 
     return next(p.image for p in sample_photos() if p.name == "chelsea")
@@ -60,7 +60,7 @@ def filters():
 @router.get("/filters/{name}", tags=["filters"])
 def filter_card(name: str):
     """A filter's full card: what it is and how it was made."""
-    path = find_filter(check_name(name))
+    path = registry_file(check_name(name))
     return {"name": name, "card": read_card(path)}
 
 
@@ -79,7 +79,7 @@ async def filter_preview(name: str, pool: PoolDep):
         filt = load_cached(name)
         dest = server_dir() / "previews" / f"{filt.name}-{filt.card_hash}.png"
         if not dest.exists():
-            photo = _preview_photo()
+            photo = _sample_photo()
             settings = resolve_for(filt, ApplySettings(size=PREVIEW_SIZE), photo)
             save_image(stylize_image(filt, photo, settings), dest, provenance(filt, settings, "sample photo"))
         return dest

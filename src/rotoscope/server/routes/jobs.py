@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from ...config import TrainConfig, parse_sets
 from ...errors import Conflict, Invalid, NotFound, RotoscopeError
 from ...filter import check_name
-from ..deps import SchedulerDep, SettingsDep, StoreDep, apply_settings, find_filter
+from ..deps import SchedulerDep, SettingsDep, StoreDep, apply_settings, registry_file
 from ..jobs import FINISHED, Job, JobStore
 from ..runner import log_tail
 from ..uploads import sniff_image, sniff_video, save_upload
@@ -80,7 +80,7 @@ def start_training(
         raise Conflict(f"a job is already training '{name}'")
     if not overwrite:
         with contextlib.suppress(NotFound):
-            find_filter(name)
+            registry_file(name)
             raise Conflict(f"a filter named '{name}' exists; pass overwrite=true to replace it")
     art_suffix, _ = sniff_image(artwork.file, cfg.max_pixels, "artwork")
     photo_suffixes = [sniff_image(p.file, cfg.max_pixels, f"photo {p.filename}")[0] for p in photos]
@@ -102,13 +102,13 @@ def start_video(cfg: SettingsDep, store: StoreDep,
                 strength: float = Form(1.0), preserve_colors: bool = Form(False), size: int | None = Form(None),
                 stabilize: bool = Form(True, description="flicker reduction along the optical flow")):
     """Paint an uploaded video as a job; download the result from the job's result link when done."""
-    find_filter(check_name(filter))
+    registry_file(check_name(filter))
     settings = apply_settings(cfg, strength, preserve_colors, size)
     suffix = sniff_video(video.file, "video")
     job_id = store.new_id()
     save_upload(video.file, store.folder(job_id) / f"input{suffix}")
     params = {"input": f"input{suffix}", "output": "result.mp4", "source": video.filename,
-              "filter_path": str(find_filter(filter)),
+              "filter_path": str(registry_file(filter)),
               "settings": {"size": settings.size, "strength": settings.strength,
                            "preserve_colors": settings.preserve_colors}, "stabilize": stabilize}
     return job_view(store.create(job_id, "video", filter, params))
@@ -183,7 +183,7 @@ def job_result(job_id: str, store: StoreDep):
         raise Conflict(f"job {job_id} is {job.status}; the result exists once it is done")
     if job.kind == "train":
         try:
-            path = find_filter(job.name)
+            path = registry_file(job.name)
         except RotoscopeError:
             raise HTTPException(410, f"the filter '{job.name}' this job made has since been deleted") from None
         return FileResponse(path, media_type="application/octet-stream", filename=path.name)
