@@ -61,3 +61,28 @@ def test_json_for_a_clip_names_the_clip_written(tiny_filter, tmp_path, capsys):
     assert res["painted"][0]["frames"] == 6 and res["painted"][0]["size"] == [64, 48]
     assert res["inputs"][0]["distance"] is None and "video" in res["inputs"][0]["note"]
     assert f"wrote {tmp_path / 'out.mp4'} (64x48" in err
+
+
+def test_extreme_shapes_are_painted(tiny_filter, tmp_path):
+    from PIL import Image
+
+    for size in [(1, 1), (7000, 10)]:
+        src = tmp_path / f"{size[0]}x{size[1]}.png"
+        Image.new("RGB", size, (120, 80, 40)).save(src)
+        painted = [r for r in apply_path("tiny", src, tmp_path / f"out-{src.name}", FAST, progress=False)
+                   if isinstance(r, Painted)]
+        assert painted[0].size == size and Image.open(painted[0].output).size == size
+
+
+def test_the_input_is_never_overwritten_and_a_pipe_is_refused(tiny_filter, tmp_path, capsys):
+    import os
+
+    src = make_scene(tmp_path / "photo.png")
+    before = src.read_bytes()
+    code, _, err = rotoscope("apply", "tiny", src, "-o", src, capsys=capsys)
+    assert code == 1 and err.strip() == "error: the output would overwrite the input: choose another -o"
+    assert src.read_bytes() == before
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    code, _, err = rotoscope("apply", "tiny", fifo, "-o", tmp_path / "o.png", capsys=capsys)  # would hang before
+    assert code == 1 and "not a regular file" in err and len(err.strip().splitlines()) == 1

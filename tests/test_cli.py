@@ -215,3 +215,17 @@ def test_console_script_reports_errors_the_same_way(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and r.stderr.strip().startswith("error: ") and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_train_never_replaces_a_filter_without_overwrite(installed, bad_files, capsys):
+    """A typo must not destroy a trained filter: an existing name is refused in one line, unless --overwrite."""
+    from rotoscope.filter import registry_path
+
+    before = registry_path("swirls").read_bytes()
+    assert_one_line_error(*rotoscope("train", bad_files / "good.png", "--name", "swirls", *TINY_ARGS,
+                                     capsys=capsys), "exists", "--overwrite")
+    assert registry_path("swirls").read_bytes() == before
+    code, _, err = rotoscope("train", bad_files / "good.png", "--name", "swirls", *TINY_ARGS, "--steps", "2",
+                             "--overwrite", "--no-progress", capsys=capsys)
+    assert code == 0, err
+    assert registry_path("swirls").read_bytes() != before

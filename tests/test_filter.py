@@ -229,3 +229,29 @@ def test_no_shipped_card_carries_a_path_of_the_machine_that_trained_it():
         leaks = [(where, s) for where, s in card_strings(card)
                  if s.startswith(("/", "~")) or "/tmp" in s or "temp folder" in s or ":\\\\" in s]
         assert leaks == [], (p.name, leaks)
+
+
+def test_a_card_that_is_not_an_object_is_one_broken_filter_not_a_broken_registry(rotoscope_home, capsys):
+    from conftest import rotoscope as cli
+
+    net = FilterNet(NetConfig(channels=(4, 8, 8), res_blocks=1))
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    path = flt.filters_dir() / "listy.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata={flt.CARD_KEY: json.dumps([1, 2])})
+    with pytest.raises(RotoscopeError, match="corrupt card"):
+        flt.read_card(path)
+    assert ("listy", path, None) in flt.list_filters()
+    code, out, err = cli("filters", capsys=capsys)
+    assert code == 0 and "listy" in out + err and "Traceback" not in out + err
+    code, _, err = cli("show", "listy", capsys=capsys)
+    assert code == 1 and err.strip().startswith("error:") and "corrupt card" in err and len(err.splitlines()) == 1
+    from fastapi.testclient import TestClient
+
+    from rotoscope.config import ServerConfig
+    from rotoscope.server import create_app
+
+    with TestClient(create_app(ServerConfig(), run_jobs=False)) as c:
+        assert c.get("/api/health").status_code == 200
+        r = c.get("/api/filters")
+        assert r.status_code == 200 and "listy" in r.text

@@ -202,3 +202,25 @@ def test_fp16_trains_with_a_loss_scaler(artwork, monkeypatch):
     filt = tr.train(artwork, "half", None, TINY.replace(steps=2, precision="fp16"), log=quiet, progress=False)
     assert scaled == [True, True]
     assert filt.card["training"]["precision"] == "fp16" and filt.card["timings"]["steps"] == 2
+
+
+def test_checkpoints_come_by_time_too(artwork, monkeypatch):
+    """A kill before the first checkpoint by steps must not lose the run: with a slow clock, a checkpoint is on
+    disk after the first steps although checkpoint_every is far away."""
+    from rotoscope.paths import runs_dir
+
+    clock = {"t": 0.0}
+
+    def slow_clock():
+        clock["t"] += 0.6  # every reading of the clock: 0.6 s later
+        return clock["t"]
+    monkeypatch.setattr(tr.time, "perf_counter", slow_clock)
+    seen = []
+
+    class Watch(tr.Monitor):
+        def step(self, record, net):
+            path = runs_dir() / "timed" / tr.CHECKPOINT
+            seen.append(tr.checkpoint_state(path)["run"]["step"] if path.exists() else None)
+    tr.train(artwork, "timed", None, TINY.replace(steps=6, checkpoint_every=1000, checkpoint_seconds=1.0),
+             log=quiet, progress=False, monitors=[Watch()])
+    assert seen[0] == 1 and seen == sorted(seen), seen  # on disk from the first step, checkpoint_every=1000

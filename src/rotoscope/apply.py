@@ -86,6 +86,10 @@ def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: App
     src = Path(src)
     if not src.exists():
         raise RotoscopeError(f"no such file or folder: {src}")
+    if not (src.is_file() or src.is_dir()):
+        raise RotoscopeError(f"{src} is not a regular file (a pipe, socket or device): rotoscope reads files")
+    if dest is not None and Path(dest).exists() and Path(dest).resolve() == src.resolve():
+        raise RotoscopeError("the output would overwrite the input: choose another -o")
     if dest is not None and Path(dest).suffix.lower() and Path(dest).suffix.lower() not in WRITE_FORMATS \
             and src.suffix.lower() in IMAGE_SUFFIXES:
         raise RotoscopeError(f"cannot write '{Path(dest).suffix}': use one of {', '.join(sorted(WRITE_FORMATS))}")

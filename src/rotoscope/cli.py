@@ -62,7 +62,10 @@ def train(
     precision: Optional[str] = typer.Option(None, help=_h(TrainConfig, "precision")),
     device: Optional[str] = typer.Option(None, help=_h(TrainConfig, "device")),
     seed: Optional[int] = typer.Option(None, help=_h(TrainConfig, "seed")),
+    checkpoint_every: Optional[int] = typer.Option(None, help=_h(TrainConfig, "checkpoint_every")),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a filter of the same name (without it, an "
+                                   "existing filter is never replaced)."),
     title: Optional[str] = typer.Option(None, help="Title of the artwork, for the card."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run of this name."),
     output: Optional[Path] = typer.Option(None, "-o", "--out", help="Write the filter here instead of the registry."),
@@ -78,8 +81,13 @@ def train(
     explicit = dict(steps=steps, size=size, batch=batch, lr=lr, backbone=backbone, seed=seed,
                     content_weight=content_weight, style_weight=style_weight, color_weight=color_weight,
                     tv_weight=tv_weight, color_match=color_match, precision=precision, device=device, channels=ch,
-                    res_blocks=res_blocks)
+                    res_blocks=res_blocks, checkpoint_every=checkpoint_every)
     cfg = TrainConfig().replace(**{**explicit, **parse_sets(TrainConfig, set_)})
+    from .filter import registry_path
+
+    target = output or registry_path(name)
+    if target.exists() and not (overwrite or resume):  # a typo must not destroy a trained filter
+        raise RotoscopeError(f"a filter named '{name}' exists ({target}); pass --overwrite to replace it")
     run_train(artwork, name, photos, cfg.validate(), title=title, backbone_weights=backbone_weights, resume=resume,
               out=output, log=say, progress=progress)
 

@@ -64,6 +64,9 @@ class TrainConfig:
     eval_every: int = setting(100, "steps between held-out evaluations and pitfall checks", lo=1, hi=1_000_000)
     checkpoint_every: int = setting(100, "steps between checkpoints (an interrupted run resumes from the last)",
                                     lo=1, hi=100_000)
+    # a kill before the first checkpoint by steps lost the whole run: checkpoints come by time as well
+    checkpoint_seconds: float = setting(60.0, "seconds between checkpoints, whatever the step count",
+                                        lo=1.0, hi=86_400.0)
     preview_every: int = setting(250, "steps between preview images in TensorBoard", lo=1, hi=1_000_000)
     # auto: bf16 where the hardware computes it natively (AMX, AVX-512 BF16, CUDA), fp16 on CUDA without bf16, else
     # fp32 (an AVX2 CPU emulates bf16 10x slower than fp32); or bf16 / fp16 / fp32 as asked (devices.py)

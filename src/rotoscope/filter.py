@@ -86,6 +86,8 @@ def read_card(path: str | os.PathLike) -> dict:
         card = json.loads(meta[CARD_KEY])
     except json.JSONDecodeError:
         raise Invalid(f"{path} has a corrupt card") from None
+    if not isinstance(card, dict):
+        raise Invalid(f"{path} has a corrupt card (a JSON {type(card).__name__}, not an object)")
     if card.get("format_version", 0) > FORMAT_VERSION:
         raise Invalid(f"{path} is filter format {card['format_version']}; this rotoscope reads up to "
                       f"{FORMAT_VERSION}: upgrade rotoscope")

@@ -37,6 +37,8 @@ def open_image(path: str | os.PathLike) -> Image.Image:
         raise NotFound(f"no such file: {path}")
     if path.is_dir():
         raise Invalid(f"{path} is a folder, not an image")
+    if not path.is_file():
+        raise Invalid(f"{path} is not a regular file (a pipe, socket or device): rotoscope reads image files")
     limit = max_pixels()
     try:
         with warnings.catch_warnings():

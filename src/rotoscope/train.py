@@ -308,14 +308,18 @@ class Checkpoints(Monitor):
 
     def start(self, run, net):
         self.run, self.started = run, time.perf_counter() - run.seconds
+        self.last_saved = time.perf_counter()
 
     def step(self, record, net):
         self.run.seconds = time.perf_counter() - self.started
-        if record["step"] % self.cfg.checkpoint_every == 0:
+        # by steps, and by time: a slow machine must not lose minutes of work to a kill before step 100
+        if record["step"] % self.cfg.checkpoint_every == 0 or \
+                time.perf_counter() - self.last_saved >= self.cfg.checkpoint_seconds:
             self.save(self.run)
 
     def save(self, run: Run) -> None:
         save_checkpoint(self.path, self.net, self.opt, run, self.cfg, self.meta)
+        self.last_saved = time.perf_counter()
 
     def interrupted(self, run: Run) -> RotoscopeError:
         """Save where the run stands (Ctrl-C or a StopRequest); the error to raise says how to continue."""

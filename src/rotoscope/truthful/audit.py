@@ -168,7 +168,8 @@ def measure(name: str, img: Image.Image, size: tuple[int, int] | None = None) ->
     colourful = 255 * (np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
     mx, mn = a.max(-1), a.min(-1)
     sat = np.where(mx > 1e-6, (mx - mn) / np.maximum(mx, 1e-6), 0.0)
-    gy, gx = np.gradient(luma)
+    # np.gradient needs two samples a side: a 1-pixel-wide picture (1x1, 70000x10 shrunk) is edge-padded to two
+    gy, gx = np.gradient(np.pad(luma, [(0, max(0, 2 - n)) for n in luma.shape], mode="edge"))
     w, h = size or img.size
     return PhotoStats(
         name=name, width=int(w), height=int(h),
