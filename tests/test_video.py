@@ -333,3 +333,17 @@ def test_a_stop_request_ends_a_render_that_the_same_call_resumes(tmp_path):
     lines = []
     out = video.apply_video(filt, clip, dest, ApplySettings(), SMALL, warn=lines.append)
     assert out == dest and any(f"resuming: {8 * kept} frames" in line for line in lines)
+
+
+def test_a_full_queue_does_not_outwait_a_dead_writer():
+    """The writer thread dies (an error, or Ctrl-C in its callback) while the painter waits on a full queue: the
+    wait ends with that error instead of lasting forever (it hung the suite once under load)."""
+    import queue
+    import threading
+
+    from rotoscope.video import render
+
+    q = queue.Queue(maxsize=1)
+    q.put("full")
+    with pytest.raises(KeyboardInterrupt):
+        render._put(q, "more", threading.Event(), [KeyboardInterrupt()])

@@ -87,10 +87,14 @@ class _Stop(Exception):
     pass
 
 
-def _put(q: queue.Queue, item, stop: threading.Event) -> None:
+def _put(q: queue.Queue, item, stop: threading.Event, errors: list | None = None) -> None:
+    """Put with a timeout loop, so that a stop, or an error of the thread at the other end (which will never take
+    from the queue again), ends the wait instead of blocking forever on a full queue."""
     while True:
         if stop.is_set():
             raise _Stop
+        if errors:
+            raise errors[0]
         try:
             q.put(item, timeout=0.2)
             return
@@ -221,10 +225,10 @@ def render_segments(job: RenderJob, progress: bool, warn: Callable[[str], None],
                         out = Stabilizer.apply(fr, s, prev_out) if job.video.stabilize else s
                         prev_out = out
                         fr.rgb = fr.warp = fr.weight = None  # the writer needs only the timing
-                        _put(q_out, (fr, out), stop)
+                        _put(q_out, (fr, out), stop, errors)
                     count = frames[-1].index + 1
                     bar.update(count)
-            _put(q_out, END, stop)
+            _put(q_out, END, stop, errors)
             while writer.is_alive():
                 writer.join(0.2)
                 if errors:
