@@ -14,7 +14,7 @@ from typing import Iterator, Union
 
 from .errors import RotoscopeError
 from .filter import Filter, load_filter
-from .images import IMAGE_SUFFIXES, WRITE_FORMATS, list_images, open_image, read_provenance, save_image
+from .images import IMAGE_SUFFIXES, WRITE_FORMATS, list_images, longer_side, open_image, read_provenance, save_image
 from .stylize import ApplySettings, provenance, resolve, stylize_image
 
 
@@ -37,6 +37,8 @@ class Painted:
     notes: list[str] = field(default_factory=list)
     frames: int | None = None  # for a video
     reused: bool = False  # an earlier, interrupted run had already written it with the same filter and settings
+    precision: str | None = None  # the number format and engine it was painted with (resolved, never "auto")
+    engine: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,7 +68,8 @@ def apply_image(filt: Filter, src: Path, dest: Path, settings: ApplySettings, im
     styled = stylize_image(filt, img, settings)
     out = save_image(styled, dest, provenance(filt, settings, src.name))
     notes = [f"warning: {assessment['message']}"] if assessment and not assessment["in_distribution"] else []
-    return Painted(str(src), str(out), styled.size, round(time.perf_counter() - t0, 3), assessment, notes)
+    return Painted(str(src), str(out), styled.size, round(time.perf_counter() - t0, 3), assessment, notes,
+                   precision=settings.precision, engine=settings.engine)
 
 
 def assess(filt: Filter, img, name: str) -> dict | None:
@@ -139,9 +142,7 @@ def painted_shape(src: Path, size: int | None, is_video: bool, img=None) -> tupl
                 w, h = im.size
     except Exception:  # noqa: BLE001 - unreadable input: reported where it is opened
         w, h = 1280, 720
-    if size:
-        s = size / max(w, h)
-        w, h = max(1, round(w * s)), max(1, round(h * s))
+    w, h = longer_side(w, h, size)
     return h, w
 
 
@@ -156,7 +157,8 @@ def apply_folder(filt: Filter, src: Path, dest: Path, settings: ApplySettings, p
         target = dest / (f.name if f.suffix.lower() in WRITE_FORMATS else f"{f.stem}.png")
         if target.exists() and _same_result(target, filt, settings, f.name):
             # finished by an earlier, interrupted run with the same filter and settings
-            yield Painted(str(f), str(target), _size(target), 0.0, reused=True)
+            yield Painted(str(f), str(target), _size(target), 0.0, reused=True, precision=settings.precision,
+                          engine=settings.engine)
             continue
         try:
             painted = apply_image(filt, f, target, settings)
@@ -179,10 +181,9 @@ def report(filt: Filter, results: list[Result]) -> dict:
     training photos (measured once, while painting), and the warnings."""
     painted = [r for r in results if isinstance(r, Painted)]
     said = [r.text for r in results if isinstance(r, Note)]
-    pick = {k: next((t.split(": ", 1)[1] for t in said if t.startswith(f"{k}: ")), None)
-            for k in ("precision", "engine")}
     return {"filter": filt.name, "card_hash": filt.card_hash,
-            "confidence_measure": (filt.card.get("confidence") or {}).get("measure"), **pick,
+            "confidence_measure": (filt.card.get("confidence") or {}).get("measure"),
+            "precision": painted[0].precision if painted else None, "engine": painted[0].engine if painted else None,
             "outputs": [p.output for p in painted],
             "warnings": [t[len("warning: "):] for t in said if t.startswith("warning: ")]
             + [f"skipped {r.source}: {r.reason}" for r in results if isinstance(r, Skipped)],

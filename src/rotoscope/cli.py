@@ -115,12 +115,9 @@ def apply(
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP + " Picture and video settings both."),
 ):
     """Paint an image, a folder of images, or a video (.mp4 .mov .mkv ..., or numbered frames) with a filter."""
-    from .apply import apply_path
+    from .apply import Painted, Skipped, apply_path
     from .config import fields_of, parse_sets
-    from .stylize import ENGINES
 
-    if engine not in ENGINES:
-        raise RotoscopeError(f"unknown engine '{engine}': use {', '.join(ENGINES)}")
     picture = set(fields_of(ApplySettings))
     for p in set_ or []:
         key = p.partition("=")[0].strip().replace("-", "_")
@@ -138,11 +135,11 @@ def apply(
     for r in apply_path(filter, input, output, settings, progress=progress and not as_json, video=video,
                         preview=preview):
         results.append(r)
-        line = _result_line(r, video, many=input.is_dir() and r.__class__.__name__ == "Painted" and r.frames is None)
+        line = _result_line(r, video, many=input.is_dir() and isinstance(r, Painted) and r.frames is None)
         if line:
             say(line)
-    painted = [r for r in results if r.__class__.__name__ == "Painted"]
-    skipped = sum(r.__class__.__name__ == "Skipped" for r in results)
+    painted = [r for r in results if isinstance(r, Painted)]
+    skipped = sum(isinstance(r, Skipped) for r in results)
     if input.is_dir() and painted and painted[0].frames is None:
         say(f"wrote {len(painted)} image(s) to {Path(painted[0].output).parent}"
             + (f"; {skipped} skipped" if skipped else ""))

@@ -225,14 +225,9 @@ TABLES = {"train": TrainConfig, "net": NetConfig, "apply": ApplySettings, "video
 
 
 def invalid(message: str) -> Exception:
-    from .errors import RotoscopeError
+    from .errors import Invalid
 
-    kind = None
-    try:
-        from .errors import Invalid as kind  # noqa: N813 - the typed error, where errors.py has it
-    except ImportError:
-        pass
-    return (kind or RotoscopeError)(message)
+    return Invalid(message)
 
 
 def describe_field(f: dataclasses.Field) -> str:
@@ -249,8 +244,7 @@ def describe_field(f: dataclasses.Field) -> str:
 
 
 def _field_type(f: dataclasses.Field):
-    t = f.type if not isinstance(f.type, str) else f.type
-    t = str(t)
+    t = str(f.type)  # annotations are strings here (from __future__ import annotations): "int | None", ...
     for name, kind in (("bool", bool), ("int", int), ("float", float), ("str", str), ("tuple", tuple)):
         if t.startswith(name):
             return kind

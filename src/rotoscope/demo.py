@@ -106,19 +106,15 @@ def seconds_per_step(cfg, log=print) -> float:
 
     import torch
 
-    from .backbones import load_backbone
     from .devices import pick_device, resolve_precision
-    from .losses import LossWeights, style_target
-    from .train import FixedBatch, new_network, train_step
+    from .train import FixedBatch, loss_network, new_network, train_step
 
     device = pick_device(cfg.device)
     cfg = cfg.replace(precision=resolve_precision(cfg.precision, device).value, init="random")
-    backbone = load_backbone(cfg.backbone, device=str(device))
+    # the loss network exactly as train() sets it up (bf16 backbone after the fp32 style target), on a stand-in
+    # artwork: the drawn one is not needed to time a step
+    backbone, target, weights = loss_network(cfg, draw_artwork(64), None, device)
     g = torch.Generator().manual_seed(0)
-    target = style_target(backbone, torch.rand(1, 3, 64, 64, generator=g).to(device), cfg.color_match)
-    if cfg.precision == "bf16":  # as train() does: after the target, which is computed in fp32
-        backbone.net.to(torch.bfloat16)
-    weights = LossWeights.of(cfg)
     net, opt, scaler, _init = new_network(cfg, device, log=lambda line: None)
     data = FixedBatch(torch.rand(cfg.batch, 3, cfg.size, cfg.size, generator=g))
     times = []

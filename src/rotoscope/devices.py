@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+from .config import PRECISIONS  # the settings table's list: auto, bf16, fp16, fp32
+
 BF16_MUST_BE = 0.9  # bf16 is chosen on a CPU only when its convolution takes at most this share of fp32's time
 
 

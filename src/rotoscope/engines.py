@@ -20,11 +20,12 @@ from dataclasses import dataclass
 
 import torch
 
+from .config import ApplySettings, fields_of
 from .devices import Choice, _time, cached, fingerprint, physical_cores
 from .errors import RotoscopeError
 from .network import FilterNet
 
-ENGINES = ("auto", "torch", "onnx", "openvino")
+ENGINES = fields_of(ApplySettings)["engine"].metadata["choices"]  # the settings table's: auto, torch, onnx, openvino
 PRECISIONS_OF = {"torch": ("bf16", "fp16", "fp32"), "onnx": ("fp32",), "openvino": ("bf16", "fp32")}
 CALIBRATION_PIXELS = 640 * 360  # larger pictures are timed at this size with their aspect (the ranking held at 720p)
 SMALL_PIXELS = 256 * 256  # pictures up to this size share one calibration at 256x256
@@ -101,10 +102,10 @@ class OpenVinoRunner:
         return self.compiled[key]
 
     def __call__(self, x: torch.Tensor, stats=None) -> torch.Tensor:
-        feed = {"image": x.float().contiguous().cpu().numpy()}
+        from .export import stats_feed
+
+        feed = {"image": x.float().contiguous().cpu().numpy(), **stats_feed(stats or [])}
         mode = "plain" if stats is None else "frozen"
-        for i, (mean, var) in enumerate(stats or []):
-            feed[f"norm{i}_mean"], feed[f"norm{i}_var"] = mean.float().numpy(), var.float().numpy()
         with self.lock:
             out = self._request(mode, tuple(x.shape)).infer(feed)
             return torch.from_numpy(out[0].copy())

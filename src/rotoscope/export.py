@@ -202,13 +202,19 @@ class OnnxRunner:
         feed = {"image": x.float().contiguous().cpu().numpy()}
         if stats is None:
             return torch.from_numpy(self.session("plain").run(["stylized"], feed)[0])
-        for i, (mean, var) in enumerate(stats):
-            feed[f"norm{i}_mean"], feed[f"norm{i}_var"] = mean.float().numpy(), var.float().numpy()
-        return torch.from_numpy(self.session("frozen").run(["stylized"], feed)[0])
+        return torch.from_numpy(self.session("frozen").run(["stylized"], {**feed, **stats_feed(stats)})[0])
 
     def measure(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         out = self.session("measure").run(None, {"image": x.float().contiguous().cpu().numpy()})[1:]
         return [(torch.from_numpy(out[i]), torch.from_numpy(out[i + 1])) for i in range(0, len(out), 2)]
+
+
+def stats_feed(stats: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
+    """Frozen norm statistics as the 'frozen' graph's inputs (onnxruntime and OpenVINO feed them alike)."""
+    feed = {}
+    for i, (mean, var) in enumerate(stats):
+        feed[f"norm{i}_mean"], feed[f"norm{i}_var"] = mean.float().numpy(), var.float().numpy()
+    return feed
 
 
 _RUNNERS: "weakref.WeakKeyDictionary[FilterNet, OnnxRunner]" = weakref.WeakKeyDictionary()

@@ -107,12 +107,18 @@ def to_image(t: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
+def longer_side(w: int, h: int, size: int | None) -> tuple[int, int]:
+    """(w, h) scaled so the longer side is `size` (both ways); None keeps them."""
+    if not size or max(w, h) == size:
+        return w, h
+    s = size / max(w, h)
+    return max(1, round(w * s)), max(1, round(h * s))
+
+
 def resize_longer(img: Image.Image, size: int | None) -> Image.Image:
     """Scale so the longer side is `size` (both ways); None keeps the image as it is."""
-    if not size or max(img.size) == size:
-        return img
-    s = size / max(img.size)
-    return img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.LANCZOS)
+    wh = longer_side(*img.size, size)
+    return img if wh == img.size else img.resize(wh, Image.LANCZOS)
 
 
 def save_image(img: Image.Image, path: str | os.PathLike, provenance: dict | None = None, quality: int = 95) -> Path:

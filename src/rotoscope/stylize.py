@@ -18,10 +18,10 @@ from torch import nn
 
 from .config import ApplySettings  # noqa: F401 - the settings a picture is painted with, re-exported here
 from .devices import autocast, pick_device, resolve_precision
-from .engines import ENGINES, PRECISIONS_OF, pick_engine, require_engine, runner as engine_runner
+from .engines import PRECISIONS_OF, pick_engine, require_engine, runner as engine_runner
 from .errors import RotoscopeError
 from .filter import Filter
-from .images import as_float, resize_longer, split_alpha, to_image, to_uint8_tensor
+from .images import as_float, longer_side, resize_longer, split_alpha, to_image, to_uint8_tensor
 from .network import FilterNet
 
 # pixels per network call (config.ApplySettings says why this many)
@@ -32,8 +32,6 @@ TILE_OVERLAP = 64
 def resolve(filt: Filter, settings: ApplySettings, shape: tuple[int, int]) -> tuple[ApplySettings, list[str]]:
     """Settings with `auto` precision and engine replaced by what this machine does best for pictures of about
     `shape` (h, w), and the lines that say what was chosen and why."""
-    if settings.engine not in ENGINES:
-        raise RotoscopeError(f"unknown engine '{settings.engine}': use one of {', '.join(ENGINES)}")
     settings.validate()
     device = pick_device(settings.device)
     try:
@@ -127,10 +125,7 @@ def resolve_for(filt: Filter, settings: ApplySettings, img: Image.Image) -> Appl
     """resolve() for the size this image will be painted at (settings already resolved are returned as they are)."""
     if settings.resolved:
         return settings
-    w, h = img.size
-    if settings.size:
-        s = settings.size / max(w, h)
-        w, h = max(1, round(w * s)), max(1, round(h * s))
+    w, h = longer_side(*img.size, settings.size)
     return resolve(filt, settings, (h, w))[0]
 
 

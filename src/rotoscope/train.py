@@ -479,7 +479,7 @@ def loss_network(cfg: TrainConfig, art_img, backbone_weights: str | None, device
     art = to_tensor(resize_longer(art_img, cfg.style_size)).to(device)
     backbone = load_backbone(cfg.backbone, backbone_weights, device=str(device))
     target = style_target(backbone, art, cfg.color_match)
-    weights = LossWeights(cfg.content_weight, cfg.style_weight, cfg.color_weight, cfg.tv_weight)
+    weights = LossWeights.of(cfg)
     if cfg.precision == "bf16":
         # the backbone is frozen: hold its weights in bf16 once, instead of autocast re-casting them every step
         backbone.net.to(torch.bfloat16)

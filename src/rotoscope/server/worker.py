@@ -179,7 +179,9 @@ def run(db: str, jobs_root: str, job_id: str) -> int:
             store.finish(job.id, "cancelled", note=f"cancelled at step {cur.step}" if cur else "cancelled")
             log("cancelled")
             return 0
-        if Stop.reason or isinstance(e, KeyboardInterrupt) or type(e).__name__ == "RenderStopped":
+        from ..video.render import RenderStopped
+
+        if Stop.reason or isinstance(e, (KeyboardInterrupt, RenderStopped)):
             why = Stop.reason or "interrupted"
             store.finish(job.id, "queued", note=f"interrupted at step {cur.step if cur else 0} ({why}); "
                                                 f"it resumes when a server runs")

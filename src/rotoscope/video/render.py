@@ -402,7 +402,8 @@ def apply_video_cli(filt: Filter, src, dest, settings: ApplySettings, progress: 
         yield from map(Note, announce)
         with Image.open(path) as im:
             size = im.size
-        yield Painted(str(src), str(path), size, round(time.perf_counter() - t0, 3))
+        yield Painted(str(src), str(path), size, round(time.perf_counter() - t0, 3), precision=settings.precision,
+                      engine=settings.engine)
         return
     lines: list[str] = []
     video = video or VideoConfig()
@@ -423,4 +424,5 @@ def apply_video_cli(filt: Filter, src, dest, settings: ApplySettings, progress: 
         raise
     yield from map(Note, lines)
     yield Painted(str(src), str(out), (job.width, job.height), round(time.perf_counter() - t0, 3),
-                  frames=count_frames(out) if job.kind == "frames" else job.frames_written)
+                  frames=count_frames(out) if job.kind == "frames" else job.frames_written,
+                  precision=job.settings.precision, engine=job.settings.engine)
