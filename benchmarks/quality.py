@@ -62,7 +62,30 @@ SHIPPED = {
     "la-calanque": "signac_la_calanque.jpg",
     "hibiscus-parrots": "tiffany_hibiscus_and_parrots.png",
     "carceri": "piranesi_carceri_etching.png",
+    "rob-roy": "dalziel_rob_roy_crypt_wood_engraving.png",
+    "grande-jatte": "seurat_grande_jatte.jpg",
+    "the-kiss": "klimt_the_kiss.jpg",
+    "impression-sunrise": "monet_impression_sunrise.jpg",
+    "te-fare": "gauguin_te_fare.jpg",
+    "harvesters": "bruegel_the_harvesters.jpg",
+    "poster": "rotoscope_poster.png",  # drawn by rotoscope.demo.draw_poster (--poster), also the demo's artwork
 }
+POSTER = "rotoscope_poster.png"
+POSTER_ROW = {"file": f"styles/{POSTER}", "kind": "style", "title": "Constructivist poster (drawn by code)",
+              "creator": "rotoscope (rotoscope.demo.draw_poster)", "year": "2026", "source_repo": "rotoscope",
+              "source_path": "src/rotoscope/demo.py", "license_basis": "drawn by the project's own code"}
+
+
+def art_file(style: str, tmp: Path) -> Path:
+    """Where a style's artwork is: the shared file, or the poster drawn into the run's temporary folder."""
+    if style != POSTER:
+        return SHARED / "styles" / style
+    path = tmp / POSTER
+    if not path.exists():
+        from rotoscope.demo import draw_poster
+
+        draw_poster().save(path)
+    return path
 SHEET_PHOTOS = 4  # held-out photos shown per contact sheet row
 THUMB = 200
 
@@ -81,7 +104,7 @@ def pick_styles(spec: str | None, all_styles: list[str]) -> list[str]:
     if not spec:
         return all_styles
     if spec == "ship":
-        return list(SHIPPED.values())
+        return [s for s in SHIPPED.values() if s in all_styles]
     if spec.isdigit():  # the first N, spread over the list so a reduced run still covers varied styles
         n = int(spec)
         return [all_styles[round(i * (len(all_styles) - 1) / max(1, n - 1))] for i in range(n)] if n > 1 else all_styles[:1]
@@ -210,7 +233,10 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--styles", default=None, help="N (spread over the list) or comma-separated name parts")
     ap.add_argument("--steps", type=int, default=None, help="training steps per filter (default: TrainConfig's)")
-    ap.add_argument("--backbones", default="vgg16-hed", help="comma-separated, e.g. vgg16-hed,random")
+    ap.add_argument("--backbones", default=None, help="comma-separated, e.g. vgg16-hed,random (default: auto)")
+    ap.add_argument("--variants", default=None,
+                    help='JSON {label: TrainConfig overrides}, each trained per style, e.g. '
+                         '\'{"hed": {"backbone": "vgg16-hed"}, "wide": {"channels": [32, 64, 128]}}\'')
     ap.add_argument("--score-size", type=int, default=384, help="longer side of held-out results when scored")
     ap.add_argument("--curve", action="store_true", help="score snapshots during training (quality vs minutes)")
     ap.add_argument("--eval-every", type=int, default=None)
@@ -219,6 +245,7 @@ def main(argv=None) -> None:
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "quality.md")
     ap.add_argument("--tag", default="", help="label for this run in the results file")
     ap.add_argument("--ship", action="store_true", help="also write shipped styles' filters into the package")
+    ap.add_argument("--poster", action="store_true", help="also train on the poster drawn by rotoscope.demo")
     ap.add_argument("--reuse-shipped", action="store_true",
                     help="score a style's shipped filter as it is instead of training one (its own steps are shown)")
     a = ap.parse_args(argv)
@@ -230,13 +257,21 @@ def main(argv=None) -> None:
 
     meta = manifest()
     styles = pick_styles(a.styles, sorted(meta))
-    backbones = a.backbones.split(",")
+    if a.poster:
+        meta[POSTER] = POSTER_ROW
+        styles.append(POSTER)
+    a.gallery_size = len(meta)
+    if a.variants:
+        variants = json.loads(a.variants)
+    else:
+        variants = {bb: {"backbone": bb} for bb in (a.backbones or "auto").split(",")}
+    backbones = [v.get("backbone", "auto") for v in variants.values()]
     base = TrainConfig().replace(**json.loads(a.set))
     if a.steps:
         base = base.replace(steps=a.steps)
     if a.eval_every:
         base = base.replace(eval_every=a.eval_every)
-    base = base.replace(checkpoint_every=10**9, preview_every=10**9)  # no disk churn inside the benchmark
+    base = base.replace(checkpoint_every=100_000, checkpoint_seconds=86_400.0, preview_every=1_000_000)  # no disk churn
     held = [(n, resize_longer(load_rgb(SHARED / "content" / n), a.score_size)) for n in HOLDOUT]
     a.out.mkdir(parents=True, exist_ok=True)
     results, curves = [], []
@@ -251,14 +286,16 @@ def main(argv=None) -> None:
         # Gram distances in every backbone compared (each favours the filters trained with it: the colour and
         # texture columns are the network-free judges); vgg16-hed is fetched by its first training run
         score_bb = ("random", "vgg16-hed") if "vgg16-hed" in backbones else tuple(metrics.default_backbones())
+        # recognisability: every result ranks all the shared artworks (network-free colour and texture)
+        gal = metrics.gallery({Path(s).stem: art_file(s, tmp) for s in sorted(meta)}, a.score_size)
         try:
             for style in styles:
                 m = meta[style]
-                art = load_rgb(SHARED / "styles" / style)
+                art = load_rgb(art_file(style, tmp))
                 sheet_rows = [row_image([art], f"{m['title']} - {m['creator']}, {m['year']}", h=THUMB),
                               row_image([img for _, img in held[:SHEET_PHOTOS]], "held-out photos")]
-                for bb in backbones:
-                    cfg = base.replace(backbone=bb)
+                for bb, over in variants.items():
+                    cfg = base.replace(**over)
                     snaps = []
                     cpu0, wall0 = time.process_time(), time.perf_counter()
                     name = f"{Path(style).stem}-{bb}"
@@ -270,7 +307,7 @@ def main(argv=None) -> None:
                     else:
                         print(f"[{dt.datetime.now(dt.timezone.utc):%H:%M:%S}] training {name}: {cfg.steps} steps",
                               flush=True)
-                        filt = train(SHARED / "styles" / style, name, photos, cfg, title=m["title"],
+                        filt = train(art_file(style, tmp), name, photos, cfg, title=m["title"],
                                      out=tmp / f"{name}.safetensors", log=lambda s: None, progress=False,
                                      monitors=[Snapshots(cfg, snaps, cpu0)] if a.curve else [])
                         cpu_min = (time.process_time() - cpu0) / 2 / 60
@@ -283,12 +320,17 @@ def main(argv=None) -> None:
                     outs = stylize_all(filt, held, a.score_size)
                     rep = metrics.score_results([(n, p, o) for (n, p), o in zip(held, outs)], art, a.score_size,
                                                 score_bb, name)
+                    rec = metrics.recognise([(name, Path(style).stem, n, o) for (n, _), o in zip(held, outs)], gal)
+                    summ = rec.summary()
                     row = {"style": Path(style).stem, "backbone": bb, "steps": cfg.steps, "cpu_min": cpu_min,
                            "wall_min": wall_min, **rep.mean(),
-                           **{f"photo_{k}": v for k, v in rep.mean("photo_baseline").items()}}
+                           **{f"photo_{k}": v for k, v in rep.mean("photo_baseline").items()},
+                           "both_top1": summ["both_top1"], "texture_top3": summ["texture_top3"],
+                           "color_top1": summ["color_top1"], "rank_both": summ["both_mean_rank"],
+                           "rank_texture": summ["texture_mean_rank"], "ranks": rec.ranks}
                     results.append(row)
-                    print("  " + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
-                          flush=True)
+                    print("  " + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                           for k, v in row.items() if k != "ranks"), flush=True)
                     how = f"shipped {filt.name}" if reuse else f"{cpu_min:.1f} CPU-min"
                     sheet_rows.append(row_image(outs[:SHEET_PHOTOS], f"{bb}: {cfg.steps} steps, {how}"))
                     row_image([thumb(art)] + outs[:SHEET_PHOTOS], f"{m['title']} ({bb}, {cfg.steps} steps, {how})",
@@ -310,20 +352,35 @@ def main(argv=None) -> None:
 
 
 def write_results(a, cfg: TrainConfig, results: list[dict], curves: list[dict], score_bb) -> None:
-    cols = ["cpu_min", "wall_min", *(f"gram_{b}" for b in score_bb), "color", "texture", "ssim", "edges"]
-    head = ["style", "backbone", "steps", *cols, "photo gram_random", "photo color", "photo texture"]
+    cols = ["cpu_min", "wall_min", *(f"gram_{b}" for b in score_bb), "color", "texture", "ssim", "edges",
+            "both_top1", "color_top1", "texture_top3", "rank_both", "rank_texture"]
+    head = ["style", "variant", "steps", *cols, "photo gram_random", "photo color", "photo texture"]
     lines = [f"\n## {a.tag or 'run'} ({dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC)\n",
              f"Command: `python benchmarks/quality.py {' '.join(sys.argv[1:])}`  ",
              f"Recipe: {json.dumps({k: v for k, v in cfg.to_dict().items() if k not in ('checkpoint_every', 'preview_every')})}  ",
              f"Held-out photos ({len(HOLDOUT)}, never trained on): {', '.join(HOLDOUT)}; scored at longer side "
              f"{a.score_size}. Style columns: distance from the artwork (lower = closer; `photo ...` = the same for "
-             "the unstyled photos, the starting point). Content: ssim / edges vs the photo (1 = identical).\n",
+             "the unstyled photos, the starting point). Content: ssim / edges vs the photo (1 = identical). "
+             f"Recognisability: each result ranks all {a.gallery_size} artworks by network-free colour and "
+             "texture (metrics.rank_artworks); `both_top1` = share of results whose own artwork comes first on "
+             "both, `texture_top3` = in the top 3 by texture alone, `rank_*` = its mean rank.\n",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         vals = [r["style"], r["backbone"], str(r["steps"])] + [fmt(r.get(c, float("nan"))) for c in cols]
         vals += [fmt(r.get("photo_gram_random", float("nan"))), fmt(r.get("photo_color", float("nan"))),
                  fmt(r.get("photo_texture", float("nan")))]
         lines.append("| " + " | ".join(vals) + " |")
+    every = [r for res in results for r in res.get("ranks", [])]
+    if every:
+        s = metrics.Recognition(every, a.gallery_size).summary()
+        lines.append(f"\nAll {len(every)} results: both top-1 {s['both_top1']:.0%}, colour top-1 {s['color_top1']:.0%}, "
+                     f"texture top-3 {s['texture_top3']:.0%}, mean rank of the own artwork {s['both_mean_rank']:.1f} "
+                     f"(both), {s['texture_mean_rank']:.1f} (texture).")
+        for label in dict.fromkeys(r["backbone"] for r in results):
+            rows = [x for r in results if r["backbone"] == label for x in r.get("ranks", [])]
+            s = metrics.Recognition(rows, a.gallery_size).summary()
+            lines.append(f"- {label}: both top-1 {s['both_top1']:.0%}, texture top-3 {s['texture_top3']:.0%}, "
+                         f"mean rank {s['both_mean_rank']:.1f}")
     a.results.parent.mkdir(parents=True, exist_ok=True)
     with open(a.results, "a") as f:
         f.write("\n".join(lines) + "\n")

@@ -1,5 +1,6 @@
 """Shared fixtures: tiny images, an isolated ROTOSCOPE_HOME, the shared data folder when present."""
 
+import os
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -16,6 +17,31 @@ torch.set_num_threads(1)
 # ../shared/data beside the repository (worktrees sit one level deeper, so look further up too)
 SHARED = next((p / "shared" / "data" for p in Path(__file__).resolve().parents[1:4] if (p / "shared" / "data").is_dir()),
               Path(__file__).resolve().parents[1].parent / "shared" / "data")
+
+
+def in_ci() -> bool:
+    """CI sets CI=true: there a test's missing need (Chromium, the shared clips, a package) is a failure."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require(available, reason: str) -> None:
+    """Skip a test whose need is missing, saying why; under CI fail instead, so nothing the suite needs goes
+    missing silently."""
+    if available:
+        return
+    if in_ci():
+        pytest.fail(f"CI=true and this test's need is missing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_module(name: str, hint: str = ""):
+    """importorskip that fails under CI."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        require(False, f"{name} is not installed" + (f" ({hint})" if hint else ""))
 
 
 @pytest.fixture(autouse=True)
@@ -148,6 +174,18 @@ def make_filter(path, seed=0):
     card = {"name": Path(path).stem, "architecture": {"channels": list(cfg.channels), "res_blocks": cfg.res_blocks,
                                                       "kernel_outer": cfg.kernel_outer}}
     return save_filter(net, card, path)
+
+
+def assert_one_line_error(code, out, err, *fragments):
+    """The promise for every refused input: exit code 1, exactly one line on stderr ("error: ..."), no traceback,
+    and each fragment in that line."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1, (code, err)
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err + out
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    return lines[0]
 
 
 def rotoscope(*args, capsys):

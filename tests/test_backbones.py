@@ -1,5 +1,10 @@
 """Backbones: torchvision-layout files load by name, checksums are enforced, HED's Keras h5 converts exactly."""
 
+import hashlib
+import io
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -101,16 +106,36 @@ def test_download_failure_explains_the_offline_way(torch_home, monkeypatch):
     assert not bb.torchvision_cache_path("vgg16").exists()
 
 
-def test_download_with_a_bad_checksum_leaves_nothing_in_the_cache(torch_home, monkeypatch):
-    def fake_download(url, dst, hash_prefix=None, progress=True):
-        torch.save(vgg16_torchvision_state(), dst)
-        if not bb.sha256_file(dst).startswith(hash_prefix):
-            raise RuntimeError(f'invalid hash value (expected "{hash_prefix}")')
+class FakeResponse(io.BytesIO):
+    """What urllib's urlopen gives torch.hub: the bytes of a 'download', with its headers."""
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    def info(self):
+        import email.message
+
+        msg = email.message.Message()
+        msg["Content-Length"] = str(len(self.getvalue()))
+        return msg
+
+
+def test_download_with_a_bad_checksum_leaves_nothing_in_the_cache(torch_home, monkeypatch):
+    """Only the network is faked: torch.hub's own download runs and checks the hash prefix rotoscope passes it
+    (the one in the file name), so a download whose bytes do not match is refused and nothing reaches the cache."""
+    buf = io.BytesIO()
+    torch.save(vgg16_torchvision_state(), buf)  # a loadable VGG16: only its checksum is wrong
+    urls = []
+
+    def fake_urlopen(req, *a, **k):
+        urls.append(req.full_url)
+        return FakeResponse(buf.getvalue())
+
+    monkeypatch.setattr(torch.hub, "urlopen", fake_urlopen)
     with pytest.raises(RotoscopeError, match="invalid hash"):
         bb.fetch_torchvision("vgg16", progress=False)
+    assert urls == [bb.TORCHVISION_URLS["vgg16"]]
     assert list(bb.torchvision_cache_path("vgg16").parent.iterdir()) == []
+    # the same bytes under the checksum they do have would be accepted: the refusal above is the checksum's
+    expected = bb.TORCHVISION_URLS["vgg16"].rsplit("-", 1)[1].split(".")[0]
+    assert not hashlib.sha256(buf.getvalue()).hexdigest().startswith(expected)
 
 
 # ---------------------------------------------------------------- HED: Keras h5 -> safetensors
@@ -224,3 +249,105 @@ def test_unknown_backbone_lists_the_choices():
 
 def test_auto_without_imagenet_weights_means_hed(torch_home):
     assert bb.resolve_name("auto") == "vgg16-hed"
+
+
+# ---------------------------------------------------------------- EfficientNet-Lite0
+
+
+def lukemelas_state(seed=0, width=1.0):
+    """A random EfficientNet-Lite0 state dict in lukemelas/EfficientNet-PyTorch's layout, batch norms included."""
+    g = torch.Generator().manual_seed(seed)
+
+    def conv(cout, cin, k):
+        return torch.randn(cout, cin, k, k, generator=g) * (2 / (cin * k * k)) ** 0.5
+
+    def bn(prefix, c):
+        return {f"{prefix}.weight": 1 + 0.1 * torch.randn(c, generator=g), f"{prefix}.bias": 0.1 * torch.randn(c, generator=g),
+                f"{prefix}.running_mean": 0.1 * torch.randn(c, generator=g),
+                f"{prefix}.running_var": 0.5 + torch.rand(c, generator=g), f"{prefix}.num_batches_tracked": torch.tensor(1)}
+
+    state = {"_conv_stem.weight": conv(32, 3, 3), **bn("_bn0", 32)}
+    cin = 32
+    for i, (expand, k, _stride, cout) in enumerate(bb.EFFNET_BLOCKS["efficientnet-lite0"]):
+        p, mid = f"_blocks.{i}.", cin * expand
+        if expand != 1:
+            state |= {p + "_expand_conv.weight": conv(mid, cin, 1), **bn(p + "_bn0", mid)}
+        state |= {p + "_depthwise_conv.weight": conv(mid, 1, k), **bn(p + "_bn1", mid),
+                  p + "_project_conv.weight": conv(cout, mid, 1), **bn(p + "_bn2", cout)}
+        cin = cout
+    return state
+
+
+def effnet_reference(state, x, upto):
+    """EfficientNet-Lite0 written out plainly, batch norms unfolded (eps 1e-3): what the folded network must equal."""
+    import torch.nn.functional as F
+
+    def bn(h, p):
+        return F.batch_norm(h, state[p + ".running_mean"], state[p + ".running_var"], state[p + ".weight"],
+                            state[p + ".bias"], False, 0.0, 1e-3)
+
+    x = (x * 255 - 127) / 128
+    x = F.relu6(bn(F.conv2d(bb.same_pad(x, 3, 2), state["_conv_stem.weight"], stride=2), "_bn0"))
+    for i, (expand, k, stride, cout) in enumerate(bb.EFFNET_BLOCKS["efficientnet-lite0"][:upto + 1]):
+        p, h = f"_blocks.{i}.", x
+        if expand != 1:
+            h = F.relu6(bn(F.conv2d(h, state[p + "_expand_conv.weight"]), p + "_bn0"))
+        h = F.relu6(bn(F.conv2d(bb.same_pad(h, k, stride), state[p + "_depthwise_conv.weight"], stride=stride,
+                                groups=h.shape[1]), p + "_bn1"))
+        h = bn(F.conv2d(h, state[p + "_project_conv.weight"]), p + "_bn2")
+        x = x + h if (stride == 1 and x.shape[1] == cout) else h
+    return x
+
+
+def test_effnet_layer_names_run_in_network_order():
+    names = bb.layer_names("efficientnet-lite0")
+    assert names[:4] == ["stem", "b0", "b1_expand", "b1"] and names[-1] == "b15"
+    for layer in bb.EFFNET_STYLE + bb.EFFNET_CONTENT:
+        assert layer in names
+
+
+def test_effnet_folded_batch_norm_computes_what_the_original_layout_does():
+    state = lukemelas_state()
+    net = bb.EffNetFeatures("efficientnet-lite0", "b7")
+    folded = bb.fold_effnet_state(state)
+    net.load_state_dict({k: v for k, v in folded.items() if k in net.state_dict()})  # truncated after b7
+    x = torch.rand(2, 3, 45, 61)  # odd sizes: TensorFlow's SAME padding puts the extra pixel bottom/right
+    got = net(x, ("b7",))["b7"]
+    assert torch.allclose(got, effnet_reference(state, x, 7), atol=1e-4, rtol=1e-4)
+    # the network stops at the deepest layer asked for, and returns exactly what was asked for
+    out = net(x, ("stem", "b2_expand"))
+    assert set(out) == {"stem", "b2_expand"} and out["b2_expand"].shape[1] == 24 * 6
+
+
+def test_effnet_file_with_the_wrong_checksum_is_refused_and_nothing_is_cached(tmp_path):
+    torch.save(lukemelas_state(), tmp_path / "fake.pth")
+    with pytest.raises(RotoscopeError, match="checksum mismatch"):
+        bb.fetch_effnet(tmp_path / "fake.pth")
+    assert not bb.effnet_cache_path().exists()
+
+
+def test_effnet_weights_in_another_layout_are_refused():
+    with pytest.raises(RotoscopeError, match="lack _conv_stem"):
+        bb.fold_effnet_state({"features.0.weight": torch.zeros(1)})
+
+
+def test_packaged_effnet_weights_are_imagenet_and_recognise_a_cat():
+    """The shipped dependency's file passes its checksum, and with its classifier the folded features name a tabby."""
+    import torch.nn.functional as F
+
+    from rotoscope.images import load_rgb
+
+    cat = Path(__file__).resolve().parents[2] / "shared" / "data" / "content" / "tabby_cat.jpg"
+    if not cat.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"the shared photos are missing ({cat}); CI must have them")
+        pytest.skip("shared photos not beside this checkout")
+    backbone = bb.load_backbone("efficientnet-lite0", layers=("b15",))
+    assert backbone.weights_sha256 == bb.EFFNET_SHA256
+    raw = torch.load(bb._packaged_effnet(), map_location="cpu", weights_only=True)
+    x = torch.from_numpy(np.asarray(load_rgb(cat).resize((224, 224)), dtype=np.float32)).permute(2, 0, 1)[None] / 255
+    h = backbone(x, ("b15",))["b15"]
+    s = raw["_bn1.weight"] / (raw["_bn1.running_var"] + 1e-3).sqrt()
+    h = F.relu6(F.conv2d(h, raw["_conv_head.weight"] * s.view(-1, 1, 1, 1), raw["_bn1.bias"] - raw["_bn1.running_mean"] * s))
+    top = int(F.linear(h.mean((2, 3)), raw["_fc.weight"], raw["_fc.bias"]).argmax())
+    assert 281 <= top <= 285  # ImageNet's domestic cats (tabby, tiger cat, Persian, Siamese, Egyptian)

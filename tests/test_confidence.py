@@ -81,7 +81,7 @@ def test_apply_warns_and_json_reports_distance(card, tmp_path):
     def apply(src):
         r = subprocess.run([sys.executable, "-m", "rotoscope", "apply", str(path), str(src), "-o",
                             str(tmp_path / f"out-{src.stem}.png"), "--json", "--precision", "fp32"],
-                           capture_output=True, text=True, env=env)
+                           capture_output=True, text=True, env=env, timeout=300)
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout), r.stderr
 

@@ -27,14 +27,37 @@ def test_holdout_is_stable_when_photos_are_added_and_never_everything():
     assert split_holdout(names, 0) == set()
 
 
+def flat_photos(n, size=(80, 60)):
+    """n photos of one flat colour each (photo i is grey level 20 * (i + 1)): a crop, resized or flipped, keeps its
+    photo's colour, so every crop says which photo it came from."""
+    return [Photo(f"p{i}.png", Image.new("RGB", size, (20 * (i + 1),) * 3)) for i in range(n)]
+
+
+def source_of(crop: torch.Tensor) -> int:
+    """Which flat photo a crop was cut from (its grey level); the crop must be flat."""
+    level = crop.mul(255).round()
+    assert level.min() == level.max(), "a crop of a flat photo is flat"
+    return int(level.flatten()[0]) // 20 - 1
+
+
 def test_held_out_photos_are_never_in_the_training_crops():
-    data = prepare(photos(6), 32, 0.34)
+    data = prepare(flat_photos(6), 32, 0.34)
     assert len(data.holdout) == 2 and len(data.train) == 4
     assert not set(data.train_names) & set(data.holdout_names)
-    for step in range(5):
+    held = {int(n[1:-4]) for n in data.holdout_names}
+    assert held == {int(n[1:-4]) for n in split_holdout([f"p{i}.png" for i in range(6)], 0.34)}
+    # the held-out tensors are the held-out photos (not merely their names)
+    assert {source_of(t) for t in data.holdout} == held
+    assert {source_of(t) for t in data.train} == set(range(6)) - held
+    seen = set()
+    for step in range(60):
         batch = data.batch(step, 2, 32, seed=0)
         assert batch.shape == (2, 3, 32, 32)
-    assert data.holdout_batch(32).shape == (2, 3, 32, 32)
+        seen |= {source_of(c) for c in batch}
+    assert not seen & held  # no crop of a held-out photo, in 120 crops
+    assert seen == set(range(6)) - held  # and every training photo is used
+    exam = data.holdout_batch(32)
+    assert exam.shape == (2, 3, 32, 32) and {source_of(c) for c in exam} == held
 
 
 def test_crops_depend_only_on_seed_and_step():
@@ -66,7 +89,7 @@ def test_folder_photos_skip_and_count_unreadable_files(tmp_path):
 
 def test_a_folder_with_no_usable_image_is_refused(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"nope")
-    with pytest.raises(RotoscopeError, match=r"no usable image.*\(1 unreadable\)"):
+    with pytest.raises(RotoscopeError, match=r"no usable image.*\(1 unreadable: broken.png\)"):
         folder_photos(tmp_path, warn=lambda m: None)
     with pytest.raises(RotoscopeError, match="not found"):
         folder_photos(tmp_path / "missing")

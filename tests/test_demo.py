@@ -23,3 +23,17 @@ def test_the_drawn_artwork_is_deterministic():
     import numpy as np
 
     assert np.array_equal(np.asarray(demo.draw_artwork(64, seed=1)), np.asarray(demo.draw_artwork(64, seed=1)))
+
+
+def test_the_poster_is_flat_red_black_and_cream_and_deterministic():
+    import numpy as np
+
+    a = np.asarray(demo.draw_poster(150, 200, seed=2)).astype(int)
+    assert a.shape == (200, 150, 3)
+    assert np.array_equal(a, np.asarray(demo.draw_poster(150, 200, seed=2)))
+    # nearly every pixel is within reach of one of the three inks (grain and half-tone aside)
+    inks = np.array([demo.POSTER_RED, demo.POSTER_BLACK, demo.POSTER_CREAM])
+    nearest = np.abs(a[:, :, None, :] - inks[None, None]).sum(-1).min(-1)
+    assert (nearest < 60).mean() > 0.9
+    share = np.bincount(np.abs(a[:, :, None, :] - inks[None, None]).sum(-1).argmin(-1).ravel(), minlength=3) / a[..., 0].size
+    assert share.min() > 0.1  # all three inks carry a real share of the poster

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_scene, rotoscope
+from conftest import assert_one_line_error, make_scene, rotoscope
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -16,14 +16,6 @@ ort = pytest.importorskip("onnxruntime")
 from rotoscope.export import OnnxRunner, export_onnx, read_onnx_card  # noqa: E402
 from rotoscope.filter import CARD_KEY, load_filter  # noqa: E402
 from rotoscope.stylize import TorchRunner, stylize_tensor  # noqa: E402
-
-
-def assert_one_line_error(code, out, err, *fragments):
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code != 0 and len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err + out
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
 
 
 def session(path):

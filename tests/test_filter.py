@@ -49,11 +49,27 @@ def test_a_filter_is_addressed_by_name_or_path(tmp_path):
     assert flt.load_filter(str(elsewhere)).name == "moved"
 
 
-def test_card_hash_names_the_exact_filter():
+def test_card_hash_names_the_exact_filter(tmp_path):
+    """The hash changes with the card and with any weight; the same file, or a copy of it, hashes the same."""
     saved("a")
     saved("b")
-    assert flt.load_filter("a").card_hash != flt.load_filter("b").card_hash
-    assert flt.load_filter("a").card_hash == flt.load_filter("a").card_hash
+    assert flt.load_filter("a").card_hash != flt.load_filter("b").card_hash  # the cards differ (their names)
+    # the same card, other weights: another filter, another hash
+    other = tmp_path / "other" / "a.safetensors"
+    _, _ = saved("a", seed=0)
+    torch.manual_seed(1)
+    flt.save_filter(FilterNet(TINY), card("a"), other)
+    one, two = flt.load_filter("a"), flt.load_filter(other)
+    assert one.card == two.card and one.card_hash != two.card_hash
+    # one weight nudged by the smallest step a float allows
+    nudged = flt.load_filter("a")
+    w = next(iter(nudged.net.parameters()))
+    w.view(-1)[0] = torch.nextafter(w.view(-1)[0], torch.tensor(10.0))
+    assert flt.Filter("a", one.card, nudged.net).card_hash != one.card_hash
+    # a copy of the file, loaded on its own, names the same filter (the hash is of the contents, not the path)
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(one.path.read_bytes())
+    assert flt.load_filter(copy).card_hash == one.card_hash and len(one.card_hash) == 16
 
 
 def test_unknown_name_suggests_the_nearest():
@@ -71,17 +87,54 @@ def test_no_filters_yet_says_how_to_make_one(monkeypatch, tmp_path):
         flt.load_filter("anything")
 
 
-def test_pickle_files_are_refused_without_unpickling(tmp_path):
-    bad = tmp_path / "evil.safetensors"
-    torch.save(FilterNet(TINY).state_dict(), bad)  # a zip-based torch checkpoint
-    with pytest.raises(RotoscopeError, match="never unpickles"):
-        flt.load_filter(bad)
+class Payload:
+    """Unpickling this runs code: it writes the marker file. No loader may ever let it."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('unpickled')",))
+
+
+def pickled_files(folder, marker) -> dict:
+    """The same payload as a raw pickle (protocol 2 and the ASCII protocol 0) and inside a torch zip checkpoint,
+    under names a filter might have."""
     import pickle
 
-    legacy = tmp_path / "legacy.pt"
-    legacy.write_bytes(pickle.dumps({"a": 1}))
-    with pytest.raises(RotoscopeError, match="never unpickles"):
-        flt.load_filter(legacy)
+    files = {"raw.safetensors": pickle.dumps(Payload(marker), protocol=2),
+             "ascii.safetensors": pickle.dumps(Payload(marker), protocol=0),
+             "legacy.pt": pickle.dumps(Payload(marker), protocol=4)}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    torch.save({"w": Payload(marker)}, folder / "zipped.safetensors")
+    return {**{n: folder / n for n in files}, "zipped.safetensors": folder / "zipped.safetensors"}
+
+
+def test_pickle_files_are_refused_without_unpickling(tmp_path):
+    marker = tmp_path / "MARKER"
+    files = pickled_files(tmp_path, marker)
+    for name, path in files.items():
+        for load in (flt.load_filter, flt.read_card, flt.load_filter_file):
+            with pytest.raises(RotoscopeError, match="never unpickles|corrupt|not a safetensors"):
+                load(path)
+        assert not marker.exists(), f"{name} was unpickled"
+    # the same files in the registry: listed as unreadable, never unpickled
+    flt.filters_dir().mkdir(parents=True)
+    for name, path in files.items():
+        (flt.filters_dir() / (path.stem + ".safetensors")).write_bytes(path.read_bytes())
+    listed = {n: c for n, _, c in flt.list_filters()}
+    assert all(listed[p.stem] is None for p in files.values())
+    assert not marker.exists()
+    # the payloads are live: unpickling any of them does write the marker (so the checks above could fail)
+    import pickle
+
+    pickle.loads(files["raw.safetensors"].read_bytes())
+    assert marker.read_text() == "unpickled"
+    marker.unlink()
+    with open(files["zipped.safetensors"], "rb") as f:  # a file object: torch reads a .safetensors name otherwise
+        torch.load(f, weights_only=False)
+    assert marker.exists()
 
 
 def test_foreign_safetensors_is_refused(tmp_path):
@@ -159,7 +212,7 @@ def test_saving_is_atomic(monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(flt, "save_file", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(RotoscopeError, match="cannot write .*keep.safetensors: disk full"):
         flt.save_filter(FilterNet(TINY), card("keep"), flt.registry_path("keep"))
     assert flt.registry_path("keep").read_bytes() == before
     assert sorted(p.name for p in flt.filters_dir().iterdir()) == ["keep.safetensors"]

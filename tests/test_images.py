@@ -136,7 +136,7 @@ def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(Image.Image, "save", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(RotoscopeError, match="cannot write .*out.png: disk full"):
         save_image(gradient(), tmp_path / "out.png")
     assert list(tmp_path.iterdir()) == []
 

@@ -23,8 +23,16 @@ def test_output_is_a_valid_image_and_depends_on_the_input():
     x = torch.rand(2, 3, 20, 28)
     with torch.no_grad():
         y = net(x)
-    assert y.min() >= 0 and y.max() <= 1
     assert not torch.allclose(y[0], y[1])
+    # the last convolution's outputs driven far outside [0, 1] (weights x1000): still an image, and one that reaches
+    # both black and white (a network without its final squashing, or squashed twice, fails one of the two)
+    last = net.decoder[-1][-1]
+    assert isinstance(last, nn.Conv2d) and last.out_channels == 3
+    with torch.no_grad():
+        last.weight.mul_(1000)
+        y = net(x)
+    assert torch.isfinite(y).all() and 0 <= y.min() and y.max() <= 1
+    assert y.min() < 0.01 and y.max() > 0.99
 
 
 def test_no_transposed_convolution_and_instance_norm_throughout():

@@ -28,6 +28,9 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 TINY_TRAIN = {"size": "32", "channels": "8,16,16", "res_blocks": "1", "backbone": "random",
               "precision": "fp32"}  # the same arithmetic on every CPU class: timing budgets hold everywhere
 JOB_TIMEOUT = 600  # seconds: generous, the test machine is shared and may be of the slowest class (AVX2)
+# a wait on a job that keeps progressing does not time out; one with no progress for this long fails (a server
+# start, a worker's start and its first step fit in it many times over: ~10 s here)
+STALL = 180
 
 
 def png_bytes(size=(64, 64), seed=0) -> bytes:
@@ -48,14 +51,26 @@ def store(tmp_path):
     return JobStore(tmp_path / "jobs.sqlite", tmp_path / "jobs")
 
 
-def wait_for(get, until, timeout=JOB_TIMEOUT, every=0.3):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def wait_for(get, until, timeout=JOB_TIMEOUT, every=0.3, progress=None, stall=STALL):
+    """Poll get() until until(value) holds. With `progress` (value -> anything comparable, e.g. the step), the wait
+    lasts while progress is made and gives up only after `stall` seconds without any: it scales with the machine's
+    speed (a slow CPU keeps stepping) instead of guessing it, and a hung job still fails within `stall` seconds."""
+    start = last_change = time.time()
+    seen = object()
+    while True:
         value = get()
         if until(value):
             return value
+        now = time.time()
+        if progress is not None:
+            mark = progress(value)
+            if mark != seen:
+                seen, last_change = mark, now
+            if now - last_change > stall:
+                raise AssertionError(f"no progress for {stall} s; last value: {value}")
+        elif now - start > timeout:
+            raise AssertionError(f"timed out after {timeout} s; last value: {value}")
         time.sleep(every)
-    raise AssertionError(f"timed out; last value: {value}")
 
 
 # ---------------------------------------------------------------- the record
@@ -284,6 +299,17 @@ def status_in_db(job_id):
     return store.get(job_id)
 
 
+STEPS = 120  # enough steps to be killed twice mid-run; ~50 s in all on a 2-core AMX machine
+
+
+def http_progress(r):
+    """What changes while a job advances (None while the server is starting: a start is not progress)."""
+    if r is None or r.status_code != 200:
+        return None
+    j = r.json()
+    return j["status"], j["step"], j["attempts"]
+
+
 def test_a_job_survives_server_restarts():
     """Mid-training, the server dies alone (its worker checkpoints and requeues the job), then the server and its
     worker die together; each new server resumes the job from its checkpoint, and its result outlives restarts."""
@@ -296,13 +322,14 @@ def test_a_job_survives_server_restarts():
         wait_for(lambda: get(port, "/api/health"), lambda r: r is not None and r.status_code == 200, timeout=120)
         r = httpx.post(f"http://127.0.0.1:{port}/api/jobs/train", timeout=30,
                        files={"artwork": ("art.png", png_bytes(), "image/png")},
-                       data={"name": "durable", "steps": "300", "checkpoint_every": "2", **TINY_TRAIN})
+                       data={"name": "durable", "steps": str(STEPS), "checkpoint_every": "2", **TINY_TRAIN})
         job_id = r.json()["id"]
-        wait_for(lambda: get(port, f"/api/jobs/{job_id}").json(), lambda j: j["step"] >= 2, every=0.1)
+        wait_for(lambda: get(port, f"/api/jobs/{job_id}").json(), lambda j: j["step"] >= 2, every=0.1,
+                 progress=lambda j: (j["status"], j["step"]))
         server.kill()
         server.wait()
         job = wait_for(lambda: status_in_db(job_id), lambda j: j.status != "running", timeout=120)
-        assert job.status == "queued" and "has stopped" in job.note and job.step < 300, job
+        assert job.status == "queued" and "has stopped" in job.note and job.step < STEPS, job
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGKILL)
@@ -312,7 +339,7 @@ def test_a_job_survives_server_restarts():
     server = start_server(port)
     try:
         wait_for(lambda: get(port, f"/api/jobs/{job_id}"), lambda r: r is not None and r.json()["attempts"] == 2
-                 and r.json()["step"] >= job.step + 1, every=0.1)
+                 and r.json()["step"] >= job.step + 1, every=0.1, progress=http_progress)
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
     finally:
@@ -325,17 +352,17 @@ def test_a_job_survives_server_restarts():
     server = start_server(port)
     try:
         job = wait_for(lambda: get(port, f"/api/jobs/{job_id}"), lambda r: r is not None and
-                       r.json()["status"] in ("done", "failed", "cancelled"))
+                       r.json()["status"] in ("done", "failed", "cancelled"), progress=http_progress)
         job = job.json()
         assert job["status"] == "done" and job["attempts"] == 3, job
         log = (Path(os.environ["ROTOSCOPE_HOME"]) / "server" / "jobs" / job_id / "log.txt").read_text()
         assert log.count("resuming from the checkpoint") == 2, log
         assert job["note"] == "done after 2 interruption(s), each resumed from its checkpoint"
-        assert [h["step"] for h in job["history"]] == list(range(1, 301))  # no step lost or counted twice
+        assert [h["step"] for h in job["history"]] == list(range(1, STEPS + 1))  # no step lost or counted twice
         result = get(port, f"/api/jobs/{job_id}/result")
         assert result.status_code == 200
         saved = Path(os.environ["ROTOSCOPE_HOME"]) / "filters" / "durable.safetensors"
-        assert result.content == saved.read_bytes() and load_filter_file(saved).card["timings"]["steps"] == 300
+        assert result.content == saved.read_bytes() and load_filter_file(saved).card["timings"]["steps"] == STEPS
     finally:
         server.send_signal(signal.SIGINT)  # a clean stop
         server.wait(60)

@@ -7,6 +7,10 @@
 
 __version__ = "0.1.0"
 
+import os  # noqa: E402
+
+from PIL.Image import Image as PILImage  # noqa: E402
+
 from .config import NetConfig, TrainConfig  # noqa: E402
 from .errors import RotoscopeError  # noqa: E402
 from .filter import Filter, list_filters, load_filter  # noqa: E402
@@ -17,25 +21,50 @@ from .filter import Filter, list_filters, load_filter  # noqa: E402
 from . import stylize as _stylize_module, train as _train_module  # noqa: E402,F401
 
 
-def train(artwork, name, photos=None, **settings):
-    """Train a filter from one artwork; keyword settings override TrainConfig's defaults."""
-    from .train import train as _train
+def train(artwork, name, photos=None, overwrite=False, **settings):
+    """Train a filter from one artwork; keyword settings override TrainConfig's defaults. An existing filter of the
+    same name (or the file `out=`) is never replaced unless overwrite=True, as on the command line."""
+    from .errors import Conflict, Invalid
+    from .train import filter_destination, train as _train
 
     extra = {k: settings.pop(k) for k in ("title", "backbone_weights", "resume", "out", "log", "progress")
              if k in settings}
-    return _train(artwork, name, photos, TrainConfig().replace(**settings), **extra)
+    try:
+        cfg = TrainConfig().replace(**settings)
+    except (TypeError, ValueError) as e:
+        raise Invalid(str(e)) from None
+    target = filter_destination(name, extra.get("out"))
+    if target.exists() and not (overwrite or extra.get("resume")):
+        raise Conflict(f"a filter named '{name}' exists ({target}); pass overwrite=True to replace it")
+    return _train(artwork, name, photos, cfg, **extra)
 
 
-def stylize(filt, image, **settings):
-    """Paint an image (path or PIL image) with a filter (Filter, name or path); returns a PIL image."""
+def stylize(filt, image, mask=None, **settings):
+    """Paint an image (path or PIL image) with a filter (Filter, name or path, or a mix "a:0.6+b:0.4"); returns a
+    PIL image. `mask` (path, PIL image or array, any size): white paints, black keeps the photo, grey blends."""
+    from .errors import Invalid
     from .images import open_image
     from .stylize import ApplySettings, stylize_image
 
+    try:
+        settings = ApplySettings(**settings)
+    except TypeError as e:
+        raise Invalid(f"unknown setting: {e}") from None
+    settings.validate()  # the settings table's ranges, as for the CLI and the server
     if not isinstance(filt, Filter):
-        filt = load_filter(filt)
-    if not hasattr(image, "size"):
+        if not isinstance(filt, (str, os.PathLike)):
+            raise Invalid(f"filt must be a Filter, a filter name or a path (got {type(filt).__name__})")
+        from .mix import load_any
+
+        filt = load_any(filt, settings.mix)
+    if isinstance(image, (str, os.PathLike)):
         image = open_image(image)
-    return stylize_image(filt, image, ApplySettings(**settings))
+    elif not isinstance(image, PILImage):
+        raise Invalid(f"image must be a file path or a PIL image (got {type(image).__module__}."
+                      f"{type(image).__name__})")
+    if image.width < 1 or image.height < 1:
+        raise Invalid(f"image is {image.width}x{image.height}: nothing to paint")
+    return stylize_image(filt, image, settings, mask)
 
 
 __all__ = ["train", "stylize", "load_filter", "list_filters", "Filter", "TrainConfig", "NetConfig", "RotoscopeError"]

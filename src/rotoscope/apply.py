@@ -7,14 +7,16 @@ serialisation (report()).
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Union
 
-from .errors import RotoscopeError
-from .filter import Filter, load_filter
+from .errors import CannotWrite, NotFound, RotoscopeError
+from .filter import Filter
 from .images import IMAGE_SUFFIXES, WRITE_FORMATS, list_images, longer_side, open_image, read_provenance, save_image
+from .paths import check_writable
 from .stylize import ApplySettings, provenance, resolve, stylize_image
 
 
@@ -59,14 +61,14 @@ def default_output(filt: Filter, src: Path) -> Path:
     return src.with_name(f"{src.stem}-{filt.name}{src.suffix if src.suffix.lower() in WRITE_FORMATS else '.png'}")
 
 
-def apply_image(filt: Filter, src: Path, dest: Path, settings: ApplySettings, img=None) -> Painted:
+def apply_image(filt: Filter, src: Path, dest: Path, settings: ApplySettings, img=None, mask=None) -> Painted:
     """Paint one image file and write it (with provenance); the input's distance from the training photos is
-    measured on the way."""
+    measured on the way. `mask`: where to paint (mask.py)."""
     t0 = time.perf_counter()
     img = img if img is not None else open_image(src)
     assessment = assess(filt, img, src.name)
-    styled = stylize_image(filt, img, settings)
-    out = save_image(styled, dest, provenance(filt, settings, src.name))
+    styled = stylize_image(filt, img, settings, mask)
+    out = save_image(styled, dest, _provenance(filt, settings, src.name, mask))
     notes = [f"warning: {assessment['message']}"] if assessment and not assessment["in_distribution"] else []
     return Painted(str(src), str(out), styled.size, round(time.perf_counter() - t0, 3), assessment, notes,
                    precision=settings.precision, engine=settings.engine)
@@ -81,10 +83,12 @@ def assess(filt: Filter, img, name: str) -> dict | None:
 
 
 def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: ApplySettings,
-               progress: bool = True, video=None, preview: int | None = None) -> Iterator[Result]:
+               progress: bool = True, video=None, preview: int | None = None, mask=None) -> Iterator[Result]:
     """Apply to a file or a folder; yields a Note for each thing said, a Painted per input written.
 
     Videos and folders of numbered frames go to video.py (`video` is a config.VideoConfig, `preview` a frame count).
+    `filter` may be a mix ("a:0.6+b:0.4", mix.py); `mask` a mask image, or for a video a folder of one per frame
+    (mask.py).
     """
     src = Path(src)
     if not src.exists():
@@ -96,7 +100,11 @@ def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: App
     if dest is not None and Path(dest).suffix.lower() and Path(dest).suffix.lower() not in WRITE_FORMATS \
             and src.suffix.lower() in IMAGE_SUFFIXES:
         raise RotoscopeError(f"cannot write '{Path(dest).suffix}': use one of {', '.join(sorted(WRITE_FORMATS))}")
-    filt = filter if isinstance(filter, Filter) else load_filter(filter)
+    from .mix import load_any
+
+    filt = filter if isinstance(filter, Filter) else load_any(filter, settings.mix)
+    if isinstance(mask, (str, os.PathLike)) and not Path(mask).exists():
+        raise NotFound(f"no such mask file or folder: {mask}")
     from . import video as vid
 
     is_video = vid.is_video_path(src) or (src.is_dir() and vid.frame_sequence(src))
@@ -106,21 +114,36 @@ def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: App
         raise RotoscopeError(f"no images in {src}")
     # bad input is found before anything is said, so that an error stays one line
     img = open_image(src) if src.is_file() and not is_video else None
+    if mask is not None and not is_video:
+        from .mask import read_mask
+
+        read_mask(mask)  # a folder of masks is for a video (one mask per frame)
     # precision and engine are chosen once per run, for the size of its first picture; the lines saying which and
     # why come first in the output (a video says them once its job is checked)
     settings, lines = resolve(filt, settings, painted_shape(src, settings.size, is_video, img))
     if is_video:
-        yield from vid.apply_video_cli(filt, src, dest, settings, progress, video, preview, announce=lines)
+        yield from vid.apply_video_cli(filt, src, dest, settings, progress, video, preview, announce=lines,
+                                       mask=mask)
         return
-    yield from map(Note, lines)
+    # what was chosen is said with the first result, so that an input or output that fails is one line: the error
     if src.is_dir():
-        yield from apply_folder(filt, src, Path(dest) if dest else src.with_name(f"{src.name}-{filt.name}"),
-                                settings, progress)
+        folder = Path(dest) if dest else src.with_name(f"{src.name}-{filt.name}")
+        yield from _said_first(lines, apply_folder(filt, src, folder, settings, progress, mask))
         return
     dest = Path(dest) if dest else default_output(filt, src)
-    painted = apply_image(filt, src, dest, settings, img)
+    painted = apply_image(filt, src, dest, settings, img, mask)
+    yield from map(Note, lines)
     yield from map(Note, painted.notes)
     yield painted
+
+
+def _said_first(lines: list[str], results: Iterator[Result]) -> Iterator[Result]:
+    """The lines saying what was chosen, then the results: the lines once the first result is in."""
+    for r in results:
+        yield from map(Note, lines)
+        lines = []
+        yield r
+    yield from map(Note, lines)
 
 
 def painted_shape(src: Path, size: int | None, is_video: bool, img=None) -> tuple[int, int]:
@@ -146,22 +169,25 @@ def painted_shape(src: Path, size: int | None, is_video: bool, img=None) -> tupl
     return h, w
 
 
-def apply_folder(filt: Filter, src: Path, dest: Path, settings: ApplySettings, progress: bool) -> Iterator[Result]:
+def apply_folder(filt: Filter, src: Path, dest: Path, settings: ApplySettings, progress: bool,
+                 mask=None) -> Iterator[Result]:
     from rich.progress import track
 
     files = list_images(src)
     if not files:
         raise RotoscopeError(f"no images in {src}")
-    dest.mkdir(parents=True, exist_ok=True)
+    check_writable(dest)  # a folder that cannot be written ends the run in one line, before any painting
     for f in track(files, description="painting", disable=not progress, transient=True):
         target = dest / (f.name if f.suffix.lower() in WRITE_FORMATS else f"{f.stem}.png")
-        if target.exists() and _same_result(target, filt, settings, f.name):
+        if target.exists() and _same_result(target, filt, settings, f.name, mask):
             # finished by an earlier, interrupted run with the same filter and settings
             yield Painted(str(f), str(target), _size(target), 0.0, reused=True, precision=settings.precision,
                           engine=settings.engine)
             continue
         try:
-            painted = apply_image(filt, f, target, settings)
+            painted = apply_image(filt, f, target, settings, mask=mask)
+        except CannotWrite:
+            raise  # the output's fault (a full disk): every later image would fail the same way
         except RotoscopeError as e:
             yield Skipped(str(f), str(e))
             continue
@@ -200,10 +226,21 @@ def _no_distance(filt: Filter, p: Painted) -> str:
     return "this filter's card has no training statistics (trained before they were stored)"
 
 
-def _same_result(target: Path, filt: Filter, settings: ApplySettings, source: str) -> bool:
+def _same_result(target: Path, filt: Filter, settings: ApplySettings, source: str, mask=None) -> bool:
     try:
         prov = read_provenance(target)
     except Exception:
         return False
     return bool(prov) and prov.get("card_hash") == filt.card_hash and prov.get("settings") == settings.to_dict() \
-        and prov.get("source") == source
+        and prov.get("source") == source \
+        and prov.get("mask") == _provenance(filt, settings, source, mask).get("mask")
+
+
+def _provenance(filt: Filter, settings: ApplySettings, source: str, mask=None) -> dict:
+    """stylize.provenance, and the mask when there is one (its file name and hash, the feathering)."""
+    prov = provenance(filt, settings, source)
+    if mask is not None:
+        from .mask import describe
+
+        prov["mask"] = {"mask": describe(mask), "feather": settings.feather}
+    return prov

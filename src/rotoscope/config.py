@@ -49,7 +49,8 @@ class TrainConfig:
     lr: float = setting(1e-3, "learning rate at the start of the cosine schedule", lo=1e-7, hi=1.0)
     lr_final: float = setting(1e-4, "learning rate at the end of the cosine schedule", lo=0.0, hi=1.0)
     backbone: str = setting("auto", "loss network: auto = vgg16 when its ImageNet weights are present, else "
-                            "vgg16-hed", choices=("auto", "vgg16", "vgg19", "vgg16-hed", "random"))
+                            "vgg16-hed", choices=("auto", "vgg16", "vgg19", "vgg16-hed", "efficientnet-lite0",
+                                         "efficientnet-lite0-swag", "random"))
     style_size: int = setting(384, "the artwork's longer side when its features are taken", lo=16, hi=4096)
     # 1.0 let the photo dissolve into texture on the HED backbone (our trial)
     content_weight: float = setting(3.0, "weight of the content term: how much of the photo's shapes survive",
@@ -141,11 +142,25 @@ class ApplySettings:
                                    lo=4096, hi=1 << 40)
     engine: str = setting("auto", "auto (the fastest here, measured once and cached), torch, onnx or openvino",
                           choices=("auto", "torch", "onnx", "openvino"))
+    # guided.py; measured in benchmarks/bench_paint_scale.py
+    paint_scale: float = setting(1.0, "paint at this share of the size, then restore the photo's edges by guided "
+                                 "upsampling: 0.5 is about 3x faster and gives bigger strokes", lo=0.1, hi=1.0)
+    # masks (mask.py): the mask image itself is data, passed beside the settings (stylize_image(mask=...))
+    keep: str | None = setting(None, "leave regions unpainted, found automatically: faces (offline, the cascade "
+                               "scikit-image ships)", choices=("faces",))
+    feather: float = setting(0.01, "mask edges blurred over this share of the picture's longer side", lo=0.0,
+                             hi=0.25)
+    # mixing filters (mix.py): how "a:0.6+b:0.4" paints; measured in benchmarks/mix.py (README, "Mixing filters")
+    mix: str = setting("weights", "how a mix of filters (a:0.6+b:0.4) paints: weights (one network, its weights "
+                       "interpolated) or outputs (each filter paints, the paintings are blended)",
+                       choices=("weights", "outputs"))
 
     def to_dict(self) -> dict:
         """What a painted file's provenance records: after resolve(), the precision and engine actually used."""
         return {"size": self.size, "strength": self.strength, "preserve_colors": self.preserve_colors,
-                "precision": self.precision, "engine": self.engine}
+                "precision": self.precision, "engine": self.engine,
+                **({"paint_scale": self.paint_scale} if self.paint_scale != 1.0 else {}),
+                **({"keep": self.keep, "feather": self.feather} if self.keep else {})}
 
     @property
     def resolved(self) -> bool:

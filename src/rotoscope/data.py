@@ -87,15 +87,20 @@ def folder_photos(folder: str | os.PathLike, warn=print) -> tuple[list[Photo], l
     folder = Path(folder)
     if not folder.is_dir():
         raise RotoscopeError(f"photos folder not found: {folder}")
-    photos, skipped = [], []
+    photos, skipped, reasons = [], [], []
     for path in list_images(folder):
         try:
             photos.append(Photo(path.name, load_rgb(path)))
         except RotoscopeError as e:
-            warn(f"warning: skipping {e}")
+            reasons.append(f"warning: skipping {e}")
             skipped.append(path.name)
-    if not photos:
-        raise RotoscopeError(f"no usable image in {folder}" + (f" ({len(skipped)} unreadable)" if skipped else ""))
+    if not photos:  # one line: the error says what the warnings would have
+        raise RotoscopeError(f"no usable image in {folder}" + (f" ({len(skipped)} unreadable: "
+                                                              f"{', '.join(skipped[:3])}"
+                                                              f"{', ...' if len(skipped) > 3 else ''})"
+                                                              if skipped else ""))
+    for line in reasons:
+        warn(line)
     return photos, skipped
 
 

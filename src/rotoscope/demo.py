@@ -1,7 +1,8 @@
 """`rotoscope demo`: the whole idea in a few minutes, with nothing to download but the offline backbone.
 
-The artwork is drawn here by code (swirling brush strokes in a bold palette, so nothing is copied from
-anywhere), the photos are scikit-image's bundled ones, and the result is a before/after sheet.
+The artwork is drawn here by code (a constructivist propaganda poster: flat red, black and cream geometry, so
+nothing is copied from anywhere), the photos are scikit-image's bundled ones, and the result is a before/after
+sheet. `draw_artwork` (swirling strokes) is the tests' small stand-in artwork.
 """
 
 from __future__ import annotations
@@ -54,6 +55,81 @@ def draw_artwork(size: int = 512, seed: int = 0) -> Image.Image:
             pts.append((x, y))
         d.line(pts, fill=color, width=int(rng.integers(4, 9)), joint="curve")
     return img
+
+
+POSTER_RED, POSTER_BLACK, POSTER_CREAM = (196, 30, 36), (24, 20, 20), (236, 224, 196)
+
+
+def draw_poster(width: int = 600, height: int = 800, seed: int = 0) -> Image.Image:
+    """A constructivist propaganda poster drawn by code: flat red, black and cream geometry, a red wedge into a
+    pale circle, rays, factory blocks, heavy lettering, printed on grainy paper with the red plate a little off
+    register. The demo's artwork: the kind of picture rotoscope's first user trained on."""
+    rng = np.random.default_rng(seed)
+    W, H = width, height
+    s = min(W, H) / 600  # every length is in units of a 600 px poster
+    red = Image.new("L", (W, H), 0)  # the two printing plates, drawn separately, then inked on paper
+    black = Image.new("L", (W, H), 0)
+    r, k = ImageDraw.Draw(red), ImageDraw.Draw(black)
+    # rays from the lower left, alternate wedges inked black
+    ox, oy = -0.1 * W, 1.05 * H
+    for i in range(4):
+        a0 = math.radians(-80 + i * 13)
+        a1 = a0 + math.radians(0.9)
+        far = 2.2 * max(W, H)
+        pts = [(ox, oy), (ox + far * math.cos(a0), oy + far * math.sin(a0)), (ox + far * math.cos(a1), oy + far * math.sin(a1))]
+        k.polygon(pts, fill=255)
+    # a broad black diagonal band and a pale circle sitting on it
+    band = [(0, 0.62 * H), (W, 0.30 * H), (W, 0.44 * H), (0, 0.76 * H)]
+    # a red sun, half hidden behind the band
+    sx, sy, sr = 0.22 * W, 0.66 * H, 95 * s
+    r.ellipse([sx - sr, sy - sr, sx + sr, sy + sr], fill=255)
+    k.polygon(band, fill=255)
+    # a paper-coloured circle cut out of the band, and the red wedge driving into it
+    cx, cy, rad = 0.66 * W, 0.37 * H, 120 * s
+    k.ellipse([cx - rad - 14 * s, cy - rad - 14 * s, cx + rad + 14 * s, cy + rad + 14 * s], fill=255)
+    k.ellipse([cx - rad, cy - rad, cx + rad, cy + rad], fill=0)
+    r.ellipse([cx - rad, cy - rad, cx + rad, cy + rad], fill=0)
+    r.polygon([(0.04 * W, 0.17 * H), (cx + 0.3 * rad, cy + 0.1 * rad), (0.10 * W, 0.36 * H)], fill=255)
+    # factory blocks and chimneys along the bottom, black; smoke as red discs
+    x = 0.02 * W
+    while x < W:
+        bw, bh = rng.uniform(40, 90) * s, rng.uniform(60, 160) * s
+        k.rectangle([x, H - bh, x + bw, H], fill=255)
+        if rng.random() < 0.5:
+            cw, ch = 14 * s, rng.uniform(120, 220) * s
+            k.rectangle([x + bw * 0.3, H - ch, x + bw * 0.3 + cw, H], fill=255)
+            for j in range(3):
+                d = (18 + 7 * j) * s
+                px, py = x + bw * 0.3 + cw / 2 + j * 16 * s, H - ch - (j + 1) * 22 * s
+                r.ellipse([px - d / 2, py - d / 2, px + d / 2, py + d / 2], fill=255)
+        x += bw + rng.uniform(4, 16) * s
+    # heavy lettering on a red bar across the top, and a black bar with cream letters
+    r.rectangle([0, 0.04 * H, W, 0.04 * H + 78 * s], fill=255)
+    k.rectangle([0, 0.04 * H, W, 0.04 * H + 78 * s], fill=0)
+    font = ImageFont.load_default(size=max(8, int(64 * s)))
+    heavy = max(1, int(3 * s))
+    r.text((0.05 * W, 0.04 * H + 4 * s), "ROTOSCOPE", fill=0, font=font, stroke_width=heavy, stroke_fill=0)
+    k.text((0.05 * W, 0.04 * H + 4 * s), "ROTOSCOPE", fill=255, font=font, stroke_width=heavy, stroke_fill=255)
+    k.rectangle([0.48 * W, 0.83 * H - 44 * s, W, 0.83 * H], fill=255)
+    small = ImageFont.load_default(size=max(8, int(26 * s)))
+    k.text((0.51 * W, 0.83 * H - 38 * s), "PAINT EVERY FRAME", fill=0, font=small, stroke_width=1, stroke_fill=0)
+    # ink on paper: red plate shifted a few pixels (misregistration), grain everywhere, halftone in the sun
+    paper = np.empty((H, W, 3), np.float32)
+    paper[:] = POSTER_CREAM
+    shift = (int(rng.integers(2, 5) * s), int(rng.integers(1, 4) * s))
+    red_a = np.roll(np.asarray(red, np.float32) / 255, shift, axis=(0, 1))
+    yy, xx = np.mgrid[0:H, 0:W]
+    dots = ((np.sin(xx * 0.55) * np.sin(yy * 0.55)) > 0.2).astype(np.float32)
+    in_sun = ((xx - sx) ** 2 + (yy - sy) ** 2) < sr ** 2
+    red_a = np.where(in_sun, red_a * (0.55 + 0.45 * dots), red_a)
+    black_a = np.asarray(black, np.float32) / 255
+    img = paper * (1 - red_a[..., None]) + np.array(POSTER_RED, np.float32) * red_a[..., None]
+    img = img * (1 - black_a[..., None]) + np.array(POSTER_BLACK, np.float32) * black_a[..., None]
+    grain = rng.normal(0, 7, (H, W, 1)).astype(np.float32)
+    blotch = np.asarray(Image.fromarray(rng.integers(0, 255, (H // 16 + 1, W // 16 + 1), dtype=np.uint8))
+                        .resize((W, H), Image.BICUBIC), np.float32)[..., None]
+    img = img + grain + (blotch - 128) * 0.06
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
 def sheet(rows: list[tuple[Image.Image, Image.Image]], art: Image.Image, cell: int = 256,
@@ -137,8 +213,8 @@ def run_demo(out_dir: Path, steps: int | None = None, backbone: str = "auto", lo
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     art_path = out_dir / "demo-artwork.png"
-    save_image(draw_artwork(), art_path)
-    log(f"drew the artwork: {art_path}")
+    save_image(draw_poster(), art_path)
+    log(f"drew the artwork (a constructivist poster): {art_path}")
 
     chosen = resolve_name(backbone)
     try:
@@ -155,7 +231,7 @@ def run_demo(out_dir: Path, steps: int | None = None, backbone: str = "auto", lo
         log(f"demo: {per_step:.2f} s per step here, so {steps} steps (about {steps * per_step / 60:.1f} min of "
             f"training; `--steps N` to choose)")
     cfg = cfg.replace(steps=steps)
-    filt = train(art_path, name, None, cfg, title="rotoscope demo swirls (drawn by code)", log=log,
+    filt = train(art_path, name, None, cfg, title="rotoscope demo poster (constructivist, drawn by code)", log=log,
                  progress=progress)
 
     photos = {p.name: p.image for p in sample_photos()}

@@ -49,7 +49,22 @@ def pick_device(name: str = "auto") -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("mps" if mps_available() else "cpu")
-    return torch.device(name)
+    # a device this machine does not have is one line here, not an assertion deep inside torch later
+    from .errors import RotoscopeError
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise RotoscopeError(f"unknown device '{name}': use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise RotoscopeError(f"device {name}: no CUDA GPU here (use --device auto or cpu)")
+        if device.index is not None and device.index >= count:
+            raise RotoscopeError(f"device {name}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    if device.type == "mps" and not mps_available():
+        raise RotoscopeError(f"device {name}: no Apple GPU (mps) here (use --device auto or cpu)")
+    return device
 
 
 # ---------------------------------------------------------------- the CPU

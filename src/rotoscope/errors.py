@@ -41,10 +41,16 @@ class Invalid(RotoscopeError):
     kind = "invalid"
 
 
+class CannotWrite(RotoscopeError):
+    """The file system refused a write: a read-only or missing folder, no permission, a full disk."""
+
+    kind = "cannot write"
+
+
 class Unsupported(Invalid):
     """Input of a type that is not accepted at all (an upload that is not an image or not a video)."""
 
     kind = "unsupported"
 
 
-__all__ = ["RotoscopeError", "NotFound", "Refused", "Conflict", "TooLarge", "Invalid", "Unsupported"]
+__all__ = ["RotoscopeError", "NotFound", "Refused", "Conflict", "TooLarge", "Invalid", "Unsupported", "CannotWrite"]

@@ -9,6 +9,7 @@ name or by path. Nothing is ever unpickled.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -40,10 +42,15 @@ class Filter:
     net: FilterNet
     path: Path | None = None
 
-    @property
+    @functools.cached_property
     def card_hash(self) -> str:
-        """Short hash of the card: names exactly which filter made an output."""
-        return hashlib.sha256(json.dumps(self.card, sort_keys=True).encode()).hexdigest()[:16]
+        """Short hash of the card and the weights: names exactly which filter made an output (two filters with the
+        same card but other weights, a retrained one or a file edited by hand, have different hashes)."""
+        h = hashlib.sha256(json.dumps(self.card, sort_keys=True).encode())
+        for k, v in sorted(self.net.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
 
 
 def check_name(name: str) -> str:
@@ -65,10 +72,15 @@ def save_filter(net: FilterNet, card: dict, path: str | os.PathLike) -> Path:
 def read_card(path: str | os.PathLike) -> dict:
     """The card alone (cheap: reads the header only). Refuses pickles and foreign files with one line."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise Invalid(f"{path} is not a filter file (a folder, pipe or device)")
     if not path.is_file():
         raise NotFound(f"no such filter file: {path}")
-    with open(path, "rb") as f:
-        head = f.read(9)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError as e:
+        raise Invalid(f"{path}: cannot read it ({e.strerror})") from None
     # safetensors: an 8-byte little-endian header length, then the JSON header. Its first byte may be anything
     # (0x80 included), so recognise safetensors first and only then look for pickle (0x80) or zip (PK) magic
     looks_safetensors = head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
@@ -126,6 +138,8 @@ def find_filter(name_or_path: str | os.PathLike) -> Path:
     s = str(name_or_path)
     p = Path(s)
     if p.suffix == SUFFIX or os.sep in s or p.is_file():
+        if p.exists() and not p.is_file():
+            raise Invalid(f"{p} is not a filter file (a folder, pipe or device)")
         if not p.is_file():
             raise NotFound(f"no such filter file: {p}")
         return p
@@ -159,7 +173,14 @@ def remove_filter(name: str) -> Path:
         if (SHIPPED_DIR / f"{name}{SUFFIX}").exists():
             raise Refused(f"'{name}' ships with rotoscope and cannot be removed")
         find_filter(name)  # raises with suggestions
-    path.unlink()
+    if path.exists() and not path.is_file():
+        raise Refused(f"{path} is not a filter file (a folder, pipe or device): rotoscope removes only filter files")
+    try:
+        path.unlink()
+    except OSError as e:
+        from .paths import write_failure
+
+        raise write_failure(e, path) from None
     return path
 
 

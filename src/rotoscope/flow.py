@@ -40,6 +40,9 @@ def frame_float(frame: np.ndarray) -> np.ndarray:
     return frame.astype(np.float32, copy=False)
 
 
+DIS_MIN_SIDE = 16  # OpenCV's DIS needs 12 px a side or more
+
+
 def gray(frame: np.ndarray) -> np.ndarray:
     """H x W x 3 (uint8 or float 0-1) -> H x W uint8 luminance, what DIS works on."""
     if frame.dtype != np.uint8:
@@ -55,10 +58,15 @@ def flow(a: np.ndarray, b: np.ndarray, max_side: int = FLOW_MAX_SIDE, preset: st
     h, w = ga.shape
     s = min(1.0, max_side / max(h, w))
     if s < 1:
-        size = (max(8, round(w * s)), max(8, round(h * s)))
+        size = (max(DIS_MIN_SIDE, round(w * s)), max(DIS_MIN_SIDE, round(h * s)))
         ga, gb = cv2.resize(ga, size, interpolation=cv2.INTER_AREA), cv2.resize(gb, size, interpolation=cv2.INTER_AREA)
+    elif min(h, w) < DIS_MIN_SIDE:  # DIS refuses frames under 12 px a side: flow on an enlarged copy, scaled back
+        s = 2.0  # any s != 1: the flow is resized and rescaled to (w, h) below
+        size = (max(w, DIS_MIN_SIDE), max(h, DIS_MIN_SIDE))
+        ga, gb = cv2.resize(ga, size, interpolation=cv2.INTER_LINEAR), cv2.resize(gb, size,
+                                                                                 interpolation=cv2.INTER_LINEAR)
     f = _dis(preset).calc(ga, gb, None)
-    if s < 1:
+    if s != 1:
         sx, sy = w / f.shape[1], h / f.shape[0]
         f = cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR)
         f[..., 0] *= sx

@@ -100,6 +100,14 @@ class StyleTarget:
     color_cov: torch.Tensor
     color_match: str = _DEFAULTS.color_match
     color_sorted: torch.Tensor | None = None  # (k, M) sorted projections of the artwork's pixels ("sliced")
+    temperatures: dict[str, float] | None = None  # per style layer, for backbones whose spec asks for a softmax
+
+
+def style_features(f: torch.Tensor, temperature: float | None) -> torch.Tensor:
+    """A style layer's features as the Gram matrix sees them: as they are, or (SWAG, Wang et al. 2021) a softmax
+    over channels at each position, at a temperature fixed from the artwork (the layer's std there), which spreads
+    the few huge activations of a non-VGG network over the channels."""
+    return f if temperature is None else torch.softmax(f.float() / temperature, dim=1)
 
 
 COLOR_MATCHES = ("moments", "sliced")
@@ -113,7 +121,9 @@ def style_target(backbone: Backbone, art: torch.Tensor, color_match: str = _DEFA
         feats = backbone(art.float(), backbone.spec.style_layers)
         mu, cov = color_stats(art)
         srt = sorted_projections(art, color_directions())[0] if color_match == "sliced" else None
-    return StyleTarget({k: gram(v) for k, v in feats.items()}, mu, cov, color_match, srt)
+        temps = {k: float(v.float().std()) + 1e-6 for k, v in feats.items()} if backbone.spec.softmax else None
+    grams = {k: gram(style_features(v, (temps or {}).get(k))) for k, v in feats.items()}
+    return StyleTarget(grams, mu, cov, color_match, srt, temps)
 
 
 @dataclass
@@ -139,7 +149,9 @@ def perceptual_loss(backbone: Backbone, target: StyleTarget, weights: LossWeight
         with torch.no_grad():
             photo_feats = backbone(photo, spec.content_layers)
     content = sum(relative_mse(out_feats[k], photo_feats[k]) for k in spec.content_layers) / len(spec.content_layers)
-    style = sum(relative_mse(gram(out_feats[k]), target.grams[k]) for k in spec.style_layers) / len(spec.style_layers)
+    temps = target.temperatures or {}
+    style = sum(relative_mse(gram(style_features(out_feats[k], temps.get(k))), target.grams[k])
+                for k in spec.style_layers) / len(spec.style_layers)
     # colours live in [0, 1] units; x10 puts a 0.1 shift of every pixel on the order of the other terms (for
     # "sliced" a uniform shift v scores |v|^2 / 3, the mean over directions, about the moments' mean term)
     if target.color_match == "sliced":

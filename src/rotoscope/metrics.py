@@ -8,6 +8,10 @@ Style fidelity (result vs artwork; 0 = same statistics, larger = further):
             uniform colour shift by dE Lab units scores dE. Independent of any network; blind to layout.
   texture   distance between gradient-orientation and gradient-magnitude histograms of the luminance, at two
             scales (total-variation distance of histograms, 0..1). Independent of any network.
+Recognisability (result vs a gallery of artworks): rank every artwork of the gallery by its colour distance, its
+texture distance, and both (each distance divided by its median over the gallery, then summed); a filter whose
+result puts its own artwork first is recognisably that artwork's filter. Network-free on purpose: a filter must
+not be judged by the network it was trained against.
 Content preservation (result vs photo; 1 = identical):
   ssim      SSIM of the luminance (Wang et al. 2004, Gaussian window, sigma 1.5).
   edges     Pearson correlation of the Sobel edge maps of the luminance (after a sigma-1 blur).
@@ -80,18 +84,19 @@ def lab_pixels(rgb: np.ndarray) -> np.ndarray:
     return rgb2lab(np.clip(rgb, 0, 1)).reshape(-1, 3)
 
 
+def color_signature(img) -> np.ndarray:
+    """(quantiles, directions): the Lab pixels' quantiles along fixed directions, what color_distance compares."""
+    q = (np.arange(COLOR_QUANTILES) + 0.5) / COLOR_QUANTILES
+    return np.quantile(lab_pixels(as_array(img)) @ _directions(COLOR_DIRECTIONS).T, q, axis=0)
+
+
 def color_distance(a, b) -> float:
     """Sliced Wasserstein-1 distance of the Lab colour distributions, in Lab units.
 
     Each direction's 1-D Wasserstein distance is the mean gap between matched quantiles. Averaged over the sphere,
     a uniform shift by vector v gives |v|/2, so the result is doubled: a shift by dE scores dE.
     """
-    pa, pb = lab_pixels(as_array(a)), lab_pixels(as_array(b))
-    d = _directions(COLOR_DIRECTIONS)
-    q = (np.arange(COLOR_QUANTILES) + 0.5) / COLOR_QUANTILES
-    qa = np.quantile(pa @ d.T, q, axis=0)
-    qb = np.quantile(pb @ d.T, q, axis=0)
-    return float(2 * np.abs(qa - qb).mean())
+    return float(2 * np.abs(color_signature(a) - color_signature(b)).mean())
 
 
 # ---------------------------------------------------------------- style: texture
@@ -120,13 +125,17 @@ def texture_distance(a, b) -> float:
     0 = the same gradient statistics; 1 = disjoint (e.g. only vertical edges vs only horizontal ones, at every
     scale, and the same contrast).
     """
-    a, b = as_array(a), as_array(b)
-    dists = []
-    for scale in (1, 2):
-        ha = gradient_histograms(_downscale(a, scale))
-        hb = gradient_histograms(_downscale(b, scale))
-        dists += [0.5 * np.abs(x - y).sum() for x, y in zip(ha, hb)]
-    return float(np.mean(dists))
+    return _texture_between(texture_signature(a), texture_signature(b))
+
+
+def texture_signature(img) -> list[np.ndarray]:
+    """The histograms texture_distance compares: orientation and magnitude, at full and half scale."""
+    rgb = as_array(img)
+    return [h for scale in (1, 2) for h in gradient_histograms(_downscale(rgb, scale))]
+
+
+def _texture_between(sa: list[np.ndarray], sb: list[np.ndarray]) -> float:
+    return float(np.mean([0.5 * np.abs(x - y).sum() for x, y in zip(sa, sb)]))
 
 
 def _downscale(rgb: np.ndarray, f: int) -> np.ndarray:
@@ -197,6 +206,102 @@ def edge_correlation(a, b) -> float:
     return float(np.corrcoef(ea, eb)[0, 1])
 
 
+# ---------------------------------------------------------------- recognisability: is it that artwork's filter?
+
+
+@dataclass
+class Gallery:
+    """Candidate artworks at the scoring size, their colour and texture signatures computed once."""
+
+    names: list[str]
+    color: list[np.ndarray]
+    texture: list[list[np.ndarray]]
+
+
+def gallery(artworks: dict[str, object], size: int | None = SCORE_SIZE) -> Gallery:
+    """name -> artwork (path or image) into a Gallery, each at longer side `size` (None: as given)."""
+    if len(artworks) < 2:
+        raise RotoscopeError("a recognisability gallery needs at least two artworks")
+    names, color, texture = [], [], []
+    for name, art in artworks.items():
+        if isinstance(art, (np.ndarray, torch.Tensor)):
+            art = Image.fromarray((as_array(art) * 255).round().astype(np.uint8))
+        img = art if isinstance(art, Image.Image) else load_rgb(art)
+        rgb = as_array(resize_longer(img, size) if size else img)
+        names.append(name)
+        color.append(color_signature(rgb))
+        texture.append(texture_signature(rgb))
+    return Gallery(names, color, texture)
+
+
+RECOGNISE_BY = ("texture", "color", "both")
+
+
+def rank_artworks(result, gal: Gallery) -> dict[str, list[str]]:
+    """The gallery's artworks ordered from closest to furthest from `result`, by texture, colour and both.
+
+    "both" adds the two distances after dividing each by its median over the gallery, so neither unit dominates.
+    """
+    sc, st = color_signature(result), texture_signature(result)
+    dc = np.array([2 * np.abs(sc - c).mean() for c in gal.color])
+    dt = np.array([_texture_between(st, t) for t in gal.texture])
+    both = dc / (np.median(dc) + 1e-12) + dt / (np.median(dt) + 1e-12)
+    # stable sort: ties keep gallery order, so the same inputs always give the same ranks
+    order = {k: [gal.names[i] for i in np.argsort(d, kind="stable")] for k, d in
+             (("texture", dt), ("color", dc), ("both", both))}
+    return order
+
+
+@dataclass
+class Recognition:
+    """Where each result ranks its own artwork in the gallery (1 = first), and the rates over all results."""
+
+    ranks: list[dict] = field(default_factory=list)  # {"filter", "photo", "artwork", "texture": r, "color": r, ...}
+    gallery_size: int = 0
+
+    def summary(self, rows: list[dict] | None = None) -> dict[str, float]:
+        rows = self.ranks if rows is None else rows
+        out = {}
+        for k in RECOGNISE_BY:
+            r = np.array([row[k] for row in rows], dtype=float)
+            out[f"{k}_top1"] = float((r == 1).mean()) if len(r) else float("nan")
+            out[f"{k}_top3"] = float((r <= 3).mean()) if len(r) else float("nan")
+            out[f"{k}_mean_rank"] = float(r.mean()) if len(r) else float("nan")
+        return out
+
+    def by_filter(self) -> dict[str, dict[str, float]]:
+        names = dict.fromkeys(r["filter"] for r in self.ranks)
+        return {n: self.summary([r for r in self.ranks if r["filter"] == n]) for n in names}
+
+    def to_dict(self) -> dict:
+        return {"gallery_size": self.gallery_size, "summary": self.summary(), "by_filter": self.by_filter(),
+                "ranks": self.ranks}
+
+
+def recognise(results: list[tuple[str, str, str, object]], gal: Gallery) -> Recognition:
+    """(filter name, its artwork's gallery name, photo name, result image) -> the rank of that artwork per result."""
+    rec = Recognition(gallery_size=len(gal.names))
+    for filt, art, photo, result in results:
+        if art not in gal.names:
+            raise RotoscopeError(f"artwork '{art}' is not in the gallery ({len(gal.names)} artworks)")
+        order = rank_artworks(result, gal)
+        rec.ranks.append({"filter": filt, "artwork": art, "photo": photo,
+                          **{k: order[k].index(art) + 1 for k in RECOGNISE_BY},
+                          "closest": order["both"][0]})
+    return rec
+
+
+def format_recognition(rec: Recognition) -> str:
+    """Per filter: top-1 and top-3 rates and the mean rank of its own artwork, by texture, colour and both."""
+    lines = [f"recognisability: rank of the filter's own artwork among {rec.gallery_size} (1 = first)",
+             f"{'filter':<22}" + "".join(f"{k + ' top1':>13}{k + ' top3':>13}{k + ' rank':>13}" for k in RECOGNISE_BY)]
+    rows = {**rec.by_filter(), "all": rec.summary()}
+    for name, s in rows.items():
+        lines.append(f"{name:<22}" + "".join(f"{s[k + '_top1']:>13.0%}{s[k + '_top3']:>13.0%}"
+                                           f"{s[k + '_mean_rank']:>13.1f}" for k in RECOGNISE_BY))
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- scoring a filter
 
 
@@ -234,6 +339,7 @@ class ScoreReport:
     rows: list[dict] = field(default_factory=list)  # {"photo": name, "result": {...}, "photo_baseline": {...}}
     backbones: tuple[str, ...] = ()
     has_artwork: bool = False
+    recognition: "Recognition | None" = None  # where each result ranks the artwork among others (--among)
 
     def mean(self, which: str = "result") -> dict[str, float]:
         keys = [k for k in self.rows[0][which]] if self.rows else []
@@ -242,7 +348,7 @@ class ScoreReport:
     def to_dict(self) -> dict:
         return {"filter": self.filter, "backbones": list(self.backbones), "has_artwork": self.has_artwork,
                 "mean": self.mean(), "photo_baseline_mean": self.mean("photo_baseline") if self.has_artwork else {},
-                "rows": self.rows}
+                "rows": self.rows, "recognition": self.recognition.to_dict() if self.recognition else None}
 
 
 def score_results(pairs: list[tuple[str, Image.Image, Image.Image]], artwork=None, size: int = SCORE_SIZE,
@@ -265,8 +371,11 @@ def score_results(pairs: list[tuple[str, Image.Image, Image.Image]], artwork=Non
 
 def score_filter(filt, photos: list[str | os.PathLike], artwork: str | os.PathLike | None = None,
                  size: int = SCORE_SIZE, backbones: tuple[str, ...] | None = None,
-                 precision: str = "auto") -> ScoreReport:
-    """Apply a filter (Filter, name or path) to photos at longer side `size` and score the results."""
+                 precision: str = "auto", among: list[str | os.PathLike] | None = None) -> ScoreReport:
+    """Apply a filter (Filter, name or path) to photos at longer side `size` and score the results.
+
+    `among`: other artworks; each result then ranks its own artwork (which `artwork` must name) among them.
+    """
     from .filter import Filter, load_filter
     from .stylize import ApplySettings, stylize_image
 
@@ -278,7 +387,21 @@ def score_filter(filt, photos: list[str | os.PathLike], artwork: str | os.PathLi
     for p in photos:
         img = resize_longer(load_rgb(p), size)
         pairs.append((Path(p).name, img, stylize_image(filt, img, settings)))
-    return score_results(pairs, artwork, size, backbones, name=filt.name)
+    report = score_results(pairs, artwork, size, backbones, name=filt.name)
+    if among:
+        if artwork is None:
+            raise RotoscopeError("ranking among artworks needs the filter's own artwork (--artwork)")
+        own = Path(artwork)
+        arts = {}
+        for a in map(Path, among):
+            if a.resolve() != own.resolve():  # unique names: two files with one stem stay two artworks
+                arts[a.name if a.stem in arts or a.stem == own.stem else a.stem] = a
+        if not arts:
+            raise RotoscopeError("--among: no other artwork to rank against")
+        key = f"{own.stem} (the filter's own)"
+        gal = gallery({key: own, **arts}, size)
+        report.recognition = recognise([(filt.name, key, n, r) for n, _, r in pairs], gal)
+    return report
 
 
 def format_report(report: ScoreReport) -> str:
@@ -299,4 +422,6 @@ def format_report(report: ScoreReport) -> str:
                      "content (ssim, edges): similarity to the photo, 1 = identical")
     else:
         lines.append("content only (ssim, edges; 1 = identical to the photo): pass --artwork for the style scores")
+    if report.recognition:
+        lines += ["", format_recognition(report.recognition)]
     return "\n".join(lines)

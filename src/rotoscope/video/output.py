@@ -103,7 +103,7 @@ class _SegmentWriter:
             Image.fromarray(_rotate(rgb, self.job.src.rotation)).save(self.tmp / f"{fr.index:08d}.png",
                                                                       compress_level=1)
         self.frames.append((fr.pts, fr.duration))
-        self.last = rgb
+        self.last = fr.painted if fr.painted is not None else rgb  # a resumed render chains on the unmasked one
 
     def close(self) -> None:
         """Finish the segment: media renamed into place, then its last frame, then the .json that marks it done."""

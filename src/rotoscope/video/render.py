@@ -28,10 +28,12 @@ from PIL import Image
 from .. import flow as fl
 from ..config import VideoConfig
 from ..devices import pick_device
-from ..errors import RotoscopeError
+from ..errors import CannotWrite, RotoscopeError
 from ..filter import Filter
 from ..images import save_image
-from ..stylize import ApplySettings, finish, make_runner, provenance, resolve, stylize_tensor
+from ..mask import composite_uint8
+from ..paths import check_writable, write_failure
+from ..stylize import ApplySettings, finish, make_runner, paint, provenance, resolve
 from .output import _SegmentWriter, assemble_animated, assemble_frames, assemble_h264, default_clip_output, output_kind
 from .source import Frame, Source, _pick_frames, _rotate, count_frames, decode, output_size, probe
 from .steady import Stabilizer
@@ -52,6 +54,7 @@ class RenderJob:
     work: Path = field(init=False)
     announce: list[str] = field(default_factory=list)  # precision and engine lines, when make_job chose them
     frames_written: int = 0  # after run_job: the frames in the output
+    mask: object = None  # a mask image, or a folder of one per frame (mask.py; `settings.keep` finds faces)
     # set it (from any thread) to stop the render at the next batch; finished segments are kept, and the same
     # command resumes (the server's worker cancels and requeues jobs with it)
     stop_request: threading.Event = field(default_factory=threading.Event)
@@ -62,8 +65,8 @@ class RenderJob:
                           "filter": self.filt.card_hash, "settings": self.settings.to_dict(), "kind": self.kind,
                           "w": self.width, "h": self.height, "crf": self.video.crf, "preset": self.video.preset,
                           "stabilize": self.video.stabilize, "blend": self.video.blend,
-                          "segment": self.video.segment_frames, "max_seconds": self.video.max_seconds},
-                         sort_keys=True)
+                          "segment": self.video.segment_frames, "max_seconds": self.video.max_seconds,
+                          **_mask_key(self)}, sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         self.work = self.dest.parent / f".{self.dest.name}.rotoscope-{digest}"
 
@@ -116,17 +119,43 @@ def _get(q: queue.Queue, stop: threading.Event, errors: list):
 END = object()
 
 
+def _mask_key(job: RenderJob) -> dict:
+    """What a mask adds to a render's identity (a changed mask starts the render over)."""
+    if job.mask is None and not job.settings.keep:
+        return {}
+    from ..mask import describe
+
+    return {"mask": describe(job.mask), "keep": job.settings.keep, "feather": job.settings.feather}
+
+
+def mask_chain(job: RenderJob):
+    """The job's mask.MaskChain, or None when every pixel is painted."""
+    if job.mask is None and not job.settings.keep:
+        return None
+    from ..mask import MaskChain
+
+    return MaskChain(job.mask, job.settings.keep, job.settings.feather, job.src.rotation)
+
+
 def _reader(job: RenderJob, start: int, q: queue.Queue, stop: threading.Event, errors: list, warn) -> None:
     try:
         stab = Stabilizer(job.video.blend, job.video.flow_preset) if job.video.stabilize else None
+        masks = mask_chain(job)
         frames = decode(job.src, job.width, job.height, warn, job.video.max_seconds, job.video.codec_threads)
         for i, (pts, dur, rgb) in enumerate(frames):
             fr = Frame(i, pts, dur, rgb)
+            # a resumed render with faces kept replays the kept faces' last frames (their fading memory) first
+            replay = masks is not None and masks.keep and start - i <= masks.MEMORY
             if stab is not None:
-                if i >= start:
+                if i >= start or replay:
                     stab.prepare(fr)
                 else:
                     stab.prev_in = rgb  # skipped (already rendered) frames still feed the flow of the next one
+            if masks is not None:
+                if i >= start or replay:
+                    fr.mask = masks.next(rgb, fr.warp)
+                else:
+                    masks.skip()
             if i >= start:
                 _put(q, fr, stop)
         _put(q, END, stop)
@@ -170,10 +199,7 @@ def stylize_frames(run, rgbs: list[np.ndarray], st: ApplySettings) -> np.ndarray
 
     `run` is the engine's runner (stylize.make_runner)."""
     x = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).float().div_(255)
-    if x.shape[2] * x.shape[3] <= st.max_tile_pixels:
-        y = run(x)
-    else:  # larger than the memory budget: the tiled path, one frame at a time
-        y = torch.cat([stylize_tensor(run, x[i:i + 1], st.precision, st.max_tile_pixels) for i in range(len(x))])
+    y = paint(run, x, st)  # whole frames, or tiles past the memory budget, or reduced and guided (paint_scale)
     y = finish(x, y, st.strength, st.preserve_colors)
     return (y.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
 
@@ -224,7 +250,9 @@ def render_segments(job: RenderJob, progress: bool, warn: Callable[[str], None],
                     for fr, s in zip(frames, styled):
                         out = Stabilizer.apply(fr, s, prev_out) if job.video.stabilize else s
                         prev_out = out
-                        fr.rgb = fr.warp = fr.weight = None  # the writer needs only the timing
+                        if fr.mask is not None:  # the chain goes on with the unmasked painting
+                            fr.painted, out = out, composite_uint8(fr.rgb, out, fr.mask)
+                        fr.rgb = fr.warp = fr.weight = fr.mask = None  # the writer needs only the timing
                         _put(q_out, (fr, out), stop, errors)
                     count = frames[-1].index + 1
                     bar.update(count)
@@ -286,7 +314,7 @@ class _Progress:
 
 
 def make_job(filt: Filter, src: Path, dest: Path | None, settings: ApplySettings,
-             video: VideoConfig | None = None) -> RenderJob:
+             video: VideoConfig | None = None, mask=None) -> RenderJob:
     video = video or VideoConfig()
     if video.segment_frames % frames_per_call(video, torch.device("cuda")):  # the largest batch "auto" picks
         raise ValueError("segment_frames must be a multiple of batch")
@@ -299,6 +327,7 @@ def make_job(filt: Filter, src: Path, dest: Path | None, settings: ApplySettings
     if dest.resolve() == Path(src).resolve():
         raise RotoscopeError("the output would overwrite the input: choose another -o")
     kind = output_kind(dest)
+    check_writable(dest.parent, dest)  # a read-only folder is one line now, not after the announcements
     if video.max_seconds is not None and source.frames:
         source.frames = min(source.frames, math.ceil(video.max_seconds * float(source.rate)))
     w, h = source.width, source.height
@@ -309,16 +338,20 @@ def make_job(filt: Filter, src: Path, dest: Path | None, settings: ApplySettings
     if kind == "animated" and source.frames > video.gif_max_frames:
         raise RotoscopeError(f"{source.frames} frames is too long for {dest.suffix} (at most "
                              f"{video.gif_max_frames}): write .mp4, or cut the clip first")
-    job = RenderJob(filt, source, dest, kind, settings, video, ow, oh)
+    job = RenderJob(filt, source, dest, kind, settings, video, ow, oh, mask=mask)
     job.announce = announce
+    chain = mask_chain(job)  # a bad mask or too few per-frame masks: one line before anything is painted
+    if chain is not None:
+        chain.check_frames(source.frames)
     return job
 
 
 def apply_video(filt: Filter, src: Path, dest: Path | None, settings: ApplySettings,
                 video: VideoConfig | None = None, progress: bool = False, warn: Callable[[str], None] = print,
-                on_segment: Callable[[int], None] | None = None) -> Path:
-    """Paint a clip (or a numbered-frame folder) with a filter and write it; resumes an interrupted render."""
-    return run_job(make_job(filt, src, dest, settings, video), progress, warn, on_segment)
+                on_segment: Callable[[int], None] | None = None, mask=None) -> Path:
+    """Paint a clip (or a numbered-frame folder) with a filter and write it; resumes an interrupted render.
+    `mask`: one mask image for every frame or a folder of one per frame (mask.py)."""
+    return run_job(make_job(filt, src, dest, settings, video, mask), progress, warn, on_segment)
 
 
 def run_job(job: RenderJob, progress: bool = False, warn: Callable[[str], None] = print,
@@ -327,21 +360,34 @@ def run_job(job: RenderJob, progress: bool = False, warn: Callable[[str], None] 
     for line in job.announce:
         warn(line)
     _clear_stale_work(job, warn)
-    job.work.mkdir(parents=True, exist_ok=True)
-    (job.work / "job.json").write_text(json.dumps({"source": str(job.src.path), "dest": str(job.dest)}))
+    try:
+        job.work.mkdir(parents=True, exist_ok=True)
+        (job.work / "job.json").write_text(json.dumps({"source": str(job.src.path), "dest": str(job.dest)}))
+    except OSError as e:
+        shutil.rmtree(job.work, ignore_errors=True)
+        raise write_failure(e, job.dest) from None
     done = job.finished_segments()
     if done:
         warn(f"resuming: {done * job.video.segment_frames} frames already rendered in {job.work.name}")
     try:
         count = job.frames_written = render_segments(job, progress, warn, on_segment)
-    except RotoscopeError:
-        if not job.finished_segments():
+        segs = math.ceil(count / job.video.segment_frames)
+        prov = {**provenance(filt, settings, job.src.path.name),
+                "video": {"stabilize": job.video.stabilize, "crf": job.video.crf, "frames": count}}
+        {"h264": assemble_h264, "animated": assemble_animated, "frames": assemble_frames}[job.kind](job, segs, prov)
+    except Exception as e:
+        # a full disk or a read-only folder mid-render (PyAV's errors are OSErrors) is one line too, and says
+        # where the finished segments wait for the same command to resume them
+        failure = e if isinstance(e, RotoscopeError) else write_failure(e, job.dest)
+        if failure is None:
+            raise
+        kept = job.finished_segments()
+        if not kept:
             shutil.rmtree(job.work, ignore_errors=True)  # nothing worth resuming
-        raise
-    segs = math.ceil(count / job.video.segment_frames)
-    prov = {**provenance(filt, settings, job.src.path.name),
-            "video": {"stabilize": job.video.stabilize, "crf": job.video.crf, "frames": count}}
-    {"h264": assemble_h264, "animated": assemble_animated, "frames": assemble_frames}[job.kind](job, segs, prov)
+        elif isinstance(failure, CannotWrite):
+            failure = CannotWrite(f"{failure}; {kept * job.video.segment_frames} painted frames are kept in "
+                                  f"{job.work}: run the same command again to resume (or delete that folder)")
+        raise failure from None
     shutil.rmtree(job.work, ignore_errors=True)
     return job.dest
 
@@ -358,8 +404,9 @@ def glob_escape(s: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", s)
 
 
-def preview_sheet(filt: Filter, src: Path, n: int, dest: Path | None, settings: ApplySettings) -> Path:
-    """A contact sheet of n frames spread over the clip, painted at the render's size, before a full render."""
+def preview_sheet(filt: Filter, src: Path, n: int, dest: Path | None, settings: ApplySettings, mask=None) -> Path:
+    """A contact sheet of n frames spread over the clip, painted at the render's size, before a full render.
+    A mask file or `keep` applies to each frame as to a still (a folder of per-frame masks is for the render)."""
     if n < 1:
         raise RotoscopeError("--preview needs at least 1 frame")
     source = probe(Path(src))
@@ -374,6 +421,11 @@ def preview_sheet(filt: Filter, src: Path, n: int, dest: Path | None, settings: 
         settings, _ = resolve(filt, settings, (h, w))
     run = make_runner(filt, settings)
     tiles = [stylize_frames(run, [rgb], settings)[0] for rgb in picked]
+    if settings.keep or (mask is not None and not (isinstance(mask, (str, Path)) and Path(mask).is_dir())):
+        from ..mask import MaskChain
+
+        tiles = [composite_uint8(rgb, t, MaskChain(mask, settings.keep, settings.feather, source.rotation).next(rgb))
+                 for rgb, t in zip(picked, tiles)]
     tiles = [_rotate(t, source.rotation) for t in tiles]
     cols = math.ceil(math.sqrt(len(tiles)))
     rows = math.ceil(len(tiles) / cols)
@@ -391,14 +443,14 @@ def preview_sheet(filt: Filter, src: Path, n: int, dest: Path | None, settings: 
 
 def apply_video_cli(filt: Filter, src, dest, settings: ApplySettings, progress: bool,
                     video: VideoConfig | None = None, preview: int | None = None,
-                    announce: list[str] = ()) -> Iterator:
+                    announce: list[str] = (), mask=None) -> Iterator:
     """`rotoscope apply` on a clip: yields apply.Note for what is said (`announce` first, once the job is checked)
     and one apply.Painted for the clip (or the preview sheet) written."""
     from ..apply import Note, Painted
 
     t0 = time.perf_counter()
     if preview:
-        path = preview_sheet(filt, Path(src), preview, dest, settings)
+        path = preview_sheet(filt, Path(src), preview, dest, settings, mask)
         yield from map(Note, announce)
         with Image.open(path) as im:
             size = im.size
@@ -407,7 +459,7 @@ def apply_video_cli(filt: Filter, src, dest, settings: ApplySettings, progress: 
         return
     lines: list[str] = []
     video = video or VideoConfig()
-    job = make_job(filt, Path(src), Path(dest) if dest else None, settings, video)
+    job = make_job(filt, Path(src), Path(dest) if dest else None, settings, video, mask)
     yield from map(Note, announce)
     if job.kind == "h264" and (job.width, job.height) != output_size(job.src.width, job.src.height,
                                                                      settings.size, even=False):

@@ -152,6 +152,8 @@ class Frame:
     rgb: np.ndarray  # H x W x 3 uint8, the (resized) input frame
     warp: np.ndarray | None = None  # flow to the previous input frame (H x W x 2), for stabilization
     weight: np.ndarray | None = None  # H x W blend weight of the warped previous output (0 = fresh)
+    mask: np.ndarray | None = None  # H x W paint weight, when a mask or `keep` is asked for (mask.MaskChain)
+    painted: np.ndarray | None = None  # the painting before the mask: what the next frame steadies against
 
 
 def _fit(rgb: np.ndarray, w: int, h: int) -> np.ndarray:

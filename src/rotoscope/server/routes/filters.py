@@ -6,6 +6,7 @@ pictures are painted.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import tempfile
 import time
@@ -99,33 +100,44 @@ class UrlApply(BaseModel):
     format: Literal["png", "jpeg", "webp"] = "png"
 
 
-def paint(name: str, src: Path, settings: ApplySettings, fmt: str, source: str) -> tuple[bytes, dict]:
-    """Decode, paint, encode (with provenance): the whole apply, in a pool thread."""
+def paint(name: str, src: Path, settings: ApplySettings, fmt: str, source: str,
+          mask: Path | None = None) -> tuple[bytes, dict]:
+    """Decode, paint, encode (with provenance): the whole apply, in a pool thread. `mask`: where to paint
+    (white paints, black keeps the photo; mask.py)."""
     filt = load_cached(name)
     img = open_image(src)
     settings = resolve_for(filt, settings, img)  # provenance records the precision and engine used
-    styled = stylize_image(filt, img, settings)
+    styled = stylize_image(filt, img, settings, mask)
     media, suffix = OUTPUT_TYPES[fmt]
     with tempfile.TemporaryDirectory(prefix="rotoscope-") as d:
         prov = provenance(filt, settings, source)
+        if mask is not None:
+            from ...mask import describe
+
+            prov["mask"] = {"mask": describe(mask).replace(mask.name, "upload", 1), "feather": settings.feather}
         out = save_image(styled, Path(d) / f"out{suffix}", prov)
         return out.read_bytes(), {"X-Rotoscope-Filter": filt.name, "X-Rotoscope-Card-Hash": filt.card_hash,
                                   "X-Rotoscope-Size": f"{styled.width}x{styled.height}"}
 
 
 def paint_upload(name: str, upload, settings: ApplySettings, fmt: str, source: str, max_pixels: int,
-                 what: str = "image"):
-    """Paint an upload (a file object) by way of a temporary file; errors name the upload (`what`), never the
-    server's temporary path."""
+                 what: str = "image", mask_upload=None):
+    """Paint an upload (a file object) by way of a temporary file; errors name the upload (`what`, or "mask"),
+    never the server's temporary path."""
     suffix, _ = sniff_image(upload, max_pixels, what)
+    mask_suffix = sniff_image(mask_upload, max_pixels, "mask")[0] if mask_upload is not None else None
     with tempfile.TemporaryDirectory(prefix="rotoscope-") as d:
         src = save_upload(upload, Path(d) / f"in{suffix}")
+        mask = save_upload(mask_upload, Path(d) / f"mask{mask_suffix}") if mask_upload is not None else None
         try:
-            return paint(name, src, settings, fmt, source)
+            return paint(name, src, settings, fmt, source, mask)
         except RotoscopeError as e:
-            if str(src) not in str(e):
+            msg = str(e).replace(str(src), what)
+            if mask is not None:
+                msg = msg.replace(str(mask), "mask")
+            if msg == str(e):
                 raise
-            raise type(e)(str(e).replace(str(src), what)) from None
+            raise type(e)(msg) from None
 
 
 async def respond(pool, work, *args) -> Response:
@@ -144,12 +156,15 @@ async def apply(name: str, cfg: SettingsDep, pool: PoolDep,
                 strength: float = Form(1.0, description="0 = the photo, 1 = the full filter"),
                 preserve_colors: bool = Form(False, description="keep the photo's colours"),
                 size: int | None = Form(None, description="longer side of the output in pixels"),
-                format: Literal["png", "jpeg", "webp"] = Form("png")):
+                format: Literal["png", "jpeg", "webp"] = Form("png"),
+                mask: UploadFile | None = File(None, description="where to paint: white paints, black keeps the "
+                                               "photo, grey blends (any size: resized)"),
+                keep: Literal["faces"] | None = Form(None, description="leave the faces found unpainted")):
     """Paint an uploaded image with a filter; returns the painted image (provenance in its metadata)."""
     check_name(name)
-    settings = apply_settings(cfg, strength, preserve_colors, size)
+    settings = dataclasses.replace(apply_settings(cfg, strength, preserve_colors, size), keep=keep or None)
     return await respond(pool, paint_upload, name, image.file, settings, format, image.filename or "upload",
-                         cfg.max_pixels)
+                         cfg.max_pixels, "image", mask.file if mask is not None else None)
 
 
 @router.post("/filters/{name}/apply-url", tags=["apply"], response_class=Response,

@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 
 from ...config import TrainConfig, parse_sets
 from ...errors import Conflict, Invalid, NotFound, RotoscopeError
-from ...filter import check_name
+from ...filter import check_name, read_card
 from ..deps import SchedulerDep, SettingsDep, StoreDep, apply_settings, registry_file
 from ..jobs import FINISHED, Job, JobStore
 from ..runner import log_tail
@@ -28,6 +28,7 @@ def job_view(job: Job, detail: bool = False) -> dict:
     d = job.to_dict()
     for k in ("pid", "heartbeat", "folder", "history"):
         d.pop(k)
+    d["params"] = {k: v for k, v in (d.get("params") or {}).items() if k != "filter_path"}  # a server path
     d["links"] = {"self": f"/api/jobs/{job.id}", "events": f"/api/jobs/{job.id}/events",
                   "preview": f"/api/jobs/{job.id}/preview" if job.preview_step else None,
                   "result": f"/api/jobs/{job.id}/result" if job.status == "done" else None}
@@ -102,7 +103,7 @@ def start_video(cfg: SettingsDep, store: StoreDep,
                 strength: float = Form(1.0), preserve_colors: bool = Form(False), size: int | None = Form(None),
                 stabilize: bool = Form(True, description="flicker reduction along the optical flow")):
     """Paint an uploaded video as a job; download the result from the job's result link when done."""
-    registry_file(check_name(filter))
+    read_card(registry_file(check_name(filter)))  # a corrupt filter is refused now (422), not by the job later
     settings = apply_settings(cfg, strength, preserve_colors, size)
     suffix = sniff_video(video.file, "video")
     job_id = store.new_id()

@@ -88,6 +88,7 @@ function updateApplyButton() { $("#apply-btn").disabled = !(state.file && $("#ap
 function takeFile(file) {
   if (!file) return;
   state.file = file;
+  state.strokes = [];
   $("#apply-original").src = URL.createObjectURL(file);
   $("#apply-result").removeAttribute("src");
   $("#apply-download").hidden = true;
@@ -114,6 +115,9 @@ async function paint() {
   form.append("strength", $("#strength").value);
   form.append("preserve_colors", $("#preserve").checked ? "true" : "false");
   if ($("#apply-size").value) form.append("size", $("#apply-size").value);
+  if ($("#keep-faces").checked) form.append("keep", "faces");
+  const mask = await keepMask();
+  if (mask) form.append("mask", mask, "mask.png");
   $("#apply-status").textContent = "painting…";
   $("#apply-btn").disabled = true;
   try {
@@ -128,6 +132,62 @@ async function paint() {
     showError(null);
   } catch (e) { $("#apply-status").textContent = ""; showError(e); }
   updateApplyButton();
+}
+
+// ---------------------------------------------------------------- a region kept unpainted, drawn on the photo
+
+// strokes are kept in the photo's own pixels; the mask sent is white (paint) with the strokes in black (keep)
+const keepCanvas = $("#keep-canvas");
+$("#apply-original").addEventListener("load", (ev) => {
+  keepCanvas.width = ev.target.naturalWidth;
+  keepCanvas.height = ev.target.naturalHeight;
+  drawStrokes(keepCanvas.getContext("2d"), "rgba(255, 40, 40, 0.45)", false);
+});
+function brushWidth() { return Math.max(6, Math.round(Math.max(keepCanvas.width, keepCanvas.height) / 25)); }
+function toPhoto(ev) {
+  const r = keepCanvas.getBoundingClientRect();
+  return [(ev.clientX - r.left) * keepCanvas.width / r.width, (ev.clientY - r.top) * keepCanvas.height / r.height];
+}
+function drawStrokes(ctx, colour, background) {
+  ctx.clearRect(0, 0, ctx.canvas.width, ctx.canvas.height);
+  if (background) { ctx.fillStyle = background; ctx.fillRect(0, 0, ctx.canvas.width, ctx.canvas.height); }
+  ctx.strokeStyle = colour; ctx.lineCap = "round"; ctx.lineJoin = "round";
+  for (const s of state.strokes || []) {
+    ctx.lineWidth = s.width;
+    ctx.beginPath();
+    s.points.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+    if (s.points.length === 1) ctx.lineTo(s.points[0][0] + 0.1, s.points[0][1]);
+    ctx.stroke();
+  }
+  $("#keep-clear").hidden = !(state.strokes || []).length;
+}
+keepCanvas.addEventListener("pointerdown", (ev) => {
+  if (!state.file) return;
+  keepCanvas.setPointerCapture(ev.pointerId);
+  state.strokes = state.strokes || [];
+  state.strokes.push({ width: brushWidth(), points: [toPhoto(ev)] });
+  drawStrokes(keepCanvas.getContext("2d"), "rgba(255, 40, 40, 0.45)", false);
+});
+keepCanvas.addEventListener("pointermove", (ev) => {
+  if (!keepCanvas.hasPointerCapture(ev.pointerId) || !state.strokes.length) return;
+  state.strokes[state.strokes.length - 1].points.push(toPhoto(ev));
+  drawStrokes(keepCanvas.getContext("2d"), "rgba(255, 40, 40, 0.45)", false);
+});
+keepCanvas.addEventListener("pointerup", () => { if (state.strokes && state.strokes.length) paint(); });
+$("#keep-clear").addEventListener("click", () => {
+  state.strokes = [];
+  drawStrokes(keepCanvas.getContext("2d"), "rgba(255, 40, 40, 0.45)", false);
+  paint();
+});
+$("#keep-faces").addEventListener("change", () => paint());
+
+async function keepMask() {
+  if (!(state.strokes || []).length || !keepCanvas.width) return null;
+  const c = document.createElement("canvas");
+  c.width = keepCanvas.width; c.height = keepCanvas.height;
+  drawStrokes(c.getContext("2d"), "black", "white");
+  $("#keep-clear").hidden = false;
+  return new Promise((resolve) => c.toBlob(resolve, "image/png"));
 }
 
 // ---------------------------------------------------------------- training

@@ -1,0 +1,62 @@
+"""Guided upsampling: paint at a reduced resolution, then restore the full-resolution edges from the photo.
+
+The filter's cost grows with the pixels it paints. Painting a 1280x720 frame at half size costs a quarter, and a
+fast guided filter (He, Sun and Tang 2010; the "fast" variant of He and Sun 2015) lifts the result back: at low
+resolution it fits, in every small window, the painting as a linear function of the photo's luminance
+(painted = a * luminance + b), smooths a and b, upsamples them, and applies them to the full-resolution
+luminance. The painting keeps its colours and strokes; the photo lends its sharp edges. A side effect users ask
+for: the strokes of a filter trained on 256 px crops get bigger on big pictures.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+LUMA = (0.299, 0.587, 0.114)
+
+
+def box(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Mean over a (2r+1)x(2r+1) window, edges mirrored, same size out. Pooled channels-last: twice as fast on the
+    CPU as NCHW (our measurement), and faster than separable 1-D means or a cumulative sum."""
+    if r <= 0:
+        return x
+    small = min(x.shape[-1], x.shape[-2]) <= r  # smaller than the window: replicate instead of reflect
+    x = F.pad(x, (r, r, r, r), mode="replicate" if small else "reflect").contiguous(memory_format=torch.channels_last)
+    return F.avg_pool2d(x, 2 * r + 1, stride=1).contiguous()
+
+
+def luminance(rgb: torch.Tensor) -> torch.Tensor:
+    w = torch.tensor(LUMA, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
+    return (rgb * w).sum(1, keepdim=True)
+
+
+def guided_upsample(painted_lo: torch.Tensor, photo_hi: torch.Tensor, radius: int = 1, eps: float = 1e-2,
+                    photo_lo: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 3, h, w) painting at low resolution + (B, 3, H, W) photo -> (B, 3, H, W) painting with the photo's edges.
+
+    `radius` is in low-resolution pixels; `eps` is how much local contrast in the photo counts as an edge (larger:
+    smoother, more of the painting's own look; smaller: more of the photo's detail). `photo_lo`: the photo at the
+    painting's size, if the caller has it (saves a downscale).
+    """
+    x = painted_lo.float()
+    guide_hi = luminance(photo_hi.float())
+    if photo_lo is not None:
+        guide_lo = luminance(photo_lo.float())
+    else:
+        guide_lo = F.interpolate(guide_hi, size=x.shape[-2:], mode="bilinear", antialias=True, align_corners=False)
+    # the four local means in one pass: guide, painting, guide x painting, guide^2
+    means = box(torch.cat([guide_lo, x, guide_lo * x, guide_lo * guide_lo], 1), radius)
+    mean_i, mean_p, mean_ip, mean_ii = means[:, :1], means[:, 1:4], means[:, 4:7], means[:, 7:]
+    a = (mean_ip - mean_i * mean_p) / (mean_ii - mean_i * mean_i + eps)
+    b = mean_p - a * mean_i
+    ab = F.interpolate(box(torch.cat([a, b], 1), radius), size=photo_hi.shape[-2:], mode="bilinear",
+                       align_corners=False)
+    return torch.addcmul(ab[:, 3:], ab[:, :3], guide_hi).clamp_(0, 1).to(painted_lo.dtype)
+
+
+def reduced_size(h: int, w: int, scale: float, least: int = 16) -> tuple[int, int]:
+    """The size painted at for a paint scale (at least `least` pixels a side; 1.0 = as given)."""
+    if scale >= 1.0:
+        return h, w
+    return min(h, max(least, round(h * scale))), min(w, max(least, round(w * scale)))

@@ -1,0 +1,217 @@
+"""`rotoscope live`: paint a camera (or a clip standing in for one) frame by frame, as fast as the machine allows.
+
+Frames come from OpenCV's capture (a camera index, or a video file: the tests and a dry run use one), are painted
+with the engine and precision `resolve()` picks for their size, steadied against flicker by the same optical-flow
+blend as a rendered video (at the fastest flow preset by default), optionally masked (`--keep faces`, `--mask`),
+and go to a window (when OpenCV has a GUI), a virtual camera (`pyvirtualcam`, the `live` extra), a file, or
+nowhere (a measurement). The frame rate is shown on the picture and said every few seconds.
+
+A camera's frames are painted as they come: when painting is slower than the camera, the capture's one-frame
+buffer drops the ones in between, so the picture stays current instead of lagging further and further behind.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from .config import ApplySettings
+from .errors import Invalid, NotFound, Refused
+from .filter import Filter
+from .images import longer_side
+
+
+@dataclass
+class LiveStats:
+    """What a live run did: frames painted, its wall time and frame rate, the mean milliseconds per stage."""
+
+    frames: int = 0
+    seconds: float = 0.0
+    ms: dict = field(default_factory=dict)  # "paint", "steady", "mask", "show"
+    size: tuple[int, int] = (0, 0)
+    engine: str = ""
+    precision: str = ""
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        stages = ", ".join(f"{k} {v:.0f} ms" for k, v in self.ms.items() if v > 0.05)
+        return (f"painted {self.frames} frame(s) at {self.size[0]}x{self.size[1]} in {self.seconds:.1f} s: "
+                f"{self.fps:.1f} fps ({stages}; {self.engine} {self.precision})")
+
+
+def has_gui() -> bool:
+    """Whether this OpenCV can open a window (opencv-python-headless cannot)."""
+    info = cv2.getBuildInformation()
+    line = next((ln for ln in info.splitlines() if ln.strip().startswith("GUI:")), "")
+    return bool(line) and not line.strip().endswith("NONE")
+
+
+def open_capture(camera: str) -> tuple[cv2.VideoCapture, bool]:
+    """A camera index ("0") or a video file; returns the capture and whether it is a file. One line if it cannot
+    be opened."""
+    is_file = not camera.strip().isdigit()
+    if is_file:
+        path = Path(camera)
+        if not path.is_file():
+            raise NotFound(f"no camera '{camera}' and no such video file (give a camera number, e.g. --camera 0)")
+        cap = cv2.VideoCapture(str(path))
+    else:
+        quiet = getattr(getattr(cv2, "utils", None), "logging", None)
+        level = quiet.getLogLevel() if quiet else None
+        if quiet:  # OpenCV's own warnings about a missing camera would make the error several lines
+            quiet.setLogLevel(quiet.LOG_LEVEL_SILENT)
+        try:
+            cap = cv2.VideoCapture(int(camera))
+        finally:
+            if quiet:
+                quiet.setLogLevel(level)
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # paint the newest frame, not a queue of old ones
+    if not cap.isOpened():
+        cap.release()
+        what = f"video file {camera}" if is_file else f"camera {camera}"
+        raise Invalid(f"cannot open {what}" + ("" if is_file else ": is it connected, and free?"))
+    return cap, is_file
+
+
+def _require_pyvirtualcam():
+    try:
+        import pyvirtualcam
+    except ImportError:
+        raise Refused("--virtual-camera needs pyvirtualcam: pip install 'rotoscope[live]'") from None
+    return pyvirtualcam
+
+
+class _VirtualCamera:
+    def __init__(self, w: int, h: int, fps: float):
+        pyvirtualcam = _require_pyvirtualcam()
+        try:
+            self.cam = pyvirtualcam.Camera(width=w, height=h, fps=fps)
+        except Exception as e:  # noqa: BLE001 - no virtual camera device (v4l2loopback, OBS): one line
+            raise Refused(f"no virtual camera to send to ({str(e).splitlines()[0] if str(e) else e!r})") from None
+
+    def send(self, rgb: np.ndarray) -> None:
+        self.cam.send(rgb)
+
+    def close(self) -> None:
+        self.cam.close()
+
+
+def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = None, frames: int | None = None,
+             window: bool = True, virtual: bool = False, out: Path | None = None, stabilize: bool = True,
+             flow_preset: str = "ultrafast", blend: float = 0.8, mask=None, log: Callable[[str], None] = print,
+             say_every: float = 5.0) -> LiveStats:
+    """Paint frames from `camera` until `frames` are done, the source ends, q or Esc in the window, or Ctrl-C."""
+    from .mask import MaskChain, composite_uint8
+    from .stylize import resolve
+    from .video.render import stylize_frames
+    from .video.source import Frame
+    from .video.steady import Stabilizer
+
+    st = settings or ApplySettings()
+    if window and not has_gui():
+        raise Refused("this OpenCV cannot open a window (opencv-python-headless): pass --no-window, with --out FILE "
+                      "or --virtual-camera to see the painting")
+    if out is not None and Path(out).suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov"):
+        raise Invalid(f"--out writes a video: .mp4, .avi, .mkv or .mov (got '{Path(out).suffix}')")
+    if virtual:
+        _require_pyvirtualcam()
+    cap, is_file = open_capture(camera)
+    writer = vcam = None
+    try:
+        ok, first = cap.read()
+        if not ok or first is None:
+            raise Invalid(f"no frames from {'video file' if is_file else 'camera'} {camera}")
+        h0, w0 = first.shape[:2]
+        w, h = longer_side(w0, h0, st.size)
+        st, lines = resolve(filt, st, (h, w))  # the fastest engine and precision here, for this frame size
+        for ln in lines:
+            log(ln)
+        from .stylize import make_runner
+
+        run = make_runner(filt, st)
+        src_fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+        stab = Stabilizer(blend, flow_preset) if stabilize else None
+        masks = MaskChain(mask, st.keep, st.feather) if (mask is not None or st.keep) else None
+        if out is not None:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), float(src_fps), (w, h))
+            if not writer.isOpened():
+                raise Invalid(f"cannot write {out}")
+        if virtual:
+            vcam = _VirtualCamera(w, h, src_fps)
+        stats = LiveStats(size=(w, h), engine=st.engine, precision=st.precision,
+                          ms={"paint": 0.0, "steady": 0.0, "mask": 0.0, "show": 0.0})
+        prev_out = None
+        t_start = last_said = time.perf_counter()
+        recent: list[float] = []
+        bgr = first
+        i = 0
+        try:
+            while bgr is not None and (frames is None or i < frames):
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                if (w, h) != (w0, h0):
+                    rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+                fr = Frame(i, i, 1, rgb)
+                t0 = time.perf_counter()
+                if stab is not None:
+                    stab.prepare(fr)
+                t1 = time.perf_counter()
+                styled = stylize_frames(run, [rgb], st)[0]
+                t2 = time.perf_counter()
+                painted = Stabilizer.apply(fr, styled, prev_out) if stab is not None else styled
+                prev_out = painted
+                t3 = time.perf_counter()
+                shown = painted
+                if masks is not None:
+                    shown = composite_uint8(rgb, painted, masks.next(rgb, fr.warp))
+                t4 = time.perf_counter()
+                i += 1
+                now = time.perf_counter()
+                recent = [t for t in recent if now - t < 1.0] + [now]
+                fps_now = len(recent) / max(1e-6, now - recent[0]) if len(recent) > 1 else 0.0
+                if writer is not None:
+                    writer.write(cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+                if vcam is not None:
+                    vcam.send(shown)
+                if window:
+                    view = cv2.cvtColor(shown, cv2.COLOR_RGB2BGR)
+                    cv2.putText(view, f"{fps_now:.1f} fps", (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255),
+                                2, cv2.LINE_AA)
+                    cv2.imshow(f"rotoscope live: {filt.name}", view)
+                    if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                        break
+                t5 = time.perf_counter()
+                for k, dt in (("steady", (t1 - t0) + (t3 - t2)), ("paint", t2 - t1), ("mask", t4 - t3),
+                              ("show", t5 - t4)):
+                    stats.ms[k] += 1000 * dt
+                if now - last_said >= say_every:
+                    log(f"live: {fps_now:.1f} fps, {i} frames")
+                    last_said = now
+                ok, bgr = cap.read()
+                if not ok:
+                    bgr = None
+        except KeyboardInterrupt:
+            log("interrupted: stopping")
+        stats.frames = i
+        stats.seconds = time.perf_counter() - t_start
+        stats.ms = {k: v / max(1, i) for k, v in stats.ms.items()}
+        return stats
+    finally:
+        cap.release()
+        if writer is not None:
+            writer.release()
+        if vcam is not None:
+            vcam.close()
+        if window:
+            try:
+                cv2.destroyAllWindows()
+            except cv2.error:
+                pass

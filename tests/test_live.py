@@ -1,0 +1,75 @@
+"""`rotoscope live`: a video file stands in for the camera, the output is headless (a file, or nothing)."""
+
+import av
+import pytest
+
+from conftest import make_clip, rotoscope
+from rotoscope.config import ApplySettings
+from rotoscope.errors import RotoscopeError
+from rotoscope.filter import load_filter
+from rotoscope.live import has_gui, run_live
+
+FAST = ApplySettings(engine="torch", precision="fp32")
+
+
+def frames_in(path) -> int:
+    with av.open(str(path)) as c:
+        return sum(1 for _ in c.decode(video=0))
+
+
+def test_live_paints_n_frames_from_a_file_and_exits_cleanly(tiny_filter, tmp_path, capsys):
+    clip = make_clip(tmp_path / "cam.mp4", frames=24, audio=False)
+    code, _, err = rotoscope("live", "tiny", "--camera", clip, "--frames", "10", "--no-window", "-o",
+                             tmp_path / "live.mp4", "--engine", "torch", capsys=capsys)
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    assert lines[-2].startswith("painted 10 frame(s) at 64x48 in ") and " fps (paint " in lines[-2]
+    assert lines[-1] == f"wrote {tmp_path / 'live.mp4'}"
+    assert frames_in(tmp_path / "live.mp4") == 10
+
+
+def test_live_stops_at_the_end_of_the_file(tiny_filter, tmp_path):
+    clip = make_clip(tmp_path / "cam.mp4", frames=6, audio=False)
+    said = []
+    stats = run_live(load_filter("tiny"), str(clip), FAST, frames=100, window=False, log=said.append)
+    assert stats.frames == 6 and stats.fps > 0 and stats.size == (64, 48)
+    assert stats.ms["paint"] > 0 and stats.ms["steady"] > 0
+    assert said[:2] == ["precision: fp32 (as asked)", "engine: torch fp32 (as asked)"]
+
+
+def test_live_with_kept_faces_and_no_stabilizing(tiny_filter, tmp_path):
+    clip = make_clip(tmp_path / "cam.mp4", frames=4, audio=False)
+    st = ApplySettings(engine="torch", precision="fp32", keep="faces", size=32)
+    stats = run_live(load_filter("tiny"), str(clip), st, window=False, stabilize=False, log=lambda s: None)
+    assert stats.frames == 4 and stats.size == (32, 24) and stats.ms["steady"] < 0.1 and stats.ms["mask"] > 0
+
+
+@pytest.mark.skipif(has_gui(), reason="this OpenCV can open windows")
+def test_a_window_without_a_gui_is_refused_in_one_line(tiny_filter, tmp_path, capsys):
+    clip = make_clip(tmp_path / "cam.mp4", frames=3, audio=False)
+    code, _, err = rotoscope("live", "tiny", "--camera", clip, "--frames", "2", capsys=capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "--no-window" in err
+
+
+@pytest.mark.parametrize("camera, says", [("missing.mp4", "no such video file"), ("7", "cannot open camera 7")])
+def test_a_camera_that_is_not_there_is_one_line(tiny_filter, tmp_path, capsys, camera, says):
+    code, _, err = rotoscope("live", "tiny", "--camera", camera, "--frames", "1", "--no-window", capsys=capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and says in err, err
+
+
+def test_a_virtual_camera_without_pyvirtualcam_is_one_line(tiny_filter, tmp_path, capsys):
+    try:
+        import pyvirtualcam  # noqa: F401
+
+        pytest.skip("pyvirtualcam is installed")
+    except ImportError:
+        pass
+    clip = make_clip(tmp_path / "cam.mp4", frames=3, audio=False)
+    code, _, err = rotoscope("live", "tiny", "--camera", clip, "--no-window", "--virtual-camera", capsys=capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "rotoscope[live]" in err
+
+
+def test_an_output_that_is_not_a_video_is_refused(tiny_filter, tmp_path):
+    clip = make_clip(tmp_path / "cam.mp4", frames=3, audio=False)
+    with pytest.raises(RotoscopeError, match="writes a video"):
+        run_live(load_filter("tiny"), str(clip), FAST, window=False, out=tmp_path / "x.png")
