@@ -209,10 +209,12 @@ def test_saving_is_atomic(monkeypatch):
     before = flt.registry_path("keep").read_bytes()
 
     def boom(*a, **k):
-        raise OSError("disk full")
+        import errno
+
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(flt, "save_file", boom)
-    with pytest.raises(RotoscopeError, match="cannot write .*keep.safetensors: disk full"):
+    with pytest.raises(RotoscopeError, match="cannot write .*keep.safetensors: No space left on device"):
         flt.save_filter(FilterNet(TINY), card("keep"), flt.registry_path("keep"))
     assert flt.registry_path("keep").read_bytes() == before
     assert sorted(p.name for p in flt.filters_dir().iterdir()) == ["keep.safetensors"]

@@ -211,7 +211,9 @@ def save_mix(parents: list[str], weights: list[float] | None, name: str, out: Pa
     if weights and len(weights) != len(parents):
         raise Invalid(f"{len(parents)} filters but {len(weights)} weights: give one weight per filter")
     ws = shares(list(weights) if weights else [None] * len(parents))
-    target = Path(out) if out else registry_path(name)
+    from .train import filter_destination
+
+    target = filter_destination(name, out)  # a .safetensors file: never over a picture or into a folder's name
     if target.exists() and not overwrite:
         raise Conflict(f"a filter named '{name}' exists ({target}); pass --overwrite to replace it")
     filters = [load_filter(p) for p in parents]

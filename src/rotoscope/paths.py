@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import uuid
 from pathlib import Path
@@ -28,12 +29,19 @@ def cache_dir() -> Path:
     return home() / "cache"
 
 
+# the file system refusing a write: read-only, no permission, full disk or quota, a file where a folder should be
+WRITE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EEXIST,
+                errno.EISDIR, errno.ENOENT, errno.ENAMETOOLONG, errno.EFBIG, errno.EIO}
+
+
 def write_failure(e: BaseException, what) -> Exception | None:
     """A refusal by the file system (a read-only or missing folder, no permission, a full disk) as one line that
     names what was being written; None for any other exception. Covers OSError and safetensors' I/O errors."""
     from .errors import CannotWrite
 
     if isinstance(e, OSError):
+        if e.errno is not None and e.errno not in WRITE_ERRNOS:  # e.g. EINVAL from a decoder: not a refused write
+            return None
         reason = e.strerror or (str(e).splitlines() or [type(e).__name__])[0]
     elif type(e).__name__ == "SafetensorError" and "I/O error" in str(e):
         reason = str(e).split("I/O error:", 1)[1].strip().split(" (os error")[0]
