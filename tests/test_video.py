@@ -189,16 +189,16 @@ def test_a_render_killed_with_sigkill_resumes(filt, clip, tmp_path):
         "from rotoscope.filter import load_filter_file\nfrom rotoscope.stylize import ApplySettings\n"
         f"f = load_filter_file({str(filt.path)!r})\n"
         "def die(seg):\n    if seg == 1: os.kill(os.getpid(), signal.SIGKILL)\n"
-        f"video.apply_video(f, {str(clip)!r}, {str(dest)!r}, ApplySettings(), "
+        f"video.apply_video(f, {str(clip)!r}, {str(dest)!r}, ApplySettings(engine='torch', precision='fp32'), "
         "VideoConfig(batch=4, segment_frames=8), on_segment=die)\n")
-    # one thread, as in this process (conftest): the same machine fingerprint, so both runs read the same measured
-    # precision and engine from machine.json and agree on the render's identity (else the resume starts over)
+    # engine and precision named, not `auto`: both runs must agree on the render's identity, and two processes'
+    # calibrations under load can pick differently (the resume would then rightly start over)
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
     assert r.returncode == -signal.SIGKILL
     assert not dest.exists()
     lines = []
-    video.apply_video(filt, clip, dest, ApplySettings(), SMALL, warn=lines.append)
+    video.apply_video(filt, clip, dest, ApplySettings(engine="torch", precision="fp32"), SMALL, warn=lines.append)
     assert any("resuming: 16 frames" in line for line in lines)
     assert len(frames_of(dest)[2]) == 24
 

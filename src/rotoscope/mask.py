@@ -138,8 +138,11 @@ def describe(mask: MaskLike | None) -> str | None:
         p = Path(mask)
         if p.is_file():
             return f"{p.name} sha256:{hashlib.sha256(p.read_bytes()).hexdigest()[:16]}"
-        if p.is_dir():
-            return f"{p.name}/ (per frame)"
+        if p.is_dir():  # every mask's name and bytes: an edited mask makes another render (and resume key)
+            h = hashlib.sha256()
+            for f in frame_masks(p):
+                h.update(f.name.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+            return f"{p.name}/ (per frame) sha256:{h.hexdigest()[:16]}"
         return p.name
     a = np.asarray(mask if isinstance(mask, np.ndarray) else mask.convert("L"))
     return f"array sha256:{hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]}"
