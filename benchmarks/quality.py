@@ -160,8 +160,10 @@ def shipped_filter(name: str | None, backbone: str) -> Filter | None:
     path = SHIPPED_DIR / f"{name}.safetensors"
     if not name or not path.exists():
         return None
+    from rotoscope.backbones import resolve_name
+
     filt = load_filter_file(path)
-    return filt if filt.card["backbone"]["name"] == backbone else None
+    return filt if filt.card["backbone"]["name"] == resolve_name(backbone) else None
 
 
 def scrub_paths(card: dict, tmp: Path) -> dict:

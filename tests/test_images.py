@@ -156,3 +156,100 @@ def test_read_provenance_of_a_plain_image_is_none(tmp_path):
 def test_dark_sixteen_bit_stays_dark(tmp_path):
     Image.fromarray(np.full((8, 8), 200, np.uint16)).save(tmp_path / "dark.png")  # 200/65535: nearly black
     assert np.asarray(load_rgb(tmp_path / "dark.png")).max() <= 1
+
+
+# ---------------------------------------------------------------- found by tools/mutation.py (surviving mutants)
+
+
+def test_the_pixel_limit_reads_separators_and_follows_pillow(monkeypatch):
+    from rotoscope.images import max_pixels
+
+    monkeypatch.setenv("ROTOSCOPE_MAX_PIXELS", "25_000_000")
+    assert max_pixels() == 25_000_000
+    monkeypatch.setenv("ROTOSCOPE_MAX_PIXELS", "1,000")
+    assert max_pixels() == 1000
+    monkeypatch.delenv("ROTOSCOPE_MAX_PIXELS")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1234)
+    assert max_pixels() == 1234
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # Pillow's check switched off: ours stays on
+    assert max_pixels() == 89_478_485
+
+
+def test_opening_leaves_pillows_own_limit_as_it_was(tmp_path, monkeypatch):
+    path = tmp_path / "p.png"
+    Image.new("RGB", (100, 100)).save(path)
+    before = Image.MAX_IMAGE_PIXELS
+    monkeypatch.setenv("ROTOSCOPE_MAX_PIXELS", "1000000")
+    open_image(path)
+    assert Image.MAX_IMAGE_PIXELS == before
+    monkeypatch.setenv("ROTOSCOPE_MAX_PIXELS", "100")
+    with pytest.raises(RotoscopeError, match="100-pixel safety limit"):
+        open_image(path)
+    assert Image.MAX_IMAGE_PIXELS == before
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I;16L"])
+def test_sixteen_bit_pictures_are_scaled_not_clipped(mode):
+    from rotoscope.images import split_alpha
+
+    img = Image.frombytes(mode, (2, 1), np.array([0, 32768], dtype=">u2" if mode == "I;16B" else "<u2").tobytes())
+    rgb, alpha = split_alpha(img)
+    assert alpha is None and np.asarray(rgb)[0, :, 0].tolist() == [0, 128]
+
+
+def test_thirty_two_bit_and_float_pictures():
+    from rotoscope.images import split_alpha
+
+    small = Image.fromarray(np.array([[0, 255]], dtype=np.int32), "I")  # fits in 8 bits: kept as it is
+    assert np.asarray(split_alpha(small)[0])[0, :, 0].tolist() == [0, 255]
+    big = Image.fromarray(np.array([[0, 65535]], dtype=np.int32), "I")  # 16-bit data in a 32-bit picture
+    assert np.asarray(split_alpha(big)[0])[0, :, 0].tolist() == [0, 255]
+    f = Image.fromarray(np.array([[-5.0, 0.0, 100.4, 300.0]], dtype=np.float32), "F")  # clipped to 0..255
+    assert np.asarray(split_alpha(f)[0])[0, :, 0].tolist() == [0, 0, 100, 255]
+
+
+@pytest.mark.parametrize("mode, has_alpha", [("LA", True), ("PA", True), ("RGBA", True), ("P", False), ("L", False)])
+def test_which_modes_carry_an_alpha_channel(mode, has_alpha):
+    from rotoscope.images import split_alpha
+
+    img = Image.new("RGBA", (4, 2), (10, 20, 30, 77)).convert(mode)
+    rgb, alpha = split_alpha(img)
+    assert rgb.mode == "RGB" and (alpha is not None) == has_alpha
+    if has_alpha:
+        assert alpha.mode == "L" and np.asarray(alpha).max() == 77
+
+
+def test_tensors_and_pictures_round_trip_clipped():
+    import torch
+
+    from rotoscope.images import as_float, to_image, to_uint8_tensor
+
+    gray = Image.new("L", (3, 2), 200)
+    t = to_uint8_tensor(gray)
+    assert t.shape == (1, 3, 2, 3) and t.dtype == torch.uint8 and int(t.max()) == 200
+    x = torch.full((1, 3, 2, 2), 0.5)
+    assert as_float(x) is x and bool((x == 0.5).all())  # float passes through, not divided again (in place)
+    out = np.asarray(to_image(torch.tensor([-1.0, 0.0, 0.5, 2.0]).view(1, 1, 1, 4).expand(1, 3, 1, 4)))
+    assert out.dtype == np.uint8 and out[0, :, 0].tolist() == [0, 0, 128, 255]
+
+
+def test_sizes_keep_a_pixel_and_an_unchanged_picture_is_not_resampled():
+    from rotoscope.images import longer_side
+
+    assert longer_side(1, 10000, 100) == (1, 100) and longer_side(10000, 1, 100) == (100, 1)
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    assert resize_longer(img, None) is img and resize_longer(img, 40) is img
+    assert np.array_equal(np.asarray(resize_longer(img, 20)), np.asarray(img.resize((20, 15), Image.LANCZOS)))
+
+
+def test_jpeg_and_webp_quality_is_applied_and_gray_stays_gray(tmp_path):
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    for suffix in (".jpg", ".webp"):
+        low = save_image(img, tmp_path / f"low{suffix}", quality=10).stat().st_size
+        high = save_image(img, tmp_path / f"high{suffix}", quality=95).stat().st_size
+        assert low < high / 2, (suffix, low, high)
+    gray = save_image(img.convert("L"), tmp_path / "gray.jpg")
+    with Image.open(gray) as g:
+        assert g.mode == "L"
+    with pytest.raises(RotoscopeError, match=r"cannot write 'noext': use one of \.bmp, \.jpeg"):
+        save_image(img, tmp_path / "noext")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from scipy import ndimage
 from skimage.color import rgb2lab
@@ -254,3 +255,17 @@ def test_score_cli_ranks_the_artwork_among_others(tiny_filter, tmp_path):
     assert all(1 <= row["both"] <= 6 for row in rec["ranks"])
     r = run_cli("score", str(path), str(folder), "--artwork", str(art), "--among", str(tmp_path / "nowhere"))
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "nowhere" in r.stderr
+
+
+def test_the_swag_gram_distance_goes_through_the_softmax_its_training_used():
+    """efficientnet-lite0-swag trains on softmaxed features; scoring it on raw Gram matrices would judge another
+    statistic. The temperatures come from the reference (the artwork), as in training."""
+    a, b = photo_like(0), stripes(True)
+    temps = metrics.style_temperatures(b, "efficientnet-lite0-swag")
+    assert temps and all(t > 0 for t in temps.values())
+    assert metrics.style_temperatures(b, "random") is None
+    soft = metrics.gram_matrices(a, "efficientnet-lite0-swag", temps)
+    raw = metrics.gram_matrices(a, "efficientnet-lite0-swag")
+    assert any(not torch.allclose(soft[k], raw[k]) for k in soft)
+    assert metrics.gram_distance(b, b, "efficientnet-lite0-swag") == pytest.approx(0, abs=1e-6)
+    assert metrics.gram_distance(a, b, "efficientnet-lite0-swag") > 0.01

@@ -153,3 +153,30 @@ def test_shipped_filters_mix(photo):
     mix = load_mix("great-wave:0.6+starry-night:0.4")
     assert mix.card["mix"]["same_start"] is True
     assert stylize_image(mix, photo, FAST).size == photo.size
+
+
+def test_show_tells_a_mix_by_its_parents_not_by_empty_training_fields(pair, capsys):
+    code, _, err = rotoscope("mix", "aa", "bb", "--weights", "0.7,0.3", "--name", "ab", capsys=capsys)
+    assert code == 0, err
+    for spec in ("ab", "aa:0.7+bb:0.3"):  # saved, or a spec painted on the fly
+        code, out, err = rotoscope("show", spec, capsys=capsys)
+        assert code == 0, err
+        assert "aa x 0.7" in out and "bb x 0.3" in out and "weights interpolated" in out
+        assert "None" not in out  # no training record to print: a mix was never trained
+
+
+def test_explain_says_in_one_line_that_a_mix_has_no_training_story(pair, capsys):
+    from conftest import assert_one_line_error
+
+    rotoscope("mix", "aa", "bb", "--name", "ab", capsys=capsys)
+    assert_one_line_error(*rotoscope("explain", "ab", capsys=capsys), "is a mix of aa 0.5 + bb 0.5")
+    assert_one_line_error(*rotoscope("explain", "aa:0.5+bb:0.5", capsys=capsys), "is a mix")
+
+
+def test_a_mix_spec_is_scored_like_a_filter(pair, tmp_path):
+    from rotoscope.metrics import score_filter
+
+    photo = make_scene(tmp_path / "p.png", size=(64, 48))
+    rep = score_filter("aa:0.5+bb:0.5", [photo], size=64, backbones=("random",))
+    alone = score_filter("aa", [photo], size=64, backbones=("random",))
+    assert rep.mean()["ssim"] != alone.mean()["ssim"]  # it painted the mix, not its first parent

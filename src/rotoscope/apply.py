@@ -16,7 +16,7 @@ from typing import Iterator, Union
 from .errors import CannotWrite, NotFound, RotoscopeError
 from .filter import Filter
 from .images import IMAGE_SUFFIXES, WRITE_FORMATS, list_images, longer_side, open_image, read_provenance, save_image
-from .paths import check_writable
+from .paths import check_writable, drop_partials
 from .stylize import ApplySettings, provenance, resolve, stylize_image
 
 
@@ -179,6 +179,7 @@ def apply_folder(filt: Filter, src: Path, dest: Path, settings: ApplySettings, p
     check_writable(dest)  # a folder that cannot be written ends the run in one line, before any painting
     for f in track(files, description="painting", disable=not progress, transient=True):
         target = dest / (f.name if f.suffix.lower() in WRITE_FORMATS else f"{f.stem}.png")
+        drop_partials(target)  # an interrupted run's half-written copy (kill -9 mid-write)
         if target.exists() and _same_result(target, filt, settings, f.name, mask):
             # finished by an earlier, interrupted run with the same filter and settings
             yield Painted(str(f), str(target), _size(target), 0.0, reused=True, precision=settings.precision,

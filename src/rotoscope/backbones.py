@@ -507,15 +507,18 @@ def available(name: str) -> bool:
 
 
 def resolve_name(name: str) -> str:
-    """'auto' picks the best backbone present: ImageNet vgg16, else vgg16-hed (fetched if possible; when it cannot
-    be had, loading it fails with one line saying so: a filter trained on `random` learns palette and grain only,
-    which nobody should get without asking for it)."""
+    """'auto' picks the best backbone present: ImageNet vgg16, else ImageNet EfficientNet-Lite0 (its wheel is a
+    dependency; it beat vgg16-hed on recognisability in study 1, benchmarks/results/quality.md), else vgg16-hed
+    (fetched if possible; when it cannot be had, loading it fails with one line saying so: a filter trained on
+    `random` learns palette and grain only, which nobody should get without asking for it)."""
     if name != "auto":
         if name not in BACKBONES:
             raise RotoscopeError(f"unknown backbone '{name}'; choose from {', '.join(BACKBONES)} or auto")
         return name
     if available("vgg16"):
         return "vgg16"
+    if available("efficientnet-lite0"):
+        return "efficientnet-lite0"
     return "vgg16-hed"
 
 

@@ -13,7 +13,25 @@ def _fmt_terms(d: dict | None) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in d.items())
 
 
+def format_mix_card(card: dict, path: Path | None = None) -> str:
+    """A mix's card: its parents and weights, how they were mixed; it was never trained, so no photos or losses."""
+    mix, bb = card["mix"], card.get("backbone", {})
+    how = {"weights": "weights interpolated into one network",
+           "outputs": "paintings of each parent blended"}.get(mix.get("method"), mix.get("method"))
+    lines = [f"filter      {card.get('name')}" + (f"  ({path})" if path else ""),
+             f"mix of      " + "\n            ".join(f"{p['name']} x {p['weight']:g}  ({p.get('artwork')}; card "
+                                                    f"{str(p.get('card_hash', ''))[:12]}…)" for p in mix["parents"]),
+             f"mixed by    {how}" + ("" if mix.get("same_start") else
+                                     " (the parents started from different weights: a weight mix may not blend)"),
+             f"backbone    {bb.get('name')}: {bb.get('about', '')}",
+             f"network     {card.get('architecture', 'each parent its own')}",
+             f"created     {card.get('created', 'now (a mix spec)')} with rotoscope {card.get('rotoscope_version')}"]
+    return "\n".join(lines)
+
+
 def format_card(card: dict, path: Path | None = None) -> str:
+    if "mix" in card:
+        return format_mix_card(card, path)
     art, bb, ph, tr = card.get("artwork", {}), card.get("backbone", {}), card.get("photos", {}), card.get("training", {})
     tr = with_unrecorded(tr) if tr else tr
     hist, tm = card.get("history", {}), card.get("timings", {})

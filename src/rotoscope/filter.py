@@ -21,7 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .config import NetConfig
+from .config import NetConfig, validate
 from .errors import Invalid, NotFound, Refused, RotoscopeError
 from .network import FilterNet
 from .paths import atomic_path, filters_dir
@@ -111,8 +111,17 @@ def load_filter_file(path: str | os.PathLike) -> Filter:
     card = read_card(path)
     try:
         arch = card["architecture"]
-        net = FilterNet(NetConfig(channels=tuple(arch["channels"]), res_blocks=arch["res_blocks"],
-                                  kernel_outer=arch["kernel_outer"]))
+        # the card is the file's word, not ours: checked against the settings' ranges before a network is built
+        # (an empty or negative width would be torch's error, a billion residual blocks a hang)
+        cfg = NetConfig(channels=tuple(arch["channels"]), res_blocks=arch["res_blocks"],
+                        kernel_outer=arch["kernel_outer"])
+        validate(cfg)
+    except (KeyError, TypeError) as e:
+        raise Invalid(f"{path}: weights do not match the card's architecture ({str(e).splitlines()[0]})") from None
+    except Invalid as e:
+        raise Invalid(f"{path} has a corrupt card (architecture: {e})") from None
+    try:
+        net = FilterNet(cfg)
         with safe_open(str(path), framework="pt") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}
         net.load_state_dict(state)

@@ -60,6 +60,9 @@ def open_image(path: str | os.PathLike) -> Image.Image:
         raise Invalid(f"{path}: not an image (or a format Pillow cannot read)") from None
     except OSError as e:
         raise Invalid(f"{path}: cannot decode image ({e})") from None
+    except Exception as e:  # a damaged header trips Pillow's parsers in other ways (ValueError, SyntaxError, ...)
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:120]
+        raise Invalid(f"{path}: cannot decode image ({reason})") from None
 
 
 def split_alpha(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:

@@ -81,10 +81,16 @@ def sliced_color_loss(img: torch.Tensor, sorted_target: torch.Tensor, dirs: torc
     return F.mse_loss(x, quantiles_at(sorted_target, x.shape[-1]).expand_as(x))
 
 
-def relative_mse(x: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Mean squared error divided by the target's mean square: 0 is perfect, 1 is 'as far as zero is'."""
+def relative_mse(x: torch.Tensor, target: torch.Tensor, eps: float = 1e-8, batch_mean=None) -> torch.Tensor:
+    """Mean squared error divided by the target's mean square: 0 is perfect, 1 is 'as far as zero is'.
+
+    `batch_mean` averages the target's mean square over the whole batch when this process holds only a slice of
+    it (torchrun: distributed.py), so that the slices' losses average to the whole batch's."""
     x, target = x.float(), target.float()
-    return F.mse_loss(x, target.expand_as(x)) / (target.pow(2).mean() + eps)
+    energy = target.pow(2).mean()
+    if batch_mean is not None:
+        energy = batch_mean(energy)
+    return F.mse_loss(x, target.expand_as(x)) / (energy + eps)
 
 
 def total_variation(img: torch.Tensor) -> torch.Tensor:
@@ -141,14 +147,16 @@ class LossWeights:
 
 
 def perceptual_loss(backbone: Backbone, target: StyleTarget, weights: LossWeights, output: torch.Tensor,
-                    photo: torch.Tensor, photo_feats: dict[str, torch.Tensor] | None = None):
-    """Weighted total and each weighted term (detached, for logging) for a batch of outputs and their photos."""
+                    photo: torch.Tensor, photo_feats: dict[str, torch.Tensor] | None = None, batch_mean=None):
+    """Weighted total and each weighted term (detached, for logging) for a batch of outputs and their photos.
+    (`batch_mean`: see relative_mse; every other term is a mean of per-image terms already.)"""
     spec = backbone.spec
     out_feats = backbone(output, spec.style_layers + spec.content_layers)
     if photo_feats is None:
         with torch.no_grad():
             photo_feats = backbone(photo, spec.content_layers)
-    content = sum(relative_mse(out_feats[k], photo_feats[k]) for k in spec.content_layers) / len(spec.content_layers)
+    content = sum(relative_mse(out_feats[k], photo_feats[k], batch_mean=batch_mean)
+                  for k in spec.content_layers) / len(spec.content_layers)
     temps = target.temperatures or {}
     style = sum(relative_mse(gram(style_features(out_feats[k], temps.get(k))), target.grams[k])
                 for k in spec.style_layers) / len(spec.style_layers)

@@ -22,6 +22,7 @@ photos of any resolution.
 
 from __future__ import annotations
 
+
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -149,20 +150,34 @@ def _downscale(rgb: np.ndarray, f: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
+@lru_cache(maxsize=4)
 def _backbone(name: str):
+    """A frozen loss network, loaded once per scoring process (every result is scored with it)."""
     from .backbones import load_backbone
 
     return load_backbone(name, device="cpu")
 
 
-def gram_matrices(img, backbone: str = "random") -> dict[str, torch.Tensor]:
-    from .losses import gram
+def style_temperatures(img, backbone: str = "random") -> dict[str, float] | None:
+    """For a backbone whose spec asks for a softmax (SWAG): each style layer's temperature, fixed from `img` (the
+    reference, as training fixes it from the artwork); None for the others."""
+    bb = _backbone(backbone)
+    if not bb.spec.softmax:
+        return None
+    x = torch.from_numpy(as_array(img)).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        return {k: float(v.float().std()) + 1e-6 for k, v in bb(x, bb.spec.style_layers).items()}
+
+
+def gram_matrices(img, backbone: str = "random", temperatures: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
+    """The Gram matrices the backbone's style loss compares (through the softmax at `temperatures` for SWAG)."""
+    from .losses import gram, style_features
 
     bb = _backbone(backbone)
     x = torch.from_numpy(as_array(img)).permute(2, 0, 1)[None].float()
     with torch.no_grad():
         feats = bb(x, bb.spec.style_layers)
-    return {k: gram(v)[0] for k, v in feats.items()}
+    return {k: gram(style_features(v, (temperatures or {}).get(k)))[0] for k, v in feats.items()}
 
 
 def gram_distance_from(ga: dict[str, torch.Tensor], gb: dict[str, torch.Tensor]) -> float:
@@ -172,7 +187,8 @@ def gram_distance_from(ga: dict[str, torch.Tensor], gb: dict[str, torch.Tensor])
 
 def gram_distance(a, b, backbone: str = "random") -> float:
     """Style distance of a from reference b as a fixed backbone sees it: 0 = same feature co-activations."""
-    return gram_distance_from(gram_matrices(a, backbone), gram_matrices(b, backbone))
+    temps = style_temperatures(b, backbone)
+    return gram_distance_from(gram_matrices(a, backbone, temps), gram_matrices(b, backbone, temps))
 
 
 # ---------------------------------------------------------------- content
@@ -314,7 +330,8 @@ def default_backbones() -> tuple[str, ...]:
 
 def style_scores(result, art_ref: dict, backbones: tuple[str, ...]) -> dict[str, float]:
     """Style distances of one result from the artwork (art_ref from `artwork_reference`)."""
-    s = {f"gram_{b}": gram_distance_from(gram_matrices(result, b), art_ref["gram"][b]) for b in backbones}
+    temps = art_ref.get("temperatures", {})
+    s = {f"gram_{b}": gram_distance_from(gram_matrices(result, b, temps.get(b)), art_ref["gram"][b]) for b in backbones}
     s["color"] = color_distance(result, art_ref["rgb"])
     s["texture"] = texture_distance(result, art_ref["rgb"])
     return s
@@ -328,7 +345,8 @@ def artwork_reference(artwork, size: int = SCORE_SIZE, backbones: tuple[str, ...
     """The artwork at the scoring size and its Gram matrices, computed once per scoring run."""
     img = artwork if isinstance(artwork, Image.Image) else load_rgb(artwork)
     rgb = as_array(resize_longer(img, size))
-    return {"rgb": rgb, "gram": {b: gram_matrices(rgb, b) for b in backbones}}
+    temps = {b: style_temperatures(rgb, b) for b in backbones}
+    return {"rgb": rgb, "gram": {b: gram_matrices(rgb, b, temps[b]) for b in backbones}, "temperatures": temps}
 
 
 @dataclass
@@ -376,10 +394,11 @@ def score_filter(filt, photos: list[str | os.PathLike], artwork: str | os.PathLi
 
     `among`: other artworks; each result then ranks its own artwork (which `artwork` must name) among them.
     """
-    from .filter import Filter, load_filter
+    from .filter import Filter
+    from .mix import load_any
     from .stylize import ApplySettings, stylize_image
 
-    filt = filt if isinstance(filt, Filter) else load_filter(filt)
+    filt = filt if isinstance(filt, Filter) else load_any(str(filt))  # a name, a path or a mix spec
     if not photos:
         raise RotoscopeError("no photos to score")
     settings = ApplySettings(size=size, precision=precision, device="cpu")

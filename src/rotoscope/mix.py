@@ -181,6 +181,11 @@ class Blend(Filter):
     weights: list[float] = field(default_factory=list)
 
 
+def mix_parents_line(card: dict) -> str:
+    """'great-wave 0.6 + starry-night 0.4': a mix card's parents and weights, for one line."""
+    return " + ".join(f"{p['name']} {p['weight']:g}" for p in card.get("mix", {}).get("parents", []))
+
+
 def load_mix(spec: str, method: str = "weights") -> Filter:
     """A mix spec as a filter ready to paint: weights interpolated (`weights`) or paintings blended
     (`outputs`). A single filter at weight 1 (or a mix whose other weights are 0) is that filter, unchanged."""

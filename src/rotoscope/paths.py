@@ -85,6 +85,20 @@ def atomic_path(final: str | os.PathLike):
             tmp.unlink()
 
 
+def drop_partials(final: str | os.PathLike) -> None:
+    """Remove what a process killed inside atomic_path(final) left: its temporary file (a kill -9 runs no cleanup).
+    The run that writes `final` again calls it first."""
+    import glob
+    import re
+
+    final = Path(final)
+    pattern = re.compile(rf"\.{re.escape(final.stem)}\.[0-9a-f]{{8}}\.partial{re.escape(final.suffix)}")
+    for p in final.parent.glob(f".{glob.escape(final.stem)}.*.partial{glob.escape(final.suffix)}"):
+        if pattern.fullmatch(p.name):
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
 def check_writable(folder: str | os.PathLike, what: str | os.PathLike | None = None) -> None:
     """Refuse at once (CannotWrite, one line) when nothing can be written in `folder` (made if missing): before a
     long run rather than at its end."""

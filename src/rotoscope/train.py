@@ -28,11 +28,12 @@ from typing import Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from . import __version__
+from . import __version__, distributed
 from .backbones import load_backbone
 from .config import TrainConfig, describe
 from .data import PhotoSet, load_photos
 from .devices import autocast, pick_device, resolve_precision
+from .distributed import SINGLE, World
 from .errors import Invalid, RotoscopeError
 from .filter import SUFFIX, Filter, check_name, registry_path, save_filter
 from .images import load_rgb, resize_longer, to_tensor
@@ -136,21 +137,26 @@ def load_checkpoint(path: Path, net: FilterNet, opt: torch.optim.Optimizer) -> t
 
 
 def train_step(step: int, cfg: TrainConfig, net: FilterNet, opt: torch.optim.Optimizer, scaler, data,
-               backbone, target: StyleTarget, weights: LossWeights, device) -> dict:
+               backbone, target: StyleTarget, weights: LossWeights, device, world: World = SINGLE) -> dict:
     """One training step: set the learning rate, take the batch, paint it, score it, adjust the weights.
 
     `data` serves the crops (PhotoSet, or FixedBatch to time a step without data loading); `step` counts the steps
     done before this one. Returns the step's history record; raises pitfalls.Stopped if the loss is not finite.
+    Under torchrun (`world`), `net` is the DistributedDataParallel wrapper, this rank paints its slice of the batch
+    and the record holds the terms averaged over the ranks.
     """
     lr = lr_at(cfg, step)
     for group in opt.param_groups:
         group["lr"] = lr
-    photos = data.batch(step, cfg.batch, size_at(cfg, step), cfg.seed).to(device)
+    photos = distributed.shard(data.batch(step, cfg.batch, size_at(cfg, step), cfg.seed), world).to(device)
     photos = photos.contiguous(memory_format=torch.channels_last)
     with autocast(device, cfg.precision):
         output = net(photos)  # 2. paint
-        loss, terms = perceptual_loss(backbone, target, weights, output, photos)  # 3. score
-    loss_value = float(loss.detach())  # detached: a Python number for logs, not part of the graph
+        loss, terms = perceptual_loss(backbone, target, weights, output, photos,  # 3. score
+                                      batch_mean=distributed.batch_mean(world))
+    # detached: Python numbers for logs, not part of the graph (and the same on every rank)
+    terms = distributed.mean({**terms, "total": float(loss.detach())}, world)
+    loss_value = terms.pop("total")
     if not math.isfinite(loss_value):
         raise pitfalls.Stopped(pitfalls.not_finite(step + 1, loss_value, cfg.lr))
     opt.zero_grad(set_to_none=True)  # 4. adjust (the scaler is a no-op except in fp16)
@@ -292,8 +298,9 @@ class Story(Monitor):
 class Checkpoints(Monitor):
     """Keeps run.seconds and saves a checkpoint every checkpoint_every steps; resumes a run from its checkpoint."""
 
-    def __init__(self, path: Path, net: FilterNet, opt, cfg: TrainConfig, meta: dict):
+    def __init__(self, path: Path, net: FilterNet, opt, cfg: TrainConfig, meta: dict, write: bool = True):
         self.path, self.net, self.opt, self.cfg, self.meta = path, net, opt, cfg, meta
+        self.write = write  # False on torchrun ranks other than 0: they resume from rank 0's checkpoint
 
     def resume(self, name: str, log) -> Run:
         if not self.path.exists():
@@ -318,7 +325,8 @@ class Checkpoints(Monitor):
             self.save(self.run)
 
     def save(self, run: Run) -> None:
-        save_checkpoint(self.path, self.net, self.opt, run, self.cfg, self.meta)
+        if self.write:
+            save_checkpoint(self.path, self.net, self.opt, run, self.cfg, self.meta)
         self.last_saved = time.perf_counter()
 
     def interrupted(self, run: Run) -> RotoscopeError:
@@ -374,6 +382,22 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
     check_name(name)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
+    world = distributed.setup(device)  # one process, or this rank of a torchrun
+    try:
+        return _train(artwork, name, photos, cfg, device, world, title=title, backbone_weights=backbone_weights,
+                      resume=resume, out=out, log=log if world.main else _quiet,
+                      progress=progress and world.main, extra_card=extra_card, monitors=monitors)
+    finally:
+        distributed.teardown(world)
+
+
+def _quiet(*_args, **_kwargs) -> None:
+    """The log of ranks other than 0: one voice per run."""
+
+
+def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, title, backbone_weights, resume, out,
+           log, progress, extra_card, monitors) -> Filter:
+    distributed.check_batch(world, cfg.batch)
     precision = resolved_precision(cfg, device)
     requested, cfg = cfg.precision, cfg.replace(precision=precision.value)  # the card records what was used
     run_dir = runs_dir() / name
@@ -382,7 +406,8 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
     check_writable(run_dir, run_dir / CHECKPOINT)
     if resume and not (run_dir / CHECKPOINT).exists():  # before any work is done, so that it is the only line
         raise RotoscopeError(f"nothing to resume: no checkpoint for '{name}' in {run_dir}")
-    _remove_stale_temporaries(run_dir, dest)
+    if world.main:
+        _remove_stale_temporaries(run_dir, dest)
 
     # 1. the artwork, the training set and the photos held out, the loss network, random weights and Adam
     art_img = load_rgb(artwork)
@@ -394,24 +419,30 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
     backbone, target, weights = loss_network(cfg, art_img, backbone_weights, device)
     net, opt, scaler, init = new_network(cfg, device, log)
     extra_card = {"init": init, "precision": {"used": precision.value, "requested": requested, "why": precision.reason},
-                  **(extra_card or {})}
+                  "distributed": world.card(), **(extra_card or {})}
     art_hash = hashlib.sha256(Path(artwork).read_bytes()).hexdigest()
     checkpoints = Checkpoints(run_dir / CHECKPOINT, net, opt, cfg, {"artwork_sha256": art_hash,
-                                                                    "backbone": backbone.name})
+                                                                    "backbone": backbone.name}, write=world.main)
     run = checkpoints.resume(name, log) if resume else Run()
     log(precision.line())
     log(f"training filter '{name}' on {device} with backbone {backbone.name} "
-        f"({count_parameters(net):,} parameters; {len(data.train)} training photos, {len(data.holdout)} held out)")
+        f"({count_parameters(net):,} parameters; {len(data.train)} training photos, {len(data.holdout)} held out)"
+        + (f"; {world.size} processes ({world.backend}), {cfg.batch // world.size} crops each" if world.size > 1 else ""))
     log(describe(cfg))
     if run.step == 0 and holdout is not None:  # the untrained network's held-out score: the baseline of all later
         run.holdout_start = evaluate(net, backbone, target, weights, holdout, device, cfg.precision)
 
     # 2-5. step after step, an exam every eval_every steps, each step shown to the monitors, until done or stopped
+    # every rank runs the same monitors' decisions (guard, checkpoints); only rank 0 writes and draws
     guard = Guard(cfg, weights, data, photo_audit, opt, log)
-    preview, preview_name, preview_held = story.preview_photo(data, cfg.size)
-    recorder = story.Recorder(run_dir, preview, preview_name, art_img, cfg.steps, preview_held)
-    monitors = [TensorBoard(run_dir, cfg, device, data, holdout), guard, Story(recorder), checkpoints,
-                ProgressBar(progress, cfg.steps), *monitors]
+    if world.main:
+        preview, preview_name, preview_held = story.preview_photo(data, cfg.size)
+        recorder = story.Recorder(run_dir, preview, preview_name, art_img, cfg.steps, preview_held)
+        writers = [TensorBoard(run_dir, cfg, device, data, holdout), Story(recorder)]
+    else:
+        writers = []
+    monitors = [*writers, guard, checkpoints, ProgressBar(progress, cfg.steps), *monitors]
+    model = distributed.wrap(net, world, device)
     for m in monitors:
         m.start(run, net)
     stopped = interrupted = None
@@ -419,7 +450,7 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
         try:
             net.train()
             while run.step < cfg.steps and not interrupted:
-                record = train_step(run.step, cfg, net, opt, scaler, data, backbone, target, weights, device)
+                record = train_step(run.step, cfg, model, opt, scaler, data, backbone, target, weights, device, world)
                 run.step = record["step"]
                 if holdout is not None and due(cfg, run.step, cfg.eval_every):
                     record["holdout"] = evaluate(net, backbone, target, weights, holdout, device, cfg.precision)
@@ -440,6 +471,11 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
     else:
         checkpoints.save(run)
 
+    if not world.main:  # rank 0 writes the filter; the others wait for it and load the same file
+        distributed.barrier(world)
+        from .filter import load_filter_file
+
+        return load_filter_file(dest)
     truthful = {"audit": photo_audit.summary(),
                 "confidence": confidence.reference(photo_audit, data.train_names, data.holdout_names),
                 "story": recorder.card(net, art_img, holdout, run.history),
@@ -454,6 +490,7 @@ def train(artwork: str | os.PathLike, name: str, photos: str | os.PathLike | Non
         raise RotoscopeError(f"training stopped after step {run.step}: {stopped.message} The filter {dest} and the "
                              f"checkpoint hold the last good weights (step {guard.last_good.step}); "
                              f"`rotoscope explain {name}` shows what happened.")
+    distributed.barrier(world)
     from .filter import load_filter_file
 
     return load_filter_file(dest)

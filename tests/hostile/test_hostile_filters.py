@@ -80,7 +80,7 @@ def test_a_bad_filter_file_is_one_line_and_never_breaks_the_registry(world, kind
     # the listing goes on: the bad one marked, the good ones whole
     readable_card = kind in ("card-without-architecture", "weights-not-the-card")
     code, out_text, err = world.cli("filters")
-    assert code == 0 and "Traceback" not in err and ("(unreadable)" in out_text) != readable_card
+    assert code == 0 and "Traceback" not in err and ("(unreadabl" in out_text) != readable_card  # rich may cut the word in a narrow table
     listed = {n: c for n, _, c in list_filters()}
     assert listed["tiny"] and listed["keep"] and (listed[kind] is None) != readable_card
 

@@ -197,9 +197,16 @@ class Story:
 def gather(filter: str | os.PathLike) -> Story:
     """Load the filter and find what its story needs; re-create the previews from the filter file if need be."""
     from ..filter import load_filter
+    from ..mix import is_mix, mix_parents_line
 
+    if is_mix(str(filter)):
+        raise RotoscopeError(f"'{filter}' is a mix, not a trained filter: it has no training story; explain one of "
+                             f"its filters (rotoscope explain NAME)")
     filt = load_filter(filter)
     card = filt.card
+    if "mix" in card:  # saved by `rotoscope mix`: weights interpolated, never trained
+        raise RotoscopeError(f"'{filt.name}' is a mix of {mix_parents_line(card)}, not a trained filter: it has no "
+                             f"training story; explain one of its parents")
     folder = _run_folder(card)
     st = card.get("story") or {}
     gaps: list[str] = []

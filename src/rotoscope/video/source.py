@@ -110,8 +110,8 @@ def probe(path: Path) -> Source:
             kind = "audio only" if c.streams.audio else "no video stream"
             raise RotoscopeError(f"{path} has no video to paint ({kind})")
         vs = c.streams.video[0]
-        cc = vs.codec_context
-        w, h = cc.width, cc.height
+        cc = vs.codec_context  # None when the stream's codec is unknown (a damaged header)
+        w, h = (cc.width, cc.height) if cc is not None else (0, 0)
         if not w or not h:
             raise RotoscopeError(f"{path}: the video stream has no picture size (damaged?)")
         if w * h > max_pixels():
