@@ -91,6 +91,14 @@ def make_scene(path, seed=0, brightness=0.6, size=(96, 64), gray=False):
     return Path(path)
 
 
+def make_photos(folder, n, **scene):
+    """A folder of n scenes p0.png ... (seeds 0..n-1), a training set."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        make_scene(folder / f"p{i}.png", seed=i, **scene)
+    return folder
+
+
 @pytest.fixture
 def tiny_filter(rotoscope_home):
     """A registry filter named 'tiny' with an untrained 8-16-16 network: instant to load and apply."""

@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from conftest import make_scene
+from conftest import make_photos, make_scene
 from rotoscope import distributed
 from rotoscope.config import NetConfig
 from rotoscope.network import FilterNet
@@ -41,10 +41,7 @@ def run(home, *args, ranks=1):
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     d = tmp_path_factory.mktemp("ddp")
-    photos = d / "photos"
-    photos.mkdir()
-    for i in range(8):
-        make_scene(photos / f"p{i}.png", seed=i)
+    make_photos(d / "photos", 8)
     make_scene(d / "art.png", seed=99, brightness=0.3)
     return d
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_line_error, make_scene
+from conftest import assert_one_line_error, make_photos
 from rotoscope.config import TrainConfig
 from rotoscope.demo import draw_artwork
 from rotoscope.truthful.explain import SECTIONS, explain
@@ -24,10 +24,7 @@ def trained(tmp_path_factory):
     from rotoscope.train import train
 
     root = tmp_path_factory.mktemp("explain")
-    photos = root / "photos"
-    photos.mkdir()
-    for i in range(6):
-        make_scene(photos / f"p{i}.png", seed=i, brightness=0.55)
+    photos = make_photos(root / "photos", 6, brightness=0.55)
     draw_artwork(96).save(root / "art.png")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ROTOSCOPE_HOME", str(root / "home"))

@@ -116,6 +116,11 @@ def style_features(f: torch.Tensor, temperature: float | None) -> torch.Tensor:
     return f if temperature is None else torch.softmax(f.float() / temperature, dim=1)
 
 
+def feature_temperatures(feats: dict[str, torch.Tensor]) -> dict[str, float]:
+    """SWAG's softmax temperature per style layer: the layer's std on the reference image (the artwork)."""
+    return {k: float(v.float().std()) + 1e-6 for k, v in feats.items()}
+
+
 COLOR_MATCHES = ("moments", "sliced")
 
 
@@ -127,7 +132,7 @@ def style_target(backbone: Backbone, art: torch.Tensor, color_match: str = _DEFA
         feats = backbone(art.float(), backbone.spec.style_layers)
         mu, cov = color_stats(art)
         srt = sorted_projections(art, color_directions())[0] if color_match == "sliced" else None
-        temps = {k: float(v.float().std()) + 1e-6 for k, v in feats.items()} if backbone.spec.softmax else None
+        temps = feature_temperatures(feats) if backbone.spec.softmax else None
     grams = {k: gram(style_features(v, (temps or {}).get(k))) for k, v in feats.items()}
     return StyleTarget(grams, mu, cov, color_match, srt, temps)
 

@@ -22,7 +22,6 @@ photos of any resolution.
 
 from __future__ import annotations
 
-
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -150,7 +149,6 @@ def _downscale(rgb: np.ndarray, f: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-@lru_cache(maxsize=4)
 def _backbone(name: str):
     """A frozen loss network, loaded once per scoring process (every result is scored with it)."""
     from .backbones import load_backbone
@@ -158,26 +156,32 @@ def _backbone(name: str):
     return load_backbone(name, device="cpu")
 
 
-def style_temperatures(img, backbone: str = "random") -> dict[str, float] | None:
-    """For a backbone whose spec asks for a softmax (SWAG): each style layer's temperature, fixed from `img` (the
-    reference, as training fixes it from the artwork); None for the others."""
+def _style_features(img, backbone: str) -> dict[str, torch.Tensor]:
     bb = _backbone(backbone)
-    if not bb.spec.softmax:
-        return None
     x = torch.from_numpy(as_array(img)).permute(2, 0, 1)[None].float()
     with torch.no_grad():
-        return {k: float(v.float().std()) + 1e-6 for k, v in bb(x, bb.spec.style_layers).items()}
+        return bb(x, bb.spec.style_layers)
+
+
+def _grams(feats: dict[str, torch.Tensor], temperatures: dict[str, float] | None) -> dict[str, torch.Tensor]:
+    from .losses import gram, style_features
+
+    return {k: gram(style_features(v, (temperatures or {}).get(k)))[0] for k, v in feats.items()}
 
 
 def gram_matrices(img, backbone: str = "random", temperatures: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
     """The Gram matrices the backbone's style loss compares (through the softmax at `temperatures` for SWAG)."""
-    from .losses import gram, style_features
+    return _grams(_style_features(img, backbone), temperatures)
 
-    bb = _backbone(backbone)
-    x = torch.from_numpy(as_array(img)).permute(2, 0, 1)[None].float()
-    with torch.no_grad():
-        feats = bb(x, bb.spec.style_layers)
-    return {k: gram(style_features(v, (temperatures or {}).get(k)))[0] for k, v in feats.items()}
+
+def reference_grams(img, backbone: str = "random") -> tuple[dict[str, torch.Tensor], dict[str, float] | None]:
+    """A reference's (the artwork's) Gram matrices and, for a backbone whose spec asks for a softmax (SWAG), the
+    temperatures fixed from it, as training fixes them; one pass through the backbone."""
+    from .losses import feature_temperatures
+
+    feats = _style_features(img, backbone)
+    temps = feature_temperatures(feats) if _backbone(backbone).spec.softmax else None
+    return _grams(feats, temps), temps
 
 
 def gram_distance_from(ga: dict[str, torch.Tensor], gb: dict[str, torch.Tensor]) -> float:
@@ -187,8 +191,8 @@ def gram_distance_from(ga: dict[str, torch.Tensor], gb: dict[str, torch.Tensor])
 
 def gram_distance(a, b, backbone: str = "random") -> float:
     """Style distance of a from reference b as a fixed backbone sees it: 0 = same feature co-activations."""
-    temps = style_temperatures(b, backbone)
-    return gram_distance_from(gram_matrices(a, backbone, temps), gram_matrices(b, backbone, temps))
+    grams_b, temps = reference_grams(b, backbone)
+    return gram_distance_from(gram_matrices(a, backbone, temps), grams_b)
 
 
 # ---------------------------------------------------------------- content
@@ -345,8 +349,8 @@ def artwork_reference(artwork, size: int = SCORE_SIZE, backbones: tuple[str, ...
     """The artwork at the scoring size and its Gram matrices, computed once per scoring run."""
     img = artwork if isinstance(artwork, Image.Image) else load_rgb(artwork)
     rgb = as_array(resize_longer(img, size))
-    temps = {b: style_temperatures(rgb, b) for b in backbones}
-    return {"rgb": rgb, "gram": {b: gram_matrices(rgb, b, temps[b]) for b in backbones}, "temperatures": temps}
+    refs = {b: reference_grams(rgb, b) for b in backbones}
+    return {"rgb": rgb, "gram": {b: g for b, (g, _) in refs.items()}, "temperatures": {b: t for b, (_, t) in refs.items()}}
 
 
 @dataclass
