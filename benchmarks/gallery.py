@@ -1,6 +1,7 @@
-"""The README's gallery: every shipped filter on photos none of them was trained on, as one committed PNG.
+"""The README's gallery: every shipped filter on photos none of them was trained on, as one committed JPEG.
 
-  python benchmarks/gallery.py                      # -> docs/gallery.png
+  python benchmarks/gallery.py                      # -> docs/gallery.jpg
+  python benchmarks/gallery.py --arch lite          # the lite versions -> docs/gallery-lite.jpg
   python benchmarks/gallery.py --photos 3 --cell 180
 
 One row per shipped filter: its artwork (from ../shared/data/styles, or the poster drawn by rotoscope.demo), then
@@ -22,7 +23,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from quality import HOLDOUT, SHARED  # noqa: E402
 
-from rotoscope.filter import SHIPPED_DIR, load_filter_file  # noqa: E402
+from rotoscope.filter import SHIPPED_DIR, load_filter_file, read_card  # noqa: E402
 from rotoscope.images import load_rgb, resize_longer  # noqa: E402
 from rotoscope.stylize import ApplySettings, stylize_image  # noqa: E402
 
@@ -54,20 +55,23 @@ def main(argv=None) -> Path:
     ap.add_argument("--photos", type=int, default=4)
     ap.add_argument("--cell", type=int, default=168)
     ap.add_argument("--size", type=int, default=512, help="longer side the photos are painted at")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "gallery.png")
+    ap.add_argument("--arch", choices=("full", "lite"), default="full", help="which shipped networks to show")
+    ap.add_argument("--out", type=Path, default=None, help="default: docs/gallery.jpg (lite: docs/gallery-lite.jpg)")
     a = ap.parse_args(argv)
+    a.out = a.out or ROOT / "docs" / ("gallery.jpg" if a.arch == "full" else f"gallery-{a.arch}.jpg")
     assert set(SHOWN) <= set(HOLDOUT), "the gallery shows held-out photos only"
     photos = [resize_longer(load_rgb(SHARED / "content" / n), a.size) for n in SHOWN[:a.photos]]
-    files = sorted(SHIPPED_DIR.glob("*.safetensors"))
+    files = [f for f in sorted(SHIPPED_DIR.glob("*.safetensors"))
+             if read_card(f)["architecture"].get("arch", "full") == a.arch]
     pad, label, cell = 6, 16, a.cell
     cols = 1 + len(photos)
     sheet = Image.new("RGB", (pad + cols * (cell + pad), pad + (len(files) + 1) * (cell + label + pad)), (250, 250, 248))
     d = ImageDraw.Draw(sheet)
     font = ImageFont.load_default(size=12)
-    d.text((pad, pad), "artwork", fill=(40, 40, 40), font=font)
+    d.text((pad, pad), "artwork | held-out photos:", fill=(40, 40, 40), font=font)
     for j, p in enumerate(photos):
         x = pad + (j + 1) * (cell + pad)
-        d.text((x, pad), f"photo (held out): {SHOWN[j].split('.')[0][:18]}", fill=(40, 40, 40), font=font)
+        d.text((x, pad), SHOWN[j].split(".")[0][:24], fill=(40, 40, 40), font=font)  # all held out
         sheet.paste(fit(p, cell), (x, pad + label))
     settings = ApplySettings(precision="fp32", engine="torch")
     for i, f in enumerate(files, start=1):
@@ -85,7 +89,7 @@ def main(argv=None) -> Path:
             sheet.paste(fit(stylize_image(filt, p, settings), cell), (pad + (j + 1) * (cell + pad), y + label))
         print(f"{filt.name} done", flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(a.out, optimize=True)
+    sheet.save(a.out, quality=88, optimize=True)  # JPEG: a PNG of painted photos is 4.5 MB
     print(f"wrote {a.out} ({a.out.stat().st_size / 1e6:.1f} MB)")
     return a.out
 

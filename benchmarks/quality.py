@@ -153,17 +153,25 @@ def ship(trained: Path, name: str, row: dict, dest: Path) -> Path:
     return dest
 
 
-def shipped_filter(name: str | None, backbone: str) -> Filter | None:
-    """The package's filter of that name, if it is installed and was trained with this backbone."""
+def shipped_name(name: str, cfg: TrainConfig) -> str:
+    """A shipped filter's name for this architecture: great-wave (full) or great-wave-lite."""
+    return name if cfg.net.arch == "full" else f"{name}-{cfg.net.arch}"
+
+
+def shipped_filter(name: str | None, cfg: TrainConfig) -> Filter | None:
+    """The package's filter of that name (and the config's architecture), if it is installed and was trained with
+    the config's backbone."""
     from rotoscope.filter import SHIPPED_DIR, load_filter_file
 
-    path = SHIPPED_DIR / f"{name}.safetensors"
-    if not name or not path.exists():
+    if not name:
+        return None
+    path = SHIPPED_DIR / f"{shipped_name(name, cfg)}.safetensors"
+    if not path.exists():
         return None
     from rotoscope.backbones import resolve_name
 
     filt = load_filter_file(path)
-    return filt if filt.card["backbone"]["name"] == resolve_name(backbone) else None
+    return filt if filt.card["backbone"]["name"] == resolve_name(cfg.backbone) else None
 
 
 def scrub_paths(card: dict, tmp: Path) -> dict:
@@ -180,11 +188,9 @@ def stylize_all(filt: Filter, photos: list[tuple[str, Image.Image]], size: int) 
 
 
 def net_as_filter(net, card) -> Filter:
-    from rotoscope.network import FilterNet
-    from rotoscope.config import NetConfig
+    from rotoscope.network import build, config_from_card
 
-    arch = card["architecture"]
-    fresh = FilterNet(NetConfig(**{k: tuple(v) if k == "channels" else v for k, v in arch.items() if k != "type"}))
+    fresh = build(config_from_card(card["architecture"]))
     fresh.load_state_dict(net)
     return Filter("snapshot", card, fresh.eval().requires_grad_(False))
 
@@ -268,6 +274,7 @@ def main(argv=None) -> None:
     else:
         variants = {bb: {"backbone": bb} for bb in (a.backbones or "auto").split(",")}
     backbones = [v.get("backbone", "auto") for v in variants.values()]
+    first = next(iter(variants))
     base = TrainConfig().replace(**json.loads(a.set))
     if a.steps:
         base = base.replace(steps=a.steps)
@@ -301,7 +308,7 @@ def main(argv=None) -> None:
                     snaps = []
                     cpu0, wall0 = time.process_time(), time.perf_counter()
                     name = f"{Path(style).stem}-{bb}"
-                    reuse = a.reuse_shipped and shipped_filter(shipped.get(style), bb)
+                    reuse = a.reuse_shipped and shipped_filter(shipped.get(style), cfg)
                     if reuse:  # trained by an earlier run: its card says how long; this run did not time it
                         filt, cpu_min, wall_min = reuse, float("nan"), float("nan")
                         cfg = cfg.replace(steps=filt.card["training"]["steps"])
@@ -314,10 +321,12 @@ def main(argv=None) -> None:
                                      monitors=[Snapshots(cfg, snaps, cpu0)] if a.curve else [])
                         cpu_min = (time.process_time() - cpu0) / 2 / 60
                         wall_min = (time.perf_counter() - wall0) / 60
-                    if a.ship and not reuse and style in shipped and bb == backbones[0]:
+                    # the first variant ships under the artwork's name, lite ones as <name>-lite
+                    if a.ship and not reuse and style in shipped and (bb == first or cfg.net.arch != "full"):
                         from rotoscope.filter import SHIPPED_DIR
 
-                        dest = ship(filt.path, shipped[style], m, SHIPPED_DIR / f"{shipped[style]}.safetensors")
+                        named = shipped_name(shipped[style], cfg)
+                        dest = ship(filt.path, named, m, SHIPPED_DIR / f"{named}.safetensors")
                         print(f"  shipped {dest} ({dest.stat().st_size / 1e6:.2f} MB)", flush=True)
                     outs = stylize_all(filt, held, a.score_size)
                     rep = metrics.score_results([(n, p, o) for (n, p), o in zip(held, outs)], art, a.score_size,

@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from conftest import make_image
-from rotoscope.data import Photo, folder_photos, load_photos, prepare, sample_photos, split_holdout
+from rotoscope.data import (SAMPLE_PHOTOS, Photo, PhotoSet, folder_photos, load_photos, prepare, sample_photos,
+                            split_holdout)
 from rotoscope.errors import RotoscopeError
 
 
@@ -102,3 +103,196 @@ def test_the_sample_set_ships_with_an_installed_package():
     sample = sample_photos()
     assert len(sample) >= 8 and all(p.image.mode == "RGB" for p in sample)
     assert len({p.name for p in sample}) == len(sample)
+
+
+# ---- what a crop is: a square window of the photo, scaled uniformly, mirrored left-right at most ----
+
+def coordinate_photo(w, h):
+    """A (1, 3, h, w) tensor whose red says the column (x / w), green the row (y / h) and blue is a 1-pixel
+    checkerboard: any window cut from it and resized says where it was cut, how big it was, whether it was
+    mirrored, and (blue) whether the zoom-out was filtered."""
+    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
+                          indexing="ij")
+    return torch.stack([x / w, y / h, (x + y) % 2])[None].float()
+
+
+# how closely window_of measures a window: torch's antialiased resize keeps a ramp only nearly linear (measured:
+# within 0.22 pixel of the side and 0.11 of the offset at zooms up to 2)
+SIDE, OFFSET = 0.3, 0.2
+
+
+def window_of(crop, w, h, margin=3):
+    """(x0, y0, side_x, side_y, mirrored) of the square window a crop of coordinate_photo(w, h) shows.
+
+    A bilinear resize keeps a linear ramp (nearly) linear away from the borders: the ramp's slope gives the
+    window's side, its value the window's offset (source pixel centres, as align_corners=False maps them)."""
+    size = crop.shape[-1]
+    r, g = crop[0].double(), crop[1].double()
+    inner = size - 1 - 2 * margin
+    slope_x = float((r[:, size - 1 - margin] - r[:, margin]).mean()) * w / inner  # source px per output px
+    slope_y = float((g[size - 1 - margin, :] - g[margin, :]).mean()) * h / inner
+    side_x, side_y = abs(slope_x) * size, slope_y * size
+    mirrored = slope_x < 0
+    # the left-most output column's source centre is x0 + (j + 0.5) * side / size - 0.5
+    left = float(r[:, size - 1 - margin if mirrored else margin].mean()) * w
+    x0 = left - (margin + 0.5) * side_x / size + 0.5
+    y0 = float(g[margin, :].mean()) * h - (margin + 0.5) * side_y / size + 0.5
+    return x0, y0, side_x, side_y, mirrored
+
+
+def photoset(train=(), holdout=()):
+    return PhotoSet(list(train), list(holdout), [f"t{i}" for i in range(len(train))],
+                    [f"h{i}" for i in range(len(holdout))])
+
+
+def test_a_training_crop_is_a_square_window_inside_the_photo_at_every_zoom_from_size_to_the_short_side():
+    size, w, h = 16, 30, 19  # short side 19: the zoom draws a window side from 16, 17, 18 or 19
+    data = photoset([coordinate_photo(w, h)])
+    sides, xs, ys, mirrored = set(), set(), set(), []
+    for step in range(100):
+        batch = data.batch(step, 2, size, seed=3)
+        assert batch.shape == (2, 3, size, size)
+        for crop in batch:
+            x0, y0, sx, sy, flip = window_of(crop, w, h)
+            assert sx == pytest.approx(sy, abs=0.01), "square: the window is not stretched"
+            side = round(sx)
+            assert sx == pytest.approx(side, abs=SIDE), "a whole number of pixels"
+            assert size <= side <= h
+            assert x0 == pytest.approx(round(x0), abs=OFFSET) and y0 == pytest.approx(round(y0), abs=OFFSET)
+            assert 0 <= round(x0) <= w - side and 0 <= round(y0) <= h - side, "inside the photo"
+            sides.add(side)
+            xs.add(round(x0))
+            ys.add(round(y0))
+            mirrored.append(flip)
+    assert sides == set(range(size, h + 1))  # every zoom is drawn, the photo's short side included
+    assert 0 in xs and w - size in xs and 0 in ys and h - size in ys  # windows reach every edge
+    assert 0.3 < sum(mirrored) / len(mirrored) < 0.7  # mirrored left-right about half the time
+
+
+def test_a_training_crop_is_mirrored_left_right_only_and_keeps_its_colours():
+    size, w, h = 16, 24, 20
+    data = photoset([coordinate_photo(w, h)])
+    for step in range(40):
+        for crop in data.batch(step, 2, size, seed=5):
+            _, _, _, sy, _ = window_of(crop, w, h)
+            assert sy > 0, "never upside down"
+            assert crop[1, -1].mean() > crop[1, 0].mean()  # green still grows downwards
+            # red is a ramp from left to right (or mirrored), never the checkerboard: channels stay in place
+            assert (crop[0].diff(dim=0).abs() < 1e-5).all()
+
+
+def test_a_zoomed_out_crop_is_filtered_not_aliased():
+    """A 1-pixel checkerboard seen through a window 1.5 to 2 times the crop is close to flat grey, as a camera
+    would see it; a plain bilinear resize would turn it into stripes."""
+    size, w, h = 16, 40, 32
+    data = photoset([coordinate_photo(w, h)])
+    checked = 0
+    for step in range(60):
+        for crop in data.batch(step, 2, size, seed=7):
+            side = round(window_of(crop, w, h)[2])
+            if 1.5 * size <= side < 2 * size:
+                blue = crop[2, 2:-2, 2:-2]
+                assert float(blue.std()) < 0.03 and float((blue - 0.5).abs().max()) < 0.1
+                checked += 1
+    assert checked >= 10
+
+
+def test_the_exam_is_the_centre_square_of_each_held_out_photo_scaled_whole():
+    size = 16
+    shapes = [(40, 26), (26, 40), (27, 27), (31, 26)]  # landscape, portrait, square, an odd margin
+    data = photoset(holdout=[coordinate_photo(w, h) for w, h in shapes])
+    exam = data.holdout_batch(size)
+    assert exam.shape == (len(shapes), 3, size, size)
+    for crop, (w, h) in zip(exam, shapes):
+        x0, y0, sx, sy, mirrored = window_of(crop, w, h)
+        s = min(w, h)
+        assert not mirrored
+        assert sx == pytest.approx(s, abs=SIDE) and sy == pytest.approx(s, abs=SIDE), "the whole short side"
+        assert x0 == pytest.approx((w - s) // 2, abs=OFFSET) and y0 == pytest.approx((h - s) // 2, abs=OFFSET)
+        blue = crop[2, 2:-2, 2:-2]  # zoomed out 1.6 times: filtered, not aliased
+        assert float(blue.std()) < 0.03
+
+
+def test_photos_are_resized_keeping_their_shape():
+    size = 32
+    data = prepare([Photo("big.png", Image.new("RGB", (400, 300))), Photo("small.png", Image.new("RGB", (20, 30))),
+                    Photo("fits.png", Image.new("RGB", (50, 40)))], size, 0.0)
+    (hb, wb), (hs, ws), (hf, wf) = (tuple(t.shape[-2:]) for t in data.train)
+    assert hb == 2 * size and wb == round(400 * 2 * size / 300)  # shrunk: short side 2*size, same aspect
+    assert ws == size and hs == round(30 * size / 20)  # enlarged: short side size, same aspect
+    assert (wf, hf) == (50, 40)  # short side already between size and 2*size: untouched
+    # the audit keeps the original sizes, and where the photos came from
+    assert data.sizes == {"big.png": (400, 300), "small.png": (20, 30), "fits.png": (50, 40)}
+    assert data.source == "" and prepare(flat_photos(2), size, 0.0, source="mine").source == "mine"
+
+
+def test_any_positive_share_holds_out_exactly_one_photo_at_least():
+    names = [f"photo{i}.jpg" for i in range(20)]
+    assert len(split_holdout(names, 0.01)) == 1
+    assert len(split_holdout(names, 0.1)) == 2
+
+
+def test_a_folder_records_its_source_and_passes_warnings_on(tmp_path):
+    make_image(tmp_path / "a.png")
+    make_image(tmp_path / "b.png", seed=1)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    warnings = []
+    data = load_photos(tmp_path, 32, 0.0, warn=warnings.append)
+    assert data.source == str(tmp_path) and data.skipped == ["broken.png"]
+    assert len(warnings) == 1 and "broken.png" in warnings[0]
+    assert data.sizes == {"a.png": (48, 40), "b.png": (48, 40)}
+
+
+def test_without_a_folder_training_uses_the_sample_photos():
+    data = load_photos(None, 32, 0.25)
+    assert data.source == "scikit-image sample photos" and data.skipped == []
+    assert sorted(data.train_names + data.holdout_names) == sorted(SAMPLE_PHOTOS)
+    assert set(data.holdout_names) == split_holdout(list(SAMPLE_PHOTOS), 0.25)
+    for t in data.train + data.holdout:
+        assert 32 <= min(t.shape[-2:]) <= 64
+    assert data.batch(0, 2, 32, 0).shape == (2, 3, 32, 32)
+
+
+def test_the_sample_photos_are_scikit_images_own_pixels_in_rgb():
+    import skimage.data
+
+    for photo in sample_photos():
+        arr = getattr(skimage.data, photo.name)()
+        rgb = np.asarray(photo.image)
+        assert rgb.shape == arr.shape[:2] + (3,)
+        expected = arr if arr.ndim == 3 else np.repeat(arr[..., None], 3, axis=2)  # grey -> R = G = B
+        assert np.array_equal(rgb, expected[..., :3])
+
+
+def test_sample_photos_in_other_number_types_become_8_bit(monkeypatch):
+    """A scikit-image release that ships a photo as 0..1 floats or as wider integers still gives 8-bit RGB."""
+    import skimage.data
+
+    ramp = np.repeat(np.linspace(0, 1, 12 * 10).reshape(10, 12, 1), 3, axis=2)  # RGB 0..1 floats, 1.0 included
+    monkeypatch.setattr(skimage.data, "float_photo", lambda: ramp, raising=False)
+    monkeypatch.setattr(skimage.data, "int_photo", lambda: (ramp * 200).astype(np.int32), raising=False)
+    monkeypatch.setattr("rotoscope.data.SAMPLE_PHOTOS", ("float_photo", "int_photo"))
+    as_float, as_int = (np.asarray(p.image).astype(int) for p in sample_photos())
+    assert as_float.max() == 255 and as_float.min() == 0
+    assert np.abs(as_float - ramp * 255).max() <= 1  # scaled, not clipped to 0/1
+    assert np.array_equal(as_int, (ramp * 200).astype(int))  # already 0..255: kept
+
+
+def test_a_folder_error_counts_every_unreadable_file_and_names_the_first_three(tmp_path):
+    for i in range(4):
+        (tmp_path / f"bad{i}.png").write_bytes(b"nope")
+    with pytest.raises(RotoscopeError) as e:
+        folder_photos(tmp_path, warn=lambda m: None)
+    message = str(e.value)
+    assert "\n" not in message and "4 unreadable" in message
+    assert [n for n in (f"bad{i}.png" for i in range(4)) if n in message] == ["bad0.png", "bad1.png", "bad2.png"]
+    assert message.endswith("bad0.png, bad1.png, bad2.png, ...)")  # one left unnamed: said so
+    (tmp_path / "bad3.png").unlink()
+    with pytest.raises(RotoscopeError) as e:
+        folder_photos(tmp_path, warn=lambda m: None)
+    assert str(e.value).endswith("(3 unreadable: bad0.png, bad1.png, bad2.png)")  # all named: no "..."
+    for i in range(3):
+        (tmp_path / f"bad{i}.png").unlink()
+    with pytest.raises(RotoscopeError) as e:
+        folder_photos(tmp_path, warn=lambda m: None)
+    assert str(e.value) == f"no usable image in {tmp_path}"  # nothing unreadable: nothing said about it

@@ -13,16 +13,17 @@ from rotoscope import engines
 from rotoscope.config import NetConfig
 from rotoscope.devices import Choice
 from rotoscope.filter import Filter
-from rotoscope.network import FilterNet
+from rotoscope.network import FilterNet, build
 from rotoscope.stylize import ApplySettings, resolve, stylize_image, stylize_tensor
 
 CPU = torch.device("cpu")
 
 
-@pytest.fixture
-def net():
+@pytest.fixture(params=["full", "lite"])
+def net(request):
+    """Both architectures: the lite one's pixel (un)shuffle and grouped convolutions must export and agree too."""
     torch.manual_seed(0)
-    return FilterNet(NetConfig(channels=(8, 16, 16), res_blocks=1)).eval().requires_grad_(False)
+    return build(NetConfig(arch=request.param, channels=(8, 16, 16), res_blocks=1)).eval().requires_grad_(False)
 
 
 @pytest.fixture(autouse=True)
@@ -166,7 +167,9 @@ def test_library_calls_resolve_auto_for_the_picture(net):
     assert settings.resolved and lines[0].startswith("precision: ") and lines[1].startswith("engine: ")
     a = np.asarray(stylize_image(filt, img, ApplySettings()), np.float32)
     b = np.asarray(stylize_image(filt, img, ApplySettings(engine="torch", precision="fp32")), np.float32)
-    assert np.abs(a - b).mean() < 1.5
+    # where auto takes bf16 (AMX: OpenVINO bf16), random weights on this 30x40 picture measured 1.05 levels (full)
+    # and 2.16 (lite: its stem folds 16 pixels into each bf16 rounding); where it takes fp32, 0
+    assert np.abs(a - b).mean() < 3
 
 
 def test_threads_can_export_and_calibrate_at_once(net):

@@ -229,6 +229,18 @@ def test_the_package_ships_at_least_six_filters():
     assert len(SHIPPED) >= 6, [p.name for p in SHIPPED]
 
 
+def test_every_shipped_filter_has_a_lite_version_of_the_same_artwork():
+    """For video and live painting (`rotoscope live NAME` takes NAME-lite): same artwork, the lite network."""
+    full = [p for p in SHIPPED if not p.stem.endswith("-lite")]
+    assert full
+    for p in full:
+        lite = flt.SHIPPED_DIR / f"{p.stem}-lite.safetensors"
+        assert lite.exists(), f"{p.stem} has no lite version"
+        a, b = flt.read_card(p), flt.read_card(lite)
+        assert a["architecture"].get("arch", "full") == "full" and b["architecture"]["arch"] == "lite"
+        assert a["artwork"]["sha256"] == b["artwork"]["sha256"] and flt.lite_version(p.stem) == lite.stem
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_every_shipped_filter_loads_paints_an_odd_sized_image_and_has_a_complete_card(path):
     from PIL import Image

@@ -8,7 +8,7 @@ from PIL import Image
 
 from rotoscope import identity
 from rotoscope.config import NetConfig, TrainConfig
-from rotoscope.network import FilterNet
+from rotoscope.network import FilterNet, build
 from rotoscope.train import init_network, size_at, train
 
 TINY = NetConfig(channels=(8, 16, 16), res_blocks=1, kernel_outer=3)
@@ -30,6 +30,16 @@ def test_shape_key_names_every_field_and_differs_between_shapes():
     assert key.startswith("c" + ".".join(map(str, NetConfig().channels))) and "res_blocks5" in key
     assert identity.shape_key(TINY) != key
     assert identity.identity_path(TINY).name == f"identity-{identity.shape_key(TINY)}.safetensors"
+    # the full network's files keep their names from before the lite one; lite has no outer kernel to name
+    assert identity.shape_key(NetConfig()) == "c16.32.64-kernel_outer9-res_blocks5"
+    lite = identity.shape_key(NetConfig(arch="lite"))
+    assert lite == "lite-c16.32.64-res_blocks5" == identity.shape_key(NetConfig(arch="lite", kernel_outer=3))
+
+
+def test_both_architectures_ship_identity_weights_for_their_default_shape():
+    names = {p.name for p in SHIPPED}
+    for arch in ("full", "lite"):
+        assert identity.identity_path(NetConfig(arch=arch)).name in names
 
 
 def test_pretraining_learns_to_give_the_input_back(tmp_path):
@@ -67,12 +77,12 @@ def test_every_shipped_identity_network_reproduces_a_photo(path):
     with safe_open(str(path), framework="pt") as f:
         meta = json.loads(f.metadata()[identity.META_KEY])
     net_cfg = NetConfig(**{k: tuple(v) if k == "channels" else v for k, v in meta["net"].items()})
-    net = FilterNet(net_cfg).eval()
+    net = build(net_cfg).eval()
     assert identity.load_identity(net, net_cfg)["kind"] == "identity"
     yy, xx = np.mgrid[0:61, 0:77] / 77
     x = torch.from_numpy(np.stack([xx, yy, (xx + yy) / 2])).float()[None]
     torch.manual_seed(0)
-    random_net = FilterNet(net_cfg).eval()
+    random_net = build(net_cfg).eval()
 
     def lum(t):
         return (0.299 * t[:, 0] + 0.587 * t[:, 1] + 0.114 * t[:, 2]).flatten().numpy()

@@ -73,3 +73,34 @@ def test_an_output_that_is_not_a_video_is_refused(tiny_filter, tmp_path):
     clip = make_clip(tmp_path / "cam.mp4", frames=3, audio=False)
     with pytest.raises(RotoscopeError, match="writes a video"):
         run_live(load_filter("tiny"), str(clip), FAST, window=False, out=tmp_path / "x.png")
+
+
+def save_tiny(name, arch):
+    import torch
+
+    from rotoscope.config import NetConfig
+    from rotoscope.filter import registry_path, save_filter
+    from rotoscope.network import build
+
+    torch.manual_seed(0)
+    net = build(NetConfig(arch=arch, channels=(8, 16, 16), res_blocks=1))
+    card = {"name": name, "architecture": {"type": type(net).__name__, "arch": arch, "channels": [8, 16, 16],
+                                           "res_blocks": 1, "kernel_outer": 9}}
+    return save_filter(net, card, registry_path(name))
+
+
+def test_live_paints_with_the_lite_version_when_asked(tiny_filter, tmp_path, capsys):
+    """--arch auto: NAME-lite when it exists (said in a line); full (the default) keeps the named filter; --arch
+    lite insists."""
+    clip = make_clip(tmp_path / "cam.mp4", frames=4, audio=False)
+    args = ("--camera", clip, "--frames", "2", "--no-window", "--engine", "torch")
+    code, _, err = rotoscope("live", "tiny", "--arch", "auto", *args, capsys=capsys)
+    assert code == 0 and "lite version" not in err  # none yet: the filter as named
+    code, _, err = rotoscope("live", "tiny", "--arch", "lite", *args, capsys=capsys)
+    assert code != 0 and err.strip().splitlines() == [
+        "error: no lite version of 'tiny' (train one: rotoscope train ART --name tiny-lite --arch lite)"]
+    save_tiny("tiny-lite", "lite")
+    code, _, err = rotoscope("live", "tiny", "--arch", "auto", *args, capsys=capsys)
+    assert code == 0 and "painting with tiny-lite, the lite version of tiny" in err, err
+    code, _, err = rotoscope("live", "tiny", *args, capsys=capsys)
+    assert code == 0 and "lite version" not in err

@@ -153,6 +153,10 @@ def test_shipped_filters_mix(photo):
     mix = load_mix("great-wave:0.6+starry-night:0.4")
     assert mix.card["mix"]["same_start"] is True
     assert stylize_image(mix, photo, FAST).size == photo.size
+    lite = load_mix("great-wave-lite:0.6+starry-night-lite:0.4")  # the lite ones too, among themselves
+    assert lite.card["mix"]["same_start"] is True and stylize_image(lite, photo, FAST).size == photo.size
+    with pytest.raises(RotoscopeError, match="different shapes"):  # a full and a lite network do not mix weights
+        load_mix("great-wave:0.5+starry-night-lite:0.5")
 
 
 def test_show_tells_a_mix_by_its_parents_not_by_empty_training_fields(pair, capsys):

@@ -1,33 +1,69 @@
-"""The filter network: any input size comes back at exactly that size; upsampling never uses transposed convs."""
+"""The filter networks (full and lite): any input size comes back at exactly that size; upsampling never uses
+transposed convs; lite does a fraction of full's work."""
 
 import pytest
 import torch
 from torch import nn
 
 from rotoscope.config import NetConfig
-from rotoscope.network import FilterNet, InstanceNorm, count_parameters
+from rotoscope.network import ARCHS, FilterNet, InstanceNorm, LiteNet, build, config_from_card, count_parameters
 
 TINY = NetConfig(channels=(4, 8, 8), res_blocks=1, kernel_outer=3)
+TINY_LITE = NetConfig(arch="lite", channels=(4, 8, 8), res_blocks=1)
+SIZES = [(w, h) for w in range(1, 8) for h in range(1, 6)] + [(333, 101), (64, 64), (65, 63), (17, 200)]
 
 
-@pytest.mark.parametrize("w,h", [(w, h) for w in range(1, 8) for h in range(1, 6)] + [(333, 101), (64, 64), (65, 63)])
-def test_output_has_exactly_the_input_size(w, h):
-    net = FilterNet(TINY).eval()
+@pytest.mark.parametrize("arch", ["full", "lite"])
+@pytest.mark.parametrize("w,h", SIZES)
+def test_output_has_exactly_the_input_size(w, h, arch):
+    net = build(TINY if arch == "full" else TINY_LITE).eval()
     with torch.no_grad():
         y = net(torch.rand(1, 3, h, w))
     assert y.shape == (1, 3, h, w)
 
 
-def test_output_is_a_valid_image_and_depends_on_the_input():
-    net = FilterNet(TINY).eval()
+def test_the_config_names_the_architecture_and_old_cards_mean_full():
+    assert type(build(TINY)) is FilterNet and type(build(TINY_LITE)) is LiteNet and set(ARCHS) == {"full", "lite"}
+    old_card = {"type": "FilterNet", "channels": [4, 8, 8], "res_blocks": 1, "kernel_outer": 3}
+    assert config_from_card(old_card) == TINY
+    assert config_from_card({"arch": "lite", "channels": [4, 8, 8], "res_blocks": 1}).arch == "lite"
+
+
+def conv_flops(net: nn.Module, x: torch.Tensor) -> int:
+    total = []
+    hooks = [m.register_forward_hook(lambda m, i, o: total.append(
+        o.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]))
+        for m in net.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        net(x)
+    for h in hooks:
+        h.remove()
+    return sum(total)
+
+
+def test_lite_does_a_small_fraction_of_the_full_networks_work_with_the_same_widths():
+    x = torch.rand(1, 3, 144, 256)
+    full, lite = build(NetConfig()), build(NetConfig(arch="lite"))
+    assert conv_flops(lite, x) * 10 < conv_flops(full, x)  # measured 19x at 720p
+    # its residual blocks run at 1/8 resolution (full's at 1/4)
+    seen = []
+    hooks = [b.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape[-2:]))) for b in lite.residuals]
+    with torch.no_grad():
+        lite(x)
+    assert hooks and set(seen) == {(144 // 8, 256 // 8)}
+
+
+@pytest.mark.parametrize("cfg", [TINY, TINY_LITE], ids=["full", "lite"])
+def test_output_is_a_valid_image_and_depends_on_the_input(cfg):
+    net = build(cfg).eval()
     x = torch.rand(2, 3, 20, 28)
     with torch.no_grad():
         y = net(x)
     assert not torch.allclose(y[0], y[1])
     # the last convolution's outputs driven far outside [0, 1] (weights x1000): still an image, and one that reaches
     # both black and white (a network without its final squashing, or squashed twice, fails one of the two)
-    last = net.decoder[-1][-1]
-    assert isinstance(last, nn.Conv2d) and last.out_channels == 3
+    last = [m for m in net.decoder.modules() if isinstance(m, nn.Conv2d)][-1]
+    assert last.out_channels == 3
     with torch.no_grad():
         last.weight.mul_(1000)
         y = net(x)
@@ -35,8 +71,9 @@ def test_output_is_a_valid_image_and_depends_on_the_input():
     assert y.min() < 0.01 and y.max() > 0.99
 
 
-def test_no_transposed_convolution_and_instance_norm_throughout():
-    net = FilterNet(NetConfig())
+@pytest.mark.parametrize("arch", ["full", "lite"])
+def test_no_transposed_convolution_and_instance_norm_throughout(arch):
+    net = build(NetConfig(arch=arch))
     kinds = {type(m) for m in net.modules()}
     assert not any(issubclass(k, (nn.ConvTranspose2d, nn.ConvTranspose1d)) for k in kinds)
     assert any(issubclass(k, nn.InstanceNorm2d) for k in kinds) and nn.ReflectionPad2d in kinds
@@ -50,8 +87,9 @@ def test_width_and_depth_are_configurable():
     assert count_parameters(big) > 3 * count_parameters(small)
 
 
-def test_gradients_reach_every_parameter():
-    net = FilterNet(TINY)
+@pytest.mark.parametrize("cfg", [TINY, TINY_LITE], ids=["full", "lite"])
+def test_gradients_reach_every_parameter(cfg):
+    net = build(cfg)
     net(torch.rand(1, 3, 17, 23)).mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
 

@@ -3,6 +3,7 @@
 import http.server
 import io
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -15,11 +16,14 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from rotoscope.config import ServerConfig  # noqa: E402
-from rotoscope.errors import RotoscopeError  # noqa: E402
+from rotoscope.errors import RotoscopeError, TooLarge, Unsupported  # noqa: E402
+from rotoscope.images import IMAGE_SUFFIXES  # noqa: E402
 from rotoscope.server import app as app_module  # noqa: E402
 from rotoscope.server import create_app  # noqa: E402
 from rotoscope.server.routes import filters as filter_routes  # noqa: E402
 from rotoscope.server.jobs import database_path  # noqa: E402
+from rotoscope.server.uploads import (IMAGE_FORMATS, BodyLimit, save_upload, sniff_image, sniff_video,  # noqa: E402
+                                      too_large_message)
 
 TINY_TRAIN = {"steps": "5", "size": "32", "channels": "8,16,16", "res_blocks": "1", "backbone": "random"}
 
@@ -343,6 +347,13 @@ def test_train_job_is_recorded_with_its_inputs(client):
     assert got["id"] == job["id"] and got["history"] == []
     assert [j["id"] for j in client.get("/api/jobs").json()] == [job["id"]]
     assert client.get("/api/jobs?status=done").json() == []
+    assert job["params"]["config"]["net"]["arch"] == "full"  # the default network unless asked
+
+
+def test_a_train_job_can_ask_for_the_lite_network(client):
+    r = start_train(client, name="litejob", arch="lite")
+    assert r.status_code == 202 and r.json()["params"]["config"]["net"]["arch"] == "lite"
+    assert start_train(client, name="badarch", arch="tiny").status_code == 422
 
 
 def test_train_job_with_photos(client, rotoscope_home):
@@ -416,3 +427,190 @@ def test_video_upload_limit_is_413(tiny_filter):
         mp4 = b"\x00\x00\x00\x20ftypisom" + b"\x00" * 5000
         r = c.post("/api/jobs/video", files={"video": ("clip.mp4", mp4, "video/mp4")}, data={"filter": "tiny"})
         assert r.status_code == 413
+
+
+# ---------------------------------------------------------------- uploads: what the server accepts, unit by unit
+
+
+@pytest.mark.parametrize("fmt", IMAGE_FORMATS)
+def test_an_accepted_image_is_saved_under_a_suffix_of_its_own_format(fmt):
+    """The suffix an upload is saved under comes from its bytes, is one Pillow writes that format under, and one the
+    photo folder reader lists (a training job's photos are read back from their folder)."""
+    f = io.BytesIO(png_bytes((30, 20), fmt=fmt))
+    f.seek(5)
+    suffix, size = sniff_image(f, 600)
+    assert size == (30, 20)
+    assert Image.registered_extensions()[suffix] == fmt and suffix in IMAGE_SUFFIXES
+    assert f.tell() == 0  # left at the start, for the copy that follows
+
+
+def test_an_image_of_exactly_the_pixel_limit_is_accepted_one_pixel_more_is_not():
+    assert sniff_image(io.BytesIO(png_bytes((30, 20))), 600)[1] == (30, 20)
+    with pytest.raises(TooLarge, match="30x20 = 600 pixels; the limit is 599"):
+        sniff_image(io.BytesIO(png_bytes((30, 20))), 599, "photo")
+    # Pillow's own bomb check (twice its limit, from the header) is a TooLarge too, not "not an image"
+    huge = io.BytesIO()
+    Image.new("1", (1, 1)).save(huge, "PNG")
+    data = bytearray(huge.getvalue())
+    data[16:24] = (200_000).to_bytes(4, "big") * 2  # IHDR width and height: 4e10 pixels
+    import zlib
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    with pytest.raises(TooLarge, match="^photo: image has more pixels than the 599-pixel limit"):
+        sniff_image(io.BytesIO(bytes(data)), 599, "photo")
+
+
+def test_an_image_pillow_reads_but_the_server_does_not_accept_is_unsupported():
+    f = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(f, "PPM")
+    with pytest.raises(Unsupported, match="^art: PPM images are not accepted") as e:
+        sniff_image(f, 10**6, "art")
+    assert all(name in str(e.value) for name in IMAGE_FORMATS)  # says what is
+    assert f.tell() == 0
+    with pytest.raises(Unsupported, match="^art: not an image"):
+        sniff_image(io.BytesIO(b"GIF89a but no more"), 10**6, "art")
+
+
+MP4 = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41" + b"\x00" * 64
+VIDEOS = {
+    ".mp4": MP4,
+    ".mov": b"\x00\x00\x00\x14ftypqt  \x20\x05\x03\x00qt  " + b"\x00" * 40,
+    ".webm": b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\xf7\x81\x01\x42\x82\x84webm" + b"\x00" * 20,
+    ".mkv": b"\x1a\x45\xdf\xa3\xa3\x42\x86\x81\x01\x42\xf7\x81\x01\x42\x82\x88matroska" + b"\x00" * 20,
+    ".avi": b"RIFF\x00\x10\x00\x00AVI LIST" + b"\x00" * 40,
+}
+
+
+@pytest.mark.parametrize("suffix", VIDEOS)
+def test_a_video_container_is_known_by_its_signature(suffix):
+    f = io.BytesIO(VIDEOS[suffix])
+    f.seek(7)
+    assert sniff_video(f) == suffix
+    assert f.tell() == 0
+
+
+def test_a_matroska_file_is_webm_only_by_its_header():
+    """WebM is told from Matroska by the document type in the first bytes, not by the word anywhere in the file
+    (a title, a tag or the pictures themselves can contain it)."""
+    mkv = VIDEOS[".mkv"]
+    assert len(mkv) < 61
+    later = mkv + b"\x00" * (61 - len(mkv)) + b"webm" + b"\x00" * 100  # "webm" from byte 61 on: past the header
+    assert sniff_video(io.BytesIO(later)) == ".mkv"
+
+
+@pytest.mark.parametrize("head", [b"", b"\x00\x00\x00\x08ftyp", b"RIFF\x00\x10\x00\x00WAVEfmt " + b"\x00" * 20,
+                                  b"\x00\x00\x00\x20moovisom" + b"\x00" * 20, png_bytes()],
+                         ids=["empty", "ftyp-cut-short", "wav", "no-ftyp", "png"])
+def test_what_is_not_a_known_container_is_unsupported(head):
+    f = io.BytesIO(head)
+    with pytest.raises(Unsupported, match="^clip: not a video"):
+        sniff_video(f, "clip")
+    assert f.tell() == 0
+
+
+def test_save_upload_copies_the_whole_upload_and_leaves_no_partial(tmp_path):
+    payload = bytes(range(256)) * 9000  # over one 1 MiB chunk... and a bit: 2.2 MiB
+    f = io.BytesIO(payload)
+    f.read()  # already read to the end (sniffed, or spooled)
+    dest = tmp_path / "job" / "in.png"
+    assert save_upload(f, dest) == dest and dest.read_bytes() == payload
+    assert os.listdir(dest.parent) == ["in.png"]
+
+    class Broken(io.BytesIO):
+        def read(self, *a):
+            raise OSError(5, "Input/output error")
+
+    with pytest.raises(RotoscopeError):
+        save_upload(Broken(b"new"), dest)
+    assert dest.read_bytes() == payload and os.listdir(dest.parent) == ["in.png"]  # the earlier file is intact
+
+
+def body_limited(limit_for):
+    """BodyLimit around an app that answers the length of the body it read (and records that it was called)."""
+    from fastapi import FastAPI, Request
+
+    inner, calls = FastAPI(), []
+
+    @inner.post("/{path}")
+    async def echo(request: Request):
+        calls.append(request.url.path)
+        return {"read": len(await request.body())}
+
+    @inner.get("/{path}")
+    async def get(request: Request):
+        return {"read": len(await request.body())}
+
+    return TestClient(BodyLimit(inner, limit_for)), calls
+
+
+def test_a_body_of_exactly_the_limit_is_accepted_one_byte_more_is_413():
+    c, calls = body_limited(lambda path: 10 if path == "/small" else 1000)
+    assert c.post("/small", content=b"x" * 10).json() == {"read": 10}
+    r = c.post("/small", content=b"x" * 11)
+    assert r.status_code == 413 and r.json() == {"detail": too_large_message(10)}
+    assert calls == ["/small"]  # refused from its Content-Length: the app never saw the second request
+    assert r.headers["connection"] == "close"  # the unread body must not be taken for the next request
+    assert int(r.headers["content-length"]) == len(r.content) and r.headers["content-type"] == "application/json"
+    assert c.post("/large", content=b"x" * 11).json() == {"read": 11}  # each route its own limit
+
+    def chunks(n):  # no Content-Length: counted while it streams in
+        yield b"x" * (n - 4)
+        yield b"x" * 4
+
+    assert c.post("/small", content=chunks(10)).json() == {"read": 10}
+    r = c.post("/small", content=chunks(11))
+    assert r.status_code == 413 and r.json() == {"detail": too_large_message(10)}
+
+
+def test_a_streamed_body_is_counted_across_its_chunks():
+    """The limit is on the whole body, however it is cut: driven as ASGI by hand, since the test client hands the
+    app a body in one piece."""
+    import asyncio
+
+    from fastapi import HTTPException
+
+    def drive(chunks, limit):
+        messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+        read = []
+
+        async def receive():
+            return messages.pop(0)
+
+        async def app(scope, receive, send):
+            while True:
+                msg = await receive()
+                read.append(msg["body"])
+                if not msg["more_body"]:
+                    return
+
+        async def send(msg):
+            raise AssertionError("nothing is answered by the middleware once the app runs")
+
+        scope = {"type": "http", "method": "POST", "path": "/x", "headers": []}
+        asyncio.run(BodyLimit(app, lambda path: limit)(scope, receive, send))
+        return b"".join(read)
+
+    assert drive([b"x" * 6, b"x" * 4], 10) == b"x" * 10
+    with pytest.raises(HTTPException) as e:
+        drive([b"x" * 6, b"x" * 5], 10)  # no chunk over the limit, the two together are
+    assert e.value.status_code == 413 and e.value.detail == too_large_message(10)
+
+
+def test_a_content_length_that_lies_is_caught_while_the_body_streams():
+    c, _ = body_limited(lambda path: 10)
+
+    def chunks():
+        yield b"x" * 8
+        yield b"x" * 8
+
+    r = c.post("/small", content=chunks(), headers={"content-length": "8"})
+    assert r.status_code == 413
+
+
+def test_reads_have_no_body_limit():
+    c, _ = body_limited(lambda path: 0)
+    assert c.get("/anything").status_code == 200
+    assert c.post("/anything", content=b"").status_code == 200  # an empty body is within any limit
+
+
+def test_the_size_limit_is_said_in_mebibytes():
+    assert "3.0 MiB" in too_large_message(3 * 2**20) and "0.5 MiB" in too_large_message(2**19)

@@ -71,6 +71,24 @@ def test_card_records_how_the_filter_was_made(artwork):
     assert (tr.runs_dir() / "carded" / "tensorboard").is_dir()
 
 
+def test_the_lite_network_trains_is_recorded_and_loads_back_as_itself(artwork):
+    from rotoscope.filter import load_filter
+    from rotoscope.network import LiteNet
+
+    cfg = TINY.replace(arch="lite", size=64, steps=40, eval_every=20, checkpoint_every=1000, lr=5e-3,
+                       lr_final=1e-3)
+    filt = tr.train(artwork, "lite", None, cfg, log=quiet, progress=False)
+    arch = filt.card["architecture"]
+    assert arch["type"] == "LiteNet" and arch["arch"] == "lite" and filt.card["training"]["net"]["arch"] == "lite"
+    hist = filt.card["history"]
+    assert hist["holdout_last"]["style"] < 0.8 * hist["holdout_start"]["style"], hist
+    again = load_filter("lite")  # the file says what it is: no --arch needed to apply it
+    assert isinstance(again.net, LiteNet)
+    x = torch.rand(1, 3, 37, 51)
+    with torch.no_grad():
+        assert torch.allclose(again.net(x), filt.net(x), atol=1e-6)
+
+
 def test_resume_equals_uninterrupted_training(artwork, monkeypatch, tmp_path):
     whole = tr.train(artwork, "whole", None, TINY, log=quiet, progress=False)
 

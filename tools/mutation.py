@@ -10,7 +10,8 @@ killed / all mutants per module. Nothing in the working tree is touched.
     python tools/mutation.py paths --keep         # keep the scratch copy (then `mutmut show NAME` there)
 
 "Killed" counts mutants a test failed on, and those that made a test time out or crash (mutmut's "timeout" and
-"segfault"); "survived" are mutants every selected test passed with; "no tests" are mutants in functions none
+"segfault"; the tests run in mutmut's fork-server mode, so a crash is the mutant's, not a fork of a process that
+had run torch); "survived" are mutants every selected test passed with; "no tests" are mutants in functions none
 of the selected tests reach (they count as survivors in the share: untested code is not guarded).
 """
 
@@ -57,7 +58,12 @@ def scratch_copy(module: str, tests: list[str]) -> Path:
         "pytest_add_cli_args_test_selection=\n" + "".join(f"    {t}\n" for t in present)
         + "also_copy=\n    tests\n"
         # the CLI and the tests use one thread (tests/conftest.py); timeouts as the suite's
-        "pytest_add_cli_args=\n    -p\n    no:cacheprovider\n    -q\n    -x\n")
+        "pytest_add_cli_args=\n    -p\n    no:cacheprovider\n    -q\n    -x\n"
+        # each mutant's tests in a child of a fork server that has imported pytest but run nothing: forked from
+        # mutmut's own process (the default), which has run the suite with torch and threads, a child could crash
+        # (SIGSEGV/SIGABRT) in a later test, and mutmut counted a mutant every test passed with as "segfault"
+        # (measured on server/uploads.py: 24 of 205, the 6 equivalent ones among them)
+        "process_isolation=forkserver\n")
     (tmp / "pytest.ini").write_text("[pytest]\ntestpaths = tests\n")
     # mutmut writes the mutated package to mutants/src, which the tests must import instead of the installed
     # (editable) rotoscope: it is first on PYTHONPATH, and made now, so the interpreter does not note it as missing

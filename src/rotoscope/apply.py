@@ -83,12 +83,14 @@ def assess(filt: Filter, img, name: str) -> dict | None:
 
 
 def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: ApplySettings,
-               progress: bool = True, video=None, preview: int | None = None, mask=None) -> Iterator[Result]:
+               progress: bool = True, video=None, preview: int | None = None, mask=None,
+               cluster: str | None = None, cluster_cfg=None) -> Iterator[Result]:
     """Apply to a file or a folder; yields a Note for each thing said, a Painted per input written.
 
     Videos and folders of numbered frames go to video.py (`video` is a config.VideoConfig, `preview` a frame count).
     `filter` may be a mix ("a:0.6+b:0.4", mix.py); `mask` a mask image, or for a video a folder of one per frame
-    (mask.py).
+    (mask.py). `cluster` ("auto", "ray://host:port" or a Ray address) paints a clip or a folder on Ray (cluster.py,
+    its settings a config.ClusterConfig); a single image is painted here.
     """
     src = Path(src)
     if not src.exists():
@@ -121,17 +123,29 @@ def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: App
     # precision and engine are chosen once per run, for the size of its first picture; the lines saying which and
     # why come first in the output (a video says them once its job is checked)
     settings, lines = resolve(filt, settings, painted_shape(src, settings.size, is_video, img))
+    if cluster is not None:
+        from . import cluster as cl
+
+        cl.require_ray()  # a missing extra, or a cluster that is not there, is one line before anything is said
+        cl.check_address(cluster)
     if is_video:
+        renderer = cl.video_renderer(cluster, cluster_cfg) if cluster is not None and not preview else None
         yield from vid.apply_video_cli(filt, src, dest, settings, progress, video, preview, announce=lines,
-                                       mask=mask)
+                                       mask=mask, renderer=renderer)
         return
     # what was chosen is said with the first result, so that an input or output that fails is one line: the error
     if src.is_dir():
         folder = Path(dest) if dest else src.with_name(f"{src.name}-{filt.name}")
+        if cluster is not None:
+            yield from _said_first(lines, cl.apply_folder(filt, src, folder, settings, progress, mask, cluster,
+                                                          cluster_cfg))
+            return
         yield from _said_first(lines, apply_folder(filt, src, folder, settings, progress, mask))
         return
     dest = Path(dest) if dest else default_output(filt, src)
     painted = apply_image(filt, src, dest, settings, img, mask)
+    if cluster is not None:
+        lines = [*lines, "note: one image is painted here: --cluster is for videos and folders"]
     yield from map(Note, lines)
     yield from map(Note, painted.notes)
     yield painted
@@ -178,22 +192,25 @@ def apply_folder(filt: Filter, src: Path, dest: Path, settings: ApplySettings, p
         raise RotoscopeError(f"no images in {src}")
     check_writable(dest)  # a folder that cannot be written ends the run in one line, before any painting
     for f in track(files, description="painting", disable=not progress, transient=True):
-        target = dest / (f.name if f.suffix.lower() in WRITE_FORMATS else f"{f.stem}.png")
-        drop_partials(target)  # an interrupted run's half-written copy (kill -9 mid-write)
-        if target.exists() and _same_result(target, filt, settings, f.name, mask):
-            # finished by an earlier, interrupted run with the same filter and settings
-            yield Painted(str(f), str(target), _size(target), 0.0, reused=True, precision=settings.precision,
-                          engine=settings.engine)
-            continue
-        try:
-            painted = apply_image(filt, f, target, settings, mask=mask)
-        except CannotWrite:
-            raise  # the output's fault (a full disk): every later image would fail the same way
-        except RotoscopeError as e:
-            yield Skipped(str(f), str(e))
-            continue
-        yield from map(Note, painted.notes)
-        yield painted
+        yield from paint_into(filt, f, dest, settings, mask)
+
+
+def paint_into(filt: Filter, f: Path, dest: Path, settings: ApplySettings, mask=None) -> list[Result]:
+    """One image of a folder into the output folder (the local loop and a cluster task both call it): its notes
+    and Painted, or a Skipped; one already written by an earlier run with the same filter and settings is kept."""
+    target = dest / (f.name if f.suffix.lower() in WRITE_FORMATS else f"{f.stem}.png")
+    drop_partials(target)  # an interrupted run's half-written copy (kill -9 mid-write)
+    if target.exists() and _same_result(target, filt, settings, f.name, mask):
+        # finished by an earlier, interrupted run with the same filter and settings
+        return [Painted(str(f), str(target), _size(target), 0.0, reused=True, precision=settings.precision,
+                        engine=settings.engine)]
+    try:
+        painted = apply_image(filt, f, target, settings, mask=mask)
+    except CannotWrite:
+        raise  # the output's fault (a full disk): every later image would fail the same way
+    except RotoscopeError as e:
+        return [Skipped(str(f), str(e))]
+    return [*map(Note, painted.notes), painted]
 
 
 def _size(path: Path) -> tuple[int, int]:

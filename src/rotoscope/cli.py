@@ -57,6 +57,7 @@ def train(
     color_weight: Optional[float] = typer.Option(None, help=_h(TrainConfig, "color_weight")),
     tv_weight: Optional[float] = typer.Option(None, help=_h(TrainConfig, "tv_weight")),
     color_match: Optional[str] = typer.Option(None, help=_h(TrainConfig, "color_match")),
+    arch: Optional[str] = typer.Option(None, help=_h(TrainConfig, "arch")),
     channels: Optional[str] = typer.Option(None, help=_h(TrainConfig, "channels")),
     res_blocks: Optional[int] = typer.Option(None, help=_h(TrainConfig, "res_blocks")),
     precision: Optional[str] = typer.Option(None, help=_h(TrainConfig, "precision")),
@@ -80,8 +81,8 @@ def train(
         raise RotoscopeError("--channels takes three widths, e.g. 32,64,128")
     explicit = dict(steps=steps, size=size, batch=batch, lr=lr, backbone=backbone, seed=seed,
                     content_weight=content_weight, style_weight=style_weight, color_weight=color_weight,
-                    tv_weight=tv_weight, color_match=color_match, precision=precision, device=device, channels=ch,
-                    res_blocks=res_blocks, checkpoint_every=checkpoint_every)
+                    tv_weight=tv_weight, color_match=color_match, precision=precision, device=device, arch=arch,
+                    channels=ch, res_blocks=res_blocks, checkpoint_every=checkpoint_every)
     cfg = TrainConfig().replace(**{**explicit, **parse_sets(TrainConfig, set_)})
     from .train import filter_destination
 
@@ -90,6 +91,55 @@ def train(
         raise RotoscopeError(f"a filter named '{name}' exists ({target}); pass --overwrite to replace it")
     run_train(artwork, name, photos, cfg.validate(), title=title, backbone_weights=backbone_weights, resume=resume,
               out=output, log=say, progress=progress)
+
+
+@app.command("train-many")
+def train_many(
+    artworks: Path = typer.Argument(..., help="A folder of artworks: one filter each, named after the file."),
+    photos: Optional[Path] = typer.Option(None, help="Folder of training photos (default: built-in sample set)."),
+    steps: Optional[int] = typer.Option(None, help=_h(TrainConfig, "steps")),
+    size: Optional[int] = typer.Option(None, help=_h(TrainConfig, "size")),
+    backbone: Optional[str] = typer.Option(None, help=_h(TrainConfig, "backbone")),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP + " Training and cluster settings."),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="Train on a Ray cluster, one task per artwork: "
+                                          "auto, ray://HOST:10001 or HOST:6379 (default: one after the other "
+                                          "here)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace filters of the same names (without it, a "
+                                   "filter in the way is refused before anything is trained)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--out", help="Write the filters into this folder instead "
+                                          "of the registry."),
+    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON on stdout."),
+):
+    """Train one filter per artwork of a folder (each resumable), locally or on a Ray cluster; a table at the end."""
+    from .cluster import train_many as run_many
+    from .config import ClusterConfig, fields_of, parse_sets
+
+    grid = set(fields_of(ClusterConfig))
+    train_sets = [p for p in set_ or [] if p.partition("=")[0].strip().replace("-", "_") not in grid]
+    cfg = TrainConfig().replace(**{k: v for k, v in dict(steps=steps, size=size, backbone=backbone).items()
+                                   if v is not None}, **parse_sets(TrainConfig, train_sets))
+    cluster_cfg = ClusterConfig(**parse_sets(ClusterConfig, [p for p in set_ or [] if p not in train_sets]))
+    if output is not None and output.exists() and not output.is_dir():
+        raise RotoscopeError(f"-o {output}: give a folder for the filters")
+
+    def said(row) -> None:
+        if not as_json:
+            say(f"{row.name}: {row.status}" + (f" ({row.minutes:.1f} min)" if row.minutes is not None else ""))
+
+    rows = run_many(artworks, photos, cfg.validate(), overwrite=overwrite, cluster=cluster,
+                    cluster_cfg=cluster_cfg.validate(), out_dir=output, on_result=said)
+    if as_json:
+        out.print_json(json.dumps([r.to_dict() for r in rows]))
+    else:
+        table = Table("filter", "artwork", "steps", "held-out score", "minutes", "status")
+        for r in rows:
+            table.add_row(r.name, r.artwork, "-" if r.steps is None else str(r.steps),
+                          "-" if r.holdout is None else f"{r.holdout:.4f}",
+                          "-" if r.minutes is None else f"{r.minutes:.2f}", r.status)
+        out.print(table)
+    failed = [r for r in rows if r.status.startswith("failed")]
+    if failed:
+        fail(f"{len(failed)} of {len(rows)} trainings failed: {', '.join(r.name for r in failed)}")
 
 
 # ---------------------------------------------------------------- apply
@@ -118,21 +168,29 @@ def apply(
     crf: Optional[int] = typer.Option(None, min=0, max=51, help="Video: " + _h(VideoConfig, "crf")),
     stabilize: bool = typer.Option(True, "--stabilize/--no-stabilize", help="Video: " + _h(VideoConfig, "stabilize")),
     preview: Optional[int] = typer.Option(None, min=1, help="Video: write a contact sheet of N painted frames."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP + " Picture and video settings both."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP + " Picture, video and cluster "
+                                             "settings."),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="Paint a video or a folder on a Ray cluster: "
+                                          "auto (RAY_ADDRESS, or the cluster on this machine, else a new local "
+                                          "one), ray://HOST:10001, or HOST:6379 (needs the cluster extra)."),
 ):
     """Paint an image, a folder of images, or a video (.mp4 .mov .mkv ..., or numbered frames) with a filter."""
     from .apply import Painted, Skipped, apply_path
-    from .config import fields_of, parse_sets
+    from .config import ClusterConfig, fields_of, parse_sets
 
     picture = set(fields_of(ApplySettings))
+    grid = set(fields_of(ClusterConfig))
+
+    def key_of(p: str) -> str:
+        return p.partition("=")[0].strip().replace("-", "_")
+
     for p in set_ or []:
-        key = p.partition("=")[0].strip().replace("-", "_")
-        if key not in picture and key not in fields_of(VideoConfig):
-            raise RotoscopeError(f"unknown setting '{key}': use one of "
-                                 f"{', '.join(sorted(picture | set(fields_of(VideoConfig))))}")
-    sets = parse_sets(ApplySettings, [p for p in set_ or [] if p.partition("=")[0].replace("-", "_") in picture])
-    video_sets = parse_sets(VideoConfig, [p for p in set_ or [] if p.partition("=")[0].replace("-", "_")
-                                          not in picture])
+        if key_of(p) not in picture | grid and key_of(p) not in fields_of(VideoConfig):
+            raise RotoscopeError(f"unknown setting '{key_of(p)}': use one of "
+                                 f"{', '.join(sorted(picture | grid | set(fields_of(VideoConfig))))}")
+    sets = parse_sets(ApplySettings, [p for p in set_ or [] if key_of(p) in picture])
+    video_sets = parse_sets(VideoConfig, [p for p in set_ or [] if key_of(p) not in picture | grid])
+    cluster_cfg = ClusterConfig(**parse_sets(ClusterConfig, [p for p in set_ or [] if key_of(p) in grid])).validate()
     settings = ApplySettings(**{"size": size, "strength": strength, "preserve_colors": preserve_colors,
                                 "precision": precision, "device": device, "engine": engine,
                                 **({"keep": keep} if keep else {}), **({"mix": mix} if mix else {}),
@@ -142,7 +200,7 @@ def apply(
                            **video_sets}).validate()
     results = []
     for r in apply_path(filter, input, output, settings, progress=progress and not as_json, video=video,
-                        preview=preview, mask=mask):
+                        preview=preview, mask=mask, cluster=cluster, cluster_cfg=cluster_cfg):
         results.append(r)
         line = _result_line(r, video, many=input.is_dir() and isinstance(r, Painted) and r.frames is None)
         if line:
@@ -372,11 +430,14 @@ def live(
     keep: Optional[str] = typer.Option(None, help=_h(ApplySettings, "keep")),
     engine: str = typer.Option("auto", help=_h(ApplySettings, "engine")),
     precision: str = typer.Option("auto", help=_h(ApplySettings, "precision")),
+    # full by default: today's lite filters show blotches (README, "Lite filters"); faster is opt-in
+    arch: str = typer.Option("full", help="full: the filter as named; auto: its lite version (NAME-lite, a "
+                             "fraction of the work) when one exists; lite: insist on it."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
 ):
     """Paint a camera live, in a window and/or to a virtual camera, showing the frame rate."""
     from .config import parse_sets
-    from .live import run_live
+    from .live import pick_architecture, run_live
     from .mix import load_any
 
     if flow_preset not in ("ultrafast", "fast", "medium"):
@@ -385,7 +446,10 @@ def live(
                                 **({"keep": keep} if keep else {}), **parse_sets(ApplySettings, set_)}).validate()
     if mask is not None and not mask.is_file():
         raise RotoscopeError(f"no such mask file: {mask}")
-    filt = load_any(filter, settings.mix)
+    spec, chose = pick_architecture(filter, arch)
+    if chose:
+        say(chose)
+    filt = load_any(spec, settings.mix)
     stats = run_live(filt, camera, settings, frames=frames, window=window, virtual=virtual_camera, out=output,
                      stabilize=stabilize, flow_preset=flow_preset, mask=mask, log=say)
     say(stats.line())

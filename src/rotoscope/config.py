@@ -24,12 +24,16 @@ DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 
 @dataclass
 class NetConfig:
-    """Shape of the feed-forward filter network (Johnson et al. 2016 with later fixes)."""
+    """Shape of the feed-forward filter network (Johnson et al. 2016 with later fixes; network.py)."""
 
-    channels: tuple[int, int, int] = setting((16, 32, 64), "network widths at full, 1/2 and 1/4 resolution",
+    # lite: a pixel-unshuffle stem and separable blocks at 1/16 resolution, 33x fewer FLOPs at 720p, for video
+    # and live painting on a CPU (benchmarks/bench_lite.py)
+    arch: str = setting("full", "network architecture: full (Johnson's layout) or lite (a fraction of the work, "
+                        "for video and live painting)", choices=("full", "lite"))
+    channels: tuple[int, int, int] = setting((16, 32, 64), "network widths at full, 1/2 and 1/4 resolution (lite: 1/4, 1/8, 1/16)",
                                              lo=1, hi=512)
-    res_blocks: int = setting(5, "residual blocks at 1/4 resolution", lo=0, hi=16)
-    kernel_outer: int = setting(9, "first and last convolution's kernel: a wide receptive field for strokes",
+    res_blocks: int = setting(5, "residual blocks at 1/4 resolution (lite: 1/16)", lo=0, hi=16)
+    kernel_outer: int = setting(9, "first and last convolution's kernel: a wide receptive field for strokes (full only)",
                                 choices=(1, 3, 5, 7, 9, 11, 13, 15))
 
 
@@ -235,11 +239,34 @@ class VideoConfig:
         return validate(self)
 
 
+@dataclass
+class ClusterConfig:
+    """`--cluster` (cluster.py): how a render, a folder or train-many is cut into Ray tasks."""
+
+    # each task after the first repaints the frames before its range as a warm-up: fewer, longer tasks waste
+    # less, more tasks balance better (cluster.segments_per_task)
+    segments_per_task: int = setting(0, "video segments per Ray task (0 = auto: two tasks per worker; a short clip "
+                                     "one task per worker, of up to 4 segments)", lo=0, hi=1_000_000)
+    # blend^25 < 1/255 at the default blend 0.8: what the missing history adds is below one 8-bit level
+    warmup_frames: int | None = setting(None, "frames a task paints and discards before its first segment, so the "
+                                        "flicker reduction has settled (none = auto: until the blend's memory is "
+                                        "below one 8-bit level)", lo=0, hi=10_000)
+    cpus_per_task: float = setting(1.0, "CPUs Ray reserves for each task (a render or a training)", lo=0.01,
+                                   hi=1024.0)
+    max_retries: int = setting(3, "times Ray re-runs a task whose worker was lost", lo=0, hi=100)
+    images_per_task: int = setting(8, "images of a folder painted by one task", lo=1, hi=100_000)
+    max_in_flight: int = setting(0, "tasks of a folder submitted at once, which bounds memory (0 = auto: two per "
+                                 "worker)", lo=0, hi=100_000)
+
+    def validate(self) -> "ClusterConfig":
+        return validate(self)
+
+
 # ---------------------------------------------------------------- the table: reading and checking it
 
 
 TABLES = {"train": TrainConfig, "net": NetConfig, "apply": ApplySettings, "video": VideoConfig,
-          "server": ServerConfig}
+          "server": ServerConfig, "cluster": ClusterConfig}
 
 
 def invalid(message: str) -> Exception:

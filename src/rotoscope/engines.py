@@ -67,7 +67,10 @@ class OpenVinoRunner:
 
         self.ov, self.core = ov, ov.Core()
         self._net = weakref.ref(net) if weak else (lambda: net)
-        self.precision, self.threads = precision, threads or physical_cores()
+        # ROTOSCOPE_THREADS caps it as it caps PyTorch's threads: a cluster task owns only the CPUs Ray gave it
+        env = os.environ.get("ROTOSCOPE_THREADS", "")
+        self.precision = precision
+        self.threads = threads or (int(env) if env.isdigit() and int(env) > 0 else physical_cores())
         self.models: dict = {}
         self.lock = threading.Lock()  # one infer request per shape: the server's apply threads take turns
         self.compiled: OrderedDict = OrderedDict()  # (mode, shape) -> infer request, the most recent last

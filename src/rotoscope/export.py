@@ -1,7 +1,7 @@
 """A filter for other runtimes: ONNX export, and the onnxruntime engine behind `rotoscope apply --engine onnx`.
 
 The exported graph takes `image` (N, 3, H, W) float32 RGB in [0, 1] of any batch, height and width, and returns
-`stylized`, the same shape. FilterNet pads its input to a multiple of 4 (and a minimum side) with Python
+`stylized`, the same shape. FilterNet pads its input to a multiple of 4 (LiteNet 16; and a minimum side) with Python
 arithmetic on the shape, which a traced graph would freeze to the example's size; here the same padding is
 written as index gathers computed from the runtime shape, so one graph serves every size, tiny ones included.
 The filter's card travels in the model's metadata_props (key `rotoscope.card`, JSON).
@@ -89,17 +89,18 @@ class ExportNet(nn.Module):
                 for name, child in parent.named_children():
                     if isinstance(child, nn.InstanceNorm2d):
                         setattr(parent, name, StatNorm(child, mode, self.io))
-        self.net, self.least = net, net.least_side
+        self.net, self.least, self.multiple = net, net.least_side, net.multiple
 
     def forward(self, x: torch.Tensor, *stats: torch.Tensor):
         shape = torch._shape_as_tensor(x)  # a tensor, so the graph computes sizes at run time
         h, w = shape[2], shape[3]
-        th = torch.clamp((h + 3) // 4 * 4, min=self.least)
-        tw = torch.clamp((w + 3) // 4 * 4, min=self.least)
+        m = self.multiple
+        th = torch.clamp((h + m - 1) // m * m, min=self.least)
+        tw = torch.clamp((w + m - 1) // m * m, min=self.least)
         reflect = (h > th - h) & (w > tw - w)  # as FilterNet: reflect needs pad < size, else replicate
         x = x.index_select(2, _pad_index(h, th, reflect)).index_select(3, _pad_index(w, tw, reflect))
         self.io["stats"] = list(stats)
-        y = self.net.decoder(self.net.residuals(self.net.encoder(x)))
+        y = self.net.layers(x)
         y = torch.sigmoid(y.index_select(2, torch.arange(h)).index_select(3, torch.arange(w)))
         if self.mode == "measure":
             out = (y, *self.io["stats"])

@@ -21,9 +21,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .config import NetConfig, validate
+from .config import validate
 from .errors import Invalid, NotFound, Refused, RotoscopeError
-from .network import FilterNet
+from .network import FilterNet, build, config_from_card
 from .paths import atomic_path, filters_dir
 
 FORMAT_VERSION = 1
@@ -113,15 +113,14 @@ def load_filter_file(path: str | os.PathLike) -> Filter:
         arch = card["architecture"]
         # the card is the file's word, not ours: checked against the settings' ranges before a network is built
         # (an empty or negative width would be torch's error, a billion residual blocks a hang)
-        cfg = NetConfig(channels=tuple(arch["channels"]), res_blocks=arch["res_blocks"],
-                        kernel_outer=arch["kernel_outer"])
+        cfg = config_from_card(arch)
         validate(cfg)
     except (KeyError, TypeError) as e:
         raise Invalid(f"{path}: weights do not match the card's architecture ({str(e).splitlines()[0]})") from None
     except Invalid as e:
         raise Invalid(f"{path} has a corrupt card (architecture: {e})") from None
     try:
-        net = FilterNet(cfg)
+        net = build(cfg)
         with safe_open(str(path), framework="pt") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}
         net.load_state_dict(state)
@@ -159,6 +158,13 @@ def find_filter(name_or_path: str | os.PathLike) -> Path:
     hint = f"; did you mean {', '.join(near)}?" if near else ("; see `rotoscope filters`" if known else
                                                              "; none installed yet: `rotoscope train` makes one")
     raise NotFound(f"unknown filter '{s}'{hint}")
+
+
+def lite_version(name: str) -> str | None:
+    """The registry name of a filter's lite version (great-wave -> great-wave-lite), if one exists."""
+    if name.endswith("-lite") and name in registry_paths():
+        return name
+    return f"{name}-lite" if f"{name}-lite" in registry_paths() else None
 
 
 def load_filter(name_or_path: str | os.PathLike) -> Filter:

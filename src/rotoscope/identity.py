@@ -6,7 +6,7 @@ training only has to bend it towards the artwork, which on 2 CPU cores is the di
 an hour. The weights depend only on the network shape, not on any artwork, so one file per shape ships in
 rotoscope/weights/ (fp16: half the size, the network is run in fp32/bf16 after loading).
 
-Make one:  python -m rotoscope.identity --photos FOLDER [--channels 32,64,128 --res-blocks 5 --steps 600]
+Make one:  python -m rotoscope.identity --photos FOLDER [--arch lite --channels 32,64,128 --res-blocks 5 --steps 600]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from .config import NetConfig
 from .data import load_photos
-from .network import FilterNet
+from .network import FilterNet, build
 from .paths import atomic_path
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -33,11 +33,17 @@ META_KEY = "rotoscope.identity"
 
 
 def shape_key(net_cfg: NetConfig) -> str:
-    """A file-name-safe description of the network shape, e.g. c32.64.128-kernel_outer9-res_blocks5."""
+    """A file-name-safe description of the network shape, e.g. c32.64.128-kernel_outer9-res_blocks5 (full, named
+    as before the lite architecture existed) or lite-c16.32.64-res_blocks5 (lite has no outer kernel)."""
+    d = dataclasses.asdict(net_cfg)
+    arch = d.pop("arch")
+    if arch != "full":
+        d.pop("kernel_outer")
     parts = []
-    for k, v in sorted(dataclasses.asdict(net_cfg).items()):
+    for k, v in sorted(d.items()):
         parts.append("c" + ".".join(map(str, v)) if k == "channels" else f"{k}{v}")
-    return "-".join(sorted(parts, key=lambda p: (not p.startswith("c"), p)))
+    key = "-".join(sorted(parts, key=lambda p: (not p.startswith("c"), p)))
+    return key if arch == "full" else f"{arch}-{key}"
 
 
 def identity_path(net_cfg: NetConfig) -> Path:
@@ -62,7 +68,7 @@ def pretrain_identity(net_cfg: NetConfig, photos=None, steps: int = 600, size: i
     """Train a FilterNet to reproduce random photo crops (L1 in pixels, cosine learning rate)."""
     torch.manual_seed(seed)
     data = load_photos(photos, size, 0.0, warn=log)
-    net = FilterNet(net_cfg).to(memory_format=torch.channels_last)
+    net = build(net_cfg).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     started = time.perf_counter()
     g = torch.Generator().manual_seed(seed)
@@ -101,6 +107,7 @@ def save_identity(net: FilterNet, meta: dict, path: Path) -> Path:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--photos", default=None, help="folder of photos (default: scikit-image's sample photos)")
+    p.add_argument("--arch", default=None, choices=("full", "lite"))
     p.add_argument("--channels", default=None, help="widths, e.g. 32,64,128 (default: NetConfig's)")
     p.add_argument("--res-blocks", type=int, default=None)
     p.add_argument("--kernel-outer", type=int, default=None)
@@ -108,7 +115,7 @@ def main(argv=None) -> None:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--out", default=None, help="file to write (default: the shipped path for this shape)")
     a = p.parse_args(argv)
-    over = {"channels": tuple(int(c) for c in a.channels.split(",")) if a.channels else None,
+    over = {"arch": a.arch, "channels": tuple(int(c) for c in a.channels.split(",")) if a.channels else None,
             "res_blocks": a.res_blocks, "kernel_outer": a.kernel_outer}
     net_cfg = dataclasses.replace(NetConfig(), **{k: v for k, v in over.items() if v is not None})
     net, meta = pretrain_identity(net_cfg, a.photos, a.steps, a.size)

@@ -104,6 +104,30 @@ class _VirtualCamera:
         self.cam.close()
 
 
+ARCHES = ("auto", "lite", "full")
+
+
+def pick_architecture(spec: str, arch: str) -> tuple[str, str | None]:
+    """The filter to paint live with: auto takes a registry filter's lite version (NAME-lite) when one exists,
+    lite insists on it, full keeps the name as given. Returns the spec and a line saying what was chosen."""
+    from .filter import lite_version
+    from .mix import is_mix
+
+    if arch not in ARCHES:
+        raise Invalid(f"unknown architecture '{arch}': use {', '.join(ARCHES)}")
+    if arch == "full" or is_mix(spec) or spec.endswith(".safetensors") or "/" in spec:
+        if arch == "lite":
+            raise Invalid(f"--arch lite takes a registry name whose NAME-lite filter exists (got {spec})")
+        return spec, None
+    lite = lite_version(spec)
+    if lite is None:
+        if arch == "lite":
+            raise NotFound(f"no lite version of '{spec}' (train one: rotoscope train ART --name {spec}-lite --arch "
+                           "lite)")
+        return spec, None
+    return lite, None if lite == spec else f"painting with {lite}, the lite version of {spec} (--arch full: the full one)"
+
+
 def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = None, frames: int | None = None,
              window: bool = True, virtual: bool = False, out: Path | None = None, stabilize: bool = True,
              flow_preset: str = "ultrafast", blend: float = 0.8, mask=None, log: Callable[[str], None] = print,

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import torch
 
-from .config import NetConfig
 from .errors import Conflict, Invalid
-from .filter import Filter, find_filter, load_filter, registry_path, save_filter
-from .network import FilterNet
+from .filter import Filter, find_filter, load_filter, save_filter
+from .network import FilterNet, build, config_from_card
 
 SPEC_RE = re.compile(r"^\s*([^:+]+?)\s*(?::\s*([^:+]*?)\s*)?$")
 METHODS = ("weights", "outputs")
@@ -95,12 +94,12 @@ def mix_name(parts: list[tuple[str, float]]) -> str:
 
 def _arch(f: Filter) -> tuple:
     a = f.card.get("architecture", {})
-    return tuple(a.get("channels", ())), a.get("res_blocks"), a.get("kernel_outer")
+    return a.get("arch", "full"), tuple(a.get("channels", ())), a.get("res_blocks"), a.get("kernel_outer")
 
 
 def _arch_text(f: Filter) -> str:
-    ch, rb, k = _arch(f)
-    return f"{'-'.join(map(str, ch))}, {rb} blocks, kernel {k}"
+    arch, ch, rb, k = _arch(f)
+    return f"{arch} {'-'.join(map(str, ch))}, {rb} blocks, kernel {k}"
 
 
 def same_shape(filters: list[Filter]) -> bool:
@@ -113,8 +112,7 @@ def interpolate(filters: list[Filter], weights: list[float]) -> FilterNet:
         a, b = next((a, b) for a in filters for b in filters if _arch(a) != _arch(b))
         raise Invalid(f"cannot mix the weights of {a.name} ({_arch_text(a)}) and {b.name} ({_arch_text(b)}): "
                       "networks of different shapes; blend their paintings instead (--mix outputs)")
-    ch, rb, k = _arch(filters[0])
-    net = FilterNet(NetConfig(channels=tuple(ch), res_blocks=rb, kernel_outer=k))
+    net = build(config_from_card(filters[0].card["architecture"]))
     states = [f.net.state_dict() for f in filters]
     mixed = {}
     for key, ref in states[0].items():

@@ -4,6 +4,12 @@ Fixes over the 2016 layout: reflection padding (no dark borders), instance norm 
 single biggest quality fix), nearest-neighbour upsampling followed by a convolution instead of a transposed
 convolution (no checkerboard, Odena et al. 2016). Inputs of any width and height are padded to a multiple of 4
 and the output is cropped back, so a 333x101 photo comes back 333x101.
+
+Two architectures share the filter file format (the card's `architecture.arch` says which; ARCHS maps it):
+  full  Johnson's layout at full, 1/2 and 1/4 resolution (FilterNet).
+  lite  the same widths one resolution level lower (LiteNet): a strided 3x3 stem, depthwise-separable
+        residual blocks at 1/8 resolution and upsamplings, one skip at 1/4, a 3x3 head; 19x fewer FLOPs than
+        full at 720p, for video and live painting on a CPU (benchmarks/bench_lite.py).
 """
 
 from __future__ import annotations
@@ -78,18 +84,113 @@ class FilterNet(nn.Module):
         # the outer kernel's reach at full resolution
         return max(8, -(-(self.kernel_outer // 2 + 1) // 4) * 4)
 
+    multiple = 4  # two stride-2 steps
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        # a multiple of 4 (two stride-2 steps), and at least least_side
-        least = self.least_side
-        ph, pw = max(least, h + (-h) % 4) - h, max(least, w + (-w) % 4) - w
-        if ph or pw:
-            # reflect needs pad < size; replicate covers tiny images too
-            mode = "reflect" if h > ph and w > pw else "replicate"
-            x = F.pad(x, (0, pw, 0, ph), mode=mode)
-        y = self.decoder(self.residuals(self.encoder(x)))
-        # A sigmoid keeps outputs in range for the loss network without clamping away gradients.
-        return torch.sigmoid(y[..., :h, :w])
+        return _padded(self, x, self.multiple)
+
+    def layers(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on a padded input (export.py pads its own way, then calls this)."""
+        return self.decoder(self.residuals(self.encoder(x)))
+
+
+def _padded(net, x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad to a multiple of `multiple` and at least net.least_side, run the layers, crop back, squash to [0, 1]."""
+    h, w = x.shape[-2:]
+    least = net.least_side
+    ph, pw = max(least, h + (-h) % multiple) - h, max(least, w + (-w) % multiple) - w
+    if ph or pw:
+        # reflect needs pad < size; replicate covers tiny images too
+        mode = "reflect" if h > ph and w > pw else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    y = net.layers(x)
+    # A sigmoid keeps outputs in range for the loss network without clamping away gradients.
+    return torch.sigmoid(y[..., :h, :w])
+
+
+def depthwise(c: int, k: int = 3) -> nn.Sequential:
+    return nn.Sequential(nn.ReflectionPad2d(k // 2), nn.Conv2d(c, c, k, groups=c))
+
+
+def separable_norm_relu(cin: int, cout: int) -> nn.Sequential:
+    """A depthwise 3x3 then a pointwise 1x1 (MobileNet's factorisation): 9 + cout instead of 9 x cout
+    multiply-adds per input channel and pixel."""
+    return nn.Sequential(depthwise(cin), nn.Conv2d(cin, cout, 1), InstanceNorm(cout, affine=True),
+                         nn.ReLU(inplace=True))
+
+
+class SeparableResidualBlock(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(separable_norm_relu(c, c), depthwise(c), nn.Conv2d(c, c, 1),
+                                  InstanceNorm(c, affine=True))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class SeparableUpsample(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv = separable_norm_relu(cin, cout)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class LiteNet(nn.Module):
+    """RGB in [0, 1] -> RGB in [0, 1], same size, with FilterNet's widths at 1/2, 1/4 and 1/8 resolution.
+
+    Chosen by training candidates on The Great Wave (500 steps, benchmarks/results/quality.md, "lite"): a
+    pixel-unshuffle stem and head painted 4x4 blocks and stripes; without a skip the photo's shapes dissolved
+    (SSIM 0.41 against full's 0.53); with skips at 1/2 and 1/4 they survived too well (SSIM 0.72, a tint); one
+    skip at 1/4 kept the shapes and the strokes (SSIM 0.56)."""
+
+    def __init__(self, cfg: NetConfig | None = None):
+        super().__init__()
+        cfg = cfg or NetConfig(arch="lite")
+        c1, c2, c3 = cfg.channels
+        self.encoder = nn.Sequential(conv_norm_relu(3, c1, 3, 2), conv_norm_relu(c1, c2, 3, 2),
+                                     conv_norm_relu(c2, c3, 3, 2))
+        self.residuals = nn.Sequential(*[SeparableResidualBlock(c3) for _ in range(cfg.res_blocks)])
+        self.decoder = nn.Sequential(SeparableUpsample(c3, c2), SeparableUpsample(c2, c1), Upsample2x(),
+                                     conv(c1, 3, 3))
+
+    multiple = 8  # three stride-2 steps
+    least_side = 16  # 2x2 at 1/8 for the reflection pads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _padded(self, x, self.multiple)
+
+    def layers(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on a padded input: the encoder's 1/4-resolution features skip the residual blocks and
+        are added back on the way up, so the photo's shapes need not squeeze through 1/8 resolution."""
+        quarter = self.encoder[1](self.encoder[0](x))
+        y = self.decoder[0](self.residuals(self.encoder[2](quarter))) + quarter
+        for layer in self.decoder[1:]:
+            y = layer(y)
+        return y
+
+
+class Upsample2x(nn.Module):
+    def forward(self, x):
+        return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+ARCHS = {"full": FilterNet, "lite": LiteNet}
+
+
+def build(cfg: NetConfig) -> nn.Module:
+    """The network the config names (full or lite), with fresh random weights."""
+    return ARCHS[cfg.arch](cfg)
+
+
+def config_from_card(arch: dict) -> NetConfig:
+    """The NetConfig a card's `architecture` records (cards before the lite architecture say nothing: full)."""
+    if not isinstance(arch, dict):
+        raise TypeError(f"architecture is a JSON {type(arch).__name__}, not an object")
+    return NetConfig(arch=arch.get("arch", "full"), channels=tuple(arch["channels"]),
+                     res_blocks=arch["res_blocks"], kernel_outer=arch.get("kernel_outer", NetConfig.kernel_outer))
 
 
 def count_parameters(net: nn.Module) -> int:

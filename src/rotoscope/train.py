@@ -38,7 +38,7 @@ from .errors import Invalid, RotoscopeError
 from .filter import SUFFIX, Filter, check_name, registry_path, save_filter
 from .images import load_rgb, resize_longer, to_tensor
 from .losses import LossWeights, StyleTarget, perceptual_loss, style_target
-from .network import FilterNet, count_parameters
+from .network import ARCHS, FilterNet, build, count_parameters
 from .paths import atomic_path, check_writable, runs_dir
 from .truthful import audit, confidence, pitfalls, story
 
@@ -529,7 +529,7 @@ def resolved_precision(cfg: TrainConfig, device):
 def new_network(cfg: TrainConfig, device, log):
     """Random (or identity-pretrained) weights, the optimiser that will nudge them, the fp16 loss scaler, and the
     card's record of the initial weights."""
-    net = FilterNet(cfg.net)
+    net = build(cfg.net)
     init = init_network(net, cfg, log)
     net = net.to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
@@ -587,7 +587,7 @@ def build_card(name, cfg: TrainConfig, backbone, art_img, artwork, art_hash, tit
         "name": name,
         "rotoscope_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "architecture": {"type": "FilterNet", **cfg.to_dict()["net"]},
+        "architecture": {"type": ARCHS[cfg.net.arch].__name__, **cfg.to_dict()["net"]},
         "backbone": {"name": backbone.name, "weights_sha256": backbone.weights_sha256,
                      "weights_source": os.path.basename(backbone.weights_source), "about": backbone.spec.about,
                      "style_layers": list(backbone.spec.style_layers),

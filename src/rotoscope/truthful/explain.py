@@ -13,6 +13,7 @@ one filter) to its HTML. A section that cannot show something says so on the pag
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -71,19 +72,20 @@ def setting_note(name: str) -> str:
 def _net_config(card: dict):
     from ..config import NetConfig
 
-    arch, d = card.get("architecture", {}), NetConfig()
-    return NetConfig(tuple(arch.get("channels", d.channels)), arch.get("res_blocks", d.res_blocks),
-                     arch.get("kernel_outer", d.kernel_outer))
+    from ..network import config_from_card
+
+    d = dataclasses.asdict(NetConfig())
+    return config_from_card({**d, **card.get("architecture", {})})
 
 
 def _random_network(card: dict):
     """A fresh draw of random weights for the card's architecture and seed (what training would start from)."""
     import torch
 
-    from ..network import FilterNet
+    from ..network import build
 
     torch.manual_seed(int(card.get("training", {}).get("seed", 0)))
-    return FilterNet(_net_config(card)).eval()
+    return build(_net_config(card)).eval()
 
 
 def _start_network(card: dict):
@@ -459,6 +461,18 @@ def section_exam(s: Story) -> str:
         "to photos like these; it says nothing about photos unlike the training set (see the audit).</p>")
 
 
+def network_sentence(arch: dict) -> str:
+    if arch.get("arch", "full") == "lite":
+        return (f"The lite version of a feed-forward 'transformer' network (Johnson et al. 2016): each 4x4 block of "
+                f"pixels is folded into one position with 48 channels, convolutions go down to 1/16 resolution, "
+                f"{esc(arch.get('res_blocks'))} residual blocks of cheap (depthwise-separable) convolutions, and "
+                f"back up; widths {esc(arch.get('channels'))}. About 1/30 of the full network's work, for video "
+                f"and live painting.")
+    return (f"A feed-forward 'transformer' network (Johnson et al. 2016): convolutions down to a quarter "
+            f"resolution, {esc(arch.get('res_blocks'))} residual blocks, and back up; widths "
+            f"{esc(arch.get('channels'))}.")
+
+
 def section_settings(s: Story) -> str:
     card = s.card
     tr = with_unrecorded(card.get("training", {}))
@@ -472,9 +486,7 @@ def section_settings(s: Story) -> str:
     tm = card.get("timings", {})
     return (
         f"<table><tr><th>setting</th><th>value</th><th>what it means</th></tr>{rows}</table>"
-        f"<h3>The network being trained</h3><p>A feed-forward 'transformer' network (Johnson et al. 2016): "
-        f"convolutions down to a quarter resolution, {esc(arch.get('res_blocks'))} residual blocks, and back up; "
-        f"widths {esc(arch.get('channels'))}. Once trained, it paints a photo in one pass, which is why it is "
+        f"<h3>The network being trained</h3><p>{network_sentence(arch)} Once trained, it paints a photo in one pass, which is why it is "
         f"fast. Training took {esc(tm.get('steps'))} steps in {esc(tm.get('seconds'))} s.</p>"
         f"<h3>The backbone: {esc(name)}</h3><p>The score is measured by a second, fixed network, the backbone, "
         f"which is never trained here. {esc(note)}</p>"

@@ -15,7 +15,8 @@ The modules, in the order a frame meets them:
   source.py  reading a clip or a numbered-frame folder: probe, decode, output_size, picked frames for a preview;
   steady.py  flicker reduction: the Stabilizer (optical flow itself lives in rotoscope.flow);
   render.py  the threaded renderer and the entry points: RenderJob, make_job, run_job, apply_video,
-             apply_video_cli, preview_sheet, resuming from finished segments;
+             apply_video_cli, preview_sheet, resuming from finished segments; render_range paints a run of
+             segments, for the local render and for a cluster task (rotoscope.cluster);
   output.py  writing: the segment writer, then the final H.264 file (audio remuxed), GIF/WebP or frame folder.
 The names below are re-exported, so `from rotoscope import video; video.apply_video(...)` is the interface.
 """
@@ -23,15 +24,15 @@ The names below are re-exported, so `from rotoscope import video; video.apply_vi
 from .output import (ANIMATED_OUTPUTS, H264_OUTPUTS, assemble_animated, assemble_frames, assemble_h264,
                      default_clip_output, output_kind)
 from .render import (RenderJob, RenderStopped, apply_video, apply_video_cli, frames_per_call, glob_escape,
-                     make_job, preview_sheet, render_segments, run_job, stylize_frames)
+                     make_job, preview_sheet, render_range, render_segments, run_job, stylize_frames)
 from .source import (DEFAULT_RATE, VIDEO_SUFFIXES, Frame, Source, count_frames, decode, frame_sequence,
-                     is_video_path, output_size, probe)
+                     frame_table, is_video_path, output_size, probe)
 from .steady import Stabilizer
 
 __all__ = [
     "ANIMATED_OUTPUTS", "DEFAULT_RATE", "H264_OUTPUTS", "VIDEO_SUFFIXES",
     "Frame", "RenderJob", "RenderStopped", "Source", "Stabilizer",
     "apply_video", "apply_video_cli", "assemble_animated", "assemble_frames", "assemble_h264", "count_frames",
-    "decode", "default_clip_output", "frame_sequence", "frames_per_call", "glob_escape", "is_video_path", "make_job",
-    "output_kind", "output_size", "preview_sheet", "probe", "render_segments", "run_job", "stylize_frames",
+    "decode", "default_clip_output", "frame_sequence", "frame_table", "frames_per_call", "glob_escape", "is_video_path", "make_job",
+    "output_kind", "output_size", "preview_sheet", "probe", "render_range", "render_segments", "run_job", "stylize_frames",
 ]

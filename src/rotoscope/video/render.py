@@ -137,12 +137,22 @@ def mask_chain(job: RenderJob):
     return MaskChain(job.mask, job.settings.keep, job.settings.feather, job.src.rotation)
 
 
-def _reader(job: RenderJob, start: int, q: queue.Queue, stop: threading.Event, errors: list, warn) -> None:
+def _reader(job: RenderJob, start: int, q: queue.Queue, stop: threading.Event, errors: list, warn,
+            stop_at: int | None = None, table: list[int] | None = None) -> None:
+    """Decode frames from `start` (painted) to `stop_at` (None: the end) and prepare their flicker reduction and
+    masks. With a frame table it seeks: decoding begins a frame before `start` (the flow needs it), or the kept
+    faces' memory before it, instead of at the clip's first frame."""
     try:
         stab = Stabilizer(job.video.blend, job.video.flow_preset) if job.video.stabilize else None
         masks = mask_chain(job)
-        frames = decode(job.src, job.width, job.height, warn, job.video.max_seconds, job.video.codec_threads)
-        for i, (pts, dur, rgb) in enumerate(frames):
+        first = 0
+        if table is not None:
+            first = max(0, start - 1 - (masks.MEMORY if masks is not None and masks.keep else 0))
+            for _ in range(first if masks is not None else 0):
+                masks.skip()  # a folder of per-frame masks: frame i takes mask i
+        frames = decode(job.src, job.width, job.height, warn, job.video.max_seconds, job.video.codec_threads,
+                        first, table)
+        for i, (pts, dur, rgb) in enumerate(frames, start=first):
             fr = Frame(i, pts, dur, rgb)
             # a resumed render with faces kept replays the kept faces' last frames (their fading memory) first
             replay = masks is not None and masks.keep and start - i <= masks.MEMORY
@@ -158,6 +168,8 @@ def _reader(job: RenderJob, start: int, q: queue.Queue, stop: threading.Event, e
                     masks.skip()
             if i >= start:
                 _put(q, fr, stop)
+            if stop_at is not None and i + 1 >= stop_at:
+                break  # a cluster task's run of segments ends here (its last frame's duration is known by now)
         _put(q, END, stop)
     except _Stop:
         pass
@@ -211,25 +223,54 @@ def frames_per_call(video: VideoConfig, device: torch.device) -> int:
 
 def render_segments(job: RenderJob, progress: bool, warn: Callable[[str], None],
                     on_segment: Callable[[int], None] | None = None) -> int:
-    """Stylize and encode every frame not already in a finished segment. Returns the number of frames."""
+    """Stylize and encode every frame not already in a finished segment (the local render). Returns the number
+    of frames."""
+    count = render_range(job, job.finished_segments(), None, progress, warn, on_segment)
+    if count == 0:
+        raise RotoscopeError(f"{job.src.path}: no video frames")
+    return count
+
+
+def resume_chain(job: RenderJob, first: int) -> np.ndarray | None:
+    """The last painted frame before segment `first`, when that segment is finished: the flicker reduction goes
+    on from it exactly as an uninterrupted render would."""
+    if first == 0 or not job.seg_done(first - 1).exists():
+        return None
+    return np.asarray(Image.open(job.seg_last(first - 1)).convert("RGB"))
+
+
+def render_range(job: RenderJob, first: int, end: int | None, progress: bool, warn: Callable[[str], None],
+                 on_segment: Callable[[int], None] | None = None, warmup: int = 0,
+                 table: list[int] | None = None) -> int:
+    """Stylize and encode segments first .. end-1 (end None: to the clip's end) into the job's work folder: the one
+    renderer of the local render (all unfinished segments) and of a cluster task (a run of them).
+
+    The flicker reduction chains on from the previous segment's last frame when that segment is finished;
+    otherwise (a cluster task whose previous segment is painted elsewhere) `warmup` frames before `first` are
+    painted and discarded, so the chain has settled when the first written frame comes. `table`
+    (source.frame_table) lets the decoder seek to the range instead of decoding the clip from its start.
+    Returns the index after the last frame painted (`first`'s first frame when the clip ends before it)."""
     n_seg = job.video.segment_frames
-    done = job.finished_segments()
-    start = done * n_seg
-    prev_out = np.asarray(Image.open(job.seg_last(done - 1)).convert("RGB")) if done else None
+    start = first * n_seg
+    prev_out = resume_chain(job, first)
+    lo = start if prev_out is not None else max(0, start - warmup)  # the first frame painted
+    stop_at = None if end is None else end * n_seg
     device = pick_device(job.settings.device)
     net = make_runner(job.filt, job.settings)
     fits = job.settings.max_tile_pixels // max(1, job.width * job.height)  # frames per call within the memory budget
     batch = max(1, min(frames_per_call(job.video, device), fits))
+    if lo % batch:  # a whole number of batches of warm-up, so that they are the batches a whole render paints
+        lo = max(0, lo - lo % batch)
     stop = threading.Event()
     errors: list[BaseException] = []
     q_in: queue.Queue = queue.Queue(maxsize=2 * batch + 2)
     q_out: queue.Queue = queue.Queue(maxsize=2 * batch + 2)
-    reader = threading.Thread(target=_reader, args=(job, start, q_in, stop, errors, warn), daemon=True)
-    writer = threading.Thread(target=_writer, args=(job, done, q_out, stop, errors, on_segment), daemon=True)
+    reader = threading.Thread(target=_reader, args=(job, lo, q_in, stop, errors, warn, stop_at, table), daemon=True)
+    writer = threading.Thread(target=_writer, args=(job, first, q_out, stop, errors, on_segment), daemon=True)
     reader.start()
     writer.start()
     count = start
-    bar = _Progress(progress, job.src.frames, start)
+    bar = _Progress(progress, job.src.frames if end is None else stop_at, start)
     try:
         with bar:
             finished = False
@@ -253,8 +294,9 @@ def render_segments(job: RenderJob, progress: bool, warn: Callable[[str], None],
                         if fr.mask is not None:  # the chain goes on with the unmasked painting
                             fr.painted, out = out, composite_uint8(fr.rgb, out, fr.mask)
                         fr.rgb = fr.warp = fr.weight = fr.mask = None  # the writer needs only the timing
-                        _put(q_out, (fr, out), stop, errors)
-                    count = frames[-1].index + 1
+                        if fr.index >= start:  # warm-up frames only settle the chain
+                            _put(q_out, (fr, out), stop, errors)
+                            count = fr.index + 1
                     bar.update(count)
             _put(q_out, END, stop, errors)
             while writer.is_alive():
@@ -268,8 +310,6 @@ def render_segments(job: RenderJob, progress: bool, warn: Callable[[str], None],
         raise
     if errors:
         raise errors[0]
-    if count == 0:
-        raise RotoscopeError(f"{job.src.path}: no video frames")
     return count
 
 
@@ -355,7 +395,10 @@ def apply_video(filt: Filter, src: Path, dest: Path | None, settings: ApplySetti
 
 
 def run_job(job: RenderJob, progress: bool = False, warn: Callable[[str], None] = print,
-            on_segment: Callable[[int], None] | None = None) -> Path:
+            on_segment: Callable[[int], None] | None = None, renderer=None) -> Path:
+    """Render a job and assemble its output. `renderer(job, progress, warn, on_segment) -> frames` paints the
+    segments: render_segments here, or a cluster's (cluster.py), which writes the same work folder; preparing it,
+    resuming, assembling and reporting failures are the same for both."""
     filt, settings = job.filt, job.settings
     for line in job.announce:
         warn(line)
@@ -370,7 +413,7 @@ def run_job(job: RenderJob, progress: bool = False, warn: Callable[[str], None] 
     if done:
         warn(f"resuming: {done * job.video.segment_frames} frames already rendered in {job.work.name}")
     try:
-        count = job.frames_written = render_segments(job, progress, warn, on_segment)
+        count = job.frames_written = (renderer or render_segments)(job, progress, warn, on_segment)
         segs = math.ceil(count / job.video.segment_frames)
         masked = _mask_key(job)  # hashes the mask files: once
         prov = {**provenance(filt, settings, job.src.path.name),
@@ -445,9 +488,9 @@ def preview_sheet(filt: Filter, src: Path, n: int, dest: Path | None, settings: 
 
 def apply_video_cli(filt: Filter, src, dest, settings: ApplySettings, progress: bool,
                     video: VideoConfig | None = None, preview: int | None = None,
-                    announce: list[str] = (), mask=None) -> Iterator:
+                    announce: list[str] = (), mask=None, renderer=None) -> Iterator:
     """`rotoscope apply` on a clip: yields apply.Note for what is said (`announce` first, once the job is checked)
-    and one apply.Painted for the clip (or the preview sheet) written."""
+    and one apply.Painted for the clip (or the preview sheet) written. `renderer`: see run_job (a cluster's)."""
     from ..apply import Note, Painted
 
     t0 = time.perf_counter()
@@ -470,7 +513,7 @@ def apply_video_cli(filt: Filter, src, dest, settings: ApplySettings, progress: 
     if job.kind != "h264" and job.src.audio:
         yield Note(f"note: {job.dest.suffix or 'a frame folder'} holds no sound: the audio is left out")
     try:
-        out = run_job(job, progress, warn=lines.append)
+        out = run_job(job, progress, warn=lines.append, renderer=renderer)
     except KeyboardInterrupt:
         yield from map(Note, lines)
         kept = job.finished_segments() * video.segment_frames if job.work.exists() else 0

@@ -6,6 +6,7 @@ re-spaced. Bad input gives one-line RotoscopeErrors.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -168,11 +169,21 @@ def _fit(rgb: np.ndarray, w: int, h: int) -> np.ndarray:
 
 
 def decode(src: Source, w: int, h: int, warn: Callable[[str], None],
-           max_seconds: float | None = None, threads: int = 0) -> Iterator[tuple[int, int, np.ndarray]]:
-    """(pts, duration, rgb) for every frame, resized to w x h. Truncated streams end early with a warning.
-    threads: the decoder's threads (0 = FFmpeg's choice)."""
+           max_seconds: float | None = None, threads: int = 0, start: int = 0,
+           table: list[int] | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(pts, duration, rgb) for every frame from index `start` on, resized to w x h. Truncated streams end early
+    with a warning. threads: the decoder's threads (0 = FFmpeg's choice). table: every frame's pts (frame_table),
+    so that a start in the middle seeks to it instead of decoding all the frames before it (a cluster task)."""
+    if start and src.files is None and table is not None and start < len(table):
+        try:
+            yield from _decode_video(src, w, h, warn, max_seconds, threads, start, table[start], table[0])
+            return
+        except _SeekMissed:  # the container could not seek there exactly: decode from the start instead
+            pass
     if src.files is not None:
         for i, p in enumerate(src.files):
+            if i < start:
+                continue
             if max_seconds is not None and i * src.time_base >= max_seconds:
                 return
             img = split_alpha(open_image(p))[0]
@@ -180,18 +191,33 @@ def decode(src: Source, w: int, h: int, warn: Callable[[str], None],
                 raise RotoscopeError(f"{p.name} is {img.width}x{img.height}, the first frame {src.width}x{src.height}")
             yield i, 1, _fit(np.asarray(img), w, h)
         return
+    yield from _decode_video(src, w, h, warn, max_seconds, threads, start, None, None)
+
+
+class _SeekMissed(Exception):
+    """A seek landed after the frame asked for (some containers index only part of their frames)."""
+
+
+def _decode_video(src: Source, w: int, h: int, warn, max_seconds, threads, start: int, seek_pts: int | None,
+                  origin: int | None) -> Iterator[tuple[int, int, np.ndarray]]:
+    """decode() for a video file. Frames before `start` (or before `seek_pts`, after a seek) are decoded but not
+    converted; `origin` is the clip's first pts when decoding does not begin there (max_seconds counts from it)."""
     import av
 
     default_dur = max(1, round(1 / (float(src.rate) * float(src.time_base)))) if src.rate else 1
     pending = None  # one frame of look-ahead: a frame's duration is the gap to the next one (VFR kept)
     count = 0
-    last_pts = first_pts = None
-    expected = src.frames
+    last_pts = None
+    first_pts = origin
+    expected = src.frames if not start else 0  # a part of the clip cannot tell whether the whole is complete
+    skip = start if seek_pts is None else 0
     with _open(src.path) as c:
         vs = c.streams.video[0]
         vs.thread_type = "AUTO"
         if threads:
             vs.codec_context.thread_count = threads
+        if seek_pts is not None:
+            c.seek(seek_pts, stream=vs, backward=True, any_frame=False)  # the keyframe at or before it
         try:
             for frame in c.decode(vs):
                 pts = frame.pts if frame.pts is not None else (last_pts + default_dur if last_pts is not None else 0)
@@ -201,6 +227,16 @@ def decode(src: Source, w: int, h: int, warn: Callable[[str], None],
                 if max_seconds is not None and (pts - first_pts) * src.time_base >= max_seconds:
                     expected = 0
                     break
+                if seek_pts is not None and pending is None and pts != seek_pts:
+                    if pts < seek_pts:  # between the keyframe and the frame asked for: decoded, not wanted
+                        last_pts = pts
+                        continue
+                    raise _SeekMissed
+                if skip:  # before `start`: the decoder must see it, the picture is not needed
+                    skip -= 1
+                    last_pts = pts
+                    count += 1
+                    continue
                 try:
                     rgb = frame.to_ndarray(format="rgb24")
                 except Exception as e:
@@ -225,6 +261,40 @@ def decode(src: Source, w: int, h: int, warn: Callable[[str], None],
     if expected and count < 0.9 * expected and not reached:
         warn(f"warning: {src.path.name}: only {count} of the {expected} frames its header announces could be "
              "decoded (truncated file?); painted what was readable")
+
+
+def frame_table(src: Source, max_seconds: float | None = None) -> list[int] | None:
+    """Every frame's pts in display order, read from the packets without decoding them (a film's take seconds),
+    so that a render of a clip's middle (a cluster task) can seek straight to its first frame and number its
+    frames as a whole render would. None where the packets cannot be trusted for that (a timestamp missing or
+    repeated), and the renderer then decodes from the start. A numbered-frame folder: 0, 1, 2, ..."""
+    if src.files is not None:
+        n = len(src.files)
+        if max_seconds is not None:
+            n = min(n, math.ceil(max_seconds / float(src.time_base)))
+        return list(range(n))
+    import av
+
+    pts: list[int] = []
+    with _open(src.path) as c:
+        vs = c.streams.video[0]
+        try:
+            for p in c.demux(vs):
+                if p.size == 0:
+                    continue
+                if getattr(p, "is_discard", False):
+                    continue  # dropped by the decoder too (an edit list's lead-in)
+                if p.pts is None:
+                    return None
+                pts.append(p.pts)
+        except av.FFmpegError:
+            return None  # a damaged file: the plain decode finds what is readable
+    pts.sort()
+    if not pts or any(a == b for a, b in zip(pts, pts[1:])):
+        return None
+    if max_seconds is not None:
+        pts = [p for p in pts if (p - pts[0]) * src.time_base < max_seconds]
+    return pts
 
 
 def count_frames(folder: Path) -> int:

@@ -56,6 +56,8 @@ def start_training(
     lr: float | None = Form(None), backbone: str | None = Form(None),
     style_weight: float | None = Form(None), content_weight: float | None = Form(None),
     color_weight: float | None = Form(None), tv_weight: float | None = Form(None),
+    arch: Literal["full", "lite"] | None = Form(None, description="full, or lite: a fraction of the work, for "
+                                                "video and live painting"),
     channels: str | None = Form(None, description="three widths, e.g. 32,64,128"),
     res_blocks: int | None = Form(None), seed: int | None = Form(None),
     checkpoint_every: int | None = Form(None), precision: Literal["auto", "bf16", "fp16", "fp32"] | None = Form(None),
@@ -70,7 +72,7 @@ def start_training(
     except ValueError:
         raise Invalid("channels takes three integers, e.g. 32,64,128") from None
     explicit = dict(steps=steps, size=size, batch=batch, lr=lr, backbone=backbone, style_weight=style_weight,
-                    content_weight=content_weight, color_weight=color_weight, tv_weight=tv_weight, channels=ch,
+                    content_weight=content_weight, color_weight=color_weight, tv_weight=tv_weight, arch=arch, channels=ch,
                     res_blocks=res_blocks, seed=seed, checkpoint_every=checkpoint_every, precision=precision,
                     color_match=color_match)
     # the settings table's names and ranges, as for the CLI and the Python API; steps also meet the server's cap

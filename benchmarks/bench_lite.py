@@ -1,0 +1,195 @@
+"""The lite architecture against the full one and the 2016 baseline: the network alone, then whole videos.
+
+Part 1, the network (median of --runs calls after a warm-up, batch 1, one frame at each --sizes):
+  BASELINE         Johnson et al.'s TransformerNet as pytorch/examples publishes it (bench_apply.py), fp32 eager
+  full / lite      rotoscope's two architectures (NetConfig(arch=...), default widths), through the path
+                   `rotoscope apply` runs (stylize_tensor on an engine runner), every engine x precision this
+                   machine runs natively; the fastest row of each architecture is marked.
+Part 2, whole videos (--clip, cut to --frames frames and scaled to each size; one untimed warm-up render): fps of
+  video.apply_video end to end (decode, paint, flicker reduction, H.264 encode, remux), full against lite, with
+  and without flicker reduction, and the full filter painted at --paint-scale with guided upsampling. The
+  filters are the shipped great-wave and great-wave-lite when present (weights do not change the time).
+
+  python benchmarks/bench_lite.py                                   # 1280x720 and 640x360, 48 frames
+  ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/bench_lite.py   # as an AVX2-only CPU
+  python benchmarks/bench_lite.py --skip-video --sizes 1920x1080
+"""
+
+from __future__ import annotations
+
+import argparse
+from fractions import Fraction
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_apply import TransformerNet, conv_gflop, parse_sizes  # noqa: E402
+from machine import describe  # noqa: E402
+
+from rotoscope import engines  # noqa: E402
+from rotoscope.config import NetConfig, VideoConfig  # noqa: E402
+from rotoscope.devices import claims_native_bf16  # noqa: E402
+from rotoscope.filter import Filter, load_filter  # noqa: E402
+from rotoscope.network import build  # noqa: E402
+from rotoscope.stylize import ApplySettings, stylize_tensor  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+CPU = torch.device("cpu")
+
+
+def timed(fn, x, runs: int) -> float:
+    fn(x)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def network_rows(sizes, runs: int) -> list[dict]:
+    torch.manual_seed(0)
+    base = TransformerNet().eval().requires_grad_(False)
+    nets = {arch: build(NetConfig(arch=arch)).eval().requires_grad_(False) for arch in ("full", "lite")}
+    pairs = [(e, p) for e in ("torch", "onnx", "openvino") if engines.installed(e) for p in engines.PRECISIONS_OF[e]
+             if p == "fp32" or (p == "bf16" and claims_native_bf16())]
+    rows = []
+    for w, h in sizes:
+        x = torch.rand(1, 3, h, w)
+
+        def plain(x):
+            with torch.inference_mode():
+                return base(x)
+        ms0 = timed(plain, x, runs)
+        rows.append({"size": f"{w}x{h}", "variant": "BASELINE TransformerNet fp32 eager", "ms": ms0,
+                     "gflop": conv_gflop(base, x)})
+        for arch, net in nets.items():
+            best = None
+            for engine, precision in pairs:
+                try:
+                    run = engines.runner(engine, net, CPU, precision)
+                    ms = timed(lambda x, run=run: stylize_tensor(run, x), x, runs)
+                except Exception as e:  # noqa: BLE001 - an engine refusing a precision under an ISA cap
+                    rows.append({"size": f"{w}x{h}", "variant": f"{arch} {engine} {precision}",
+                                 "error": str(e).strip().splitlines()[-1][:80]})
+                    continue
+                row = {"size": f"{w}x{h}", "variant": f"{arch} {engine} {precision}", "ms": ms,
+                       "gflop": conv_gflop(net, x)}
+                rows.append(row)
+                if best is None or ms < best["ms"]:
+                    best = row
+            if best:
+                best["best"] = True
+        for r in rows:
+            if r["size"] == f"{w}x{h}" and "ms" in r:
+                r["x"] = ms0 / r["ms"]
+        print(f"  {w}x{h} measured", flush=True)
+    return rows
+
+
+def make_clip(src: Path, dest: Path, w: int, h: int, frames: int) -> Path:
+    """The first `frames` frames of a shared clip scaled to w x h, as H.264 (near-lossless)."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dest), "w") as out:
+        vin = inp.streams.video[0]
+        rate = Fraction(vin.average_rate or 25)
+        vout = out.add_stream("libx264", rate=rate)
+        vout.width, vout.height, vout.pix_fmt = w, h, "yuv420p"
+        vout.time_base = 1 / rate
+        vout.options = {"crf": "12", "preset": "veryfast"}
+        n = 0
+        for frame in inp.decode(vin):
+            scaled = frame.reformat(w, h, "yuv420p")
+            scaled.pts, scaled.time_base = n, 1 / rate  # a fresh clock: the source's time base is not the output's
+            for pkt in vout.encode(scaled):
+                out.mux(pkt)
+            n += 1
+            if n == frames:
+                break
+        for pkt in vout.encode():
+            out.mux(pkt)
+    return dest
+
+
+def shipped_or_random(name: str, arch: str) -> Filter:
+    try:
+        return load_filter(name)
+    except Exception:  # noqa: BLE001 - not shipped yet: random weights time the same
+        torch.manual_seed(0)
+        net = build(NetConfig(arch=arch)).eval().requires_grad_(False)
+        return Filter(f"random {arch}", {"name": f"random {arch}", "architecture": {"arch": arch}}, net)
+
+
+def video_rows(clip: Path, sizes, frames: int, paint_scale: float) -> list[dict]:
+    from rotoscope.video import apply_video
+
+    full, lite = shipped_or_random("great-wave", "full"), shipped_or_random("great-wave-lite", "lite")
+    variants = [("full, flicker reduction", full, {}, True), ("full, per frame", full, {}, False),
+                (f"full at paint scale {paint_scale:g}, flicker reduction", full, {"paint_scale": paint_scale}, True),
+                ("lite, flicker reduction", lite, {}, True), ("lite, per frame", lite, {}, False)]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for w, h in sizes:
+            src = make_clip(clip, tmp / f"in-{w}x{h}.mp4", w, h, frames)
+            base = None
+            for label, filt, over, stabilize in variants:
+                settings = ApplySettings(**over)
+                video = VideoConfig(stabilize=stabilize)
+                out = tmp / "out.mp4"
+                apply_video(filt, src, out, settings, video, warn=lambda s: None)  # warm-up: calibration, compile
+                out.unlink()
+                t = time.perf_counter()
+                apply_video(filt, src, out, settings, video, warn=lambda s: None)
+                s = time.perf_counter() - t
+                out.unlink()
+                fps = frames / s
+                base = base or fps
+                rows.append({"size": f"{w}x{h}", "variant": label, "filter": filt.name, "s": s, "fps": fps,
+                             "x": fps / base})
+                print(f"  {w}x{h} {label}: {fps:.1f} fps", flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1280x720,640x360")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--clip", type=Path, default=SHARED / "video" / "basketball.mp4")
+    ap.add_argument("--frames", type=int, default=48)
+    ap.add_argument("--paint-scale", type=float, default=0.5)
+    ap.add_argument("--skip-video", action="store_true")
+    a = ap.parse_args()
+    sizes = parse_sizes(a.sizes)
+    print(describe())
+    print(f"network: median of {a.runs} calls after a warm-up, batch 1; GFLOP = 2 x conv multiply-adds\n")
+    rows = network_rows(sizes, a.runs)
+    print("\n| variant | size | ms | x baseline | GFLOP |\n| --- | --- | ---: | ---: | ---: |")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['variant']} | {r['size']} | refused: {r['error']} | | |")
+        else:
+            name = f"**{r['variant']}** (fastest {r['variant'].split()[0]})" if r.get("best") else r["variant"]
+            print(f"| {name} | {r['size']} | {r['ms']:.1f} | {r['x']:.1f} | {r['gflop']:.1f} |")
+    if a.skip_video:
+        return
+    if not a.clip.exists():
+        sys.exit(f"no clip at {a.clip}: pass --clip, or --skip-video")
+    print(f"\nvideo: {a.frames} frames of {a.clip.name} scaled to each size; apply_video end to end\n", flush=True)
+    vrows = video_rows(a.clip, sizes, a.frames, a.paint_scale)
+    print("\n| variant | size | filter | s | fps | x full |\n| --- | --- | --- | ---: | ---: | ---: |")
+    for r in vrows:
+        print(f"| {r['variant']} | {r['size']} | {r['filter']} | {r['s']:.1f} | {r['fps']:.1f} | {r['x']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
