@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 from fractions import Fraction
-import statistics
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_apply import TransformerNet, conv_gflop, parse_sizes  # noqa: E402
+from bench_apply import TransformerNet, conv_gflop, median_ms, parse_sizes  # noqa: E402
 from machine import describe  # noqa: E402
 
 from rotoscope import engines  # noqa: E402
@@ -43,16 +42,6 @@ from rotoscope.stylize import ApplySettings, stylize_tensor  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 CPU = torch.device("cpu")
-
-
-def timed(fn, x, runs: int) -> float:
-    fn(x)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
 
 
 def network_rows(sizes, runs: int) -> list[dict]:
@@ -68,7 +57,7 @@ def network_rows(sizes, runs: int) -> list[dict]:
         def plain(x):
             with torch.inference_mode():
                 return base(x)
-        ms0 = timed(plain, x, runs)
+        ms0 = median_ms(plain, x, runs)
         rows.append({"size": f"{w}x{h}", "variant": "BASELINE TransformerNet fp32 eager", "ms": ms0,
                      "gflop": conv_gflop(base, x)})
         for arch, net in nets.items():
@@ -76,7 +65,7 @@ def network_rows(sizes, runs: int) -> list[dict]:
             for engine, precision in pairs:
                 try:
                     run = engines.runner(engine, net, CPU, precision)
-                    ms = timed(lambda x, run=run: stylize_tensor(run, x), x, runs)
+                    ms = median_ms(lambda x, run=run: stylize_tensor(run, x), x, runs)
                 except Exception as e:  # noqa: BLE001 - an engine refusing a precision under an ISA cap
                     rows.append({"size": f"{w}x{h}", "variant": f"{arch} {engine} {precision}",
                                  "error": str(e).strip().splitlines()[-1][:80]})

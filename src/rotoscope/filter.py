@@ -162,9 +162,10 @@ def find_filter(name_or_path: str | os.PathLike) -> Path:
 
 def lite_version(name: str) -> str | None:
     """The registry name of a filter's lite version (great-wave -> great-wave-lite), if one exists."""
-    if name.endswith("-lite") and name in registry_paths():
+    known = registry_paths()
+    if name.endswith("-lite") and name in known:
         return name
-    return f"{name}-lite" if f"{name}-lite" in registry_paths() else None
+    return f"{name}-lite" if f"{name}-lite" in known else None
 
 
 def load_filter(name_or_path: str | os.PathLike) -> Filter:

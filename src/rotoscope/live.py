@@ -111,15 +111,12 @@ def pick_architecture(spec: str, arch: str) -> tuple[str, str | None]:
     """The filter to paint live with: auto takes a registry filter's lite version (NAME-lite) when one exists,
     lite insists on it, full keeps the name as given. Returns the spec and a line saying what was chosen."""
     from .filter import lite_version
-    from .mix import is_mix
 
     if arch not in ARCHES:
         raise Invalid(f"unknown architecture '{arch}': use {', '.join(ARCHES)}")
-    if arch == "full" or is_mix(spec) or spec.endswith(".safetensors") or "/" in spec:
-        if arch == "lite":
-            raise Invalid(f"--arch lite takes a registry name whose NAME-lite filter exists (got {spec})")
+    if arch == "full":
         return spec, None
-    lite = lite_version(spec)
+    lite = lite_version(spec)  # None for a path or a mix: no registry name ends in theirs + "-lite"
     if lite is None:
         if arch == "lite":
             raise NotFound(f"no lite version of '{spec}' (train one: rotoscope train ART --name {spec}-lite --arch "

@@ -87,17 +87,17 @@ class FilterNet(nn.Module):
     multiple = 4  # two stride-2 steps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _padded(self, x, self.multiple)
+        return _padded(self, x)
 
     def layers(self, x: torch.Tensor) -> torch.Tensor:
         """The network on a padded input (export.py pads its own way, then calls this)."""
         return self.decoder(self.residuals(self.encoder(x)))
 
 
-def _padded(net, x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad to a multiple of `multiple` and at least net.least_side, run the layers, crop back, squash to [0, 1]."""
+def _padded(net, x: torch.Tensor) -> torch.Tensor:
+    """Pad to a multiple of net.multiple and at least net.least_side, run the layers, crop back, squash to [0, 1]."""
     h, w = x.shape[-2:]
-    least = net.least_side
+    least, multiple = net.least_side, net.multiple
     ph, pw = max(least, h + (-h) % multiple) - h, max(least, w + (-w) % multiple) - w
     if ph or pw:
         # reflect needs pad < size; replicate covers tiny images too
@@ -160,7 +160,7 @@ class LiteNet(nn.Module):
     least_side = 16  # 2x2 at 1/8 for the reflection pads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _padded(self, x, self.multiple)
+        return _padded(self, x)
 
     def layers(self, x: torch.Tensor) -> torch.Tensor:
         """The network on a padded input: the encoder's 1/4-resolution features skip the residual blocks and
