@@ -159,8 +159,8 @@ def shipped_name(name: str, cfg: TrainConfig) -> str:
 
 
 def shipped_filter(name: str | None, cfg: TrainConfig) -> Filter | None:
-    """The package's filter of that name (and the config's architecture), if it is installed and was trained with
-    the config's backbone."""
+    """The package's filter of that name (and the config's architecture), if it is installed, loads with today's
+    network and was trained with the config's backbone."""
     from rotoscope.filter import SHIPPED_DIR, load_filter_file
 
     if not name:
@@ -170,7 +170,12 @@ def shipped_filter(name: str | None, cfg: TrainConfig) -> Filter | None:
         return None
     from rotoscope.backbones import resolve_name
 
-    filt = load_filter_file(path)
+    from rotoscope.errors import RotoscopeError
+
+    try:
+        filt = load_filter_file(path)
+    except RotoscopeError:  # a file of an earlier network design (e.g. the first lite): train it afresh
+        return None
     return filt if filt.card["backbone"]["name"] == resolve_name(cfg.backbone) else None
 
 

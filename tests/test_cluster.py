@@ -5,6 +5,7 @@ for the module."""
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -309,3 +310,156 @@ def test_cluster_refusals_are_one_line(filt, tmp_path, capsys, monkeypatch):
     assert_one_line_error(*rotoscope("apply", filt.path, clip, "-o", tmp_path / "o.mp4", "--cluster", "auto",
                                      capsys=capsys), "rotoscope[cluster]")
     assert not (tmp_path / "o.mp4").exists()
+
+
+# ---------------------------------------------------------------- the server's jobs on the cluster
+
+
+@pytest.fixture
+def ray_jobs(ray_cluster, tmp_path, monkeypatch):
+    """A job store, and the address of this module's cluster for a server's Scheduler (as `serve --cluster auto`
+    resolves it: the cluster's own address, which the job workers join)."""
+    require_module("fastapi", "pip install -e '.[server]'")
+    from rotoscope.server.jobs import JobStore
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the job workers: one thread, as the Ray workers
+    return JobStore(tmp_path / "jobs.sqlite", tmp_path / "jobs"), cluster.job_address("auto")
+
+
+def run_jobs(store, address, until, max_jobs=1, timeout=300):
+    """Run a Scheduler on `store` with the cluster at `address` until until(store, scheduler) holds; then stop it (as
+    a server stops: its running jobs checkpoint and go back to the queue)."""
+    from rotoscope.server.runner import Scheduler
+
+    sched = Scheduler(store, max_jobs, cluster=address)
+    sched.start()
+    try:
+        deadline = time.time() + timeout
+        while not until(store, sched):
+            assert time.time() < deadline, [j.to_dict() for j in store.list()]
+            time.sleep(0.1)
+    finally:
+        sched.shutdown()
+    return sched
+
+
+def finished(job_id):
+    return lambda store, _s: store.get(job_id).status in ("done", "failed", "cancelled")
+
+
+def log_of(store, job_id) -> str:
+    try:
+        return (store.folder(job_id) / "log.txt").read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def pids_in_log(store, job_id):
+    """(the job worker's pids, one per attempt; the Ray processes that painted or trained), from the job's log."""
+    import re
+
+    text = log_of(store, job_id)
+    return [int(p) for p in re.findall(r", pid (\d+)\)", text)], [int(p) for p in re.findall(r"by process (\d+)", text)]
+
+
+def test_a_server_video_job_paints_on_the_cluster_what_a_local_render_paints(ray_jobs, filt, tmp_path):
+    store, address = ray_jobs
+    clip = make_clip(tmp_path / "clip.mp4", frames=12)
+    job = store.create(store.new_id(), "video", "tiny", {
+        "input": "input.mp4", "output": "result.mp4", "source": "clip.mp4", "filter_path": str(filt.path),
+        "settings": {"size": None, "strength": 1.0, "preserve_colors": False, "engine": "torch", "precision": "fp32"},
+        "stabilize": True})  # as the API records it, the engine named (the local render below must not pick its own)
+    store.folder(job.id).mkdir(parents=True)
+    (store.folder(job.id) / "input.mp4").write_bytes(clip.read_bytes())
+    run_jobs(store, address, finished(job.id))
+    done = store.get(job.id)
+    assert (done.status, done.step, done.total, done.result, done.note) == ("done", 12, 12, "result.mp4", None), done
+    assert (store.folder(job.id) / "preview.png").exists()
+    workers, painters = pids_in_log(store, job.id)
+    assert len(workers) == 1 and len(painters) == 1 and painters[0] != workers[0]  # a Ray task painted it
+    out, local = store.folder(job.id) / "result.mp4", video.apply_video(filt, clip, tmp_path / "local.mp4", ST)
+    assert decoded(out)[0] == decoded(local)[0]
+    assert max(frame_diffs(decoded(out)[1], decoded(local)[1])) < 1.0
+    assert audio_packets(out) == audio_packets(clip)
+
+
+def new_training_job(store, name: str, cfg: TrainConfig):
+    """A training job as the API records it: the artwork and three photos in its folder."""
+    job = store.create(store.new_id(), "train", name, {"artwork": "artwork.png", "title": "Scene", "photos": 3,
+                                                        "config": cfg.to_dict()}, total=cfg.steps)
+    folder = store.folder(job.id)
+    (folder / "photos").mkdir(parents=True)
+    make_scene(folder / "artwork.png", seed=3, size=(64, 64))
+    for i in range(3):
+        make_scene(folder / "photos" / f"{i:04d}.png", seed=10 + i)
+    return job
+
+
+JOB_TRAIN = TINY.replace(steps=8, eval_every=100, style_size=64, size_start=0)  # 64: the artwork's own size
+
+
+def test_a_server_training_job_trains_on_the_cluster_stops_with_its_server_and_resumes_with_the_next(
+        ray_jobs, tmp_path):
+    from rotoscope.paths import filters_dir, runs_dir
+    from rotoscope.train import train
+
+    store, address = ray_jobs
+    job = new_training_job(store, "scene", JOB_TRAIN)
+    # the server stops once its worker has handed the training to Ray: the actor, still starting, stops after a
+    # step (stopping later in the run is a race with the step rate; stopping there is the same code path)
+    run_jobs(store, address, lambda s, _: "training on the Ray cluster" in log_of(s, job.id))
+    mid = store.get(job.id)
+    assert mid.status == "queued" and "the server is shutting down" in mid.note and 1 <= mid.step < 8, \
+        (mid.note, mid.step, log_of(store, job.id))
+    assert (runs_dir() / "scene" / "checkpoint.safetensors").exists()
+    run_jobs(store, address, finished(job.id))  # the next server
+    done = store.get(job.id, history=True)
+    assert (done.status, done.attempts, done.step, done.total, done.eta_s) == ("done", 2, 8, 8, 0), done
+    assert [h["step"] for h in done.history] == list(range(1, 9))  # no step lost or counted twice
+    assert set(done.terms) >= {"content", "style", "total"} and done.preview_step == 8
+    assert (store.folder(job.id) / "preview.png").exists()
+    log = log_of(store, job.id)
+    assert log.count("resuming from the checkpoint") == 1 and "saved filter 'scene'" in log  # train()'s own lines
+    workers, trainers = pids_in_log(store, job.id)
+    assert len(workers) == 2 and len(trainers) == 1 and trainers[0] not in workers  # a Ray actor trained it
+    # the filter a local training makes of the same artwork, photos and settings, uninterrupted
+    here = train(store.folder(job.id) / "artwork.png", "here", store.folder(job.id) / "photos", JOB_TRAIN,
+                 out=tmp_path / "here.safetensors", log=lambda *_: None, progress=False)
+    there = load_filter_file(filters_dir() / "scene.safetensors")
+    assert there.card["timings"]["steps"] == 8
+    for k, v in there.net.state_dict().items():
+        assert np.allclose(v.numpy(), here.net.state_dict()[k].numpy(), rtol=1e-5, atol=1e-6), k
+
+
+def test_a_server_training_job_on_the_cluster_is_cancelled_at_a_step_and_keeps_its_checkpoint(ray_cluster, ray_jobs):
+    from rotoscope.paths import filters_dir, runs_dir
+
+    store, address = ray_jobs
+    job = new_training_job(store, "long", JOB_TRAIN.replace(steps=5000))
+
+    def cancel_once_running(s, sched):
+        if s.get(job.id).step >= 2 and not s.get(job.id).cancel_requested:
+            s.request_cancel(job.id)  # as POST /api/jobs/ID/cancel does
+            sched.interrupt(job.id)
+        return finished(job.id)(s, sched)
+
+    run_jobs(store, address, cancel_once_running)
+    got = store.get(job.id)
+    assert got.status == "cancelled" and 2 <= got.step < 5000, got
+    assert (runs_dir() / "long" / "checkpoint.safetensors").exists()
+    assert not (filters_dir() / "long.safetensors").exists()
+    deadline = time.time() + 30
+    while ray_cluster.available_resources().get("CPU", 0) < 2:  # the actor gave its CPU back
+        assert time.time() < deadline, ray_cluster.available_resources()
+        time.sleep(0.2)
+
+
+def test_serve_refuses_a_cluster_it_cannot_reach_in_one_line(capsys, monkeypatch):
+    uvicorn = require_module("uvicorn", "pip install -e '.[server]'")
+    ray = require_module("ray", "pip install -e '.[cluster]'")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as a server that has not joined a cluster yet
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("the server started"))
+    assert_one_line_error(*rotoscope("serve", "--port", "0", "--cluster", "127.0.0.1:1", capsys=capsys),
+                          "cannot reach the Ray cluster at 127.0.0.1:1")
+    monkeypatch.setenv("ROTOSCOPE_CLUSTER", "nonsense")  # the setting from the environment, as a service sets it
+    assert_one_line_error(*rotoscope("serve", "--port", "0", capsys=capsys), "HOST:PORT")

@@ -241,6 +241,44 @@ def test_every_shipped_filter_has_a_lite_version_of_the_same_artwork():
         assert a["artwork"]["sha256"] == b["artwork"]["sha256"] and flt.lite_version(p.stem) == lite.stem
 
 
+LITE = [p for p in SHIPPED if p.stem.endswith("-lite")]
+
+
+@pytest.mark.parametrize("path", LITE, ids=lambda p: p.stem)
+def test_shipped_lite_filters_paint_no_dark_droplets(path):
+    """The first lite filters painted dark drops on faces and skies: a learned spike of 40-75 before the final
+    sigmoid (full filters stay under 6), pinning a blob of pixels to black. Today's lite network cannot be gamed
+    that way (network.LiteNet); on a held-out photo no pixel's pre-sigmoid value may come near such a spike."""
+    from conftest import SHARED, require
+
+    from rotoscope.images import load_rgb, resize_longer
+
+    photo = SHARED / "content" / "portrait_smiling_woman.png"  # held out of every shipped filter's training
+    require(photo.exists(), f"{photo} (the shared data) is missing")
+    net = flt.load_filter(path.stem).net.float()
+    x = torch.from_numpy(np.array(resize_longer(load_rgb(photo), 256))).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        logits = net.layers(torch.nn.functional.pad(x, (0, (-x.shape[-1]) % 8, 0, (-x.shape[-2]) % 8), "reflect"))
+    assert float(logits.abs().max()) < 15
+
+
+def test_an_early_lite_filter_is_refused_in_one_line_saying_to_retrain_it(rotoscope_home):
+    from rotoscope.network import LiteNet
+
+    lite = NetConfig(arch="lite", channels=(4, 8, 8), res_blocks=1)
+    net = LiteNet(lite)
+    c = card("early")
+    c["architecture"] = {"type": "LiteNet", "arch": "lite", "channels": [4, 8, 8], "res_blocks": 1}
+    path = flt.save_filter(net, c, flt.registry_path("early"))
+    # the first lite design had an instance norm at the end of each residual block: weights today's lacks
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    state["residuals.0.body.3.weight"], state["residuals.0.body.3.bias"] = torch.ones(8), torch.zeros(8)
+    save_file(state, str(path), metadata={flt.CARD_KEY: json.dumps(c)})
+    with pytest.raises(RotoscopeError, match="early lite filter .*retrain it") as e:
+        flt.load_filter("early")
+    assert "\n" not in str(e.value)
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_every_shipped_filter_loads_paints_an_odd_sized_image_and_has_a_complete_card(path):
     from PIL import Image

@@ -90,7 +90,7 @@ def save_tiny(name, arch):
 
 
 def test_live_paints_with_the_lite_version_when_asked(tiny_filter, tmp_path, capsys):
-    """--arch auto: NAME-lite when it exists (said in a line); full (the default) keeps the named filter; --arch
+    """--arch auto (the default): NAME-lite when it exists (said in a line); full keeps the named filter; --arch
     lite insists."""
     clip = make_clip(tmp_path / "cam.mp4", frames=4, audio=False)
     args = ("--camera", clip, "--frames", "2", "--no-window", "--engine", "torch")
@@ -102,5 +102,7 @@ def test_live_paints_with_the_lite_version_when_asked(tiny_filter, tmp_path, cap
     save_tiny("tiny-lite", "lite")
     code, _, err = rotoscope("live", "tiny", "--arch", "auto", *args, capsys=capsys)
     assert code == 0 and "painting with tiny-lite, the lite version of tiny" in err, err
-    code, _, err = rotoscope("live", "tiny", *args, capsys=capsys)
+    code, _, err = rotoscope("live", "tiny", *args, capsys=capsys)  # auto is the default
+    assert code == 0 and "painting with tiny-lite" in err, err
+    code, _, err = rotoscope("live", "tiny", "--arch", "full", *args, capsys=capsys)
     assert code == 0 and "lite version" not in err

@@ -53,6 +53,13 @@ def test_lite_does_a_small_fraction_of_the_full_networks_work_with_the_same_widt
     assert hooks and set(seen) == {(144 // 8, 256 // 8)}
 
 
+def test_lite_normalizes_only_in_its_encoder():
+    """Instance norm after the residual blocks let the first lite filters paint droplets (see LiteNet)."""
+    lite = LiteNet(TINY_LITE)
+    assert any(isinstance(m, InstanceNorm) for m in lite.encoder.modules())
+    assert not any(isinstance(m, nn.InstanceNorm2d) for part in (lite.residuals, lite.decoder) for m in part.modules())
+
+
 @pytest.mark.parametrize("cfg", [TINY, TINY_LITE], ids=["full", "lite"])
 def test_output_is_a_valid_image_and_depends_on_the_input(cfg):
     net = build(cfg).eval()

@@ -430,8 +430,8 @@ def live(
     keep: Optional[str] = typer.Option(None, help=_h(ApplySettings, "keep")),
     engine: str = typer.Option("auto", help=_h(ApplySettings, "engine")),
     precision: str = typer.Option("auto", help=_h(ApplySettings, "precision")),
-    # full by default: today's lite filters show blotches (README, "Lite filters"); faster is opt-in
-    arch: str = typer.Option("full", help="full: the filter as named; auto: its lite version (NAME-lite, a "
+    # auto: live painting is where speed matters most, and the lite filters keep the look (README, "Lite filters")
+    arch: str = typer.Option("auto", help="full: the filter as named; auto: its lite version (NAME-lite, a "
                              "fraction of the work) when one exists; lite: insist on it."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
 ):
@@ -534,6 +534,8 @@ def serve(
     max_video_mb: Optional[float] = typer.Option(None, help="Largest video upload in MiB."),
     max_pixels: Optional[int] = typer.Option(None, help=_h(ServerConfig, "max_pixels")),
     allow_url: bool = typer.Option(False, "--allow-url", help=_h(ServerConfig, "allow_url")),
+    cluster: Optional[str] = typer.Option(None, "--cluster", envvar="ROTOSCOPE_CLUSTER",
+                                          help=_h(ServerConfig, "cluster")),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
 ):
     """Serve the HTTP API and the web studio (http://127.0.0.1:8000 by default)."""
@@ -542,12 +544,13 @@ def serve(
     from .config import parse_sets
     from .server import serve as run_server
 
-    over = {"max_jobs": max_jobs, "apply_threads": apply_threads, "max_pixels": max_pixels,
+    over = {"max_jobs": max_jobs, "apply_threads": apply_threads, "max_pixels": max_pixels, "cluster": cluster or None,
             "max_upload_bytes": int(max_upload_mb * 2**20) if max_upload_mb else None,
             "max_video_bytes": int(max_video_mb * 2**20) if max_video_mb else None}
+    # an option and a --set of the same setting: the --set wins (two keywords of one name were a TypeError)
     cfg = dataclasses.replace(ServerConfig(host=host, port=port, token=token or None, database=database,
-                                           allow_url=allow_url), **{k: v for k, v in over.items() if v is not None},
-                              **parse_sets(ServerConfig, set_))
+                                           allow_url=allow_url), **{**{k: v for k, v in over.items() if v is not None},
+                                                                    **parse_sets(ServerConfig, set_)})
     run_server(cfg.validate(), log=say)
 
 

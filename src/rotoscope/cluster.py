@@ -8,6 +8,9 @@
 - A folder of images becomes a stream of tasks of a few images each, at most `max_in_flight` submitted at once
   (bounded memory), written under the same names, with the same provenance, as the local folder loop.
 - train_many trains one filter per artwork, one task each (or one after the other without a cluster).
+- The server's jobs (server/worker.py): a video job renders with this module's renderer; a training job runs in a
+  Training actor whose step records, log lines and previews the job's worker collects (poll) and writes into the
+  job's record, and which it stops, with a checkpoint, when the job is cancelled or the server stops (stop).
 
 The filter goes into Ray's object store once (ray.put) and every task reads it from there. Ray re-runs the task of
 a lost worker (max_retries); a re-run keeps the segments (or images) its first attempt finished. Every node must
@@ -68,6 +71,16 @@ def connect(address: str = "auto") -> dict:
             "gpus": int(res.get("GPU", 0))}
 
 
+def job_address(address: str) -> str:
+    """Join the cluster a server hands its jobs to (one line if it cannot) and say the address its job workers
+    join: the cluster's own (GCS) address, so that `auto`, which may have started a local cluster in the server,
+    names that one to them; a ray:// address as it is (Ray Client)."""
+    ray = require_ray()
+    connect(address)
+    target = os.environ.get("RAY_ADDRESS", "auto") if address == "auto" else address
+    return target if target.startswith("ray://") else ray.get_runtime_context().gcs_address
+
+
 def check_address(address: str) -> None:
     """`auto`, or a cluster (ray://host:port, host:port; RAY_ADDRESS for auto) that takes a TCP connection: else
     one line, at once (Ray itself retries for minutes, printing lines of its own, before it gives up)."""
@@ -100,7 +113,7 @@ def _cancel(refs) -> None:
             pass
 
 
-def _cause(e: BaseException) -> BaseException:
+def task_error(e: BaseException) -> BaseException:
     """A task's own exception (a RotoscopeError, an OSError) instead of Ray's wrapper with the remote traceback."""
     ray = require_ray()
     if isinstance(e, ray.exceptions.RayTaskError) and isinstance(getattr(e, "cause", None), Exception):
@@ -109,6 +122,9 @@ def _cause(e: BaseException) -> BaseException:
                       ray.exceptions.TaskCancelledError)):
         return RotoscopeError(f"a Ray worker was lost and its retries ran out ({type(e).__name__}); what was "
                               "finished is kept: run the same command again to resume")
+    if isinstance(e, ray.exceptions.RayActorError):  # a training's actor (its process killed, its node lost)
+        return RotoscopeError(f"the Ray worker training this was lost ({type(e).__name__}); its last checkpoint "
+                              "is kept")
     return e
 
 
@@ -253,7 +269,7 @@ def render_on_cluster(job, address: str = "auto", cfg: ClusterConfig | None = No
                     try:
                         rep = ray.get(ref)
                     except Exception as e:  # noqa: BLE001 - the task's own error, as the local render raises it
-                        raise _cause(e) from None
+                        raise task_error(e) from None
                     for line in rep.warnings:
                         warn(line)
                     if reports is not None:
@@ -352,7 +368,7 @@ def apply_folder(filt, src: Path, dest: Path, settings, progress: bool, mask=Non
                 try:
                     results = ray.get(queue[0])  # in order: the oldest task first
                 except Exception as e:  # noqa: BLE001
-                    raise _cause(e) from None
+                    raise task_error(e) from None
                 queue.popleft()
                 bar.advance(task, sum(1 for r in results if hasattr(r, "output") or hasattr(r, "reason")))
                 yield from results
@@ -496,7 +512,7 @@ def train_many(artworks: str | os.PathLike, photos=None, cfg: TrainConfig | None
             try:
                 row = ray.get(ref)
             except Exception as e:  # noqa: BLE001 - a lost worker past its retries: this row fails, not the rest
-                cause = _cause(e)
+                cause = task_error(e)
                 row = Trained(name, art.name, f"failed: {' '.join(str(cause).split())[:200]}")
             rows.append(row)
             if on_result:
@@ -505,3 +521,85 @@ def train_many(artworks: str | os.PathLike, photos=None, cfg: TrainConfig | None
         _cancel(refs)
         raise
     return rows
+
+
+# ---------------------------------------------------------------- one training, followed (the server's jobs)
+
+
+class Training:
+    """One train() run on a worker, followed from the driver: run() trains (on one thread of this actor) while
+    poll() hands over the step records, log lines and latest preview gathered since the last poll, and stop() asks
+    the run to end after its current step, with a checkpoint (train() then raises 'interrupted at step N').
+    A threaded actor (max_concurrency 2), so poll and stop answer while run works."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._records: list[dict] = []
+        self._lines: list[str] = []
+        self._preview: tuple[int, bytes] | None = None
+        self._stop: str | None = None
+
+    def run(self, artwork: str, name: str, photos, cfg: TrainConfig, title: str | None, resume: bool, photo,
+            preview_every: float, preview_size: int) -> dict:
+        """Train (resuming from the run's checkpoint with `resume`) and say where: {name, host, pid}. `photo` is
+        painted for the previews every `preview_every` seconds and at the last step."""
+        import io
+
+        from .stylize import training_preview
+        from .train import Monitor, StopRequest, train
+
+        _own_cpus()
+        actor = self
+
+        class Gather(Monitor):
+            def __init__(self):
+                self.previewed = 0.0
+
+            def step(self, record, net):
+                now = time.time()
+                preview = None
+                if now - self.previewed >= preview_every or record["step"] >= cfg.steps:
+                    buf = io.BytesIO()
+                    training_preview(net, photo, preview_size).save(buf, "PNG")
+                    preview, self.previewed = (record["step"], buf.getvalue()), now
+                with actor._lock:
+                    actor._records.append(record)
+                    actor._preview = preview or actor._preview
+                    stop = actor._stop
+                return StopRequest(stop) if stop else None
+
+        def said(msg: str) -> None:
+            with self._lock:
+                self._lines.append(str(msg))
+
+        filt = train(artwork, name, photos, cfg, title=title, resume=resume, log=said, progress=False,
+                     monitors=[Gather()])
+        return {"name": filt.name, "host": socket.gethostname(), "pid": os.getpid()}
+
+    def poll(self) -> dict:
+        """What happened since the last poll: {records, lines, preview: (step, PNG bytes) or None}."""
+        with self._lock:
+            got = {"records": self._records, "lines": self._lines, "preview": self._preview}
+            self._records, self._lines, self._preview = [], [], None
+        return got
+
+    def stop(self, reason: str) -> None:
+        with self._lock:
+            self._stop = self._stop or reason
+
+
+def start_training(address: str, artwork: Path, name: str, photos: Path | None, cfg: TrainConfig, *,
+                   title: str | None = None, resume: bool = False, photo=None, preview_every: float = 2.0,
+                   preview_size: int = 256, cluster_cfg: ClusterConfig | None = None):
+    """A Training actor on the cluster at `address`, already training: (actor, the ObjectRef of its run).
+    The registry and the runs are this process's: its ROTOSCOPE_HOME is set for the actor too (a worker on another
+    machine must see it, and the artwork and photos, at the same paths)."""
+    ray = require_ray()
+    ccfg = (cluster_cfg or ClusterConfig()).validate()
+    connect(address)
+    env = {k: os.environ[k] for k in ("ROTOSCOPE_HOME",) if os.environ.get(k)}
+    actor = ray.remote(Training).options(num_cpus=ccfg.cpus_per_task, max_concurrency=2,
+                                         **({"runtime_env": {"env_vars": env}} if env else {})).remote()
+    ref = actor.run.remote(str(artwork), name, str(photos) if photos else None, cfg, title, resume, photo,
+                           preview_every, preview_size)
+    return actor, ref

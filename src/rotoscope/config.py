@@ -26,13 +26,13 @@ DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 class NetConfig:
     """Shape of the feed-forward filter network (Johnson et al. 2016 with later fixes; network.py)."""
 
-    # lite: a pixel-unshuffle stem and separable blocks at 1/16 resolution, 33x fewer FLOPs at 720p, for video
-    # and live painting on a CPU (benchmarks/bench_lite.py)
+    # lite: a strided stem and separable blocks at 1/8 resolution, 19x fewer FLOPs at 720p, for video and live
+    # painting on a CPU (network.LiteNet, benchmarks/bench_lite.py)
     arch: str = setting("full", "network architecture: full (Johnson's layout) or lite (a fraction of the work, "
                         "for video and live painting)", choices=("full", "lite"))
-    channels: tuple[int, int, int] = setting((16, 32, 64), "network widths at full, 1/2 and 1/4 resolution (lite: 1/4, 1/8, 1/16)",
+    channels: tuple[int, int, int] = setting((16, 32, 64), "network widths at full, 1/2 and 1/4 resolution (lite: 1/2, 1/4, 1/8)",
                                              lo=1, hi=512)
-    res_blocks: int = setting(5, "residual blocks at 1/4 resolution (lite: 1/16)", lo=0, hi=16)
+    res_blocks: int = setting(5, "residual blocks at 1/4 resolution (lite: 1/8)", lo=0, hi=16)
     kernel_outer: int = setting(9, "first and last convolution's kernel: a wide receptive field for strokes (full only)",
                                 choices=(1, 3, 5, 7, 9, 11, 13, 15))
 
@@ -154,7 +154,8 @@ class ApplySettings:
                                  "upsampling: 0.5 is about 3x faster and gives bigger strokes", lo=0.1, hi=1.0)
     # masks (mask.py): the mask image itself is data, passed beside the settings (stylize_image(mask=...))
     keep: str | None = setting(None, "leave regions unpainted, found automatically: faces (offline, the cascade "
-                               "scikit-image ships)", choices=("faces",))
+                               "scikit-image ships) or people (offline, the MediaPipe person segmenter shipped "
+                               "with rotoscope)", choices=("faces", "people"))
     feather: float = setting(0.01, "mask edges blurred over this share of the picture's longer side", lo=0.0,
                              hi=0.25)
     # mixing filters (mix.py): how "a:0.6+b:0.4" paints; measured in benchmarks/mix.py (README, "Mixing filters")
@@ -201,6 +202,11 @@ class ServerConfig:
     url_timeout: float = setting(10.0, "seconds to fetch an image by URL", lo=0.1, hi=600.0)
     job_attempts: int = setting(3, "an interrupted job is resumed at most this many times, then failed",
                                 lo=1, hi=100)
+    # each job keeps its local worker process as its supervisor (progress, cancel, resume); only the painting and
+    # the training move to Ray (cluster.py; README, "Server and studio")
+    cluster: str | None = setting(None, "paint video jobs and train training jobs on a Ray cluster: auto, "
+                                  "ray://HOST:PORT or HOST:PORT; none = in the job's worker process",
+                                  pattern=r"\S+")
 
     def validate(self) -> "ServerConfig":
         return validate(self)

@@ -1,7 +1,7 @@
 """A filter for other runtimes: ONNX export, and the onnxruntime engine behind `rotoscope apply --engine onnx`.
 
 The exported graph takes `image` (N, 3, H, W) float32 RGB in [0, 1] of any batch, height and width, and returns
-`stylized`, the same shape. FilterNet pads its input to a multiple of 4 (LiteNet 16; and a minimum side) with Python
+`stylized`, the same shape. FilterNet pads its input to a multiple of 4 (LiteNet 8; and a minimum side) with Python
 arithmetic on the shape, which a traced graph would freeze to the example's size; here the same padding is
 written as index gathers computed from the runtime shape, so one graph serves every size, tiny ones included.
 The filter's card travels in the model's metadata_props (key `rotoscope.card`, JSON).

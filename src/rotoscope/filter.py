@@ -125,6 +125,9 @@ def load_filter_file(path: str | os.PathLike) -> Filter:
             state = {k: f.get_tensor(k) for k in f.keys()}
         net.load_state_dict(state)
     except (KeyError, RuntimeError, TypeError) as e:
+        if cfg.arch == "lite" and set(net.state_dict()) < set(state):  # more weights than today's LiteNet has
+            raise Invalid(f"{path} is an early lite filter (instance norm in its deep layers, which painted dark "
+                          f"drops): retrain it with `rotoscope train --arch lite`") from None
         raise Invalid(f"{path}: weights do not match the card's architecture ({str(e).splitlines()[0]})") from None
     net.eval().requires_grad_(False)
     return Filter(card.get("name", path.stem), card, net, path)

@@ -56,21 +56,29 @@ def flow(a: np.ndarray, b: np.ndarray, max_side: int = FLOW_MAX_SIDE, preset: st
     `preset` is DIS's speed/accuracy trade-off; the warping-error metric always uses medium."""
     ga, gb = gray(a), gray(b)
     h, w = ga.shape
-    s = min(1.0, max_side / max(h, w))
-    if s < 1:
-        size = (max(DIS_MIN_SIDE, round(w * s)), max(DIS_MIN_SIDE, round(h * s)))
+    size = work_size(h, w, max_side)
+    if size != (w, h):
         ga, gb = cv2.resize(ga, size, interpolation=cv2.INTER_AREA), cv2.resize(gb, size, interpolation=cv2.INTER_AREA)
     elif min(h, w) < DIS_MIN_SIDE:  # DIS refuses frames under 12 px a side: flow on an enlarged copy, scaled back
-        s = 2.0  # any s != 1: the flow is resized and rescaled to (w, h) below
         size = (max(w, DIS_MIN_SIDE), max(h, DIS_MIN_SIDE))
         ga, gb = cv2.resize(ga, size, interpolation=cv2.INTER_LINEAR), cv2.resize(gb, size,
                                                                                  interpolation=cv2.INTER_LINEAR)
     f = _dis(preset).calc(ga, gb, None)
-    if s != 1:
-        sx, sy = w / f.shape[1], h / f.shape[0]
-        f = cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR)
-        f[..., 0] *= sx
-        f[..., 1] *= sy
+    return resize_flow(f, w, h) if size != (w, h) else f
+
+
+def work_size(h: int, w: int, max_side: int = FLOW_MAX_SIDE) -> tuple[int, int]:
+    """(w, h) that flow is computed at for an h x w frame: at most max_side on the longer side."""
+    s = min(1.0, max_side / max(h, w))
+    return (max(DIS_MIN_SIDE, round(w * s)), max(DIS_MIN_SIDE, round(h * s))) if s < 1 else (w, h)
+
+
+def resize_flow(f: np.ndarray, w: int, h: int) -> np.ndarray:
+    """A flow field resampled to w x h, its vectors scaled with it (they are in pixels of the grid they live on)."""
+    sx, sy = w / f.shape[1], h / f.shape[0]
+    f = cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR)
+    f[..., 0] *= sx
+    f[..., 1] *= sy
     return f
 
 

@@ -1,13 +1,15 @@
 """Masks: which parts of a picture the filter paints. White paints, black keeps the photo, grey blends.
 
 A mask comes from a file (any size: it is resized to the picture), from a folder of per-frame masks (a video),
-or from the face detector (`keep="faces"`: faces.py), or both (the faces are kept out of the file's white). Its
-edges are feathered (a Gaussian blur over `ApplySettings.feather` of the picture's longer side), so a hard
-drawn edge does not show. Where the mask is 0 the output is the photo exactly; where it is 1, the painting.
+or from a finder of what to keep: the face detector (`keep="faces"`: faces.py) or the person segmenter
+(`keep="people"`: people.py), or both (what is found is kept out of the file's white). Its edges are feathered
+(a Gaussian blur over `ApplySettings.feather` of the picture's longer side), so a hard drawn edge does not show.
+Where the mask is 0 the output is the photo exactly; where it is 1, the painting.
 
-In a video the mask is steadied like the painting: the previous frame's mask is carried along the optical flow
-(when flicker reduction computed it) and a face that the detector misses for a frame or two fades out over a few
-frames instead of blinking (`MaskChain`).
+In a video the mask is steadied like the painting: the previous frame's kept region is carried along the optical
+flow (when flicker reduction computed it) and moves only part of the way to what is found on each frame, so a face
+that the detector misses for a frame or two fades out over a few frames instead of blinking, and a person's
+outline does not shimmer (`MaskChain`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,14 @@ MaskLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 # frame stays 75 % kept instead of blinking; gone below 1 % after 16 frames). Box jitter is smoothed both ways.
 FACE_GROW = 0.7
 FACE_HOLD = 0.75  # the share kept per frame where nothing is found any more (1 - the shrinking rate)
+# People are found on every frame by a segmenter whose outline wavers by a few pixels and that drops a limb now and
+# then: the kept region grows 70 % and shrinks 40 % of the way to the new outline per frame, along the flow. On the
+# shared sports clips this cut the kept region's frame-to-frame change after following the motion by 36 to 39 %
+# (benchmarks/results/masks-people.md); slower rates steadied more but lagged further behind moving players.
+# Without flow (no flicker reduction, or a cut) people are found afresh: an unwarped region would trail them.
+PEOPLE_GROW = 0.7
+PEOPLE_SHRINK = 0.4
+KEEPS = ("faces", "people")  # what `keep` finds (ApplySettings.keep's choices)
 
 
 def read_mask(src: MaskLike) -> np.ndarray:
@@ -87,15 +97,20 @@ def feather(m: np.ndarray, share: float) -> np.ndarray:
     return np.clip(cv2.GaussianBlur(m, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE), 0, 1)
 
 
-def keep_mask(keep: str | None, rgb: np.ndarray) -> np.ndarray | None:
-    """H x W float32, 1 where `keep` asks the photo to be kept (faces), or None for nothing to keep."""
+def keep_mask(keep: str | None, rgb: np.ndarray, feather_share: float = 0.0) -> np.ndarray | None:
+    """H x W float32, 1 where `keep` asks the photo to be kept (faces, people), or None for nothing to keep. A
+    face's ellipse brings its own soft edge; people's outlines are feathered over `feather_share`."""
     if not keep:
         return None
     if keep == "faces":
         from .faces import detect_faces, face_mask
 
         return face_mask(rgb.shape[:2], detect_faces(rgb))
-    raise Invalid(f"unknown keep '{keep}': use faces")
+    if keep == "people":
+        from .people import person_mask
+
+        return person_mask(rgb, feather_share)
+    raise Invalid(f"unknown keep '{keep}': use {' or '.join(KEEPS)}")
 
 
 def picture_mask(rgb: np.ndarray, mask: MaskLike | None, keep: str | None, feather_share: float) -> np.ndarray | None:
@@ -106,7 +121,7 @@ def picture_mask(rgb: np.ndarray, mask: MaskLike | None, keep: str | None, feath
     h, w = rgb.shape[:2]
     m = fit(read_mask(mask), w, h) if mask is not None else np.ones((h, w), np.float32)
     m = feather(m, feather_share)
-    kept = keep_mask(keep, rgb)
+    kept = keep_mask(keep, rgb, feather_share)
     if kept is not None:
         m = m * (1 - kept)
     return m.astype(np.float32)
@@ -176,11 +191,12 @@ class MaskChain:
     `check_frames`); `keep="faces"` finds faces on every frame and steadies them: the previous frame's kept
     region, carried along the flow to this frame (`flow` = the Stabilizer's backward flow, when there is one),
     moves towards the faces found on this one, quickly where it grows (FACE_GROW) and slowly where it shrinks
-    (FACE_HOLD), so a missed detection does not blink and box jitter is smoothed.
+    (FACE_HOLD), so a missed detection does not blink and box jitter is smoothed. `keep="people"` likewise
+    (PEOPLE_GROW, PEOPLE_SHRINK), along the flow only: without one the people are found afresh.
     """
 
-    MEMORY = 30  # frames after which a kept face's weight is gone (FACE_HOLD ** 30 < 0.0002): a resumed render
-    # replays this many frames before its start
+    MEMORY = 30  # frames after which a kept face's weight is gone (FACE_HOLD ** 30 < 0.0002; a person's
+    # (1 - PEOPLE_SHRINK) ** 30 < 1e-6): a resumed render replays this many frames before its start
 
     def __init__(self, mask: MaskLike | None, keep: str | None, feather_share: float, rotation: int = 0):
         self.keep, self.feather = keep, feather_share
@@ -226,15 +242,18 @@ class MaskChain:
         else:
             m = None
         if self.keep:
-            if self.turn:  # faces are found upright
-                found = np.ascontiguousarray(np.rot90(keep_mask(self.keep, np.rot90(rgb, self.turn)), -self.turn))
+            if self.turn:  # faces and people are found upright
+                found = np.ascontiguousarray(np.rot90(keep_mask(self.keep, np.rot90(rgb, self.turn), self.feather),
+                                                      -self.turn))
             else:
-                found = keep_mask(self.keep, rgb)
-            if self.kept is not None and self.kept.shape == found.shape:
+                found = keep_mask(self.keep, rgb, self.feather)
+            people = self.keep == "people"
+            if self.kept is not None and self.kept.shape == found.shape and (flow is not None or not people):
                 from . import flow as fl
 
                 prev = fl.warp(self.kept, flow) if flow is not None else self.kept
-                rate = np.where(found > prev, FACE_GROW, 1 - FACE_HOLD).astype(np.float32)
+                grow, shrink = (PEOPLE_GROW, PEOPLE_SHRINK) if people else (FACE_GROW, 1 - FACE_HOLD)
+                rate = np.where(found > prev, np.float32(grow), np.float32(shrink))
                 found = prev + rate * (found - prev)
             self.kept = found
             m = (m if m is not None else np.ones((h, w), np.float32)) * (1 - found)

@@ -8,8 +8,8 @@ and the output is cropped back, so a 333x101 photo comes back 333x101.
 Two architectures share the filter file format (the card's `architecture.arch` says which; ARCHS maps it):
   full  Johnson's layout at full, 1/2 and 1/4 resolution (FilterNet).
   lite  the same widths one resolution level lower (LiteNet): a strided 3x3 stem, depthwise-separable
-        residual blocks at 1/8 resolution and upsamplings, one skip at 1/4, a 3x3 head; 19x fewer FLOPs than
-        full at 720p, for video and live painting on a CPU (benchmarks/bench_lite.py).
+        residual blocks at 1/8 resolution and upsamplings without normalization, one skip at 1/4, a 3x3 head;
+        19x fewer FLOPs than full at 720p, for video and live painting on a CPU (benchmarks/bench_lite.py).
 """
 
 from __future__ import annotations
@@ -112,18 +112,18 @@ def depthwise(c: int, k: int = 3) -> nn.Sequential:
     return nn.Sequential(nn.ReflectionPad2d(k // 2), nn.Conv2d(c, c, k, groups=c))
 
 
-def separable_norm_relu(cin: int, cout: int) -> nn.Sequential:
+def separable_relu(cin: int, cout: int) -> nn.Sequential:
     """A depthwise 3x3 then a pointwise 1x1 (MobileNet's factorisation): 9 + cout instead of 9 x cout
     multiply-adds per input channel and pixel."""
-    return nn.Sequential(depthwise(cin), nn.Conv2d(cin, cout, 1), InstanceNorm(cout, affine=True),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(depthwise(cin), nn.Conv2d(cin, cout, 1), nn.ReLU(inplace=True))
 
 
 class SeparableResidualBlock(nn.Module):
+    """A residual block of two separable convolutions, without normalization (see LiteNet)."""
+
     def __init__(self, c: int):
         super().__init__()
-        self.body = nn.Sequential(separable_norm_relu(c, c), depthwise(c), nn.Conv2d(c, c, 1),
-                                  InstanceNorm(c, affine=True))
+        self.body = nn.Sequential(separable_relu(c, c), depthwise(c), nn.Conv2d(c, c, 1))
 
     def forward(self, x):
         return x + self.body(x)
@@ -132,7 +132,7 @@ class SeparableResidualBlock(nn.Module):
 class SeparableUpsample(nn.Module):
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.conv = separable_norm_relu(cin, cout)
+        self.conv = separable_relu(cin, cout)
 
     def forward(self, x):
         return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
@@ -144,7 +144,13 @@ class LiteNet(nn.Module):
     Chosen by training candidates on The Great Wave (500 steps, benchmarks/results/quality.md, "lite"): a
     pixel-unshuffle stem and head painted 4x4 blocks and stripes; without a skip the photo's shapes dissolved
     (SSIM 0.41 against full's 0.53); with skips at 1/2 and 1/4 they survived too well (SSIM 0.72, a tint); one
-    skip at 1/4 kept the shapes and the strokes (SSIM 0.56)."""
+    skip at 1/4 kept the shapes and the strokes (SSIM 0.56).
+
+    Only the encoder normalizes. With instance norm in the residual blocks and upsamplings as well (the first
+    lite design), every trained filter painted dark "droplets": the network learned a spike of 40-75 (in
+    pre-sigmoid units; full filters stay under 6) that dominates the next norm's statistics, the artefact
+    StyleGAN2 traced to normalization (Karras et al. 2020). Without those norms the spikes and drops are gone
+    ("lite droplets" in quality.md)."""
 
     def __init__(self, cfg: NetConfig | None = None):
         super().__init__()

@@ -275,6 +275,17 @@ def stylize_image(filt: Filter, img: Image.Image, settings: ApplySettings | None
     return out
 
 
+def training_preview(net: FilterNet, photo: Image.Image, size: int) -> Image.Image:
+    """A network in training painting `photo` (longer side `size`), as the server's job previews show it: on the
+    network's own device, with PyTorch, its training mode given back afterwards."""
+    was_training = net.training
+    device = str(next(net.parameters()).device)
+    try:
+        return stylize_image(Filter("preview", {}, net), photo, ApplySettings(size=size, device=device, engine="torch"))
+    finally:
+        net.train(was_training)
+
+
 def provenance(filt: Filter, settings: ApplySettings, source: str | None = None) -> dict:
     from . import __version__
 

@@ -4,7 +4,7 @@ create_app assembles the app: its state, the body limit, the token check, one ha
 RotoscopeError with the status of its kind, the routers (routes/filters.py, routes/jobs.py), the studio page and
 health. Image applies run in a bounded thread pool (PyTorch releases the GIL), so the event loop keeps answering
 while pictures are painted. Training and video run as jobs in worker processes (runner.py), recorded in SQLite
-(jobs.py). OpenAPI docs are at /docs.
+(jobs.py); with the `cluster` setting those workers paint and train on Ray. OpenAPI docs are at /docs.
 """
 
 from __future__ import annotations
@@ -63,10 +63,16 @@ def scrub(message: str) -> str:
 
 
 def create_app(settings: ServerConfig | None = None, *, run_jobs: bool = True) -> FastAPI:
-    """The FastAPI app. `run_jobs=False` records jobs without starting workers (for tests of the API alone)."""
+    """The FastAPI app. `run_jobs=False` records jobs without starting workers (for tests of the API alone).
+    With `cfg.cluster` it joins the Ray cluster now, so that a bad address is one line before the server starts."""
     cfg = settings or ServerConfig()
     store = JobStore(database_path(cfg.database), server_dir() / "jobs")
-    scheduler = Scheduler(store, cfg.max_jobs, cfg.job_attempts)
+    cluster = None
+    if run_jobs and cfg.cluster:
+        from ..cluster import job_address
+
+        cluster = job_address(cfg.cluster)
+    scheduler = Scheduler(store, cfg.max_jobs, cfg.job_attempts, cluster)
     pool = ThreadPoolExecutor(max_workers=max(1, cfg.apply_threads), thread_name_prefix="rotoscope-apply")
 
     @contextlib.asynccontextmanager
@@ -97,6 +103,7 @@ def create_app(settings: ServerConfig | None = None, *, run_jobs: bool = True) -
         counts = {s: len(store.list((s,), limit=10_000)) for s in ("queued", "running")}
         return {"status": "ok", "version": __version__, "filters": len(list_filters()), "jobs": counts,
                 "workers": scheduler.running(), "scheduler": scheduler.alive() if run_jobs else "disabled",
+                "cluster": bool(scheduler.cluster),
                 "max_jobs": cfg.max_jobs, "url_apply": cfg.allow_url, "token_required": bool(cfg.token)}
 
     for routes in (filter_routes, job_routes):
@@ -140,6 +147,11 @@ def serve(settings: ServerConfig, log=print) -> None:
     _check_listen(settings.host, settings.port)
     app = create_app(settings)
     log(resolve_precision("auto", pick_device("auto")).line() + "; applies choose their engine per picture size")
+    if app.state.scheduler.cluster:
+        from ..cluster import connect
+
+        log(f"jobs paint and train on the Ray cluster at {app.state.scheduler.cluster} ({connect()['cpus']} CPUs); "
+            "each job's worker process here follows it")
     log(f"rotoscope studio on http://{settings.host}:{settings.port}/  (API docs: /docs; jobs database: "
         f"{app.state.store.db})")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")

@@ -2,6 +2,8 @@
 
 The server process and the worker processes share one SQLite file (WAL mode), so a job's state survives any of
 them: a worker writes its progress, the server reads it, and a restarted server finds every job where it was left.
+Several servers on one machine may share the file: a job is claimed by one UPDATE that only a queued job passes
+(claim), and records which server claimed it, so that another server's start-up leaves it alone.
 Each job also has a folder (inputs, preview, log, result) under ROTOSCOPE_HOME/server/jobs/ID.
 """
 
@@ -44,7 +46,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     pid INTEGER,
     heartbeat REAL,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
-    preview_step INTEGER
+    preview_step INTEGER,
+    server TEXT
 );
 CREATE TABLE IF NOT EXISTS job_steps (
     job_id TEXT NOT NULL,
@@ -53,6 +56,18 @@ CREATE TABLE IF NOT EXISTS job_steps (
     PRIMARY KEY (job_id, step)
 );
 """
+
+
+def _add_missing_columns(c: sqlite3.Connection) -> None:
+    """A database made by an earlier version gets the columns added since (another server may add them first)."""
+    have = {row[1] for row in c.execute("PRAGMA table_info(jobs)")}
+    for name, kind in (("server", "TEXT"),):
+        if name not in have:
+            try:
+                c.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+            except sqlite3.OperationalError as e:
+                if "duplicate column" not in str(e):
+                    raise
 
 
 def server_dir() -> Path:
@@ -97,6 +112,7 @@ class Job:
     heartbeat: float | None = None
     cancel_requested: bool = False
     preview_step: int | None = None
+    server: str | None = None  # the scheduler that claimed it (runner.Scheduler.id)
     folder: str = ""
     history: list[dict] = field(default_factory=list)
 
@@ -125,6 +141,7 @@ class JobStore:
             with self._conn() as c:
                 c.execute("PRAGMA journal_mode=WAL")
                 c.executescript(SCHEMA)
+                _add_missing_columns(c)
         except (sqlite3.Error, OSError) as e:
             from ..errors import RotoscopeError
 
@@ -203,13 +220,14 @@ class JobStore:
         with self._conn() as c:
             c.execute(f"UPDATE jobs SET {cols} WHERE id = ?", [*fields.values(), job_id])
 
-    def claim(self, job_id: str) -> bool:
-        """queued -> running, only if still queued (so a job is never started twice)."""
+    def claim(self, job_id: str, server: str | None = None) -> bool:
+        """queued -> running for `server`, only if still queued: one UPDATE, which SQLite runs under its write lock,
+        so of two servers claiming the same job exactly one gets it (a job is never started twice)."""
         now = time.time()
         with self._conn() as c:
             cur = c.execute("UPDATE jobs SET status = 'running', pid = NULL, attempts = attempts + 1, heartbeat = ?, "
-                            "started = COALESCE(started, ?), updated = ? "
-                            "WHERE id = ? AND status = 'queued'", (now, now, now, job_id))
+                            "started = COALESCE(started, ?), updated = ?, server = ? "
+                            "WHERE id = ? AND status = 'queued'", (now, now, now, server, job_id))
         return cur.rowcount == 1
 
     def progress(self, job_id: str, records: list[dict], **fields) -> None:
@@ -230,16 +248,21 @@ class JobStore:
             c.executemany("INSERT INTO job_steps (job_id, step, record) VALUES (?, ?, ?)",
                           [(job_id, r["step"], json.dumps(r)) for r in records])
 
-    def finish(self, job_id: str, status: str, *, only_if_running: bool = True, **fields) -> bool:
-        """Mark a job done / failed / cancelled (or back to queued for a resume); False if it had already moved on."""
+    def finish(self, job_id: str, status: str, *, only_if_running: bool = True, attempt: int | None = None,
+               **fields) -> bool:
+        """Mark a job done / failed / cancelled (or back to queued for a resume); False if it had already moved on.
+        `attempt`: only if it is still in that claim (attempts counts claims), not one another server made since."""
         assert status in FINISHED or status == "queued"
         fields.update(status=status, updated=time.time(), pid=None)
         if status in FINISHED:
             fields["finished"] = time.time()
         cols = ", ".join(f"{k} = ?" for k in fields)
         q = f"UPDATE jobs SET {cols} WHERE id = ?" + (" AND status = 'running'" if only_if_running else "")
+        args = [*fields.values(), job_id]
+        if attempt is not None:
+            q, args = q + " AND attempts = ?", [*args, attempt]
         with self._conn() as c:
-            cur = c.execute(q, [*fields.values(), job_id])
+            cur = c.execute(q, args)
         return cur.rowcount == 1
 
     def request_cancel(self, job_id: str) -> str:

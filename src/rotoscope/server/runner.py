@@ -3,6 +3,10 @@
 It runs as a thread of the server process. At start-up it settles the jobs an earlier server left running: a
 worker that is still alive is adopted (waited for), a dead one's job goes back to the queue to be resumed.
 A worker that dies on its own (killed, out of memory) fails its job with the exit code, never silently.
+Several servers on one machine may share a job database: each claims its jobs atomically (JobStore.claim) under
+its own id, and leaves alone the jobs of the others that are still running.
+With `cluster` (a Ray address) the workers hand their painting and training to Ray (worker.py) and stay each
+job's supervisor.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+import weakref
 from pathlib import Path
 
 from .jobs import JobStore
@@ -45,6 +51,37 @@ def _zombie(pid: int) -> bool:
         return False
 
 
+def _started(pid: int) -> str:
+    """When process `pid` started (clock ticks since boot; '' where /proc is not there): with the pid, a process's
+    identity, which a reused pid does not share."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+_SCHEDULERS: weakref.WeakValueDictionary[str, Scheduler] = weakref.WeakValueDictionary()  # this process's
+
+
+def server_alive(server_id: str) -> bool:
+    """Is the scheduler `server_id` (Scheduler.id: pid, process start, a token) still running? Another process's by
+    its pid and start time; this process's by its registry (tests and embedded servers run several in one)."""
+    pid, _, rest = server_id.partition(":")
+    started = rest.partition(":")[0]
+    if not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        s = _SCHEDULERS.get(server_id)
+        return s is not None and not s._stop.is_set()
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    return _started(int(pid)) == started
+
+
 def log_tail(folder: Path, lines: int = 5) -> str:
     try:
         return "\n".join((folder / "log.txt").read_text(errors="replace").splitlines()[-lines:])
@@ -53,12 +90,16 @@ def log_tail(folder: Path, lines: int = 5) -> str:
 
 
 class Scheduler:
-    """Starts, watches and stops worker processes for the jobs in a JobStore."""
+    """Starts, watches and stops worker processes for the jobs in a JobStore. `cluster`: the Ray address its workers
+    paint and train on (cluster.job_address), or None for in the worker itself."""
 
-    def __init__(self, store: JobStore, max_jobs: int = 1, attempts: int = 3):
+    def __init__(self, store: JobStore, max_jobs: int = 1, attempts: int = 3, cluster: str | None = None):
         self.store = store
         self.max_jobs = max(1, max_jobs)
         self.attempts = attempts
+        self.cluster = cluster
+        self.id = f"{os.getpid()}:{_started(os.getpid())}:{uuid.uuid4().hex[:8]}"  # recorded with each claim
+        _SCHEDULERS[self.id] = self
         self.procs: dict[str, subprocess.Popen] = {}
         self.adopted: dict[str, int] = {}  # job id -> pid of a worker started by an earlier server
         self._stop = threading.Event()
@@ -87,8 +128,10 @@ class Scheduler:
             self._stop.wait(POLL_S)
 
     def recover(self) -> None:
-        """Settle the jobs a previous server left 'running'."""
-        for job in self.store.list(("running",)):
+        """Settle the jobs a previous server left 'running' (those of another server still running are its own)."""
+        for job in self.store.list(("running",), limit=100_000):
+            if job.server and job.server != self.id and server_alive(job.server):
+                continue
             if job.pid and worker_alive(job.pid, job.id):
                 self.adopted[job.id] = job.pid
             else:
@@ -140,15 +183,17 @@ class Scheduler:
                 continue
             del self.adopted[job_id]
             job = self.store.get(job_id)
-            if job and job.status == "running":
+            if job and job.status == "running" and job.pid == pid:  # not since requeued and claimed elsewhere
                 self._requeue(job, "its worker stopped")
 
     def _requeue(self, job, why: str) -> None:
-        """A job whose worker vanished with its server: back to the queue to resume (unless it was being cancelled)."""
+        """A job whose worker vanished with its server: back to the queue to resume (unless it was being cancelled).
+        Only the claim it was read under: if another server has claimed it since, that claim is left alone."""
         if job.cancel_requested:
-            self.store.finish(job.id, "cancelled", note=f"cancelled at step {job.step}")
+            self.store.finish(job.id, "cancelled", attempt=job.attempts, note=f"cancelled at step {job.step}")
         else:
-            self.store.finish(job.id, "queued", note=f"interrupted at step {job.step} ({why}); resuming")
+            self.store.finish(job.id, "queued", attempt=job.attempts,
+                              note=f"interrupted at step {job.step} ({why}); resuming")
 
     def _start_queued(self) -> None:
         free = self.max_jobs - self.running()
@@ -161,7 +206,7 @@ class Scheduler:
                 self.store.finish(job.id, "failed", only_if_running=False,
                                   error=f"interrupted {job.attempts} times; giving up ({job.note or ''})")
                 continue
-            if not self.store.claim(job.id):
+            if not self.store.claim(job.id, self.id):  # another server took it first
                 continue
             self.procs[job.id] = self._spawn(job.id)
             self.store.update(job.id, pid=self.procs[job.id].pid)
@@ -173,10 +218,10 @@ class Scheduler:
         env = dict(os.environ)
         src = str(Path(__file__).resolve().parents[2])  # the worker runs the same rotoscope as this server
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        args = [sys.executable, "-m", "rotoscope.server.worker", str(self.store.db), str(self.store.jobs_root), job_id]
         with open(folder / "log.txt", "ab") as logf:
-            return subprocess.Popen([sys.executable, "-m", "rotoscope.server.worker", str(self.store.db),
-                                     str(self.store.jobs_root), job_id], stdout=logf, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=env)
+            return subprocess.Popen(args + ([self.cluster] if self.cluster else []), stdout=logf,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 
     # ------------------------------------------------------------ requests from the API
 

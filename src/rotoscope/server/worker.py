@@ -1,9 +1,11 @@
-"""One job, run in its own process: `python -m rotoscope.server.worker DB JOBS_ROOT JOB_ID`.
+"""One job, run in its own process: `python -m rotoscope.server.worker DB JOBS_ROOT JOB_ID [CLUSTER]`.
 
-The worker calls the same library functions as the CLI (train.train, video.apply_video_cli) and writes its progress
-into the job record. It stops cleanly, with a checkpoint, when the job is cancelled, when the server asks it to
+The worker calls the same library functions as the CLI (train.train, video.run_job) and writes its progress into
+the job record. It stops cleanly, with a checkpoint, when the job is cancelled, when the server asks it to
 (SIGINT/SIGTERM on shutdown) or when the server that started it has died; the latter two put the job back in the
-queue so the next server resumes it.
+queue so the next server resumes it. With a cluster address (`... JOB_ID CLUSTER`, the server's `cluster`
+setting) the painting or the training happens on Ray and this process stays the job's supervisor: it follows the
+work, writes the progress and stops it, as above.
 """
 
 from __future__ import annotations
@@ -45,12 +47,43 @@ def job_preview_photo(job: Job):
     return next(p.image for p in sample_photos() if p.name == "chelsea")
 
 
-def run_train(store: JobStore, job: Job, parent: int) -> str:
+def stop_reason(store: JobStore, job: Job, parent: int) -> str | None:
+    """Why the job must stop now, if it must: it was cancelled, or the server that started this worker is gone."""
+    if store.cancel_requested(job.id):
+        return "cancelled"
+    if os.getppid() != parent:
+        return "the server that started this job has stopped"
+    return None
+
+
+class Reporter:
+    """Writes a training job's step records, latest loss terms, ETA and preview step into its record, and says why
+    it must stop, if it must (stop_reason). The same for a training here and one on a cluster."""
+
+    def __init__(self, store: JobStore, job: Job, total: int, parent: int):
+        self.store, self.job, self.total, self.parent = store, job, total, parent
+        self.first_step, self.t0 = None, 0.0
+
+    def report(self, records: list[dict], preview_step: int | None = None) -> str | None:
+        if records:
+            step = records[-1]["step"]
+            if self.first_step is None:  # the rate is measured from the end of the first step (no start-up costs)
+                self.first_step, self.t0 = records[0]["step"], time.time()
+            rate = (step - self.first_step) / max(1e-6, time.time() - self.t0)
+            extra = {"preview_step": preview_step} if preview_step is not None else {}
+            self.store.progress(self.job.id, records, step=step, terms=records[-1]["train"],
+                                eta_s=round((self.total - step) / rate, 1) if rate > 0 else None, **extra)
+        elif preview_step is not None:
+            self.store.update(self.job.id, preview_step=preview_step)
+        return stop_reason(self.store, self.job, self.parent)
+
+
+def run_train(store: JobStore, job: Job, parent: int, cluster: str | None = None) -> str:
+    """Train the job's filter here or, with `cluster`, in a Ray actor that this worker follows."""
     from ..config import TrainConfig
-    from ..filter import Filter
     from ..images import save_image
     from ..paths import runs_dir
-    from ..stylize import ApplySettings, stylize_image
+    from ..stylize import training_preview
     from ..train import CHECKPOINT, Monitor, StopRequest, checkpoint_state, train
 
     folder = Path(job.folder)
@@ -66,52 +99,100 @@ def run_train(store: JobStore, job: Job, parent: int) -> str:
     # database (a kill between the two), or behind them (steps recorded after it are trained again)
     store.reset_history(job.id, checkpoint_state(ckpt)["run"]["history"] if resume else [])
     photo = job_preview_photo(job)
+    photos = folder / "photos"
+    photos = photos if photos.is_dir() else None
+    reporter = Reporter(store, job, cfg.steps, parent)
+    if cluster:
+        return _train_on_cluster(store, job, cluster, cfg, resume, photo, photos, reporter)
 
     class Follow(Monitor):
         """Writes the job's step records, ETA and preview; asks train() to stop when the job is cancelled or the
         server that started it is gone (train() then saves a checkpoint and stops)."""
 
         def __init__(self):
-            self.first_step, self.t0, self.flushed, self.preview, self.preview_step = None, 0.0, 0.0, 0.0, None
+            self.flushed, self.preview, self.preview_step = 0.0, 0.0, None
             self.buffer: list[dict] = []
 
         def step(self, record: dict, net) -> StopRequest | None:
             step = record["step"]
-            if self.first_step is None:  # the rate is measured from the end of the first step (no start-up costs)
-                self.first_step, self.t0 = step, time.time()
             self.buffer.append(record)
             now = time.time()
             last = step >= cfg.steps
             if now - self.preview >= PREVIEW_EVERY_S or last:
-                was_training = net.training
-                device = str(next(net.parameters()).device)
-                img = stylize_image(Filter(job.name, {}, net), photo,
-                                    ApplySettings(size=PREVIEW_SIZE, device=device, engine="torch"))
-                net.train(was_training)
-                save_image(img, folder / "preview.png")
+                save_image(training_preview(net, photo, PREVIEW_SIZE), folder / "preview.png")
                 self.preview, self.preview_step = now, step
             if now - self.flushed >= PROGRESS_EVERY_S or last:
-                rate = (step - self.first_step) / max(1e-6, now - self.t0)
-                extra = {"preview_step": self.preview_step} if self.preview_step is not None else {}
-                store.progress(job.id, self.buffer, step=step, terms=record["train"],
-                               eta_s=round((cfg.steps - step) / rate, 1) if rate > 0 else None, **extra)
-                self.buffer, self.flushed = [], now
-                if store.cancel_requested(job.id):
-                    Stop.reason = "cancelled"
-                elif os.getppid() != parent:
-                    Stop.reason = "the server that started this job has stopped"
+                reason = reporter.report(self.buffer, self.preview_step)  # written first, whatever happens next
+                Stop.reason, self.buffer, self.flushed = Stop.reason or reason, [], now
                 if Stop.reason:
                     return StopRequest(Stop.reason)
             return None
 
-    photos = folder / "photos"
-    train(folder / params["artwork"], job.name, photos if photos.is_dir() else None, cfg,
-          title=params.get("title"), resume=resume, log=log, progress=False, monitors=[Follow()])
+    train(folder / params["artwork"], job.name, photos, cfg, title=params.get("title"), resume=resume, log=log,
+          progress=False, monitors=[Follow()])
     return job.name
 
 
-def run_video(store: JobStore, job: Job, parent: int) -> str:
-    """Paint a clip with video.run_job; a requeued job resumes from the segments it already finished."""
+def _train_on_cluster(store: JobStore, job: Job, address: str, cfg, resume: bool, photo, photos: Path | None,
+                      reporter: Reporter) -> str:
+    """The training in a Ray actor (cluster.Training), followed from here every PROGRESS_EVERY_S: its step records,
+    log lines and preview go into the job's record and folder as a local training's do; a cancel, a stopping server
+    or a vanished parent asks it to stop at its next step, and it saves its checkpoint before it does."""
+    from .. import cluster
+    from ..paths import atomic_path
+
+    folder = Path(job.folder)
+    ray = cluster.require_ray()
+    actor, ref = cluster.start_training(address, folder / job.params["artwork"], job.name, photos, cfg,
+                                        title=job.params.get("title"), resume=resume, photo=photo,
+                                        preview_every=PREVIEW_EVERY_S, preview_size=PREVIEW_SIZE)
+    _signals_stop()  # after joining Ray, which sets a SIGTERM handler of its own
+    log(f"training on the Ray cluster at {address}")
+    asked = False
+    try:
+        while True:
+            ready, _ = ray.wait([ref], timeout=PROGRESS_EVERY_S)
+            got = ray.get(actor.poll.remote())
+            for line in got["lines"]:
+                log(line)
+            preview_step = None
+            if got["preview"]:
+                preview_step, png = got["preview"]
+                with atomic_path(folder / "preview.png") as tmp:
+                    tmp.write_bytes(png)
+            reason = reporter.report(got["records"], preview_step)  # written first, whatever happens next
+            Stop.reason = Stop.reason or reason
+            if Stop.reason and not asked:
+                actor.stop.remote(Stop.reason)
+                asked = True
+            if ready:
+                break
+        where = ray.get(ref)
+    except Exception as e:  # noqa: BLE001 - the run's own error ('interrupted at step N', a bad artwork), or Ray's
+        raise cluster.task_error(e) from None
+    finally:
+        with contextlib.suppress(Exception):
+            ray.kill(actor)  # its CPU goes back to the cluster now, not when this worker exits
+    log(f"trained by process {where['pid']} on {where['host']}")
+    return job.name
+
+
+def _signals_stop(on_stop=None) -> None:
+    """SIGINT and SIGTERM (the server stopping, or waking a cancelled job) set Stop.reason and call `on_stop`,
+    raising nothing: a worker that follows Ray polls Stop.reason and stops its tasks itself."""
+
+    def on_signal(_signum, _frame):
+        Stop.reason = Stop.reason or "the server is shutting down"
+        if on_stop:
+            on_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def run_video(store: JobStore, job: Job, parent: int, cluster: str | None = None) -> str:
+    """Paint a clip with video.run_job, here or with `cluster` on Ray (cluster.video_renderer); a requeued job
+    resumes from the segments it already finished, wherever they were painted."""
     import shutil
 
     from .. import video
@@ -123,13 +204,14 @@ def run_video(store: JobStore, job: Job, parent: int) -> str:
     params = job.params
     filt = load_filter_file(params["filter_path"])
     settings = ApplySettings(**params["settings"])
+    mask = folder / params["mask"] if params.get("mask") else None
     vjob = video.make_job(filt, folder / params["input"], folder / params["output"], settings,
-                          VideoConfig(stabilize=params.get("stabilize", True)))
+                          VideoConfig(stabilize=params.get("stabilize", True)), mask)
     total = vjob.src.frames or 0
     store.update(job.id, total=total)
     t0, first = time.time(), None
 
-    def on_segment(i: int) -> None:  # called from the video writer thread after each finished segment
+    def on_segment(i: int) -> None:  # after each finished segment: from the video writer thread, or the Ray driver
         nonlocal first
         frames = min(total, (i + 1) * vjob.video.segment_frames) if total else (i + 1) * vjob.video.segment_frames
         first = frames if first is None else first
@@ -138,14 +220,23 @@ def run_video(store: JobStore, job: Job, parent: int) -> str:
             shutil.copyfile(vjob.seg_last(i), folder / "preview.png")
         store.progress(job.id, [], step=frames, preview_step=frames,
                        eta_s=round((total - frames) / rate, 1) if rate and total else None)
-        if store.cancel_requested(job.id):
-            Stop.reason = "cancelled"
-        elif os.getppid() != parent:
-            Stop.reason = "the server that started this job has stopped"
+        Stop.reason = Stop.reason or stop_reason(store, job, parent)
         if Stop.reason:
             vjob.stop_request.set()  # the render stops at its next batch, finished segments kept
 
-    out = video.run_job(vjob, progress=False, warn=log, on_segment=on_segment)
+    renderer, reports = None, []
+    if cluster:
+        from .. import cluster as cl
+
+        cl.connect(cluster)
+        _signals_stop(vjob.stop_request.set)  # the renderer sees the request within half a second
+        renderer = cl.video_renderer(cluster, reports=reports)
+        log(f"painting on the Ray cluster at {cluster}")
+    out = video.run_job(vjob, progress=False, warn=log, on_segment=on_segment, renderer=renderer)
+    if reports:
+        log(f"painted by {len(reports)} Ray task(s): " + ", ".join(
+            f"segments {r.first}-{'end' if r.end is None else r.end - 1} by process {r.pid} on {r.host}"
+            for r in sorted(reports, key=lambda r: r.first)))
     log(f"wrote {out} ({vjob.width}x{vjob.height})")
     store.update(job.id, step=total or job.step)
     return params["output"]
@@ -154,7 +245,7 @@ def run_video(store: JobStore, job: Job, parent: int) -> str:
 RUNNERS = {"train": run_train, "video": run_video}
 
 
-def run(db: str, jobs_root: str, job_id: str) -> int:
+def run(db: str, jobs_root: str, job_id: str, cluster: str | None = None) -> int:
     store = JobStore(db, Path(jobs_root))
     job = store.get(job_id)
     if job is None or job.status != "running":
@@ -170,7 +261,7 @@ def run(db: str, jobs_root: str, job_id: str) -> int:
     signal.signal(signal.SIGINT, on_signal)
     log(f"job {job.id}: {job.kind} '{job.name}' (attempt {job.attempts}, pid {os.getpid()})")
     try:
-        result = RUNNERS[job.kind](store, job, parent)
+        result = RUNNERS[job.kind](store, job, parent, cluster)
     except BaseException as e:  # noqa: BLE001 - every ending is recorded, then the worker exits
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -203,4 +294,4 @@ def run(db: str, jobs_root: str, job_id: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run(*sys.argv[1:4]))
+    sys.exit(run(*sys.argv[1:5]))

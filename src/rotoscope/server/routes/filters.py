@@ -159,7 +159,7 @@ async def apply(name: str, cfg: SettingsDep, pool: PoolDep,
                 format: Literal["png", "jpeg", "webp"] = Form("png"),
                 mask: UploadFile | None = File(None, description="where to paint: white paints, black keeps the "
                                                "photo, grey blends (any size: resized)"),
-                keep: Literal["faces"] | None = Form(None, description="leave the faces found unpainted")):
+                keep: Literal["faces", "people"] | None = Form(None, description="leave the faces or people found unpainted")):
     """Paint an uploaded image with a filter; returns the painted image (provenance in its metadata)."""
     check_name(name)
     settings = dataclasses.replace(apply_settings(cfg, strength, preserve_colors, size), keep=keep or None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -26,7 +27,7 @@ router = APIRouter()
 
 def job_view(job: Job, detail: bool = False) -> dict:
     d = job.to_dict()
-    for k in ("pid", "heartbeat", "folder", "history"):
+    for k in ("pid", "heartbeat", "folder", "history", "server"):
         d.pop(k)
     d["params"] = {k: v for k, v in (d.get("params") or {}).items() if k != "filter_path"}  # a server path
     d["links"] = {"self": f"/api/jobs/{job.id}", "events": f"/api/jobs/{job.id}/events",
@@ -103,18 +104,40 @@ def start_video(cfg: SettingsDep, store: StoreDep,
                 video: UploadFile = File(..., description="The clip to paint."),
                 filter: str = Form(..., description="Filter name."),
                 strength: float = Form(1.0), preserve_colors: bool = Form(False), size: int | None = Form(None),
-                stabilize: bool = Form(True, description="flicker reduction along the optical flow")):
+                stabilize: bool = Form(True, description="flicker reduction along the optical flow"),
+                mask: UploadFile | None = File(None, description="where to paint, on every frame: white paints, "
+                                               "black keeps the clip, grey blends (any size: resized)"),
+                keep: Literal["faces", "people"] | None = Form(None, description="leave the faces or people found unpainted (followed "
+                                                     "from frame to frame)")):
     """Paint an uploaded video as a job; download the result from the job's result link when done."""
     read_card(registry_file(check_name(filter)))  # a corrupt filter is refused now (422), not by the job later
     settings = apply_settings(cfg, strength, preserve_colors, size)
     suffix = sniff_video(video.file, "video")
+    mask_suffix = sniff_image(mask.file, cfg.max_pixels, "mask")[0] if mask is not None else None
     job_id = store.new_id()
-    save_upload(video.file, store.folder(job_id) / f"input{suffix}")
+    folder = store.folder(job_id)
     params = {"input": f"input{suffix}", "output": "result.mp4", "source": video.filename,
               "filter_path": str(registry_file(filter)),
               "settings": {"size": settings.size, "strength": settings.strength,
-                           "preserve_colors": settings.preserve_colors}, "stabilize": stabilize}
+                           "preserve_colors": settings.preserve_colors, **({"keep": keep} if keep else {})},
+              "stabilize": stabilize}
+    if mask is not None:  # read now: a mask Pillow cannot decode is refused here (422), not by the job later
+        params["mask"] = f"mask{mask_suffix}"
+        check_mask(save_upload(mask.file, folder / params["mask"]))
+    save_upload(video.file, folder / f"input{suffix}")
     return job_view(store.create(job_id, "video", filter, params))
+
+
+def check_mask(path: Path) -> None:
+    """The uploaded mask reads as a mask (mask.read_mask), else its error, naming it "mask", never the server's
+    path; a refused mask's job folder is removed."""
+    from ...mask import read_mask
+
+    try:
+        read_mask(path)
+    except RotoscopeError as e:
+        shutil.rmtree(path.parent, ignore_errors=True)
+        raise type(e)(f"mask: {str(e).replace(str(path) + ': ', '').replace(str(path), 'mask')}") from None
 
 
 @router.get("/jobs", tags=["jobs"])
