@@ -132,6 +132,9 @@ def describe(cfg: TrainConfig) -> str:
     return "\n".join(lines)
 
 
+KEEPS = ("faces", "people")  # what `keep` finds (mask.keep_mask); the API's form fields take the same
+
+
 @dataclass
 class ApplySettings:
     """How a picture is painted (`rotoscope apply`, the server's apply, the API's stylize)."""
@@ -155,7 +158,7 @@ class ApplySettings:
     # masks (mask.py): the mask image itself is data, passed beside the settings (stylize_image(mask=...))
     keep: str | None = setting(None, "leave regions unpainted, found automatically: faces (offline, the cascade "
                                "scikit-image ships) or people (offline, the MediaPipe person segmenter shipped "
-                               "with rotoscope)", choices=("faces", "people"))
+                               "with rotoscope)", choices=KEEPS)
     feather: float = setting(0.01, "mask edges blurred over this share of the picture's longer side", lo=0.0,
                              hi=0.25)
     # mixing filters (mix.py): how "a:0.6+b:0.4" paints; measured in benchmarks/mix.py (README, "Mixing filters")

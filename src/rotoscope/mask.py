@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .config import KEEPS
 from .errors import Invalid
 
 MaskLike = Union[str, os.PathLike, Image.Image, np.ndarray]
@@ -40,7 +41,6 @@ FACE_HOLD = 0.75  # the share kept per frame where nothing is found any more (1 
 # Without flow (no flicker reduction, or a cut) people are found afresh: an unwarped region would trail them.
 PEOPLE_GROW = 0.7
 PEOPLE_SHRINK = 0.4
-KEEPS = ("faces", "people")  # what `keep` finds (ApplySettings.keep's choices)
 
 
 def read_mask(src: MaskLike) -> np.ndarray:

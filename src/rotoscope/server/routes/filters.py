@@ -18,6 +18,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel
 
+from ...config import KEEPS
 from ...errors import Invalid, Refused, RotoscopeError, TooLarge
 from ...filter import SHIPPED_DIR, check_name, list_filters, read_card, remove_filter
 from ...images import open_image, save_image
@@ -159,7 +160,7 @@ async def apply(name: str, cfg: SettingsDep, pool: PoolDep,
                 format: Literal["png", "jpeg", "webp"] = Form("png"),
                 mask: UploadFile | None = File(None, description="where to paint: white paints, black keeps the "
                                                "photo, grey blends (any size: resized)"),
-                keep: Literal["faces", "people"] | None = Form(None, description="leave the faces or people found unpainted")):
+                keep: Literal[KEEPS] | None = Form(None, description="leave the faces or people found unpainted")):
     """Paint an uploaded image with a filter; returns the painted image (provenance in its metadata)."""
     check_name(name)
     settings = dataclasses.replace(apply_settings(cfg, strength, preserve_colors, size), keep=keep or None)

@@ -14,7 +14,7 @@ from typing import Literal
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, StreamingResponse
 
-from ...config import TrainConfig, parse_sets
+from ...config import KEEPS, TrainConfig, parse_sets
 from ...errors import Conflict, Invalid, NotFound, RotoscopeError
 from ...filter import check_name, read_card
 from ..deps import SchedulerDep, SettingsDep, StoreDep, apply_settings, registry_file
@@ -107,7 +107,7 @@ def start_video(cfg: SettingsDep, store: StoreDep,
                 stabilize: bool = Form(True, description="flicker reduction along the optical flow"),
                 mask: UploadFile | None = File(None, description="where to paint, on every frame: white paints, "
                                                "black keeps the clip, grey blends (any size: resized)"),
-                keep: Literal["faces", "people"] | None = Form(None, description="leave the faces or people found unpainted (followed "
+                keep: Literal[KEEPS] | None = Form(None, description="leave the faces or people found unpainted (followed "
                                                      "from frame to frame)")):
     """Paint an uploaded video as a job; download the result from the job's result link when done."""
     read_card(registry_file(check_name(filter)))  # a corrupt filter is refused now (422), not by the job later
