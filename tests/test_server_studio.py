@@ -244,6 +244,39 @@ def test_studio_keeps_a_region_drawn_on_the_photo_unpainted(live_server, tmp_pat
     assert page.evaluate(PIXEL, ["#apply-result", 70, 32]) != page.evaluate(PIXEL, ["#apply-original", 70, 32])
     assert page.locator("#keep-clear").is_visible()
     # "keep faces" is sent as a setting (no face here: the far side stays painted)
-    page.check("#keep-faces")
+    page.select_option("#keep", "faces")
     page.wait_for_function("document.querySelector('#apply-status').textContent.includes('with')", timeout=60_000)
+    assert errors == []
+
+
+def test_studio_starts_a_video_job_keeping_people_and_a_masked_region(live_server, tmp_path, browser):
+    """The video form sends what a user chose to keep unpainted: people found on every frame, and a mask file."""
+    import json
+    import urllib.request
+
+    from conftest import make_clip, make_image
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=6, audio=False)
+    mask = make_image(tmp_path / "mask.png", size=(32, 24), mode="L")
+    page, errors = open_studio(browser, live_server)
+    page.locator("#video-filter option", has_text="tiny").wait_for(state="attached", timeout=30_000)
+    page.set_input_files("#video-form input[name=video]", str(clip))
+    page.select_option("#video-keep", "people")
+    page.set_input_files("#video-mask", str(mask))
+    page.click("#video-form button[type=submit]")
+    page.locator("#jobs tbody tr", has_text="video").wait_for(timeout=30_000)
+    jobs = json.load(urllib.request.urlopen(live_server + "/api/jobs", timeout=30))
+    jobs = jobs["jobs"] if isinstance(jobs, dict) else jobs
+    (job,) = [j for j in jobs if j["kind"] == "video"]
+    assert job["params"]["settings"]["keep"] == "people"
+    assert job["params"]["mask"].startswith("mask")
+    # the same form without a mask and with "nothing" sends neither field (an empty file input is not an upload)
+    page.select_option("#video-keep", "")
+    page.set_input_files("#video-mask", [])
+    page.click("#video-form button[type=submit]")
+    page.wait_for_function("document.querySelectorAll('#jobs tbody tr').length >= 2", timeout=30_000)
+    jobs = json.load(urllib.request.urlopen(live_server + "/api/jobs", timeout=30))
+    jobs = jobs["jobs"] if isinstance(jobs, dict) else jobs
+    second = [j for j in jobs if j["kind"] == "video" and j["id"] != job["id"]]
+    assert len(second) == 1 and "keep" not in second[0]["params"]["settings"] and "mask" not in second[0]["params"]
     assert errors == []

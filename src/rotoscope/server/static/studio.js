@@ -115,7 +115,7 @@ async function paint() {
   form.append("strength", $("#strength").value);
   form.append("preserve_colors", $("#preserve").checked ? "true" : "false");
   if ($("#apply-size").value) form.append("size", $("#apply-size").value);
-  if ($("#keep-faces").checked) form.append("keep", "faces");
+  if ($("#keep").value) form.append("keep", $("#keep").value);
   const mask = await keepMask();
   if (mask) form.append("mask", mask, "mask.png");
   $("#apply-status").textContent = "painting…";
@@ -179,7 +179,7 @@ $("#keep-clear").addEventListener("click", () => {
   drawStrokes(keepCanvas.getContext("2d"), "rgba(255, 40, 40, 0.45)", false);
   paint();
 });
-$("#keep-faces").addEventListener("change", () => paint());
+$("#keep").addEventListener("change", () => paint());
 
 async function keepMask() {
   if (!(state.strokes || []).length || !keepCanvas.width) return null;
@@ -288,7 +288,8 @@ function drawChart(canvas, history) {
 $("#video-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const form = new FormData(ev.target);
-  for (const [k, v] of [...form.entries()]) if (v === "") form.delete(k);
+  // unset fields are left out, so the server's defaults apply; an empty file input is a nameless 0-byte file
+  for (const [k, v] of [...form.entries()]) if (v === "" || (v instanceof File && !v.name && !v.size)) form.delete(k);
   form.set("stabilize", $("#video-stabilize").checked ? "true" : "false");
   try {
     const job = await (await api("/api/jobs/video", { method: "POST", body: form })).json();
