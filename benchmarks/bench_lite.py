@@ -9,6 +9,8 @@ Part 2, whole videos (--clip, cut to --frames frames and scaled to each size; on
   video.apply_video end to end (decode, paint, flicker reduction, H.264 encode, remux), full against lite, with
   and without flicker reduction, and the full filter painted at --paint-scale with guided upsampling. The
   filters are the shipped great-wave and great-wave-lite when present (weights do not change the time).
+  Each render also reports its stages (video/stages.py): busy milliseconds a frame of decode, flow, masks
+  (reader thread), paint, steady (painter thread) and encode (writer thread); the busiest thread bounds the fps.
 
   python benchmarks/bench_lite.py                                   # 1280x720 and 640x360, 48 frames
   ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/bench_lite.py   # as an AVX2-only CPU
@@ -119,7 +121,7 @@ def shipped_or_random(name: str, arch: str) -> Filter:
 
 
 def video_rows(clip: Path, sizes, frames: int, paint_scale: float) -> list[dict]:
-    from rotoscope.video import apply_video
+    from rotoscope.video import apply_video, make_job, run_job
 
     full, lite = shipped_or_random("great-wave", "full"), shipped_or_random("great-wave-lite", "lite")
     ps = f"paint scale {paint_scale:g}"
@@ -144,14 +146,15 @@ def video_rows(clip: Path, sizes, frames: int, paint_scale: float) -> list[dict]
                 apply_video(filt, src, out, settings, video, warn=lambda s: None)  # warm-up: calibration, compile
                 out.unlink()
                 t = time.perf_counter()
-                apply_video(filt, src, out, settings, video, warn=lambda s: None)
+                job = make_job(filt, src, out, settings, video)
+                run_job(job, warn=lambda s: None)
                 s = time.perf_counter() - t
                 out.unlink()
                 fps = frames / s
                 base = base or fps
                 rows.append({"size": f"{w}x{h}", "variant": label, "filter": filt.name, "s": s, "fps": fps,
-                             "x": fps / base})
-                print(f"  {w}x{h} {label}: {fps:.1f} fps", flush=True)
+                             "x": fps / base, "stages": job.stages.to_dict()})
+                print(f"  {w}x{h} {label}: {fps:.1f} fps; {job.stages.summary()}", flush=True)
     return rows
 
 
@@ -181,9 +184,17 @@ def main() -> None:
         sys.exit(f"no clip at {a.clip}: pass --clip, or --skip-video")
     print(f"\nvideo: {a.frames} frames of {a.clip.name} scaled to each size; apply_video end to end\n", flush=True)
     vrows = video_rows(a.clip, sizes, a.frames, a.paint_scale)
-    print("\n| variant | size | filter | s | fps | x full |\n| --- | --- | --- | ---: | ---: | ---: |")
+    stages = list(vrows[0]["stages"]["ms_per_frame"]) if vrows else []
+    print("\nper stage: busy milliseconds a frame in the thread that runs it (reader: decode, flow, masks; painter: "
+          "paint, steady; writer: encode); the busiest thread bounds the fps\n")
+    print("| variant | size | filter | s | fps | x full | " + " | ".join(stages) + " | busiest |\n"
+          "| --- | --- | --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in stages) + " | --- |")
     for r in vrows:
-        print(f"| {r['variant']} | {r['size']} | {r['filter']} | {r['s']:.1f} | {r['fps']:.1f} | {r['x']:.2f} |")
+        st = r["stages"]
+        cells = " | ".join(f"{st['ms_per_frame'][k]:.1f}" for k in stages)
+        top = st["bottleneck"]
+        print(f"| {r['variant']} | {r['size']} | {r['filter']} | {r['s']:.1f} | {r['fps']:.1f} | {r['x']:.2f} | "
+              f"{cells} | {top} {st['thread_ms_per_frame'][top]:.0f} ms |")
 
 
 if __name__ == "__main__":

@@ -143,11 +143,12 @@ def render(filt: Filter, clip: Path, dest: Path, settings: ApplySettings, stabil
         shutil.rmtree(stale, ignore_errors=True)
     notes: list[str] = []
     t0 = time.perf_counter()
-    video.apply_video(filt, clip, dest, settings, VideoConfig(stabilize=stabilize, max_seconds=max_seconds),
-                      warn=notes.append)
+    job = video.make_job(filt, clip, dest, settings, VideoConfig(stabilize=stabilize, max_seconds=max_seconds))
+    video.run_job(job, warn=notes.append)
     wall = time.perf_counter() - t0
     for line in notes:
         print(f"    {line}")
+    print(f"    {job.stages.summary()}")  # where the time went, stage by stage: the bottleneck is the busiest thread
     return wall
 
 

@@ -79,6 +79,32 @@ def test_a_clip_keeps_frame_count_timestamps_size_and_sound(filt, clip, tmp_path
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # work folder cleaned up
 
 
+def test_a_render_says_where_its_time_went_stage_by_stage(filt, clip, tmp_path):
+    job = video.make_job(filt, clip, tmp_path / "out.mp4", ApplySettings(), SMALL)
+    video.run_job(job, warn=lambda s: None)
+    st = job.stages
+    assert st.frames == 24 and st.wall > 0
+    for stage in ("decode", "flow", "paint", "steady", "encode"):
+        assert st.seconds[stage] > 0, stage
+    assert st.seconds["masks"] == 0  # no mask, no time
+    # each thread times only its own stages, so none can have been busy for longer than the render lasted
+    assert all(busy <= st.wall * 1.05 for busy in st.threads().values()), (st.threads(), st.wall)
+    d = st.to_dict()
+    assert d["bottleneck"] in ("reader", "painter", "writer")
+    assert d["thread_ms_per_frame"][d["bottleneck"]] == max(d["thread_ms_per_frame"].values())
+
+
+def test_the_busiest_thread_is_named_the_bottleneck():
+    from rotoscope.video.stages import StageTimes
+
+    st = StageTimes(frames=10, wall=1.0)
+    st.seconds.update(decode=0.1, flow=0.5, paint=0.55, steady=0.1, encode=0.3)
+    assert st.threads() == pytest.approx({"reader": 0.6, "painter": 0.65, "writer": 0.3})
+    assert st.bottleneck() == "painter"
+    line = st.summary()
+    assert "paint 55.0" in line and "masks" not in line and "painter (65.0 ms a frame" in line
+
+
 def test_variable_frame_rate_timestamps_are_carried_not_respaced(filt, tmp_path):
     pts = [0, 40, 95, 120, 200, 210, 260, 333, 340, 420]  # milliseconds, irregular
     src = make_clip(tmp_path / "vfr.mp4", frames=10, pts=pts, audio=False)
@@ -221,6 +247,7 @@ def test_cli_renders_video_and_preview_sheet(filt, clip, tmp_path, capsys):
     code, text = run_cli("apply", filt.path, clip, "-o", tmp_path / "o.mp4", "--crf", "30", "--no-stabilize",
                          "--no-progress", capsys=capsys)
     assert code == 0 and "wrote" in text
+    assert "ms a frame: decode" in text and "busiest thread" in text  # where the time went
     assert len(frames_of(tmp_path / "o.mp4")[2]) == 24
     code, text = run_cli("apply", filt.path, clip, "-o", tmp_path / "sheet.png", "--preview", "4", "--no-progress",
                          capsys=capsys)

@@ -41,6 +41,7 @@ class Painted:
     reused: bool = False  # an earlier, interrupted run had already written it with the same filter and settings
     precision: str | None = None  # the number format and engine it was painted with (resolved, never "auto")
     engine: str | None = None
+    stages: dict | None = None  # a video painted here: where the time went (video/stages.py, StageTimes.to_dict)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -229,8 +229,10 @@ def _result_line(r, video, many: bool) -> str | None:
         if r.frames is None:
             return f"wrote {r.output}"
         what = f"{r.frames} frame(s) to {r.output}" if Path(r.output).is_dir() else r.output
+        from .video.stages import describe
+
         return f"wrote {what} ({r.size[0]}x{r.size[1]}, {r.seconds:.1f} s" + \
-            (", stabilized)" if video.stabilize else ")")
+            (", stabilized)" if video.stabilize else ")") + (f"\n{describe(r.stages)}" if r.stages else "")
     return None
 
 

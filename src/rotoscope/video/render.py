@@ -36,6 +36,7 @@ from ..paths import check_writable, write_failure
 from ..stylize import ApplySettings, finish, make_runner, paint, provenance, resolve
 from .output import _SegmentWriter, assemble_animated, assemble_frames, assemble_h264, default_clip_output, output_kind
 from .source import Frame, Source, _pick_frames, _rotate, count_frames, decode, output_size, probe
+from .stages import StageTimes
 from .steady import Stabilizer
 
 
@@ -58,6 +59,7 @@ class RenderJob:
     # set it (from any thread) to stop the render at the next batch; finished segments are kept, and the same
     # command resumes (the server's worker cancels and requeues jobs with it)
     stop_request: threading.Event = field(default_factory=threading.Event)
+    stages: StageTimes = field(default_factory=StageTimes)  # where the time went (stages.py), filled as it renders
 
     def __post_init__(self):
         st = self.src.path.stat()
@@ -150,9 +152,11 @@ def _reader(job: RenderJob, start: int, q: queue.Queue, stop: threading.Event, e
             first = max(0, start - 1 - (masks.MEMORY if masks is not None and masks.keep else 0))
             for _ in range(first if masks is not None else 0):
                 masks.skip()  # a folder of per-frame masks: frame i takes mask i
+        clock = job.stages
         frames = decode(job.src, job.width, job.height, warn, job.video.max_seconds, job.video.codec_threads,
                         first, table)
-        for i, (pts, dur, rgb) in enumerate(frames, start=first):
+        for i, (pts, dur, rgb) in enumerate(clock.timed("decode", frames), start=first):
+            t = time.perf_counter()
             fr = Frame(i, pts, dur, rgb)
             # a resumed render with faces kept replays the kept faces' last frames (their fading memory) first
             replay = masks is not None and masks.keep and start - i <= masks.MEMORY
@@ -161,11 +165,13 @@ def _reader(job: RenderJob, start: int, q: queue.Queue, stop: threading.Event, e
                     stab.prepare(fr)
                 else:
                     stab.prev_in = rgb  # skipped (already rendered) frames still feed the flow of the next one
+                t = clock.add("flow", t)
             if masks is not None:
                 if i >= start or replay:
                     fr.mask = masks.next(rgb, fr.warp)
                 else:
                     masks.skip()
+                clock.add("masks", t)
             if i >= start:
                 _put(q, fr, stop)
             if stop_at is not None and i + 1 >= stop_at:
@@ -186,11 +192,14 @@ def _writer(job: RenderJob, start_seg: int, q: queue.Queue, stop: threading.Even
             item = _get(q, stop, [])
             if item is END:
                 if w.frames:
+                    t = time.perf_counter()
                     w.close()
+                    job.stages.add("encode", t)
                     if on_segment:
                         on_segment(w.seg)
                 return
             fr, rgb = item
+            t = time.perf_counter()
             seg = fr.index // n
             if seg != w.seg:
                 if w.frames:
@@ -199,6 +208,7 @@ def _writer(job: RenderJob, start_seg: int, q: queue.Queue, stop: threading.Even
                         on_segment(w.seg)
                 w.open(seg)
             w.write(fr, rgb)
+            job.stages.add("encode", t)
     except _Stop:
         w.abandon()
     except BaseException as e:
@@ -271,6 +281,7 @@ def render_range(job: RenderJob, first: int, end: int | None, progress: bool, wa
     writer.start()
     count = start
     bar = _Progress(progress, job.src.frames if end is None else stop_at, start)
+    clock, t_start = job.stages, time.perf_counter()
     try:
         with bar:
             finished = False
@@ -287,15 +298,20 @@ def render_range(job: RenderJob, first: int, end: int | None, progress: bool, wa
                     if (item.index + 1) % n_seg == 0:
                         break  # batches never straddle a segment: a resumed render repeats the same batches
                 if frames:
+                    t = time.perf_counter()
                     styled = stylize_frames(net, [f.rgb for f in frames], job.settings)
+                    t = clock.add("paint", t)
+                    clock.frames += len(frames)
                     for fr, s in zip(frames, styled):
                         out = Stabilizer.apply(fr, s, prev_out) if job.video.stabilize else s
                         prev_out = out
                         if fr.mask is not None:  # the chain goes on with the unmasked painting
                             fr.painted, out = out, composite_uint8(fr.rgb, out, fr.mask)
                         fr.rgb = fr.warp = fr.weight = fr.mask = None  # the writer needs only the timing
+                        t = clock.add("steady", t)
                         if fr.index >= start:  # warm-up frames only settle the chain
                             _put(q_out, (fr, out), stop, errors)
+                            t = time.perf_counter()
                             count = fr.index + 1
                     bar.update(count)
             _put(q_out, END, stop, errors)
@@ -303,6 +319,7 @@ def render_range(job: RenderJob, first: int, end: int | None, progress: bool, wa
                 writer.join(0.2)
                 if errors:
                     raise errors[0]
+            clock.wall += time.perf_counter() - t_start
     except BaseException:
         stop.set()
         writer.join(10)
@@ -522,4 +539,5 @@ def apply_video_cli(filt: Filter, src, dest, settings: ApplySettings, progress: 
     yield from map(Note, lines)
     yield Painted(str(src), str(out), (job.width, job.height), round(time.perf_counter() - t0, 3),
                   frames=count_frames(out) if job.kind == "frames" else job.frames_written,
-                  precision=job.settings.precision, engine=job.settings.engine)
+                  precision=job.settings.precision, engine=job.settings.engine,
+                  stages=job.stages.to_dict() if job.stages.frames else None)
