@@ -1,6 +1,7 @@
 """`rotoscope apply` as a library: results are data (a Painted per input), which the CLI says and --json
 serialises; nothing is parsed back from printed lines, and each input is measured once."""
 
+import dataclasses
 import json
 
 from conftest import make_clip, make_scene, rotoscope
@@ -86,3 +87,49 @@ def test_the_input_is_never_overwritten_and_a_pipe_is_refused(tiny_filter, tmp_p
     os.mkfifo(fifo)
     code, _, err = rotoscope("apply", "tiny", fifo, "-o", tmp_path / "o.png", capsys=capsys)  # would hang before
     assert code == 1 and "not a regular file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_folder_of_images_and_clips_paints_both_and_keeps_finished_clips(tiny_filter, tmp_path, capsys):
+    import av
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    make_scene(folder / "bay.png")
+    make_clip(folder / "walk.mp4", frames=6)
+    make_clip(folder / "run.mkv", frames=5, audio=False)
+    (folder / "broken.mov").write_bytes(b"not a clip")
+    results = list(apply_path("tiny", folder, tmp_path / "out", FAST, progress=False))
+    painted = {r.source: r for r in results if isinstance(r, Painted)}
+    assert set(painted) == {str(folder / n) for n in ("bay.png", "walk.mp4", "run.mkv")}
+    assert painted[str(folder / "walk.mp4")].frames == 6 and painted[str(folder / "run.mkv")].frames == 5
+    assert [r.source for r in results if isinstance(r, Skipped)] == [str(folder / "broken.mov")]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["bay.png", "run.mkv", "walk.mp4"]
+    with av.open(str(tmp_path / "out" / "walk.mp4")) as c:
+        assert len(list(c.decode(video=0))) == 6 and len(c.streams.audio) == 1  # the sound goes along
+    # run again: nothing painted twice; another strength paints the clips again
+    again = [r for r in apply_path("tiny", folder, tmp_path / "out", FAST, progress=False) if isinstance(r, Painted)]
+    assert len(again) == 3 and all(r.reused for r in again)
+    half = dataclasses.replace(FAST, strength=0.5)
+    weaker = [r for r in apply_path("tiny", folder, tmp_path / "out", half, progress=False)
+              if isinstance(r, Painted) and r.frames]
+    assert len(weaker) == 2 and not any(r.reused for r in weaker)
+    # the CLI says each clip, and that a finished one was kept
+    code, out, err = rotoscope("apply", "tiny", folder, "-o", tmp_path / "out", "--strength", "0.5", "--engine",
+                               "torch", "--precision", "fp32", "--no-progress", capsys=capsys)
+    said = out + err
+    assert code == 0 and said.count("kept ") == 2 and "wrote 1 image(s)" in said, said
+
+
+def test_a_folder_of_clips_alone_is_painted_and_one_without_either_is_refused(tiny_filter, tmp_path, capsys):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    make_clip(folder / "a.ts", frames=4, audio=False)
+    make_clip(folder / "a.mp4", frames=4, audio=False)
+    results = list(apply_path("tiny", folder, tmp_path / "out", FAST, progress=False))
+    # a.ts goes out as a.mp4 (H.264 in an .mp4), which a.mp4 takes too: the second is skipped, saying why
+    assert [p.output for p in results if isinstance(p, Painted)] == [str(tmp_path / "out" / "a.mp4")]
+    (skipped,) = [r for r in results if isinstance(r, Skipped)]
+    assert "a.mp4" in skipped.reason
+    (tmp_path / "empty").mkdir()
+    code, out, err = rotoscope("apply", "tiny", tmp_path / "empty", "--no-progress", capsys=capsys)
+    assert code == 1 and err.strip() == f"error: no images or clips in {tmp_path / 'empty'}"

@@ -244,6 +244,39 @@ def test_a_folder_on_the_cluster_writes_what_the_local_loop_writes(ray_cluster, 
     assert all(r.reused for r in again if isinstance(r, Painted))  # nothing repainted
 
 
+def test_a_folder_of_clips_on_the_cluster_writes_what_the_local_loop_writes(ray_cluster, filt, tmp_path,
+                                                                          monkeypatch):
+    """Each clip of a folder is a render whose segments spread over the workers; same names, frames and sound as
+    the local loop, and a second run keeps what is finished."""
+    from rotoscope.apply import Painted, apply_path
+
+    src = tmp_path / "clips"
+    src.mkdir()
+    make_clip(src / "one.mp4", frames=16)
+    make_clip(src / "two.mkv", frames=16, audio=False, seed=1)
+    make_scene(src / "still.png")
+    cfg = ClusterConfig(segments_per_task=1)
+    rendered, real = [], cluster.render_on_cluster
+    monkeypatch.setattr(cluster, "render_on_cluster",
+                        lambda job, *a: rendered.append(job.src.path.name) or real(job, *a))
+    ray_res = [r for r in apply_path(filt, src, tmp_path / "ray", ST, progress=False, video=SEG, cluster="auto",
+                                     cluster_cfg=cfg) if isinstance(r, Painted)]
+    loc_res = [r for r in apply_path(filt, src, tmp_path / "loc", ST, progress=False, video=SEG)
+               if isinstance(r, Painted)]
+    assert [Path(r.output).name for r in ray_res] == [Path(r.output).name for r in loc_res] \
+        == ["still.png", "one.mp4", "two.mkv"]
+    assert rendered == ["one.mp4", "two.mkv"]  # each clip went to the cluster (16 frames: two tasks of 8)
+    for name in ("one.mp4", "two.mkv"):
+        pts_c, rgb_c = decoded(tmp_path / "ray" / name)
+        pts_l, rgb_l = decoded(tmp_path / "loc" / name)
+        assert pts_c == pts_l and len(rgb_c) == 16
+        assert max(frame_diffs(rgb_c, rgb_l)) < 1.0  # as for one clip (above)
+        assert audio_packets(tmp_path / "ray" / name) == audio_packets(src / name)
+    again = [r for r in apply_path(filt, src, tmp_path / "ray", ST, progress=False, video=SEG, cluster="auto",
+                                   cluster_cfg=cfg) if isinstance(r, Painted)]
+    assert len(again) == 3 and all(r.reused for r in again)
+
+
 # ---------------------------------------------------------------- train-many
 
 

@@ -113,8 +113,8 @@ def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: App
     is_video = vid.is_video_path(src) or (src.is_dir() and vid.frame_sequence(src))
     if preview and not is_video:
         raise RotoscopeError("--preview is for videos and folders of numbered frames")
-    if src.is_dir() and not is_video and not list_images(src):
-        raise RotoscopeError(f"no images in {src}")
+    if src.is_dir() and not is_video and not list_images(src) and not vid.list_clips(src):
+        raise RotoscopeError(f"no images or clips in {src}")
     # bad input is found before anything is said, so that an error stays one line
     img = open_image(src) if src.is_file() and not is_video else None
     if mask is not None and not is_video:
@@ -135,13 +135,17 @@ def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: App
                                        mask=mask, renderer=renderer)
         return
     # what was chosen is said with the first result, so that an input or output that fails is one line: the error
-    if src.is_dir():
+    if src.is_dir():  # its images, then its clips (a folder may hold both)
         folder = Path(dest) if dest else src.with_name(f"{src.name}-{filt.name}")
-        if cluster is not None:
-            yield from _said_first(lines, cl.apply_folder(filt, src, folder, settings, progress, mask, cluster,
-                                                          cluster_cfg))
-            return
-        yield from _said_first(lines, apply_folder(filt, src, folder, settings, progress, mask))
+        if list_images(src):
+            images = (cl.apply_folder(filt, src, folder, settings, progress, mask, cluster, cluster_cfg)
+                      if cluster is not None else apply_folder(filt, src, folder, settings, progress, mask))
+            yield from _said_first(lines, images)
+            lines = []
+        clips = vid.list_clips(src)
+        if clips:
+            renderer = cl.video_renderer(cluster, cluster_cfg) if cluster is not None else None
+            yield from _said_first(lines, apply_clips(filt, clips, folder, settings, progress, video, mask, renderer))
         return
     dest = Path(dest) if dest else default_output(filt, src)
     painted = apply_image(filt, src, dest, settings, img, mask)
@@ -176,8 +180,14 @@ def painted_shape(src: Path, size: int | None, is_video: bool, img=None) -> tupl
             w, h = s.width, s.height
         else:
             first = src if src.is_file() else next(iter(list_images(src)), None)
-            with Image.open(first) as im:
-                w, h = im.size
+            if first is None:  # a folder of clips
+                from .video import list_clips, probe
+
+                s = probe(list_clips(src)[0])
+                w, h = s.width, s.height
+            else:
+                with Image.open(first) as im:
+                    w, h = im.size
     except Exception:  # noqa: BLE001 - unreadable input: reported where it is opened
         w, h = 1280, 720
     w, h = longer_side(w, h, size)
@@ -194,6 +204,65 @@ def apply_folder(filt: Filter, src: Path, dest: Path, settings: ApplySettings, p
     check_writable(dest)  # a folder that cannot be written ends the run in one line, before any painting
     for f in track(files, description="painting", disable=not progress, transient=True):
         yield from paint_into(filt, f, dest, settings, mask)
+
+
+def apply_clips(filt: Filter, clips: list[Path], dest: Path, settings: ApplySettings, progress: bool,
+                video=None, mask=None, renderer=None) -> Iterator[Result]:
+    """The clips of a folder, one after another, into `dest` under their own names (H.264; a .webm, .avi or other
+    container H.264 cannot go in becomes .mp4). Each is a whole video render: resumable, and on a cluster
+    (`renderer`, cluster.video_renderer) its segments spread over the workers. A clip finished by an earlier run
+    with the same filter and settings is kept; one that cannot be painted is skipped, saying why."""
+    from . import video as vid
+
+    check_writable(dest)
+    taken: dict[Path, Path] = {}
+    for clip in clips:
+        target = dest / (clip.name if clip.suffix.lower() in vid.H264_OUTPUTS else f"{clip.stem}.mp4")
+        if target in taken:
+            yield Skipped(str(clip), f"its output {target.name} is {taken[target].name}'s: rename one of them")
+            continue
+        taken[target] = clip
+        done = _finished_clip(target, filt, settings, clip.name, video, mask)
+        if done is not None:
+            yield Painted(str(clip), str(target), done[0], 0.0, frames=done[1], reused=True,
+                          precision=settings.precision, engine=settings.engine)
+            continue
+        try:
+            yield from vid.apply_video_cli(filt, clip, target, settings, progress, video, mask=mask,
+                                           renderer=renderer)
+        except CannotWrite:
+            raise  # the output's fault (a full disk): every later clip would fail the same way
+        except RotoscopeError as e:
+            yield Skipped(str(clip), str(e))
+
+
+def _finished_clip(target: Path, filt: Filter, settings: ApplySettings, source: str, video,
+                   mask) -> tuple[tuple[int, int], int] | None:
+    """(size, frames) of a clip an earlier run finished with the same filter, settings and source, else None.
+    With a mask the clip is painted again (the mask's identity is not worth re-hashing here)."""
+    import json
+
+    import av
+
+    from .config import VideoConfig
+
+    if mask is not None or not target.is_file():
+        return None
+    video = video or VideoConfig()
+    try:
+        with av.open(str(target)) as c:
+            meta = {k.lower(): v for k, v in c.metadata.items()}  # Matroska upper-cases the tag: COMMENT
+            prov = json.loads(meta.get("comment") or "null")
+            vs = c.streams.video[0]
+            size = (vs.codec_context.width, vs.codec_context.height)
+    except Exception:  # noqa: BLE001 - not a finished render of ours: painted again
+        return None
+    ok = isinstance(prov, dict) and prov.get("card_hash") == filt.card_hash and prov.get("source") == source \
+        and prov.get("settings") == settings.to_dict() and "mask" not in prov \
+        and (prov.get("video") or {}).get("stabilize") == video.stabilize \
+        and (prov.get("video") or {}).get("crf") == video.crf \
+        and (prov.get("video") or {}).get("max_seconds") == video.max_seconds
+    return (size, prov["video"].get("frames")) if ok else None
 
 
 def paint_into(filt: Filter, f: Path, dest: Path, settings: ApplySettings, mask=None) -> list[Result]:

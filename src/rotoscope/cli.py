@@ -207,8 +207,9 @@ def apply(
             say(line)
     painted = [r for r in results if isinstance(r, Painted)]
     skipped = sum(isinstance(r, Skipped) for r in results)
-    if input.is_dir() and painted and painted[0].frames is None:
-        say(f"wrote {len(painted)} image(s) to {Path(painted[0].output).parent}"
+    images = [r for r in painted if r.frames is None]
+    if input.is_dir() and images:
+        say(f"wrote {len(images)} image(s) to {Path(images[0].output).parent}"
             + (f"; {skipped} skipped" if skipped else ""))
     if as_json:
         from .apply import report
@@ -229,6 +230,8 @@ def _result_line(r, video, many: bool) -> str | None:
         if r.frames is None:
             return f"wrote {r.output}"
         what = f"{r.frames} frame(s) to {r.output}" if Path(r.output).is_dir() else r.output
+        if r.reused:
+            return f"kept {what}: an earlier run painted it with the same filter and settings"
         from .video.stages import describe
 
         return f"wrote {what} ({r.size[0]}x{r.size[1]}, {r.seconds:.1f} s" + \

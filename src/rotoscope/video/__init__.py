@@ -26,13 +26,13 @@ from .output import (ANIMATED_OUTPUTS, H264_OUTPUTS, assemble_animated, assemble
 from .render import (RenderJob, RenderStopped, apply_video, apply_video_cli, frames_per_call, glob_escape,
                      make_job, preview_sheet, render_range, render_segments, run_job, stylize_frames)
 from .source import (DEFAULT_RATE, VIDEO_SUFFIXES, Frame, Source, count_frames, decode, frame_sequence,
-                     frame_table, is_video_path, output_size, probe)
+                     frame_table, is_video_path, list_clips, output_size, probe)
 from .steady import Stabilizer
 
 __all__ = [
     "ANIMATED_OUTPUTS", "DEFAULT_RATE", "H264_OUTPUTS", "VIDEO_SUFFIXES",
     "Frame", "RenderJob", "RenderStopped", "Source", "Stabilizer",
     "apply_video", "apply_video_cli", "assemble_animated", "assemble_frames", "assemble_h264", "count_frames",
-    "decode", "default_clip_output", "frame_sequence", "frame_table", "frames_per_call", "glob_escape", "is_video_path", "make_job",
+    "decode", "default_clip_output", "frame_sequence", "frame_table", "frames_per_call", "glob_escape", "is_video_path", "list_clips", "make_job",
     "output_kind", "output_size", "preview_sheet", "probe", "render_range", "render_segments", "run_job", "stylize_frames",
 ]

@@ -434,7 +434,8 @@ def run_job(job: RenderJob, progress: bool = False, warn: Callable[[str], None] 
         segs = math.ceil(count / job.video.segment_frames)
         masked = _mask_key(job)  # hashes the mask files: once
         prov = {**provenance(filt, settings, job.src.path.name),
-                "video": {"stabilize": job.video.stabilize, "crf": job.video.crf, "frames": count},
+                "video": {"stabilize": job.video.stabilize, "crf": job.video.crf, "frames": count,
+                          **({"max_seconds": job.video.max_seconds} if job.video.max_seconds is not None else {})},
                 **({"mask": masked} if masked else {})}
         {"h264": assemble_h264, "animated": assemble_animated, "frames": assemble_frames}[job.kind](job, segs, prov)
     except Exception as e:

@@ -30,6 +30,11 @@ def is_video_path(path: Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
+def list_clips(folder: Path) -> list[Path]:
+    """Video files directly in a folder, sorted by name (hidden files skipped)."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_video_path(p) and not p.name.startswith("."))
+
+
 def frame_sequence(folder: Path) -> list[Path] | None:
     """The images of a folder of numbered frames (frame_0001.png, ...) in number order, else None.
 
