@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from rotoscope import metrics
-from rotoscope.guided import box, guided_upsample, luminance, reduced_size
+from rotoscope.guided import box, guided_upsample, guided_upsample_frame, luminance, reduced_size
 
 
 def edge_photo(h=96, w=128):
@@ -45,6 +45,31 @@ def test_colours_of_the_painting_survive():
     out = guided_upsample(painted, photo)
     assert torch.allclose(out.mean((2, 3)), painted.mean((2, 3)), atol=0.03)
     assert out.min() >= 0 and out.max() <= 1
+
+
+def test_the_opencv_frame_version_paints_what_the_tensor_version_paints():
+    """Video frames on the CPU take guided_upsample_frame (uint8 in and out, OpenCV): the same filter, within the
+    8-bit guide's rounding; and it restores a luminance-made painting as sharply."""
+    import cv2
+
+    photo = edge_photo()
+    painted = (torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(1)) * 0.6 + 0.2)
+    painted = F.interpolate(F.interpolate(painted, scale_factor=0.25, mode="area"), size=(48, 64), mode="bilinear")
+    hi_u8 = (photo[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    lo_u8 = cv2.resize(hi_u8, (64, 48), interpolation=cv2.INTER_AREA)
+    lo_t = torch.from_numpy(lo_u8).permute(2, 0, 1)[None].float() / 255
+    ref = guided_upsample(painted, photo, photo_lo=lo_t)[0].permute(1, 2, 0).numpy() * 255
+    out = guided_upsample_frame(painted[0].permute(1, 2, 0).contiguous().numpy(), hi_u8, lo_u8)
+    assert out.dtype == np.uint8 and out.shape == hi_u8.shape
+    diff = np.abs(out.astype(np.float32) - ref)
+    assert diff.max() <= 1.0, diff.max()  # measured: 0.25 levels on average, 0.52 at most (rounding to 8 bits)
+    # a painting that is a function of luminance comes back sharp, as with the tensor version
+    truth = (0.1 + 0.8 * luminance(photo)).expand(-1, 3, -1, -1) * torch.tensor([1.0, 0.6, 0.3]).view(1, 3, 1, 1)
+    lo = F.interpolate(truth, scale_factor=0.5, mode="area")
+    sharp = guided_upsample_frame(lo[0].permute(1, 2, 0).contiguous().numpy(), hi_u8, lo_u8, radius=2, eps=1e-4)
+    plain = cv2.resize((lo[0].permute(1, 2, 0).numpy() * 255).astype(np.float32), (128, 96))
+    t = truth[0].permute(1, 2, 0).numpy() * 255
+    assert np.abs(sharp - t).mean() < 0.5 * np.abs(plain - t).mean()
 
 
 def test_reduced_size_keeps_a_floor_and_never_grows():

@@ -75,30 +75,32 @@ def work_size(h: int, w: int, max_side: int = FLOW_MAX_SIDE) -> tuple[int, int]:
 
 def resize_flow(f: np.ndarray, w: int, h: int) -> np.ndarray:
     """A flow field resampled to w x h, its vectors scaled with it (they are in pixels of the grid they live on)."""
-    sx, sy = w / f.shape[1], h / f.shape[0]
-    f = cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR)
-    f[..., 0] *= sx
-    f[..., 1] *= sy
-    return f
+    # scaled on the small grid, then resized: the same numbers (interpolation is linear), a quarter of the work
+    scale = np.array([w / f.shape[1], h / f.shape[0]], np.float32)
+    return cv2.resize(f * scale, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    key = (h, w)
-    cache = getattr(_local, "grids", None)
-    if cache is None:
-        cache = _local.grids = {}
-    if key not in cache:
-        cache.clear()
+def _grid(h: int, w: int) -> np.ndarray:
+    """(h, w, 2) float32 pixel coordinates (x, y), cached per thread for a few sizes (a render warps at its flow
+    size and at the frame's)."""
+    cache = _local.__dict__.setdefault("grids", {})
+    if (h, w) not in cache:
+        if len(cache) >= 4:
+            cache.clear()
         gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-        cache[key] = (gx, gy)
-    return cache[key]
+        cache[(h, w)] = np.dstack([gx, gy])
+    return cache[(h, w)]
+
+
+def _sq_norm(f: np.ndarray) -> np.ndarray:
+    """|F(p)|^2 of a (h, w, 2) float32 field -> (h, w) float32."""
+    return cv2.transform(cv2.multiply(f, f), np.ones((1, 2), np.float32))
 
 
 def warp(img: np.ndarray, f: np.ndarray) -> np.ndarray:
     """Backward warp: out(p) = img(p + F(p)), bilinear, edges replicated. Keeps img's dtype and channels."""
     h, w = f.shape[:2]
-    gx, gy = _grid(h, w)
-    return cv2.remap(img, gx + f[..., 0], gy + f[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.remap(img, cv2.add(_grid(h, w), f), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def reliable(f_ab: np.ndarray, f_ba: np.ndarray) -> np.ndarray:
@@ -107,16 +109,14 @@ def reliable(f_ab: np.ndarray, f_ba: np.ndarray) -> np.ndarray:
     The criterion of Sundaram et al. 2010 (used by Ruder et al. 2016): |F_ab + F_ba(p + F_ab)|^2 <=
     0.01 (|F_ab|^2 + |F_ba(p + F_ab)|^2) + 0.5. Pixels of a that are occluded in b, or leave the frame, fail.
     """
+    # OpenCV's whole-array operations: the numpy version took 12 ms at 640x360, this one 2 (speed.md)
     back = warp(f_ba, f_ab)
-    s = f_ab + back
-    lhs = (s ** 2).sum(-1)
-    rhs = 0.01 * ((f_ab ** 2).sum(-1) + (back ** 2).sum(-1)) + 0.5
-    ok = lhs <= rhs
+    lhs = _sq_norm(cv2.add(f_ab, back))
+    rhs = cv2.addWeighted(_sq_norm(f_ab), 0.01, _sq_norm(back), 0.01, 0.5)
     h, w = f_ab.shape[:2]
-    gx, gy = _grid(h, w)
-    x, y = gx + f_ab[..., 0], gy + f_ab[..., 1]
-    ok &= (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
-    return ok.astype(np.float32)
+    inside = cv2.inRange(cv2.add(_grid(h, w), f_ab), (0.0, 0.0), (w - 1.0, h - 1.0))
+    ok = cv2.bitwise_and(cv2.compare(lhs, rhs, cv2.CMP_LE), inside)
+    return ok.astype(np.float32) * (1 / 255)
 
 
 def pair_warping_error(out_a: np.ndarray, out_b: np.ndarray, in_a: np.ndarray, in_b: np.ndarray) -> float:
