@@ -9,6 +9,8 @@ Part 2, whole videos (--clip, cut to --frames frames and scaled to each size; on
   video.apply_video end to end (decode, paint, flicker reduction, H.264 encode, remux), full against lite, with
   and without flicker reduction, and the full filter painted at --paint-scale with guided upsampling. The
   filters are the shipped great-wave and great-wave-lite when present (weights do not change the time).
+  Each render's flicker is measured too (flow.warping_error, against the same network painted frame by frame),
+  and the speed recipe is timed: lite at paint scale 0.5, DIS fast flow, x264 veryfast (FAST_VIDEO).
   Each render also reports its stages (video/stages.py): busy milliseconds a frame of decode, flow, masks
   (reader thread), paint, steady (painter thread) and encode (writer thread); the busiest thread bounds the fps.
 
@@ -120,26 +122,47 @@ def shipped_or_random(name: str, arch: str) -> Filter:
         return Filter(f"random {arch}", {"name": f"random {arch}", "architecture": {"arch": arch}}, net)
 
 
+def decoded(path: Path) -> list:
+    import av
+
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+# the speed recipe: lite network at paint scale 0.5, fast flow, x264 veryfast (README, "Video in real time")
+FAST_VIDEO = {"flow_preset": "fast", "preset": "veryfast"}
+
+
 def video_rows(clip: Path, sizes, frames: int, paint_scale: float) -> list[dict]:
+    from rotoscope import flow
     from rotoscope.video import apply_video, make_job, run_job
 
     full, lite = shipped_or_random("great-wave", "full"), shipped_or_random("great-wave-lite", "lite")
     ps = f"paint scale {paint_scale:g}"
-    # (label, filter, ApplySettings fields, VideoConfig fields); flicker reduction is VideoConfig's default
-    variants = [("full, flicker reduction", full, {}, {}), ("full, per frame", full, {}, {"stabilize": False}),
-                (f"full at {ps}, flicker reduction", full, {"paint_scale": paint_scale}, {}),
-                ("lite, flicker reduction", lite, {}, {}), ("lite, per frame", lite, {}, {"stabilize": False}),
-                ("lite, flicker reduction, ultrafast flow", lite, {}, {"flow_preset": "ultrafast"}),
-                (f"lite at {ps}, flicker reduction, ultrafast flow", lite, {"paint_scale": paint_scale},
-                 {"flow_preset": "ultrafast"}),
-                (f"lite at {ps}, per frame", lite, {"paint_scale": paint_scale}, {"stabilize": False})]
+    half = {"paint_scale": paint_scale}
+    # (label, filter, ApplySettings fields, VideoConfig fields, the per-frame label its flicker is compared with);
+    # flicker reduction, DIS medium and x264 fast are VideoConfig's defaults
+    variants = [("full, per frame", full, {}, {"stabilize": False}, None),
+                ("full, flicker reduction", full, {}, {}, "full, per frame"),
+                (f"full at {ps}, flicker reduction", full, half, {}, "full, per frame"),
+                ("lite, per frame", lite, {}, {"stabilize": False}, None),
+                ("lite, flicker reduction", lite, {}, {}, "lite, per frame"),
+                (f"lite at {ps}, per frame", lite, half, {"stabilize": False}, None),
+                (f"lite at {ps}, per frame, x264 veryfast", lite, half, {"stabilize": False, "preset": "veryfast"},
+                 None),
+                (f"lite at {ps}, flicker reduction", lite, half, {}, f"lite at {ps}, per frame"),
+                (f"lite at {ps}, flicker reduction, fast flow, x264 veryfast", lite, half, FAST_VIDEO,
+                 f"lite at {ps}, per frame"),
+                (f"lite at {ps}, flicker reduction, ultrafast flow, x264 veryfast", lite, half,
+                 {**FAST_VIDEO, "flow_preset": "ultrafast"}, f"lite at {ps}, per frame")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for w, h in sizes:
             src = make_clip(clip, tmp / f"in-{w}x{h}.mp4", w, h, frames)
-            base = None
-            for label, filt, over, video_over in variants:
+            inp = decoded(src)
+            base, errs = None, {}
+            for label, filt, over, video_over, naive in variants:
                 settings = ApplySettings(**over)
                 video = VideoConfig(**video_over)
                 out = tmp / "out.mp4"
@@ -149,12 +172,15 @@ def video_rows(clip: Path, sizes, frames: int, paint_scale: float) -> list[dict]
                 job = make_job(filt, src, out, settings, video)
                 run_job(job, warn=lambda s: None)
                 s = time.perf_counter() - t
+                errs[label] = flow.warping_error(decoded(out), inp)  # Lai et al. 2018, lower is steadier
                 out.unlink()
                 fps = frames / s
                 base = base or fps
                 rows.append({"size": f"{w}x{h}", "variant": label, "filter": filt.name, "s": s, "fps": fps,
-                             "x": fps / base, "stages": job.stages.to_dict()})
-                print(f"  {w}x{h} {label}: {fps:.1f} fps; {job.stages.summary()}", flush=True)
+                             "x": fps / base, "stages": job.stages.to_dict(), "warp": errs[label],
+                             "vs_naive": errs[label] / errs[naive] if naive else None})
+                print(f"  {w}x{h} {label}: {fps:.1f} fps; warping error {errs[label]:.5f}; {job.stages.summary()}",
+                      flush=True)
     return rows
 
 
@@ -166,11 +192,12 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--paint-scale", type=float, default=0.5)
     ap.add_argument("--skip-video", action="store_true")
+    ap.add_argument("--skip-network", action="store_true", help="only the whole-video part")
     a = ap.parse_args()
     sizes = parse_sizes(a.sizes)
     print(describe())
     print(f"network: median of {a.runs} calls after a warm-up, batch 1; GFLOP = 2 x conv multiply-adds\n")
-    rows = network_rows(sizes, a.runs)
+    rows = [] if a.skip_network else network_rows(sizes, a.runs)
     print("\n| variant | size | ms | x baseline | GFLOP |\n| --- | --- | ---: | ---: | ---: |")
     for r in rows:
         if "error" in r:
@@ -187,14 +214,18 @@ def main() -> None:
     stages = list(vrows[0]["stages"]["ms_per_frame"]) if vrows else []
     print("\nper stage: busy milliseconds a frame in the thread that runs it (reader: decode, flow, masks; painter: "
           "paint, steady; writer: encode); the busiest thread bounds the fps\n")
-    print("| variant | size | filter | s | fps | x full | " + " | ".join(stages) + " | busiest |\n"
-          "| --- | --- | --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in stages) + " | --- |")
+    print("warp err: flow.warping_error of the output (Lai et al. 2018); x per frame: against the same network and "
+          "scale painted frame by frame (the goal: at most 0.5)\n")
+    print("| variant | size | filter | s | fps | x full | warp err | x per frame | " + " | ".join(stages)
+          + " | busiest |\n| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | "
+          + " | ".join("---:" for _ in stages) + " | --- |")
     for r in vrows:
         st = r["stages"]
         cells = " | ".join(f"{st['ms_per_frame'][k]:.1f}" for k in stages)
         top = st["bottleneck"]
+        naive = f"{r['vs_naive']:.2f}" if r["vs_naive"] is not None else ""
         print(f"| {r['variant']} | {r['size']} | {r['filter']} | {r['s']:.1f} | {r['fps']:.1f} | {r['x']:.2f} | "
-              f"{cells} | {top} {st['thread_ms_per_frame'][top]:.0f} ms |")
+              f"{r['warp']:.5f} | {naive} | {cells} | {top} {st['thread_ms_per_frame'][top]:.0f} ms |")
 
 
 if __name__ == "__main__":
