@@ -33,8 +33,8 @@ from ..filter import Filter
 from ..images import save_image
 from ..mask import composite_uint8
 from ..paths import check_writable, write_failure
-from ..guided import guided_upsample_frame, reduced_size
-from ..stylize import ApplySettings, finish, make_runner, paint, provenance, resolve, stylize_tensor
+from ..guided import reduced_size
+from ..stylize import ApplySettings, finish, make_runner, paint, paint_reduced_frames, provenance, resolve
 from .output import _SegmentWriter, assemble_animated, assemble_frames, assemble_h264, default_clip_output, output_kind
 from .source import Frame, Source, _pick_frames, _rotate, count_frames, decode, output_size, probe
 from .stages import StageTimes
@@ -222,15 +222,9 @@ def stylize_frames(run, rgbs: list[np.ndarray], st: ApplySettings) -> np.ndarray
 
     `run` is the engine's runner (stylize.make_runner)."""
     h, w = rgbs[0].shape[:2]
-    rh, rw = reduced_size(h, w, st.paint_scale)
-    if (rh, rw) != (h, w) and st.strength == 1 and not st.preserve_colors and pick_device(st.device).type == "cpu":
-        # reduced painting on the CPU: the frames stay uint8 and channels-last at full resolution, OpenCV scales
-        # them down and guides the painting back up (at 720p 10 ms instead of 45 for the tensor round trip)
-        smalls = [cv2.resize(f, (rw, rh), interpolation=cv2.INTER_AREA) for f in rgbs]
-        x = torch.from_numpy(np.stack(smalls)).permute(0, 3, 1, 2).float().div_(255)
-        lo = torch.cat([stylize_tensor(run, x[i:i + 1], st.precision, st.max_tile_pixels) for i in range(len(x))])
-        lo = lo.float().permute(0, 2, 3, 1).contiguous().numpy()
-        return np.stack([guided_upsample_frame(p, f, s) for p, f, s in zip(lo, rgbs, smalls)])
+    if reduced_size(h, w, st.paint_scale) != (h, w) and st.strength == 1 and not st.preserve_colors \
+            and h * w <= st.max_tile_pixels and pick_device(st.device).type == "cpu":
+        return paint_reduced_frames(run, rgbs, st)  # uint8 in, uint8 out: no float round trip at full size
     x = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).float().div_(255)
     y = paint(run, x, st)  # whole frames, or tiles past the memory budget, or reduced and guided (paint_scale)
     y = finish(x, y, st.strength, st.preserve_colors)
