@@ -3,10 +3,11 @@ serialises; nothing is parsed back from printed lines, and each input is measure
 
 import dataclasses
 import json
+from pathlib import Path
 
 from conftest import make_clip, make_scene, rotoscope
 from rotoscope.apply import Note, Painted, Skipped, apply_path
-from rotoscope.config import ApplySettings
+from rotoscope.config import ApplySettings, VideoConfig
 
 FAST = ApplySettings(engine="torch", precision="fp32")
 NAMES = ("bay", "cat", "dune")
@@ -109,6 +110,14 @@ def test_a_folder_of_images_and_clips_paints_both_and_keeps_finished_clips(tiny_
     # run again: nothing painted twice; another strength paints the clips again
     again = [r for r in apply_path("tiny", folder, tmp_path / "out", FAST, progress=False) if isinstance(r, Painted)]
     assert len(again) == 3 and all(r.reused for r in again)
+    # a clip replaced by another of the same name is painted again; so is every clip under other video settings
+    make_clip(folder / "run.mkv", frames=7, audio=False, seed=3)
+    redone = {Path(r.source).name: r.reused for r in apply_path("tiny", folder, tmp_path / "out", FAST,
+                                                                 progress=False) if isinstance(r, Painted)}
+    assert redone == {"bay.png": True, "walk.mp4": True, "run.mkv": False}
+    steadier = [r for r in apply_path("tiny", folder, tmp_path / "out", FAST, progress=False,
+                                      video=VideoConfig(blend=0.5)) if isinstance(r, Painted) and r.frames]
+    assert len(steadier) == 2 and not any(r.reused for r in steadier)
     half = dataclasses.replace(FAST, strength=0.5)
     weaker = [r for r in apply_path("tiny", folder, tmp_path / "out", half, progress=False)
               if isinstance(r, Painted) and r.frames]
@@ -123,13 +132,17 @@ def test_a_folder_of_images_and_clips_paints_both_and_keeps_finished_clips(tiny_
 def test_a_folder_of_clips_alone_is_painted_and_one_without_either_is_refused(tiny_filter, tmp_path, capsys):
     folder = tmp_path / "clips"
     folder.mkdir()
-    make_clip(folder / "a.ts", frames=4, audio=False)
     make_clip(folder / "a.mp4", frames=4, audio=False)
+    make_clip(folder / "a.ts", frames=4, audio=False)
+    make_clip(folder / "B.mp4", frames=4, audio=False)
+    make_clip(folder / "b.mp4", frames=4, audio=False)
     results = list(apply_path("tiny", folder, tmp_path / "out", FAST, progress=False))
-    # a.ts goes out as a.mp4 (H.264 in an .mp4), which a.mp4 takes too: the second is skipped, saying why
-    assert [p.output for p in results if isinstance(p, Painted)] == [str(tmp_path / "out" / "a.mp4")]
-    (skipped,) = [r for r in results if isinstance(r, Skipped)]
-    assert "a.mp4" in skipped.reason
+    # a.ts would go out as a.mp4 (H.264 in an .mp4), the name a.mp4 keeps: a.ts is skipped, saying why; B.mp4 and
+    # b.mp4 are one file on a case-insensitive file system: the first keeps it
+    assert [(p.source, p.output) for p in results if isinstance(p, Painted)] == [
+        (str(folder / n), str(tmp_path / "out" / n)) for n in ("B.mp4", "a.mp4")]
+    skipped = {Path(r.source).name: r.reason for r in results if isinstance(r, Skipped)}
+    assert set(skipped) == {"a.ts", "b.mp4"} and "a.mp4's" in skipped["a.ts"] and "B.mp4's" in skipped["b.mp4"]
     (tmp_path / "empty").mkdir()
     code, out, err = rotoscope("apply", "tiny", tmp_path / "empty", "--no-progress", capsys=capsys)
     assert code == 1 and err.strip() == f"error: no images or clips in {tmp_path / 'empty'}"

@@ -361,8 +361,11 @@ def test_a_stop_request_ends_a_render_that_the_same_call_resumes(tmp_path):
     kept = len(list(job.work.glob("seg-*.json")))  # the stop lands at the next batch: 1 or 2 of 3 segments
     assert not dest.exists() and 1 <= kept < 3
     lines = []
-    out = video.apply_video(filt, clip, dest, ApplySettings(), SMALL, warn=lines.append)
+    again = video.make_job(filt, clip, dest, ApplySettings(), SMALL)
+    out = video.run_job(again, warn=lines.append)
     assert out == dest and any(f"resuming: {8 * kept} frames" in line for line in lines)
+    # the resumed render's stages count only what it painted, though it decoded the kept frames again to get there
+    assert again.stages.frames == 24 - 8 * kept
 
 
 def test_a_full_queue_does_not_outwait_a_dead_writer():

@@ -211,18 +211,27 @@ def apply_clips(filt: Filter, clips: list[Path], dest: Path, settings: ApplySett
     """The clips of a folder, one after another, into `dest` under their own names (H.264; a .webm, .avi or other
     container H.264 cannot go in becomes .mp4). Each is a whole video render: resumable, and on a cluster
     (`renderer`, cluster.video_renderer) its segments spread over the workers. A clip finished by an earlier run
-    with the same filter and settings is kept; one that cannot be painted is skipped, saying why."""
+    with the same source, filter and settings is kept; one that cannot be painted is skipped, saying why."""
     from . import video as vid
 
     check_writable(dest)
-    taken: dict[Path, Path] = {}
+    targets = {c: c.name if c.suffix.lower() in vid.H264_OUTPUTS else f"{c.stem}.mp4" for c in clips}
+    # two clips wanting one output name (a.avi and a.mp4 -> a.mp4; names compared as a case-insensitive file
+    # system would): the one that keeps its own name has it, the other is skipped
+    owner: dict[str, Path] = {}
+    for c in sorted(clips, key=lambda c: c.name != targets[c]):
+        owner.setdefault(targets[c].casefold(), c)
     for clip in clips:
-        target = dest / (clip.name if clip.suffix.lower() in vid.H264_OUTPUTS else f"{clip.stem}.mp4")
-        if target in taken:
-            yield Skipped(str(clip), f"its output {target.name} is {taken[target].name}'s: rename one of them")
+        target = dest / targets[clip]
+        first = owner[targets[clip].casefold()]
+        if first != clip:
+            yield Skipped(str(clip), f"its output {target.name} is {first.name}'s: rename one of them")
             continue
-        taken[target] = clip
-        done = _finished_clip(target, filt, settings, clip.name, video, mask)
+        try:
+            done = _finished_clip(vid.make_job(filt, clip, target, settings, video, mask))
+        except RotoscopeError as e:
+            yield Skipped(str(clip), str(e))
+            continue
         if done is not None:
             yield Painted(str(clip), str(target), done[0], 0.0, frames=done[1], reused=True,
                           precision=settings.precision, engine=settings.engine)
@@ -236,33 +245,29 @@ def apply_clips(filt: Filter, clips: list[Path], dest: Path, settings: ApplySett
             yield Skipped(str(clip), str(e))
 
 
-def _finished_clip(target: Path, filt: Filter, settings: ApplySettings, source: str, video,
-                   mask) -> tuple[tuple[int, int], int] | None:
-    """(size, frames) of a clip an earlier run finished with the same filter, settings and source, else None.
-    With a mask the clip is painted again (the mask's identity is not worth re-hashing here)."""
+def _finished_clip(job) -> tuple[tuple[int, int], int] | None:
+    """(size, frames) of the clip a render job would write when an earlier run wrote it already, else None: its
+    provenance (the container's comment tag) names the render's key, a hash of the source file (size and time),
+    the filter, the settings, the video settings and the mask (video.render.RenderJob.key). An output is written
+    under its final name only when it is whole, so one that is there and carries the key is finished."""
     import json
 
     import av
 
-    from .config import VideoConfig
-
-    if mask is not None or not target.is_file():
+    if not job.dest.is_file():
         return None
-    video = video or VideoConfig()
     try:
-        with av.open(str(target)) as c:
+        with av.open(str(job.dest)) as c:
             meta = {k.lower(): v for k, v in c.metadata.items()}  # Matroska upper-cases the tag: COMMENT
             prov = json.loads(meta.get("comment") or "null")
             vs = c.streams.video[0]
             size = (vs.codec_context.width, vs.codec_context.height)
     except Exception:  # noqa: BLE001 - not a finished render of ours: painted again
         return None
-    ok = isinstance(prov, dict) and prov.get("card_hash") == filt.card_hash and prov.get("source") == source \
-        and prov.get("settings") == settings.to_dict() and "mask" not in prov \
-        and (prov.get("video") or {}).get("stabilize") == video.stabilize \
-        and (prov.get("video") or {}).get("crf") == video.crf \
-        and (prov.get("video") or {}).get("max_seconds") == video.max_seconds
-    return (size, prov["video"].get("frames")) if ok else None
+    video = prov.get("video") if isinstance(prov, dict) else None
+    if not isinstance(video, dict) or video.get("render") != job.key:
+        return None
+    return size, video.get("frames")
 
 
 def paint_into(filt: Filter, f: Path, dest: Path, settings: ApplySettings, mask=None) -> list[Result]:

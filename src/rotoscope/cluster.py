@@ -143,6 +143,7 @@ class TaskReport:
     host: str
     pid: int
     warnings: list[str] = field(default_factory=list)
+    stages: dict | None = None  # where its time went (video/stages.py, StageTimes.to_dict), summed by the driver
 
 
 def warmup_frames(cfg: ClusterConfig, video) -> int:
@@ -216,7 +217,7 @@ def _render_task(job, filt, first: int, end: int | None, warmup: int, table, hoo
         start = first * job.video.segment_frames
         frames = render_range(job, first, end, False, lines.append, hook, warmup, table) - start
     return TaskReport(first, end, max(0, frames), warmup, round(time.perf_counter() - t0, 3), socket.gethostname(),
-                      os.getpid(), lines)
+                      os.getpid(), lines, job.stages.to_dict() if job.stages.frames else None)
 
 
 def render_on_cluster(job, address: str = "auto", cfg: ClusterConfig | None = None, progress: bool = False,
@@ -245,6 +246,7 @@ def render_on_cluster(job, address: str = "auto", cfg: ClusterConfig | None = No
     # the lines already said
     spec = copy.copy(job)
     spec.filt, spec.stop_request, spec.announce = None, None, []
+    spec.stages = type(job.stages)()  # each task times its own work; the driver adds the reports up
     filt_ref, spec_ref = ray.put(job.filt), ray.put(spec)
     table_ref = ray.put(table)
     remote = ray.remote(_render_task).options(num_cpus=cfg.cpus_per_task, max_retries=cfg.max_retries,
@@ -252,7 +254,7 @@ def render_on_cluster(job, address: str = "auto", cfg: ClusterConfig | None = No
     pending = {remote.remote(spec_ref, filt_ref, a, b, warmup, table_ref, task_hook): (a, b) for a, b in runs}
     waiting = set(todo)  # segments not yet reported to on_segment and the progress bar
     bar = _Progress(progress, len(table) if table else job.src.frames, (total - len(waiting)) * n)
-    polled = 0.0
+    polled, t0 = 0.0, time.perf_counter()
     try:
         with bar:
             while pending:
@@ -272,6 +274,8 @@ def render_on_cluster(job, address: str = "auto", cfg: ClusterConfig | None = No
                         raise task_error(e) from None
                     for line in rep.warnings:
                         warn(line)
+                    if rep.stages:
+                        job.stages.merge(rep.stages)
                     if reports is not None:
                         reports.append(rep)
                 for i in sorted(i for i in waiting if job.seg_done(i).exists()):
@@ -282,6 +286,7 @@ def render_on_cluster(job, address: str = "auto", cfg: ClusterConfig | None = No
     except BaseException:
         _cancel(pending)  # an error, a stop or Ctrl-C: the other tasks stop too (their finished segments stay)
         raise
+    job.stages.wall += time.perf_counter() - t0
     return _frames_in_order(job, warn)
 
 

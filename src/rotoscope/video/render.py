@@ -30,10 +30,10 @@ from ..config import VideoConfig
 from ..devices import pick_device
 from ..errors import CannotWrite, RotoscopeError
 from ..filter import Filter
+from ..guided import reduced_size
 from ..images import save_image
 from ..mask import composite_uint8
 from ..paths import check_writable, write_failure
-from ..guided import reduced_size
 from ..stylize import ApplySettings, finish, make_runner, paint, paint_reduced_frames, provenance, resolve
 from .output import _SegmentWriter, assemble_animated, assemble_frames, assemble_h264, default_clip_output, output_kind
 from .source import Frame, Source, _pick_frames, _rotate, count_frames, decode, output_size, probe
@@ -54,6 +54,7 @@ class RenderJob:
     width: int
     height: int
     work: Path = field(init=False)
+    key: str = field(init=False)  # what the output depends on, hashed: names the work folder, kept in the provenance
     announce: list[str] = field(default_factory=list)  # precision and engine lines, when make_job chose them
     frames_written: int = 0  # after run_job: the frames in the output
     mask: object = None  # a mask image, or a folder of one per frame (mask.py; `settings.keep` finds faces)
@@ -68,10 +69,11 @@ class RenderJob:
                           "filter": self.filt.card_hash, "settings": self.settings.to_dict(), "kind": self.kind,
                           "w": self.width, "h": self.height, "crf": self.video.crf, "preset": self.video.preset,
                           "stabilize": self.video.stabilize, "blend": self.video.blend,
+                          "flow_preset": self.video.flow_preset,
                           "segment": self.video.segment_frames, "max_seconds": self.video.max_seconds,
                           **_mask_key(self)}, sort_keys=True)
-        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-        self.work = self.dest.parent / f".{self.dest.name}.rotoscope-{digest}"
+        self.key = hashlib.sha256(key.encode()).hexdigest()[:12]
+        self.work = self.dest.parent / f".{self.dest.name}.rotoscope-{self.key}"
 
     def seg_done(self, i: int) -> Path:
         return self.work / f"seg-{i:05d}.json"
@@ -156,7 +158,10 @@ def _reader(job: RenderJob, start: int, q: queue.Queue, stop: threading.Event, e
         clock = job.stages
         frames = decode(job.src, job.width, job.height, warn, job.video.max_seconds, job.video.codec_threads,
                         first, table)
-        for i, (pts, dur, rgb) in enumerate(clock.timed("decode", frames), start=first):
+        for i, ((pts, dur, rgb), took) in enumerate(clock.timed(frames), start=first):
+            ours = i >= start  # frames before `start` are decoded only to feed the flow: not this render's work
+            if ours:
+                clock.seconds["decode"] += took
             t = time.perf_counter()
             fr = Frame(i, pts, dur, rgb)
             # a resumed render with faces kept replays the kept faces' last frames (their fading memory) first
@@ -166,13 +171,14 @@ def _reader(job: RenderJob, start: int, q: queue.Queue, stop: threading.Event, e
                     stab.prepare(fr)
                 else:
                     stab.prev_in = rgb  # skipped (already rendered) frames still feed the flow of the next one
-                t = clock.add("flow", t)
+                t = clock.add("flow", t) if ours else time.perf_counter()
             if masks is not None:
                 if i >= start or replay:
                     fr.mask = masks.next(rgb, fr.warp)
                 else:
                     masks.skip()
-                clock.add("masks", t)
+                if ours:
+                    clock.add("masks", t)
             if i >= start:
                 _put(q, fr, stop)
             if stop_at is not None and i + 1 >= stop_at:
@@ -287,7 +293,7 @@ def render_range(job: RenderJob, first: int, end: int | None, progress: bool, wa
     writer.start()
     count = start
     bar = _Progress(progress, job.src.frames if end is None else stop_at, start)
-    clock, t_start = job.stages, time.perf_counter()
+    clock, t_start = job.stages, None
     try:
         with bar:
             finished = False
@@ -305,6 +311,7 @@ def render_range(job: RenderJob, first: int, end: int | None, progress: bool, wa
                         break  # batches never straddle a segment: a resumed render repeats the same batches
                 if frames:
                     t = time.perf_counter()
+                    t_start = t_start or t  # the wall clock starts at the first frame painted, not at catching up
                     styled = stylize_frames(net, [f.rgb for f in frames], job.settings)
                     t = clock.add("paint", t)
                     clock.frames += len(frames)
@@ -325,7 +332,8 @@ def render_range(job: RenderJob, first: int, end: int | None, progress: bool, wa
                 writer.join(0.2)
                 if errors:
                     raise errors[0]
-            clock.wall += time.perf_counter() - t_start
+            if t_start is not None:
+                clock.wall += time.perf_counter() - t_start
     except BaseException:
         stop.set()
         writer.join(10)
@@ -440,7 +448,7 @@ def run_job(job: RenderJob, progress: bool = False, warn: Callable[[str], None] 
         segs = math.ceil(count / job.video.segment_frames)
         masked = _mask_key(job)  # hashes the mask files: once
         prov = {**provenance(filt, settings, job.src.path.name),
-                "video": {"stabilize": job.video.stabilize, "crf": job.video.crf, "frames": count,
+                "video": {"stabilize": job.video.stabilize, "crf": job.video.crf, "frames": count, "render": job.key,
                           **({"max_seconds": job.video.max_seconds} if job.video.max_seconds is not None else {})},
                 **({"mask": masked} if masked else {})}
         {"h264": assemble_h264, "animated": assemble_animated, "frames": assemble_frames}[job.kind](job, segs, prov)

@@ -23,7 +23,8 @@ class StageTimes:
 
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     frames: int = 0  # frames painted (warm-up frames of a cluster task included)
-    wall: float = 0.0  # seconds from the first decode to the last segment written
+    wall: float = 0.0  # seconds from the first frame painted to the last segment written (on a cluster: the
+    # driver's wait for its tasks, which ran at once, so the busy seconds add up to more than the wall)
 
     def add(self, stage: str, since: float) -> float:
         """Add the time since `since` (time.perf_counter()) to a stage; returns now, for the next stage."""
@@ -31,18 +32,24 @@ class StageTimes:
         self.seconds[stage] += now - since
         return now
 
-    def timed(self, stage: str, items: Iterable) -> Iterator:
-        """Iterate, counting the time spent producing each item (a decoder) to `stage`."""
+    @staticmethod
+    def timed(items: Iterable) -> Iterator[tuple[object, float]]:
+        """(item, seconds it took to produce) for each item of an iterator (a decoder): the caller decides whether
+        it counts (a resumed render decodes the frames it already painted, and those are not its work)."""
         it = iter(items)
         while True:
             t = time.perf_counter()
             try:
                 item = next(it)
             except StopIteration:
-                self.add(stage, t)
                 return
-            self.add(stage, t)
-            yield item
+            yield item, time.perf_counter() - t
+
+    def merge(self, d: dict) -> None:
+        """Add another render's StageTimes.to_dict() (a cluster task's): its stages and frames, not its wall."""
+        for k, ms in d["ms_per_frame"].items():
+            self.seconds[k] = self.seconds.get(k, 0.0) + ms * d["frames"] / 1000
+        self.frames += d["frames"]
 
     def threads(self) -> dict[str, float]:
         """Busy seconds per thread."""
