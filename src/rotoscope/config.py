@@ -221,7 +221,9 @@ class VideoConfig:
 
     crf: int = setting(20, "H.264 quality: 18 is visually lossless, 23 is x264's default, lower is better",
                        lo=0, hi=51)
-    preset: str = setting("fast", "x264 speed/size trade-off; the filter network dominates the time anyway",
+    # veryfast: on 48 painted 720p frames at crf 20 it wrote 12% less than fast (330 against 377 KiB) at 39.2 dB
+    # PSNR against 40.1, in 37% less time; with the lite network the encoder had become a third of a frame's work
+    preset: str = setting("veryfast", "x264 speed/size trade-off (encoding is a large share of a lite filter's time)",
                           choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
                                    "slower", "veryslow"))
     stabilize: bool = setting(True, "flicker reduction: blend in the flow-warped previous output where the flow "
