@@ -42,9 +42,23 @@ def cpu_class() -> str:
 
 
 def caps_in_force() -> str:
-    """ISA caps set in the environment (they make an AVX-512/AMX machine behave like a smaller one)."""
-    caps = [f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if os.environ.get(k)]
+    """ISA caps set in the environment (they make an AVX-512/AMX machine behave like a smaller one). OpenCV (optical
+    flow, resizing, the video path's guided upsampling) ignores the first two and dispatches its own AVX-512 kernels
+    unless OPENCV_CPU_DISABLE=AVX512-SKX,AVX512-CLX is set too: said here when it is missing."""
+    caps = [f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "OPENCV_CPU_DISABLE")
+            if os.environ.get(k)]
+    if os.environ.get("ONEDNN_MAX_CPU_ISA") and not os.environ.get("OPENCV_CPU_DISABLE") and _opencv_avx512():
+        caps.append("but OpenCV still uses AVX-512: add OPENCV_CPU_DISABLE=AVX512-SKX,AVX512-CLX")
     return ", ".join(caps) or "none"
+
+
+def _opencv_avx512() -> bool:
+    """Whether OpenCV dispatches AVX-512 kernels here (features it may use are starred, disabled ones end in ?)."""
+    try:
+        import cv2
+    except ImportError:
+        return False
+    return any(f.startswith("*AVX512") and not f.endswith("?") for f in cv2.getCPUFeaturesLine().split())
 
 
 def describe() -> str:
