@@ -113,7 +113,8 @@ def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: App
     is_video = vid.is_video_path(src) or (src.is_dir() and vid.frame_sequence(src))
     if preview and not is_video:
         raise RotoscopeError("--preview is for videos and folders of numbered frames")
-    if src.is_dir() and not is_video and not list_images(src) and not vid.list_clips(src):
+    images, clips = (list_images(src), vid.list_clips(src)) if src.is_dir() and not is_video else ([], [])
+    if src.is_dir() and not is_video and not images and not clips:
         raise RotoscopeError(f"no images or clips in {src}")
     # bad input is found before anything is said, so that an error stays one line
     img = open_image(src) if src.is_file() and not is_video else None
@@ -137,12 +138,11 @@ def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: App
     # what was chosen is said with the first result, so that an input or output that fails is one line: the error
     if src.is_dir():  # its images, then its clips (a folder may hold both)
         folder = Path(dest) if dest else src.with_name(f"{src.name}-{filt.name}")
-        if list_images(src):
-            images = (cl.apply_folder(filt, src, folder, settings, progress, mask, cluster, cluster_cfg)
-                      if cluster is not None else apply_folder(filt, src, folder, settings, progress, mask))
-            yield from _said_first(lines, images)
+        if images:
+            painted = (cl.apply_folder(filt, src, folder, settings, progress, mask, cluster, cluster_cfg)
+                       if cluster is not None else apply_folder(filt, src, folder, settings, progress, mask))
+            yield from _said_first(lines, painted)
             lines = []
-        clips = vid.list_clips(src)
         if clips:
             renderer = cl.video_renderer(cluster, cluster_cfg) if cluster is not None else None
             yield from _said_first(lines, apply_clips(filt, clips, folder, settings, progress, video, mask, renderer))
@@ -228,46 +228,22 @@ def apply_clips(filt: Filter, clips: list[Path], dest: Path, settings: ApplySett
             yield Skipped(str(clip), f"its output {target.name} is {first.name}'s: rename one of them")
             continue
         try:
-            done = _finished_clip(vid.make_job(filt, clip, target, settings, video, mask))
+            job = vid.make_job(filt, clip, target, settings, video, mask)
         except RotoscopeError as e:
             yield Skipped(str(clip), str(e))
             continue
+        done = job.finished_output()
         if done is not None:
             yield Painted(str(clip), str(target), done[0], 0.0, frames=done[1], reused=True,
                           precision=settings.precision, engine=settings.engine)
             continue
         try:
             yield from vid.apply_video_cli(filt, clip, target, settings, progress, video, mask=mask,
-                                           renderer=renderer)
+                                           renderer=renderer, job=job)
         except CannotWrite:
             raise  # the output's fault (a full disk): every later clip would fail the same way
         except RotoscopeError as e:
             yield Skipped(str(clip), str(e))
-
-
-def _finished_clip(job) -> tuple[tuple[int, int], int] | None:
-    """(size, frames) of the clip a render job would write when an earlier run wrote it already, else None: its
-    provenance (the container's comment tag) names the render's key, a hash of the source file (size and time),
-    the filter, the settings, the video settings and the mask (video.render.RenderJob.key). An output is written
-    under its final name only when it is whole, so one that is there and carries the key is finished."""
-    import json
-
-    import av
-
-    if not job.dest.is_file():
-        return None
-    try:
-        with av.open(str(job.dest)) as c:
-            meta = {k.lower(): v for k, v in c.metadata.items()}  # Matroska upper-cases the tag: COMMENT
-            prov = json.loads(meta.get("comment") or "null")
-            vs = c.streams.video[0]
-            size = (vs.codec_context.width, vs.codec_context.height)
-    except Exception:  # noqa: BLE001 - not a finished render of ours: painted again
-        return None
-    video = prov.get("video") if isinstance(prov, dict) else None
-    if not isinstance(video, dict) or video.get("render") != job.key:
-        return None
-    return size, video.get("frames")
 
 
 def paint_into(filt: Filter, f: Path, dest: Path, settings: ApplySettings, mask=None) -> list[Result]:

@@ -242,7 +242,7 @@ def paint(run, x: torch.Tensor, st: ApplySettings) -> torch.Tensor:
         if x.shape[0] == 1 or h * w > st.max_tile_pixels:
             return torch.cat([stylize_tensor(run, x[i:i + 1], st.precision, st.max_tile_pixels) for i in range(len(x))])
         return run(x)
-    if h * w <= st.max_tile_pixels and pick_device(st.device).type == "cpu":
+    if reduced_on_cpu(h, w, st):
         u8 = x if x.dtype == torch.uint8 else x.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
         out = paint_reduced_frames(run, list(u8.permute(0, 2, 3, 1).contiguous().numpy()), st)
         return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255)
@@ -251,6 +251,14 @@ def paint(run, x: torch.Tensor, st: ApplySettings) -> torch.Tensor:
     small = F.interpolate(full, size=(rh, rw), mode="bilinear", antialias=True, align_corners=False)
     lo = torch.cat([stylize_tensor(run, small[i:i + 1], st.precision, st.max_tile_pixels) for i in range(len(small))])
     return guided_upsample(lo, full, photo_lo=small)
+
+
+def reduced_on_cpu(h: int, w: int, st: ApplySettings) -> bool:
+    """Whether an h x w picture is painted reduced on the CPU route (paint_reduced_frames): a paint scale under 1,
+    a picture within the tile budget (bigger ones are tiled by the tensor version), and the CPU (a GPU keeps the
+    tensors on the device)."""
+    return reduced_size(h, w, st.paint_scale) != (h, w) and h * w <= st.max_tile_pixels \
+        and pick_device(st.device).type == "cpu"
 
 
 def paint_reduced_frames(run, rgbs: list[np.ndarray], st: ApplySettings) -> np.ndarray:

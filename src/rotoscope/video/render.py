@@ -30,11 +30,11 @@ from ..config import VideoConfig
 from ..devices import pick_device
 from ..errors import CannotWrite, RotoscopeError
 from ..filter import Filter
-from ..guided import reduced_size
 from ..images import save_image
 from ..mask import composite_uint8
 from ..paths import check_writable, write_failure
-from ..stylize import ApplySettings, finish, make_runner, paint, paint_reduced_frames, provenance, resolve
+from ..stylize import (ApplySettings, finish, make_runner, paint, paint_reduced_frames, provenance, reduced_on_cpu,
+                        resolve)
 from .output import _SegmentWriter, assemble_animated, assemble_frames, assemble_h264, default_clip_output, output_kind
 from .source import Frame, Source, _pick_frames, _rotate, count_frames, decode, output_size, probe
 from .stages import StageTimes
@@ -83,6 +83,27 @@ class RenderJob:
 
     def seg_last(self, i: int) -> Path:
         return self.work / f"seg-{i:05d}.last.png"
+
+    def finished_output(self) -> tuple[tuple[int, int], int | None] | None:
+        """(size, frames) of this job's output when an earlier run wrote it already, else None: the output's
+        provenance (the container's comment tag, written by run_job) carries the job's key. An output appears
+        under its final name only when it is whole, so one that is there with the key is finished."""
+        import av
+
+        if not self.dest.is_file():
+            return None
+        try:
+            with av.open(str(self.dest)) as c:
+                meta = {k.lower(): v for k, v in c.metadata.items()}  # Matroska upper-cases the tag: COMMENT
+                prov = json.loads(meta.get("comment") or "null")
+                vs = c.streams.video[0]
+                size = (vs.codec_context.width, vs.codec_context.height)
+        except Exception:  # noqa: BLE001 - not a finished render of ours: painted again
+            return None
+        video = prov.get("video") if isinstance(prov, dict) else None
+        if not isinstance(video, dict) or video.get("render") != self.key:
+            return None
+        return size, video.get("frames")
 
     def finished_segments(self) -> int:
         n = 0
@@ -227,9 +248,7 @@ def stylize_frames(run, rgbs: list[np.ndarray], st: ApplySettings) -> np.ndarray
     """A batch of same-size uint8 frames (H x W x 3) -> stylized, strength and colour settings applied, uint8.
 
     `run` is the engine's runner (stylize.make_runner)."""
-    h, w = rgbs[0].shape[:2]
-    if reduced_size(h, w, st.paint_scale) != (h, w) and st.strength == 1 and not st.preserve_colors \
-            and h * w <= st.max_tile_pixels and pick_device(st.device).type == "cpu":
+    if reduced_on_cpu(*rgbs[0].shape[:2], st) and st.strength == 1 and not st.preserve_colors:
         return paint_reduced_frames(run, rgbs, st)  # uint8 in, uint8 out: no float round trip at full size
     x = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).float().div_(255)
     y = paint(run, x, st)  # whole frames, or tiles past the memory budget, or reduced and guided (paint_scale)
@@ -520,9 +539,10 @@ def preview_sheet(filt: Filter, src: Path, n: int, dest: Path | None, settings: 
 
 def apply_video_cli(filt: Filter, src, dest, settings: ApplySettings, progress: bool,
                     video: VideoConfig | None = None, preview: int | None = None,
-                    announce: list[str] = (), mask=None, renderer=None) -> Iterator:
+                    announce: list[str] = (), mask=None, renderer=None, job: RenderJob | None = None) -> Iterator:
     """`rotoscope apply` on a clip: yields apply.Note for what is said (`announce` first, once the job is checked)
-    and one apply.Painted for the clip (or the preview sheet) written. `renderer`: see run_job (a cluster's)."""
+    and one apply.Painted for the clip (or the preview sheet) written. `renderer`: see run_job (a cluster's);
+    `job`: the make_job of these arguments, when the caller made it already."""
     from ..apply import Note, Painted
 
     t0 = time.perf_counter()
@@ -536,7 +556,7 @@ def apply_video_cli(filt: Filter, src, dest, settings: ApplySettings, progress: 
         return
     lines: list[str] = []
     video = video or VideoConfig()
-    job = make_job(filt, Path(src), Path(dest) if dest else None, settings, video, mask)
+    job = job or make_job(filt, Path(src), Path(dest) if dest else None, settings, video, mask)
     yield from map(Note, announce)
     if job.kind == "h264" and (job.width, job.height) != output_size(job.src.width, job.src.height,
                                                                      settings.size, even=False):
