@@ -366,6 +366,8 @@ def test_a_stop_request_ends_a_render_that_the_same_call_resumes(tmp_path):
     assert out == dest and any(f"resuming: {8 * kept} frames" in line for line in lines)
     # the resumed render's stages count only what it painted, though it decoded the kept frames again to get there
     assert again.stages.frames == 24 - 8 * kept
+    # and its wall clock starts at its own first frame, with every thread's counted work inside it
+    assert all(busy <= again.stages.wall * 1.05 for busy in again.stages.threads().values())
 
 
 def test_a_full_queue_does_not_outwait_a_dead_writer():

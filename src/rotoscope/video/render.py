@@ -183,6 +183,8 @@ def _reader(job: RenderJob, start: int, q: queue.Queue, stop: threading.Event, e
             ours = i >= start  # frames before `start` are decoded only to feed the flow: not this render's work
             if ours:
                 clock.seconds["decode"] += took
+                if i == start:
+                    clock.start_wall(time.perf_counter() - took)
             t = time.perf_counter()
             fr = Frame(i, pts, dur, rgb)
             # a resumed render with faces kept replays the kept faces' last frames (their fading memory) first
@@ -308,11 +310,12 @@ def render_range(job: RenderJob, first: int, end: int | None, progress: bool, wa
     q_out: queue.Queue = queue.Queue(maxsize=2 * batch + 2)
     reader = threading.Thread(target=_reader, args=(job, lo, q_in, stop, errors, warn, stop_at, table), daemon=True)
     writer = threading.Thread(target=_writer, args=(job, first, q_out, stop, errors, on_segment), daemon=True)
+    job.stages.began = None  # a run that failed before left its mark
     reader.start()
     writer.start()
     count = start
     bar = _Progress(progress, job.src.frames if end is None else stop_at, start)
-    clock, t_start = job.stages, None
+    clock = job.stages
     try:
         with bar:
             finished = False
@@ -330,7 +333,7 @@ def render_range(job: RenderJob, first: int, end: int | None, progress: bool, wa
                         break  # batches never straddle a segment: a resumed render repeats the same batches
                 if frames:
                     t = time.perf_counter()
-                    t_start = t_start or t  # the wall clock starts at the first frame painted, not at catching up
+                    clock.start_wall(t)  # in case the reader has not marked yet (it marks its first frame's decode)
                     styled = stylize_frames(net, [f.rgb for f in frames], job.settings)
                     t = clock.add("paint", t)
                     clock.frames += len(frames)
@@ -351,8 +354,7 @@ def render_range(job: RenderJob, first: int, end: int | None, progress: bool, wa
                 writer.join(0.2)
                 if errors:
                     raise errors[0]
-            if t_start is not None:
-                clock.wall += time.perf_counter() - t_start
+            clock.stop_wall()
     except BaseException:
         stop.set()
         writer.join(10)

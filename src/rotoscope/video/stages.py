@@ -23,8 +23,20 @@ class StageTimes:
 
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     frames: int = 0  # frames painted (warm-up frames of a cluster task included)
-    wall: float = 0.0  # seconds from the first frame painted to the last segment written (on a cluster: the
-    # driver's wait for its tasks, which ran at once, so the busy seconds add up to more than the wall)
+    wall: float = 0.0  # seconds from the first of this render's frames decoded to the last segment written (on a
+    # cluster: the driver's wait for its tasks, which ran at once, so the busy seconds add up to more than the wall)
+    began: float | None = field(default=None, repr=False)  # perf_counter() when the reader began this render's
+    # first frame: frames decoded before it (a resumed render catching up) are not this render's work
+
+    def start_wall(self, began: float) -> None:
+        """Mark when this run's own work began (the earliest mark wins; the reader and the painter both mark)."""
+        self.began = began if self.began is None else min(self.began, began)
+
+    def stop_wall(self) -> None:
+        """Add the time since the run's work began to the wall; every busy second counted lies inside it."""
+        if self.began is not None:
+            self.wall += time.perf_counter() - self.began
+            self.began = None
 
     def add(self, stage: str, since: float) -> float:
         """Add the time since `since` (time.perf_counter()) to a stage; returns now, for the next stage."""
