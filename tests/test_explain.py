@@ -131,3 +131,23 @@ def test_the_page_explains_settings_with_the_tables_words(trained, tmp_path):
     page = explain(filt.path, tmp_path / "story.html")[0].read_text()
     for name in ("steps", "color_match", "precision"):
         assert help_for(TrainConfig, name).split(":")[0] in page, name
+
+
+def test_the_score_section_names_the_style_and_colour_terms_the_filter_was_trained_with(trained):
+    import copy
+
+    from rotoscope.filter import load_filter_file
+    from rotoscope.truthful.explain import Story, section_score
+
+    filt, _ = trained
+    card = load_filter_file(filt.path).card
+    assert card["training"]["style_match"] == "sliced" and card["training"]["color_match"] == "sliced"  # defaults
+    page = section_score(Story(card, "story", "", None, None, "", [], False))
+    assert "sliced Wasserstein" in page and "whole distribution of its colours" in page and "Gram" not in page
+    other = copy.deepcopy(card)
+    other["training"].update(style_match="gram", color_match="moments")
+    page = section_score(Story(other, "story", "", None, None, "", [], False))
+    assert "Gram matrices" in page and "sliced" not in page and "mean and spread" in page
+    del other["training"]["style_match"], other["training"]["color_match"]  # a card from before both existed
+    page = section_score(Story(other, "story", "", None, None, "", [], False))
+    assert "Gram matrices" in page and "mean and spread" in page

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from rotoscope.backbones import load_backbone
-from rotoscope.losses import (LossWeights, color_directions, color_stats, gram, perceptual_loss, relative_mse,
-                              sliced_color_loss, sorted_projections, style_target, total_variation)
+from rotoscope.losses import (LossWeights, color_directions, color_stats, feature_directions, gram, perceptual_loss,
+                              relative_mse, sliced_color_loss, sliced_feature_loss, sorted_projections, style_target,
+                              total_variation)
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +132,46 @@ def test_colour_match_is_chosen_in_the_target_and_unknown_names_are_refused(back
     assert out.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="color_match"):
         style_target(backbone, art, "histogram")
+
+
+def test_sliced_style_loss_sees_the_feature_distribution_not_where_features_are():
+    t = torch.randn(1, 6, 16, 16)
+    art = t[0].flatten(1)
+    dirs = feature_directions(6, None)
+    assert float(sliced_feature_loss(t, art, dirs)) == pytest.approx(0, abs=1e-10)
+    shuffled = t.flatten(2)[..., torch.randperm(256)].reshape(1, 6, 16, 16)
+    assert float(sliced_feature_loss(shuffled, art, dirs)) == pytest.approx(0, abs=1e-10)
+    # scale-free, and 1 for painting every position with the artwork's mean feature
+    assert float(sliced_feature_loss(1000 * t, 1000 * art, dirs)) == pytest.approx(0, abs=1e-10)
+    mean = art.mean(1).view(1, 6, 1, 1).expand(1, 6, 16, 16)
+    assert float(sliced_feature_loss(mean, art, dirs)) == pytest.approx(1, rel=0.01)
+
+
+def test_sliced_style_loss_tells_apart_what_the_gram_matrix_cannot():
+    # one channel: half the positions fire at 2, half at 0, against all at sqrt(2): the same Gram matrix (mean
+    # square 2), but one is strokes on a ground and the other an even wash
+    strokes = torch.cat([torch.full((128,), 2.0), torch.zeros(128)]).view(1, 1, 16, 16)
+    wash = torch.full((1, 1, 16, 16), 2 ** 0.5)
+    assert torch.allclose(gram(strokes), gram(wash))
+    assert float(sliced_feature_loss(wash, strokes[0].flatten(1), feature_directions(1, None))) > 0.5
+
+
+def test_sliced_style_directions_are_fixed_for_evaluation_and_drawn_per_step_for_training():
+    assert torch.equal(feature_directions(8, None), feature_directions(8, None))
+    assert torch.equal(feature_directions(8, 3), feature_directions(8, 3))  # a resumed run draws the same
+    assert not torch.equal(feature_directions(8, 3), feature_directions(8, 4))
+    assert torch.allclose(feature_directions(8, 5).norm(dim=0), torch.ones(8))
+
+
+def test_style_match_is_chosen_in_the_target_and_the_artwork_meets_it(backbone):
+    art = torch.rand(1, 3, 32, 32)
+    target = style_target(backbone, art, style_match="sliced")
+    assert target.style_match == "sliced" and not target.grams and set(target.features) == set(backbone.spec.style_layers)
+    out = torch.rand(2, 3, 32, 32, requires_grad=True)
+    total, terms = perceptual_loss(backbone, target, LossWeights(), out, torch.rand(2, 3, 32, 32), draw=7)
+    _, own = perceptual_loss(backbone, target, LossWeights(), art, art)
+    assert terms["style"] > 0 and own["style"] == pytest.approx(0, abs=1e-6)
+    total.backward()  # gradients flow through the sort
+    assert out.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="style_match"):
+        style_target(backbone, art, style_match="histogram")

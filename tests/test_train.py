@@ -42,19 +42,20 @@ def test_held_out_style_loss_falls_at_64px(artwork):
     assert filt.card["photos"]["holdout"] >= 1 and filt.card["timings"]["steps"] == 40
 
 
-def test_sliced_colour_match_trains_and_is_recorded(artwork):
+def test_sliced_colour_and_style_matches_train_and_are_recorded(artwork):
     cfg = TINY.replace(size=64, steps=40, eval_every=20, checkpoint_every=1000, lr=5e-3, lr_final=1e-3,
-                       color_match="sliced")
+                       color_match="sliced", style_match="sliced")
     filt = tr.train(artwork, "sliced", None, cfg, log=quiet, progress=False)
     hist = filt.card["history"]
-    assert filt.card["training"]["color_match"] == "sliced"
+    assert filt.card["training"]["color_match"] == "sliced" and filt.card["training"]["style_match"] == "sliced"
     assert hist["holdout_last"]["color"] < 0.7 * hist["holdout_start"]["color"], hist
+    assert hist["holdout_last"]["style"] < 0.9 * hist["holdout_start"]["style"], hist
 
 
-def test_settings_saved_before_colour_match_existed_read_as_moments():
+def test_settings_saved_before_colour_and_style_match_existed_read_as_moments_and_gram():
     old = TrainConfig().to_dict()
-    del old["color_match"]
-    assert TrainConfig.from_dict(old).color_match == "moments"
+    del old["color_match"], old["style_match"]
+    assert TrainConfig.from_dict(old).color_match == "moments" and TrainConfig.from_dict(old).style_match == "gram"
     assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
 
 

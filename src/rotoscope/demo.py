@@ -165,8 +165,8 @@ MIN_STEPS, MAX_STEPS = 120, 400
 # the demo's recipe, over TrainConfig's defaults: small crops, and a short run tuned to show the style quickly.
 # Compared by eye on the sheets at the same time budget (vgg16-hed then): 280 steps of batch 2 at lr 1.5e-3 drew
 # strokes and outlines and kept the photos' shapes; 140 steps of batch 4 only tinted the photos; lr 2-3e-3
-# dissolved the faces. On EfficientNet-Lite0 with the default weights (content 5, style 10), 130 steps paint the
-# photos as flat red, black and cream poster shapes (cat and text readable; a pale face can fade into the cream)
+# dissolved the faces. On EfficientNet-Lite0 with the default weights of then (content 5, style 10, Gram), 130 steps
+# painted the photos as flat red, black and cream poster shapes (cat and text readable; a pale face can fade)
 RECIPE = {"size": 128, "batch": 2, "lr": 1.5e-3, "eval_every": 50, "checkpoint_every": 50,
           "preview_every": 100}
 

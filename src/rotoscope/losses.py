@@ -4,7 +4,10 @@ Every term is scale-free (a relative error against its target), so one set of we
 backbones whose activations differ by orders of magnitude (ImageNet VGG, HED VGG, random VGG).
 
   content  how far the output's backbone features are from the photo's (keeps the photo's shapes)
-  style    how far the output's Gram matrices (which features fire together, wherever) are from the artwork's
+  style    how far the output's feature statistics are from the artwork's: its Gram matrices (which features
+           fire together, wherever; "gram", Johnson et al.), or the whole distribution of its features along
+           random directions ("sliced", sliced Wasserstein, Heitz et al. 2021), which also holds how strongly
+           and how often each pattern fires, not only its average co-activation
   color    how far the output's pixel colours are from the artwork's (the palette): either their mean and
            covariance ("moments"), or the whole distribution ("sliced": sliced Wasserstein, Heitz et al. 2021),
            which can hold a palette of many distinct colours where moments only hold its average and spread
@@ -81,6 +84,35 @@ def sliced_color_loss(img: torch.Tensor, sorted_target: torch.Tensor, dirs: torc
     return F.mse_loss(x, quantiles_at(sorted_target, x.shape[-1]).expand_as(x))
 
 
+FEATURE_POSITIONS = 4096  # positions per image a sliced style layer sorts (the first layers have 16k at 256 px)
+
+
+def even_sample(x: torch.Tensor, n: int) -> torch.Tensor:
+    """About n of the last axis's entries, every k-th with k odd (so that over a flattened feature map the sample
+    falls on every column phase), or all of them when there are no more than n."""
+    m = x.shape[-1]
+    return x if m <= n else x[..., :: (m // n) | 1]
+
+
+def feature_directions(channels: int, draw: int | None) -> torch.Tensor:
+    """(C, C) random unit directions in a layer's feature space: fixed (draw None: evaluation is repeatable) or
+    new for each training step (draw = the step, so a resumed run and every torchrun rank draw the same ones)."""
+    g = torch.Generator().manual_seed(channels if draw is None else 1_000_003 * (draw + 1) + channels)
+    d = torch.randn(channels, channels, generator=g)
+    return d / d.norm(dim=0, keepdim=True)
+
+
+def sliced_feature_loss(f: torch.Tensor, target: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+    """Sliced Wasserstein-2 distance between the output's features (B, C, H, W) and the artwork's (C, M), each
+    projected on the directions (C, K) and sorted, relative to the artwork's spread along them: 1 is 'as far as
+    painting every position alike with the artwork's mean feature is'."""
+    x = even_sample(f.float().flatten(2), FEATURE_POSITIONS)
+    dirs = dirs.to(x.device)
+    xs = (dirs.T @ x).sort(dim=-1).values
+    ts = (dirs.T @ target.float()).sort(dim=-1).values
+    return F.mse_loss(xs, quantiles_at(ts, xs.shape[-1]).expand_as(xs)) / (ts.var(dim=-1).mean() + 1e-8)
+
+
 def relative_mse(x: torch.Tensor, target: torch.Tensor, eps: float = 1e-8, batch_mean=None) -> torch.Tensor:
     """Mean squared error divided by the target's mean square: 0 is perfect, 1 is 'as far as zero is'.
 
@@ -107,6 +139,8 @@ class StyleTarget:
     color_match: str = _DEFAULTS.color_match
     color_sorted: torch.Tensor | None = None  # (k, M) sorted projections of the artwork's pixels ("sliced")
     temperatures: dict[str, float] | None = None  # per style layer, for backbones whose spec asks for a softmax
+    style_match: str = _DEFAULTS.style_match
+    features: dict[str, torch.Tensor] | None = None  # (C, M) the artwork's style features ("sliced")
 
 
 def style_features(f: torch.Tensor, temperature: float | None) -> torch.Tensor:
@@ -122,19 +156,28 @@ def feature_temperatures(feats: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 COLOR_MATCHES = ("moments", "sliced")
+STYLE_MATCHES = ("gram", "sliced")
 
 
-def style_target(backbone: Backbone, art: torch.Tensor, color_match: str = _DEFAULTS.color_match) -> StyleTarget:
-    """Gram matrices and colour statistics of the artwork (1, 3, H, W) in [0, 1]."""
+def style_target(backbone: Backbone, art: torch.Tensor, color_match: str = _DEFAULTS.color_match,
+                 style_match: str = _DEFAULTS.style_match) -> StyleTarget:
+    """Feature statistics (Gram matrices, or the features themselves) and colour statistics of the artwork
+    (1, 3, H, W) in [0, 1]."""
     if color_match not in COLOR_MATCHES:
         raise ValueError(f"color_match must be one of {', '.join(COLOR_MATCHES)}, not '{color_match}'")
+    if style_match not in STYLE_MATCHES:
+        raise ValueError(f"style_match must be one of {', '.join(STYLE_MATCHES)}, not '{style_match}'")
     with torch.no_grad():
         feats = backbone(art.float(), backbone.spec.style_layers)
         mu, cov = color_stats(art)
         srt = sorted_projections(art, color_directions())[0] if color_match == "sliced" else None
         temps = feature_temperatures(feats) if backbone.spec.softmax else None
-    grams = {k: gram(style_features(v, (temps or {}).get(k))) for k, v in feats.items()}
-    return StyleTarget(grams, mu, cov, color_match, srt, temps)
+    feats = {k: style_features(v, (temps or {}).get(k)) for k, v in feats.items()}
+    if style_match == "sliced":
+        # an even sample of the artwork's positions, like the output's: its quantiles are re-sorted every step
+        return StyleTarget({}, mu, cov, color_match, srt, temps, style_match,
+                           {k: even_sample(v[0].flatten(1), FEATURE_POSITIONS) for k, v in feats.items()})
+    return StyleTarget({k: gram(v) for k, v in feats.items()}, mu, cov, color_match, srt, temps)
 
 
 @dataclass
@@ -152,9 +195,11 @@ class LossWeights:
 
 
 def perceptual_loss(backbone: Backbone, target: StyleTarget, weights: LossWeights, output: torch.Tensor,
-                    photo: torch.Tensor, photo_feats: dict[str, torch.Tensor] | None = None, batch_mean=None):
+                    photo: torch.Tensor, photo_feats: dict[str, torch.Tensor] | None = None, batch_mean=None,
+                    draw: int | None = None):
     """Weighted total and each weighted term (detached, for logging) for a batch of outputs and their photos.
-    (`batch_mean`: see relative_mse; every other term is a mean of per-image terms already.)"""
+    (`batch_mean`: see relative_mse; every other term is a mean of per-image terms already. `draw`: the training
+    step, which draws the sliced style term's directions; None for the fixed ones of evaluation.)"""
     spec = backbone.spec
     out_feats = backbone(output, spec.style_layers + spec.content_layers)
     if photo_feats is None:
@@ -163,8 +208,13 @@ def perceptual_loss(backbone: Backbone, target: StyleTarget, weights: LossWeight
     content = sum(relative_mse(out_feats[k], photo_feats[k], batch_mean=batch_mean)
                   for k in spec.content_layers) / len(spec.content_layers)
     temps = target.temperatures or {}
-    style = sum(relative_mse(gram(style_features(out_feats[k], temps.get(k))), target.grams[k])
-                for k in spec.style_layers) / len(spec.style_layers)
+    if target.style_match == "sliced":
+        style = sum(sliced_feature_loss(style_features(out_feats[k], temps.get(k)), target.features[k],
+                                        feature_directions(target.features[k].shape[0], draw))
+                    for k in spec.style_layers) / len(spec.style_layers)
+    else:
+        style = sum(relative_mse(gram(style_features(out_feats[k], temps.get(k))), target.grams[k])
+                    for k in spec.style_layers) / len(spec.style_layers)
     # colours live in [0, 1] units; x10 puts a 0.1 shift of every pixel on the order of the other terms (for
     # "sliced" a uniform shift v scores |v|^2 / 3, the mean over directions, about the moments' mean term)
     if target.color_match == "sliced":

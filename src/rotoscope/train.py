@@ -153,7 +153,7 @@ def train_step(step: int, cfg: TrainConfig, net: FilterNet, opt: torch.optim.Opt
     with autocast(device, cfg.precision):
         output = net(photos)  # 2. paint
         loss, terms = perceptual_loss(backbone, target, weights, output, photos,  # 3. score
-                                      batch_mean=distributed.batch_mean(world))
+                                      batch_mean=distributed.batch_mean(world), draw=step)
     # detached: Python numbers for logs, not part of the graph (and the same on every rank)
     terms = distributed.mean({**terms, "total": float(loss.detach())}, world)
     loss_value = terms.pop("total")
@@ -542,7 +542,7 @@ def loss_network(cfg: TrainConfig, art_img, backbone_weights: str | None, device
     """The fixed backbone that scores the paintings, what the artwork looks like to it, and the loss weights."""
     art = to_tensor(resize_longer(art_img, cfg.style_size)).to(device)
     backbone = load_backbone(cfg.backbone, backbone_weights, device=str(device))
-    target = style_target(backbone, art, cfg.color_match)
+    target = style_target(backbone, art, cfg.color_match, cfg.style_match)
     weights = LossWeights.of(cfg)
     if cfg.precision == "bf16":
         # the backbone is frozen: hold its weights in bf16 once, instead of autocast re-casting them every step

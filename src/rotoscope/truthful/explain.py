@@ -55,7 +55,7 @@ BACKBONE_NOTES = {
 
 # the settings the page explains first, in this order; their descriptions come from the settings table (config.py)
 SETTING_ORDER = ("steps", "size", "batch", "lr", "lr_final", "backbone", "style_size", "content_weight",
-                 "style_weight", "color_weight", "color_match", "tv_weight", "holdout", "eval_every", "precision",
+                 "style_weight", "style_match", "color_weight", "color_match", "tv_weight", "holdout", "eval_every", "precision",
                  "seed")
 
 
@@ -334,7 +334,12 @@ def section_score(s: Story) -> str:
     if not curve:
         return missing("no loss history in the card")
     terms = [k for k in ("content", "style", "color", "tv") if k in curve[0]]
-    tr = card.get("training", {})
+    tr = with_unrecorded(card.get("training", {}))
+    style = ("have the artwork's distribution of the backbone's features: how strongly and how often each pattern "
+             "fires, compared along random directions (sliced Wasserstein)?" if tr.get("style_match") == "sliced"
+             else "fire the backbone's features together the way the artwork's do (Gram matrices)?")
+    color = ("is its palette the artwork's (the whole distribution of its colours)?"
+             if tr.get("color_match") == "sliced" else "are its colours (mean and spread) the artwork's?")
 
     def draw(fig, ax):
         steps = [p["step"] for p in curve]
@@ -355,8 +360,7 @@ def section_score(s: Story) -> str:
         "<p>After painting a batch of photo crops, the network is given a score: a number that says how badly "
         "it did. Lower is better. The score is the sum of four parts, each multiplied by a weight chosen before "
         "training:</p><ul><li><b>content</b>: does the painting still show the photo's shapes?</li>"
-        "<li><b>style</b>: do the painting's textures fire the backbone's features together the way the artwork's "
-        "do (Gram matrices)?</li><li><b>color</b>: are its colours (mean and spread) the artwork's?</li>"
+        f"<li><b>style</b>: do the painting's textures {style}</li><li><b>color</b>: {color}</li>"
         "<li><b>tv</b>: is it free of pixel noise?</li></ul>"
         "<p>The score is what training optimises, and it is only a stand-in for what we want (a painting that "
         "looks like the artwork and still shows the photo). If one part swamps the others, training "
