@@ -6,7 +6,7 @@
 
 One row per shipped filter: its artwork (from ../shared/data/styles, or the poster drawn by rotoscope.demo), then
 the filter applied at longer side --size to the held-out photos of benchmarks/quality.py (never in any filter's
-training set). Labels give the filter's name and its card's backbone and steps.
+training set). Labels give the filter's name and its card's backbone, steps, style term and content weight.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from quality import HOLDOUT, SHARED  # noqa: E402
 
+from rotoscope.config import with_unrecorded  # noqa: E402
 from rotoscope.filter import SHIPPED_DIR, load_filter_file, read_card  # noqa: E402
 from rotoscope.images import load_rgb, resize_longer  # noqa: E402
 from rotoscope.stylize import ApplySettings, stylize_image  # noqa: E402
@@ -77,11 +78,12 @@ def main(argv=None) -> Path:
     for i, f in enumerate(files, start=1):
         filt = load_filter_file(f)
         y = pad + i * (cell + label + pad)
-        tr = filt.card.get("training", {})
+        tr = with_unrecorded(filt.card.get("training", {}))
         net = tr.get("net", {})
         arch = "x".join(str(c) for c in net.get("channels", [])) if net else ""
         d.text((pad, y), f"{filt.name}: {filt.card.get('backbone', {}).get('name', '?')}, {tr.get('steps', '?')} steps, "
-               f"{arch}", fill=(40, 40, 40), font=font)
+               f"{arch}, {tr.get('style_match', '?')} style term, content {tr.get('content_weight', '?')}"
+               + (f", style size {tr['style_size']}" if tr.get("style_size", 384) != 384 else ""), fill=(40, 40, 40), font=font)
         art = artwork_of(filt.card)
         if art is not None:
             sheet.paste(fit(art, cell), (pad, y + label))

@@ -78,6 +78,9 @@ def paint(state: dict) -> torch.Tensor:
         return net.eval()(x)
 
 
+TOLERANCE = 3e-4  # on painted pixels in [0, 1] (test_two_processes_train_the_filter_one_process_trains says why)
+
+
 def max_diff(a: dict, b: dict) -> float:
     """How far apart two networks paint the same photos (not their weights: a convolution's bias just before an
     instance norm has no gradient but rounding noise, which Adam scales up to a full step; it changes no pixel)."""
@@ -87,8 +90,10 @@ def max_diff(a: dict, b: dict) -> float:
 def test_two_processes_train_the_filter_one_process_trains(single_and_pair):
     one, two = single_and_pair[1], single_and_pair[2]
     # gradients averaged over 2 halves of the batch equal the whole batch's up to float rounding (the order of
-    # the sums): the same painting to 1e-4, where the 3 steps changed it by far more (checked below)
-    assert max_diff(one["after3"], two["after3"]) < 1e-4
+    # the sums), and the sliced terms sort values: a rounding difference that swaps two near-equal ones moves their
+    # gradients by the gap between neighbouring quantiles. The same painting to 3e-4 (measured 1e-4 after 5 steps),
+    # where 2 more steps changed it by over 1e-2 (checked below)
+    assert max_diff(one["after3"], two["after3"]) < TOLERANCE
     assert two["card"]["distributed"] == {"world_size": 2, "backend": "gloo"}
     assert one["card"]["distributed"]["world_size"] == 1
     assert two["card"]["training"]["batch"] == 4  # the global batch, as for one process
@@ -99,7 +104,7 @@ def test_two_processes_train_the_filter_one_process_trains(single_and_pair):
 
 def test_a_torchrun_run_resumes_from_its_checkpoint_like_one_process(single_and_pair):
     one, two = single_and_pair[1], single_and_pair[2]
-    assert max_diff(one["after5"], two["after5"]) < 1e-4
+    assert max_diff(one["after5"], two["after5"]) < TOLERANCE
     assert max_diff(two["after3"], two["after5"]) > 1e-2  # the resumed steps did change the painting
 
 
