@@ -286,7 +286,7 @@ def test_a_folder_of_clips_on_the_cluster_writes_what_the_local_loop_writes(ray_
 
 
 TINY = TrainConfig().replace(channels=(8, 16, 16), res_blocks=1, size=32, batch=2, steps=2, backbone="random",
-                             precision="fp32", eval_every=1, checkpoint_every=1, preview_every=1000)
+                             precision="fp32", style_match="gram", eval_every=1, checkpoint_every=1, preview_every=1000)
 
 
 @pytest.fixture

@@ -173,5 +173,9 @@ def test_style_match_is_chosen_in_the_target_and_the_artwork_meets_it(backbone):
     assert terms["style"] > 0 and own["style"] == pytest.approx(0, abs=1e-6)
     total.backward()  # gradients flow through the sort
     assert out.grad.abs().sum() > 0
+    gram_target = style_target(backbone, art, style_match="gram")  # the other choice scores by Gram matrices
+    assert gram_target.style_match == "gram" and gram_target.features is None and gram_target.grams
+    _, by_gram = perceptual_loss(backbone, gram_target, LossWeights(), out, torch.rand(2, 3, 32, 32))
+    assert by_gram["style"] > 0 and by_gram["style"] != terms["style"]
     with pytest.raises(ValueError, match="style_match"):
         style_target(backbone, art, style_match="histogram")

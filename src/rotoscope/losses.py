@@ -177,7 +177,7 @@ def style_target(backbone: Backbone, art: torch.Tensor, color_match: str = _DEFA
         # an even sample of the artwork's positions, like the output's: its quantiles are re-sorted every step
         return StyleTarget({}, mu, cov, color_match, srt, temps, style_match,
                            {k: even_sample(v[0].flatten(1), FEATURE_POSITIONS) for k, v in feats.items()})
-    return StyleTarget({k: gram(v) for k, v in feats.items()}, mu, cov, color_match, srt, temps)
+    return StyleTarget({k: gram(v) for k, v in feats.items()}, mu, cov, color_match, srt, temps, "gram")
 
 
 @dataclass
