@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from quality import HOLDOUT, SHARED  # noqa: E402
 
-from rotoscope.config import with_unrecorded  # noqa: E402
+from rotoscope.config import TrainConfig, with_unrecorded  # noqa: E402
 from rotoscope.filter import SHIPPED_DIR, load_filter_file, read_card  # noqa: E402
 from rotoscope.images import load_rgb, resize_longer  # noqa: E402
 from rotoscope.stylize import ApplySettings, stylize_image  # noqa: E402
@@ -83,7 +83,7 @@ def main(argv=None) -> Path:
         arch = "x".join(str(c) for c in net.get("channels", [])) if net else ""
         d.text((pad, y), f"{filt.name}: {filt.card.get('backbone', {}).get('name', '?')}, {tr.get('steps', '?')} steps, "
                f"{arch}, {tr.get('style_match', '?')} style term, content {tr.get('content_weight', '?')}"
-               + (f", style size {tr['style_size']}" if tr.get("style_size", 384) != 384 else ""), fill=(40, 40, 40), font=font)
+               + (f", style size {tr['style_size']}" if tr.get("style_size", TrainConfig().style_size) != TrainConfig().style_size else ""), fill=(40, 40, 40), font=font)
         art = artwork_of(filt.card)
         if art is not None:
             sheet.paste(fit(art, cell), (pad, y + label))

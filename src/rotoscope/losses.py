@@ -71,27 +71,24 @@ def quantiles_at(sorted_target: torch.Tensor, n: int) -> torch.Tensor:
     return sorted_target[:, lo] * (1 - t) + sorted_target[:, hi] * t
 
 
+def even_sample(x: torch.Tensor, n: int) -> torch.Tensor:
+    """About n of the last axis's entries, every k-th with k odd (so that over a flattened feature map the sample
+    falls on every column phase), or all of them when there are no more than n."""
+    m = x.shape[-1]
+    return x if m <= n else x[..., :: (m // n) | 1]
+
+
 def sliced_color_loss(img: torch.Tensor, sorted_target: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
     """Squared sliced Wasserstein-2 distance between each image's pixel colours and the target's, batch mean.
 
     Big images are judged on an even sample of their pixels: every k-th, k odd, so that over the flattened image
     the sample falls on every column phase (the network's stride-2 layers repeat every 4 pixels).
     """
-    n = img.shape[-2] * img.shape[-1]
-    if n > COLOR_PIXELS:
-        img = img.flatten(2)[..., :: (n // COLOR_PIXELS) | 1]
-    x = sorted_projections(img, dirs)
+    x = sorted_projections(even_sample(img.flatten(2), COLOR_PIXELS), dirs)
     return F.mse_loss(x, quantiles_at(sorted_target, x.shape[-1]).expand_as(x))
 
 
 FEATURE_POSITIONS = 4096  # positions per image a sliced style layer sorts (the first layers have 16k at 256 px)
-
-
-def even_sample(x: torch.Tensor, n: int) -> torch.Tensor:
-    """About n of the last axis's entries, every k-th with k odd (so that over a flattened feature map the sample
-    falls on every column phase), or all of them when there are no more than n."""
-    m = x.shape[-1]
-    return x if m <= n else x[..., :: (m // n) | 1]
 
 
 def feature_directions(channels: int, draw: int | None) -> torch.Tensor:
@@ -139,8 +136,13 @@ class StyleTarget:
     color_match: str = _DEFAULTS.color_match
     color_sorted: torch.Tensor | None = None  # (k, M) sorted projections of the artwork's pixels ("sliced")
     temperatures: dict[str, float] | None = None  # per style layer, for backbones whose spec asks for a softmax
-    style_match: str = _DEFAULTS.style_match
-    features: dict[str, torch.Tensor] | None = None  # (C, M) the artwork's style features ("sliced")
+    features: dict[str, torch.Tensor] | None = None  # (C, M) the artwork's style features ("sliced"), else None
+
+    @property
+    def style_match(self) -> str:
+        """How the style term compares: by what the target holds (a default here would follow the recipe and could
+        call a Gram target sliced)."""
+        return "gram" if self.features is None else "sliced"
 
 
 def style_features(f: torch.Tensor, temperature: float | None) -> torch.Tensor:
@@ -175,9 +177,9 @@ def style_target(backbone: Backbone, art: torch.Tensor, color_match: str = _DEFA
     feats = {k: style_features(v, (temps or {}).get(k)) for k, v in feats.items()}
     if style_match == "sliced":
         # an even sample of the artwork's positions, like the output's: its quantiles are re-sorted every step
-        return StyleTarget({}, mu, cov, color_match, srt, temps, style_match,
+        return StyleTarget({}, mu, cov, color_match, srt, temps,
                            {k: even_sample(v[0].flatten(1), FEATURE_POSITIONS) for k, v in feats.items()})
-    return StyleTarget({k: gram(v) for k, v in feats.items()}, mu, cov, color_match, srt, temps, "gram")
+    return StyleTarget({k: gram(v) for k, v in feats.items()}, mu, cov, color_match, srt, temps)
 
 
 @dataclass

@@ -333,7 +333,6 @@ def render_range(job: RenderJob, first: int, end: int | None, progress: bool, wa
                         break  # batches never straddle a segment: a resumed render repeats the same batches
                 if frames:
                     t = time.perf_counter()
-                    clock.start_wall(t)  # in case the reader has not marked yet (it marks its first frame's decode)
                     styled = stylize_frames(net, [f.rgb for f in frames], job.settings)
                     t = clock.add("paint", t)
                     clock.frames += len(frames)

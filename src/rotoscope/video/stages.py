@@ -29,8 +29,9 @@ class StageTimes:
     # first frame: frames decoded before it (a resumed render catching up) are not this render's work
 
     def start_wall(self, began: float) -> None:
-        """Mark when this run's own work began (the earliest mark wins; the reader and the painter both mark)."""
-        self.began = began if self.began is None else min(self.began, began)
+        """Mark when this run's own work began: the reader, at its first frame's decode (before any later stage
+        can have seen a frame)."""
+        self.began = began
 
     def stop_wall(self) -> None:
         """Add the time since the run's work began to the wall; every busy second counted lies inside it."""
