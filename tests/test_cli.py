@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # the Gram style term: the colour test below was tuned on it (after a 30-step sliced run, fp32, the mean colour
 # was still 0.89 of its distance from the artwork's; sliced training is tested in test_train.py and test_losses.py)
 TINY_ARGS = ["--steps", "30", "--size", "64", "--batch", "2", "--backbone", "random", "--channels", "8,16,16",
-             "--res-blocks", "1", "--no-progress", "--set", "style_match=gram"]
+             "--res-blocks", "1", "--no-progress", "--set", "style_match=gram", "--set", "style_size=64"]
 
 
 @pytest.fixture(scope="module")

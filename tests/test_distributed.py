@@ -18,7 +18,7 @@ from rotoscope.network import FilterNet
 from rotoscope.errors import RotoscopeError
 
 TINY = ["--size", "32", "--batch", "4", "--backbone", "random", "--channels", "8,8,8", "--res-blocks", "1",
-        "--precision", "fp32", "--device", "cpu", "--no-progress", "--set", "holdout=0.25"]
+        "--precision", "fp32", "--device", "cpu", "--no-progress", "--set", "holdout=0.25", "--set", "style_size=64"]
 
 
 def free_port() -> int:
@@ -97,9 +97,10 @@ def test_two_processes_train_the_filter_one_process_trains(single_and_pair):
     assert two["card"]["distributed"] == {"world_size": 2, "backend": "gloo"}
     assert one["card"]["distributed"]["world_size"] == 1
     assert two["card"]["training"]["batch"] == 4  # the global batch, as for one process
-    # the logged scores are the whole batch's too
+    # the logged scores are the whole batch's too, to float rounding (rounding both to 3 decimals put 22.5265 on
+    # either side on an AVX2 CPU)
     c1, c2 = one["card"]["history"]["curve"], two["card"]["history"]["curve"]
-    assert [round(h["train"], 3) for h in c1] == [round(h["train"], 3) for h in c2]
+    assert [h["train"] for h in c2] == pytest.approx([h["train"] for h in c1], rel=1e-4)
 
 
 def test_a_torchrun_run_resumes_from_its_checkpoint_like_one_process(single_and_pair):

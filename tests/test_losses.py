@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from rotoscope.backbones import load_backbone
+from rotoscope import losses
 from rotoscope.losses import (LossWeights, color_directions, color_stats, feature_directions, gram, perceptual_loss,
                               relative_mse, sliced_color_loss, sliced_feature_loss, sorted_projections, style_target,
                               total_variation)
@@ -179,3 +180,22 @@ def test_style_match_is_chosen_in_the_target_and_the_artwork_meets_it(backbone):
     assert by_gram["style"] > 0 and by_gram["style"] != terms["style"]
     with pytest.raises(ValueError, match="style_match"):
         style_target(backbone, art, style_match="histogram")
+
+
+def test_sort_last_sorts_and_carries_gradients_as_torch_sort_does():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 40, 257, generator=g)
+    x[0, :, :50] = 0.0  # ties, as ReLU features give
+    x[1, :, :5] = -0.0
+    x[2, 0, 0] = 1e-42  # a float32 denormal
+    assert torch.equal(losses.sort_last(x), x.sort(dim=-1).values)  # no gradient: values only
+    a, b = x[1:].clone().requires_grad_(), x[1:].clone().requires_grad_()
+    w = torch.randn(2, 40, 257, generator=g)
+    mine, ref = losses.sort_last(a), b.sort(dim=-1).values
+    assert torch.equal(mine, ref)
+    (mine * w).sum().backward()
+    (ref * w).sum().backward()
+    distinct = x[1:] != 0  # tied values may trade their gradients; distinct ones may not
+    assert torch.equal(a.grad[distinct], b.grad[distinct])
+    # another dtype or device takes torch.sort itself
+    assert torch.equal(losses.sort_last(x.double()), x.double().sort(dim=-1).values)

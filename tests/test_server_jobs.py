@@ -28,7 +28,7 @@ from rotoscope.server.runner import Scheduler  # noqa: E402
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 # Gram style term: these tests are about jobs, not the loss (tests/test_losses.py), and the sliced one costs 25% more
 TINY_TRAIN = {"size": "32", "channels": "8,16,16", "res_blocks": "1", "backbone": "random",
-              "precision": "fp32", "set": "style_match=gram"}  # the same arithmetic on every CPU class: timing budgets hold everywhere
+              "precision": "fp32", "set": ["style_match=gram", "style_size=64"]}  # the same arithmetic on every CPU class: timing budgets hold everywhere
 JOB_TIMEOUT = 600  # seconds: generous, the test machine is shared and may be of the slowest class (AVX2)
 # a wait on a job that keeps progressing does not time out; one with no progress for this long fails (a server
 # start, a worker's start and its first step fit in it many times over: ~10 s here)

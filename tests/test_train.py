@@ -18,7 +18,7 @@ tr = importlib.import_module("rotoscope.train")  # the module (rotoscope.train i
 # the loss weights these tiny runs' thresholds were measured with (the defaults are tuned for real backbones)
 TINY = TrainConfig().replace(channels=(8, 16, 16), res_blocks=1, size=32, batch=2, steps=12, backbone="random",
                              precision="fp32", eval_every=4, checkpoint_every=4, preview_every=1000,
-                             content_weight=3.0, style_weight=5.0)
+                             content_weight=3.0, style_weight=5.0, style_size=128)  # 128: the artwork's own size
 
 
 @pytest.fixture(scope="module")

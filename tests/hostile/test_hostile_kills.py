@@ -28,7 +28,7 @@ STEPS = 24
 TRAIN = ["--steps", str(STEPS), "--size", "32", "--batch", "1", "--backbone", "random", "--channels", "8,16,16",
          "--res-blocks", "1", "--precision", "fp32", "--no-progress", "--checkpoint-every", "3", "--seed", "3",
          "--set", "size_start=0", "--set", "holdout=0", "--set", "eval_every=1000", "--set", "preview_every=1000",
-         "--set", "style_match=gram"]  # Gram: these tests are about kills, not the loss; the sliced term costs 25% more
+         "--set", "style_match=gram", "--set", "style_size=64"]  # Gram: these tests are about kills, not the loss; the sliced term costs 25% more
 STARTED = "training filter"  # the line said just before the first step
 SAVED = "saved filter"  # the line said once the filter is written
 
