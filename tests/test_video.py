@@ -317,6 +317,19 @@ def test_a_stream_cut_short_is_painted_as_far_as_it_goes(filt, tmp_path):
     assert any("truncated" in line for line in lines)
 
 
+def test_a_clip_whose_metadata_is_not_utf8_is_painted(filt, tmp_path):
+    """Tags are decoded on opening; one byte that is not UTF-8 (found by tests/hostile's fuzz) raised a traceback."""
+    good = make_clip(tmp_path / "good.mp4", frames=6, audio=False)
+    data = good.read_bytes()
+    assert data.count(b"Lavf") == 1  # the encoder tag that PyAV writes
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(data.replace(b"Lavf", b"\x80avf"))
+    with pytest.raises(UnicodeDecodeError):  # what a plain open does with it
+        av.open(str(bad)).close()
+    out = video.apply_video(filt, bad, tmp_path / "out.mp4", ApplySettings(), SMALL, warn=lambda s: None)
+    assert len(frames_of(out)[2]) == 6
+
+
 def test_numbered_frame_folders_are_recognised(tmp_path):
     for i in range(3):
         Image.new("RGB", (8, 8)).save(tmp_path / f"frame{i:04d}.png")

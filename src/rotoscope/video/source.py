@@ -88,7 +88,8 @@ def _open(path: Path):
     import av
 
     try:
-        return av.open(str(path))
+        # metadata is decoded as UTF-8 on opening: a clip whose tags are not (found by the fuzz) still opens
+        return av.open(str(path), metadata_errors="replace")
     except av.FFmpegError as e:
         raise RotoscopeError(f"{path}: not a video, or a damaged or empty one ({_av_reason(e)})") from None
     except OSError as e:
