@@ -14,15 +14,14 @@ row: 256 px, batch 4, the --backbone given) with either sort, median of --runs s
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from bench_train import median_s, rotoscope_step_fn  # noqa: E402
 
 from rotoscope import losses  # noqa: E402
 from rotoscope.losses import sort_last  # noqa: E402
@@ -32,13 +31,7 @@ SHAPES = {"relu1_2 (64 ch)": (4, 64, 4096), "relu2_2 (128 ch)": (4, 128, 4096), 
 
 
 def ms(fn, runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+    return 1e3 * median_s(fn, runs)
 
 
 def main() -> None:
@@ -49,7 +42,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     args = ap.parse_args()
     print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, torch threads {torch.get_num_threads()}")
-    print(f"| shape | side | torch.sort ms | sort_last ms | x faster |\n|---|---|---:|---:|---:|")
+    print("| shape | side | torch.sort ms | sort_last ms | x faster |\n|---|---|---:|---:|---:|")
     totals = [0.0, 0.0]
     for name, shape in SHAPES.items():
         x = torch.randn(*shape, generator=torch.Generator().manual_seed(0)).relu()  # ReLU features: many ties
@@ -67,8 +60,6 @@ def main() -> None:
 
 def step_table(args) -> None:
     """A default fp32 training step (sliced style and colour terms) with torch.sort, then with sort_last."""
-    from bench_train import median_s, rotoscope_step_fn
-
     from rotoscope.backbones import load_backbone
 
     g = torch.Generator().manual_seed(0)

@@ -63,12 +63,12 @@ def serve(run_jobs: bool, previews=None):
     import uvicorn
 
     from rotoscope.config import ServerConfig
-    from rotoscope.paths import home
-
-    if previews is not None:
-        (home() / "server").mkdir(parents=True, exist_ok=True)
-        os.symlink(previews, home() / "server" / "previews")
     from rotoscope.server import create_app
+    from rotoscope.server.jobs import server_dir
+
+    if previews is not None:  # where the app keeps its previews (routes/filters.py) is that shared folder
+        server_dir().mkdir(parents=True, exist_ok=True)
+        os.symlink(previews, server_dir() / "previews")
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

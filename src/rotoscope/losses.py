@@ -66,8 +66,8 @@ def sort_last(x: torch.Tensor) -> torch.Tensor:
     On a CPU NumPy's vectorised sort (x86-simd-sort, Highway on Arm), on one core, beats torch.sort on two: 1.8x
     on the output's side, 4-8x on the artwork's (benchmarks/results/sort.md). Without a gradient the values are
     sorted as they are; with one, each float32 is widened to float64, whose 29 spare low mantissa bits carry its
-    index: one sort of plain numbers gives the permutation (distinct float32s are 2^29 float64 steps apart, so their order stands), and a gather
-    carries the gradient back, as torch.sort's own backward does."""
+    index: one sort of plain numbers gives the permutation (distinct float32s are 2^29 float64 steps apart, so
+    their order stands), and a gather carries the gradient back, as torch.sort's own backward does."""
     if x.device.type != "cpu" or x.dtype != torch.float32 or x.shape[-1] > 1 << _INDEX_BITS:
         return x.sort(dim=-1).values
     if not (x.requires_grad and torch.is_grad_enabled()):
