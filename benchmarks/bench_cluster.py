@@ -142,12 +142,13 @@ def main() -> None:
     # per-frame and per-task costs, from the 1-worker run (no other task shares its core there)
     one = runs[min(runs)]
     reps = one["reports"]
-    warm = [r for r in reps if r.first > 0]
-    # a task = fixed + per_frame x (frames + warm-up); fixed from the one-frame render
-    xs = [r.frames + (r.warmup if r.first else 0) for r in reps]
+    # a task = fixed + per_frame x (frames + the warm-up it painted); fixed from the one-frame render
+    xs = [r.frames + r.warmup for r in reps]
     fixed_s = one["one_frame"]
     per_frame = max(1e-3, (sum(r.seconds for r in reps) - len(reps) * fixed_s) / sum(xs))
-    warmup = warm[0].warmup if warm else 0
+    # one worker runs the tasks one after another, so each chains on from the last; on a cluster they run at once
+    # and each but the first warms up: the projection below counts that
+    warmup = cluster.warmup_frames(ccfg, vcfg)
     out = []
     say = out.append
     say(f"clip: {clip.name}, first {frames} frames at {w}x{h}, filter {filt.name}, {lines[-1] if lines else ''}")

@@ -138,7 +138,7 @@ class TaskReport:
     first: int  # its first segment, and the end (None: to the clip's end)
     end: int | None
     frames: int  # frames written
-    warmup: int  # frames painted before the first segment and thrown away (0 when it chained on: render_range)
+    warmup: int  # frames it painted before its first segment and threw away (0 when it chained on: render_range)
     seconds: float
     host: str
     pid: int
@@ -213,12 +213,13 @@ def _render_task(job, filt, first: int, end: int | None, warmup: int, table, hoo
         first += 1
     lines: list[str] = []
     frames = 0
-    if first > 0 and job.seg_done(first - 1).exists():
-        warmup = 0  # the previous segment finished first (on another worker): the chain goes on from its last frame
     if end is None or first < end:
         start = first * job.video.segment_frames
         frames = render_range(job, first, end, False, lines.append, hook, warmup, table) - start
-    return TaskReport(first, end, max(0, frames), warmup, round(time.perf_counter() - t0, 3), socket.gethostname(),
+    # the warm-up it painted: none when the previous segment was finished before it began (it chained on from that,
+    # as render_range does) or before the clip's first frame; else `warmup` rounded up to whole batches
+    painted = max(0, job.stages.frames - max(0, frames))
+    return TaskReport(first, end, max(0, frames), painted, round(time.perf_counter() - t0, 3), socket.gethostname(),
                       os.getpid(), lines, job.stages.to_dict() if job.stages.frames else None)
 
 
