@@ -3,7 +3,7 @@
 import av
 import pytest
 
-from conftest import make_clip, rotoscope
+from conftest import assert_one_line_error, make_clip, rotoscope
 from rotoscope.config import ApplySettings
 from rotoscope.errors import RotoscopeError
 from rotoscope.filter import load_filter
@@ -106,3 +106,75 @@ def test_live_paints_with_the_lite_version_when_asked(tiny_filter, tmp_path, cap
     assert code == 0 and "painting with tiny-lite" in err, err
     code, _, err = rotoscope("live", "tiny", "--arch", "full", *args, capsys=capsys)
     assert code == 0 and "lite version" not in err
+
+
+class FakeCamera:
+    """Stands in for pyvirtualcam.Camera: records what it was opened with and every frame sent."""
+
+    opened: list = []
+
+    def __init__(self, width, height, fps):
+        self.size, self.fps, self.frames, self.closed = (width, height), fps, [], False
+        FakeCamera.opened.append(self)
+
+    def send(self, rgb):
+        self.frames.append(rgb.copy())
+
+    def close(self):
+        self.closed = True
+
+
+def fake_pyvirtualcam(monkeypatch, camera):
+    import sys
+    import types
+
+    mod = types.ModuleType("pyvirtualcam")
+    mod.Camera = camera
+    monkeypatch.setitem(sys.modules, "pyvirtualcam", mod)
+
+
+def test_the_virtual_camera_gets_every_painted_frame_at_the_painted_size(tiny_filter, tmp_path, monkeypatch):
+    fake_pyvirtualcam(monkeypatch, FakeCamera)
+    FakeCamera.opened = []
+    clip = make_clip(tmp_path / "cam.mp4", frames=8, audio=False)
+    stats = run_live(load_filter("tiny"), str(clip), FAST, frames=5, window=False, virtual=True,
+                     out=tmp_path / "live.mp4", log=lambda s: None)
+    (cam,) = FakeCamera.opened
+    assert cam.size == (64, 48) and cam.fps > 0 and cam.closed
+    assert len(cam.frames) == stats.frames == 5 == frames_in(tmp_path / "live.mp4")
+    assert all(f.shape == (48, 64, 3) and f.dtype == "uint8" for f in cam.frames)
+    # the painting, not the camera's frames: the tiny filter changes them
+    with av.open(str(clip)) as c:
+        first_in = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    assert abs(cam.frames[0].astype(int) - first_in.astype(int)).mean() > 2
+
+
+def test_no_virtual_camera_device_is_one_line(tiny_filter, tmp_path, monkeypatch, capsys):
+    def no_device(**kw):
+        raise RuntimeError("'/dev/video0' is not a video loopback device\nmore detail")
+
+    fake_pyvirtualcam(monkeypatch, no_device)
+    clip = make_clip(tmp_path / "cam.mp4", frames=3, audio=False)
+    code, out, err = rotoscope("live", "tiny", "--camera", clip, "--no-window", "--virtual-camera", "--engine",
+                               "torch", capsys=capsys)
+    line = assert_one_line_error(code, out, err, "no virtual camera to send to")
+    assert line.endswith("is not a video loopback device\")")  # its first line, in one line of ours
+
+
+def test_the_window_shows_fps_and_q_stops(tiny_filter, tmp_path, monkeypatch):
+    import cv2
+
+    from rotoscope import live
+
+    shown, keys = [], iter([-1, -1, ord("q")])
+    monkeypatch.setattr(live, "has_gui", lambda: True)
+    monkeypatch.setattr(cv2, "imshow", lambda title, img: shown.append((title, img.copy())))
+    monkeypatch.setattr(cv2, "waitKey", lambda ms: next(keys))
+    monkeypatch.setattr(cv2, "destroyAllWindows", lambda: None)
+    clip = make_clip(tmp_path / "cam.mp4", frames=10, audio=False)
+    stats = run_live(load_filter("tiny"), str(clip), FAST, window=True, log=lambda s: None)
+    assert stats.frames == 3 and len(shown) == 3  # q on the third frame: nothing more painted
+    assert all(title == "rotoscope live: tiny" for title, _ in shown)
+    # the fps figure is drawn in white at the top left, on the painting (BGR, as OpenCV shows it)
+    img = shown[-1][1]
+    assert img.shape == (48, 64, 3) and (img[8:24, 8:40] == 255).all(axis=-1).any()

@@ -122,7 +122,8 @@ def pick_architecture(spec: str, arch: str) -> tuple[str, str | None]:
             raise NotFound(f"no lite version of '{spec}' (train one: rotoscope train ART --name {spec}-lite --arch "
                            "lite)")
         return spec, None
-    return lite, None if lite == spec else f"painting with {lite}, the lite version of {spec} (--arch full: the full one)"
+    said = f"painting with {lite}, the lite version of {spec} (--arch full: the full one)"
+    return lite, None if lite == spec else said
 
 
 def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = None, frames: int | None = None,
@@ -152,13 +153,15 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
             raise Invalid(f"no frames from {'video file' if is_file else 'camera'} {camera}")
         h0, w0 = first.shape[:2]
         w, h = longer_side(w0, h0, st.size)
+        src_fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+        if virtual:  # before anything is said or measured: no device is one line, and nothing else
+            vcam = _VirtualCamera(w, h, src_fps)
         st, lines = resolve(filt, st, (h, w))  # the fastest engine and precision here, for this frame size
         for ln in lines:
             log(ln)
         from .stylize import make_runner
 
         run = make_runner(filt, st)
-        src_fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
         stab = Stabilizer(blend, flow_preset) if stabilize else None
         masks = MaskChain(mask, st.keep, st.feather) if (mask is not None or st.keep) else None
         if out is not None:
@@ -166,8 +169,6 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
             writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), float(src_fps), (w, h))
             if not writer.isOpened():
                 raise Invalid(f"cannot write {out}")
-        if virtual:
-            vcam = _VirtualCamera(w, h, src_fps)
         stats = LiveStats(size=(w, h), engine=st.engine, precision=st.precision,
                           ms={"paint": 0.0, "steady": 0.0, "mask": 0.0, "show": 0.0})
         prev_out = None
