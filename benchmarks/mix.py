@@ -2,7 +2,7 @@
 
 For one pair of shipped filters (default great-wave and starry-night) and two held-out photos, paint mixes from
 0 to 1 both ways and write
-  benchmarks/out/mix/sheet.png     rows: photo x method, columns: the second filter's share 0, 0.25, ... 1
+  docs/mix.jpg                     rows: photo x method, columns: the second filter's share 0, 0.25, ... 1
   benchmarks/results/mix.md        per method and share, means over the photos: colour, texture and Gram
                                    distances from each artwork, SSIM to the photo, stroke contrast
 
@@ -49,10 +49,11 @@ def stroke_contrast(img) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pair", default="great-wave,starry-night")
-    ap.add_argument("--photos", default="portrait_smiling_woman.png,golden_gate_bridge_fog.jpg",
+    ap.add_argument("--photos",
+                    default="portrait_smiling_woman.png,golden_gate_bridge_fog.jpg,tabby_cat.jpg,kodim05.png",
                     help="photos in ../shared/data/content (held out of the shipped filters' training)")
     ap.add_argument("--size", type=int, default=384)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "mix")
+    ap.add_argument("--sheet", type=Path, default=ROOT / "docs" / "mix.jpg")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "mix.md")
     args = ap.parse_args()
     if DATA is None:
@@ -80,9 +81,9 @@ def main() -> None:
                              **{f"gram_{n}": metrics.gram_distance_from(g, art_gram[n]) for n in (a, b)},
                              "ssim": metrics.ssim_luminance(out, photo), "strokes": stroke_contrast(out)})
     seconds = time.perf_counter() - t0
-    write_sheet(args.out / "sheet.png", photos, tiles, a, b)
+    write_sheet(args.sheet, photos, tiles, a, b)
     write_table(args.results, rows, a, b, args, seconds)
-    print(f"wrote {args.out / 'sheet.png'} and {args.results} ({seconds:.0f} s)")
+    print(f"wrote {args.sheet} and {args.results} ({seconds:.0f} s)")
 
 
 def write_sheet(path: Path, photos, tiles, a: str, b: str) -> None:
@@ -104,7 +105,7 @@ def write_sheet(path: Path, photos, tiles, a: str, b: str) -> None:
         for j, s in enumerate(SHARES):
             sheet.paste(tiles[(k, m, s)].convert("RGB").resize((tw, th)), (label_w + (j + 1) * (tw + 4), y))
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
+    sheet.save(path, quality=88, optimize=True)  # a JPEG in docs/ (the PNG is 3 MB); Pillow ignores it for PNG
 
 
 def write_table(path: Path, rows: list[dict], a: str, b: str, args, seconds: float) -> None:
