@@ -138,7 +138,8 @@ def test_a_clip_in_two_tasks_matches_the_local_render(ray_cluster, filt, long_cl
     out = cluster.apply_video(filt, long_clip, tmp_path / "ray.mp4", ST, SEG, cfg=ClusterConfig(segments_per_task=4),
                               reports=reports)
     assert sorted((r.first, r.end) for r in reports) == [(0, 4), (4, None)]
-    assert {r.pid for r in reports}.__len__() == 2  # two workers painted
+    assert len({r.pid for r in reports}) == 2  # two workers painted
+    assert all(r.node for r in reports)  # and each says on which node
     assert sorted(r.frames for r in reports) == [32, 32]
     # each task times its stages and says so; its warm-up frames (a whole number of batches) are painted and count;
     # when the first task finished before the second began, the second chained on from it and warmed up on none

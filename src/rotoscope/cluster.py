@@ -142,6 +142,7 @@ class TaskReport:
     seconds: float
     host: str
     pid: int
+    node: str  # the Ray node it ran on (several may share a host: the tests start two)
     warnings: list[str] = field(default_factory=list)
     stages: dict | None = None  # where its time went (video/stages.py, StageTimes.to_dict), summed by the driver
 
@@ -220,7 +221,14 @@ def _render_task(job, filt, first: int, end: int | None, warmup: int, table, hoo
     # as render_range does) or before the clip's first frame; else `warmup` rounded up to whole batches
     painted = max(0, job.stages.frames - max(0, frames))
     return TaskReport(first, end, max(0, frames), painted, round(time.perf_counter() - t0, 3), socket.gethostname(),
-                      os.getpid(), lines, job.stages.to_dict() if job.stages.frames else None)
+                      os.getpid(), _node_id(), lines, job.stages.to_dict() if job.stages.frames else None)
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
 
 
 def render_on_cluster(job, address: str = "auto", cfg: ClusterConfig | None = None, progress: bool = False,
