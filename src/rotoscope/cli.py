@@ -449,11 +449,12 @@ def live(
         raise RotoscopeError(f"unknown flow preset '{flow_preset}': use ultrafast, fast or medium")
     settings = ApplySettings(**{"size": size, "strength": strength, "engine": engine, "precision": precision,
                                 **({"keep": keep} if keep else {}), **parse_sets(ApplySettings, set_)}).validate()
-    if mask is not None and mask.is_dir():
-        raise RotoscopeError(f"{mask} is a folder: live takes one mask image (a folder of masks is for a video file)")
     if mask is not None:
         from .mask import read_mask
 
+        if mask.is_dir():
+            raise RotoscopeError(f"{mask} is a folder: live takes one mask image (a folder of masks is for a video "
+                                 "file)")
         read_mask(mask)  # a missing, broken or foreign file: one line before the camera opens
     spec, chose = pick_architecture(filter, arch)
     if chose:

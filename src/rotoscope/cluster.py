@@ -142,7 +142,7 @@ class TaskReport:
     seconds: float
     host: str
     pid: int
-    node: str  # the Ray node it ran on (several may share a host: the tests start two)
+    node: str  # the Ray node it ran on (a host may run several)
     warnings: list[str] = field(default_factory=list)
     stages: dict | None = None  # where its time went (video/stages.py, StageTimes.to_dict), summed by the driver
 
@@ -228,7 +228,6 @@ def _node_id() -> str:
     import ray
 
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
-
 
 
 def render_on_cluster(job, address: str = "auto", cfg: ClusterConfig | None = None, progress: bool = False,
