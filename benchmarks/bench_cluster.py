@@ -210,10 +210,13 @@ def main() -> None:
     text = "\n".join(out)
     print(text)
     if args.results:
-        cmd = "nice -n 19 python " + " ".join(shlex.quote(a) for a in ["benchmarks/bench_cluster.py", *sys.argv[1:]])
-        busy = ("the machine was shared with another engineer's training run (load average above the 2 cores): "
-                "absolute times are pessimistic, and the 2-worker speed-up is limited by the cores left over"
-                if max(load[0], load_after[0]) > 1.5 else "the machine was otherwise idle")
+        nice = os.nice(0)
+        cmd = (f"nice -n {nice} " if nice else "") + "python " + " ".join(
+            shlex.quote(a) for a in ["benchmarks/bench_cluster.py", *sys.argv[1:]])
+        # the load before the run is the other jobs'; the load after includes this benchmark's own
+        busy = ("the machine was shared with other jobs (load average above 1.5 before the run): absolute times "
+                "are pessimistic, and the 2-worker speed-up is limited by the cores left over"
+                if load[0] > 1.5 else "no other job was running (load average 1.5 or less before the run)")
         dest = ROOT / "benchmarks" / "results" / "cluster.md"
         dest.write_text(f"# Ray cluster scaling (benchmarks/bench_cluster.py)\n\n{time.strftime('%Y-%m-%d')}, "
                         f"produced by:\n\n    {cmd}\n\nOn this machine (2 cores), {busy}.\n\n{text}\n")

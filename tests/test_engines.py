@@ -63,6 +63,18 @@ def test_openvino_runs_a_batch_and_new_sizes(net):
         assert float((run(x) - ref(x)).abs().mean()) * 255 < engines.MAX_LEVELS
 
 
+def test_openvino_takes_the_threads_it_is_given_and_does_not_pin_them(net, monkeypatch):
+    """Pinned threads put two single-threaded processes (two Ray tasks, two server workers) on the same core:
+    each painted at half speed, and a second worker bought nothing (benchmarks/results/cluster.md)."""
+    monkeypatch.setenv("ROTOSCOPE_THREADS", "1")
+    run = engines.OpenVinoRunner(net, "fp32")
+    run(photo())
+    (request,) = run.compiled.values()
+    compiled = request.get_compiled_model()
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    assert compiled.get_property("ENABLE_CPU_PINNING") is False
+
+
 def test_engines_refuse_precisions_they_do_not_run(net):
     from rotoscope.errors import RotoscopeError
 

@@ -65,6 +65,34 @@ def test_weights_scale_their_terms_and_zero_switches_a_term_off(backbone):
     assert scaled["color"] == 0 and scaled["tv"] == pytest.approx(5 * base["tv"], rel=1e-4)
 
 
+def test_layer_weights_tilt_from_fine_to_broad_and_average_one():
+    assert losses.layer_weights(4, 1.0) == pytest.approx([1, 1, 1, 1])  # today's recipe: all equal
+    fine = losses.layer_weights(5, 0.5)
+    assert fine == sorted(fine, reverse=True) and fine[1] == pytest.approx(fine[0] / 2)
+    broad = losses.layer_weights(5, 2.0)
+    assert broad == sorted(broad) and broad[-1] == pytest.approx(2 * broad[-2])
+    assert sum(fine) == pytest.approx(5) and sum(broad) == pytest.approx(5)
+
+
+@pytest.mark.parametrize("match", ["gram", "sliced"])
+def test_layer_decay_weighs_the_style_layers_and_one_is_the_plain_mean(backbone, match, monkeypatch):
+    target = style_target(backbone, torch.rand(1, 3, 32, 32), style_match=match)
+    out, photo = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    _, even = perceptual_loss(backbone, target, LossWeights(1, 1, 1, 1, 1.0), out, photo)
+    # each layer's own term, by giving one layer all the weight at a time
+    n = len(backbone.spec.style_layers)
+    per_layer = []
+    for i in range(n):
+        monkeypatch.setattr(losses, "layer_weights", lambda k, d, i=i: [float(j == i) * k for j in range(k)])
+        per_layer.append(perceptual_loss(backbone, target, LossWeights(1, 1, 1, 1), out, photo)[1]["style"])
+    monkeypatch.undo()
+    assert even["style"] == pytest.approx(sum(per_layer) / n, rel=1e-4)
+    _, tilted = perceptual_loss(backbone, target, LossWeights(1, 1, 1, 1, 0.5), out, photo)
+    w = losses.layer_weights(n, 0.5)
+    assert tilted["style"] == pytest.approx(sum(wi * t for wi, t in zip(w, per_layer)) / n, rel=1e-4)
+    assert tilted["style"] != pytest.approx(even["style"], rel=1e-3)  # the layers differ, so the tilt shows
+
+
 def test_loss_gives_gradients_to_the_output_only(backbone):
     target = style_target(backbone, torch.rand(1, 3, 32, 32))
     out = torch.rand(1, 3, 32, 32, requires_grad=True)

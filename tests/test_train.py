@@ -54,8 +54,9 @@ def test_sliced_colour_and_style_matches_train_and_are_recorded(artwork):
 
 def test_settings_saved_before_colour_and_style_match_existed_read_as_moments_and_gram():
     old = TrainConfig().to_dict()
-    del old["color_match"], old["style_match"]
+    del old["color_match"], old["style_match"], old["style_layer_decay"]
     assert TrainConfig.from_dict(old).color_match == "moments" and TrainConfig.from_dict(old).style_match == "gram"
+    assert TrainConfig.from_dict(old).style_layer_decay == 1.0  # the style layers weighed equally before the tilt
     assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
 
 

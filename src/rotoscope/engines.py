@@ -99,7 +99,10 @@ class OpenVinoRunner:
                 self.compiled.popitem(last=False)
             model = self._model(mode).clone()
             model.reshape({"image": list(shape)})
+            # unpinned: OpenVINO pins its threads to cores, and two single-threaded processes (two Ray tasks) were
+            # pinned to the same one, each painting at half speed (benchmarks/results/cluster.md, 2026-12-04)
             config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": self.threads,
+                      "ENABLE_CPU_PINNING": False,
                       "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32"}
             self.compiled[key] = self.core.compile_model(model, "CPU", config).create_infer_request()
         return self.compiled[key]

@@ -217,10 +217,18 @@ class LossWeights:
     style: float = _DEFAULTS.style_weight
     color: float = _DEFAULTS.color_weight
     tv: float = _DEFAULTS.tv_weight
+    layer_decay: float = _DEFAULTS.style_layer_decay  # each deeper style layer's weight relative to the one before
 
     @classmethod
     def of(cls, cfg: TrainConfig) -> "LossWeights":
-        return cls(cfg.content_weight, cfg.style_weight, cfg.color_weight, cfg.tv_weight)
+        return cls(cfg.content_weight, cfg.style_weight, cfg.color_weight, cfg.tv_weight, cfg.style_layer_decay)
+
+
+def layer_weights(n: int, decay: float) -> list[float]:
+    """n style layers' weights, fine to broad, each `decay` times the one before, averaging 1 (so the style
+    weight means the same whatever the tilt)."""
+    w = [decay ** i for i in range(n)]
+    return [x * n / sum(w) for x in w]
 
 
 def perceptual_loss(backbone: Backbone, target: StyleTarget, weights: LossWeights, output: torch.Tensor,
@@ -237,13 +245,14 @@ def perceptual_loss(backbone: Backbone, target: StyleTarget, weights: LossWeight
     content = sum(relative_mse(out_feats[k], photo_feats[k], batch_mean=batch_mean)
                   for k in spec.content_layers) / len(spec.content_layers)
     temps = target.temperatures or {}
+    lw = layer_weights(len(spec.style_layers), weights.layer_decay)
     if target.style_match == "sliced":
-        style = sum(sliced_feature_loss(style_features(out_feats[k], temps.get(k)), target.features[k],
-                                        feature_directions(target.features[k].shape[0], draw))
-                    for k in spec.style_layers) / len(spec.style_layers)
+        style = sum(w * sliced_feature_loss(style_features(out_feats[k], temps.get(k)), target.features[k],
+                                            feature_directions(target.features[k].shape[0], draw))
+                    for w, k in zip(lw, spec.style_layers)) / len(spec.style_layers)
     else:
-        style = sum(relative_mse(gram(style_features(out_feats[k], temps.get(k))), target.grams[k])
-                    for k in spec.style_layers) / len(spec.style_layers)
+        style = sum(w * relative_mse(gram(style_features(out_feats[k], temps.get(k))), target.grams[k])
+                    for w, k in zip(lw, spec.style_layers)) / len(spec.style_layers)
     # colours live in [0, 1] units; x10 puts a 0.1 shift of every pixel on the order of the other terms (for
     # "sliced" a uniform shift v scores |v|^2 / 3, the mean over directions, about the moments' mean term)
     if target.color_match == "sliced":
