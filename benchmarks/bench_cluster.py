@@ -1,5 +1,6 @@
-"""Scaling benchmark for `--cluster` (cluster.py): a clip rendered by Ray with 1 and 2 workers on this machine,
-against the local render, the cost of a task, and a projection of a 2-hour 1080p film on N machines.
+"""Scaling benchmark for `--cluster` (cluster.py): a clip rendered by Ray with 1, 2, 4 ... workers (up to
+this machine's cores) against the local render, the cost of a task, and a projection of a 2-hour 1080p film on N
+machines.
 
 What it measures, on the start of a shared clip (--clip, --frames, --size, --filter):
   local      video.apply_video: the local threaded render (reader, network, writer threads), all cores;
@@ -105,7 +106,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=640)
     ap.add_argument("--segment-frames", type=int, default=48)
     ap.add_argument("--segments-per-task", type=int, default=2)
-    ap.add_argument("--workers", default="1,2", help="Ray CPUs to try, comma-separated")
+    # 1, 2, 4, ... up to every core of this machine
+    cores = os.cpu_count() or 2
+    default_workers = ",".join(str(n) for n in [1, 2, 4, 8, 16, 32, 64] if n < cores) + f",{cores}"
+    ap.add_argument("--workers", default=default_workers if cores > 1 else "1",
+                    help=f"Ray CPUs to try, comma-separated (default here: {default_workers})")
     ap.add_argument("--results", action="store_true", help="write benchmarks/results/cluster.md")
     args = ap.parse_args()
 
@@ -153,7 +158,7 @@ def main() -> None:
     say = out.append
     say(f"clip: {clip.name}, first {frames} frames at {w}x{h}, filter {filt.name}, {lines[-1] if lines else ''}")
     say(f"segments of {args.segment_frames} frames, {args.segments_per_task} segment(s) per task, warm-up "
-        f"{warmup} frames; load average {load[0]:.1f} before, {load_after[0]:.1f} after (2 cores)")
+        f"{warmup} frames; load average {load[0]:.1f} before, {load_after[0]:.1f} after ({os.cpu_count()} cores)")
     say("")
     say("| run | tasks | wall s | frames/s | speed-up vs 1 worker |")
     say("| --- | ---: | ---: | ---: | ---: |")
@@ -218,8 +223,12 @@ def main() -> None:
                 "are pessimistic, and the 2-worker speed-up is limited by the cores left over"
                 if load[0] > 1.5 else "no other job was running (load average 1.5 or less before the run)")
         dest = ROOT / "benchmarks" / "results" / "cluster.md"
+        # the sections written by hand below the table (## headings: what earlier runs found) are kept
+        before = dest.read_text() if dest.exists() else ""
+        notes = before[before.index("\n## ") + 1:] if "\n## " in before else ""
         dest.write_text(f"# Ray cluster scaling (benchmarks/bench_cluster.py)\n\n{time.strftime('%Y-%m-%d')}, "
-                        f"produced by:\n\n    {cmd}\n\nOn this machine (2 cores), {busy}.\n\n{text}\n")
+                        f"produced by:\n\n    {cmd}\n\nOn this machine ({os.cpu_count()} cores), {busy}.\n\n{text}\n"
+                        + (f"\n{notes}" if notes else ""))
         print(f"wrote {dest}")
 
 

@@ -133,21 +133,35 @@ def test_the_output_ends_at_the_first_gap_as_a_local_render_would(tmp_path):
 # ---------------------------------------------------------------- a clip on 2 workers
 
 
+def second_task_first(flag: str):
+    """A task hook: the first task waits after its first segment until the second task has finished one, so the
+    second cannot chain on from a finished first task and must warm up (on a loaded machine it otherwise might)."""
+
+    def hook(seg: int) -> None:
+        if seg >= 4:
+            Path(flag).touch()
+        elif seg == 0:
+            t = time.monotonic()
+            while not os.path.exists(flag) and time.monotonic() - t < 120:
+                time.sleep(0.05)
+
+    return hook
+
+
 def test_a_clip_in_two_tasks_matches_the_local_render(ray_cluster, filt, long_clip, local, tmp_path):
     reports = []
     out = cluster.apply_video(filt, long_clip, tmp_path / "ray.mp4", ST, SEG, cfg=ClusterConfig(segments_per_task=4),
-                              reports=reports)
+                              task_hook=second_task_first(str(tmp_path / "second-began")), reports=reports)
     assert sorted((r.first, r.end) for r in reports) == [(0, 4), (4, None)]
     assert len({r.pid for r in reports}) == 2  # two workers painted
     assert all(r.node for r in reports)  # and each says on which node
     assert sorted(r.frames for r in reports) == [32, 32]
-    # each task times its stages and says so; its warm-up frames (a whole number of batches) are painted and count;
-    # when the first task finished before the second began, the second chained on from it and warmed up on none
+    # each task times its stages and says so; its warm-up frames (a whole number of batches) are painted and count
     first, second = sorted(reports, key=lambda r: r.first)
     assert first.stages["frames"] == 32
     assert first.warmup == 0 and second.stages["frames"] == 32 + second.warmup
     warmup = cluster.warmup_frames(ClusterConfig(), SEG)
-    assert second.warmup == 0 or warmup <= second.warmup < warmup + SEG.batch
+    assert warmup <= second.warmup < warmup + SEG.batch
     assert all(r.stages["ms_per_frame"]["paint"] > 0 for r in reports)
     pts_l, rgb_l = decoded(local)
     pts_c, rgb_c = decoded(out)
@@ -169,7 +183,8 @@ def test_a_clip_in_two_tasks_matches_the_local_render(ray_cluster, filt, long_cl
 def test_without_a_warm_up_the_seam_shows(ray_cluster, filt, long_clip, local, tmp_path):
     """What the warm-up is for: a task that starts its chain cold paints frames the local render does not."""
     out = cluster.apply_video(filt, long_clip, tmp_path / "cold.mp4", ST, SEG,
-                              cfg=ClusterConfig(segments_per_task=4, warmup_frames=0))
+                              cfg=ClusterConfig(segments_per_task=4, warmup_frames=0),
+                              task_hook=second_task_first(str(tmp_path / "second-began")))
     rgb = decoded(out)[1]
     d = frame_diffs(rgb, decoded(local)[1])
     assert max(d[:32]) < 1.0 and d[32] > 2.0  # measured: 0 before the seam, 8.3 levels at it
@@ -335,6 +350,36 @@ def test_train_many_command_table_and_refusals(artworks, tmp_path, capsys):
     assert_one_line_error(*rotoscope("train-many", tmp_path / "nothing", capsys=capsys), "no such folder")
     assert_one_line_error(*rotoscope("train-many", arts, "--set", "segments_per_task=-2", capsys=capsys),
                           "segments_per_task")
+
+
+def test_train_many_resumes_an_interrupted_training_and_a_failed_one_is_a_row(artworks, monkeypatch):
+    """Here, without Ray: the same command again goes on from an interrupted run's checkpoint; an artwork that
+    cannot be trained is its row of the table, and the others are trained."""
+    import importlib
+
+    from rotoscope.data import PhotoSet
+    from rotoscope.errors import RotoscopeError
+
+    tr = importlib.import_module("rotoscope.train")  # the module (the package's `train` is the function)
+    arts, photos = artworks
+    cfg = TINY.replace(steps=4)
+    real_batch = PhotoSet.batch
+
+    def interrupt_at_2(self, step, *a, **k):
+        if step == 2:
+            raise KeyboardInterrupt
+        return real_batch(self, step, *a, **k)
+
+    monkeypatch.setattr(PhotoSet, "batch", interrupt_at_2)
+    with pytest.raises(RotoscopeError, match="interrupted at step 2/4"):
+        tr.train(arts / "blue.png", "blue", photos, cfg, log=lambda *_: None, progress=False)
+    monkeypatch.setattr(PhotoSet, "batch", real_batch)
+    (arts / "broken.png").write_bytes(b"not a picture")
+    rows = {r.name: r for r in cluster.train_many(arts, photos, cfg)}
+    assert (rows["blue"].status, rows["blue"].steps) == ("resumed", 4)
+    assert (rows["Red-Poster"].status, rows["Red-Poster"].steps) == ("trained", 4)
+    assert rows["broken"].status.startswith("failed: ") and rows["broken"].steps is None
+    assert "\n" not in rows["broken"].status
 
 
 def test_cluster_refusals_are_one_line(filt, tmp_path, capsys, monkeypatch):

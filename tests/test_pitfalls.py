@@ -200,10 +200,14 @@ def test_nan_loss_stops_cleanly_and_keeps_last_good_weights(art, two_photos, mon
         return total, terms
 
     monkeypatch.setattr(train_mod, "perceptual_loss", flaky)
+    # under torchrun the other ranks wait at the barrier for rank 0's file: a stop must still reach it
+    met = []
+    monkeypatch.setattr(train_mod.distributed, "barrier", lambda world: met.append(world))
     log = []
     cfg = TrainConfig().replace(steps=8, eval_every=2, **TINY)
     with pytest.raises(RotoscopeError, match="(?i)lower the learning rate") as e:
         train_mod.train(art, "nan", two_photos, cfg, progress=False, log=log.append)
+    assert len(met) == 1
     assert "last good weights (step 4)" in str(e.value)
     assert any("very few photos" in line for line in log)  # 1 training photo, 1 held out
     assert checkpoint_state("nan")["run"]["step"] == 4

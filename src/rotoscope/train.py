@@ -486,11 +486,11 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
     net.eval()
     save_filter(net.to("cpu").to(memory_format=torch.contiguous_format), card, dest)
     log(f"saved filter '{name}' to {dest} ({run.step} steps in {run.seconds / 60:.1f} min)")
+    distributed.barrier(world)  # the other ranks wait there for the file (before a stop's error too: else they hang)
     if stopped:
         raise RotoscopeError(f"training stopped after step {run.step}: {stopped.message} The filter {dest} and the "
                              f"checkpoint hold the last good weights (step {guard.last_good.step}); "
                              f"`rotoscope explain {name}` shows what happened.")
-    distributed.barrier(world)
     from .filter import load_filter_file
 
     return load_filter_file(dest)
