@@ -109,7 +109,8 @@ def main() -> None:
     # 1, 2, 4, ... up to every core of this machine
     cores = os.cpu_count() or 2
     default_workers = ",".join(str(n) for n in [1, 2, 4, 8, 16, 32, 64] if n < cores) + f",{cores}"
-    ap.add_argument("--workers", default=default_workers if cores > 1 else "1",
+    default_workers = default_workers.lstrip(",")  # one core: just "1"
+    ap.add_argument("--workers", default=default_workers,
                     help=f"Ray CPUs to try, comma-separated (default here: {default_workers})")
     ap.add_argument("--results", action="store_true", help="write benchmarks/results/cluster.md")
     args = ap.parse_args()
@@ -219,9 +220,10 @@ def main() -> None:
         cmd = (f"nice -n {nice} " if nice else "") + "python " + " ".join(
             shlex.quote(a) for a in ["benchmarks/bench_cluster.py", *sys.argv[1:]])
         # the load before the run is the other jobs'; the load after includes this benchmark's own
-        busy = ("the machine was shared with other jobs (load average above 1.5 before the run): absolute times "
-                "are pessimistic, and the 2-worker speed-up is limited by the cores left over"
-                if load[0] > 1.5 else "no other job was running (load average 1.5 or less before the run)")
+        limit = 0.75 * (os.cpu_count() or 2)
+        busy = (f"the machine was shared with other jobs (load average above {limit:g} before the run): absolute "
+                "times are pessimistic, and the speed-ups are limited by the cores left over"
+                if load[0] > limit else f"no other job was running (load average {limit:g} or less before the run)")
         dest = ROOT / "benchmarks" / "results" / "cluster.md"
         # the sections written by hand below the table (## headings: what earlier runs found) are kept
         before = dest.read_text() if dest.exists() else ""

@@ -142,7 +142,8 @@ def second_task_first(flag: str):
             Path(flag).touch()
         elif seg == 0:
             t = time.monotonic()
-            while not os.path.exists(flag) and time.monotonic() - t < 120:
+            while not os.path.exists(flag):
+                assert time.monotonic() - t < 120, "the second task did not finish a segment in 2 minutes"
                 time.sleep(0.05)
 
     return hook
@@ -373,10 +374,20 @@ def test_train_many_resumes_an_interrupted_training_and_a_failed_one_is_a_row(ar
     monkeypatch.setattr(PhotoSet, "batch", interrupt_at_2)
     with pytest.raises(RotoscopeError, match="interrupted at step 2/4"):
         tr.train(arts / "blue.png", "blue", photos, cfg, log=lambda *_: None, progress=False)
-    monkeypatch.setattr(PhotoSet, "batch", real_batch)
+    asked = []  # the training steps each run asks photos for, in order
+
+    def record(self, step, *a, **k):
+        asked.append(step)
+        return real_batch(self, step, *a, **k)
+
+    monkeypatch.setattr(PhotoSet, "batch", record)
     (arts / "broken.png").write_bytes(b"not a picture")
-    rows = {r.name: r for r in cluster.train_many(arts, photos, cfg)}
+    table = cluster.train_many(arts, photos, cfg)
+    rows = {r.name: r for r in table}
     assert (rows["blue"].status, rows["blue"].steps) == ("resumed", 4)
+    # the runs go in the table's order: the fresh one asks for all four steps (0-3), the resumed one for 2 and 3 only
+    by_run = {"Red-Poster": [0, 1, 2, 3], "blue": [2, 3], "broken": []}
+    assert asked == [step for r in table for step in by_run[r.name]]
     assert (rows["Red-Poster"].status, rows["Red-Poster"].steps) == ("trained", 4)
     assert rows["broken"].status.startswith("failed: ") and rows["broken"].steps is None
     assert "\n" not in rows["broken"].status

@@ -73,8 +73,10 @@ class TrainConfig:
     style_match: str = setting("sliced", "gram: the artwork's feature co-activations (Johnson et al.); sliced: the "
                                "whole distribution of its features (sliced Wasserstein, Heitz et al. 2021)",
                                choices=("gram", "sliced"))
-    # the style layers run from fine (the stem, 1/2 resolution) to broad (1/16). 0.6 came closer to the art by
-    # colour and Gram with the same SSIM at 200 steps, 1.5 further, and neither moved the texture rank (study 4)
+    # the backbone's style layers run from fine to broad (EfficientNet-Lite0: five, 1/2 to 1/16 resolution; the
+    # VGGs: four, full to 1/8), so one decay tilts each backbone a little differently. Study 4 (EfficientNet, 200
+    # steps): 0.6 came closer to the art by colour and Gram with the same SSIM, 1.5 further; neither raised the
+    # texture top 3, and both left the mean texture rank a little worse, so the default stays equal
     style_layer_decay: float = setting(1.0, "each deeper style layer weighs this much of the one before (1: all "
                                        "equal; below 1 favours fine marks, above 1 broad shapes)", lo=0.05, hi=20.0)
     color_weight: float = setting(2.0, "weight of the colour term (the artwork's palette)", lo=0.0, hi=1e6)

@@ -211,7 +211,8 @@ def style_target(backbone: Backbone, art: torch.Tensor, color_match: str = _DEFA
 
 @dataclass
 class LossWeights:
-    """The four terms' weights; their defaults are TrainConfig's (config.py), the one place defaults live."""
+    """The four terms' weights and the style layers' tilt; their defaults are TrainConfig's (config.py), the one
+    place defaults live."""
 
     content: float = _DEFAULTS.content_weight
     style: float = _DEFAULTS.style_weight

@@ -471,8 +471,15 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
     else:
         checkpoints.save(run)
 
+    def stop_error() -> RotoscopeError:
+        return RotoscopeError(f"training stopped after step {run.step}: {stopped.message} The filter {dest} and the "
+                              f"checkpoint hold the last good weights (step {guard.last_good.step}); "
+                              f"`rotoscope explain {name}` shows what happened.")
+
     if not world.main:  # rank 0 writes the filter; the others wait for it and load the same file
         distributed.barrier(world)
+        if stopped:  # every rank ends the way rank 0 does
+            raise stop_error()
         from .filter import load_filter_file
 
         return load_filter_file(dest)
@@ -488,9 +495,7 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
     log(f"saved filter '{name}' to {dest} ({run.step} steps in {run.seconds / 60:.1f} min)")
     distributed.barrier(world)  # the other ranks wait there for the file (before a stop's error too: else they hang)
     if stopped:
-        raise RotoscopeError(f"training stopped after step {run.step}: {stopped.message} The filter {dest} and the "
-                             f"checkpoint hold the last good weights (step {guard.last_good.step}); "
-                             f"`rotoscope explain {name}` shows what happened.")
+        raise stop_error()
     from .filter import load_filter_file
 
     return load_filter_file(dest)
