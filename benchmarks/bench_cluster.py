@@ -107,9 +107,8 @@ def main() -> None:
     ap.add_argument("--segment-frames", type=int, default=48)
     ap.add_argument("--segments-per-task", type=int, default=2)
     # 1, 2, 4, ... up to every core of this machine
-    cores = os.cpu_count() or 2
-    default_workers = ",".join(str(n) for n in [1, 2, 4, 8, 16, 32, 64] if n < cores) + f",{cores}"
-    default_workers = default_workers.lstrip(",")  # one core: just "1"
+    here = os.cpu_count() or 2
+    default_workers = ",".join(str(n) for n in sorted({n for n in (1, 2, 4, 8, 16, 32, 64) if n < here} | {here}))
     ap.add_argument("--workers", default=default_workers,
                     help=f"Ray CPUs to try, comma-separated (default here: {default_workers})")
     ap.add_argument("--results", action="store_true", help="write benchmarks/results/cluster.md")
@@ -159,7 +158,7 @@ def main() -> None:
     say = out.append
     say(f"clip: {clip.name}, first {frames} frames at {w}x{h}, filter {filt.name}, {lines[-1] if lines else ''}")
     say(f"segments of {args.segment_frames} frames, {args.segments_per_task} segment(s) per task, warm-up "
-        f"{warmup} frames; load average {load[0]:.1f} before, {load_after[0]:.1f} after ({os.cpu_count()} cores)")
+        f"{warmup} frames; load average {load[0]:.1f} before, {load_after[0]:.1f} after ({here} cores)")
     say("")
     say("| run | tasks | wall s | frames/s | speed-up vs 1 worker |")
     say("| --- | ---: | ---: | ---: | ---: |")
@@ -220,7 +219,7 @@ def main() -> None:
         cmd = (f"nice -n {nice} " if nice else "") + "python " + " ".join(
             shlex.quote(a) for a in ["benchmarks/bench_cluster.py", *sys.argv[1:]])
         # the load before the run is the other jobs'; the load after includes this benchmark's own
-        limit = 0.75 * (os.cpu_count() or 2)
+        limit = 0.75 * here
         busy = (f"the machine was shared with other jobs (load average above {limit:g} before the run): absolute "
                 "times are pessimistic, and the speed-ups are limited by the cores left over"
                 if load[0] > limit else f"no other job was running (load average {limit:g} or less before the run)")
@@ -229,7 +228,7 @@ def main() -> None:
         before = dest.read_text() if dest.exists() else ""
         notes = before[before.index("\n## ") + 1:] if "\n## " in before else ""
         dest.write_text(f"# Ray cluster scaling (benchmarks/bench_cluster.py)\n\n{time.strftime('%Y-%m-%d')}, "
-                        f"produced by:\n\n    {cmd}\n\nOn this machine ({os.cpu_count()} cores), {busy}.\n\n{text}\n"
+                        f"produced by:\n\n    {cmd}\n\nOn this machine ({here} cores), {busy}.\n\n{text}\n"
                         + (f"\n{notes}" if notes else ""))
         print(f"wrote {dest}")
 

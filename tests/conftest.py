@@ -168,6 +168,22 @@ def make_clip(path, frames=24, size=(64, 48), fps=24, audio=True, pts=None, rota
     return Path(path)
 
 
+def interrupt_training_at(monkeypatch, step: int):
+    """Training stops as Ctrl-C stops it when it asks for the photos of `step`; returns PhotoSet.batch as it was
+    (set it back to let a resumed run go on)."""
+    from rotoscope.data import PhotoSet
+
+    real_batch = PhotoSet.batch
+
+    def interrupt(self, s, *a, **k):
+        if s == step:
+            raise KeyboardInterrupt
+        return real_batch(self, s, *a, **k)
+
+    monkeypatch.setattr(PhotoSet, "batch", interrupt)
+    return real_batch
+
+
 def make_filter(path, seed=0):
     """A tiny random-weight filter file (no training): enough to exercise the video pipeline."""
     import torch

@@ -12,7 +12,8 @@ import av
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, make_clip, make_filter, make_scene, require_module, rotoscope
+from conftest import (assert_one_line_error, interrupt_training_at, make_clip, make_filter, make_scene,
+                      require_module, rotoscope)
 from rotoscope import cluster, flow, video
 from rotoscope.config import ClusterConfig, TrainConfig, VideoConfig
 from rotoscope.filter import load_filter_file
@@ -364,14 +365,7 @@ def test_train_many_resumes_an_interrupted_training_and_a_failed_one_is_a_row(ar
     tr = importlib.import_module("rotoscope.train")  # the module (the package's `train` is the function)
     arts, photos = artworks
     cfg = TINY.replace(steps=4)
-    real_batch = PhotoSet.batch
-
-    def interrupt_at_2(self, step, *a, **k):
-        if step == 2:
-            raise KeyboardInterrupt
-        return real_batch(self, step, *a, **k)
-
-    monkeypatch.setattr(PhotoSet, "batch", interrupt_at_2)
+    real_batch = interrupt_training_at(monkeypatch, 2)
     with pytest.raises(RotoscopeError, match="interrupted at step 2/4"):
         tr.train(arts / "blue.png", "blue", photos, cfg, log=lambda *_: None, progress=False)
     asked = []  # the training steps each run asks photos for, in order

@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import interrupt_training_at
 from rotoscope.config import TrainConfig
 from rotoscope.data import PhotoSet
 from rotoscope.demo import draw_artwork
@@ -94,14 +95,7 @@ def test_the_lite_network_trains_is_recorded_and_loads_back_as_itself(artwork):
 def test_resume_equals_uninterrupted_training(artwork, monkeypatch, tmp_path):
     whole = tr.train(artwork, "whole", None, TINY, log=quiet, progress=False)
 
-    real_batch = PhotoSet.batch
-
-    def interrupt_at_7(self, step, *a, **k):
-        if step == 7:
-            raise KeyboardInterrupt
-        return real_batch(self, step, *a, **k)
-
-    monkeypatch.setattr(PhotoSet, "batch", interrupt_at_7)
+    real_batch = interrupt_training_at(monkeypatch, 7)
     with pytest.raises(RotoscopeError, match=r"interrupted at step 7/12.*--resume"):
         tr.train(artwork, "parts", None, TINY, log=quiet, progress=False)
     ckpt = tr.runs_dir() / "parts" / tr.CHECKPOINT

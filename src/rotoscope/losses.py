@@ -246,14 +246,15 @@ def perceptual_loss(backbone: Backbone, target: StyleTarget, weights: LossWeight
     content = sum(relative_mse(out_feats[k], photo_feats[k], batch_mean=batch_mean)
                   for k in spec.content_layers) / len(spec.content_layers)
     temps = target.temperatures or {}
+
+    def style_term(k: str) -> torch.Tensor:
+        f = style_features(out_feats[k], temps.get(k))
+        if target.style_match == "sliced":
+            return sliced_feature_loss(f, target.features[k], feature_directions(target.features[k].shape[0], draw))
+        return relative_mse(gram(f), target.grams[k])
+
     lw = layer_weights(len(spec.style_layers), weights.layer_decay)
-    if target.style_match == "sliced":
-        style = sum(w * sliced_feature_loss(style_features(out_feats[k], temps.get(k)), target.features[k],
-                                            feature_directions(target.features[k].shape[0], draw))
-                    for w, k in zip(lw, spec.style_layers)) / len(spec.style_layers)
-    else:
-        style = sum(w * relative_mse(gram(style_features(out_feats[k], temps.get(k))), target.grams[k])
-                    for w, k in zip(lw, spec.style_layers)) / len(spec.style_layers)
+    style = sum(w * style_term(k) for w, k in zip(lw, spec.style_layers)) / len(spec.style_layers)
     # colours live in [0, 1] units; x10 puts a 0.1 shift of every pixel on the order of the other terms (for
     # "sliced" a uniform shift v scores |v|^2 / 3, the mean over directions, about the moments' mean term)
     if target.color_match == "sliced":
