@@ -10,9 +10,12 @@ Part 2, whole videos (--clip, cut to --frames frames and scaled to each size; on
   and without flicker reduction, and the full filter painted at --paint-scale with guided upsampling. The
   filters are the shipped great-wave and great-wave-lite when present (weights do not change the time).
   Each render's flicker is measured too (flow.warping_error, against the same network painted frame by frame),
-  and cheaper flow presets are timed against the flicker they leave.
+  and a cheaper flow (DIS fast at 320 px) is timed against the flicker it leaves; the last row is the real-time
+  settings (config.REAL_TIME, `rotoscope apply --real-time`: paint scale 0.4, DIS fast at 320 px, x264
+  superfast).
   Each render also reports its stages (video/stages.py): busy milliseconds a frame of decode, flow, masks
-  (reader thread), paint, steady (painter thread) and encode (writer thread); the busiest thread bounds the fps.
+  (reader thread), paint, steady (painter thread), upsample and encode (writer thread); the busiest thread bounds
+  the fps.
 
   python benchmarks/bench_lite.py                                   # 1280x720 and 640x360, 48 frames
   ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/bench_lite.py   # as an AVX2-only CPU
@@ -38,7 +41,7 @@ from bench_apply import TransformerNet, conv_gflop, median_ms, parse_sizes  # no
 from machine import describe  # noqa: E402
 
 from rotoscope import engines  # noqa: E402
-from rotoscope.config import NetConfig, VideoConfig  # noqa: E402
+from rotoscope.config import REAL_TIME, NetConfig, VideoConfig  # noqa: E402
 from rotoscope.devices import claims_native_bf16  # noqa: E402
 from rotoscope.filter import Filter, load_filter  # noqa: E402
 from rotoscope.network import build  # noqa: E402
@@ -129,8 +132,8 @@ def decoded(path: Path) -> list:
         return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
 
 
-# cheaper flicker reduction: DIS fast instead of medium (measured: 0.59x the per-frame flicker, over the 0.5x goal)
-FAST_FLOW = {"flow_preset": "fast"}
+# the cheaper flicker reduction: DIS fast on frames scaled to 320 px (VideoConfig.flow_side) instead of medium at 640
+QUICK_FLOW = {"flow_preset": "fast", "flow_side": 320}
 
 
 def video_rows(clip: Path, sizes, frames: int, paint_scale: float) -> list[dict]:
@@ -140,8 +143,10 @@ def video_rows(clip: Path, sizes, frames: int, paint_scale: float) -> list[dict]
     full, lite = shipped_or_random("great-wave", "full"), shipped_or_random("great-wave-lite", "lite")
     ps = f"paint scale {paint_scale:g}"
     half = {"paint_scale": paint_scale}
+    rt_paint, rt_video = REAL_TIME
+    rt = f"paint scale {rt_paint['paint_scale']:g}"
     # (label, filter, ApplySettings fields, VideoConfig fields, the per-frame label its flicker is compared with);
-    # flicker reduction, DIS medium and x264 veryfast are VideoConfig's defaults
+    # flicker reduction, DIS medium at 640 px and x264 veryfast are VideoConfig's defaults
     variants = [("full, per frame", full, {}, {"stabilize": False}, None),
                 ("full, flicker reduction", full, {}, {}, "full, per frame"),
                 (f"full at {ps}, flicker reduction", full, half, {}, "full, per frame"),
@@ -149,9 +154,11 @@ def video_rows(clip: Path, sizes, frames: int, paint_scale: float) -> list[dict]
                 ("lite, flicker reduction", lite, {}, {}, "lite, per frame"),
                 (f"lite at {ps}, per frame", lite, half, {"stabilize": False}, None),
                 (f"lite at {ps}, flicker reduction", lite, half, {}, f"lite at {ps}, per frame"),
-                (f"lite at {ps}, flicker reduction, fast flow", lite, half, FAST_FLOW, f"lite at {ps}, per frame"),
-                (f"lite at {ps}, flicker reduction, ultrafast flow", lite, half, {"flow_preset": "ultrafast"},
-                 f"lite at {ps}, per frame")]
+                (f"lite at {ps}, flicker reduction, quick flow", lite, half, QUICK_FLOW, f"lite at {ps}, per frame"),
+                (f"lite at {rt}, per frame, superfast", lite, rt_paint, {"stabilize": False, "preset": "superfast"},
+                 None),
+                (f"lite at {rt}, quick flow, superfast (real-time settings)", lite, rt_paint, rt_video,
+                 f"lite at {rt}, per frame, superfast")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -210,7 +217,7 @@ def main() -> None:
     vrows = video_rows(a.clip, sizes, a.frames, a.paint_scale)
     stages = list(vrows[0]["stages"]["ms_per_frame"]) if vrows else []
     print("\nper stage: busy milliseconds a frame in the thread that runs it (reader: decode, flow, masks; painter: "
-          "paint, steady; writer: encode); the busiest thread bounds the fps\n")
+          "paint, steady; writer: upsample, encode); the busiest thread bounds the fps\n")
     print("warp err: flow.warping_error of the output (Lai et al. 2018); x per frame: against the same network and "
           "scale painted frame by frame (the goal: at most 0.5)\n")
     print("| variant | size | filter | s | fps | x full | warp err | x per frame | " + " | ".join(stages)

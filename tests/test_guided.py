@@ -72,6 +72,18 @@ def test_the_opencv_frame_version_paints_what_the_tensor_version_paints():
     assert np.abs(sharp - t).mean() < 0.5 * np.abs(plain - t).mean()
 
 
+def test_a_uint8_painting_is_read_as_levels_over_255():
+    """A video's steadied chain is uint8: guided up, it paints what its float reading paints."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    hi = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+    lo = cv2.resize(hi, (32, 24), interpolation=cv2.INTER_AREA)
+    painted = (rng.random((24, 32, 3)) * 255).astype(np.uint8)
+    as_float = guided_upsample_frame(painted.astype(np.float32) / 255, hi, lo)
+    assert np.abs(guided_upsample_frame(painted, hi, lo).astype(int) - as_float).max() <= 1
+
+
 def test_reduced_size_keeps_a_floor_and_never_grows():
     assert reduced_size(720, 1280, 0.5) == (360, 640)
     assert reduced_size(720, 1280, 1.0) == (720, 1280)

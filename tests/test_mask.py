@@ -104,10 +104,11 @@ def frames_folder(folder, n=6, size=(64, 48)):
     return folder
 
 
-def test_a_video_with_one_mask_keeps_the_masked_part_of_every_frame(tiny_filter, tmp_path, capsys):
+@pytest.mark.parametrize("scale", ["1", "0.5"])
+def test_a_video_with_one_mask_keeps_the_masked_part_of_every_frame(tiny_filter, tmp_path, capsys, scale):
     src = frames_folder(tmp_path / "clip")
     code, _, err = rotoscope("apply", "tiny", src, "-o", tmp_path / "out", "--mask", half_mask(tmp_path / "m.png"),
-                             "--engine", "torch", "--no-progress", capsys=capsys)
+                             "--engine", "torch", "--no-progress", "--paint-scale", scale, capsys=capsys)
     assert code == 0, err
     outs = sorted((tmp_path / "out").glob("*.png"))
     assert len(outs) == 6
@@ -208,15 +209,16 @@ def test_the_python_api_takes_a_mask_and_keep(tiny_filter, tmp_path):
         rotoscope.stylize("tiny", photo, keep="cats")
 
 
-@pytest.mark.parametrize("keep", [None, "faces"])
-def test_an_interrupted_masked_render_resumes_to_the_same_frames(tiny_filter, tmp_path, keep):
-    """Frames out to a folder (lossless); the second half of a resumed render equals an uninterrupted one."""
+@pytest.mark.parametrize("keep,scale", [(None, 1.0), ("faces", 1.0), (None, 0.5), ("faces", 0.5)])
+def test_an_interrupted_masked_render_resumes_to_the_same_frames(tiny_filter, tmp_path, keep, scale):
+    """Frames out to a folder (lossless); the second half of a resumed render equals an uninterrupted one. At a
+    paint scale the flicker reduction chains on the small painting, and kept faces follow the flow scaled up."""
     from rotoscope import video
     from rotoscope.config import VideoConfig
 
     src = frames_folder(tmp_path / "clip", n=8)
     mask = half_mask(tmp_path / "m.png")
-    st = ApplySettings(engine="torch", precision="fp32", keep=keep)
+    st = ApplySettings(engine="torch", precision="fp32", keep=keep, paint_scale=scale)
     small = VideoConfig(batch=1, segment_frames=4)
     filt = load_filter("tiny")
 

@@ -210,3 +210,17 @@ def test_bf16_paints_the_same_8bit_picture_as_fp32(tmp_path):
     assert bf16.shape == fp32.shape == (48, 64, 3)
     assert diff.max() > 0  # the bf16 path really ran
     assert diff.mean() < 1.0, (diff.mean(), diff.max())
+
+
+def test_frames_go_to_and_from_the_networks_layout_without_pytorch_the_same_as_with_it():
+    """The video path converts with numpy and OpenCV (PyTorch's threads would spin beside the encoder): the same
+    numbers as the tensor arithmetic it replaced, rounding and saturation included."""
+    from rotoscope.stylize import frames_nchw, painted_uint8
+
+    rng = np.random.default_rng(0)
+    frames = [(rng.random((5, 7, 3)) * 255).astype(np.uint8) for _ in range(2)]
+    ref = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div(255)
+    assert torch.allclose(frames_nchw(frames), ref, atol=1e-7)
+    y = torch.rand(2, 3, 5, 7, generator=torch.Generator().manual_seed(0)) * 1.4 - 0.2  # outside [0, 1] too
+    ref = y.permute(0, 2, 3, 1).mul(255).add(0.5).clamp(0, 255).to(torch.uint8).numpy()
+    assert np.array_equal(painted_uint8(y), ref)

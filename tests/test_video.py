@@ -113,9 +113,10 @@ def test_variable_frame_rate_timestamps_are_carried_not_respaced(filt, tmp_path)
     assert [round(float(p * tb) * 1000) for p in p_out] == pts
 
 
-def test_rotation_metadata_is_kept(filt, tmp_path):
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_rotation_metadata_is_kept(filt, tmp_path, scale):
     src = make_clip(tmp_path / "rot.mp4", frames=6, rotation=90, audio=False)
-    out = video.apply_video(filt, src, tmp_path / "out.mp4", ApplySettings(), SMALL)
+    out = video.apply_video(filt, src, tmp_path / "out.mp4", ApplySettings(paint_scale=scale), SMALL)
     _, rot, rgb, _, _ = frames_of(out)
     assert rot == 90 and rgb[0].shape == (48, 64, 3)  # pixels as stored, display flag kept
 
@@ -178,6 +179,63 @@ def test_stabilization_lowers_the_warping_error(filt, clip, tmp_path):
     # contrast); trained filters on the shared clips keep their style scores (benchmarks/results/video.md)
     a, b = frames_of(naive)[2][-1].astype(float), frames_of(steady)[2][-1].astype(float)
     assert abs(a.std() - b.std()) < 0.35 * a.std()
+
+
+def test_at_a_paint_scale_the_small_painting_is_steadied_then_guided_up_beside_the_encoder(filt, clip, tmp_path):
+    half = ApplySettings(paint_scale=0.5)
+    _, _, rgb_in, _, _ = frames_of(clip)
+    naive = video.apply_video(filt, clip, tmp_path / "naive.mp4", half, VideoConfig(segment_frames=8, stabilize=False,
+                                                                                      crf=10))
+    job = video.make_job(filt, clip, tmp_path / "steady.mp4", half, VideoConfig(segment_frames=8, crf=10))
+    video.run_job(job, warn=lambda s: None)
+    out = frames_of(job.dest)[2]
+    assert len(out) == 24 and out[0].shape == rgb_in[0].shape  # the frame's size, not the painting's
+    assert flow.warping_error(out, rgb_in) < 0.7 * flow.warping_error(frames_of(naive)[2], rgb_in)
+    # the upsampling is timed in the writer's thread, where it ran
+    st = job.stages
+    assert st.seconds["upsample"] > 0 and st.threads()["writer"] == pytest.approx(st.seconds["upsample"]
+                                                                                    + st.seconds["encode"])
+
+
+def test_the_flow_side_is_a_setting_and_part_of_a_renders_identity(filt, clip, tmp_path):
+    _, _, rgb_in, _, _ = frames_of(clip)
+    a = video.make_job(filt, clip, tmp_path / "a.mp4", ApplySettings(), SMALL)
+    b = video.make_job(filt, clip, tmp_path / "a.mp4", ApplySettings(), VideoConfig(batch=4, segment_frames=8,
+                                                                                    flow_side=32))
+    assert a.key != b.key  # a resumed render never mixes frames steadied with two different flows
+    video.run_job(b, warn=lambda s: None)
+    assert len(frames_of(b.dest)[2]) == 24
+    with pytest.raises(RotoscopeError, match="flow_side"):
+        VideoConfig(flow_side=8).validate()
+
+
+def test_real_time_takes_the_lite_version_and_the_real_time_settings_unless_told_otherwise(tiny_filter, clip, tmp_path,
+                                                                                           capsys, monkeypatch):
+    import shutil
+
+    from rotoscope import apply as ap
+    from rotoscope.config import REAL_TIME
+    from rotoscope.filter import registry_path
+
+    shutil.copy(tiny_filter, registry_path("tiny-lite"))  # a registry NAME-lite is what --real-time looks for
+    seen = []
+    real = ap.apply_path
+    monkeypatch.setattr(ap, "apply_path", lambda f, i, o, st, **kw: seen.append((f, st, kw["video"]))
+                        or real(f, i, o, st, **kw))
+    code, text = run_cli("apply", "tiny", clip, "-o", tmp_path / "rt.mp4", "--real-time", "--no-progress",
+                         capsys=capsys)
+    assert code == 0, text
+    assert "painting with tiny-lite, the lite version of tiny" in text
+    name, st, vc = seen[-1]
+    assert name == "tiny-lite" and st.paint_scale == REAL_TIME[0]["paint_scale"] == 0.4
+    assert (vc.flow_preset, vc.flow_side, vc.preset) == ("fast", 320, "superfast")
+    assert len(frames_of(tmp_path / "rt.mp4")[2]) == 24
+    # what the command line names still wins
+    code, text = run_cli("apply", "tiny", clip, "-o", tmp_path / "rt2.mp4", "--real-time", "--paint-scale", "0.5",
+                         "--set", "preset=veryfast", "--no-progress", capsys=capsys)
+    assert code == 0, text
+    _, st, vc = seen[-1]
+    assert st.paint_scale == 0.5 and vc.preset == "veryfast" and vc.flow_side == 320
 
 
 def test_a_render_interrupted_by_ctrl_c_resumes_from_finished_segments(filt, clip, tmp_path, monkeypatch):

@@ -250,6 +250,8 @@ class VideoConfig:
     # basketball clip at 0.56x the per-frame warping error, over the 0.5x target (benchmarks/results/video.md)
     flow_preset: str = setting("medium", "DIS optical flow preset for flicker reduction",
                                choices=("ultrafast", "fast", "medium"))
+    flow_side: int = setting(640, "longest side (pixels) the flicker reduction's optical flow is computed at; the "
+                             "flow is scaled up to the frame", lo=16, hi=8192)
     # 0 = 1 on the CPU, where a batch of 4 was 20% slower per frame (640x360, benchmarks/results/video.md), 4 on a GPU
     batch: int = setting(0, "frames per network call (0 = auto: 1 on the CPU, 4 on a GPU)", lo=0, hi=64)
     segment_frames: int = setting(48, "frames per resumable segment (a multiple of batch)", lo=1, hi=100_000)
@@ -264,6 +266,13 @@ class VideoConfig:
 
     def validate(self) -> "VideoConfig":
         return validate(self)
+
+
+# `rotoscope apply --real-time`: (ApplySettings fields, VideoConfig fields) for a lite filter to keep up with 720p
+# video on 2 CPU cores: 27.9 fps end to end with flicker reduction on an AVX2 EPYC, against 12.8 at paint scale 0.5
+# and the defaults; the look is softer (the lite filter's finest texture goes) and on one shared clip the quicker
+# flow leaves 0.59x the per-frame flicker, over the 0.5x goal (benchmarks/results/speed.md, 2026-12-04)
+REAL_TIME = ({"paint_scale": 0.4}, {"flow_preset": "fast", "flow_side": 320, "preset": "superfast"})
 
 
 @dataclass

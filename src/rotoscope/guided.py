@@ -65,7 +65,9 @@ def guided_upsample_frame(painted_lo: np.ndarray, photo_hi: np.ndarray, photo_lo
     A frame stays in the layout it is decoded and encoded in, and nothing at full resolution is more than a
     resize, a multiply and a rounding add: 10x less time at 720p than guided_upsample plus the tensor round trip
     (speed.md). The guide's luminance is taken in 8 bits, so results differ from guided_upsample's by a level or
-    so on a few pixels (tests/test_guided.py)."""
+    so on a few pixels (tests/test_guided.py). A uint8 painting (a video's steadied chain) is read as level / 255."""
+    if painted_lo.dtype == np.uint8:
+        painted_lo = cv2.multiply(painted_lo, (1 / 255,) * 4, dtype=cv2.CV_32F)
     k = (2 * radius + 1, 2 * radius + 1)  # cv2.blur mirrors edges as box() does (BORDER_REFLECT_101)
     g_lo = cv2.cvtColor(photo_lo, cv2.COLOR_RGB2GRAY).astype(np.float32) * (1 / 255)
     g3 = cv2.merge([g_lo, g_lo, g_lo])

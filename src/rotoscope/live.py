@@ -20,6 +20,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from .devices import keep_freed_memory
 from .config import ApplySettings
 from .errors import Invalid, NotFound, Refused
 from .filter import Filter
@@ -162,6 +163,7 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
         from .stylize import make_runner
 
         run = make_runner(filt, st)
+        keep_freed_memory()  # a frame's buffers every frame: reused, not mapped afresh (devices.py)
         stab = Stabilizer(blend, flow_preset) if stabilize else None
         masks = MaskChain(mask, st.keep, st.feather) if (mask is not None or st.keep) else None
         if out is not None:

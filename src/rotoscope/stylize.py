@@ -261,18 +261,60 @@ def reduced_on_cpu(h: int, w: int, st: ApplySettings) -> bool:
         and pick_device(st.device).type == "cpu"
 
 
+def paints_reduced_frames(h: int, w: int, st: ApplySettings) -> bool:
+    """Whether h x w video frames take the uint8 reduced route (paint_reduced_frames), where the painting at the
+    reduced size exists on its own: plain painting (full strength, the artwork's colours) at a paint scale on the
+    CPU."""
+    return reduced_on_cpu(h, w, st) and st.strength == 1 and not st.preserve_colors
+
+
+def shrink_frames(rgbs: list[np.ndarray], st: ApplySettings) -> list[np.ndarray]:
+    """Same-size uint8 frames -> the same at the paint scale's size (OpenCV's area filter)."""
+    h, w = rgbs[0].shape[:2]
+    rh, rw = reduced_size(h, w, st.paint_scale)
+    return [cv2.resize(np.ascontiguousarray(f), (rw, rh), interpolation=cv2.INTER_AREA) for f in rgbs]
+
+
+def paint_small_frames(run, smalls: list[np.ndarray], st: ApplySettings) -> np.ndarray:
+    """Reduced uint8 frames -> their painting, (B, h, w, 3) float32 in [0, 1]: what guided_upsample_frame lifts."""
+    return np.concatenate([painted_hwc(stylize_tensor(run, frames_nchw([s]), st.precision, st.max_tile_pixels))
+                           for s in smalls])
+
+
 def paint_reduced_frames(run, rgbs: list[np.ndarray], st: ApplySettings) -> np.ndarray:
     """Same-size uint8 RGB pictures (H, W, 3) -> painted uint8 at `st.paint_scale`, on the CPU: OpenCV scales them
     down, the network paints, guided_upsample_frame lifts the painting back. No float copy of a full-size picture
     is made, and nothing at full size leaves the layout it is decoded in: at 720p the guided step takes 10 ms
     against 45 for the tensor version and its conversions (speed.md)."""
-    h, w = rgbs[0].shape[:2]
-    rh, rw = reduced_size(h, w, st.paint_scale)
-    smalls = [cv2.resize(np.ascontiguousarray(f), (rw, rh), interpolation=cv2.INTER_AREA) for f in rgbs]
-    x = torch.from_numpy(np.stack(smalls)).permute(0, 3, 1, 2).float().div_(255)
-    lo = torch.cat([stylize_tensor(run, x[i:i + 1], st.precision, st.max_tile_pixels) for i in range(len(x))])
-    lo = lo.float().cpu().permute(0, 2, 3, 1).contiguous().numpy()
-    return np.stack([guided_upsample_frame(p, f, s) for p, f, s in zip(lo, rgbs, smalls)])
+    smalls = shrink_frames(rgbs, st)
+    return np.stack([guided_upsample_frame(p, f, s) for p, f, s in zip(paint_small_frames(run, smalls, st), rgbs,
+                                                                         smalls)])
+
+
+# A video frame's conversions to and from the network's layout are done by numpy and OpenCV, not PyTorch: PyTorch
+# runs them on its OpenMP threads, which then spin-wait for more work beside the engine, the flow and the encoder
+# (a fifth of a 720p lite render's CPU time, perf; benchmarks/results/speed.md, "Real time on 2 cores")
+def frames_nchw(rgbs: list[np.ndarray]) -> torch.Tensor:
+    """Same-size uint8 frames (H, W, 3) -> (B, 3, H, W) float32 in [0, 1]."""
+    return torch.from_numpy(cv2.dnn.blobFromImages([np.ascontiguousarray(f) for f in rgbs], 1 / 255))
+
+
+def painted_hwc(y: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) float painting -> (B, H, W, 3) float32 numpy, contiguous."""
+    return np.ascontiguousarray(y.float().cpu().numpy().transpose(0, 2, 3, 1))
+
+
+TO_8BIT = (255.0,) * 4  # a scalar for every channel (OpenCV 4 reads a bare number as (v, 0, 0, 0))
+
+
+def to_uint8(f: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1] -> uint8, rounded and saturated."""
+    return cv2.multiply(f, TO_8BIT, dtype=cv2.CV_8U)
+
+
+def painted_uint8(y: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) float painting in [0, 1] -> (B, H, W, 3) uint8, rounded and saturated."""
+    return np.stack([to_uint8(f) for f in painted_hwc(y)])
 
 
 def stylize_image(filt: Filter, img: Image.Image, settings: ApplySettings | None = None,

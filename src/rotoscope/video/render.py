@@ -27,14 +27,16 @@ from PIL import Image
 
 from .. import flow as fl
 from ..config import VideoConfig
-from ..devices import pick_device
+from ..devices import keep_freed_memory, pick_device
 from ..errors import CannotWrite, RotoscopeError
 from ..filter import Filter
 from ..images import save_image
 from ..mask import composite_uint8
 from ..paths import check_writable, write_failure
-from ..stylize import (ApplySettings, finish, make_runner, paint, paint_reduced_frames, provenance, reduced_on_cpu,
-                        resolve)
+from ..guided import guided_upsample_frame
+from ..stylize import (ApplySettings, finish, frames_nchw, make_runner, paint, paint_reduced_frames,
+                       paint_small_frames, painted_uint8, paints_reduced_frames, provenance, resolve, shrink_frames,
+                       to_uint8)
 from .output import _SegmentWriter, assemble_animated, assemble_frames, assemble_h264, default_clip_output, output_kind
 from .source import Frame, Source, _pick_frames, _rotate, count_frames, decode, output_size, probe
 from .stages import StageTimes
@@ -69,7 +71,7 @@ class RenderJob:
                           "filter": self.filt.card_hash, "settings": self.settings.to_dict(), "kind": self.kind,
                           "w": self.width, "h": self.height, "crf": self.video.crf, "preset": self.video.preset,
                           "stabilize": self.video.stabilize, "blend": self.video.blend,
-                          "flow_preset": self.video.flow_preset,
+                          "flow_preset": self.video.flow_preset, "flow_side": self.video.flow_side,
                           "segment": self.video.segment_frames, "max_seconds": self.video.max_seconds,
                           **_mask_key(self)}, sort_keys=True)
         self.key = hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -169,7 +171,10 @@ def _reader(job: RenderJob, start: int, q: queue.Queue, stop: threading.Event, e
     masks. With a frame table it seeks: decoding begins a frame before `start` (the flow needs it), or the kept
     faces' memory before it, instead of at the clip's first frame."""
     try:
-        stab = Stabilizer(job.video.blend, job.video.flow_preset) if job.video.stabilize else None
+        # the flicker reduction's flow and weights at the size the chain is painted at (reduced: render_range)
+        scale = job.settings.paint_scale if paints_reduced_frames(job.height, job.width, job.settings) else 1.0
+        stab = Stabilizer(job.video.blend, job.video.flow_preset, job.video.flow_side, scale) \
+            if job.video.stabilize else None
         masks = mask_chain(job)
         first = 0
         if table is not None:
@@ -197,7 +202,10 @@ def _reader(job: RenderJob, start: int, q: queue.Queue, stop: threading.Event, e
                 t = clock.add("flow", t) if ours else time.perf_counter()
             if masks is not None:
                 if i >= start or replay:
-                    fr.mask = masks.next(rgb, fr.warp)
+                    f = fr.warp  # kept faces follow the flow at the frame's size (it is smaller at a paint scale)
+                    if f is not None and f.shape[:2] != rgb.shape[:2]:
+                        f = fl.resize_flow(f, rgb.shape[1], rgb.shape[0])
+                    fr.mask = masks.next(rgb, f)
                 else:
                     masks.skip()
                 if ours:
@@ -230,6 +238,12 @@ def _writer(job: RenderJob, start_seg: int, q: queue.Queue, stop: threading.Even
                 return
             fr, rgb = item
             t = time.perf_counter()
+            if fr.small is not None:  # painted and steadied at a paint scale (render_range): lifted to full size
+                fr.painted, rgb = rgb, guided_upsample_frame(rgb, fr.rgb, fr.small)
+                if fr.mask is not None:
+                    rgb = composite_uint8(fr.rgb, rgb, fr.mask)
+                fr.rgb = fr.small = fr.mask = None
+                t = job.stages.add("upsample", t)
             seg = fr.index // n
             if seg != w.seg:
                 if w.frames:
@@ -250,13 +264,11 @@ def stylize_frames(run, rgbs: list[np.ndarray], st: ApplySettings) -> np.ndarray
     """A batch of same-size uint8 frames (H x W x 3) -> stylized, strength and colour settings applied, uint8.
 
     `run` is the engine's runner (stylize.make_runner)."""
-    if reduced_on_cpu(*rgbs[0].shape[:2], st) and st.strength == 1 and not st.preserve_colors:
+    if paints_reduced_frames(*rgbs[0].shape[:2], st):
         return paint_reduced_frames(run, rgbs, st)  # uint8 in, uint8 out: no float round trip at full size
-    x = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).float().div_(255)
+    x = frames_nchw(rgbs)
     y = paint(run, x, st)  # whole frames, or tiles past the memory budget, or reduced and guided (paint_scale)
-    y = finish(x, y, st.strength, st.preserve_colors)
-    # channels-last before the arithmetic: on the permuted view it took 18 ms at 720p, contiguous 2 ms
-    return y.permute(0, 2, 3, 1).contiguous().mul_(255).add_(0.5).clamp_(0, 255).to(torch.uint8).numpy()
+    return painted_uint8(finish(x, y, st.strength, st.preserve_colors))
 
 
 def frames_per_call(video: VideoConfig, device: torch.device) -> int:
@@ -293,6 +305,10 @@ def render_range(job: RenderJob, first: int, end: int | None, progress: bool, wa
     painted and discarded, so the chain has settled when the first written frame comes. `table`
     (source.frame_table) lets the decoder seek to the range instead of decoding the clip from its start.
     Returns the index after the last frame painted (`first`'s first frame when the clip ends before it)."""
+    keep_freed_memory()  # frame-sized buffers come and go every frame: reuse them (devices.py)
+    # at a paint scale the flicker reduction works on the small painting, before guided upsampling: a quarter of the
+    # warping and blending at 0.5, and the steadied picture still takes its edges from the current frame
+    reduced = paints_reduced_frames(job.height, job.width, job.settings)
     n_seg = job.video.segment_frames
     start = first * n_seg
     prev_out = resume_chain(job, first)
@@ -333,15 +349,23 @@ def render_range(job: RenderJob, first: int, end: int | None, progress: bool, wa
                         break  # batches never straddle a segment: a resumed render repeats the same batches
                 if frames:
                     t = time.perf_counter()
-                    styled = stylize_frames(net, [f.rgb for f in frames], job.settings)
+                    rgbs = [f.rgb for f in frames]
+                    if reduced:  # painted and steadied at the reduced size, guided up to the frame's afterwards
+                        smalls = shrink_frames(rgbs, job.settings)
+                        styled = [to_uint8(p) for p in paint_small_frames(net, smalls, job.settings)]
+                    else:
+                        styled = stylize_frames(net, rgbs, job.settings)
                     t = clock.add("paint", t)
                     clock.frames += len(frames)
-                    for fr, s in zip(frames, styled):
-                        out = Stabilizer.apply(fr, s, prev_out) if job.video.stabilize else s
-                        prev_out = out
-                        if fr.mask is not None:  # the chain goes on with the unmasked painting
-                            fr.painted, out = out, composite_uint8(fr.rgb, out, fr.mask)
-                        fr.rgb = fr.warp = fr.weight = fr.mask = None  # the writer needs only the timing
+                    for i, (fr, s) in enumerate(zip(frames, styled)):
+                        out = prev_out = Stabilizer.apply(fr, s, prev_out) if job.video.stabilize else s
+                        fr.warp = fr.weight = None
+                        if reduced:  # the writer guides it up and applies the mask, beside the encoder
+                            fr.small = smalls[i]
+                        else:
+                            if fr.mask is not None:  # the chain goes on with the unmasked painting
+                                fr.painted, out = out, composite_uint8(fr.rgb, out, fr.mask)
+                            fr.rgb = fr.mask = None  # the writer needs only the timing
                         t = clock.add("steady", t)
                         if fr.index >= start:  # warm-up frames only settle the chain
                             _put(q_out, (fr, out), stop, errors)

@@ -157,10 +157,13 @@ class Frame:
     pts: int  # in the source's time_base
     duration: int
     rgb: np.ndarray  # H x W x 3 uint8, the (resized) input frame
-    warp: np.ndarray | None = None  # flow to the previous input frame (H x W x 2), for stabilization
-    weight: np.ndarray | None = None  # H x W blend weight of the warped previous output (0 = fresh)
+    # flow to the previous input frame (h x w x 2) and the blend weight (h x w) of the warped previous output
+    # (0 = fresh), for stabilization; h x w is the frame's size, or the reduced one at a paint scale
+    warp: np.ndarray | None = None
+    weight: np.ndarray | None = None
     mask: np.ndarray | None = None  # H x W paint weight, when a mask or `keep` is asked for (mask.MaskChain)
-    painted: np.ndarray | None = None  # the painting before the mask: what the next frame steadies against
+    painted: np.ndarray | None = None  # the steadied painting before the mask or the upsampling: the next frame's
+    small: np.ndarray | None = None  # the frame at a paint scale's size, which the writer guides the painting up with
 
 
 def _fit(rgb: np.ndarray, w: int, h: int) -> np.ndarray:

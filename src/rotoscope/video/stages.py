@@ -1,9 +1,10 @@
 """Where a render's time goes: busy seconds of each stage, grouped by the thread that runs it.
 
 The renderer is three threads joined by bounded queues (render.py): the reader decodes and prepares the flicker
-reduction and masks, the painter runs the network and blends, the writer encodes. The render goes as fast as
-its busiest thread allows, so that thread is the bottleneck; when the threads' busy times add up to more than
-the wall time, they ran at once on several cores (and compete for them).
+reduction and masks, the painter runs the network and blends, the writer guides a painting made at a paint scale up
+to the frame's size and encodes. The render goes as fast as its busiest thread allows, so that thread is the
+bottleneck; when the threads' busy times add up to more than the wall time, they ran at once on several cores (and
+compete for them).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 
 # stage -> the thread that runs it, in the order a frame meets them
 STAGES = {"decode": "reader", "flow": "reader", "masks": "reader", "paint": "painter", "steady": "painter",
-          "encode": "writer"}
+          "upsample": "writer", "encode": "writer"}
 
 
 @dataclass

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from .. import flow as fl
+from ..guided import reduced_size
 from .source import Frame
 
 
@@ -26,8 +27,9 @@ class Stabilizer:
     and feathered so occlusion edges do not leave trails. A scene cut (almost nothing reliable) restarts the chain.
     """
 
-    def __init__(self, blend: float, flow_preset: str):
-        self.blend, self.preset = blend, flow_preset
+    def __init__(self, blend: float, flow_preset: str, flow_side: int = fl.FLOW_MAX_SIDE, paint_scale: float = 1.0):
+        # paint_scale < 1: the painting is steadied at its reduced size (guided.reduced_size), not the frame's
+        self.blend, self.preset, self.side, self.paint_scale = blend, flow_preset, flow_side, paint_scale
         self.prev_in: np.ndarray | None = None
 
     def prepare(self, fr: Frame) -> None:
@@ -38,13 +40,13 @@ class Stabilizer:
         # Everything below runs at flow resolution (at most 640 px a side) and only the flow and the weights are
         # scaled up: a 720p frame's flicker reduction fell from 179 to 59 ms, warping error unchanged (speed.md)
         h, w = fr.rgb.shape[:2]
-        size = fl.work_size(h, w)
+        size = fl.work_size(h, w, self.side)
         cur, prev = (fr.rgb, prev) if size == (w, h) else (cv2.resize(fr.rgb, size, interpolation=cv2.INTER_AREA),
                                                             cv2.resize(prev, size, interpolation=cv2.INTER_AREA))
         g_cur, g_prev = fl.gray(cur), fl.gray(prev)
         # current pixel p is at p + f_back(p) in the previous frame
-        f_back = fl.flow(g_cur, g_prev, preset=self.preset)
-        f_fwd = fl.flow(g_prev, g_cur, preset=self.preset)
+        f_back = fl.flow(g_cur, g_prev, self.side, self.preset)
+        f_fwd = fl.flow(g_prev, g_cur, self.side, self.preset)
         ok = fl.reliable(f_back, f_fwd)
         # the colour error after warping, averaged over the channels in 8-bit levels, and the trust it earns
         err = cv2.transform(cv2.absdiff(fl.warp(prev, f_back), cur), MEAN_OF_3)
@@ -53,6 +55,7 @@ class Stabilizer:
         if cv2.mean(wgt)[0] < 0.15:
             return  # a cut or a jump: start afresh rather than drag the old picture in
         wgt *= self.blend
+        h, w = reduced_size(h, w, self.paint_scale)
         if size != (w, h):
             f_back, wgt = fl.resize_flow(f_back, w, h), cv2.resize(wgt, (w, h), interpolation=cv2.INTER_LINEAR)
         fr.warp, fr.weight = f_back, wgt
