@@ -136,7 +136,7 @@ def decoded(path: Path) -> list:
 QUICK_FLOW = {"flow_preset": "fast", "flow_side": 320}
 
 
-def video_rows(clip: Path, sizes, frames: int, paint_scale: float) -> list[dict]:
+def video_rows(clip: Path, sizes, frames: int, paint_scale: float, only: str = "") -> list[dict]:
     from rotoscope import flow
     from rotoscope.video import apply_video, make_job, run_job
 
@@ -159,6 +159,10 @@ def video_rows(clip: Path, sizes, frames: int, paint_scale: float) -> list[dict]
                  None),
                 (f"lite at {rt}, quick flow, superfast (real-time settings)", lite, rt_paint, rt_video,
                  f"lite at {rt}, per frame, superfast")]
+    if only:  # the rows whose label holds the text, and the per-frame rows they are compared with
+        keep = {v[0] for v in variants if only in v[0]}
+        keep |= {v[4] for v in variants if v[0] in keep and v[4]}
+        variants = [v for v in variants if v[0] in keep]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -197,6 +201,7 @@ def main() -> None:
     ap.add_argument("--paint-scale", type=float, default=0.5)
     ap.add_argument("--skip-video", action="store_true")
     ap.add_argument("--skip-network", action="store_true", help="only the whole-video part")
+    ap.add_argument("--only", default="", help="only the video rows whose label holds this text, e.g. 'lite at'")
     a = ap.parse_args()
     sizes = parse_sizes(a.sizes)
     print(describe())
@@ -214,7 +219,7 @@ def main() -> None:
     if not a.clip.exists():
         sys.exit(f"no clip at {a.clip}: pass --clip, or --skip-video")
     print(f"\nvideo: {a.frames} frames of {a.clip.name} scaled to each size; apply_video end to end\n", flush=True)
-    vrows = video_rows(a.clip, sizes, a.frames, a.paint_scale)
+    vrows = video_rows(a.clip, sizes, a.frames, a.paint_scale, a.only)
     stages = list(vrows[0]["stages"]["ms_per_frame"]) if vrows else []
     print("\nper stage: busy milliseconds a frame in the thread that runs it (reader: decode, flow, masks; painter: "
           "paint, steady; writer: upsample, encode); the busiest thread bounds the fps\n")

@@ -269,9 +269,10 @@ class VideoConfig:
 
 
 # `rotoscope apply --real-time`: (ApplySettings fields, VideoConfig fields) for a lite filter to keep up with 720p
-# video on 2 CPU cores: 27.9 fps end to end with flicker reduction on an AVX2 EPYC, against 12.8 at paint scale 0.5
-# and the defaults; the look is softer (the lite filter's finest texture goes) and on one shared clip the quicker
-# flow leaves 0.59x the per-frame flicker, over the 0.5x goal (benchmarks/results/speed.md, 2026-12-04)
+# video on 2 CPU cores: 25-28 fps end to end with flicker reduction on an AVX2 EPYC, against 12-13 at paint scale
+# 0.5 with the default flow; the look is softer (the lite filter's finest texture goes) and the quicker flow leaves
+# 0.65x the per-frame flicker over 192 frames of basketball, over the 0.5x goal (benchmarks/results/speed.md,
+# 2026-12-04)
 REAL_TIME = ({"paint_scale": 0.4}, {"flow_preset": "fast", "flow_side": 320, "preset": "superfast"})
 
 

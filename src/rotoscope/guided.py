@@ -16,6 +16,11 @@ import torch
 import torch.nn.functional as F
 
 LUMA = (0.299, 0.587, 0.114)
+# how much local contrast in the photo (variance of luminance in 0-1) counts as an edge to restore. 1e-2 left
+# paintings at a paint scale soft: on three 720p pictures at 0.5, 1e-3 kept SSIM with the photo at 0.96-1.04x and
+# edge correlation at 1.00-1.03x of full-resolution painting (full and lite great-wave; 1e-2: 0.87-0.96x and
+# 0.99-1.02x), with the same distance from the artwork's texture and colour (speed.md, 2026-12-04)
+EPS = 1e-3
 
 
 def box(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -33,7 +38,7 @@ def luminance(rgb: torch.Tensor) -> torch.Tensor:
     return (rgb * w).sum(1, keepdim=True)
 
 
-def guided_upsample(painted_lo: torch.Tensor, photo_hi: torch.Tensor, radius: int = 1, eps: float = 1e-2,
+def guided_upsample(painted_lo: torch.Tensor, photo_hi: torch.Tensor, radius: int = 1, eps: float = EPS,
                     photo_lo: torch.Tensor | None = None) -> torch.Tensor:
     """(B, 3, h, w) painting at low resolution + (B, 3, H, W) photo -> (B, 3, H, W) painting with the photo's edges.
 
@@ -58,7 +63,7 @@ def guided_upsample(painted_lo: torch.Tensor, photo_hi: torch.Tensor, radius: in
 
 
 def guided_upsample_frame(painted_lo: np.ndarray, photo_hi: np.ndarray, photo_lo: np.ndarray, radius: int = 1,
-                          eps: float = 1e-2) -> np.ndarray:
+                          eps: float = EPS) -> np.ndarray:
     """The same filter on one video frame on the CPU, with OpenCV: painted_lo (h, w, 3) float32 in [0, 1], photo_hi
     (H, W, 3) and photo_lo (h, w, 3) uint8 RGB -> (H, W, 3) uint8, rounded.
 
