@@ -30,10 +30,10 @@ from ..config import VideoConfig
 from ..devices import keep_freed_memory, pick_device
 from ..errors import CannotWrite, RotoscopeError
 from ..filter import Filter
+from ..guided import guided_upsample_frame
 from ..images import save_image
 from ..mask import composite_uint8
 from ..paths import check_writable, write_failure
-from ..guided import guided_upsample_frame
 from ..stylize import (ApplySettings, finish, frames_nchw, make_runner, paint, paint_reduced_frames,
                        paint_small_frames, painted_uint8, paints_reduced_frames, provenance, resolve, shrink_frames,
                        to_uint8)
