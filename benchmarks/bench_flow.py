@@ -68,7 +68,7 @@ def main() -> None:
         for name, w, h in CLIPS:
             src = make_clip(SHARED / "video" / f"{name}.mp4", tmp / f"{name}.mp4", w, h, a.frames)
             inp = decoded(src)
-            timing[f"{name} {w}x{h}"] = {k: dis_ms(inp, v.get("flow_preset", "medium"), v.get("flow_side", 640))
+            timing[f"{name} {w}x{h}"] = {k: dis_ms(inp, VideoConfig(**v).flow_preset, VideoConfig(**v).flow_side)
                                          for k, v in SETTINGS.items()}
             for label, (filt, over) in filters.items():
                 st, out = ApplySettings(**over), tmp / "out.mp4"

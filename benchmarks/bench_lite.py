@@ -132,8 +132,9 @@ def decoded(path: Path) -> list:
         return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
 
 
-# the cheaper flicker reduction: DIS fast on frames scaled to 320 px (VideoConfig.flow_side) instead of medium at 640
-QUICK_FLOW = {"flow_preset": "fast", "flow_side": 320}
+# the cheaper flicker reduction of the real-time settings: DIS fast on frames scaled to 320 px (VideoConfig.flow_side)
+# instead of medium at 640
+QUICK_FLOW = {k: REAL_TIME[1][k] for k in ("flow_preset", "flow_side")}
 
 
 def video_rows(clip: Path, sizes, frames: int, paint_scale: float, only: str = "") -> list[dict]:
@@ -144,7 +145,7 @@ def video_rows(clip: Path, sizes, frames: int, paint_scale: float, only: str = "
     ps = f"paint scale {paint_scale:g}"
     half = {"paint_scale": paint_scale}
     rt_paint, rt_video = REAL_TIME
-    rt = f"paint scale {rt_paint['paint_scale']:g}"
+    rt, x264 = f"paint scale {rt_paint['paint_scale']:g}", rt_video["preset"]
     # (label, filter, ApplySettings fields, VideoConfig fields, the per-frame label its flicker is compared with);
     # flicker reduction, DIS medium at 640 px and x264 veryfast are VideoConfig's defaults
     variants = [("full, per frame", full, {}, {"stabilize": False}, None),
@@ -155,10 +156,9 @@ def video_rows(clip: Path, sizes, frames: int, paint_scale: float, only: str = "
                 (f"lite at {ps}, per frame", lite, half, {"stabilize": False}, None),
                 (f"lite at {ps}, flicker reduction", lite, half, {}, f"lite at {ps}, per frame"),
                 (f"lite at {ps}, flicker reduction, quick flow", lite, half, QUICK_FLOW, f"lite at {ps}, per frame"),
-                (f"lite at {rt}, per frame, superfast", lite, rt_paint, {"stabilize": False, "preset": "superfast"},
-                 None),
-                (f"lite at {rt}, quick flow, superfast (real-time settings)", lite, rt_paint, rt_video,
-                 f"lite at {rt}, per frame, superfast")]
+                (f"lite at {rt}, per frame, {x264}", lite, rt_paint, {"stabilize": False, "preset": x264}, None),
+                (f"lite at {rt}, quick flow, {x264} (real-time settings)", lite, rt_paint, rt_video,
+                 f"lite at {rt}, per frame, {x264}")]
     if only:  # the rows whose label holds the text, and the per-frame rows they are compared with
         keep = {v[0] for v in variants if only in v[0]}
         keep |= {v[4] for v in variants if v[0] in keep and v[4]}

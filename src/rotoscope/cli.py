@@ -195,10 +195,11 @@ def apply(
     sets = parse_sets(ApplySettings, [p for p in set_ or [] if key_of(p) in picture])
     video_sets = parse_sets(VideoConfig, [p for p in set_ or [] if key_of(p) not in picture | grid])
     cluster_cfg = ClusterConfig(**parse_sets(ClusterConfig, [p for p in set_ or [] if key_of(p) in grid])).validate()
-    rt_paint, rt_video = REAL_TIME if real_time else ({}, {})
+    rt_paint, rt_video = {}, {}
     if real_time:
         from .live import pick_architecture
 
+        rt_paint, rt_video = REAL_TIME
         filter, said = pick_architecture(filter, "auto")
         if said:
             say(said)

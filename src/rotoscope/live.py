@@ -20,8 +20,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .devices import keep_freed_memory
 from .config import ApplySettings
+from .devices import keep_freed_memory
 from .errors import Invalid, NotFound, Refused
 from .filter import Filter
 from .images import longer_side

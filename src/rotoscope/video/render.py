@@ -77,6 +77,13 @@ class RenderJob:
         self.key = hashlib.sha256(key.encode()).hexdigest()[:12]
         self.work = self.dest.parent / f".{self.dest.name}.rotoscope-{self.key}"
 
+    @property
+    def steady_scale(self) -> float:
+        """The scale the flicker reduction works at: the paint scale when frames are painted small and guided up
+        afterwards (stylize.paints_reduced_frames; a quarter of the warping and blending at 0.5, and the steadied
+        picture still takes its edges from the current frame), else 1 (the frame's own size)."""
+        return self.settings.paint_scale if paints_reduced_frames(self.height, self.width, self.settings) else 1.0
+
     def seg_done(self, i: int) -> Path:
         return self.work / f"seg-{i:05d}.json"
 
@@ -171,9 +178,7 @@ def _reader(job: RenderJob, start: int, q: queue.Queue, stop: threading.Event, e
     masks. With a frame table it seeks: decoding begins a frame before `start` (the flow needs it), or the kept
     faces' memory before it, instead of at the clip's first frame."""
     try:
-        # the flicker reduction's flow and weights at the size the chain is painted at (reduced: render_range)
-        scale = job.settings.paint_scale if paints_reduced_frames(job.height, job.width, job.settings) else 1.0
-        stab = Stabilizer(job.video.blend, job.video.flow_preset, job.video.flow_side, scale) \
+        stab = Stabilizer(job.video.blend, job.video.flow_preset, job.video.flow_side, job.steady_scale) \
             if job.video.stabilize else None
         masks = mask_chain(job)
         first = 0
@@ -306,9 +311,7 @@ def render_range(job: RenderJob, first: int, end: int | None, progress: bool, wa
     (source.frame_table) lets the decoder seek to the range instead of decoding the clip from its start.
     Returns the index after the last frame painted (`first`'s first frame when the clip ends before it)."""
     keep_freed_memory()  # frame-sized buffers come and go every frame: reuse them (devices.py)
-    # at a paint scale the flicker reduction works on the small painting, before guided upsampling: a quarter of the
-    # warping and blending at 0.5, and the steadied picture still takes its edges from the current frame
-    reduced = paints_reduced_frames(job.height, job.width, job.settings)
+    reduced = job.steady_scale < 1  # the small painting is steadied, then guided up by the writer
     n_seg = job.video.segment_frames
     start = first * n_seg
     prev_out = resume_chain(job, first)
