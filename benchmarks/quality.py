@@ -249,7 +249,8 @@ def main(argv=None) -> None:
     ap.add_argument("--backbones", default=None, help="comma-separated, e.g. vgg16-hed,random (default: auto)")
     ap.add_argument("--variants", default=None,
                     help='JSON {label: TrainConfig overrides}, each trained per style, e.g. '
-                         '\'{"hed": {"backbone": "vgg16-hed"}, "wide": {"channels": [32, 64, 128]}}\'')
+                         '\'{"hed": {"backbone": "vgg16-hed"}, "wide": {"channels": [32, 64, 128]}}\'; '
+                         '{"teacher": "shipped"} distils the artwork\'s shipped filter')
     ap.add_argument("--score-size", type=int, default=384, help="longer side of held-out results when scored")
     ap.add_argument("--curve", action="store_true", help="score snapshots during training (quality vs minutes)")
     ap.add_argument("--eval-every", type=int, default=None)
@@ -310,6 +311,13 @@ def main(argv=None) -> None:
                               row_image([img for _, img in held[:SHEET_PHOTOS]], "held-out photos")]
                 for bb, over in variants.items():
                     cfg = base.replace(**over)
+                    if over.get("teacher") == "shipped":  # distil the artwork's shipped (full) filter
+                        from rotoscope.filter import SHIPPED_DIR
+
+                        if style not in shipped:
+                            print(f"  {style} has no shipped filter to learn from: skipped", flush=True)
+                            continue
+                        cfg = cfg.replace(teacher=str(SHIPPED_DIR / f"{shipped[style]}.safetensors"))
                     snaps = []
                     cpu0, wall0 = time.process_time(), time.perf_counter()
                     name = f"{Path(style).stem}-{bb}"

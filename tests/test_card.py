@@ -18,3 +18,12 @@ def test_a_card_from_before_colour_match_existed_says_moments():
     training = TrainConfig().to_dict()
     del training["color_match"]
     assert "color_match=moments" in settings_line({"name": "old", "training": training})
+
+
+def test_a_distilled_filter_names_its_teacher_and_others_say_nothing_of_one():
+    training = TrainConfig().replace(arch="lite", teacher="great-wave").to_dict()
+    card = {"name": "gw-lite", "training": training,
+            "teacher": {"name": "great-wave", "card_hash": "0123456789abcdef", "arch": "full"}}
+    line = next(line for line in format_card(card).splitlines() if line.startswith("teacher"))
+    assert "great-wave (full network; card 0123456789ab" in line
+    assert not any(line.startswith("teacher") for line in format_card({"name": "x"}).splitlines())

@@ -352,6 +352,8 @@ def test_train_many_command_table_and_refusals(artworks, tmp_path, capsys):
     assert_one_line_error(*rotoscope("train-many", tmp_path / "nothing", capsys=capsys), "no such folder")
     assert_one_line_error(*rotoscope("train-many", arts, "--set", "segments_per_task=-2", capsys=capsys),
                           "segments_per_task")
+    assert_one_line_error(*rotoscope("train-many", arts, "--set", "teacher=great-wave", capsys=capsys),
+                          "train-many takes no teacher")
 
 
 def test_train_many_resumes_an_interrupted_training_and_a_failed_one_is_a_row(artworks, monkeypatch):

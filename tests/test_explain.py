@@ -151,3 +151,22 @@ def test_the_score_section_names_the_style_and_colour_terms_the_filter_was_train
     del other["training"]["style_match"], other["training"]["color_match"]  # a card from before both existed
     page = section_score(Story(other, "story", "", None, None, "", [], False))
     assert "Gram matrices" in page and "mean and spread" in page
+
+
+def test_the_score_section_of_a_distilled_filter_names_its_teacher_and_counts_the_pixel_term(trained):
+    import copy
+
+    from rotoscope.filter import load_filter_file
+    from rotoscope.truthful.explain import Story, section_score
+
+    card = load_filter_file(trained[0].path).card
+    page = section_score(Story(card, "story", "", None, None, "", [], False))
+    assert "sum of four parts" in page and "photo's shapes" in page and "teacher" not in page
+    student = copy.deepcopy(card)
+    student["teacher"] = {"name": "great-<wave>", "card_hash": "0123456789abcdef", "arch": "full"}
+    student["training"].update(teacher="great-<wave>", pixel_weight=10.0)
+    for p in student["story"]["curve"]:  # a pixel term as large as the other four together: half the score
+        p["pixel"] = sum(p[k] for k in ("content", "style", "color", "tv"))
+    page = section_score(Story(student, "story", "", None, None, "", [], False))
+    assert "sum of five parts" in page and "great-&lt;wave&gt;</b> (its teacher)" in page  # escaped card text
+    assert "<tr><td>pixel</td><td>10.0</td>" in page and "<td>50%</td></tr>" in page

@@ -65,6 +65,18 @@ def test_weights_scale_their_terms_and_zero_switches_a_term_off(backbone):
     assert scaled["color"] == 0 and scaled["tv"] == pytest.approx(5 * base["tv"], rel=1e-4)
 
 
+def test_the_pixel_term_is_reported_only_when_weighted_and_is_the_mean_absolute_difference(backbone):
+    target = style_target(backbone, torch.rand(1, 3, 32, 32))
+    out, aim = torch.full((1, 3, 32, 32), 0.5), torch.full((1, 3, 32, 32), 0.2)
+    _, plain = perceptual_loss(backbone, target, LossWeights(), out, aim)
+    assert "pixel" not in plain  # the four terms every card before it recorded
+    total, terms = perceptual_loss(backbone, target, LossWeights(pixel=2.0), out, aim)
+    assert terms["pixel"] == pytest.approx(2.0 * 0.3, rel=1e-5)
+    assert float(total) == pytest.approx(sum(terms.values()), rel=1e-4)
+    _, met = perceptual_loss(backbone, target, LossWeights(pixel=2.0), aim, aim)
+    assert met["pixel"] == 0
+
+
 def test_layer_weights_tilt_from_fine_to_broad_and_average_one():
     assert losses.layer_weights(4, 1.0) == pytest.approx([1, 1, 1, 1])  # today's recipe: all equal
     fine = losses.layer_weights(5, 0.5)

@@ -320,6 +320,21 @@ def test_a_failing_job_reports_the_library_error(tiny_filter):
         assert job["status"] == "failed" and job["error"] and "Traceback" not in job["error"]
 
 
+def test_a_training_teacher_is_a_registry_filter_by_name_never_a_file_on_the_server(tiny_filter):
+    with TestClient(create_app(ServerConfig(), run_jobs=False)) as c:
+        def train(teacher):
+            return c.post("/api/jobs/train", files={"artwork": ("a.png", png_bytes(), "image/png")},
+                          data={**TINY_TRAIN, "name": "student", "arch": "lite",
+                                "set": [*TINY_TRAIN["set"], f"teacher={teacher}"]})
+        for path in (str(tiny_filter), "/etc/hostname"):
+            r = train(path)
+            assert r.status_code == 422 and r.json()["detail"].startswith("teacher: invalid filter name"), r.text
+        r = train("no-such-filter")
+        assert r.status_code == 404 and r.json()["detail"].startswith("teacher: unknown filter"), r.text
+        r = train("tiny")
+        assert r.status_code == 202 and r.json()["params"]["config"]["teacher"] == "tiny", r.text
+
+
 def test_video_job_paints_a_clip_to_a_downloadable_result(tiny_filter, tmp_path):
     import av
 

@@ -1,6 +1,7 @@
 """Training: the held-out style loss falls, a resumed run equals an uninterrupted one, Ctrl-C and NaN stop cleanly."""
 
 import importlib
+import json
 import warnings
 
 import pytest
@@ -90,6 +91,32 @@ def test_the_lite_network_trains_is_recorded_and_loads_back_as_itself(artwork):
     x = torch.rand(1, 3, 37, 51)
     with torch.no_grad():
         assert torch.allclose(again.net(x), filt.net(x), atol=1e-6)
+
+
+def test_a_lite_filter_learns_its_teachers_paintings_and_the_card_names_the_teacher_not_its_path(artwork, tmp_path):
+    # the teacher: a full filter from random weights (no identity weights ship for this shape), so its paintings
+    # are far from the photos and the two targets are told apart
+    teacher = tr.train(artwork, "teacher", None, TINY.replace(steps=2), log=quiet, progress=False,
+                       out=tmp_path / "teacher.safetensors")
+    # the pixel term alone: what the student is pulled to is all the content target decides
+    cfg = TINY.replace(arch="lite", size=32, steps=40, eval_every=20, checkpoint_every=1000, lr=5e-3, lr_final=1e-3,
+                       teacher=str(teacher.path), pixel_weight=1.0, content_weight=0.0, style_weight=0.0,
+                       color_weight=0.0, tv_weight=0.0)
+    student = tr.train(artwork, "student", None, cfg, log=quiet, progress=False)
+    hist = student.card["history"]
+    assert hist["holdout_last"]["pixel"] < 0.6 * hist["holdout_start"]["pixel"], hist
+    photos = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        painted = student.net(photos)
+        assert (painted - teacher.net(photos)).abs().mean() < 0.6 * (painted - photos).abs().mean()
+    card = student.card
+    assert card["training"]["teacher"] == "teacher" and str(tmp_path) not in json.dumps(card)
+    assert card["teacher"] == {"name": "teacher", "card_hash": teacher.card_hash, "arch": "full"}
+    with pytest.raises(RotoscopeError, match="learned from another teacher"):  # a resumed run keeps its teacher
+        tr.train(artwork, "student", None, cfg.replace(teacher=""), log=quiet, progress=False, resume=True)
+    with pytest.raises(RotoscopeError, match="unknown filter 'no-such-teacher'"):  # before any work
+        tr.train(tmp_path / "missing.png", "x", None, cfg.replace(teacher="no-such-teacher"), log=quiet,
+                 progress=False)
 
 
 def test_resume_equals_uninterrupted_training(artwork, monkeypatch, tmp_path):

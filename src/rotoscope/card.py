@@ -46,8 +46,12 @@ def format_card(card: dict, path: Path | None = None) -> str:
               f"network     {card.get('architecture')}",
               f"photos      {ph.get('train')} trained on, {ph.get('holdout')} held out, {ph.get('skipped', 0)} skipped"
               f"  (source: {ph.get('source')})",
+              *([f"teacher     {card['teacher'].get('name')} ({card['teacher'].get('arch')} network; card "
+                 f"{str(card['teacher'].get('card_hash', ''))[:12]}…): its paintings were the content target"]
+                if isinstance(card.get("teacher"), dict) else []),
               f"training    {tm.get('steps')} steps in {tm.get('seconds')} s ({tm.get('it_per_s')} it/s)",
-              "            " + ", ".join(f"{k}={v}" for k, v in tr.items() if k != "net"),
+              "            " + ", ".join(f"{k}={v}" for k, v in tr.items() if k != "net"
+                                        and not (k == "pixel_weight" and not tr.get("teacher"))),
               f"train loss  first {_fmt_terms(hist.get('train_first'))}",
               f"            last  {_fmt_terms(hist.get('train_last'))}",
               f"held-out    first {_fmt_terms(hist.get('holdout_first'))}",

@@ -58,6 +58,7 @@ def train(
     tv_weight: Optional[float] = typer.Option(None, help=_h(TrainConfig, "tv_weight")),
     color_match: Optional[str] = typer.Option(None, help=_h(TrainConfig, "color_match")),
     arch: Optional[str] = typer.Option(None, help=_h(TrainConfig, "arch")),
+    teacher: Optional[str] = typer.Option(None, help=_h(TrainConfig, "teacher")),
     channels: Optional[str] = typer.Option(None, help=_h(TrainConfig, "channels")),
     res_blocks: Optional[int] = typer.Option(None, help=_h(TrainConfig, "res_blocks")),
     precision: Optional[str] = typer.Option(None, help=_h(TrainConfig, "precision")),
@@ -82,7 +83,7 @@ def train(
     explicit = dict(steps=steps, size=size, batch=batch, lr=lr, backbone=backbone, seed=seed,
                     content_weight=content_weight, style_weight=style_weight, color_weight=color_weight,
                     tv_weight=tv_weight, color_match=color_match, precision=precision, device=device, arch=arch,
-                    channels=ch, res_blocks=res_blocks, checkpoint_every=checkpoint_every)
+                    teacher=teacher, channels=ch, res_blocks=res_blocks, checkpoint_every=checkpoint_every)
     cfg = TrainConfig().replace(**{**explicit, **parse_sets(TrainConfig, set_)})
     from .train import filter_destination
 

@@ -497,6 +497,9 @@ def train_many(artworks: str | os.PathLike, photos=None, cfg: TrainConfig | None
     same command is kept, and any other filter of the same name is refused before anything is trained (unless
     `overwrite`). Returns the table's rows, in the folder's order; a failed training is a row, not an exception."""
     cfg = (cfg or TrainConfig()).validate()
+    if cfg.teacher:  # every artwork's student would learn one filter's look: a teacher belongs to one artwork
+        raise RotoscopeError("train-many takes no teacher: a teacher filter paints one artwork's look; train each "
+                             "lite filter with `rotoscope train ART --arch lite --teacher NAME`")
     if cluster_cfg is not None:
         cluster_cfg.validate()
     if cluster is not None:

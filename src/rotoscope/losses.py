@@ -219,10 +219,12 @@ class LossWeights:
     color: float = _DEFAULTS.color_weight
     tv: float = _DEFAULTS.tv_weight
     layer_decay: float = _DEFAULTS.style_layer_decay  # each deeper style layer's weight relative to the one before
+    pixel: float = 0.0  # a teacher's term: see of()
 
     @classmethod
     def of(cls, cfg: TrainConfig) -> "LossWeights":
-        return cls(cfg.content_weight, cfg.style_weight, cfg.color_weight, cfg.tv_weight, cfg.style_layer_decay)
+        return cls(cfg.content_weight, cfg.style_weight, cfg.color_weight, cfg.tv_weight, cfg.style_layer_decay,
+                   cfg.pixel_weight if cfg.teacher else 0.0)
 
 
 def layer_weights(n: int, decay: float) -> list[float]:
@@ -235,9 +237,10 @@ def layer_weights(n: int, decay: float) -> list[float]:
 def perceptual_loss(backbone: Backbone, target: StyleTarget, weights: LossWeights, output: torch.Tensor,
                     photo: torch.Tensor, photo_feats: dict[str, torch.Tensor] | None = None, batch_mean=None,
                     draw: int | None = None):
-    """Weighted total and each weighted term (detached, for logging) for a batch of outputs and their photos.
-    (`batch_mean`: see relative_mse; every other term is a mean of per-image terms already. `draw`: the training
-    step, which draws the sliced style term's directions; None for the fixed ones of evaluation.)"""
+    """Weighted total and each weighted term (detached, for logging) for a batch of outputs and their photos (the
+    content target: the photos themselves, or a teacher filter's paintings of them). (`batch_mean`: see
+    relative_mse; every other term is a mean of per-image terms already. `draw`: the training step, which draws
+    the sliced style term's directions; None for the fixed ones of evaluation.)"""
     spec = backbone.spec
     out_feats = backbone(output, spec.style_layers + spec.content_layers)
     if photo_feats is None:
@@ -265,5 +268,7 @@ def perceptual_loss(backbone: Backbone, target: StyleTarget, weights: LossWeight
     tv = total_variation(output.float())
     terms = {"content": weights.content * content, "style": weights.style * style,
              "color": weights.color * color, "tv": weights.tv * tv}
+    if weights.pixel:  # only when asked: every record and card before it had four terms
+        terms["pixel"] = weights.pixel * (output.float() - photo.float()).abs().mean()
     total = sum(terms.values())
     return total, {k: float(v.detach()) for k, v in terms.items()}

@@ -86,12 +86,13 @@ def init_network(net: FilterNet, cfg: TrainConfig, log=print) -> dict:
 
 
 def evaluate(net: FilterNet, backbone, target: StyleTarget, weights: LossWeights, holdout: torch.Tensor,
-             device, precision: str) -> dict[str, float]:
+             device, precision: str, teacher=None) -> dict[str, float]:
     """Loss terms on the held-out photos (no gradients: an exam, not a lesson)."""
     net.eval()
     with torch.no_grad(), autocast(device, precision):
-        out = net(holdout.to(device))
-        total, terms = perceptual_loss(backbone, target, weights, out, holdout.to(device))
+        photos = holdout.to(device)
+        out = net(photos)
+        total, terms = perceptual_loss(backbone, target, weights, out, content_target(teacher, photos, weights))
     net.train()
     return {**terms, "total": float(total)}
 
@@ -136,8 +137,19 @@ def load_checkpoint(path: Path, net: FilterNet, opt: torch.optim.Optimizer) -> t
 # ---------------------------------------------------------------- one step (2-4)
 
 
+def content_target(teacher, photos: torch.Tensor, weights: LossWeights) -> torch.Tensor:
+    """What the content term compares the paintings with: the photos, or the teacher filter's paintings of them."""
+    if teacher is None:
+        if weights.pixel:  # LossWeights.of(cfg) weighs it only with cfg.teacher: its caller forgot the teacher
+            raise ValueError("a pixel term without a teacher: pass the teacher load_teacher() gives")
+        return photos
+    with torch.no_grad():
+        return teacher(photos)
+
+
 def train_step(step: int, cfg: TrainConfig, net: FilterNet, opt: torch.optim.Optimizer, scaler, data,
-               backbone, target: StyleTarget, weights: LossWeights, device, world: World = SINGLE) -> dict:
+               backbone, target: StyleTarget, weights: LossWeights, device, world: World = SINGLE,
+               teacher=None) -> dict:
     """One training step: set the learning rate, take the batch, paint it, score it, adjust the weights.
 
     `data` serves the crops (PhotoSet, or FixedBatch to time a step without data loading); `step` counts the steps
@@ -152,7 +164,8 @@ def train_step(step: int, cfg: TrainConfig, net: FilterNet, opt: torch.optim.Opt
     photos = photos.contiguous(memory_format=torch.channels_last)
     with autocast(device, cfg.precision):
         output = net(photos)  # 2. paint
-        loss, terms = perceptual_loss(backbone, target, weights, output, photos,  # 3. score
+        aim = content_target(teacher, photos, weights)
+        loss, terms = perceptual_loss(backbone, target, weights, output, aim,  # 3. score
                                       batch_mean=distributed.batch_mean(world), draw=step)
     # detached: Python numbers for logs, not part of the graph (and the same on every rank)
     terms = distributed.mean({**terms, "total": float(loss.detach())}, world)
@@ -308,6 +321,9 @@ class Checkpoints(Monitor):
         run, state = load_checkpoint(self.path, self.net, self.opt)
         if state["meta"].get("artwork_sha256") != self.meta["artwork_sha256"]:
             raise RotoscopeError(f"the checkpoint of '{name}' was trained on a different artwork; drop --resume")
+        if state["meta"].get("teacher_card_hash") != self.meta.get("teacher_card_hash"):
+            raise RotoscopeError(f"the checkpoint of '{name}' learned from another teacher (or none, or an earlier "
+                                 f"version of it); drop --resume")
         if TrainConfig.from_dict(state["config"]) != self.cfg:
             log("note: settings differ from the checkpoint's; continuing with the new ones")
         log(f"resuming '{name}' at step {run.step}")
@@ -409,7 +425,9 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
     if world.main:
         _remove_stale_temporaries(run_dir, dest)
 
-    # 1. the artwork, the training set and the photos held out, the loss network, random weights and Adam
+    # 1. the artwork, the training set and the photos held out, the loss network, random weights and Adam (and the
+    # teacher filter, if any: first, since a wrong name is the likeliest mistake)
+    teacher, teacher_card = load_teacher(cfg, device)
     art_img = load_rgb(artwork)
     data: PhotoSet = load_photos(photos, cfg.size, cfg.holdout, warn=log)
     if len(data.train) < 1:
@@ -419,10 +437,11 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
     backbone, target, weights = loss_network(cfg, art_img, backbone_weights, device)
     net, opt, scaler, init = new_network(cfg, device, log)
     extra_card = {"init": init, "precision": {"used": precision.value, "requested": requested, "why": precision.reason},
-                  "distributed": world.card(), **(extra_card or {})}
+                  "distributed": world.card(), **teacher_card, **(extra_card or {})}
     art_hash = hashlib.sha256(Path(artwork).read_bytes()).hexdigest()
     checkpoints = Checkpoints(run_dir / CHECKPOINT, net, opt, cfg, {"artwork_sha256": art_hash,
-                                                                    "backbone": backbone.name}, write=world.main)
+                                                                    "backbone": backbone.name,
+                                                                    **teacher_hash(teacher_card)}, write=world.main)
     run = checkpoints.resume(name, log) if resume else Run()
     log(precision.line())
     log(f"training filter '{name}' on {device} with backbone {backbone.name} "
@@ -430,7 +449,7 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
         + (f"; {world.size} processes ({world.backend}), {cfg.batch // world.size} crops each" if world.size > 1 else ""))
     log(describe(cfg))
     if run.step == 0 and holdout is not None:  # the untrained network's held-out score: the baseline of all later
-        run.holdout_start = evaluate(net, backbone, target, weights, holdout, device, cfg.precision)
+        run.holdout_start = evaluate(net, backbone, target, weights, holdout, device, cfg.precision, teacher)
 
     # 2-5. step after step, an exam every eval_every steps, each step shown to the monitors, until done or stopped
     # every rank runs the same monitors' decisions (guard, checkpoints); only rank 0 writes and draws
@@ -450,10 +469,12 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
         try:
             net.train()
             while run.step < cfg.steps and not interrupted:
-                record = train_step(run.step, cfg, model, opt, scaler, data, backbone, target, weights, device, world)
+                record = train_step(run.step, cfg, model, opt, scaler, data, backbone, target, weights, device, world,
+                                    teacher)
                 run.step = record["step"]
                 if holdout is not None and due(cfg, run.step, cfg.eval_every):
-                    record["holdout"] = evaluate(net, backbone, target, weights, holdout, device, cfg.precision)
+                    record["holdout"] = evaluate(net, backbone, target, weights, holdout, device, cfg.precision,
+                                                 teacher)
                 run.history.append(record)
                 interrupted = any([m.step(record, net) for m in monitors])  # every monitor sees the step first
         finally:
@@ -555,6 +576,24 @@ def loss_network(cfg: TrainConfig, art_img, backbone_weights: str | None, device
     return backbone, target, weights
 
 
+def load_teacher(cfg: TrainConfig, device):
+    """The filter whose paintings the content term aims at (cfg.teacher), frozen on the device, and what the card
+    says of it (its name and hash, never the path it was read from); (None, {}) without one."""
+    if not cfg.teacher:
+        return None, {}
+    from .filter import load_filter
+
+    teacher = load_filter(cfg.teacher)
+    net = teacher.net.to(device).to(memory_format=torch.channels_last)
+    return net, {"teacher": {"name": teacher.name, "card_hash": teacher.card_hash,
+                             "arch": teacher.card["architecture"].get("arch", "full")}}
+
+
+def teacher_hash(teacher_card: dict) -> dict:
+    """The checkpoint's record of the teacher: a resumed run must learn from the same filter."""
+    return {"teacher_card_hash": teacher_card["teacher"]["card_hash"]} if teacher_card else {}
+
+
 def _terms_line(train: dict, holdout: dict | None) -> str:
     s = " ".join(f"{k} {v:.3f}" for k, v in train.items() if k != "total")
     s = f"loss {train['total']:.3f} ({s})"
@@ -597,7 +636,9 @@ def build_card(name, cfg: TrainConfig, backbone, art_img, artwork, art_hash, tit
                      "weights_source": os.path.basename(backbone.weights_source), "about": backbone.spec.about,
                      "style_layers": list(backbone.spec.style_layers),
                      "content_layers": list(backbone.spec.content_layers)},
-        "training": cfg.to_dict(),
+        # a teacher by its name, not the path it was read from (extra["teacher"] has its hash)
+        "training": {**cfg.to_dict(),
+                     **({"teacher": extra["teacher"]["name"]} if extra and "teacher" in extra else {})},
         "artwork": {"title": title or Path(artwork).stem, "file": Path(artwork).name, "sha256": art_hash,
                     "size": list(art_img.size),
                     "palette_mean": [round(float(v), 4) for v in target.color_mean.flatten().cpu()]},

@@ -56,7 +56,7 @@ BACKBONE_NOTES = {
 # the settings the page explains first, in this order; their descriptions come from the settings table (config.py)
 SETTING_ORDER = ("steps", "size", "batch", "lr", "lr_final", "backbone", "style_size", "content_weight",
                  "style_weight", "style_match", "style_layer_decay", "color_weight", "color_match", "tv_weight",
-                 "holdout", "eval_every", "precision", "seed")
+                 "teacher", "pixel_weight", "holdout", "eval_every", "precision", "seed")
 
 
 def setting_note(name: str) -> str:
@@ -333,8 +333,9 @@ def section_score(s: Story) -> str:
     curve = _curve(card)
     if not curve:
         return missing("no loss history in the card")
-    terms = [k for k in ("content", "style", "color", "tv") if k in curve[0]]
+    terms = [k for k in ("content", "style", "color", "tv", "pixel") if k in curve[0]]
     tr = with_unrecorded(card.get("training", {}))
+    teacher = card.get("teacher") if isinstance(card.get("teacher"), dict) else None
     style = ("have the artwork's distribution of the backbone's features: how strongly and how often each pattern "
              "fires, compared along random directions (sliced Wasserstein)?" if tr.get("style_match") == "sliced"
              else "fire the backbone's features together the way the artwork's do (Gram matrices)?")
@@ -358,10 +359,15 @@ def section_score(s: Story) -> str:
                    "</tr>" for k in terms)
     return (
         "<p>After painting a batch of photo crops, the network is given a score: a number that says how badly "
-        "it did. Lower is better. The score is the sum of four parts, each multiplied by a weight chosen before "
-        "training:</p><ul><li><b>content</b>: does the painting still show the photo's shapes?</li>"
-        f"<li><b>style</b>: do the painting's textures {style}</li><li><b>color</b>: {color}</li>"
-        "<li><b>tv</b>: is it free of pixel noise?</li></ul>"
+        f"it did. Lower is better. The score is the sum of {'five' if 'pixel' in terms else 'four'} parts, "
+        "each multiplied by a weight chosen before training:</p><ul>"
+        + (f"<li><b>content</b>: does the painting still show the shapes of the painting another filter, "
+           f"<b>{esc(str(teacher.get('name')))}</b> (its teacher), made of the same crop?</li>" if teacher else
+           "<li><b>content</b>: does the painting still show the photo's shapes?</li>")
+        + f"<li><b>style</b>: do the painting's textures {style}</li><li><b>color</b>: {color}</li>"
+        "<li><b>tv</b>: is it free of pixel noise?</li>"
+        + ("<li><b>pixel</b>: how far is each pixel from the teacher's painting?</li>" if "pixel" in terms else "")
+        + "</ul>"
         "<p>The score is what training optimises, and it is only a stand-in for what we want (a painting that "
         "looks like the artwork and still shows the photo). If one part swamps the others, training "
         "optimises the wrong thing: the photo vanishes, or the style never appears.</p>"

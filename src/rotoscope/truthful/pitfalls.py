@@ -35,7 +35,8 @@ STYLE_MINOR_SHARE = 0.15
 DOMINANT_SHARE = 0.85
 FEW_PHOTOS = 4  # training photos below this: an explicit pitfall (the audit warns from 8)
 
-FLAG = {"content": "--content-weight", "style": "--style-weight", "color": "--color-weight", "tv": "--tv-weight"}
+FLAG = {"content": "--content-weight", "style": "--style-weight", "color": "--color-weight", "tv": "--tv-weight",
+        "pixel": "--set pixel_weight"}
 
 
 @dataclass
@@ -136,7 +137,8 @@ def wrong_target(history: list[dict], size: int, weights: dict[str, float], tota
     if cw > 0 and now.get("content", 0) / cw >= CONTENT_GONE and now.get("content", 0) >= 0.9 * earlier:
         out.append(Pitfall("content-vanished", step,
                            f"the content is vanishing: the content error is {now['content'] / cw:.2f} (1.0 means "
-                           f"nothing of the photo's shapes is left); the score rewards style over the photo. "
+                           f"nothing of the photo's shapes, or the teacher's painting's, is left); the score "
+                           f"rewards style over them. "
                            f"Lower --style-weight (now {sw:g}) or raise --content-weight (now {cw:g}).",))
     if sw > 0 and "style" in now and now["style"] >= STYLE_STUCK * first["style"] \
             and now["style"] / total < STYLE_MINOR_SHARE:

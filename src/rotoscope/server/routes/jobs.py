@@ -80,6 +80,11 @@ def start_training(
     tcfg = TrainConfig().replace(**{**explicit, **parse_sets(TrainConfig, set)}).validate()
     if tcfg.steps > cfg.max_train_steps:
         raise Invalid(f"steps must be between 1 and {cfg.max_train_steps} on this server (got {tcfg.steps})")
+    if tcfg.teacher:  # a registry filter by name: a request names filters, never files on the server
+        try:
+            registry_file(tcfg.teacher)
+        except (Invalid, NotFound) as e:
+            raise type(e)(f"teacher: {e}") from None
     if store.active_with_name("train", name):
         raise Conflict(f"a job is already training '{name}'")
     if not overwrite:
