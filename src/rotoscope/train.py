@@ -428,6 +428,8 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
     # 1. the artwork, the training set and the photos held out, the loss network, random weights and Adam (and the
     # teacher filter, if any: first, since a wrong name is the likeliest mistake)
     teacher, teacher_card = load_teacher(cfg, device)
+    if teacher_card:  # the card and checkpoint name the teacher, never the path it was read from
+        cfg = cfg.replace(teacher=teacher_card["teacher"]["name"])
     art_img = load_rgb(artwork)
     data: PhotoSet = load_photos(photos, cfg.size, cfg.holdout, warn=log)
     if len(data.train) < 1:
@@ -636,9 +638,7 @@ def build_card(name, cfg: TrainConfig, backbone, art_img, artwork, art_hash, tit
                      "weights_source": os.path.basename(backbone.weights_source), "about": backbone.spec.about,
                      "style_layers": list(backbone.spec.style_layers),
                      "content_layers": list(backbone.spec.content_layers)},
-        # a teacher by its name, not the path it was read from (extra["teacher"] has its hash)
-        "training": {**cfg.to_dict(),
-                     **({"teacher": extra["teacher"]["name"]} if extra and "teacher" in extra else {})},
+        "training": cfg.to_dict(),
         "artwork": {"title": title or Path(artwork).stem, "file": Path(artwork).name, "sha256": art_hash,
                     "size": list(art_img.size),
                     "palette_mean": [round(float(v), 4) for v in target.color_mean.flatten().cpu()]},
