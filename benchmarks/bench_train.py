@@ -37,8 +37,8 @@ import torch.nn.functional as F  # noqa: E402
 from bench_apply import TransformerNet, machine  # noqa: E402
 
 
-def baseline_step_fn(vgg, art: torch.Tensor, photos: torch.Tensor):
-    """One training step of pytorch/examples fast_neural_style (neural_style.py, train())."""
+def baseline_step_fn(vgg, art: torch.Tensor, photos: torch.Tensor, device=torch.device("cpu")):
+    """One training step of pytorch/examples fast_neural_style (neural_style.py, train()), on `device`."""
     style_layers = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
     content_weight, style_weight = 1e5, 1e10
 
@@ -47,7 +47,8 @@ def baseline_step_fn(vgg, art: torch.Tensor, photos: torch.Tensor):
         features = y.view(b, ch, w * h)
         return features.bmm(features.transpose(1, 2)) / (ch * h * w)
 
-    transformer = TransformerNet().train()
+    vgg, art, photos = vgg.to(device), art.to(device), photos.to(device)
+    transformer = TransformerNet().to(device).train()
     optimizer = torch.optim.Adam(transformer.parameters(), 1e-3)
     with torch.no_grad():
         style = vgg(art.repeat(photos.shape[0], 1, 1, 1), style_layers)
@@ -69,8 +70,10 @@ def baseline_step_fn(vgg, art: torch.Tensor, photos: torch.Tensor):
     return step
 
 
-def rotoscope_step_fn(backbone, art: torch.Tensor, photos: torch.Tensor, precision: str):
-    """rotoscope.train.train_step, the step train() runs (see the module docstring)."""
+def rotoscope_step_fn(backbone, art: torch.Tensor, photos: torch.Tensor, precision: str,
+                      device=torch.device("cpu")):
+    """rotoscope.train.train_step, the step train() runs (see the module docstring), on `device`."""
+    import dataclasses
     import itertools
 
     from rotoscope.config import TrainConfig
@@ -78,17 +81,16 @@ def rotoscope_step_fn(backbone, art: torch.Tensor, photos: torch.Tensor, precisi
     from rotoscope.train import FixedBatch, new_network, train_step
 
     cfg = TrainConfig().replace(precision=precision, init="random", batch=photos.shape[0])
-    device = torch.device("cpu")
-    target = style_target(backbone, art, cfg.color_match)
+    backbone = dataclasses.replace(backbone, net=backbone.net.to(device))
+    target = style_target(backbone, art.to(device), cfg.color_match)
     if precision == "bf16":  # as train.py does: the frozen backbone held in bf16 once
         import copy
-        import dataclasses
 
         backbone = dataclasses.replace(backbone, net=copy.deepcopy(backbone.net).to(torch.bfloat16))
     weights = LossWeights.of(cfg)
     net, opt, scaler, _init = new_network(cfg, device, log=lambda line: None)
     net.train()
-    data = FixedBatch(photos.contiguous(memory_format=torch.channels_last))  # laid out once: no copy per step
+    data = FixedBatch(photos.to(device).contiguous(memory_format=torch.channels_last))  # laid out once, on the device
     steps = itertools.count()
 
     def step():

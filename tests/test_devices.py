@@ -128,6 +128,18 @@ def test_cuda_takes_bf16_where_supported_else_fp16(monkeypatch):
     assert choice.value == "fp16" and "scaler" in choice.reason
 
 
+def test_a_gpu_trains_in_bf16_but_paints_in_fp32_unless_asked(monkeypatch):
+    """The filter networks are too small for a GPU's matrix units: bf16 painted them slower (speed.md, "GPU")."""
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Test GPU")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    cuda = torch.device("cuda")
+    assert devices.resolve_precision("auto", cuda).value == "bf16"
+    paint = devices.paint_precision("auto", cuda)
+    assert paint.value == "fp32" and "GPU" in paint.reason
+    assert devices.paint_precision("bf16", cuda) == devices.Choice("bf16", "as asked")
+    assert devices.paint_precision("auto", CPU) == devices.resolve_precision("auto", CPU)
+
+
 def test_asked_precisions_are_taken_as_asked_and_unknown_ones_refused():
     for p in ("bf16", "fp16", "fp32"):
         assert devices.resolve_precision(p, CPU) == devices.Choice(p, "as asked")

@@ -236,6 +236,16 @@ def cpu_precision() -> Choice:
     return Choice("bf16", f"native bf16 on this CPU: {cls}, a convolution {1 / ratio:.1f}x faster than fp32")
 
 
+def paint_precision(requested: str, device: torch.device) -> Choice:
+    """The number format painting uses: as resolve_precision, except that `auto` paints fp32 on a GPU. The filter
+    networks are too small to fill a GPU's matrix units; their time goes to norms, pads and layout changes, and
+    bf16 made them slower (an H200 at 1080p: full 12.6 ms in fp32 against 16.5 in bf16 autocast, lite 3.3 against
+    6.5; benchmarks/results/speed.md, "GPU"). Training keeps bf16 (no slower there, and half the memory)."""
+    if requested == "auto" and device.type == "cuda":
+        return Choice("fp32", "a GPU paints these small networks fastest in fp32 (bf16 was 1.3-2x slower on an H200)")
+    return resolve_precision(requested, device)
+
+
 def resolve_precision(requested: str, device: torch.device) -> Choice:
     """The number format a run uses: `auto` chooses by the hardware; bf16/fp16/fp32 are taken as asked."""
     if requested not in PRECISIONS:

@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from .config import ApplySettings  # noqa: F401 - the settings a picture is painted with, re-exported here
-from .devices import autocast, pick_device, resolve_precision
+from .devices import autocast, paint_precision, pick_device
 from .engines import PRECISIONS_OF, pick_engine, require_engine, runner as engine_runner
 from .errors import RotoscopeError
 from .filter import Filter
@@ -38,7 +38,7 @@ def resolve(filt: Filter, settings: ApplySettings, shape: tuple[int, int]) -> tu
     settings.validate()
     device = pick_device(settings.device)
     try:
-        prec = resolve_precision(settings.precision, device)
+        prec = paint_precision(settings.precision, device)
     except ValueError as e:
         raise RotoscopeError(str(e)) from None
     explicit = settings.precision != "auto"
@@ -58,12 +58,19 @@ def resolve(filt: Filter, settings: ApplySettings, shape: tuple[int, int]) -> tu
 
 
 def prepare_net(net: FilterNet, device: torch.device, precision: str = "fp32") -> FilterNet:
-    """Eval mode on the device, channels_last (the fast layout for oneDNN/AMX and cuDNN).
+    """Eval mode on the device, in the layout and number format that paint fastest there.
 
-    For bf16 on the CPU, a bf16 copy of the weights: autocast would otherwise re-cast every weight on every call,
-    which costs a quarter of a frame's time on this small network (benchmarks/bench_apply.py).
+    CPU: channels_last (the fast layout for oneDNN/AMX), and for bf16 a bf16 copy of the weights: autocast would
+    otherwise re-cast every weight on every call, a quarter of a frame's time (benchmarks/bench_apply.py).
+    CUDA (an H200, benchmarks/bench_gpu.py): fp32 stays in the plain layout, the fastest eager path measured; bf16
+    and fp16 get a copy of the weights in that format and channels_last (full at 1080p: 13.9 and 13.1 ms against
+    16.5 under autocast).
     """
-    net = net.to(device).eval().to(memory_format=torch.channels_last)
+    net = net.to(device).eval()
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    if device.type == "cuda":
+        return copy.deepcopy(net).to(memory_format=torch.channels_last).to(half) if half else net
+    net = net.to(memory_format=torch.channels_last)
     if precision == "bf16" and device.type == "cpu":
         net = copy.deepcopy(net).to(torch.bfloat16)
     return net
@@ -71,11 +78,14 @@ def prepare_net(net: FilterNet, device: torch.device, precision: str = "fp32") -
 
 def run_net(net: FilterNet, x: torch.Tensor, precision: str) -> torch.Tensor:
     p = next(net.parameters())
-    # weights already held in bf16 (prepare_net) need no autocast: under it, pads and upsampling would run in fp32
-    # with casts on both sides (15% of a frame's time)
-    precision = "fp32" if p.dtype == torch.bfloat16 else precision
+    # weights already held in bf16 or fp16 (prepare_net) need no autocast: under it, pads and upsampling would run
+    # in fp32 with casts on both sides (15% of a frame's time on a CPU)
+    held = p.dtype in (torch.bfloat16, torch.float16)
+    precision = "fp32" if held else precision
+    # the layout prepare_net chose: channels_last, except fp32 on a GPU
+    layout = torch.channels_last if held or p.device.type != "cuda" else torch.contiguous_format
     with torch.no_grad(), autocast(p.device, precision):  # no_grad, not inference_mode: callers edit in place
-        y = net(x.to(p.device, p.dtype).contiguous(memory_format=torch.channels_last))
+        y = net(x.to(p.device, p.dtype).contiguous(memory_format=layout))
     return y.float().cpu()
 
 

@@ -141,12 +141,12 @@ def serve(settings: ServerConfig, log=print) -> None:
     if needs_token(settings.host) and not settings.token:
         raise Refused(f"binding to {settings.host} exposes the server beyond this machine: give an API token "
                       "(--token or ROTOSCOPE_TOKEN)")
-    from ..devices import configure_threads, pick_device, resolve_precision
+    from ..devices import configure_threads, paint_precision, pick_device
 
     configure_threads()
     _check_listen(settings.host, settings.port)
     app = create_app(settings)
-    log(resolve_precision("auto", pick_device("auto")).line() + "; applies choose their engine per picture size")
+    log(paint_precision("auto", pick_device("auto")).line() + "; applies choose their engine per picture size")
     if app.state.scheduler.cluster:
         from ..cluster import connect
 
