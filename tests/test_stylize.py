@@ -224,3 +224,22 @@ def test_frames_go_to_and_from_the_networks_layout_without_pytorch_the_same_as_w
     y = torch.rand(2, 3, 5, 7, generator=torch.Generator().manual_seed(0)) * 1.4 - 0.2  # outside [0, 1] too
     ref = y.permute(0, 2, 3, 1).mul(255).add(0.5).clamp(0, 255).to(torch.uint8).numpy()
     assert np.array_equal(painted_uint8(y), ref)
+
+
+def test_frames_painted_where_the_network_is_match_the_host_route(filt):
+    """A GPU render converts its frames on the GPU (paint_frames_on_device: 8-bit frames there and back). Run on the
+    CPU here, that route paints what the host route paints, at any strength and with the photo's colours kept; a
+    CPU runner keeps the host route."""
+    from rotoscope.stylize import (TorchRunner, frames_nchw, on_gpu, paint, paint_frames_on_device, painted_uint8,
+                                   paints_frames_on_device, prepare_net)
+
+    run = TorchRunner(prepare_net(copy.deepcopy(filt.net), torch.device("cpu"), "fp32"), "fp32")
+    frames = [np.asarray(smooth(56, 40)), np.asarray(smooth(56, 40).rotate(180))]
+    for st in (ApplySettings(precision="fp32"), ApplySettings(precision="fp32", strength=0.6, preserve_colors=True)):
+        x = frames_nchw(frames)
+        host = painted_uint8(finish(x, paint(run, x, st), st.strength, st.preserve_colors))
+        device = paint_frames_on_device(run, frames, st)
+        assert device.shape == host.shape == (2, 40, 56, 3) and device.dtype == np.uint8
+        assert np.abs(device.astype(int) - host.astype(int)).max() <= 1
+        assert not np.array_equal(device[0], frames[0])  # it painted
+    assert not on_gpu(run) and not paints_frames_on_device(run, 40, 56, ApplySettings())

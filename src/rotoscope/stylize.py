@@ -76,7 +76,8 @@ def prepare_net(net: FilterNet, device: torch.device, precision: str = "fp32") -
     return net
 
 
-def run_net(net: FilterNet, x: torch.Tensor, precision: str) -> torch.Tensor:
+def run_net(net: FilterNet, x: torch.Tensor, precision: str, on_device: bool = False) -> torch.Tensor:
+    """The network on x, as float32 on the CPU (or left on the network's device)."""
     p = next(net.parameters())
     # weights already held in bf16 or fp16 (prepare_net) need no autocast: under it, pads and upsampling would run
     # in fp32 with casts on both sides (15% of a frame's time on a CPU)
@@ -86,7 +87,7 @@ def run_net(net: FilterNet, x: torch.Tensor, precision: str) -> torch.Tensor:
     layout = torch.channels_last if held or p.device.type != "cuda" else torch.contiguous_format
     with torch.no_grad(), autocast(p.device, precision):  # no_grad, not inference_mode: callers edit in place
         y = net(x.to(p.device, p.dtype).contiguous(memory_format=layout))
-    return y.float().cpu()
+    return y.float() if on_device else y.float().cpu()
 
 
 @contextlib.contextmanager
@@ -325,6 +326,28 @@ def to_uint8(f: np.ndarray) -> np.ndarray:
 def painted_uint8(y: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) float painting in [0, 1] -> (B, H, W, 3) uint8, rounded and saturated."""
     return np.stack([to_uint8(f) for f in painted_hwc(y)])
+
+
+def on_gpu(run) -> bool:
+    """Whether a runner paints with PyTorch on a device other than the CPU."""
+    return isinstance(run, TorchRunner) and next(run.net.parameters()).device.type != "cpu"
+
+
+def paints_frames_on_device(run, h: int, w: int, st: ApplySettings) -> bool:
+    """Whether h x w frames take paint_frames_on_device: a GPU runner, whole frames (no paint scale, no tiles)."""
+    return on_gpu(run) and reduced_size(h, w, st.paint_scale) == (h, w) and h * w <= st.max_tile_pixels
+
+
+def paint_frames_on_device(run: TorchRunner, rgbs: list[np.ndarray], st: ApplySettings) -> np.ndarray:
+    """Same-size uint8 frames (H, W, 3) -> painted uint8, every conversion on the network's device: 8-bit frames
+    go there and come back (a quarter of float32's bytes each way) and no float copy is made on the host. On an
+    H200 the host side of the float route took 60 ms of a 1080p frame whose network took 3-16 (speed.md, "GPU")."""
+    device = next(run.net.parameters()).device
+    with torch.no_grad():
+        u8 = torch.from_numpy(np.stack([np.ascontiguousarray(f) for f in rgbs])).to(device)
+        x = u8.permute(0, 3, 1, 2).float().div_(255)
+        y = finish(x, run_net(run.net, x, run.precision, on_device=True), st.strength, st.preserve_colors)
+        return y.mul_(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
 def stylize_image(filt: Filter, img: Image.Image, settings: ApplySettings | None = None,

@@ -34,9 +34,9 @@ from ..guided import guided_upsample_frame
 from ..images import save_image
 from ..mask import composite_uint8
 from ..paths import check_writable, write_failure
-from ..stylize import (ApplySettings, finish, frames_nchw, make_runner, paint, paint_reduced_frames,
-                       paint_small_frames, painted_uint8, paints_reduced_frames, provenance, resolve, shrink_frames,
-                       to_uint8)
+from ..stylize import (ApplySettings, finish, frames_nchw, make_runner, paint, paint_frames_on_device,
+                       paint_reduced_frames, paint_small_frames, painted_uint8, paints_frames_on_device,
+                       paints_reduced_frames, provenance, resolve, shrink_frames, to_uint8)
 from .output import _SegmentWriter, assemble_animated, assemble_frames, assemble_h264, default_clip_output, output_kind
 from .source import Frame, Source, _pick_frames, _rotate, count_frames, decode, output_size, probe
 from .stages import StageTimes
@@ -271,6 +271,8 @@ def stylize_frames(run, rgbs: list[np.ndarray], st: ApplySettings) -> np.ndarray
     `run` is the engine's runner (stylize.make_runner)."""
     if paints_reduced_frames(*rgbs[0].shape[:2], st):
         return paint_reduced_frames(run, rgbs, st)  # uint8 in, uint8 out: no float round trip at full size
+    if paints_frames_on_device(run, *rgbs[0].shape[:2], st):
+        return paint_frames_on_device(run, rgbs, st)  # a GPU: uint8 there and back, the float work stays there
     x = frames_nchw(rgbs)
     y = paint(run, x, st)  # whole frames, or tiles past the memory budget, or reduced and guided (paint_scale)
     return painted_uint8(finish(x, y, st.strength, st.preserve_colors))
