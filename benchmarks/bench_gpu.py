@@ -12,9 +12,12 @@ on the device it names and written to --out as it finishes (gpu.json), so a part
                recipe (TransformerNet + VGG16 loss, fp32) and rotoscope's train_step (default recipe and
                backbone) at fp32 and at the precision `auto` picks, batch 4 and 16.
   3. filters   whole `train()` runs of --artwork on --photos, wall time from the call to the saved file: the
-               default recipe, a 3x longer run (the reference "its own long run" is measured against), and the
-               lite filter distilled from the shipped full one. The filters land in --out; score them on any
-               machine with --score.
+               default recipe (cuDNN's default algorithms, as `rotoscope train` runs), the same with 256 px crops
+               from the start and cuDNN's benchmark mode ("fixed"), a 3x longer run (the reference "its own long
+               run" is measured against), and the lite filter distilled from the shipped full one. The filters
+               land in --out; score them on any machine with --score.
+  diagnose     (not in the default parts) the full network at the first size with its norm as group norm,
+               instance norm or a plain var_mean reduction, in three layouts, and the profiler's top kernels.
   4. video     decode alone, encode alone (x264, and NVENC where this PyAV has it), then video.apply_video end to
                end at 1080p on the GPU: full and lite, per frame and with flicker reduction (flow on the CPU).
 
@@ -251,8 +254,14 @@ def diagnose_part(size, runs: int, device: torch.device, results: dict, save) ->
                                    x32.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))}
     rows = results.setdefault("diagnose", [])
     plain_forward = network.InstanceNorm.forward
-    for norm in ("group_norm", "instance_norm"):
-        network.InstanceNorm.forward = plain_forward if norm == "group_norm" else nn.InstanceNorm2d.forward
+
+    def var_mean_norm(self, x):  # the statistics as a plain reduction, spread over the whole GPU; one fused apply
+        var, mean = torch.var_mean(x.float(), dim=(2, 3), keepdim=True, correction=0)
+        scale = torch.rsqrt(var + self.eps) * self.weight.float().view(1, -1, 1, 1)
+        return torch.addcmul(self.bias.float().view(1, -1, 1, 1) - mean * scale, x.float(), scale).to(x.dtype)
+    forwards = {"group_norm": plain_forward, "instance_norm": nn.InstanceNorm2d.forward, "var_mean": var_mean_norm}
+    for norm, forward in forwards.items():
+        network.InstanceNorm.forward = forward
         try:
             for label, (net, x) in nets.items():
                 with torch.no_grad():
@@ -327,7 +336,7 @@ def train_step_part(device: torch.device, size: int, steps: int, batches, result
 
 
 def filters_part(device: torch.device, artwork: Path, photos: Path, out: Path, steps: int, results: dict, save,
-                 quick: bool, which: str = "default,long,lite") -> None:
+                 quick: bool, which: str = "default,fixed,long,lite") -> None:
     from rotoscope.config import TrainConfig
     from rotoscope.filter import SHIPPED_DIR
     from rotoscope.train import train
@@ -336,15 +345,18 @@ def filters_part(device: torch.device, artwork: Path, photos: Path, out: Path, s
     base = TrainConfig(device=str(device))
     if quick:
         base = base.replace(size=64, size_start=32, batch=2, style_size=64)
-    runs = [("default", base.replace(steps=steps)), ("long", base.replace(steps=3 * steps))]
+    # "fixed": crops at the final size from the first step, with cuDNN's benchmark mode (one shape to tune; a GPU
+    # step costs the same at every crop size, so progressive resizing saves it nothing)
+    runs = [("default", base.replace(steps=steps)), ("fixed", base.replace(steps=steps, size_start=0)),
+            ("long", base.replace(steps=3 * steps))]
     teacher = SHIPPED_DIR / "great-wave.safetensors"
     if teacher.exists():  # the shipped lite recipe: distilled from the full filter, content 4
         runs.append(("lite", base.replace(steps=steps, teacher=str(teacher), content_weight=4.0,
                                           arch="lite")))
-    torch.backends.cudnn.benchmark = False  # as `rotoscope train` runs: crops change size every few steps
     for label, cfg in runs:
         if label not in which.split(","):
             continue
+        torch.backends.cudnn.benchmark = label == "fixed"  # else as `rotoscope train` runs
         name = f"gpu-{label}"
         try:
             sync(device)
@@ -582,7 +594,7 @@ def main() -> int:
     ap.add_argument("--artwork", type=Path, default=SHARED / "styles" / "hokusai_great_wave.jpg")
     ap.add_argument("--photos", type=Path, default=None, help="training photos (default: the shared content)")
     ap.add_argument("--clip", type=Path, default=SHARED / "video" / "basketball.mp4")
-    ap.add_argument("--filter-runs", default="default,long,lite")
+    ap.add_argument("--filter-runs", default="default,fixed,long,lite")
     ap.add_argument("--video-size", default="1920x1080")
     ap.add_argument("--frames", type=int, default=96)
     ap.add_argument("--budget", type=float, default=420, help="seconds after which torch.compile is skipped")
