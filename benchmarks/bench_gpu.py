@@ -558,10 +558,10 @@ def prepare(folder: Path) -> None:
     """The files a run on a machine without ../shared reads: artwork, clip, training photos (see the docstring)."""
     import shutil
 
-    from PIL import Image
     from quality import HOLDOUT
 
     from rotoscope.config import TrainConfig
+    from rotoscope.data import training_scale
     from rotoscope.images import list_images, load_rgb
 
     photos = folder / "photos"
@@ -572,12 +572,7 @@ def prepare(folder: Path) -> None:
     for p in list_images(SHARED / "content"):
         if p.name in HOLDOUT:
             continue
-        img = load_rgb(p)
-        short = min(img.size)
-        target = min(max(short, size), 2 * size)  # data.prepare's rule: then training resizes nothing
-        if short != target:
-            s = target / short
-            img = img.resize((max(size, round(img.width * s)), max(size, round(img.height * s))), Image.LANCZOS)
+        img = training_scale(load_rgb(p), size)  # as training scales it: there it is then not resized again
         img.save(photos / p.name, format="JPEG", quality=92)  # the name kept: the held-out split hashes it
     print(f"wrote {folder}: artwork, clip, {len(list(photos.iterdir()))} photos")
 

@@ -113,6 +113,16 @@ def split_holdout(names: list[str], share: float) -> set[str]:
     return set(ranked[:k])
 
 
+def training_scale(img: Image.Image, size: int) -> Image.Image:
+    """The photo with its shorter side between size and 2*size: room for scale augmentation, no more pixels."""
+    short = min(img.size)
+    target = min(max(short, size), 2 * size)
+    if short == target:
+        return img
+    s = target / short
+    return img.resize((max(size, round(img.width * s)), max(size, round(img.height * s))), Image.LANCZOS)
+
+
 def prepare(photos: list[Photo], size: int, holdout: float, skipped: list[str] | None = None,
             source: str = "") -> PhotoSet:
     """Resize each photo once so its shorter side is between size and 2*size (room for scale augmentation)."""
@@ -120,13 +130,7 @@ def prepare(photos: list[Photo], size: int, holdout: float, skipped: list[str] |
     train, hold, tn, hn = [], [], [], []
     sizes = {p.name: p.image.size for p in photos}
     for p in photos:
-        img = p.image
-        short = min(img.size)
-        target = min(max(short, size), 2 * size)
-        if short != target:
-            s = target / short
-            img = img.resize((max(size, round(img.width * s)), max(size, round(img.height * s))), Image.LANCZOS)
-        t = to_tensor(img)
+        t = to_tensor(training_scale(p.image, size))
         (hold if p.name in held else train).append(t)
         (hn if p.name in held else tn).append(p.name)
     return PhotoSet(train, hold, tn, hn, skipped or [], source, sizes)
