@@ -119,7 +119,7 @@ def graphed(fn, x: torch.Tensor, device: torch.device):
     return replay
 
 
-def network_variants(arch: str, device: torch.device, batch: int):
+def network_variants(arch: str, device: torch.device):
     """(label, forward function, input dtype) for one architecture; each function takes an input on the device."""
     import copy
 
@@ -155,7 +155,7 @@ def network_part(sizes, runs: int, device: torch.device, batches, results: dict,
     rows = results.setdefault("network", [])
     for w, h in sizes:
         for arch in ("baseline", "full", "lite"):
-            reference, variants = network_variants(arch, device, 1)
+            reference, variants = network_variants(arch, device)
             for batch in batches:
                 torch.manual_seed(1)
                 x32 = torch.rand(batch, 3, h, w, device=device)

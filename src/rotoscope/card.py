@@ -7,6 +7,12 @@ from pathlib import Path
 from .config import with_unrecorded
 
 
+def teacher_of(card: dict) -> dict | None:
+    """The card's record of the filter its student learned from (train.load_teacher), if it has one."""
+    t = card.get("teacher")
+    return t if isinstance(t, dict) else None
+
+
 def _fmt_terms(d: dict | None) -> str:
     if not d:
         return "-"
@@ -34,7 +40,7 @@ def format_card(card: dict, path: Path | None = None) -> str:
         return format_mix_card(card, path)
     art, bb, ph, tr = card.get("artwork", {}), card.get("backbone", {}), card.get("photos", {}), card.get("training", {})
     tr = with_unrecorded(tr) if tr else tr
-    hist, tm = card.get("history", {}), card.get("timings", {})
+    hist, tm, teacher = card.get("history", {}), card.get("timings", {}), teacher_of(card)
     lines = [f"filter      {card.get('name')}" + (f"  ({path})" if path else ""),
              f"artwork     {art.get('title')}" + (f" by {art['creator']}" if art.get("creator") else "")
              + (f", {art['year']}" if art.get("year") else ""),
@@ -46,9 +52,9 @@ def format_card(card: dict, path: Path | None = None) -> str:
               f"network     {card.get('architecture')}",
               f"photos      {ph.get('train')} trained on, {ph.get('holdout')} held out, {ph.get('skipped', 0)} skipped"
               f"  (source: {ph.get('source')})",
-              *([f"teacher     {card['teacher'].get('name')} ({card['teacher'].get('arch')} network; card "
-                 f"{str(card['teacher'].get('card_hash', ''))[:12]}…): its paintings were the content target"]
-                if isinstance(card.get("teacher"), dict) else []),
+              *([f"teacher     {teacher.get('name')} ({teacher.get('arch')} network; card "
+                 f"{str(teacher.get('card_hash', ''))[:12]}…): its paintings were the content target"]
+                if teacher else []),
               f"training    {tm.get('steps')} steps in {tm.get('seconds')} s ({tm.get('it_per_s')} it/s)",
               "            " + ", ".join(f"{k}={v}" for k, v in tr.items() if k != "net"
                                         and not (k == "pixel_weight" and not tr.get("teacher"))),

@@ -22,6 +22,7 @@ from typing import Callable
 
 from PIL import Image
 
+from ..card import teacher_of
 from ..config import with_unrecorded
 from ..errors import RotoscopeError
 from ..paths import atomic_path, runs_dir
@@ -335,7 +336,7 @@ def section_score(s: Story) -> str:
         return missing("no loss history in the card")
     terms = [k for k in ("content", "style", "color", "tv", "pixel") if k in curve[0]]
     tr = with_unrecorded(card.get("training", {}))
-    teacher = card.get("teacher") if isinstance(card.get("teacher"), dict) else None
+    teacher = teacher_of(card)
     style = ("have the artwork's distribution of the backbone's features: how strongly and how often each pattern "
              "fires, compared along random directions (sliced Wasserstein)?" if tr.get("style_match") == "sliced"
              else "fire the backbone's features together the way the artwork's do (Gram matrices)?")
