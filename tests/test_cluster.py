@@ -433,7 +433,9 @@ def run_jobs(store, address, until, max_jobs=1, timeout=300):
             assert time.time() < deadline, [j.to_dict() for j in store.list()]
             time.sleep(0.1)
     finally:
-        sched.shutdown()
+        # the server's 20 s of patience is for people; here a loaded machine (a Ray actor still importing torch)
+        # must not turn a checkpointed stop into a kill (seen once, with a training on the same 2 cores)
+        sched.shutdown(timeout=180)
     return sched
 
 
