@@ -13,6 +13,7 @@ CPU minutes (benchmarks/results/quality-curve.md).
   python benchmarks/quality.py --styles 3 --steps 200            # reduced: say so when quoting it
   python benchmarks/quality.py --styles van_gogh --backbones vgg16-hed,random   # backbone comparison
   python benchmarks/quality.py --styles ship --ship --curve      # (re)train the filters shipped in the package
+  python benchmarks/quality.py --styles poster --poster --ship   # the poster (drawn by rotoscope.demo) alone
   python benchmarks/quality.py --steps 300 --reuse-shipped       # all 19: shipped filters scored as they are,
                                                                  # the others trained for 300 steps
 CPU minutes are the process's CPU time (all threads) / 2, i.e. the wall time on 2 idle cores with perfect scaling;
@@ -270,7 +271,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(int(os.environ.get("ROTOSCOPE_THREADS", "2")))
 
     meta = manifest()
-    styles = pick_styles(a.styles, sorted(meta))
+    styles = [] if a.styles == "poster" else pick_styles(a.styles, sorted(meta))  # --styles poster --poster: it alone
     if a.poster:
         meta[POSTER] = POSTER_ROW
         styles.append(POSTER)
