@@ -106,6 +106,8 @@ def pick_styles(spec: str | None, all_styles: list[str]) -> list[str]:
         return all_styles
     if spec == "ship":
         return [s for s in SHIPPED.values() if s in all_styles]
+    if spec == "poster":  # none of the shared artworks: with --poster, the poster alone
+        return []
     if spec.isdigit():  # the first N, spread over the list so a reduced run still covers varied styles
         n = int(spec)
         return [all_styles[round(i * (len(all_styles) - 1) / max(1, n - 1))] for i in range(n)] if n > 1 else all_styles[:1]
@@ -271,7 +273,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(int(os.environ.get("ROTOSCOPE_THREADS", "2")))
 
     meta = manifest()
-    styles = [] if a.styles == "poster" else pick_styles(a.styles, sorted(meta))  # --styles poster --poster: it alone
+    styles = pick_styles(a.styles, sorted(meta))
     if a.poster:
         meta[POSTER] = POSTER_ROW
         styles.append(POSTER)
