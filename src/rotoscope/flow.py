@@ -20,7 +20,11 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-FLOW_MAX_SIDE = 640  # flow is computed at most this large (longer side) and scaled up: robust and fast
+from .config import VideoConfig
+
+# flow is computed at most this large (longer side) and scaled up: robust and fast. The default lives with the
+# other video settings (VideoConfig.flow_side)
+FLOW_MAX_SIDE = VideoConfig.flow_side
 PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
            "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
 _local = threading.local()  # DIS objects per thread: they keep internal buffers and are not thread-safe
