@@ -116,6 +116,25 @@ def tiny_filter(rotoscope_home):
     return save_filter(net, card, registry_path("tiny"))
 
 
+def render_differences(a, b) -> str:
+    """Why two renders of a clip differ, for an assertion's message: the engine and precision each one's provenance
+    names, and the mean difference of each frame pair in 8-bit levels."""
+    import json
+
+    import av
+
+    def read(path):
+        with av.open(str(path)) as c:
+            prov = json.loads({k.lower(): v for k, v in c.metadata.items()}.get("comment") or "{}")
+            frames = [f.to_ndarray(format="rgb24").astype(np.int16) for f in c.decode(c.streams.video[0])]
+        st = prov.get("settings", {}) if isinstance(prov, dict) else {}
+        return f"{st.get('engine')} {st.get('precision')}", frames
+
+    (ea, fa), (eb, fb) = read(a), read(b)
+    diffs = [round(float(np.abs(x - y).mean()), 2) for x, y in zip(fa, fb)]
+    return f"engines {ea} / {eb}, {len(fa)} / {len(fb)} frames, mean difference per frame {diffs}"
+
+
 def make_clip(path, frames=24, size=(64, 48), fps=24, audio=True, pts=None, rotation=0, pix_fmt="yuv420p",
               codec="libx264", seed=0):
     """A small clip with known motion: a textured background panning right 2 px per frame and a bright square

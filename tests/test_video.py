@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SHARED, make_clip, make_filter, require, rotoscope
+from conftest import SHARED, make_clip, make_filter, render_differences, require, rotoscope
 from rotoscope import flow, video
 from rotoscope.config import VideoConfig
 from rotoscope.errors import RotoscopeError
@@ -261,7 +261,8 @@ def test_a_render_interrupted_by_ctrl_c_resumes_from_finished_segments(filt, cli
     clean = video.apply_video(filt, clip, tmp_path / "clean.mp4", ApplySettings(), SMALL)
     resumed, whole = frames_of(dest), frames_of(clean)
     assert resumed[0] == whole[0]
-    assert max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(resumed[2], whole[2])) < 1.0
+    assert max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(resumed[2], whole[2])) < 1.0, \
+        render_differences(dest, clean)
     assert audio_packets(dest) == audio_packets(clip)
 
 

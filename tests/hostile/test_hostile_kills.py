@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_image, require_module
+from conftest import make_image, render_differences, require_module
 
 require_module("hypothesis", 'pip install -e ".[test]"')
 from hypothesis import HealthCheck, event, example, given, settings, strategies as st  # noqa: E402
@@ -270,7 +270,8 @@ def video_case(tmp_path_factory):
     (root / "reference").mkdir()
     code, err, _ = _in_process([*args, "-o", str(root / "reference" / "out.mp4")], root / "home")
     assert code == 0, err
-    return {"root": root, "args": args, "reference": (root / "reference" / "out.mp4").read_bytes()}
+    return {"root": root, "args": args, "reference": (root / "reference" / "out.mp4").read_bytes(),
+            "reference_path": root / "reference" / "out.mp4"}
 
 
 @settings(max_examples=2, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -295,7 +296,9 @@ def test_a_video_render_killed_anywhere_resumes_to_the_same_file(video_case, tmp
     event(f"killed: {code == -signal.SIGKILL}, segments kept: {len(kept)}, output there: {dest.exists()}")
     code, err, _ = _in_process(args, video_case["root"] / "home")
     assert code == 0, err
+    reference = video_case["reference_path"]
     if kept:
         assert f"resuming: {len(kept) * 8} frames already rendered" in err, err
-    assert dest.read_bytes() == video_case["reference"], "the resumed render differs from an uninterrupted one"
+    same = dest.read_bytes() == video_case["reference"]
+    assert same, f"the resumed render differs from an uninterrupted one: {render_differences(dest, reference)}"
     assert not list(folder.iterdir())[1:], list(folder.iterdir())  # the output alone: no work folder, no partial
