@@ -29,13 +29,37 @@ def test_a_painting_that_is_a_function_of_luminance_is_restored_sharply():
     photo = edge_photo()
     truth = (0.1 + 0.8 * luminance(photo)).expand(-1, 3, -1, -1) * torch.tensor([1.0, 0.6, 0.3]).view(1, 3, 1, 1)
     lo = F.interpolate(truth, scale_factor=0.5, mode="area")
-    guided = guided_upsample(lo, photo, radius=2, eps=1e-4)
+    guided = guided_upsample(lo, photo, radius=2, eps=1e-4, detail=0)  # the fit alone (the floor: the next test)
     plain = F.interpolate(lo, size=truth.shape[-2:], mode="bilinear", align_corners=False)
     assert guided.shape == truth.shape
     err_guided, err_plain = (guided - truth).abs().mean(), (plain - truth).abs().mean()
     assert err_guided < 0.5 * err_plain
     as_img = lambda t: t[0].permute(1, 2, 0).numpy()
     assert metrics.edge_correlation(as_img(guided), as_img(truth)) > metrics.edge_correlation(as_img(plain), as_img(truth))
+
+
+def test_photo_detail_finer_than_the_painted_pixels_passes_with_at_least_the_floors_gain():
+    """A flat painting of a photo whose only detail is a one-pixel checkerboard (gone at half size): the fit alone
+    finds no edge to restore and stays flat; with the floor, the checkerboard comes through at DETAIL of its
+    contrast, on every channel, without moving the painting's colour."""
+    from rotoscope.guided import DETAIL
+
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    check = (((yy + xx) % 2).float() * 0.2 + 0.4).expand(1, 3, 32, 32)  # 0.4 / 0.6 pixel by pixel, mean 0.5
+    lo_photo = F.interpolate(check, scale_factor=0.5, mode="area")
+    assert float(lo_photo.std()) < 1e-3  # the half-size photo has no edges left
+    painted = torch.tensor([0.7, 0.2, 0.1]).view(1, 3, 1, 1).expand(1, 3, 16, 16)
+    flat = guided_upsample(painted, check, photo_lo=lo_photo, detail=0)
+    lifted = guided_upsample(painted, check, photo_lo=lo_photo)
+    assert float(flat.std((2, 3)).max()) < 1e-3
+    contrast = (lifted[..., 8:24, 8:24] - painted[..., :1, :1]) / (check[..., 8:24, 8:24] - 0.5)
+    assert torch.allclose(contrast, torch.full_like(contrast, DETAIL), atol=0.02)
+    assert torch.allclose(lifted.mean((2, 3)), painted.mean((2, 3)), atol=0.01)
+    frame = guided_upsample_frame(painted[0].permute(1, 2, 0).contiguous().numpy(),
+                                  (check[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8),
+                                  (lo_photo[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    ref = lifted[0].permute(1, 2, 0).numpy() * 255
+    assert np.abs(frame.astype(np.float32) - ref).max() <= 1.0  # the frame version lifts the same detail
 
 
 def test_colours_of_the_painting_survive():
