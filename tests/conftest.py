@@ -116,23 +116,31 @@ def tiny_filter(rotoscope_home):
     return save_filter(net, card, registry_path("tiny"))
 
 
-def render_differences(a, b) -> str:
-    """Why two renders of a clip differ, for an assertion's message: the engine and precision each one's provenance
-    names, and the mean difference of each frame pair in 8-bit levels."""
+def clip_provenance(path) -> dict:
+    """The provenance a rendered clip carries in its container's comment tag."""
     import json
 
     import av
 
-    def read(path):
-        with av.open(str(path)) as c:
-            prov = json.loads({k.lower(): v for k, v in c.metadata.items()}.get("comment") or "{}")
-            frames = [f.to_ndarray(format="rgb24").astype(np.int16) for f in c.decode(c.streams.video[0])]
-        st = prov.get("settings", {}) if isinstance(prov, dict) else {}
-        return f"{st.get('engine')} {st.get('precision')}", frames
+    with av.open(str(path)) as f:
+        return json.loads(f.metadata["comment"])
 
-    (ea, fa), (eb, fb) = read(a), read(b)
+
+def rgb_frames(path) -> list[np.ndarray]:
+    """A clip's frames as H x W x 3 RGB int arrays (differences do not wrap around)."""
+    import av
+
+    with av.open(str(path)) as f:
+        return [fr.to_ndarray(format="rgb24").astype(int) for fr in f.decode(video=0)]
+
+
+def render_differences(a, b) -> str:
+    """Why two renders of a clip differ, for an assertion's message: the engine and precision each one's provenance
+    names, and the mean difference of each frame pair in 8-bit levels."""
+    engines = [" ".join(str(clip_provenance(p)["settings"].get(k)) for k in ("engine", "precision")) for p in (a, b)]
+    fa, fb = rgb_frames(a), rgb_frames(b)
     diffs = [round(float(np.abs(x - y).mean()), 2) for x, y in zip(fa, fb)]
-    return f"engines {ea} / {eb}, {len(fa)} / {len(fb)} frames, mean difference per frame {diffs}"
+    return f"engines {engines[0]} / {engines[1]}, {len(fa)} / {len(fb)} frames, mean difference per frame {diffs}"
 
 
 def make_clip(path, frames=24, size=(64, 48), fps=24, audio=True, pts=None, rotation=0, pix_fmt="yuv420p",

@@ -368,23 +368,9 @@ def mask_png(size=(128, 96)) -> bytes:
     return buf.getvalue()
 
 
-def clip_provenance(path) -> dict:
-    import av
-
-    with av.open(str(path)) as f:
-        return json.loads(f.metadata["comment"])
-
-
-def rgb_frames(path):
-    import av
-
-    with av.open(str(path)) as f:
-        return [fr.to_ndarray(format="rgb24").astype(int) for fr in f.decode(video=0)]
-
-
 def test_a_video_job_with_a_mask_keeps_the_clip_where_the_mask_is_black_as_the_cli_does(tiny_filter, tmp_path,
                                                                                         capsys):
-    from conftest import make_clip, rotoscope
+    from conftest import clip_provenance, make_clip, rgb_frames, rotoscope
 
     clip = make_clip(tmp_path / "clip.mp4", frames=8, size=(64, 48), audio=False)
     (tmp_path / "mask.png").write_bytes(mask_png())

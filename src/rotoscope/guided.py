@@ -71,13 +71,13 @@ def guided_upsample(painted_lo: torch.Tensor, photo_hi: torch.Tensor, radius: in
 
 def lift_fine_detail(a, b, guide_lo, detail: float):
     """a and b (low resolution, smoothed) changed so that a * guide_hi + b also passes the guide's detail finer than
-    the painted pixels, guide_hi - up(guide_lo), with a gain of at least `detail`: c = max(detail - a, 0) more of it
-    is c * guide_hi - c * up(guide_lo), folded into a and b before the upscale, so it costs nothing at full size.
-    Works on tensors and on numpy arrays (the frame version)."""
+    the painted pixels, guide_hi - up(guide_lo), with a gain of at least `detail`: a' = max(a, detail) and
+    b' = b - (a' - a) * guide_lo, folded in before the upscale, so it costs nothing at full size. Tensors (images)
+    and numpy arrays (video frames) alike."""
     if detail <= 0:
         return a, b
-    c = (detail - a).clip(min=0) if isinstance(a, torch.Tensor) else np.maximum(detail - a, 0)
-    return a + c, b - c * guide_lo
+    lifted = a.clip(min=detail)
+    return lifted, b - (lifted - a) * guide_lo
 
 
 def guided_upsample_frame(painted_lo: np.ndarray, photo_hi: np.ndarray, photo_lo: np.ndarray, radius: int = 1,
