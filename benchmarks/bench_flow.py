@@ -36,7 +36,8 @@ from rotoscope.video import apply_video  # noqa: E402
 SETTINGS = {"medium 640": {}, "fast 640": {"flow_preset": "fast"}, "medium 320": {"flow_side": 320},
             "fast 480": {"flow_preset": "fast", "flow_side": 480},
             "fast 320": {"flow_preset": "fast", "flow_side": 320},
-            "ultrafast 320": {"flow_preset": "ultrafast", "flow_side": 320}}
+            "ultrafast 320": {"flow_preset": "ultrafast", "flow_side": 320},
+            "fine 160": {"flow_preset": "fine", "flow_side": 160}}
 CLIPS = [("basketball", 1280, 720), ("baseball", 640, 360), ("flower_blooming", 960, 540)]
 
 

@@ -31,6 +31,16 @@ def test_flow_recovers_a_known_translation(preset):
     assert abs(float(np.median(inner[..., 1]))) < 0.3
 
 
+def test_the_fine_preset_follows_a_small_object_on_a_small_frame_that_ultrafast_blurs_away():
+    # the real-time flow's case: a 160 px flow frame, a player 24 px wide moving 3 px while the rest stands still
+    a = texture(90, 160, seed=3)
+    b, obj = a.copy(), texture(90, 160, seed=4)[30:54, 60:84]
+    a[30:54, 60:84], b[30:54, 63:87] = obj, obj
+    error = {p: float(np.abs(fl.flow(a, b, preset=p)[34:50, 64:80, 0] - 3).mean()) for p in ("fine", "ultrafast")}
+    assert error["fine"] < 0.3 < 1.0 < error["ultrafast"]  # ultrafast stops its search at a quarter of the frame
+    assert np.abs(fl.flow(a, b, preset="fine")[5:20, 5:50]).max() < 0.1  # and the still background stays still
+
+
 def test_flow_is_scaled_back_when_computed_on_a_smaller_copy():
     a, b = shifted_pair(4, h=120, w=200)
     f = fl.flow(a, b, max_side=100)  # computed at half size, returned at full size in full-size pixels

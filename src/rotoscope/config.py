@@ -258,7 +258,7 @@ class VideoConfig:
     # DIS optical flow for stabilization (flow.PRESETS): "fast" renders 640x360 about 1.3x faster but left the
     # basketball clip at 0.56x the per-frame warping error, over the 0.5x target (benchmarks/results/video.md)
     flow_preset: str = setting("medium", "DIS optical flow preset for flicker reduction",
-                               choices=("ultrafast", "fast", "medium"))
+                               choices=("ultrafast", "fast", "medium", "fine"))
     flow_side: int = setting(640, "longest side (pixels) the flicker reduction's optical flow is computed at; the "
                              "flow is scaled up to the frame", lo=16, hi=8192)
     # 0 = 1 on the CPU, where a batch of 4 was 20% slower per frame (640x360, benchmarks/results/video.md), 4 on a GPU
@@ -279,10 +279,10 @@ class VideoConfig:
 
 # `rotoscope apply --real-time`: (ApplySettings fields, VideoConfig fields) for a lite filter to keep up with 720p
 # video on 2 CPU cores: 25-28 fps end to end with flicker reduction on an AVX2 EPYC, against 12-13 at paint scale
-# 0.5 with the default flow; the look is softer (the lite filter's finest texture goes) and the quicker flow leaves
-# 0.65x the per-frame flicker over 192 frames of basketball, over the 0.5x goal (benchmarks/results/speed.md,
-# 2026-12-04)
-REAL_TIME = ({"paint_scale": 0.4}, {"flow_preset": "fast", "flow_side": 320, "preset": "superfast"})
+# 0.5 with the default flow; the look is softer (the lite filter's finest texture goes). The flow is DIS "fine" on
+# frames of 160 px: 0.49x the per-frame flicker over 192 frames of basketball, where "fast" at 320 px left 0.65x,
+# 3-16% faster end to end (benchmarks/results/speed.md, 2026-12-05)
+REAL_TIME = ({"paint_scale": 0.4}, {"flow_preset": "fine", "flow_side": 160, "preset": "superfast"})
 
 
 @dataclass

@@ -25,15 +25,23 @@ from .config import VideoConfig
 # flow is computed at most this large (longer side) and scaled up: robust and fast. The default lives with the
 # other video settings (VideoConfig.flow_side)
 FLOW_MAX_SIDE = VideoConfig.flow_side
-PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-           "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+# name -> (OpenCV's DIS preset, finest scale or None for the preset's own). OpenCV's presets stop their patch search
+# 2 (ultrafast, fast) or 1 (medium) pyramid levels above the frame and interpolate the rest; "fine" is ultrafast
+# carried down to every pixel, made for small flow frames: at 160 px (the real-time flow) it left 0.49x the
+# per-frame flicker over 192 frames of basketball at 720p where fast at 320 px left 0.65x, in less time (2.3 ms a
+# flow against 2.8; benchmarks/results/speed.md, "A finer flow on a smaller frame")
+PRESETS = {"ultrafast": (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, None), "fast": (cv2.DISOPTICAL_FLOW_PRESET_FAST, None),
+           "medium": (cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, None), "fine": (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, 0)}
 _local = threading.local()  # DIS objects per thread: they keep internal buffers and are not thread-safe
 
 
 def _dis(preset: str) -> cv2.DISOpticalFlow:
     cache = _local.__dict__.setdefault("dis", {})
     if preset not in cache:
-        cache[preset] = cv2.DISOpticalFlow_create(PRESETS[preset])
+        base, finest = PRESETS[preset]
+        cache[preset] = cv2.DISOpticalFlow_create(base)
+        if finest is not None:
+            cache[preset].setFinestScale(finest)
     return cache[preset]
 
 
