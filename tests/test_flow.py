@@ -41,6 +41,15 @@ def test_the_fine_preset_follows_a_small_object_on_a_small_frame_that_ultrafast_
     assert np.abs(fl.flow(a, b, preset="fine")[5:20, 5:50]).max() < 0.1  # and the still background stays still
 
 
+def test_every_flow_preset_a_render_accepts_is_one_the_flow_knows():
+    from dataclasses import fields
+
+    from rotoscope.config import VideoConfig
+
+    choices = next(f.metadata["choices"] for f in fields(VideoConfig) if f.name == "flow_preset")
+    assert set(choices) == set(fl.PRESETS)
+
+
 def test_flow_is_scaled_back_when_computed_on_a_smaller_copy():
     a, b = shifted_pair(4, h=120, w=200)
     f = fl.flow(a, b, max_side=100)  # computed at half size, returned at full size in full-size pixels
