@@ -41,6 +41,17 @@ def test_the_fine_preset_follows_a_small_object_on_a_small_frame_that_ultrafast_
     assert np.abs(fl.flow(a, b, preset="fine")[5:20, 5:50]).max() < 0.1  # and the still background stays still
 
 
+@pytest.mark.parametrize("preset", sorted(fl.PRESETS))
+def test_a_flow_on_a_tiny_frame_leaves_the_presets_later_flows_unchanged(preset):
+    # OpenCV's DIS adapts its own settings to a frame too small for its pyramid and keeps them; flows are cached per
+    # thread, so a thumbnail's flow must not change the next video's
+    a, b = shifted_pair(3, h=90, w=160)
+    before = fl.flow(a, b, preset=preset)
+    tiny_a, tiny_b = shifted_pair(2, h=20, w=24)
+    fl.flow(tiny_a, tiny_b, preset=preset)
+    np.testing.assert_array_equal(fl.flow(a, b, preset=preset), before)
+
+
 def test_every_flow_preset_a_render_accepts_is_one_the_flow_knows():
     from dataclasses import fields
 

@@ -39,10 +39,18 @@ def _dis(preset: str) -> cv2.DISOpticalFlow:
     cache = _local.__dict__.setdefault("dis", {})
     if preset not in cache:
         base, finest = PRESETS[preset]
-        cache[preset] = cv2.DISOpticalFlow_create(base)
+        d = cv2.DISOpticalFlow_create(base)
         if finest is not None:
-            cache[preset].setFinestScale(finest)
-    return cache[preset]
+            d.setFinestScale(finest)
+        cache[preset] = d, (d.getFinestScale(), d.getPatchSize(), d.getPatchStride())
+    d, (finest, patch, stride) = cache[preset]
+    # On a frame too small for its pyramid OpenCV's DIS picks a finer scale and smaller patches for itself, and keeps
+    # them: every later flow of the thread then ran with other settings (a live test's tiny frames turned the cached
+    # ultrafast into "fine"). The preset's own are put back before each flow.
+    d.setFinestScale(finest)
+    d.setPatchSize(patch)
+    d.setPatchStride(stride)
+    return d
 
 
 def frame_float(frame: np.ndarray) -> np.ndarray:
