@@ -21,7 +21,10 @@ from rotoscope.stylize import ApplySettings
 
 # named engine and precision: the local and the cluster render must not each measure and pick their own
 ST = ApplySettings(engine="torch", precision="fp32")
-SEG = VideoConfig(batch=4, segment_frames=8, crf=10)
+# lossless x264 (crf 0): the comparisons below are of what was painted. At crf 10 the encoder magnified a warm-up's
+# sub-level differences (0.001 levels on average at a task's first frame) over the segment's frames to 0.2, and
+# once to 1.2 (crf picks each frame's quantiser from the frame itself): the test measured x264, not the seam
+SEG = VideoConfig(batch=4, segment_frames=8, crf=0)
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +122,8 @@ def test_the_output_ends_at_the_first_gap_as_a_local_render_would(tmp_path):
     import json
     from types import SimpleNamespace
 
-    job = SimpleNamespace(work=tmp_path, video=SimpleNamespace(segment_frames=4), src=SimpleNamespace(path=Path("c.mp4")),
-                          seg_done=lambda i: tmp_path / f"seg-{i:05d}.json")
+    job = SimpleNamespace(work=tmp_path, video=SimpleNamespace(segment_frames=4),
+                          src=SimpleNamespace(path=Path("c.mp4")), seg_done=lambda i: tmp_path / f"seg-{i:05d}.json")
     for i, n in [(0, 4), (1, 2), (2, 4)]:  # segment 1 is short: its task's decoder stopped after 2 frames
         job.seg_done(i).write_text(json.dumps({"frames": [[k, 1] for k in range(n)]}))
     said = []
@@ -174,8 +177,8 @@ def test_a_clip_in_two_tasks_matches_the_local_render(ray_cluster, filt, long_cl
     # measured: every frame equal to the local render's (the warm-up settles the chain to the same uint8 values);
     # the stated tolerance is under one 8-bit level on average for every frame
     assert max(frame_diffs(rgb_c, rgb_l)) < 1.0
-    # the seam (frames 31 -> 32) is as steady as the pairs inside the segments (measured: 0.0033 against a median
-    # of 0.0031 and a largest of 0.0068 inside; without the warm-up 0.0138, below)
+    # the seam (frames 31 -> 32) is as steady as the pairs inside the segments (measured: 0.0032 against a median
+    # of 0.0031 and a largest of 0.0068 inside; without the warm-up 4.5x the median, below)
     errs = seam_errors(rgb_c, rgb_in)
     inside = [e for i, e in enumerate(errs) if i != 31]
     assert errs[31] <= 1.25 * float(np.median(inside)) and errs[31] <= max(inside)
@@ -189,7 +192,7 @@ def test_without_a_warm_up_the_seam_shows(ray_cluster, filt, long_clip, local, t
                               task_hook=second_task_first(str(tmp_path / "second-began")))
     rgb = decoded(out)[1]
     d = frame_diffs(rgb, decoded(local)[1])
-    assert max(d[:32]) < 1.0 and d[32] > 2.0  # measured: 0 before the seam, 8.3 levels at it
+    assert max(d[:32]) < 1.0 and d[32] > 2.0  # measured: 0 before the seam, 8.4 levels at it
     errs = seam_errors(rgb, decoded(long_clip)[1])
     assert errs[31] > 2 * float(np.median(errs[:31] + errs[32:]))  # and the seam's flicker is measurable: 4.5x
 
