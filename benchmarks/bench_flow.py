@@ -9,6 +9,7 @@ DIS's own time per flow is measured alone on the clip's frames at each setting's
 
   python benchmarks/bench_flow.py                     # 24 frames a clip, great-wave and great-wave-lite
   python benchmarks/bench_flow.py --frames 48 --results
+  python benchmarks/bench_flow.py --settings "ultrafast 640,fine 160"   # some of the settings
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ SETTINGS = {"medium 640": {}, "fast 640": {"flow_preset": "fast"}, "medium 320":
             "fast 480": {"flow_preset": "fast", "flow_side": 480},
             "fast 320": {"flow_preset": "fast", "flow_side": 320},
             "ultrafast 320": {"flow_preset": "ultrafast", "flow_side": 320},
-            "fine 160": {"flow_preset": "fine", "flow_side": 160}}
+            "fine 160": {"flow_preset": "fine", "flow_side": 160},
+            "ultrafast 640": {"flow_preset": "ultrafast"}}  # rotoscope live's flow until 2026-12-05
 CLIPS = [("basketball", 1280, 720), ("baseball", 640, 360), ("flower_blooming", 960, 540)]
 
 
@@ -55,14 +57,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--results", type=Path, nargs="?", const=ROOT / "benchmarks" / "results" / "video.md")
+    ap.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated labels of the settings to run")
     a = ap.parse_args()
+    chosen = [s.strip() for s in a.settings.split(",")]
+    unknown = [s for s in chosen if s not in SETTINGS]
+    if unknown:
+        ap.error(f"unknown setting(s) {unknown}: choose from {list(SETTINGS)}")
+    settings = {k: SETTINGS[k] for k in chosen}
     lite = shipped_or_random("great-wave-lite", "lite")
     filters = {"full": (shipped_or_random("great-wave", "full"), {}), "lite": (lite, {}),
                "lite at paint scale 0.5": (lite, {"paint_scale": 0.5})}
     head = describe()
     print(head, flush=True)
-    lines = ["| clip | filter | per-frame warp err | " + " | ".join(SETTINGS) + " |",
-             "| --- | --- | ---: | " + " | ".join("---:" for _ in SETTINGS) + " |"]
+    lines = ["| clip | filter | per-frame warp err | " + " | ".join(settings) + " |",
+             "| --- | --- | ---: | " + " | ".join("---:" for _ in settings) + " |"]
     timing = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -70,19 +78,19 @@ def main() -> None:
             src = make_clip(SHARED / "video" / f"{name}.mp4", tmp / f"{name}.mp4", w, h, a.frames)
             inp = decoded(src)
             timing[f"{name} {w}x{h}"] = {k: dis_ms(inp, VideoConfig(**v).flow_preset, VideoConfig(**v).flow_side)
-                                         for k, v in SETTINGS.items()}
+                                         for k, v in settings.items()}
             for label, (filt, over) in filters.items():
                 st, out = ApplySettings(**over), tmp / "out.mp4"
                 apply_video(filt, src, out, st, VideoConfig(stabilize=False), warn=lambda s: None)
                 naive = flow.warping_error(decoded(out), inp)
                 cells = []
-                for fields in SETTINGS.values():
+                for fields in settings.values():
                     apply_video(filt, src, out, st, VideoConfig(**fields), warn=lambda s: None)
                     cells.append(f"{flow.warping_error(decoded(out), inp) / naive:.2f}")
                 lines.append(f"| {name} {w}x{h} | {filt.name} {label} | {naive:.5f} | " + " | ".join(cells) + " |")
                 print(lines[-1], flush=True)
-    lines += ["", "| clip | " + " | ".join(f"{k} (ms)" for k in SETTINGS) + " |",
-              "| --- | " + " | ".join("---:" for _ in SETTINGS) + " |"]
+    lines += ["", "| clip | " + " | ".join(f"{k} (ms)" for k in settings) + " |",
+              "| --- | " + " | ".join("---:" for _ in settings) + " |"]
     lines += [f"| {clip} | " + " | ".join(f"{v:.1f}" for v in row.values()) + " |" for clip, row in timing.items()]
     notes = [f"- cells of the first table: warping error with flicker reduction at that flow setting / per frame "
              f"(goal <= 0.5); {a.frames} frames a clip; blend 0.8",
@@ -93,8 +101,9 @@ def main() -> None:
     if a.results:
         stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
         with open(a.results, "a") as f:
+            some = "" if list(settings) == list(SETTINGS) else f' --settings "{",".join(settings)}"'
             f.write(f"\n## {stamp}: flow settings for flicker reduction\n\n`python benchmarks/bench_flow.py "
-                    f"--frames {a.frames} --results`\n\n- machine: {head}\n\n{text}\n")
+                    f"--frames {a.frames}{some} --results`\n\n- machine: {head}\n\n{text}\n")
         print(f"appended to {a.results}")
 
 

@@ -37,6 +37,36 @@ def test_live_stops_at_the_end_of_the_file(tiny_filter, tmp_path):
     assert said[:2] == ["precision: fp32 (as asked)", "engine: torch fp32 (as asked)"]
 
 
+def spy_on_flows(monkeypatch) -> list:
+    """The (longest side, DIS preset) of every optical flow computed from now on."""
+    from rotoscope import flow
+
+    calls, real = [], flow.flow
+
+    def spy(a, b, max_side=flow.FLOW_MAX_SIDE, preset="medium"):
+        calls.append((max_side, preset))
+        return real(a, b, max_side, preset)
+
+    monkeypatch.setattr(flow, "flow", spy)
+    return calls
+
+
+def test_live_steadies_with_the_real_time_flow(tiny_filter, tmp_path, monkeypatch, capsys):
+    """By default the flow `apply --real-time` uses (DIS fine at 160 px; config.LIVE_FLOW), which left less flicker
+    than live's old ultrafast at 640 px in less time (speed.md); --flow-preset and --flow-side choose another."""
+    clip = make_clip(tmp_path / "cam.mp4", frames=4, audio=False)
+    calls = spy_on_flows(monkeypatch)
+    run_live(load_filter("tiny"), str(clip), FAST, window=False, log=lambda s: None)
+    assert len(calls) == 6 and set(calls) == {(160, "fine")}  # two flows (forward, backward) a frame after the first
+    calls.clear()
+    code, _, err = rotoscope("live", "tiny", "--camera", clip, "--no-window", "--engine", "torch", "--flow-preset",
+                             "medium", "--flow-side", "320", capsys=capsys)
+    assert code == 0, err
+    assert len(calls) == 6 and set(calls) == {(320, "medium")}
+    code, out, err = rotoscope("live", "tiny", "--camera", clip, "--no-window", "--flow-preset", "slow", capsys=capsys)
+    assert_one_line_error(code, out, err, "unknown flow preset 'slow': use ultrafast, fast, medium, fine")
+
+
 def test_live_with_kept_faces_and_no_stabilizing(tiny_filter, tmp_path):
     clip = make_clip(tmp_path / "cam.mp4", frames=4, audio=False)
     st = ApplySettings(engine="torch", precision="fp32", keep="faces", size=32)

@@ -440,8 +440,11 @@ def live(
                                         "(pyvirtualcam: pip install 'rotoscope[live]')."),
     output: Optional[Path] = typer.Option(None, "-o", "--out", help="Also write the painting to a video file."),
     stabilize: bool = typer.Option(True, "--stabilize/--no-stabilize", help=_h(VideoConfig, "stabilize")),
-    flow_preset: str = typer.Option("ultrafast", help="Optical flow for flicker reduction: ultrafast, fast or "
-                                    "medium (slower, steadier)."),
+    flow_preset: Optional[str] = typer.Option(None, help="Optical flow for flicker reduction: ultrafast, fine, fast "
+                                              "or medium (default: the real-time flow, fine)."),
+    flow_side: Optional[int] = typer.Option(None, min=16, max=8192, help="Longest side (pixels) the flow is "
+                                            "computed at, scaled up to the frame (default: the real-time flow's, "
+                                            "160)."),
     strength: float = typer.Option(1.0, min=0.0, max=1.0, help=_h(ApplySettings, "strength")),
     mask: Optional[Path] = typer.Option(None, help="Where to paint: white paints, black keeps the camera's picture."),
     keep: Optional[str] = typer.Option(None, help=_h(ApplySettings, "keep")),
@@ -453,12 +456,14 @@ def live(
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
 ):
     """Paint a camera live, in a window and/or to a virtual camera, showing the frame rate."""
-    from .config import parse_sets
+    from .config import LIVE_FLOW, parse_sets
+    from .flow import PRESETS
     from .live import pick_architecture, run_live
     from .mix import load_any
 
-    if flow_preset not in ("ultrafast", "fast", "medium"):
-        raise RotoscopeError(f"unknown flow preset '{flow_preset}': use ultrafast, fast or medium")
+    flow_preset = flow_preset or LIVE_FLOW["flow_preset"]
+    if flow_preset not in PRESETS:
+        raise RotoscopeError(f"unknown flow preset '{flow_preset}': use {', '.join(PRESETS)}")
     settings = ApplySettings(**{"size": size, "strength": strength, "engine": engine, "precision": precision,
                                 **({"keep": keep} if keep else {}), **parse_sets(ApplySettings, set_)}).validate()
     if mask is not None:
@@ -473,7 +478,8 @@ def live(
         say(chose)
     filt = load_any(spec, settings.mix)
     stats = run_live(filt, camera, settings, frames=frames, window=window, virtual=virtual_camera, out=output,
-                     stabilize=stabilize, flow_preset=flow_preset, mask=mask, log=say)
+                     stabilize=stabilize, flow_preset=flow_preset, flow_side=flow_side or LIVE_FLOW["flow_side"],
+                     mask=mask, log=say)
     say(stats.line())
     if output is not None:
         say(f"wrote {output}")

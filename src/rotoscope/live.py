@@ -2,9 +2,9 @@
 
 Frames come from OpenCV's capture (a camera index, or a video file: the tests and a dry run use one), are painted
 with the engine and precision `resolve()` picks for their size, steadied against flicker by the same optical-flow
-blend as a rendered video (at the fastest flow preset by default), optionally masked (`--keep faces`, `--mask`),
-and go to a window (when OpenCV has a GUI), a virtual camera (`pyvirtualcam`, the `live` extra), a file, or
-nowhere (a measurement). The frame rate is shown on the picture and said every few seconds.
+blend as a rendered video (with the real-time flow by default: config.LIVE_FLOW), optionally masked (`--keep
+faces`, `--mask`), and go to a window (when OpenCV has a GUI), a virtual camera (`pyvirtualcam`, the `live`
+extra), a file, or nowhere (a measurement). The frame rate is shown on the picture and said every few seconds.
 
 A camera's frames are painted as they come: when painting is slower than the camera, the capture's one-frame
 buffer drops the ones in between, so the picture stays current instead of lagging further and further behind.
@@ -20,7 +20,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .config import ApplySettings
+from .config import LIVE_FLOW, ApplySettings
 from .devices import keep_freed_memory
 from .errors import Invalid, NotFound, Refused
 from .filter import Filter
@@ -129,8 +129,8 @@ def pick_architecture(spec: str, arch: str) -> tuple[str, str | None]:
 
 def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = None, frames: int | None = None,
              window: bool = True, virtual: bool = False, out: Path | None = None, stabilize: bool = True,
-             flow_preset: str = "ultrafast", blend: float = 0.8, mask=None, log: Callable[[str], None] = print,
-             say_every: float = 5.0) -> LiveStats:
+             flow_preset: str = LIVE_FLOW["flow_preset"], flow_side: int = LIVE_FLOW["flow_side"], blend: float = 0.8,
+             mask=None, log: Callable[[str], None] = print, say_every: float = 5.0) -> LiveStats:
     """Paint frames from `camera` until `frames` are done, the source ends, q or Esc in the window, or Ctrl-C."""
     from .mask import MaskChain, composite_uint8
     from .stylize import resolve
@@ -164,7 +164,7 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
 
         run = make_runner(filt, st)
         keep_freed_memory()  # a frame's buffers every frame: reused, not mapped afresh (devices.py)
-        stab = Stabilizer(blend, flow_preset) if stabilize else None
+        stab = Stabilizer(blend, flow_preset, flow_side) if stabilize else None
         masks = MaskChain(mask, st.keep, st.feather) if (mask is not None or st.keep) else None
         if out is not None:
             Path(out).parent.mkdir(parents=True, exist_ok=True)
