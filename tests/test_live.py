@@ -53,7 +53,7 @@ def spy_on_flows(monkeypatch) -> list:
 
 def test_live_steadies_with_the_real_time_flow(tiny_filter, tmp_path, monkeypatch, capsys):
     """By default the flow `apply --real-time` uses (DIS fine at 160 px; config.LIVE_FLOW), which left less flicker
-    than live's old ultrafast at 640 px in less time (speed.md); --flow-preset and --flow-side choose another."""
+    than live's old ultrafast at 640 px in less time (video.md); --flow-preset and --flow-side choose another."""
     clip = make_clip(tmp_path / "cam.mp4", frames=4, audio=False)
     calls = spy_on_flows(monkeypatch)
     run_live(load_filter("tiny"), str(clip), FAST, window=False, log=lambda s: None)

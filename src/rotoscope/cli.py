@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .config import ApplySettings, ServerConfig, TrainConfig, VideoConfig
+from .config import LIVE_FLOW, ApplySettings, ServerConfig, TrainConfig, VideoConfig
 from .errors import NotFound, RotoscopeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -441,10 +441,10 @@ def live(
     output: Optional[Path] = typer.Option(None, "-o", "--out", help="Also write the painting to a video file."),
     stabilize: bool = typer.Option(True, "--stabilize/--no-stabilize", help=_h(VideoConfig, "stabilize")),
     flow_preset: Optional[str] = typer.Option(None, help="Optical flow for flicker reduction: ultrafast, fine, fast "
-                                              "or medium (default: the real-time flow, fine)."),
+                                              f"or medium (default: the real-time flow, {LIVE_FLOW['flow_preset']})."),
     flow_side: Optional[int] = typer.Option(None, min=16, max=8192, help="Longest side (pixels) the flow is "
                                             "computed at, scaled up to the frame (default: the real-time flow's, "
-                                            "160)."),
+                                            f"{LIVE_FLOW['flow_side']})."),
     strength: float = typer.Option(1.0, min=0.0, max=1.0, help=_h(ApplySettings, "strength")),
     mask: Optional[Path] = typer.Option(None, help="Where to paint: white paints, black keeps the camera's picture."),
     keep: Optional[str] = typer.Option(None, help=_h(ApplySettings, "keep")),
@@ -456,7 +456,7 @@ def live(
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
 ):
     """Paint a camera live, in a window and/or to a virtual camera, showing the frame rate."""
-    from .config import LIVE_FLOW, parse_sets
+    from .config import parse_sets
     from .flow import PRESETS
     from .live import pick_architecture, run_live
     from .mix import load_any

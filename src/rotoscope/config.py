@@ -284,7 +284,7 @@ class VideoConfig:
 # 3-16% faster end to end (benchmarks/results/speed.md, 2026-12-05)
 REAL_TIME = ({"paint_scale": 0.4}, {"flow_preset": "fine", "flow_side": 160, "preset": "superfast"})
 # `rotoscope live` steadies with the real-time flow: it paints whole frames and encodes nothing, so only the flow
-# carries over. DIS ultrafast at 640 px (its flow until 2026-12-05) left more flicker in more time (speed.md)
+# carries over. DIS ultrafast at 640 px (its flow until 2026-12-05) left more flicker in more time (video.md)
 LIVE_FLOW = {k: REAL_TIME[1][k] for k in ("flow_preset", "flow_side")}
 
 
