@@ -461,7 +461,7 @@ def live(
     from .live import pick_architecture, run_live
     from .mix import load_any
 
-    flow_preset = flow_preset or LIVE_FLOW["flow_preset"]
+    flow_preset, flow_side = flow_preset or LIVE_FLOW["flow_preset"], flow_side or LIVE_FLOW["flow_side"]
     if flow_preset not in PRESETS:
         raise RotoscopeError(f"unknown flow preset '{flow_preset}': use {', '.join(PRESETS)}")
     settings = ApplySettings(**{"size": size, "strength": strength, "engine": engine, "precision": precision,
@@ -478,8 +478,7 @@ def live(
         say(chose)
     filt = load_any(spec, settings.mix)
     stats = run_live(filt, camera, settings, frames=frames, window=window, virtual=virtual_camera, out=output,
-                     stabilize=stabilize, flow_preset=flow_preset, flow_side=flow_side or LIVE_FLOW["flow_side"],
-                     mask=mask, log=say)
+                     stabilize=stabilize, flow_preset=flow_preset, flow_side=flow_side, mask=mask, log=say)
     say(stats.line())
     if output is not None:
         say(f"wrote {output}")
