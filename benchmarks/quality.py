@@ -262,6 +262,8 @@ def main(argv=None) -> None:
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "quality.md")
     ap.add_argument("--tag", default="", help="label for this run in the results file")
     ap.add_argument("--ship", action="store_true", help="also write shipped styles' filters into the package")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="keep the trained filters in this folder (default: a temporary one, deleted at the end)")
     ap.add_argument("--poster", action="store_true", help="also train on the poster drawn by rotoscope.demo")
     ap.add_argument("--reuse-shipped", action="store_true",
                     help="score a style's shipped filter as it is instead of training one (its own steps are shown)")
@@ -292,6 +294,8 @@ def main(argv=None) -> None:
     base = base.replace(checkpoint_every=100_000, checkpoint_seconds=86_400.0, preview_every=1_000_000)  # no disk churn
     held = [(n, resize_longer(load_rgb(SHARED / "content" / n), a.score_size)) for n in HOLDOUT]
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.keep:
+        a.keep.mkdir(parents=True, exist_ok=True)
     results, curves = [], []
     rows_dir = a.out / "rows"
     rows_dir.mkdir(exist_ok=True)
@@ -333,7 +337,7 @@ def main(argv=None) -> None:
                         print(f"[{dt.datetime.now(dt.timezone.utc):%H:%M:%S}] training {name}: {cfg.steps} steps",
                               flush=True)
                         filt = train(art_file(style, tmp), name, photos, cfg, title=m["title"],
-                                     out=tmp / f"{name}.safetensors", log=lambda s: None, progress=False,
+                                     out=(a.keep or tmp) / f"{name}.safetensors", log=lambda s: None, progress=False,
                                      monitors=[Snapshots(cfg, snaps, cpu0)] if a.curve else [])
                         cpu_min = (time.process_time() - cpu0) / 2 / 60
                         wall_min = (time.perf_counter() - wall0) / 60

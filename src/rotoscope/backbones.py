@@ -28,7 +28,7 @@ import sys
 import tempfile
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -71,9 +71,11 @@ class BackboneSpec:
 
 JOHNSON_STYLE = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 # EfficientNet-Lite0: the stem and the expanded (post-ReLU6) activations at 1/4, 1/8, 1/16 and 1/16 resolution
-# (the 1/32 stage adds little but cost); content at 1/4 resolution, where VGG's relu3_3 sits
+# (the 1/32 stage adds little but cost). Content at 1/8 resolution: at 1/4 (b3_expand, where VGG's relu3_3 sits)
+# the content term held the photo's fine gradients and the strokes stayed faint; at 1/8 it keeps shapes and
+# outlines and leaves the marks to the style term (study 8, benchmarks/results/quality.md)
 EFFNET_STYLE = ("stem", "b2_expand", "b4_expand", "b7_expand", "b10_expand")
-EFFNET_CONTENT = ("b3_expand",)
+EFFNET_CONTENT = ("b5_expand",)
 BACKBONES: dict[str, BackboneSpec] = {
     "vgg16": BackboneSpec("vgg16", "vgg16", JOHNSON_STYLE, ("relu3_3",),
                           "VGG16 with ImageNet weights (torchvision): the reference loss network."),
@@ -535,12 +537,17 @@ def resolve_name(name: str) -> str:
 
 
 def load_backbone(name: str = "auto", weights: str | os.PathLike | None = None, device: str = "cpu",
-                  layers: tuple[str, ...] | None = None) -> Backbone:
-    """Load a backbone by registry name, truncated after the deepest layer it will be asked for."""
+                  layers: tuple[str, ...] | None = None, content_layer: str = "") -> Backbone:
+    """Load a backbone by registry name, truncated after the deepest layer it will be asked for; `content_layer`
+    replaces the registry's content layer (the recipe's setting of that name; empty keeps it)."""
     name = resolve_name(name)
     spec = BACKBONES[name]
-    layers = layers or spec.style_layers + spec.content_layers
     order = layer_names(spec.arch)
+    if content_layer:
+        if content_layer not in order:
+            raise RotoscopeError(f"{name} has no layer '{content_layer}'; its layers: {', '.join(order)}")
+        spec = replace(spec, content_layers=(content_layer,))
+    layers = layers or spec.style_layers + spec.content_layers
     last = max(layers, key=order.index)
     if name == "random":
         state, source = random_state(spec.arch, 0, last), "He init, seed 0"

@@ -62,9 +62,14 @@ class TrainConfig:
     # 1.0 let the photo dissolve into texture on the HED backbone (our trial); on EfficientNet-Lite0 at style 10,
     # content 3 lost faces and outlines (SSIM 0.35-0.42 on Signac and Hokusai), 5 kept them with the same
     # strokes and palette (0.41-0.50; study 1h, benchmarks/results/quality.md). With the sliced style term, 5 cost
-    # 10% of SSIM against Gram; 7 kept the photo as Gram did (SSIM -1%, edges +4%; study 3b)
-    content_weight: float = setting(7.0, "weight of the content term: how much of the photo's shapes survive",
+    # 10% of SSIM against Gram; 7 kept the photo as Gram did (SSIM -1%, edges +4%; study 3b). With the content
+    # compared at 1/8 resolution (backbones.EFFNET_CONTENT), 5 kept as much of the photo as 5 at 1/4 had, with
+    # more of the artwork's texture (study 8)
+    content_weight: float = setting(5.0, "weight of the content term: how much of the photo's shapes survive",
                                     lo=0.0, hi=1e6)
+    content_layer: str = setting("", "the loss network's layer where the content term compares painting and photo "
+                                 "(empty: the backbone's own; deeper: broader shapes kept, freer strokes)",
+                                 pattern=r"[a-z0-9_]{0,32}")
     # 10 on EfficientNet-Lite0: the artwork's strokes; 5 painted its palette with few strokes (study 1)
     style_weight: float = setting(10.0, "weight of the style term (the artwork's feature statistics: see style_match)", lo=0.0, hi=1e6)
     # sliced: the own artwork first on colour and texture for 98% of held-out results instead of 85%, in the texture
@@ -140,7 +145,8 @@ class TrainConfig:
 
 
 # settings added after filters were first shipped, and the value that cards written before them were trained with
-UNRECORDED = {"color_match": "moments", "style_match": "gram", "style_layer_decay": 1.0, "teacher": ""}
+UNRECORDED = {"color_match": "moments", "style_match": "gram", "style_layer_decay": 1.0, "teacher": "",
+              "content_layer": ""}
 
 
 def with_unrecorded(training: dict) -> dict:

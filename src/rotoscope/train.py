@@ -569,7 +569,7 @@ def new_network(cfg: TrainConfig, device, log):
 def loss_network(cfg: TrainConfig, art_img, backbone_weights: str | None, device):
     """The fixed backbone that scores the paintings, what the artwork looks like to it, and the loss weights."""
     art = to_tensor(resize_longer(art_img, cfg.style_size)).to(device)
-    backbone = load_backbone(cfg.backbone, backbone_weights, device=str(device))
+    backbone = load_backbone(cfg.backbone, backbone_weights, device=str(device), content_layer=cfg.content_layer)
     target = style_target(backbone, art, cfg.color_match, cfg.style_match)
     weights = LossWeights.of(cfg)
     if cfg.precision == "bf16":
