@@ -127,8 +127,9 @@ def train_folder(tmp: Path) -> Path:
     return folder
 
 
-def ship(trained: Path, name: str, row: dict, dest: Path) -> Path:
-    """Rewrite a trained filter for the package: fp16 weights, the artwork's provenance, no local paths.
+def ship(trained: Path, name: str, row: dict, dest: Path, tmp: Path | None = None) -> Path:
+    """Rewrite a trained filter for the package: fp16 weights, the artwork's provenance, no local paths (`tmp`:
+    the run's temporary folder, where its training photos were linked; default: the filter's own folder).
 
     Weights only: the artwork image never enters the package. Loading converts fp16 back to fp32.
     """
@@ -145,7 +146,7 @@ def ship(trained: Path, name: str, row: dict, dest: Path) -> Path:
     card["photos"] = {**card["photos"], "source": f"../shared/data/content minus the {len(HOLDOUT)} photos held out "
                       "by benchmarks/quality.py"}
     card["weights_dtype"] = "float16"
-    card = scrub_paths(card, trained.parent)
+    card = scrub_paths(card, tmp or trained.parent)
     if card.get("audit"):
         card["audit"] = {**card["audit"], "source": card["photos"]["source"]}
     if card.get("story"):
@@ -346,7 +347,7 @@ def main(argv=None) -> None:
                         from rotoscope.filter import SHIPPED_DIR
 
                         named = shipped_name(shipped[style], cfg)
-                        dest = ship(filt.path, named, m, SHIPPED_DIR / f"{named}.safetensors")
+                        dest = ship(filt.path, named, m, SHIPPED_DIR / f"{named}.safetensors", tmp)
                         print(f"  shipped {dest} ({dest.stat().st_size / 1e6:.2f} MB)", flush=True)
                     outs = stylize_all(filt, held, a.score_size)
                     rep = metrics.score_results([(n, p, o) for (n, p), o in zip(held, outs)], art, a.score_size,
