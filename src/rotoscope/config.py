@@ -145,6 +145,8 @@ class TrainConfig:
 
 
 # settings added after filters were first shipped, and the value that cards written before them were trained with
+# (content_layer "": the backbone's own layer at the time, which the card's backbone section names: b3_expand for
+# EfficientNet-Lite0 before 2026-12-05, b5_expand since)
 UNRECORDED = {"color_match": "moments", "style_match": "gram", "style_layer_decay": 1.0, "teacher": "",
               "content_layer": ""}
 
