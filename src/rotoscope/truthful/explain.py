@@ -56,8 +56,8 @@ BACKBONE_NOTES = {
 
 # the settings the page explains first, in this order; their descriptions come from the settings table (config.py)
 SETTING_ORDER = ("steps", "size", "batch", "lr", "lr_final", "backbone", "style_size", "content_weight",
-                 "content_layer", "style_weight", "style_match", "style_layer_decay", "color_weight", "color_match", "tv_weight",
-                 "teacher", "pixel_weight", "holdout", "eval_every", "precision", "seed")
+                 "content_layer", "style_weight", "style_match", "style_layer_decay", "color_weight", "color_match",
+                 "tv_weight", "teacher", "pixel_weight", "holdout", "eval_every", "precision", "seed")
 
 
 def setting_note(name: str) -> str:
