@@ -6,7 +6,7 @@
 
 One row per shipped filter: its artwork (from ../shared/data/styles, or the poster drawn by rotoscope.demo), then
 the filter applied at longer side --size to the held-out photos of benchmarks/quality.py (never in any filter's
-training set). Labels give the filter's name and its card's backbone, steps, style term and content weight.
+training set). Labels give the filter's name and its card's backbone, steps, style term, content weight and layer.
 """
 
 from __future__ import annotations
@@ -81,9 +81,14 @@ def main(argv=None) -> Path:
         tr = with_unrecorded(filt.card.get("training", {}))
         net = tr.get("net", {})
         arch = "x".join(str(c) for c in net.get("channels", [])) if net else ""
-        d.text((pad, y), f"{filt.name}: {filt.card.get('backbone', {}).get('name', '?')}, {tr.get('steps', '?')} steps, "
-               f"{arch}, {tr.get('style_match', '?')} style term, content {tr.get('content_weight', '?')}"
-               + (f", style size {tr['style_size']}" if tr.get("style_size", TrainConfig().style_size) != TrainConfig().style_size else ""), fill=(40, 40, 40), font=font)
+        bb = filt.card.get("backbone", {})
+        at = "+".join(bb.get("content_layers", []))  # the content term's depth is half the recipe (study 8)
+        style_size = tr.get("style_size", TrainConfig().style_size)
+        d.text((pad, y), f"{filt.name}: {bb.get('name', '?')}, {tr.get('steps', '?')} steps, {arch}, "
+               f"{tr.get('style_match', '?')} style term, content {tr.get('content_weight', '?')}"
+               + (f" at {at}" if at else "")
+               + (f", style size {style_size}" if style_size != TrainConfig().style_size else ""),
+               fill=(40, 40, 40), font=font)
         art = artwork_of(filt.card)
         if art is not None:
             sheet.paste(fit(art, cell), (pad, y + label))
