@@ -75,6 +75,7 @@ def main(argv=None) -> Path:
         d.text((x, pad), SHOWN[j].split(".")[0][:24], fill=(40, 40, 40), font=font)  # all held out
         sheet.paste(fit(p, cell), (x, pad + label))
     settings = ApplySettings(precision="fp32", engine="torch")
+    default_style_size = TrainConfig().style_size  # labels name the style size only where a filter differs
     for i, f in enumerate(files, start=1):
         filt = load_filter_file(f)
         y = pad + i * (cell + label + pad)
@@ -82,12 +83,12 @@ def main(argv=None) -> Path:
         net = tr.get("net", {})
         arch = "x".join(str(c) for c in net.get("channels", [])) if net else ""
         bb = filt.card.get("backbone", {})
-        at = "+".join(bb.get("content_layers", []))  # the content term's depth is half the recipe (study 8)
-        style_size = tr.get("style_size", TrainConfig().style_size)
+        at = "+".join(bb.get("content_layers", []))  # where the content term compares: as much the recipe as its weight
+        style_size = tr.get("style_size", default_style_size)
         d.text((pad, y), f"{filt.name}: {bb.get('name', '?')}, {tr.get('steps', '?')} steps, {arch}, "
                f"{tr.get('style_match', '?')} style term, content {tr.get('content_weight', '?')}"
                + (f" at {at}" if at else "")
-               + (f", style size {style_size}" if style_size != TrainConfig().style_size else ""),
+               + (f", style size {style_size}" if style_size != default_style_size else ""),
                fill=(40, 40, 40), font=font)
         art = artwork_of(filt.card)
         if art is not None:
