@@ -240,7 +240,12 @@ def test_studio_keeps_a_region_drawn_on_the_photo_unpainted(live_server, tmp_pat
     page.evaluate(DROP, ["photo.png", base64.b64encode(photo.read_bytes()).decode()])
     page.wait_for_function("document.querySelector('#apply-result').naturalWidth > 0", timeout=60_000)
     first = page.get_attribute("#apply-result", "src")
-    assert page.evaluate(PIXEL, ["#apply-result", 14, 32]) != page.evaluate(PIXEL, ["#apply-original", 14, 32])
+
+    def off(x: int) -> int:  # how far the result's pixel at (x, 32) is from the photo's, at most over the channels
+        a, b = (page.evaluate(PIXEL, [sel, x, 32]) for sel in ("#apply-result", "#apply-original"))
+        return max(abs(u - v) for u, v in zip(a, b))
+
+    assert off(14) > 8
     # a stroke down the photo at x = 14 (of 96): that band is kept, and the result repaints on release
     page.locator("#keep-canvas").scroll_into_view_if_needed()
     box = page.locator("#keep-canvas").bounding_box()
@@ -252,8 +257,10 @@ def test_studio_keeps_a_region_drawn_on_the_photo_unpainted(live_server, tmp_pat
     page.wait_for_function(f"document.querySelector('#apply-result').src !== '{first}' && "
                            "document.querySelector('#apply-result').naturalWidth > 0", timeout=60_000)
     page.wait_for_function("document.querySelector('#apply-status').textContent.includes('with')", timeout=60_000)
-    assert page.evaluate(PIXEL, ["#apply-result", 14, 32]) == page.evaluate(PIXEL, ["#apply-original", 14, 32])
-    assert page.evaluate(PIXEL, ["#apply-result", 70, 32]) != page.evaluate(PIXEL, ["#apply-original", 70, 32])
+    # the stroke's middle is the photo again, to a level or two: the browser antialiases the stroke and the mask
+    # is resized to the photo, so where the canvas sits on the page (sub-pixel) can leave it at 254/255 there
+    assert off(14) <= 2
+    assert off(70) > 8
     assert page.locator("#keep-clear").is_visible()
     # "keep faces" is sent as a setting (no face here: the far side stays painted)
     page.select_option("#keep", "faces")
