@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from rotoscope.config import NetConfig
-from rotoscope.network import ARCHS, FilterNet, InstanceNorm, LiteNet, build, config_from_card, count_parameters
+from rotoscope.network import (ARCHS, FilterNet, InstanceNorm, LiteNet, build, config_from_card, count_parameters,
+                               padded_logits)
 
 TINY = NetConfig(channels=(4, 8, 8), res_blocks=1, kernel_outer=3)
 TINY_LITE = NetConfig(arch="lite", channels=(4, 8, 8), res_blocks=1)
@@ -116,3 +117,13 @@ def test_the_fast_instance_norm_computes_what_instance_norm_computes(channels_la
     for m in (ours, ref):
         m.track_running_stats, m.running_mean, m.running_var = True, torch.zeros(6) + 0.5, torch.ones(6) * 2
     assert torch.allclose(ours(x), ref(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("cfg", [TINY, TINY_LITE], ids=["full", "lite"])
+def test_the_painting_is_the_sigmoid_of_its_logits_at_any_size(cfg):
+    """padded_logits is what forward() squashes: training reads its peak to spot droplets (pitfalls.droplets)."""
+    net = build(cfg).eval()
+    x = torch.rand(1, 3, 21, 30)
+    with torch.no_grad():
+        logits = padded_logits(net, x)
+        assert logits.shape == x.shape and torch.equal(torch.sigmoid(logits), net(x))

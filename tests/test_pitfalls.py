@@ -148,6 +148,33 @@ def test_few_and_similar_photos():
                                    "diversity": {"mean_hash_distance": 31}}) == []
 
 
+# ---------------------------------------------------------------- droplets
+
+
+def with_peaks(peaks: dict[int, float]):
+    h = history([1.0] * 60, held={k: 1.0 for k in peaks})
+    for rec in h:
+        if rec["step"] in peaks:
+            rec["peak"] = peaks[rec["step"]]
+    return h
+
+
+def test_droplets_fire_on_a_spike_before_the_sigmoid_and_ask_for_a_lower_rate():
+    # The Great Wave at lr 1e-2 peaked at 380-460 and painted green blobs; trained filters stay under 10
+    p = pitfalls.droplets(with_peaks({20: 6.0, 40: 410.0}), lr=0.01)
+    assert p is not None and p.kind == "droplets" and p.step == 40 and not p.stop
+    assert "peak at 410" in p.message and "--lr (now 0.01); try 0.00333333" in p.message
+
+
+def test_droplets_judge_the_latest_exam_and_stay_quiet_on_healthy_peaks():
+    assert pitfalls.droplets(with_peaks({20: 9.6, 40: 4.0})) is None  # the shipped filters' highest: 9.6
+    assert pitfalls.droplets(with_peaks({20: 400.0, 40: 8.0})) is None  # gone again by the last exam
+    assert pitfalls.droplets(history([1.0] * 10)) is None  # no held-out photos, no peaks
+    # a healthy run may pass through a spike before a quarter of its steps (The Great Wave: 16.9 at step 100 of 500)
+    assert pitfalls.droplets(with_peaks({10: 45.0}), total_steps=60) is None
+    assert pitfalls.droplets(with_peaks({10: 45.0, 20: 45.0}), total_steps=60) is not None
+
+
 def test_watcher_reports_each_pitfall_once():
     w = pitfalls.Watcher(WEIGHTS, 10, total_steps=60)
     h = history([1.0] * 60, terms={"content": 0.04, "style": 0.03, "color": 0.03, "tv": 0.9})
@@ -236,3 +263,19 @@ def test_exploding_loss_is_caught_as_divergence(art, two_photos, monkeypatch):
     state = checkpoint_state("boom")
     assert state["run"]["step"] < 20  # stopped early, at the last healthy evaluation
     assert any("diverging" in w for w in state["run"]["warnings"])
+
+
+def test_a_training_run_measures_the_peak_at_every_exam_and_reports_droplets(art, two_photos, monkeypatch):
+    """The loop hands each held-out exam's pre-sigmoid peak to the watcher (the threshold lowered to 0 here, so any
+    painting counts as droplets): the warning reaches the log and the card, and training goes on."""
+    train_mod = importlib.import_module("rotoscope.train")
+    monkeypatch.setattr(pitfalls, "DROPLET_PEAK", 0.0)
+    log = []
+    cfg = TrainConfig().replace(steps=4, eval_every=2, **TINY)
+    train_mod.train(art, "drops", two_photos, cfg, progress=False, log=log.append)
+    card = read_card(registry_path("drops"))
+    assert card["timings"]["steps"] == 4 and card.get("stopped") is None
+    assert sum("droplets: the held-out paintings peak at" in w for w in card["warnings"]) == 1  # once, at step 2
+    assert any(line.startswith("warning: step 2: droplets") for line in log)
+    peaks = [h["peak"] for h in checkpoint_state("drops")["run"]["history"] if "peak" in h]
+    assert len(peaks) == 2 and all(0 < v < 30 for v in peaks)

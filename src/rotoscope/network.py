@@ -96,6 +96,13 @@ class FilterNet(nn.Module):
 
 def _padded(net, x: torch.Tensor) -> torch.Tensor:
     """Pad to a multiple of net.multiple and at least net.least_side, run the layers, crop back, squash to [0, 1]."""
+    # A sigmoid keeps outputs in range for the loss network without clamping away gradients.
+    return torch.sigmoid(padded_logits(net, x))
+
+
+def padded_logits(net, x: torch.Tensor) -> torch.Tensor:
+    """The painting before the final sigmoid (forward() squashes this): training's held-out check reads its peak,
+    which reveals droplets (pitfalls.droplets)."""
     h, w = x.shape[-2:]
     least, multiple = net.least_side, net.multiple
     ph, pw = max(least, h + (-h) % multiple) - h, max(least, w + (-w) % multiple) - w
@@ -103,9 +110,7 @@ def _padded(net, x: torch.Tensor) -> torch.Tensor:
         # reflect needs pad < size; replicate covers tiny images too
         mode = "reflect" if h > ph and w > pw else "replicate"
         x = F.pad(x, (0, pw, 0, ph), mode=mode)
-    y = net.layers(x)
-    # A sigmoid keeps outputs in range for the loss network without clamping away gradients.
-    return torch.sigmoid(y[..., :h, :w])
+    return net.layers(x)[..., :h, :w]
 
 
 def depthwise(c: int, k: int = 3) -> nn.Sequential:

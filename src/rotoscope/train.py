@@ -38,7 +38,7 @@ from .errors import Invalid, RotoscopeError
 from .filter import SUFFIX, Filter, check_name, registry_path, save_filter
 from .images import load_rgb, resize_longer, to_tensor
 from .losses import LossWeights, StyleTarget, perceptual_loss, style_target
-from .network import ARCHS, FilterNet, build, count_parameters
+from .network import ARCHS, FilterNet, build, count_parameters, padded_logits
 from .paths import atomic_path, check_writable, runs_dir
 from .truthful import audit, confidence, pitfalls, story
 
@@ -86,15 +86,17 @@ def init_network(net: FilterNet, cfg: TrainConfig, log=print) -> dict:
 
 
 def evaluate(net: FilterNet, backbone, target: StyleTarget, weights: LossWeights, holdout: torch.Tensor,
-             device, precision: str, teacher=None) -> dict[str, float]:
-    """Loss terms on the held-out photos (no gradients: an exam, not a lesson)."""
+             device, precision: str, teacher=None) -> tuple[dict[str, float], float]:
+    """Loss terms on the held-out photos (no gradients: an exam, not a lesson), and the peak of the paintings
+    before their final sigmoid (pitfalls.droplets: a few saturated blobs hardly move the loss)."""
     net.eval()
     with torch.no_grad(), autocast(device, precision):
         photos = holdout.to(device)
-        out = net(photos)
+        logits = padded_logits(net, photos)
+        out = torch.sigmoid(logits)  # what net(photos) paints
         total, terms = perceptual_loss(backbone, target, weights, out, content_target(teacher, photos, weights))
     net.train()
-    return {**terms, "total": float(total)}
+    return {**terms, "total": float(total)}, float(logits.float().abs().max())
 
 
 # ---------------------------------------------------------------- checkpoints: an interrupted run resumes exactly
@@ -451,7 +453,7 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
         + (f"; {world.size} processes ({world.backend}), {cfg.batch // world.size} crops each" if world.size > 1 else ""))
     log(describe(cfg))
     if run.step == 0 and holdout is not None:  # the untrained network's held-out score: the baseline of all later
-        run.holdout_start = evaluate(net, backbone, target, weights, holdout, device, cfg.precision, teacher)
+        run.holdout_start = evaluate(net, backbone, target, weights, holdout, device, cfg.precision, teacher)[0]
 
     # 2-5. step after step, an exam every eval_every steps, each step shown to the monitors, until done or stopped
     # every rank runs the same monitors' decisions (guard, checkpoints); only rank 0 writes and draws
@@ -475,8 +477,8 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
                                     teacher)
                 run.step = record["step"]
                 if holdout is not None and due(cfg, run.step, cfg.eval_every):
-                    record["holdout"] = evaluate(net, backbone, target, weights, holdout, device, cfg.precision,
-                                                 teacher)
+                    record["holdout"], record["peak"] = evaluate(net, backbone, target, weights, holdout, device,
+                                                                 cfg.precision, teacher)
                 run.history.append(record)
                 interrupted = any([m.step(record, net) for m in monitors])  # every monitor sees the step first
         finally:

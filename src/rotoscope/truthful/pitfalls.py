@@ -15,8 +15,12 @@ Thresholds are heuristics, stated here so that a reader can judge them:
                    gone) and no longer falling (>= 90% of its value halfway through the run so far).
   style-absent     the style term fell by less than 10% since the first window, while it is < 15% of the score.
   dominant-term    one term is >= 85% of the score.
-The last three judge the score, not the picture, and only after a quarter of the steps (early on, an untrained
-network's output is all noise, so its content error is high for the wrong reason).
+  droplets         the held-out paintings before their final sigmoid peak at >= 30 (the 28 shipped filters peak at
+                   1.6-9.6 on four held-out photos; The Great Wave trained at lr 1e-2 at 380-460, with green blobs,
+                   and the first lite design's dark drops at 40-75: quality.md, study 9c), after the warm-up.
+content-vanished, style-absent and dominant-term judge the score, not the picture; they and droplets wait for a
+quarter of the steps (early on, an untrained network's output is all noise, so its content error is high for the
+wrong reason, and a healthy run may pass through a spike).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ CONTENT_GONE = 0.9
 STYLE_STUCK = 0.9
 STYLE_MINOR_SHARE = 0.15
 DOMINANT_SHARE = 0.85
+DROPLET_PEAK = 30.0
 FEW_PHOTOS = 4  # training photos below this: an explicit pitfall (the audit warns from 8)
 
 FLAG = {"content": "--content-weight", "style": "--style-weight", "color": "--color-weight", "tv": "--tv-weight",
@@ -177,6 +182,20 @@ def photo_set(n_train: int, audit_summary: dict | None = None) -> list[Pitfall]:
     return out
 
 
+def droplets(history: list[dict], lr: float | None = None, total_steps: int = 0) -> Pitfall | None:
+    """A few pixels pinned to a saturated colour: the network learned a spike that one feature map carries through
+    the instance norms (the artefact StyleGAN2 traced to normalization). The loss barely sees it; the picture does.
+    Judged after the warm-up like the score's pitfalls: a healthy run may pass through a spike early (The Great
+    Wave at 3e-3: 16.9 at step 100 of 500, 7.7 at 200, 6.4 at the end)."""
+    last = next((h for h in reversed(history) if "peak" in h), None)
+    if last is None or last["peak"] < DROPLET_PEAK or last["step"] < WARMUP * total_steps:
+        return None
+    hint = f" (now {lr:g}); try {lr / 3:g}" if lr else ""
+    return Pitfall("droplets", last["step"], f"droplets: the held-out paintings peak at {last['peak']:.0f} before "
+                   f"their final sigmoid (trained filters stay under 10), so some pixels are pinned to a saturated "
+                   f"colour, blobs the loss barely sees. Look at the previews; lower the learning rate --lr{hint}.")
+
+
 class Watcher:
     """Runs every detector at each evaluation and reports each kind of pitfall once."""
 
@@ -200,7 +219,8 @@ class Watcher:
 
     def check(self, history: list[dict]) -> list[Pitfall]:
         return self._new([overfitting(history, self.size), diverging(history, self.size, self.lr),
-                          *wrong_target(history, self.size, self.weights, self.total)])
+                          *wrong_target(history, self.size, self.weights, self.total),
+                          droplets(history, self.lr, self.total)])
 
 
 class Stopped(Exception):
