@@ -12,8 +12,13 @@ so data loading is not timed):
                    backward through the GradScaler (a no-op but in fp16), clip_grad_norm_(1e3), Adam; the crops
                    come from train.FixedBatch. bf16 only where this CPU computes it natively, unless
                    --all-precisions; the precision `auto` picks here is marked "<- auto".
+  ... torch norm   the same step with PyTorch's own instance_norm in training, as rotoscope trained until
+                   2026-12-06 (it copies channels_last tensors to NCHW and back; network._TrainingInstanceNorm
+                   does not)
 Both use rotoscope's VGG16 layout from backbones.py (average pooling; the examples use max pooling, which costs
 the same) with the --backbone weights: `random` needs no download, and the weights do not change the timing.
+The rows marked "default loss" run rotoscope's step on the backbone `--backbone auto` gives training here
+(EfficientNet-Lite0 without ImageNet VGG16 weights): the step a user's `rotoscope train` takes.
 
   python benchmarks/bench_train.py                       # 256 px, batch 4, 5 timed steps
   python benchmarks/bench_train.py --steps 1 --size 64   # a quick check
@@ -99,6 +104,25 @@ def rotoscope_step_fn(backbone, art: torch.Tensor, photos: torch.Tensor, precisi
     return step
 
 
+def with_library_instance_norm(step):
+    """The step with training's instance norms computed by PyTorch's instance_norm (rotoscope before 2026-12-06)."""
+    from torch import nn
+
+    from rotoscope import network
+
+    def library(self, x):
+        return nn.InstanceNorm2d.forward(self, x) if self.training else ours(self, x)
+
+    def patched():
+        network.InstanceNorm.forward = library
+        try:
+            return step()
+        finally:
+            network.InstanceNorm.forward = ours
+    ours = network.InstanceNorm.forward
+    return patched
+
+
 def median_s(step, steps: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         step()
@@ -135,13 +159,19 @@ def main() -> int:
     from rotoscope.devices import claims_native_bf16, resolve_precision
 
     auto = resolve_precision("auto", torch.device("cpu")).value
+    default = load_backbone("auto")
     rows = [("BASELINE TransformerNet fp32 eager + VGG16 loss", lambda: baseline_step_fn(backbone.net, art, photos))]
     for precision in ("fp32", "bf16"):
         if precision == "bf16" and not (args.all_precisions or claims_native_bf16()):
             continue
-        label = f"rotoscope train step {precision}" + ("  <- auto" if precision == auto else "")
-        rows.append((label, lambda p=precision: rotoscope_step_fn(backbone, art, photos, p)))
-    head = f"{'variant':<50} {'s/step':>8} {'it/s':>7} {'x base':>7}"
+        mark = "  <- auto" if precision == auto else ""
+        rows.append((f"rotoscope train step {precision}, VGG16 loss{mark}",
+                     lambda p=precision: rotoscope_step_fn(backbone, art, photos, p)))
+        rows.append((f"rotoscope {precision}, default loss ({default.name}){mark}",
+                     lambda p=precision: rotoscope_step_fn(default, art, photos, p)))
+        rows.append((f"rotoscope {precision}, default loss, torch norm",
+                     lambda p=precision: with_library_instance_norm(rotoscope_step_fn(default, art, photos, p))))
+    head = f"{'variant':<58} {'s/step':>8} {'it/s':>7} {'x base':>7}"
     print(head)
     print("-" * len(head))
     base = None
@@ -149,7 +179,7 @@ def main() -> int:
         torch.manual_seed(0)
         s = median_s(make(), args.steps)
         base = base or s
-        print(f"{label:<50} {s:8.3f} {1 / s:7.2f} {base / s:7.2f}", flush=True)
+        print(f"{label:<58} {s:8.3f} {1 / s:7.2f} {base / s:7.2f}", flush=True)
     print("\nx base = baseline s/step / s/step (higher is faster)")
     return 0
 

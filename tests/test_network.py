@@ -119,6 +119,44 @@ def test_the_fast_instance_norm_computes_what_instance_norm_computes(channels_la
     assert torch.allclose(ours(x), ref(x), atol=1e-5)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_in_training_the_instance_norm_and_its_gradients_are_instance_norms(channels_last):
+    """Training on a CPU takes a hand-written instance norm (no NCHW copies of channels_last tensors): its values and
+    the gradients for input, weight and bias agree with the library's instance norm computed in float64."""
+    torch.manual_seed(0)
+    ours = InstanceNorm(6, affine=True).train()
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 2), ours.bias.uniform_(-1, 1)
+    ref = nn.InstanceNorm2d(6, affine=True).train().double()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 6, 13, 9) * 3 + 20  # a large mean: one-pass statistics would lose digits here
+    aim = torch.randn(2, 6, 13, 9)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    grads = []
+    for m, inp in ((ours, x), (ref, x.double())):
+        inp = inp.clone().requires_grad_(True)
+        out = m(inp)
+        ((out - aim.to(out.dtype)) ** 2).sum().backward()
+        grads.append((out.detach(), inp.grad, m.weight.grad, m.bias.grad))
+    for got, want in zip(*grads):
+        assert got.dtype == torch.float32
+        assert torch.allclose(got.double(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_in_training_under_bf16_autocast_the_instance_norm_keeps_the_input_type():
+    """Under bf16 autocast the norm computes in float32 and hands back bf16, as the library's does."""
+    torch.manual_seed(0)
+    ours = InstanceNorm(4, affine=True).train()
+    x = (torch.randn(2, 4, 8, 8) * 2 + 1).bfloat16().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ours(x)
+    out.float().sum().backward()
+    want = nn.functional.instance_norm(x.detach().float(), weight=ours.weight.detach(), bias=ours.bias.detach())
+    assert out.dtype == torch.bfloat16 and x.grad.dtype == torch.bfloat16
+    assert torch.allclose(out.float(), want, atol=0.05)
+
+
 @pytest.mark.parametrize("cfg", [TINY, TINY_LITE], ids=["full", "lite"])
 def test_the_painting_is_the_sigmoid_of_its_logits_at_any_size(cfg):
     """padded_logits is what forward() squashes: training reads its peak to spot droplets (pitfalls.droplets)."""

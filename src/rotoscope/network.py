@@ -21,16 +21,48 @@ from torch import nn
 from .config import NetConfig
 
 
+class _TrainingInstanceNorm(torch.autograd.Function):
+    """Affine instance norm on float32 with a hand-written backward: a few passes over the tensor in whatever
+    memory layout it comes, where PyTorch's instance_norm copies channels_last tensors to NCHW and back, forwards
+    and backwards (a fifth of the filter's training pass; benchmarks/results/speed.md, "Training's instance norm")."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        centred = x - x.mean((2, 3), keepdim=True)  # two passes: one-pass moments lose digits (group_norm's did)
+        rstd = torch.rsqrt(centred.square().mean((2, 3), keepdim=True) + eps)
+        ctx.save_for_backward(centred, rstd, weight)
+        return torch.addcmul(bias.view(1, -1, 1, 1), centred, weight.view(1, -1, 1, 1) * rstd)
+
+    @staticmethod
+    def backward(ctx, grad):
+        centred, rstd, weight = ctx.saved_tensors
+        n = centred.shape[2] * centred.shape[3]
+        grad_sum = grad.sum((2, 3), keepdim=True)
+        grad_dot = (grad * centred).sum((2, 3), keepdim=True)
+        scale = weight.view(1, -1, 1, 1) * rstd
+        # d/dx of w * xhat + b, xhat = (x - mean) * rstd: scale * (grad - mean(grad) - xhat * mean(grad * xhat))
+        grad_x = torch.addcmul(-scale * grad_sum / n, grad, scale)
+        grad_x = torch.addcmul(grad_x, centred, -scale * rstd.square() * grad_dot / n)
+        return grad_x, (grad_dot * rstd).sum((0, 2, 3)), grad_sum.sum((0, 2, 3)), None
+
+
 class InstanceNorm(nn.InstanceNorm2d):
     """Instance norm, computed as a group norm with one channel per group: the same numbers, but PyTorch's CPU
     kernel for group norm works on channels_last and bf16 tensors directly, where instance_norm copies them to
     NCHW and back (a quarter of a 720p frame's time, benchmarks/bench_apply.py). Inference only: in training
-    under bf16 autocast its backward pass was 1.8x slower than instance norm's (our trial). With frozen
-    statistics (stylize.py's tiles) it is eval-mode batch norm: the same formula, 4x faster on channels_last bf16."""
+    under bf16 autocast its backward pass was 1.8x slower than instance norm's (our trial), and on channels_last
+    float32 its one-pass statistics put 1e-4 of error into the painting; training on a CPU takes
+    _TrainingInstanceNorm instead (the default training step 1.16x faster at fp32 on AVX2, 1.09x at bf16 on AMX;
+    benchmarks/bench_train.py), in float32 whatever the autocast type. With frozen statistics (stylize.py's tiles)
+    it is eval-mode batch norm: the same formula, 4x faster on channels_last bf16."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training or torch.onnx.is_in_onnx_export():  # ONNX has its own InstanceNormalization
+        if torch.onnx.is_in_onnx_export():  # ONNX has its own InstanceNormalization
             return super().forward(x)
+        if self.training:
+            if x.device.type != "cpu" or not self.affine or self.track_running_stats:  # CUDA's kernel is its own
+                return super().forward(x)
+            return _TrainingInstanceNorm.apply(x.float(), self.weight.float(), self.bias.float(), self.eps).to(x.dtype)
         if self.track_running_stats:  # statistics are float32; bf16 weights follow them (a mix batch norm takes)
             w, b = (None if t is None else t.float() for t in (self.weight, self.bias))
             return F.batch_norm(x, self.running_mean, self.running_var, w, b, False, 0.0, self.eps)
