@@ -175,6 +175,18 @@ def test_droplets_judge_the_latest_exam_and_stay_quiet_on_healthy_peaks():
     assert pitfalls.droplets(with_peaks({10: 45.0, 20: 45.0}), total_steps=60) is not None
 
 
+def test_droplets_wait_while_a_spike_fades_but_judge_the_last_exam():
+    # The Scream at the default rate peaked at 84, 54, 21, 4.8, 4.8 (steps 100-500) and ended a healthy filter
+    scream = {10: 84.0, 20: 54.0, 30: 21.0, 40: 4.8, 50: 4.8}
+    for end in scream:
+        assert pitfalls.droplets(with_peaks({k: v for k, v in scream.items() if k <= end}), total_steps=50) is None
+    # a peak that stays up is no spike on its way out (The Great Wave at 1e-2 stayed at hundreds)
+    assert pitfalls.droplets(with_peaks({10: 416.0, 20: 400.0}), total_steps=50) is not None
+    # the last exam's peak is the filter's: judged even while falling
+    last = pitfalls.droplets(with_peaks({10: 84.0, 20: 54.0}), total_steps=20)
+    assert last is not None and last.step == 20
+
+
 def test_watcher_reports_each_pitfall_once():
     w = pitfalls.Watcher(WEIGHTS, 10, total_steps=60)
     h = history([1.0] * 60, terms={"content": 0.04, "style": 0.03, "color": 0.03, "tv": 0.9})

@@ -43,7 +43,8 @@ class NetConfig:
 class TrainConfig:
     """The training recipe. Loss weights act on scale-free losses (see losses.py), so they carry across backbones."""
 
-    # 500: ~12 min on 2 CPU cores with the sizes below (benchmarks/results/quality.md)
+    # 500: 4.3-4.8 CPU-min in bf16 on AMX, 9.8 min on 2 AVX2 cores (2026-12-03; the step is 1.16x faster since).
+    # 600 buys nothing; the long run's Gram statistics need about 1000 (study 12, benchmarks/results/quality.md)
     steps: int = setting(500, "training steps (weight updates)", lo=1, hi=1_000_000)
     size: int = setting(256, "square crop size in pixels", lo=16, hi=1024)
     size_start: int = setting(128, "progressive resizing: crops grow from this size to `size` (0 = off)",
