@@ -110,6 +110,8 @@ def with_library_instance_norm(step):
 
     from rotoscope import network
 
+    ours = network.InstanceNorm.forward
+
     def library(self, x):
         return nn.InstanceNorm2d.forward(self, x) if self.training else ours(self, x)
 
@@ -119,7 +121,6 @@ def with_library_instance_norm(step):
             return step()
         finally:
             network.InstanceNorm.forward = ours
-    ours = network.InstanceNorm.forward
     return patched
 
 

@@ -60,7 +60,8 @@ class InstanceNorm(nn.InstanceNorm2d):
         if torch.onnx.is_in_onnx_export():  # ONNX has its own InstanceNormalization
             return super().forward(x)
         if self.training:
-            if x.device.type != "cpu" or not self.affine or self.track_running_stats:  # CUDA's kernel is its own
+            # CUDA keeps its own kernel; running statistics and a norm without weights are the library's cases
+            if x.device.type != "cpu" or not self.affine or self.track_running_stats:
                 return super().forward(x)
             return _TrainingInstanceNorm.apply(x.float(), self.weight.float(), self.bias.float(), self.eps).to(x.dtype)
         if self.track_running_stats:  # statistics are float32; bf16 weights follow them (a mix batch norm takes)

@@ -17,7 +17,9 @@ Thresholds are heuristics, stated here so that a reader can judge them:
   dominant-term    one term is >= 85% of the score.
   droplets         the held-out paintings before their final sigmoid peak at >= 30 (the 28 shipped filters peak at
                    1.6-9.6 on four held-out photos; The Great Wave trained at lr 1e-2 at 380-460, with green blobs,
-                   and the first lite design's dark drops at 40-75: quality.md, study 9c), after the warm-up.
+                   and the first lite design's dark drops at 40-75: quality.md, study 9c), after the warm-up,
+                   unless the peak fell below 0.7 of the exam before (a healthy spike fading: The Scream 84, 54,
+                   21; quality.md, "The droplets check on other artworks"); the last exam is judged regardless.
 content-vanished, style-absent and dominant-term judge the score, not the picture; they and droplets wait for a
 quarter of the steps (early on, an untrained network's output is all noise, so its content error is high for the
 wrong reason, and a healthy run may pass through a spike).
