@@ -10,6 +10,8 @@ Rows (median of --runs timed calls after one warm-up call; batch of one; random 
                   and bf16, onnxruntime fp32, OpenVINO fp32 and bf16; bf16 only where native unless
                   --all-precisions), output converted back to fp32 on the CPU as apply does. The row that
                   `--engine auto --precision auto` picks on this machine is marked "<- auto".
+  ... upsampled   fp32 eager with the upsamplings convolving the nearest x2 tensor, as before 2026-12-06
+                  (network.upsampled_conv computes them at the small resolution; the ONNX export keeps that form)
 Columns: ms (median), x baseline (baseline ms / ms), GFLOP per frame (2 x the convolutions' multiply-adds,
 counted with forward hooks; norms, pads and activations not counted), achieved GFLOP/s. Rows marked * are
 paths `rotoscope apply` runs; the fastest of them is named under the table.
@@ -23,6 +25,7 @@ paths `rotoscope apply` runs; the fastest of them is named under the table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import os
 import statistics
@@ -116,22 +119,42 @@ class TransformerNet(nn.Module):
 
 
 def conv_gflop(net: nn.Module, x: torch.Tensor) -> float:
-    """2 x multiply-adds of every Conv2d for one forward pass of x (batch of one), in GFLOP."""
-    macs = 0
+    """2 x multiply-adds of every convolution one forward pass of x runs (batch of one), in GFLOP.
 
-    def hook(m, _inp, out):
-        nonlocal macs
-        kh, kw = m.kernel_size
-        macs += out[0].numel() * (m.in_channels // m.groups) * kh * kw
+    Counted on the operations run (torch's FlopCounterMode), not on the Conv2d modules: the full network's
+    upsamplings call F.conv2d with weights derived from their module's (network.upsampled_conv)."""
+    from torch.utils.flop_counter import FlopCounterMode
 
-    hooks = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        net(x)
+    return counter.get_total_flops() / 1e9
+
+
+@contextlib.contextmanager
+def upsampled_tensor():
+    """Within: the networks' upsamplings convolve the nearest x2 tensor, as rotoscope did before 2026-12-06
+    (network.upsampled_conv computes the same at the small resolution), for rows that show what that gained."""
+    from rotoscope import network
+
+    ours = network.upsampled_conv
+
+    def upsampled(x, conv):
+        up = nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+        return conv(nn.functional.pad(up, (1, 1, 1, 1), mode="reflect"))
+
+    network.upsampled_conv = upsampled
     try:
-        with torch.inference_mode():
-            net(x)
+        yield
     finally:
-        for h in hooks:
-            h.remove()
-    return 2 * macs / 1e9
+        network.upsampled_conv = ours
+
+
+def in_upsampled_tensor(fn):
+    """fn, each call run within upsampled_tensor()."""
+    def call(*args):
+        with upsampled_tensor():
+            return fn(*args)
+    return call
 
 
 def median_ms(fn, x: torch.Tensor, runs: int, warmup: int = 1) -> float:
@@ -211,6 +234,7 @@ def variants(skip_compile: bool, threads: int, all_precisions: bool = False):
     rows = [
         ("BASELINE TransformerNet fp32 eager", False, lambda: plain(base), base),
         ("rotoscope fp32 eager", False, lambda: plain(net), net),
+        ("rotoscope fp32 eager, upsampled tensor", False, lambda: in_upsampled_tensor(plain(net)), net),
         ("rotoscope bf16 autocast eager", False, lambda: autocast_bf16(net), net),
         ("rotoscope bf16 weights channels_last", False, lambda: bf16_weights(bf16_cl), net),
     ]

@@ -4,7 +4,8 @@ Part 1, the network (median of --runs calls after a warm-up, batch 1, one frame 
   BASELINE         Johnson et al.'s TransformerNet as pytorch/examples publishes it (bench_apply.py), fp32 eager
   full / lite      rotoscope's two architectures (NetConfig(arch=...), default widths), through the path
                    `rotoscope apply` runs (stylize_tensor on an engine runner), every engine x precision this
-                   machine runs natively; the fastest row of each architecture is marked.
+                   machine runs natively; the fastest row of each architecture is marked. The torch rows
+                   "upsampled tensor" time it as before 2026-12-06 (bench_apply.upsampled_tensor).
 Part 2, whole videos (--clip, cut to --frames frames and scaled to each size; one untimed warm-up render): fps of
   video.apply_video end to end (decode, paint, flicker reduction, H.264 encode, remux), full against lite, with
   and without flicker reduction, and the full filter painted at --paint-scale with guided upsampling. The
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_apply import TransformerNet, conv_gflop, median_ms, parse_sizes  # noqa: E402
+from bench_apply import TransformerNet, conv_gflop, in_upsampled_tensor, median_ms, parse_sizes  # noqa: E402
 from machine import describe  # noqa: E402
 
 from rotoscope import engines  # noqa: E402
@@ -82,6 +83,10 @@ def network_rows(sizes, runs: int) -> list[dict]:
                 rows.append(row)
                 if best is None or ms < best["ms"]:
                     best = row
+                if engine == "torch":  # before 2026-12-06 (bench_apply.upsampled_tensor); not a path apply runs now
+                    ms = median_ms(in_upsampled_tensor(lambda x, run=run: stylize_tensor(run, x)), x, runs)
+                    rows.append({"size": f"{w}x{h}", "variant": f"{arch} {engine} {precision}, upsampled tensor",
+                                 "ms": ms, "gflop": row["gflop"]})
             if best:
                 best["best"] = True
         for r in rows:

@@ -15,6 +15,8 @@ so data loading is not timed):
   ... torch norm   the same step with PyTorch's own instance_norm in training, as rotoscope trained until
                    2026-12-06 (it copies channels_last tensors to NCHW and back; network._TrainingInstanceNorm
                    does not)
+  ... upsampled    the same step with the upsamplings convolving the nearest x2 tensor, as rotoscope trained until
+                   2026-12-06 (network.upsampled_conv computes them at the small resolution)
 Both use rotoscope's VGG16 layout from backbones.py (average pooling; the examples use max pooling, which costs
 the same) with the --backbone weights: `random` needs no download, and the weights do not change the timing.
 The rows marked "default loss" run rotoscope's step on the backbone `--backbone auto` gives training here
@@ -39,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench_apply import TransformerNet, machine  # noqa: E402
+from bench_apply import TransformerNet, in_upsampled_tensor, machine  # noqa: E402
 
 
 def baseline_step_fn(vgg, art: torch.Tensor, photos: torch.Tensor, device=torch.device("cpu")):
@@ -172,6 +174,8 @@ def main() -> int:
                      lambda p=precision: rotoscope_step_fn(default, art, photos, p)))
         rows.append((f"rotoscope {precision}, default loss, torch norm",
                      lambda p=precision: with_library_instance_norm(rotoscope_step_fn(default, art, photos, p))))
+        rows.append((f"rotoscope {precision}, default loss, upsampled",
+                     lambda p=precision: in_upsampled_tensor(rotoscope_step_fn(default, art, photos, p))))
     head = f"{'variant':<58} {'s/step':>8} {'it/s':>7} {'x base':>7}"
     print(head)
     print("-" * len(head))

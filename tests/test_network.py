@@ -7,7 +7,7 @@ from torch import nn
 
 from rotoscope.config import NetConfig
 from rotoscope.network import (ARCHS, FilterNet, InstanceNorm, LiteNet, build, config_from_card, count_parameters,
-                               padded_logits)
+                               padded_logits, upsampled_conv)
 
 TINY = NetConfig(channels=(4, 8, 8), res_blocks=1, kernel_outer=3)
 TINY_LITE = NetConfig(arch="lite", channels=(4, 8, 8), res_blocks=1)
@@ -31,15 +31,13 @@ def test_the_config_names_the_architecture_and_old_cards_mean_full():
 
 
 def conv_flops(net: nn.Module, x: torch.Tensor) -> int:
-    total = []
-    hooks = [m.register_forward_hook(lambda m, i, o: total.append(
-        o.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]))
-        for m in net.modules() if isinstance(m, nn.Conv2d)]
-    with torch.no_grad():
+    """Multiply-adds of the convolutions one forward pass runs (counted on the operations: upsamplings call
+    F.conv2d with weights derived from their module's)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
         net(x)
-    for h in hooks:
-        h.remove()
-    return sum(total)
+    return counter.get_total_flops() // 2
 
 
 def test_lite_does_a_small_fraction_of_the_full_networks_work_with_the_same_widths():
@@ -165,3 +163,37 @@ def test_the_painting_is_the_sigmoid_of_its_logits_at_any_size(cfg):
     with torch.no_grad():
         logits = padded_logits(net, x)
         assert logits.shape == x.shape and torch.equal(torch.sigmoid(logits), net(x))
+
+
+@pytest.mark.parametrize("groups", [1, 4], ids=["dense", "depthwise"])
+@pytest.mark.parametrize("h,w", [(1, 1), (2, 3), (5, 4), (7, 9)])
+def test_upsampling_at_the_small_resolution_is_the_convolution_of_the_upsampled_picture(groups, h, w):
+    """upsampled_conv equals conv(reflection pad(nearest x2(x))), values and gradients, in float64."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 8, 3, groups=groups).double()
+    x = torch.randn(2, 4, h, w, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(2, 8, 2 * h, 2 * w, dtype=torch.float64)
+    ours = upsampled_conv(x, conv)
+    got = torch.autograd.grad(ours, (x, conv.weight, conv.bias), grad)
+    up = nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+    want = conv(nn.functional.pad(up, (1, 1, 1, 1), mode="reflect"))
+    expected = torch.autograd.grad(want, (x, conv.weight, conv.bias), grad)
+    assert ours.shape == want.shape and torch.allclose(ours, want, atol=1e-12)
+    for a, b in zip(got, expected):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
+@pytest.mark.parametrize("cfg", [TINY, TINY_LITE], ids=["full", "lite"])
+def test_both_networks_paint_what_their_upsampled_form_paints(cfg, monkeypatch):
+    """The ONNX export runs the upsampled form; PyTorch the small-resolution one: the same painting."""
+    torch.manual_seed(0)
+    net = build(cfg).double().train()  # training mode: the norms use each picture's statistics either way
+    for p in net.parameters():
+        p.data.normal_(0, 0.5)
+    x = torch.rand(2, 3, 21, 30, dtype=torch.float64)
+    with torch.no_grad():
+        ours = net(x)
+        monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+        monkeypatch.setattr(InstanceNorm, "forward", nn.InstanceNorm2d.forward)  # the export's norm is the library's
+        upsampled = net(x)
+    assert torch.allclose(ours, upsampled, atol=1e-10) and (ours - 0.5).abs().max() > 0.1

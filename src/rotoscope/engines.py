@@ -23,7 +23,7 @@ import torch
 from .config import ApplySettings, fields_of
 from .devices import Choice, _time, cached, fingerprint, physical_cores
 from .errors import RotoscopeError
-from .network import FilterNet
+from .network import REVISION, FilterNet
 
 ENGINES = fields_of(ApplySettings)["engine"].metadata["choices"]  # the settings table's: auto, torch, onnx, openvino
 PRECISIONS_OF = {"torch": ("bf16", "fp16", "fp32"), "onnx": ("fp32",), "openvino": ("bf16", "fp32")}
@@ -210,11 +210,11 @@ def calibrate(net: FilterNet, pairs: list[tuple[str, str]], shape: tuple[int, in
 
 
 def arch_key(net: FilterNet) -> str:
-    """The network's shape (what its speed depends on), not its weights."""
+    """The network's shape and how this version computes it (what its speed depends on), not its weights."""
     import hashlib
 
     shapes = ";".join(f"{k}:{tuple(v.shape)}" for k, v in net.state_dict().items())
-    return f"{type(net).__name__}-{hashlib.sha256(shapes.encode()).hexdigest()[:12]}"
+    return f"{type(net).__name__}-r{REVISION}-{hashlib.sha256(shapes.encode()).hexdigest()[:12]}"
 
 
 _MEMO: dict = {}  # in this process, by machine fingerprint and key: a calibration is not read from disk twice

@@ -20,6 +20,10 @@ from torch import nn
 
 from .config import NetConfig
 
+# Raised when the same weights are computed another way: the numbers agree, the speed does not, so engines.py's
+# cached timings of PyTorch against the other engines are taken again. 2: upsamplings at the small resolution
+REVISION = 2
+
 
 class _TrainingInstanceNorm(torch.autograd.Function):
     """Affine instance norm on float32 with a hand-written backward: a few passes over the tensor in whatever
@@ -87,15 +91,40 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
+# The taps of a 3x3 convolution over a nearest x2 upsampling, folded onto the small input: _PHASES[phase,
+# small-input offset -1/0/+1, tap -1/0/+1]. An even output row's three taps read rows i-1, i, i; an odd one's i, i, i+1
+_PHASES = torch.tensor([[[1.0, 0, 0], [0, 1, 1], [0, 0, 0]], [[0.0, 0, 0], [1, 1, 0], [0, 0, 1]]])
+
+
+def upsampled_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """`conv` (3x3, stride 1, any groups) over the reflection-padded nearest x2 upsampling of x, computed at x's
+    resolution: the same numbers up to rounding, without building the 4x-sized upsampled tensor.
+
+    The sub-pixel form: each of the four output phases is a 3x3 convolution of x whose taps are sums of conv's,
+    over x replicate-padded (what the reflection pad of an upsampled picture reads); pixel_shuffle interleaves
+    them. Painting 720p in PyTorch took 1.1-1.5x less time with it (full), 1.2-2x (lite); the ONNX export keeps
+    the upsampled form, which onnxruntime and OpenVINO ran as fast or faster (speed.md, "Upsampling at the small
+    resolution")."""
+    if torch.onnx.is_in_onnx_export():
+        return conv(F.pad(F.interpolate(x, scale_factor=2, mode="nearest"), (1, 1, 1, 1), mode="reflect"))
+    w = conv.weight
+    phases = _PHASES.to(w)
+    w4 = torch.einsum("ayk,oikl,bxl->oabiyx", phases, w, phases).reshape(4 * w.shape[0], *w.shape[1:])
+    b = None if conv.bias is None else conv.bias.repeat_interleave(4)
+    y = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), w4, b, groups=conv.groups)
+    return F.pixel_shuffle(y, 2)
+
+
 class Upsample(nn.Module):
     """Nearest-neighbour x2 then a convolution: the checkerboard-free replacement for a transposed conv."""
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.conv = conv_norm_relu(cin, cout, 3)
+        self.conv = conv_norm_relu(cin, cout, 3)  # its reflection pad goes unused: upsampled_conv pads its own way
 
     def forward(self, x):
-        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+        (_, conv), norm, relu = self.conv
+        return relu(norm(upsampled_conv(x, conv)))
 
 
 class FilterNet(nn.Module):
@@ -170,10 +199,11 @@ class SeparableResidualBlock(nn.Module):
 class SeparableUpsample(nn.Module):
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.conv = separable_relu(cin, cout)
+        self.conv = separable_relu(cin, cout)  # its depthwise reflection pad goes unused, as in Upsample
 
     def forward(self, x):
-        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+        (_, depthwise), pointwise, relu = self.conv
+        return relu(pointwise(upsampled_conv(x, depthwise)))
 
 
 class LiteNet(nn.Module):
@@ -211,12 +241,13 @@ class LiteNet(nn.Module):
         are added back on the way up, so the photo's shapes need not squeeze through 1/8 resolution."""
         quarter = self.encoder[1](self.encoder[0](x))
         y = self.decoder[0](self.residuals(self.encoder[2](quarter))) + quarter
-        for layer in self.decoder[1:]:
-            y = layer(y)
-        return y
+        return upsampled_conv(self.decoder[1](y), self.decoder[3][1])  # decoder[2:]: upsample, head
 
 
 class Upsample2x(nn.Module):
+    """Nearest x2. LiteNet.layers folds it into the head's convolution (upsampled_conv); it stays in the decoder
+    so that the head's weights keep their names in filter files."""
+
     def forward(self, x):
         return F.interpolate(x, scale_factor=2, mode="nearest")
 
