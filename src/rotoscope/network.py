@@ -102,10 +102,10 @@ def upsampled_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
 
     The sub-pixel form: each of the four output phases is a 3x3 convolution of x whose taps are sums of conv's,
     over x replicate-padded (what the reflection pad of an upsampled picture reads); pixel_shuffle interleaves
-    them. Painting 720p in PyTorch took 1.1-1.5x less time with it (full), 1.2-2x (lite); the ONNX export keeps
-    the upsampled form, which onnxruntime and OpenVINO ran as fast or faster (speed.md, "Upsampling at the small
-    resolution")."""
-    if torch.onnx.is_in_onnx_export():
+    them. Painting 720p in PyTorch took 1.2-1.8x less time on three x86 CPU classes (speed.md, "Upsampling at the
+    small resolution"). The ONNX export keeps the upsampled form, which onnxruntime and OpenVINO ran as fast or
+    faster; so do GPUs and Apple's mps, where the new form is not measured yet."""
+    if x.device.type != "cpu" or torch.onnx.is_in_onnx_export():
         return conv(F.pad(F.interpolate(x, scale_factor=2, mode="nearest"), (1, 1, 1, 1), mode="reflect"))
     w = conv.weight
     phases = _PHASES.to(w)
