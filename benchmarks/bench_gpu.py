@@ -7,10 +7,13 @@ on the device it names and written to --out as it finishes (gpu.json), so a part
                (pytorch/examples TransformerNet, fp32 eager), then rotoscope's full and lite networks in fp32,
                in bf16 autocast (what `rotoscope apply` runs on CUDA today), with bf16 or fp16 weights in
                channels_last, replayed as a CUDA graph, batched, and through torch.compile (last: the slowest to
-               set up). `levels`: mean absolute difference from the fp32 output, in 8-bit colour levels.
+               set up); "small-resolution upsampling" rows compute the upsamplings as CPUs do
+               (network.upsampled_conv), to choose that form for GPUs by measurement. `levels`: mean absolute
+               difference from the fp32 output, in 8-bit colour levels.
   2. train     seconds per training step at 256 px (bench_train.py's two steps, on the GPU): the baseline
                recipe (TransformerNet + VGG16 loss, fp32) and rotoscope's train_step (default recipe and
-               backbone) at fp32 and at the precision `auto` picks, batch 4 and 16.
+               backbone) at fp32 and at the precision `auto` picks, batch 4 and 16, and at `auto` with the
+               small-resolution upsampling.
   3. filters   whole `train()` runs of --artwork on --photos, wall time from the call to the saved file: the
                default recipe (cuDNN's default algorithms, as `rotoscope train` runs), the same with 256 px crops
                from the start and cuDNN's benchmark mode ("fixed"), a 3x longer run (the reference "its own long
@@ -119,6 +122,22 @@ def graphed(fn, x: torch.Tensor, device: torch.device):
     return replay
 
 
+def small_resolution_upsampling(fn, device: torch.device):
+    """fn, each call run with network.upsampled_conv computing at the small resolution on this device (CPUs do
+    by default; GPUs keep the upsampled form until rows like these show which is faster there)."""
+    from rotoscope import network
+
+    def call(*args):
+        added = device.type not in network.SMALL_RESOLUTION_UPSAMPLING
+        network.SMALL_RESOLUTION_UPSAMPLING.add(device.type)
+        try:
+            return fn(*args)
+        finally:
+            if added:
+                network.SMALL_RESOLUTION_UPSAMPLING.discard(device.type)
+    return call
+
+
 def network_variants(arch: str, device: torch.device):
     """(label, forward function, input dtype) for one architecture; each function takes an input on the device."""
     import copy
@@ -143,7 +162,11 @@ def network_variants(arch: str, device: torch.device):
     rows = [("fp32 eager", lambda x: fp32(x), torch.float32, False),
             ("bf16 autocast, channels_last (apply today)", auto, torch.float32, True),
             ("bf16 weights, channels_last", lambda x: half[torch.bfloat16](x), torch.bfloat16, True),
-            ("fp16 weights, channels_last", lambda x: half[torch.float16](x), torch.float16, True)]
+            ("fp16 weights, channels_last", lambda x: half[torch.float16](x), torch.float16, True),
+            ("fp32 eager, small-resolution upsampling", small_resolution_upsampling(fp32, device), torch.float32,
+             False),
+            ("bf16 weights, channels_last, small-resolution upsampling",
+             small_resolution_upsampling(half[torch.bfloat16], device), torch.bfloat16, True)]
     if device.type == "cuda":
         rows += [("bf16 weights, channels_last, CUDA graph", half[torch.bfloat16], torch.bfloat16, "graph"),
                  ("fp16 weights, channels_last, CUDA graph", half[torch.float16], torch.float16, "graph")]
@@ -312,6 +335,7 @@ def train_step_part(device: torch.device, size: int, steps: int, batches, result
         plans = [("BASELINE TransformerNet fp32 + VGG16 loss", "baseline", "fp32")]
         plans += [(f"rotoscope train_step {p}, {default.name}" + (" (auto)" if p == auto else ""), "rotoscope", p)
                   for p in dict.fromkeys(("fp32", auto))]
+        plans += [(f"rotoscope train_step {auto}, {default.name}, small-resolution upsampling", "small", auto)]
         for label, kind, precision in plans:
             try:
                 torch.manual_seed(0)
@@ -320,6 +344,8 @@ def train_step_part(device: torch.device, size: int, steps: int, batches, result
                 else:
                     step = rotoscope_step_fn(load_backbone("auto", device=str(device)), art, photos, precision,
                                              device)
+                    if kind == "small":
+                        step = small_resolution_upsampling(step, device)
                 s = median_s(lambda: (step(), sync(device)), steps, warmup=3)
             except Exception as e:  # noqa: BLE001
                 rows.append({"variant": label, "batch": batch, "error": f"{type(e).__name__}: {str(e)[:160]}"})

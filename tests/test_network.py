@@ -197,3 +197,14 @@ def test_both_networks_paint_what_their_upsampled_form_paints(cfg, monkeypatch):
         monkeypatch.setattr(InstanceNorm, "forward", nn.InstanceNorm2d.forward)  # the export's norm is the library's
         upsampled = net(x)
     assert torch.allclose(ours, upsampled, atol=1e-10) and (ours - 0.5).abs().max() > 0.1
+
+
+def test_torch_compile_paints_what_eager_paints():
+    """Inductor (torch 2.13) failed on the upsamplings' replicate pad after a pixel_shuffle; compiling must work
+    and change nothing (bench_apply.py and bench_gpu.py time compiled networks)."""
+    torch.manual_seed(0)
+    net = build(TINY).eval()
+    x = torch.rand(1, 3, 20, 28)
+    with torch.no_grad():
+        compiled = torch.compile(net, dynamic=False)(x)
+        assert torch.allclose(compiled, net(x), atol=1e-5)
