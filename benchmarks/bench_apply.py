@@ -13,8 +13,8 @@ Rows (median of --runs timed calls after one warm-up call; batch of one; random 
   ... upsampled   fp32 eager with the upsamplings convolving the nearest x2 tensor, as before 2026-12-06
                   (network.upsampled_conv computes them at the small resolution; the ONNX export keeps that form)
 Columns: ms (median), x baseline (baseline ms / ms), GFLOP per frame (2 x the convolutions' multiply-adds,
-counted with forward hooks; norms, pads and activations not counted), achieved GFLOP/s. Rows marked * are
-paths `rotoscope apply` runs; the fastest of them is named under the table.
+counted on the operations run by torch's FlopCounterMode; norms, pads and activations not counted), achieved
+GFLOP/s. Rows marked * are paths `rotoscope apply` runs; the fastest of them is named under the table.
 
   python benchmarks/bench_apply.py                        # 512x512 and 1280x720, 5 runs, all cores
   python benchmarks/bench_apply.py --runs 1 --sizes 256x256 --threads 1 --skip-compile   # a quick check
