@@ -108,22 +108,18 @@ def upsampled_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     over x replicate-padded (what the reflection pad of an upsampled picture reads); pixel_shuffle interleaves
     them. Painting 720p in PyTorch took 1.2-1.8x less time on three x86 CPU classes (speed.md, "Upsampling at the
     small resolution"). The ONNX export keeps the upsampled form, which onnxruntime and OpenVINO ran as fast or
-    faster; so do GPUs and Apple's mps until the new form is measured there (SMALL_RESOLUTION_UPSAMPLING)."""
-    if x.device.type not in SMALL_RESOLUTION_UPSAMPLING or torch.onnx.is_in_onnx_export():
+    faster; so do GPUs and Apple's mps until the new form is measured there (SMALL_RESOLUTION_UPSAMPLING), and
+    torch.compile, whose Inductor (torch 2.13) fails on the new form ("vr must not be None": a replicate pad after
+    a pixel_shuffle)."""
+    if (x.device.type not in SMALL_RESOLUTION_UPSAMPLING or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling()):
         return conv(F.pad(F.interpolate(x, scale_factor=2, mode="nearest"), (1, 1, 1, 1), mode="reflect"))
     w = conv.weight
     phases = _PHASES.to(w)
     w4 = torch.einsum("ayk,oikl,bxl->oabiyx", phases, w, phases).reshape(4 * w.shape[0], *w.shape[1:])
     b = None if conv.bias is None else conv.bias.repeat_interleave(4)
-    y = F.conv2d(_replicate_pad1(x), w4, b, groups=conv.groups)
+    y = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), w4, b, groups=conv.groups)
     return F.pixel_shuffle(y, 2)
-
-
-def _replicate_pad1(x: torch.Tensor) -> torch.Tensor:
-    """F.pad(x, (1, 1, 1, 1), mode="replicate"), by concatenation: torch.compile (Inductor, torch 2.13) fails on a
-    replicate pad that follows a pixel_shuffle ("vr must not be None"); eager runs both at the same speed."""
-    x = torch.cat([x[:, :, :1], x, x[:, :, -1:]], 2)
-    return torch.cat([x[..., :1], x, x[..., -1:]], 3)
 
 
 class Upsample(nn.Module):
