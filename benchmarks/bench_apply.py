@@ -131,30 +131,39 @@ def conv_gflop(net: nn.Module, x: torch.Tensor) -> float:
 
 
 @contextlib.contextmanager
-def upsampled_tensor():
-    """Within: the networks' upsamplings convolve the nearest x2 tensor, as rotoscope did before 2026-12-06
-    (network.upsampled_conv computes the same at the small resolution), for rows that show what that gained."""
+def upsampling_at_small_resolution(device_types: set[str]):
+    """Within: network.upsampled_conv computes at the small resolution on these device types only, and convolves
+    the nearest x2 tensor elsewhere (its own fallback, the form of the ONNX export and of rotoscope before
+    2026-12-06), for rows that time one form against the other."""
     from rotoscope import network
 
-    ours = network.upsampled_conv
-
-    def upsampled(x, conv):
-        up = nn.functional.interpolate(x, scale_factor=2, mode="nearest")
-        return conv(nn.functional.pad(up, (1, 1, 1, 1), mode="reflect"))
-
-    network.upsampled_conv = upsampled
+    chosen = network.SMALL_RESOLUTION_UPSAMPLING
+    saved = set(chosen)
+    chosen.clear()
+    chosen.update(device_types)
     try:
         yield
     finally:
-        network.upsampled_conv = ours
+        chosen.clear()
+        chosen.update(saved)
+
+
+def upsampled_tensor():
+    """Within: the upsamplings convolve the nearest x2 tensor on every device, as before 2026-12-06."""
+    return upsampling_at_small_resolution(set())
+
+
+def in_form(fn, form):
+    """fn, each call run within the context manager `form()` returns."""
+    def call(*args):
+        with form():
+            return fn(*args)
+    return call
 
 
 def in_upsampled_tensor(fn):
     """fn, each call run within upsampled_tensor()."""
-    def call(*args):
-        with upsampled_tensor():
-            return fn(*args)
-    return call
+    return in_form(fn, upsampled_tensor)
 
 
 def median_ms(fn, x: torch.Tensor, runs: int, warmup: int = 1) -> float:

@@ -57,7 +57,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_apply import TransformerNet, conv_gflop, parse_sizes  # noqa: E402
+from bench_apply import (TransformerNet, conv_gflop, in_form, parse_sizes,  # noqa: E402
+                         upsampling_at_small_resolution)
 
 SHARED = ROOT.parent / "shared" / "data"
 T0 = time.perf_counter()
@@ -123,19 +124,12 @@ def graphed(fn, x: torch.Tensor, device: torch.device):
 
 
 def small_resolution_upsampling(fn, device: torch.device):
-    """fn, each call run with network.upsampled_conv computing at the small resolution on this device (CPUs do
+    """fn, each call run with network.upsampled_conv computing at the small resolution on this device too (CPUs do
     by default; GPUs keep the upsampled form until rows like these show which is faster there)."""
     from rotoscope import network
 
-    def call(*args):
-        added = device.type not in network.SMALL_RESOLUTION_UPSAMPLING
-        network.SMALL_RESOLUTION_UPSAMPLING.add(device.type)
-        try:
-            return fn(*args)
-        finally:
-            if added:
-                network.SMALL_RESOLUTION_UPSAMPLING.discard(device.type)
-    return call
+    devices = network.SMALL_RESOLUTION_UPSAMPLING | {device.type}
+    return in_form(fn, lambda: upsampling_at_small_resolution(devices))
 
 
 def network_variants(arch: str, device: torch.device):
