@@ -17,6 +17,10 @@ so data loading is not timed):
                    does not)
   ... upsampled    the same step with the upsamplings convolving the nearest x2 tensor, as rotoscope trained until
                    2026-12-06 (network.upsampled_conv computes them at the small resolution)
+  ... last layer plain   the same step with the network's last layer in its plain form (network.outer_conv
+                   computes it at half resolution in training since 2026-12-06)
+  ... one-thread sorts   the same step with the sliced terms' sorts on one thread (losses.sort_rows shares them
+                   among torch's threads since 2026-12-06)
 Both use rotoscope's VGG16 layout from backbones.py (average pooling; the examples use max pooling, which costs
 the same) with the --backbone weights: `random` needs no download, and the weights do not change the timing.
 The rows marked "default loss" run rotoscope's step on the backbone `--backbone auto` gives training here
@@ -30,6 +34,7 @@ The rows marked "default loss" run rotoscope's step on the backbone `--backbone 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -41,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench_apply import TransformerNet, in_upsampled_tensor, machine  # noqa: E402
+from bench_apply import TransformerNet, in_form, in_upsampled_tensor, machine  # noqa: E402
 
 
 def baseline_step_fn(vgg, art: torch.Tensor, photos: torch.Tensor, device=torch.device("cpu")):
@@ -126,6 +131,32 @@ def with_library_instance_norm(step):
     return patched
 
 
+@contextlib.contextmanager
+def last_layer_plain():
+    """Within: training computes FilterNet's last layer in its plain form (rotoscope before 2026-12-06)."""
+    from rotoscope import network
+
+    saved = set(network.HALF_RESOLUTION_LAST_LAYER)
+    network.HALF_RESOLUTION_LAST_LAYER.clear()
+    try:
+        yield
+    finally:
+        network.HALF_RESOLUTION_LAST_LAYER.update(saved)
+
+
+@contextlib.contextmanager
+def one_thread_sorts():
+    """Within: the sliced terms sort on one thread (rotoscope before 2026-12-06)."""
+    from rotoscope import losses
+
+    saved = losses._PARALLEL_SORT_MIN
+    losses._PARALLEL_SORT_MIN = 1 << 62
+    try:
+        yield
+    finally:
+        losses._PARALLEL_SORT_MIN = saved
+
+
 def median_s(step, steps: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         step()
@@ -176,6 +207,10 @@ def main() -> int:
                      lambda p=precision: with_library_instance_norm(rotoscope_step_fn(default, art, photos, p))))
         rows.append((f"rotoscope {precision}, default loss, upsampled",
                      lambda p=precision: in_upsampled_tensor(rotoscope_step_fn(default, art, photos, p))))
+        rows.append((f"rotoscope {precision}, default loss, last layer plain",
+                     lambda p=precision: in_form(rotoscope_step_fn(default, art, photos, p), last_layer_plain)))
+        rows.append((f"rotoscope {precision}, default loss, one-thread sorts",
+                     lambda p=precision: in_form(rotoscope_step_fn(default, art, photos, p), one_thread_sorts)))
     head = f"{'variant':<58} {'s/step':>8} {'it/s':>7} {'x base':>7}"
     print(head)
     print("-" * len(head))

@@ -2,8 +2,9 @@
 
 Shapes like those a 256 px, batch-4 training step sorts with the default sliced style term: (batch, directions,
 positions) for the output's side ("with grad": the permutation is needed for the backward pass), (directions,
-positions) for the artwork's ("values"), one pair per style layer of a VGG16, plus the colour term. Median of
---runs calls after a warm-up. With --step, also a whole default training step (bench_train.py's "rotoscope fp32"
+positions) for the artwork's ("values"), one pair per style layer of a VGG16, plus the colour term; sort_last
+on one thread (as before 2026-12-06) and with its rows shared among torch's threads (losses.sort_rows). Median
+of --runs calls after a warm-up. With --step, also a whole default training step (bench_train.py's "rotoscope fp32"
 row: 256 px, batch 4, the --backbone given) with either sort, median of --runs steps.
 
   python benchmarks/sort.py
@@ -21,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from bench_train import median_s, rotoscope_step_fn  # noqa: E402
+from bench_train import median_s, one_thread_sorts, rotoscope_step_fn  # noqa: E402
 
 from rotoscope import losses  # noqa: E402
 from rotoscope.losses import sort_last  # noqa: E402
@@ -42,20 +43,29 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     args = ap.parse_args()
     print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, torch threads {torch.get_num_threads()}")
-    print("| shape | side | torch.sort ms | sort_last ms | x faster |\n|---|---|---:|---:|---:|")
-    totals = [0.0, 0.0]
+    print("| shape | side | torch.sort ms | sort_last, 1 thread ms | sort_last ms | x faster |\n"
+          "|---|---|---:|---:|---:|---:|")
+    totals = [0.0, 0.0, 0.0]
     for name, shape in SHAPES.items():
         x = torch.randn(*shape, generator=torch.Generator().manual_seed(0)).relu()  # ReLU features: many ties
         for side in ("with grad", "values"):
             y = x.clone().requires_grad_() if side == "with grad" else x[0].clone()
             a = ms(lambda: y.sort(dim=-1).values, args.runs)
+            one = ms(lambda: one_thread(sort_last, y), args.runs)
             b = ms(lambda: sort_last(y), args.runs)
             totals[0] += a
-            totals[1] += b
-            print(f"| {name} {tuple(y.shape)} | {side} | {a:.1f} | {b:.1f} | {a / b:.1f} |")
-    print(f"| all | | {totals[0]:.1f} | {totals[1]:.1f} | {totals[0] / totals[1]:.1f} |")
+            totals[1] += one
+            totals[2] += b
+            print(f"| {name} {tuple(y.shape)} | {side} | {a:.1f} | {one:.1f} | {b:.1f} | {a / b:.1f} |")
+    print(f"| all | | {totals[0]:.1f} | {totals[1]:.1f} | {totals[2]:.1f} | {totals[0] / totals[2]:.1f} |")
     if args.step:
         step_table(args)
+
+
+def one_thread(fn, *args):
+    """fn(*args) with sort_last's sorts on one thread (as before losses.sort_rows shared them)."""
+    with one_thread_sorts():
+        return fn(*args)
 
 
 def step_table(args) -> None:
@@ -67,7 +77,9 @@ def step_table(args) -> None:
     backbone = load_backbone(args.backbone)
     mine = losses.sort_last
     rows = []
-    for name, fn in (("torch.sort", lambda x: x.sort(dim=-1).values), ("sort_last", mine)):
+    for name, fn in (("torch.sort", lambda x: x.sort(dim=-1).values), ("sort_last, 1 thread",
+                                                                      lambda x: one_thread(mine, x)),
+                     ("sort_last", mine)):
         losses.sort_last = fn
         try:
             rows.append((name, median_s(rotoscope_step_fn(backbone, art, photos, "fp32"), args.runs)))

@@ -1,5 +1,7 @@
 """Losses: each term is zero at its target, grows away from it, and is scale-free across backbones."""
 
+import multiprocessing
+
 import pytest
 import torch
 
@@ -239,3 +241,42 @@ def test_sort_last_sorts_and_carries_gradients_as_torch_sort_does():
     assert torch.equal(a.grad[distinct], b.grad[distinct])
     # another dtype or device takes torch.sort itself
     assert torch.equal(losses.sort_last(x.double()), x.double().sort(dim=-1).values)
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_sorts_shared_among_threads_give_what_one_thread_gives(two_threads, monkeypatch):
+    """sort_rows splits big sorts by rows among torch's threads: the same values, the same permutations."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(4, 33, 1000, generator=g).relu()  # ties, as ReLU features give; 33 rows split unevenly
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    shared = losses.sort_last(x), losses.sort_last(a)
+    assert losses._sort_pool is not None and losses._sort_pool[1] == 2  # the threads were used
+    monkeypatch.setattr(losses, "_PARALLEL_SORT_MIN", 1 << 62)  # everything on one thread
+    alone = losses.sort_last(x), losses.sort_last(b)
+    w = torch.randn(4, 33, 1000, generator=g)
+    (shared[1] * w).sum().backward()
+    (alone[1] * w).sum().backward()
+    assert torch.equal(shared[0], alone[0]) and torch.equal(shared[1], alone[1]) and torch.equal(a.grad, b.grad)
+    assert torch.equal(shared[0], x.sort(dim=-1).values)
+
+
+def _sorted_in_child(x):
+    assert torch.get_num_threads() == 2  # inherited (no torch work here: OpenMP's threads do not survive a fork)
+    return losses.sort_last(x).numpy(), losses._sort_pool[0]  # NumPy: torch's shared-memory pickling hung here
+
+
+def test_sorting_threads_work_in_a_forked_child(two_threads):
+    """A process forked after the sort's threads started (a Ray or multiprocessing worker) starts its own."""
+    x = torch.randn(2, 64, 1024)
+    losses.sort_last(x)  # the parent's threads
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child, child_pool = pool.apply_async(_sorted_in_child, (x,)).get(timeout=60)
+    assert torch.equal(torch.from_numpy(child), x.sort(dim=-1).values)
+    assert child_pool != losses._sort_pool[0]  # the child made its own threads

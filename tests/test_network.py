@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from rotoscope.config import NetConfig
+from rotoscope import network
 from rotoscope.network import (ARCHS, FilterNet, InstanceNorm, LiteNet, build, config_from_card, count_parameters,
-                               padded_logits, upsampled_conv)
+                               padded_logits, space_to_depth_conv, upsampled_conv)
 
 TINY = NetConfig(channels=(4, 8, 8), res_blocks=1, kernel_outer=3)
 TINY_LITE = NetConfig(arch="lite", channels=(4, 8, 8), res_blocks=1)
@@ -197,6 +198,46 @@ def test_both_networks_paint_what_their_upsampled_form_paints(cfg, monkeypatch):
         monkeypatch.setattr(InstanceNorm, "forward", nn.InstanceNorm2d.forward)  # the export's norm is the library's
         upsampled = net(x)
     assert torch.allclose(ours, upsampled, atol=1e-10) and (ours - 0.5).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 9])
+@pytest.mark.parametrize("h,w", [(2, 2), (4, 6), (10, 8)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_half_resolution_convolution_is_the_convolution(k, h, w, bias):
+    """space_to_depth_conv equals the kxk convolution over an even-sided input: values and every gradient."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 3, k, bias=bias).double()
+    x = torch.randn(2, 4, h + k - 1, w + k - 1, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(2, 3, h, w, dtype=torch.float64)
+    ours, want = space_to_depth_conv(x, conv), conv(x)
+    params = (x, conv.weight) + ((conv.bias,) if bias else ())
+    got, expected = torch.autograd.grad(ours, params, grad), torch.autograd.grad(want, params, grad)
+    assert ours.shape == want.shape and torch.allclose(ours, want, atol=1e-12)
+    for a, b in zip(got, expected):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_in_training_the_last_layer_runs_at_half_resolution_with_the_same_numbers(monkeypatch):
+    """Training's forward and backward take the half-resolution form of the last layer (the gradients run on
+    it); painting, without gradients, takes the plain one; both give the same painting and gradients."""
+    torch.manual_seed(0)
+    net = FilterNet(NetConfig(channels=(4, 8, 8), res_blocks=1, kernel_outer=9)).double().train()
+    x = torch.rand(2, 3, 21, 30, dtype=torch.float64)
+    calls = []
+    real = network.space_to_depth_conv
+    monkeypatch.setattr(network, "space_to_depth_conv", lambda *a: calls.append(1) or real(*a))
+    ours = net(x)
+    grads = torch.autograd.grad(ours.square().sum(), list(net.parameters()))
+    assert calls == [1]
+    with torch.no_grad():
+        painted = net(x)
+    assert calls == [1]  # no gradients: the plain form
+    monkeypatch.setattr(network, "space_to_depth_conv", lambda x, conv: conv(x))
+    plain = net(x)
+    expected = torch.autograd.grad(plain.square().sum(), list(net.parameters()))
+    assert torch.allclose(ours, painted, atol=1e-12) and torch.allclose(ours, plain, atol=1e-12)
+    for a, b in zip(grads, expected):
+        assert torch.allclose(a, b, atol=1e-10)
 
 
 def test_torch_compile_paints_what_eager_paints(tmp_path, monkeypatch):

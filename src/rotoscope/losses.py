@@ -16,6 +16,8 @@ backbones whose activations differ by orders of magnitude (ImageNet VGG, HED VGG
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -58,26 +60,46 @@ def color_directions(k: int = COLOR_DIRECTIONS) -> torch.Tensor:
 
 
 _INDEX_BITS = 29  # the low mantissa bits a float64 has beyond a float32's: free to carry an index
+_PARALLEL_SORT_MIN = 1 << 16  # fewer values than this sort on one thread: a thread hand-off costs more
+_sort_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, threads, pool): made again after a fork
+
+
+def sort_rows(a: np.ndarray) -> None:
+    """Sort a C-contiguous array in place along its last axis, its rows shared among torch's threads.
+
+    NumPy sorts on one thread and lets go of the GIL while it sorts, so a training step's sorts left the other
+    cores idle; rows split among threads give the same numbers (benchmarks/sort.py: "sort_last, 1 thread")."""
+    global _sort_pool
+    threads = 1 if a.size < _PARALLEL_SORT_MIN else min(torch.get_num_threads(), a.size // a.shape[-1])
+    if threads < 2:
+        a.sort(axis=-1)
+        return
+    if _sort_pool is None or _sort_pool[:2] != (os.getpid(), threads):
+        _sort_pool = (os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="rotoscope-sort"))
+    list(_sort_pool[2].map(lambda rows: rows.sort(axis=-1), np.array_split(a.reshape(-1, a.shape[-1]), threads)))
 
 
 def sort_last(x: torch.Tensor) -> torch.Tensor:
     """x sorted along its last axis, differentiably (the sliced terms sort every step, on both sides).
 
-    On a CPU NumPy's vectorised sort (x86-simd-sort, Highway on Arm), on one core, beats torch.sort on two: 1.8x
-    on the output's side, 4-8x on the artwork's (benchmarks/results/sort.md). Without a gradient the values are
-    sorted as they are; with one, each float32 is widened to float64, whose 29 spare low mantissa bits carry its
-    index: one sort of plain numbers gives the permutation (distinct float32s are 2^29 float64 steps apart, so
-    their order stands), and a gather carries the gradient back, as torch.sort's own backward does."""
+    On a CPU NumPy's vectorised sort (x86-simd-sort, Highway on Arm) beats torch.sort: 1.8x on the output's side,
+    4-8x on the artwork's (benchmarks/results/sort.md), with the rows shared among torch's threads (sort_rows).
+    Without a gradient the values are sorted as they are; with one, each float32 is widened to float64, whose 29
+    spare low mantissa bits carry its index: one sort of plain numbers gives the permutation (distinct float32s
+    are 2^29 float64 steps apart, so their order stands), and a gather carries the gradient back, as torch.sort's
+    own backward does."""
     if x.device.type != "cpu" or x.dtype != torch.float32 or x.shape[-1] > 1 << _INDEX_BITS:
         return x.sort(dim=-1).values
     if not (x.requires_grad and torch.is_grad_enabled()):
-        return torch.from_numpy(np.sort(x.detach().numpy(), axis=-1))
+        values = np.array(x.detach().numpy(), order="C")  # a copy, sorted in place
+        sort_rows(values)
+        return torch.from_numpy(values)
     n = x.shape[-1]
-    wide = x.detach().numpy().astype(np.float64)
+    wide = np.array(x.detach().numpy(), dtype=np.float64, order="C")
     bits = wide.view(np.int64)
     bits &= ~np.int64((1 << _INDEX_BITS) - 1)
     bits |= np.arange(n, dtype=np.int64)
-    wide.sort(axis=-1)
+    sort_rows(wide)
     order = torch.from_numpy(wide.view(np.int64) & ((1 << _INDEX_BITS) - 1))
     return torch.gather(x, -1, order)
 

@@ -14,6 +14,8 @@ Two architectures share the filter file format (the card's `architecture.arch` s
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -122,6 +124,53 @@ def upsampled_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     return F.pixel_shuffle(y, 2)
 
 
+@lru_cache(maxsize=8)
+def _half_resolution_taps(k: int) -> torch.Tensor:
+    """For a kxk convolution computed at half resolution: [output phase p, input parity r, half-resolution tap u]
+    -> the original tap 2u + r - p, or k (a zero) where that falls outside the kernel."""
+    m = (k + 1) // 2
+    return torch.tensor([[[2 * u + r - p if 0 <= 2 * u + r - p < k else k for u in range(m)] for r in range(2)]
+                         for p in range(2)])
+
+
+def space_to_depth_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """`conv` (odd kxk, stride 1, no groups) over x, already padded to even sides, computed at half resolution:
+    pixel_unshuffle folds each 2x2 block into channels, a (k+1)/2-tap convolution gives the four output phases,
+    pixel_shuffle interleaves them. The same numbers up to rounding.
+
+    Used in training on a CPU for the last layer (16 channels in, 3 out: too few outputs to fill the channel
+    blocks oneDNN's kernels work in; 12 at half resolution): that layer's forward and backward took 1.2-2.1x less
+    time in three CPU settings (speed.md, "The last layer at half resolution in training"). Painting keeps the
+    plain form, which was faster there."""
+    k = conv.kernel_size[0]
+    taps = _half_resolution_taps(k)
+    m = taps.shape[-1]
+    rows = taps.view(2, 1, 2, 1, m, 1).expand(2, 2, 2, 2, m, m)  # [p, q, r, s, u, v]
+    cols = taps.view(1, 2, 1, 2, 1, m).expand(2, 2, 2, 2, m, m)
+    w = F.pad(conv.weight, (0, 1, 0, 1))[:, :, rows, cols]  # [o, c, p, q, r, s, u, v]; index k reads the zero pad
+    o, c = conv.weight.shape[:2]
+    w = w.permute(0, 2, 3, 1, 4, 5, 6, 7).reshape(4 * o, 4 * c, m, m)
+    b = None if conv.bias is None else conv.bias.repeat_interleave(4)
+    return F.pixel_shuffle(F.conv2d(F.pixel_unshuffle(x, 2), w, b), 2)
+
+
+# Device types on which training computes FilterNet's last layer at half resolution: measured on CPUs only
+HALF_RESOLUTION_LAST_LAYER = {"cpu"}
+
+
+def outer_conv(x: torch.Tensor, layer: nn.Sequential) -> torch.Tensor:
+    """FilterNet's last layer (reflection pad, then the kxk convolution): at half resolution where its weights'
+    gradients are being taken on a CPU (space_to_depth_conv), in the plain form everywhere else."""
+    pad, conv = layer
+    x = pad(x)
+    if (x.device.type in HALF_RESOLUTION_LAST_LAYER and torch.is_grad_enabled() and conv.weight.requires_grad
+            and not torch.onnx.is_in_onnx_export() and not torch.compiler.is_compiling()
+            and conv.kernel_size[0] % 2 == 1 and conv.stride == (1, 1) and conv.groups == 1
+            and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0):
+        return space_to_depth_conv(x, conv)
+    return conv(x)
+
+
 class Upsample(nn.Module):
     """Nearest-neighbour x2 then a convolution: the checkerboard-free replacement for a transposed conv."""
 
@@ -160,7 +209,8 @@ class FilterNet(nn.Module):
 
     def layers(self, x: torch.Tensor) -> torch.Tensor:
         """The network on a padded input (export.py pads its own way, then calls this)."""
-        return self.decoder(self.residuals(self.encoder(x)))
+        up = self.decoder[1](self.decoder[0](self.residuals(self.encoder(x))))
+        return outer_conv(up, self.decoder[2])
 
 
 def _padded(net, x: torch.Tensor) -> torch.Tensor:
