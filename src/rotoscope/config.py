@@ -43,10 +43,12 @@ class NetConfig:
 class TrainConfig:
     """The training recipe. Loss weights act on scale-free losses (see losses.py), so they carry across backbones."""
 
-    # 500: 4.3-4.8 CPU-min in bf16 on AMX, 9.8 min on 2 AVX2 cores (2026-12-03; the step is 1.16x faster since).
-    # 600 buys nothing; the long run's Gram statistics need about 1000 (study 12, benchmarks/results/quality.md)
-    steps: int = setting(500, "training steps (weight updates)", lo=1, hi=1_000_000)
-    size: int = setting(256, "square crop size in pixels", lo=16, hi=1024)
+    # 1000 steps of crops up to 208 px since 2026-12-06 (500 of 256 px before; study 13, benchmarks/results/
+    # quality.md): The Great Wave within 10% of its long run (1500 steps of 256 px) on every score, Gram distance
+    # 0.069 against 0.067, where 500 steps were 22% from it (study 12); at 208 px as close as at 224 or 256 px,
+    # and 8.3 minutes on 2 AVX2 cores in fp32 (10.1 at 224 px)
+    steps: int = setting(1000, "training steps (weight updates)", lo=1, hi=1_000_000)
+    size: int = setting(208, "square crop size in pixels", lo=16, hi=1024)
     size_start: int = setting(128, "progressive resizing: crops grow from this size to `size` (0 = off)",
                               lo=0, hi=1024)
     size_ramp: float = setting(0.6, "...over this share of the steps, then stay at `size`", lo=0.0, hi=1.0)
