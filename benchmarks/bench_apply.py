@@ -131,13 +131,8 @@ def conv_gflop(net: nn.Module, x: torch.Tensor) -> float:
 
 
 @contextlib.contextmanager
-def upsampling_at_small_resolution(device_types: set[str]):
-    """Within: network.upsampled_conv computes at the small resolution on these device types only, and convolves
-    the nearest x2 tensor elsewhere (its own fallback, the form of the ONNX export and of rotoscope before
-    2026-12-06), for rows that time one form against the other."""
-    from rotoscope import network
-
-    chosen = network.SMALL_RESOLUTION_UPSAMPLING
+def device_types_in(chosen: set[str], device_types: set[str]):
+    """Within: one of network.py's sets of device types that take a rewritten form holds these only."""
     saved = set(chosen)
     chosen.clear()
     chosen.update(device_types)
@@ -146,6 +141,15 @@ def upsampling_at_small_resolution(device_types: set[str]):
     finally:
         chosen.clear()
         chosen.update(saved)
+
+
+def upsampling_at_small_resolution(device_types: set[str]):
+    """Within: network.upsampled_conv computes at the small resolution on these device types only, and convolves
+    the nearest x2 tensor elsewhere (its own fallback, the form of the ONNX export and of rotoscope before
+    2026-12-06), for rows that time one form against the other."""
+    from rotoscope import network
+
+    return device_types_in(network.SMALL_RESOLUTION_UPSAMPLING, device_types)
 
 
 def upsampled_tensor():

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench_apply import TransformerNet, in_form, in_upsampled_tensor, machine  # noqa: E402
+from bench_apply import TransformerNet, device_types_in, in_form, in_upsampled_tensor, machine  # noqa: E402
 
 
 def baseline_step_fn(vgg, art: torch.Tensor, photos: torch.Tensor, device=torch.device("cpu")):
@@ -131,17 +131,11 @@ def with_library_instance_norm(step):
     return patched
 
 
-@contextlib.contextmanager
 def last_layer_plain():
     """Within: training computes FilterNet's last layer in its plain form (rotoscope before 2026-12-06)."""
     from rotoscope import network
 
-    saved = set(network.HALF_RESOLUTION_LAST_LAYER)
-    network.HALF_RESOLUTION_LAST_LAYER.clear()
-    try:
-        yield
-    finally:
-        network.HALF_RESOLUTION_LAST_LAYER.update(saved)
+    return device_types_in(network.HALF_RESOLUTION_LAST_LAYER, set())
 
 
 @contextlib.contextmanager

@@ -102,6 +102,13 @@ SMALL_RESOLUTION_UPSAMPLING = {"cpu"}
 _PHASES = torch.tensor([[[1.0, 0, 0], [0, 1, 1], [0, 0, 0]], [[0.0, 0, 0], [1, 1, 0], [0, 0, 1]]])
 
 
+def _rewritten_form(x: torch.Tensor, device_types: set[str]) -> bool:
+    """Whether a layer computes its rewritten form (same numbers, another order of work) for x: on the device
+    types it was measured faster on, and never in an ONNX export or under torch.compile, which keep the plain one."""
+    return (x.device.type in device_types and not torch.onnx.is_in_onnx_export()
+            and not torch.compiler.is_compiling())
+
+
 def upsampled_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """`conv` (3x3, stride 1, any groups) over the reflection-padded nearest x2 upsampling of x, computed at x's
     resolution: the same numbers up to rounding, without building the 4x-sized upsampled tensor.
@@ -113,8 +120,7 @@ def upsampled_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     faster; so do GPUs and Apple's mps until the new form is measured there (SMALL_RESOLUTION_UPSAMPLING), and
     torch.compile, whose Inductor (torch 2.13) fails on the new form ("vr must not be None": a replicate pad after
     a pixel_shuffle)."""
-    if (x.device.type not in SMALL_RESOLUTION_UPSAMPLING or torch.onnx.is_in_onnx_export()
-            or torch.compiler.is_compiling()):
+    if not _rewritten_form(x, SMALL_RESOLUTION_UPSAMPLING):
         return conv(F.pad(F.interpolate(x, scale_factor=2, mode="nearest"), (1, 1, 1, 1), mode="reflect"))
     w = conv.weight
     phases = _PHASES.to(w)
@@ -163,8 +169,7 @@ def outer_conv(x: torch.Tensor, layer: nn.Sequential) -> torch.Tensor:
     gradients are being taken on a CPU (space_to_depth_conv), in the plain form everywhere else."""
     pad, conv = layer
     x = pad(x)
-    if (x.device.type in HALF_RESOLUTION_LAST_LAYER and torch.is_grad_enabled() and conv.weight.requires_grad
-            and not torch.onnx.is_in_onnx_export() and not torch.compiler.is_compiling()
+    if (_rewritten_form(x, HALF_RESOLUTION_LAST_LAYER) and torch.is_grad_enabled() and conv.weight.requires_grad
             and conv.kernel_size[0] % 2 == 1 and conv.stride == (1, 1) and conv.groups == 1
             and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0):
         return space_to_depth_conv(x, conv)
