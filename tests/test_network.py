@@ -1,6 +1,8 @@
 """The filter networks (full and lite): any input size comes back at exactly that size; upsampling never uses
 transposed convs; lite does a fraction of full's work."""
 
+import io
+
 import pytest
 import torch
 from torch import nn
@@ -194,10 +196,51 @@ def test_both_networks_paint_what_their_upsampled_form_paints(cfg, monkeypatch):
     x = torch.rand(2, 3, 21, 30, dtype=torch.float64)
     with torch.no_grad():
         ours = net(x)
-        monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+        monkeypatch.setattr(network, "recording_graph", lambda: True)
         monkeypatch.setattr(InstanceNorm, "forward", nn.InstanceNorm2d.forward)  # the export's norm is the library's
         upsampled = net(x)
     assert torch.allclose(ours, upsampled, atol=1e-10) and (ours - 0.5).abs().max() > 0.1
+
+
+def test_a_thread_painting_while_another_exports_paints_what_it_paints_alone():
+    """torch.onnx.export's in-export flag is process-wide: a painting beside an export keeps its own layers, bit
+    for bit (the server paints and exports in threads; a resumed video must equal a whole render)."""
+    import threading
+
+    torch.manual_seed(0)
+    net = build(TINY).eval()
+    x = torch.rand(1, 3, 24, 20)
+    with torch.no_grad():
+        alone = net(x)
+    inside, release = threading.Event(), threading.Event()
+
+    class Held(nn.Module):  # an export that waits, mid-trace, until the painting beside it is done
+        def forward(self, t):
+            inside.set()
+            release.wait(30)
+            return t + 1
+
+    exporter = threading.Thread(target=lambda: torch.onnx.export(Held(), (torch.rand(1, 3),), io.BytesIO(),
+                                                                 dynamo=False))
+    exporter.start()
+    try:
+        assert inside.wait(30) and torch.onnx.is_in_onnx_export()  # the process-wide flag is up
+        with torch.no_grad():
+            beside = net(x)
+    finally:
+        release.set()
+        exporter.join(30)
+    assert torch.equal(beside, alone)
+
+
+def test_the_export_layers_round_differently_so_the_test_above_can_fail(monkeypatch):
+    torch.manual_seed(0)
+    net = build(TINY).eval()
+    x = torch.rand(1, 3, 24, 20)
+    with torch.no_grad():
+        alone = net(x)
+        monkeypatch.setattr(network, "recording_graph", lambda: True)
+        assert not torch.equal(net(x), alone)
 
 
 @pytest.mark.parametrize("k", [1, 3, 5, 9])

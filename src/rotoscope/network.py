@@ -52,6 +52,17 @@ class _TrainingInstanceNorm(torch.autograd.Function):
         return grad_x, (grad_dot * rstd).sum((0, 2, 3)), grad_sum.sum((0, 2, 3)), None
 
 
+def recording_graph() -> bool:
+    """Whether this thread's forward pass is being recorded into a graph (an ONNX export's trace, torch.compile,
+    torch.export) rather than run: graphs keep the library's plain layers, which their engines know.
+
+    Not torch.onnx.is_in_onnx_export(): that flag is process-wide, so a thread painting while another exported
+    (the server, a test beside it) took the export's layers, other rounding in bf16: a resumed video's first
+    segment then differed from a whole render's. The TorchScript tracer our export uses keeps its state per
+    thread; Dynamo specialises is_compiling() in the frames it compiles."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
 class InstanceNorm(nn.InstanceNorm2d):
     """Instance norm, computed as a group norm with one channel per group: the same numbers, but PyTorch's CPU
     kernel for group norm works on channels_last and bf16 tensors directly, where instance_norm copies them to
@@ -63,7 +74,7 @@ class InstanceNorm(nn.InstanceNorm2d):
     it is eval-mode batch norm: the same formula, 4x faster on channels_last bf16."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.onnx.is_in_onnx_export():  # ONNX has its own InstanceNormalization
+        if recording_graph():  # ONNX has its own InstanceNormalization
             return super().forward(x)
         if self.training:
             # CUDA keeps its own kernel; running statistics and a norm without weights are the library's cases
@@ -104,9 +115,8 @@ _PHASES = torch.tensor([[[1.0, 0, 0], [0, 1, 1], [0, 0, 0]], [[0.0, 0, 0], [1, 1
 
 def _rewritten_form(x: torch.Tensor, device_types: set[str]) -> bool:
     """Whether a layer computes its rewritten form (same numbers, another order of work) for x: on the device
-    types it was measured faster on, and never in an ONNX export or under torch.compile, which keep the plain one."""
-    return (x.device.type in device_types and not torch.onnx.is_in_onnx_export()
-            and not torch.compiler.is_compiling())
+    types it was measured faster on, and never while a graph is recorded (recording_graph)."""
+    return x.device.type in device_types and not recording_graph()
 
 
 def upsampled_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
