@@ -21,6 +21,8 @@ so data loading is not timed):
                    computes it at half resolution in training since 2026-12-06)
   ... one-thread sorts   the same step with the sliced terms' sorts on one thread (losses.sort_rows shares them
                    among torch's threads since 2026-12-06)
+  ... torch.sort for bf16   the bf16 step with the sliced terms' bf16 projections sorted by torch.sort
+                   (losses.sort_last sorts them with NumPy, as float32, since 2026-12-06)
 Both use rotoscope's VGG16 layout from backbones.py (average pooling; the examples use max pooling, which costs
 the same) with the --backbone weights: `random` needs no download, and the weights do not change the timing.
 The rows marked "default loss" run rotoscope's step on the backbone `--backbone auto` gives training here
@@ -43,6 +45,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import rotoscope  # noqa: E402,F401  (first: NumPy's kernels as `rotoscope train` has them, numpy_kernels.py)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
@@ -151,6 +154,20 @@ def one_thread_sorts():
         losses._PARALLEL_SORT_MIN = saved
 
 
+@contextlib.contextmanager
+def torch_sorts_half():
+    """Within: the bf16 and fp16 projections of the sliced terms are sorted by torch.sort (rotoscope before
+    2026-12-06: losses.sort_last took NumPy's sort for float32 only)."""
+    from rotoscope import losses
+
+    saved = losses._NUMPY_SORTED
+    losses._NUMPY_SORTED = (torch.float32,)
+    try:
+        yield
+    finally:
+        losses._NUMPY_SORTED = saved
+
+
 def median_s(step, steps: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         step()
@@ -205,6 +222,9 @@ def main() -> int:
                      lambda p=precision: in_form(rotoscope_step_fn(default, art, photos, p), last_layer_plain)))
         rows.append((f"rotoscope {precision}, default loss, one-thread sorts",
                      lambda p=precision: in_form(rotoscope_step_fn(default, art, photos, p), one_thread_sorts)))
+        if precision == "bf16":
+            rows.append(("rotoscope bf16, default loss, torch.sort for bf16",
+                         lambda: in_form(rotoscope_step_fn(default, art, photos, "bf16"), torch_sorts_half)))
     head = f"{'variant':<58} {'s/step':>8} {'it/s':>7} {'x base':>7}"
     print(head)
     print("-" * len(head))

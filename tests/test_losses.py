@@ -2,6 +2,7 @@
 
 import multiprocessing
 
+import numpy as np
 import pytest
 import torch
 
@@ -241,6 +242,28 @@ def test_sort_last_sorts_and_carries_gradients_as_torch_sort_does():
     assert torch.equal(a.grad[distinct], b.grad[distinct])
     # another dtype or device takes torch.sort itself
     assert torch.equal(losses.sort_last(x.double()), x.double().sort(dim=-1).values)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_sort_last_sorts_autocasts_half_types_with_numpy_as_torch_sort_does(dtype, monkeypatch):
+    """Under bf16 autocast the sliced terms' projections come as bf16: sorted by NumPy too, in their own type."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 30, 301, generator=g).relu().to(dtype)  # ReLU zeros and 8 or 11 bits: many ties
+    x[0, 0, 0] = float("-0")
+    calls = []
+    monkeypatch.setattr(losses, "sort_rows", lambda a: calls.append(a.dtype) or a.sort(axis=-1))
+    values = losses.sort_last(x)
+    assert values.dtype == dtype and torch.equal(values, x.sort(dim=-1).values)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    mine, ref = losses.sort_last(a), b.sort(dim=-1).values
+    assert mine.dtype == dtype and torch.equal(mine, ref)
+    assert calls == [np.float32, np.float64]  # NumPy sorted both, not torch.sort
+    w = torch.randn(2, 30, 301, generator=g).to(dtype)
+    (mine * w).sum().backward()
+    (ref * w).sum().backward()
+    xf = x.float()
+    alone = (xf[..., :, None] == xf[..., None, :]).sum(-1) == 1  # values met once in their row keep their gradient
+    assert alone.sum() > 1000 and torch.equal(a.grad[alone], b.grad[alone])
 
 
 @pytest.fixture

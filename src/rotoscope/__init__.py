@@ -9,6 +9,11 @@ __version__ = "0.1.0"
 
 import os  # noqa: E402
 
+# first, before anything imports NumPy: its AVX2 kernels on an AMD Zen 4, whose AVX-512 sort runs in microcode
+from . import numpy_kernels as _numpy_kernels  # noqa: E402
+
+_numpy_kernels.choose()
+
 from PIL.Image import Image as PILImage  # noqa: E402
 
 from .config import NetConfig, TrainConfig  # noqa: E402

@@ -60,6 +60,9 @@ def color_directions(k: int = COLOR_DIRECTIONS) -> torch.Tensor:
 
 
 _INDEX_BITS = 29  # the low mantissa bits a float64 has beyond a float32's: free to carry an index
+# what sort_last sorts with NumPy: float32, and the bf16 and fp16 that autocast's projections give (exact in float32;
+# torch.sort took 143 of a 513 ms bf16 step on an AVX-512 EPYC, benchmarks/bench_train.py "torch.sort for bf16")
+_NUMPY_SORTED = (torch.float32, torch.bfloat16, torch.float16)
 _PARALLEL_SORT_MIN = 1 << 16  # fewer values than this sort on one thread: a thread hand-off costs more
 _sort_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, threads, pool): made again after a fork
 
@@ -87,15 +90,17 @@ def sort_last(x: torch.Tensor) -> torch.Tensor:
     Without a gradient the values are sorted as they are; with one, each float32 is widened to float64, whose 29
     spare low mantissa bits carry its index: one sort of plain numbers gives the permutation (distinct float32s
     are 2^29 float64 steps apart, so their order stands), and a gather carries the gradient back, as torch.sort's
-    own backward does."""
-    if x.device.type != "cpu" or x.dtype != torch.float32 or x.shape[-1] > 1 << _INDEX_BITS:
+    own backward does. bf16 and fp16 (the projections under autocast) are sorted as the float32s they are exactly,
+    and come back in their own type."""
+    if x.device.type != "cpu" or x.dtype not in _NUMPY_SORTED or x.shape[-1] > 1 << _INDEX_BITS:
         return x.sort(dim=-1).values
+    exact = x.detach().float()  # float32 itself; bf16 and fp16 widened without rounding
     if not (x.requires_grad and torch.is_grad_enabled()):
-        values = np.array(x.detach().numpy(), order="C")  # a copy, sorted in place
+        values = np.array(exact.numpy(), order="C")  # a copy, sorted in place
         sort_rows(values)
-        return torch.from_numpy(values)
+        return torch.from_numpy(values).to(x.dtype)
     n = x.shape[-1]
-    wide = np.array(x.detach().numpy(), dtype=np.float64, order="C")
+    wide = np.array(exact.numpy(), dtype=np.float64, order="C")
     bits = wide.view(np.int64)
     bits &= ~np.int64((1 << _INDEX_BITS) - 1)
     bits |= np.arange(n, dtype=np.int64)

@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from . import __version__, distributed
+from . import __version__, distributed, numpy_kernels
 from .backbones import load_backbone
 from .config import TrainConfig, describe
 from .data import PhotoSet, load_photos
@@ -448,6 +448,8 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
                                                                     **teacher_hash(teacher_card)}, write=world.main)
     run = checkpoints.resume(name, log) if resume else Run()
     log(precision.line())
+    if numpy_kernels.CHOSEN:  # what the sorts of the sliced terms run on
+        log(f"numpy kernels: {numpy_kernels.CHOSEN}")
     log(f"training filter '{name}' on {device} with backbone {backbone.name} "
         f"({count_parameters(net):,} parameters; {len(data.train)} training photos, {len(data.holdout)} held out)"
         + (f"; {world.size} processes ({world.backend}), {cfg.batch // world.size} crops each" if world.size > 1 else ""))
