@@ -34,11 +34,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-from PIL import Image, ImageDraw
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+
+import rotoscope  # noqa: E402,F401  (first: NumPy's kernels as `rotoscope train` has them, numpy_kernels.py)
+import torch  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
 
 from rotoscope import metrics  # noqa: E402
 from rotoscope.config import TrainConfig  # noqa: E402
