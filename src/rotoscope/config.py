@@ -45,8 +45,8 @@ class TrainConfig:
 
     # 1000 steps of crops up to 208 px since 2026-12-06 (500 of 256 px before; study 13, benchmarks/results/
     # quality.md): The Great Wave within 10% of its long run (1500 steps of 256 px) on every score on the mean of
-    # two seeds (Gram distance 0.069 and 0.076 against 0.067), where 500 steps were 22% from it (study 12); at 208 px
-    # as close as at 224 or 256 px (192: 0.083), and 8.3 minutes on 2 AVX2 cores in fp32 (10.1 at 224 px)
+    # three seeds (Gram distance 0.069, 0.076, 0.071 against 0.067), where 500 steps were 22% from it (study 12);
+    # at 208 px as close as at 224 or 256 px (192: 0.083), and 8.3 minutes on 2 AVX2 cores in fp32 (10.1 at 224 px)
     steps: int = setting(1000, "training steps (weight updates)", lo=1, hi=1_000_000)
     size: int = setting(208, "square crop size in pixels", lo=16, hi=1024)
     size_start: int = setting(128, "progressive resizing: crops grow from this size to `size` (0 = off)",
