@@ -95,7 +95,8 @@ def main() -> None:
         for side, value in SIDES.items():
             env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": value}
             out = subprocess.run([sys.executable, __file__, "--child", "--precision", a.precision,
-                                  "--steps", str(a.steps)], env=env, capture_output=True, text=True)
+                                  "--steps", str(a.steps)], env=env, capture_output=True, text=True,
+                                 timeout=1800)
             if out.returncode:
                 sys.exit(f"{side}: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
             got[side].append(json.loads(out.stdout.strip().splitlines()[-1]))

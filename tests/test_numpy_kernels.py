@@ -68,7 +68,7 @@ PROBE = ("import os, json, rotoscope, numpy\n"
 def probe(**env):
     base = {k: v for k, v in os.environ.items() if k != ENV}
     out = subprocess.run([sys.executable, "-c", PROBE], env={**base, **env}, capture_output=True, text=True,
-                         check=True)
+                         check=True, timeout=120)
     return json.loads(out.stdout)
 
 
