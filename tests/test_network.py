@@ -2,6 +2,7 @@
 transposed convs; lite does a fraction of full's work."""
 
 import io
+import threading
 
 import pytest
 import torch
@@ -205,8 +206,6 @@ def test_both_networks_paint_what_their_upsampled_form_paints(cfg, monkeypatch):
 def test_a_thread_painting_while_another_exports_paints_what_it_paints_alone():
     """torch.onnx.export's in-export flag is process-wide: a painting beside an export keeps its own layers, bit
     for bit (the server paints and exports in threads; a resumed video must equal a whole render)."""
-    import threading
-
     torch.manual_seed(0)
     net = build(TINY).eval()
     x = torch.rand(1, 3, 24, 20)
