@@ -238,6 +238,21 @@ def test_real_time_takes_the_lite_version_and_the_real_time_settings_unless_told
     assert st.paint_scale == 0.5 and vc.preset == "veryfast" and vc.flow_side == 160
 
 
+def encoded_pictures(monkeypatch) -> dict[int, list[np.ndarray]]:
+    """Every picture handed to the H.264 encoder from now on, by frame index (a list: one per render)."""
+    from rotoscope.video.output import _SegmentWriter
+
+    seen: dict[int, list[np.ndarray]] = {}
+    real = _SegmentWriter.write
+
+    def write(self, fr, rgb):
+        seen.setdefault(fr.index, []).append(np.array(rgb))
+        return real(self, fr, rgb)
+
+    monkeypatch.setattr(_SegmentWriter, "write", write)
+    return seen
+
+
 def test_a_render_interrupted_by_ctrl_c_resumes_from_finished_segments(filt, clip, tmp_path, monkeypatch):
     dest = tmp_path / "out.mp4"
 
@@ -245,6 +260,7 @@ def test_a_render_interrupted_by_ctrl_c_resumes_from_finished_segments(filt, cli
         if seg == 1:
             raise KeyboardInterrupt
 
+    pictures = encoded_pictures(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         video.apply_video(filt, clip, dest, ApplySettings(), SMALL, on_segment=interrupt)
     assert not dest.exists()  # never a half-written file under the final name
@@ -259,9 +275,15 @@ def test_a_render_interrupted_by_ctrl_c_resumes_from_finished_segments(filt, cli
     assert len(painted) == 24 - 16  # only the frames after the two finished segments
     assert any("resuming" in line for line in lines)
     clean = video.apply_video(filt, clip, tmp_path / "clean.mp4", ApplySettings(), SMALL)
+    # the resumed render and the whole one handed the encoder the same pictures, bit for bit: the flicker reduction
+    # went on from the last finished frame as if never stopped
+    assert sorted(pictures) == list(range(24)) and all(len(p) == 2 for p in pictures.values())
+    assert all(np.array_equal(*pictures[i]) for i in range(24))
     resumed, whole = frames_of(dest), frames_of(clean)
     assert resumed[0] == whole[0]
-    assert max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(resumed[2], whole[2])) < 1.0, \
+    # decoded, within a few levels: x264 on several threads does not encode the same pictures identically from run
+    # to run (CI, stop 44: 0.6 to 3.1 levels over one segment whose pictures were the same)
+    assert max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(resumed[2], whole[2])) < 6.0, \
         render_differences(dest, clean)
     assert audio_packets(dest) == audio_packets(clip)
 

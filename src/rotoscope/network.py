@@ -57,9 +57,9 @@ def recording_graph() -> bool:
     torch.export) rather than run: graphs keep the library's plain layers, which their engines know.
 
     Not torch.onnx.is_in_onnx_export(): that flag is process-wide, so a thread painting while another exported
-    (the server, a test beside it) took the export's layers, other rounding in bf16: a resumed video's first
-    segment then differed from a whole render's. The TorchScript tracer our export uses keeps its state per
-    thread; Dynamo specialises is_compiling() in the frames it compiles."""
+    (the server's threads; an engine calibration exports) took the export's layers, other rounding in bf16 (a
+    video painted beside a held export: 2.4-4.5 levels from one painted alone). The TorchScript tracer our export
+    uses keeps its state per thread; Dynamo specialises is_compiling() in the frames it compiles."""
     return torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
