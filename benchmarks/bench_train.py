@@ -36,11 +36,11 @@ The rows marked "default loss" run rotoscope's step on the backbone `--backbone 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -141,31 +141,19 @@ def last_layer_plain():
     return device_types_in(network.HALF_RESOLUTION_LAST_LAYER, set())
 
 
-@contextlib.contextmanager
 def one_thread_sorts():
     """Within: the sliced terms sort on one thread (rotoscope before 2026-12-06)."""
     from rotoscope import losses
 
-    saved = losses._PARALLEL_SORT_MIN
-    losses._PARALLEL_SORT_MIN = 1 << 62
-    try:
-        yield
-    finally:
-        losses._PARALLEL_SORT_MIN = saved
+    return mock.patch.object(losses, "_PARALLEL_SORT_MIN", 1 << 62)
 
 
-@contextlib.contextmanager
 def torch_sorts_half():
     """Within: the bf16 and fp16 projections of the sliced terms are sorted by torch.sort (rotoscope before
     2026-12-06: losses.sort_last took NumPy's sort for float32 only)."""
     from rotoscope import losses
 
-    saved = losses._NUMPY_SORTED
-    losses._NUMPY_SORTED = (torch.float32,)
-    try:
-        yield
-    finally:
-        losses._NUMPY_SORTED = saved
+    return mock.patch.object(losses, "_NUMPY_SORTED", (torch.float32,))
 
 
 def median_s(step, steps: int, warmup: int = 1) -> float:

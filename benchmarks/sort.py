@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from bench_apply import in_form  # noqa: E402
 from bench_train import median_s, one_thread_sorts, rotoscope_step_fn  # noqa: E402
 
 from rotoscope import losses  # noqa: E402
@@ -51,7 +52,7 @@ def main() -> None:
         for side in ("with grad", "values"):
             y = x.clone().requires_grad_() if side == "with grad" else x[0].clone()
             a = ms(lambda: y.sort(dim=-1).values, args.runs)
-            one = ms(lambda: one_thread(sort_last, y), args.runs)
+            one = ms(lambda: in_form(sort_last, one_thread_sorts)(y), args.runs)
             b = ms(lambda: sort_last(y), args.runs)
             totals[0] += a
             totals[1] += one
@@ -60,12 +61,6 @@ def main() -> None:
     print(f"| all | | {totals[0]:.1f} | {totals[1]:.1f} | {totals[2]:.1f} | {totals[0] / totals[2]:.1f} |")
     if args.step:
         step_table(args)
-
-
-def one_thread(fn, *args):
-    """fn(*args) with sort_last's sorts on one thread (as before losses.sort_rows shared them)."""
-    with one_thread_sorts():
-        return fn(*args)
 
 
 def step_table(args) -> None:
@@ -77,8 +72,8 @@ def step_table(args) -> None:
     backbone = load_backbone(args.backbone)
     mine = losses.sort_last
     rows = []
-    for name, fn in (("torch.sort", lambda x: x.sort(dim=-1).values), ("sort_last, 1 thread",
-                                                                      lambda x: one_thread(mine, x)),
+    for name, fn in (("torch.sort", lambda x: x.sort(dim=-1).values),
+                     ("sort_last, 1 thread", in_form(mine, one_thread_sorts)),
                      ("sort_last", mine)):
         losses.sort_last = fn
         try:

@@ -2,11 +2,10 @@
 
 Training sorts every step (losses.sort_last, the sliced style and colour terms) with NumPy, whose AVX-512 sort
 (x86-simd-sort) writes each partition with a compress-store to memory (vpcompressd/q), an instruction Zen 4 runs
-in microcode at over 100 cycles (numpy/x86-simd-sort issue #6). There NumPy's AVX2 sort was 3x faster, a training
-step's sorts 1.6-1.9x and the default `rotoscope train` 1.09x (benchmarks/bench_numpy_kernels.py, speed.md "Training's
-sorts"). NumPy fixes its kernels when it is first imported
-(NPY_DISABLE_CPU_FEATURES), so rotoscope/__init__.py calls choose() before anything imports NumPy. This module
-imports nothing that would.
+in microcode at over 100 cycles (numpy/x86-simd-sort issue #6). There NumPy's AVX2 sort was 3x faster, a
+training step's sorts 1.6-1.9x and the default `rotoscope train` 1.09x (benchmarks/bench_numpy_kernels.py,
+speed.md "Training's sorts"). NumPy fixes its kernels when it is first imported (NPY_DISABLE_CPU_FEATURES), so
+rotoscope/__init__.py calls choose() before anything imports NumPy. This module imports nothing that would.
 
 Left alone: a program that imported NumPy before rotoscope, an NPY_DISABLE_CPU_FEATURES already set (even empty:
 the user's choice), NumPy before 2.4 (other feature names, not tested), and other CPUs: Intel's AVX-512 sort is
