@@ -99,6 +99,13 @@ def test_a_virtual_camera_without_pyvirtualcam_is_one_line(tiny_filter, tmp_path
     assert code == 1 and len(err.strip().splitlines()) == 1 and "rotoscope[live]" in err
 
 
+def test_the_help_names_the_extra_to_install_for_a_virtual_camera(capsys, monkeypatch):
+    """Typer renders help as rich markup, where an unescaped [live] is a style tag and vanishes."""
+    monkeypatch.setenv("COLUMNS", "400")
+    code, out, _ = rotoscope("live", "--help", capsys=capsys)
+    assert code == 0 and "pip install 'rotoscope[live]'" in out, out
+
+
 def test_an_output_that_is_not_a_video_is_refused(tiny_filter, tmp_path):
     clip = make_clip(tmp_path / "cam.mp4", frames=3, audio=False)
     with pytest.raises(RotoscopeError, match="writes a video"):
@@ -131,7 +138,7 @@ def test_live_paints_with_the_lite_version_when_asked(tiny_filter, tmp_path, cap
         "error: no lite version of 'tiny' (train one: rotoscope train ART --name tiny-lite --arch lite)"]
     save_tiny("tiny-lite", "lite")
     code, _, err = rotoscope("live", "tiny", "--arch", "auto", *args, capsys=capsys)
-    assert code == 0 and "painting with tiny-lite, the lite version of tiny" in err, err
+    assert code == 0 and "painting with tiny-lite, the lite version of tiny (--arch full: the full one)" in err, err
     code, _, err = rotoscope("live", "tiny", *args, capsys=capsys)  # auto is the default
     assert code == 0 and "painting with tiny-lite" in err, err
     code, _, err = rotoscope("live", "tiny", "--arch", "full", *args, capsys=capsys)

@@ -225,7 +225,8 @@ def test_real_time_takes_the_lite_version_and_the_real_time_settings_unless_told
     code, text = run_cli("apply", "tiny", clip, "-o", tmp_path / "rt.mp4", "--real-time", "--no-progress",
                          capsys=capsys)
     assert code == 0, text
-    assert "painting with tiny-lite, the lite version of tiny" in text
+    # apply has no --arch: the line says how to keep the full filter here
+    assert "painting with tiny-lite, the lite version of tiny (without --real-time: the full one)" in text
     name, st, vc = seen[-1]
     assert name == "tiny-lite" and st.paint_scale == REAL_TIME[0]["paint_scale"] == 0.4
     assert (vc.flow_preset, vc.flow_side, vc.preset) == ("fine", 160, "superfast")

@@ -200,7 +200,8 @@ def apply(
         from .live import pick_architecture
 
         rt_paint, rt_video = REAL_TIME
-        filter, said = pick_architecture(filter, "auto")
+        # apply has no --arch: --real-time is the only thing that swaps the filter
+        filter, said = pick_architecture(filter, "auto", full_hint="without --real-time")
         if said:
             say(said)
     settings = ApplySettings(**{"size": size, "strength": strength, "preserve_colors": preserve_colors,
@@ -437,7 +438,7 @@ def live(
     window: bool = typer.Option(True, "--window/--no-window", help="Show the painting in a window (needs an "
                                 "OpenCV with a GUI)."),
     virtual_camera: bool = typer.Option(False, "--virtual-camera", help="Send the painting to a virtual camera "
-                                        "(pyvirtualcam: pip install 'rotoscope[live]')."),
+                                        "(pyvirtualcam: pip install 'rotoscope\\[live]')."),
     output: Optional[Path] = typer.Option(None, "-o", "--out", help="Also write the painting to a video file."),
     stabilize: bool = typer.Option(True, "--stabilize/--no-stabilize", help=_h(VideoConfig, "stabilize")),
     flow_preset: Optional[str] = typer.Option(None, help="Optical flow for flicker reduction: ultrafast, fine, fast "

@@ -108,9 +108,10 @@ class _VirtualCamera:
 ARCHES = ("auto", "lite", "full")
 
 
-def pick_architecture(spec: str, arch: str) -> tuple[str, str | None]:
+def pick_architecture(spec: str, arch: str, full_hint: str = "--arch full") -> tuple[str, str | None]:
     """The filter to paint live with: auto takes a registry filter's lite version (NAME-lite) when one exists,
-    lite insists on it, full keeps the name as given. Returns the spec and a line saying what was chosen."""
+    lite insists on it, full keeps the name as given. Returns the spec and a line saying what was chosen
+    (`full_hint`: how this command keeps the full filter)."""
     from .filter import lite_version
 
     if arch not in ARCHES:
@@ -123,7 +124,7 @@ def pick_architecture(spec: str, arch: str) -> tuple[str, str | None]:
             raise NotFound(f"no lite version of '{spec}' (train one: rotoscope train ART --name {spec}-lite --arch "
                            "lite)")
         return spec, None
-    said = f"painting with {lite}, the lite version of {spec} (--arch full: the full one)"
+    said = f"painting with {lite}, the lite version of {spec} ({full_hint}: the full one)"
     return lite, None if lite == spec else said
 
 
