@@ -220,3 +220,18 @@ def test_train_never_replaces_a_filter_without_overwrite(installed, bad_files, c
                              "--overwrite", "--no-progress", capsys=capsys)
     assert code == 0, err
     assert registry_path("swirls").read_bytes() != before
+
+
+def test_ctrl_c_says_interrupted_and_exits_130(installed, tmp_path, capsys, monkeypatch):
+    """typer turns Ctrl-C into an exit code it returns outside standalone mode: the command must not end with 0."""
+    from rotoscope import apply as ap
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(ap, "apply_path", interrupted)
+    code, _, err = rotoscope("apply", "swirls", make_image(tmp_path / "p.png"), "-o", tmp_path / "o.png",
+                             capsys=capsys)
+    assert code == 130 and err.strip().splitlines()[-1] == "interrupted", err
+    assert not (tmp_path / "o.png").exists()

@@ -587,7 +587,12 @@ def main() -> None:
 
     configure_threads()  # one thread per physical core: hyper-threads share a core's vector units
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        # typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns that code instead of raising
+        if code == 130:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except RotoscopeError as e:
         fail(str(e))
     except KeyboardInterrupt:
