@@ -72,6 +72,11 @@ def test_cli_export_bad_input_is_one_line(tiny_filter, tmp_path, capsys, monkeyp
     assert_one_line_error(*rotoscope("export", "tiny", "-o", blocker / "x.onnx", capsys=capsys), "cannot write")
     assert_one_line_error(*rotoscope("export", "tiny", "-o", tmp_path, capsys=capsys), "is a folder")
     assert_one_line_error(*rotoscope("export", "tiny", "--format", "tflite", capsys=capsys), "unknown export format")
+    assert_one_line_error(*rotoscope("export", "tiny", "-o", tmp_path / "x.txt", capsys=capsys), "ends in .onnx")
+    for opset in ("12", "99"):  # torch's own error here was thousands of lines of graph and a traceback
+        assert_one_line_error(*rotoscope("export", "tiny", "--opset", opset, "-o", tmp_path / "x.onnx",
+                                         capsys=capsys), f"opset {opset}: this torch exports opsets 13 to")
+    assert not list(tmp_path.glob("x.*"))
     assert not [p for p in tmp_path.rglob("*") if "partial" in p.name]
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if the optional package were not installed
     assert_one_line_error(*rotoscope("export", "tiny", "-o", tmp_path / "x.onnx", capsys=capsys),

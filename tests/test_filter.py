@@ -1,6 +1,7 @@
 """The filter file: safetensors + JSON card, a registry by name, nothing ever unpickled."""
 
 import json
+import re
 
 import numpy as np
 
@@ -392,3 +393,32 @@ def test_a_path_with_a_folder_is_a_file_never_a_registry_name(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RotoscopeError, match="no such filter file: nowhere/tiny"):
         flt.find_filter("nowhere/tiny")
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("format_version", "2", "format_version is a JSON string"),
+    ("artwork", "x", "artwork is a JSON string"),
+    ("history", [1, 2], "history is a JSON array"),
+    ("audit", "oops", "audit is a JSON string"),
+    ("name", 123, "name is a JSON number"),
+    ("name", "../../evil", "name '../../evil' is not a filter name"),
+])
+def test_a_card_field_of_another_type_is_a_corrupt_card(field, value, says):
+    """The card is the file's word: a field of the wrong JSON type fails in one line where the card is read, not
+    as a traceback wherever it is first used (show, apply, explain, mix, export and the registry listing)."""
+    net, _ = saved()
+    path = flt.save_filter(net, {**card(), field: value}, flt.registry_path("odd"))
+    with pytest.raises(RotoscopeError, match=re.escape(f"corrupt card ({says})")):
+        flt.load_filter_file(path)
+    listed = {n: c for n, _, c in flt.list_filters()}
+    assert listed["odd"] is None and listed["tiny"] is not None
+
+
+def test_weights_that_are_not_numbers_are_refused():
+    """A NaN painted every pixel black (PyTorch) or grey (OpenVINO), exit code 0."""
+    net, _ = saved()
+    with torch.no_grad():
+        next(iter(net.parameters())).view(-1)[0] = float("nan")
+    path = flt.save_filter(net, card("nan"), flt.registry_path("nan"))
+    with pytest.raises(RotoscopeError, match="not numbers"):
+        flt.load_filter_file(path)

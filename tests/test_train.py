@@ -166,6 +166,21 @@ def test_resume_needs_a_checkpoint_and_the_same_artwork(artwork, tmp_path):
         tr.train(other, "once", None, TINY.replace(steps=8), resume=True, log=quiet, progress=False)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "foreign"])
+def test_a_checkpoint_that_cannot_be_read_is_one_line_on_resume(artwork, damage):
+    tr.train(artwork, "hurt", None, TINY.replace(steps=4), log=quiet, progress=False)
+    ckpt = tr.runs_dir() / "hurt" / tr.CHECKPOINT
+    if damage == "truncated":  # a disk that filled, a copy cut short
+        ckpt.write_bytes(ckpt.read_bytes()[:3000])
+    else:  # a safetensors file, but not a checkpoint
+        from safetensors.torch import save_file
+
+        save_file({"w": torch.zeros(2)}, str(ckpt))
+    with pytest.raises(RotoscopeError) as err:
+        tr.train(artwork, "hurt", None, TINY.replace(steps=8), resume=True, log=quiet, progress=False)
+    assert "\n" not in str(err.value) and "cannot be read" in str(err.value) and "without --resume" in str(err.value)
+
+
 def test_nan_loss_stops_cleanly_with_one_line_and_a_resumable_checkpoint(artwork, monkeypatch):
     real = tr.perceptual_loss
     calls = {"n": 0}

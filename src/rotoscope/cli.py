@@ -260,7 +260,7 @@ def export(
     filter: str = typer.Argument(..., help="Filter name or .safetensors path."),
     format: str = typer.Option("onnx", "--format", "-f", help="onnx (the only format so far)."),
     output: Optional[Path] = typer.Option(None, "-o", "--out", help="Output file (default: NAME.onnx here)."),
-    opset: int = typer.Option(17, min=13, help="ONNX opset version."),
+    opset: int = typer.Option(17, help="ONNX opset version (13 to the highest this torch exports)."),
     precision: str = typer.Option("auto", help="auto or fp32: the exported weights and arithmetic are fp32, "
                                   "the runtime that loads the file chooses its own (OpenVINO takes bf16 on AMX)."),
 ):
@@ -275,6 +275,7 @@ def export(
                              "that loads it may compute in bf16 or fp16 itself")
     require("onnx")  # before the slow part: a missing package is one line, at once
     filt = load_filter(filter)
+    # the default file is named for the filter (a card's name is a checked filter name: no folders in it)
     path = export_onnx(filt, output or Path(f"{filt.name}.onnx"), opset=opset)
     say("precision: fp32 (an ONNX export is portable: fp32 weights, the runtime chooses its own arithmetic)")
     say(f"wrote {path}")

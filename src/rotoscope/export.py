@@ -29,6 +29,7 @@ from .network import FilterNet
 from .paths import atomic_path
 
 OPSET = 17
+MIN_OPSET = 13  # the lowest `rotoscope export --opset` has accepted
 _EXPORT_LOCK = threading.Lock()
 INSTALL_HINT = 'pip install -e ".[onnx]"'
 
@@ -144,6 +145,13 @@ def export_onnx(filt: Filter, path: str | os.PathLike, opset: int = OPSET) -> Pa
     path = Path(path)
     if path.is_dir():
         raise RotoscopeError(f"{path} is a folder: give a file name ending in .onnx")
+    if path.suffix.lower() != ".onnx":
+        raise RotoscopeError(f"{path}: an ONNX model's file name ends in .onnx")
+    from torch.onnx import _constants
+
+    top = getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", OPSET)  # the exporter export_onnx uses
+    if not MIN_OPSET <= opset <= top:
+        raise RotoscopeError(f"opset {opset}: this torch exports opsets {MIN_OPSET} to {top}")
     above = next((p for p in path.parents if p.exists()), None)
     if above is not None and not above.is_dir():
         raise RotoscopeError(f"cannot write {path}: {above} is not a folder")

@@ -53,6 +53,20 @@ class Filter:
         return h.hexdigest()[:16]
 
 
+# The card's top-level fields that the commands read, and the JSON types they read them as: the card is the file's
+# word, so a field of another type is a corrupt card in one line, not a traceback wherever it is first read
+CARD_FIELDS = {"format_version": int, "name": str, "created": str, "rotoscope_version": str, "weights_dtype": str,
+               "warnings": list, "stopped": (dict, type(None)),
+               **{k: dict for k in ("architecture", "artwork", "audit", "backbone", "confidence", "distributed",
+                                    "history", "init", "mix", "photos", "precision", "story", "teacher", "timings",
+                                    "training")}}
+
+
+def _json_kind(value) -> str:
+    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
 def check_name(name: str) -> str:
     if not NAME_RE.match(name):
         raise Invalid(f"invalid filter name '{name}': use letters, digits, '.', '_' and '-' (max 64)")
@@ -100,6 +114,11 @@ def read_card(path: str | os.PathLike) -> dict:
         raise Invalid(f"{path} has a corrupt card") from None
     if not isinstance(card, dict):
         raise Invalid(f"{path} has a corrupt card (a JSON {type(card).__name__}, not an object)")
+    for key, kinds in CARD_FIELDS.items():
+        if key in card and not isinstance(card[key], kinds):
+            raise Invalid(f"{path} has a corrupt card ({key} is a JSON {_json_kind(card[key])})")
+    if "name" in card and not NAME_RE.match(card["name"]):
+        raise Invalid(f"{path} has a corrupt card (name {card['name'][:70]!r} is not a filter name)")
     if card.get("format_version", 0) > FORMAT_VERSION:
         raise Invalid(f"{path} is filter format {card['format_version']}; this rotoscope reads up to "
                       f"{FORMAT_VERSION}: upgrade rotoscope")
@@ -124,6 +143,10 @@ def load_filter_file(path: str | os.PathLike) -> Filter:
         with safe_open(str(path), framework="pt") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}
         net.load_state_dict(state)
+        if not all(bool(t.isfinite().all()) for t in state.values() if t.is_floating_point()):
+            # a NaN painted every pixel black (or grey, through another engine) with exit code 0
+            raise Invalid(f"{path} holds weights that are not numbers (NaN or infinity): the run that wrote it "
+                          "went wrong; train it again")
     except (KeyError, RuntimeError, TypeError) as e:
         if cfg.arch == "lite" and set(net.state_dict()) < set(state):  # more weights than today's LiteNet has
             raise Invalid(f"{path} is an early lite filter (instance norm in its deep layers, which painted dark "

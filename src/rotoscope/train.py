@@ -320,7 +320,12 @@ class Checkpoints(Monitor):
     def resume(self, name: str, log) -> Run:
         if not self.path.exists():
             raise RotoscopeError(f"nothing to resume: no checkpoint for '{name}' in {self.path.parent}")
-        run, state = load_checkpoint(self.path, self.net, self.opt)
+        try:
+            run, state = load_checkpoint(self.path, self.net, self.opt)
+        except Exception as e:  # noqa: BLE001 - a truncated or foreign file: whatever safetensors or torch says
+            raise RotoscopeError(f"the checkpoint {self.path} cannot be read ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0][:100] if str(e) else ''}); train without --resume to start "
+                                 "afresh") from None
         if state["meta"].get("artwork_sha256") != self.meta["artwork_sha256"]:
             raise RotoscopeError(f"the checkpoint of '{name}' was trained on a different artwork; drop --resume")
         if state["meta"].get("teacher_card_hash") != self.meta.get("teacher_card_hash"):

@@ -24,6 +24,7 @@ from PIL import Image
 
 from ..card import teacher_of
 from ..config import with_unrecorded
+from ..errors import Invalid
 from ..errors import RotoscopeError
 from ..paths import atomic_path, runs_dir
 from .page import STORY_CSS, chart, document, esc, figure, items, missing, section
@@ -618,7 +619,12 @@ SECTIONS = (
 def explain(filter: str | os.PathLike, output: str | os.PathLike) -> tuple[Path, list[str]]:
     """Write the story of a filter to `output` (HTML). Returns the path and what was missing."""
     story = gather(filter)
-    body = "".join(sec(story) for sec in SECTIONS)  # first: the sections add what they miss to story.gaps
+    try:
+        body = "".join(sec(story) for sec in SECTIONS)  # first: the sections add what they miss to story.gaps
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as e:
+        # the page is drawn from the card alone (read_card checks its top-level fields): a field inside them of
+        # another shape than training writes is the file's fault, said in one line
+        raise Invalid(f"'{filter}' has a corrupt card ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
     card, name, gaps = story.card, story.name, story.gaps
     gap_html = ("<p class='missing'>This story is incomplete: " + esc("; ".join(gaps)) + ".</p>") if gaps else ""
     art = card.get("artwork", {})
