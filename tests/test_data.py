@@ -296,3 +296,18 @@ def test_a_folder_error_counts_every_unreadable_file_and_names_the_first_three(t
     with pytest.raises(RotoscopeError) as e:
         folder_photos(tmp_path, warn=lambda m: None)
     assert str(e.value) == f"no usable image in {tmp_path}"  # nothing unreadable: nothing said about it
+
+
+def test_a_flat_photo_is_skipped_with_a_warning(tmp_path):
+    """One flat colour has nothing to teach, and its crops make each instance norm divide by almost zero: one
+    such photo among six stopped training with a NaN at step 3 (the gradients grew ~300x a norm)."""
+    make_image(tmp_path / "a.png")
+    Image.new("RGB", (48, 40), (200, 10, 10)).save(tmp_path / "red.png")
+    warnings = []
+    found, skipped = folder_photos(tmp_path, warn=warnings.append)
+    assert [p.name for p in found] == ["a.png"] and skipped == ["red.png"]
+    assert warnings == ["warning: skipping red.png: one flat colour, nothing to learn from"]
+    (tmp_path / "a.png").unlink()
+    (tmp_path / "broken.png").write_bytes(b"nope")
+    with pytest.raises(RotoscopeError, match=r"no usable image.*\(1 unreadable: broken.png; 1 flat: red.png\)"):
+        folder_photos(tmp_path, warn=lambda m: None)

@@ -82,23 +82,41 @@ def sample_photos() -> list[Photo]:
     return photos
 
 
+# A photo whose luminance varies by less than this (8-bit levels, standard deviation) is one flat colour: nothing
+# to learn from, and its crops make every instance norm of the filter divide by almost zero, so the gradients grow
+# about 300x a norm and overflow (one such photo among six stopped training with a NaN at step 3)
+FLAT_STD = 1.0
+
+
+def is_flat(img: Image.Image) -> bool:
+    return float(np.asarray(img.convert("L"), dtype=np.float32).std()) < FLAT_STD
+
+
 def folder_photos(folder: str | os.PathLike, warn=print) -> tuple[list[Photo], list[str]]:
-    """Every readable image in a folder; unreadable ones are skipped with a warning and reported."""
+    """Every usable image in a folder; unreadable and flat (one-colour) ones are skipped with a warning and
+    reported."""
     folder = Path(folder)
     if not folder.is_dir():
         raise RotoscopeError(f"photos folder not found: {folder}")
-    photos, skipped, reasons = [], [], []
+    photos, reasons = [], []
+    unusable = {"unreadable": [], "flat": []}
     for path in list_images(folder):
         try:
-            photos.append(Photo(path.name, load_rgb(path)))
+            img = load_rgb(path)
         except RotoscopeError as e:
             reasons.append(f"warning: skipping {e}")
-            skipped.append(path.name)
+            unusable["unreadable"].append(path.name)
+            continue
+        if is_flat(img):
+            reasons.append(f"warning: skipping {path.name}: one flat colour, nothing to learn from")
+            unusable["flat"].append(path.name)
+            continue
+        photos.append(Photo(path.name, img))
     if not photos:  # one line: the error says what the warnings would have
-        raise RotoscopeError(f"no usable image in {folder}" + (f" ({len(skipped)} unreadable: "
-                                                              f"{', '.join(skipped[:3])}"
-                                                              f"{', ...' if len(skipped) > 3 else ''})"
-                                                              if skipped else ""))
+        said = [f"{len(names)} {why}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
+                for why, names in unusable.items() if names]
+        raise RotoscopeError(f"no usable image in {folder}" + (f" ({'; '.join(said)})" if said else ""))
+    skipped = unusable["unreadable"] + unusable["flat"]
     for line in reasons:
         warn(line)
     return photos, skipped
