@@ -113,6 +113,9 @@ def test_page_and_png_are_written_self_contained(tmp_path):
     assert "data:image/png;base64," in page and "http" not in page
     png = write_audit_page(a, tmp_path / "audit.png")
     assert Image.open(png).format == "PNG"
+    with pytest.raises(RotoscopeError, match="ends in .html \\(or .png\\)"):  # HTML inside a .jpg: a broken picture
+        write_audit_page(a, tmp_path / "audit.jpg")
+    assert not (tmp_path / "audit.jpg").exists()
 
 
 def test_cli_audit_prints_summary_and_writes_page(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 from conftest import assert_one_line_error, make_photos
 from rotoscope.config import TrainConfig
 from rotoscope.demo import draw_artwork
+from rotoscope.errors import RotoscopeError
 from rotoscope.truthful.explain import SECTIONS, explain
 from rotoscope.truthful.story import palette, palette_distance, preview_steps
 
@@ -98,6 +99,9 @@ def test_cli_explain(trained, tmp_path):
     r = subprocess.run([sys.executable, "-m", "rotoscope", "explain", "no-such-filter"], capture_output=True,
                        text=True, env=env, timeout=300)
     assert_one_line_error(r.returncode, r.stdout, r.stderr, "no-such-filter")
+    with pytest.raises(RotoscopeError, match="the page is HTML, so its file name ends in .html"):
+        explain(filt.path, tmp_path / "story.png")
+    assert not (tmp_path / "story.png").exists()
 
 
 def test_palettes_and_their_distance():

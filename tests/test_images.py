@@ -253,3 +253,17 @@ def test_jpeg_and_webp_quality_is_applied_and_gray_stays_gray(tmp_path):
         assert g.mode == "L"
     with pytest.raises(RotoscopeError, match=r"cannot write 'noext': use one of \.bmp, \.jpeg"):
         save_image(img, tmp_path / "noext")
+
+
+def test_a_size_that_would_make_a_picture_over_the_pixel_limit_is_refused(monkeypatch):
+    """--size scales small pictures up as well as down: a 96x64 photo at longer side 100000 took all the memory."""
+    from rotoscope.errors import TooLarge
+    from rotoscope.images import longer_side
+    from rotoscope.video.source import output_size
+
+    monkeypatch.setenv("ROTOSCOPE_MAX_PIXELS", "10000")
+    assert longer_side(96, 64, 120) == (120, 80)  # 9,600 pixels: allowed
+    with pytest.raises(TooLarge, match="a 96x64 picture at longer side 150 would be 150x100, over the 10,000-pixel"):
+        longer_side(96, 64, 150)
+    with pytest.raises(TooLarge, match="96x64 frames at longer side 150"):
+        output_size(96, 64, 150, even=True)

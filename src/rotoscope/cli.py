@@ -292,7 +292,9 @@ def audit(
 ):
     """Before training: what is in this photo set? Sizes, light, colour, duplicates, and how narrow it is."""
     from .truthful.audit import audit_folder, format_audit, write_audit_page
+    from .truthful.page import page_path
 
+    page_path(output, other=(".png",))  # before reading the photos
     result = audit_folder(photos)
     if as_json:
         out.print_json(json.dumps(result.summary()))

@@ -111,11 +111,21 @@ def to_image(t: torch.Tensor) -> Image.Image:
 
 
 def longer_side(w: int, h: int, size: int | None) -> tuple[int, int]:
-    """(w, h) scaled so the longer side is `size` (both ways); None keeps them."""
+    """(w, h) scaled so the longer side is `size` (both ways); None keeps them. A size that would make a picture
+    over the pixel safety limit is refused here (a 96x64 photo asked for at 100000 px took all the memory)."""
     if not size or max(w, h) == size:
         return w, h
     s = size / max(w, h)
-    return max(1, round(w * s)), max(1, round(h * s))
+    out = max(1, round(w * s)), max(1, round(h * s))
+    check_pixels(*out, f"a {w}x{h} picture at longer side {size}")
+    return out
+
+
+def check_pixels(w: int, h: int, what: str) -> None:
+    """Refuse in one line a picture of w x h over the pixel safety limit (max_pixels)."""
+    if w * h > (limit := max_pixels()):
+        raise TooLarge(f"{what} would be {w}x{h}, over the {limit:,}-pixel safety limit (set ROTOSCOPE_MAX_PIXELS "
+                       "to raise it)")
 
 
 def resize_longer(img: Image.Image, size: int | None) -> Image.Image:

@@ -405,7 +405,7 @@ def score_filter(filt, photos: list[str | os.PathLike], artwork: str | os.PathLi
     filt = filt if isinstance(filt, Filter) else load_any(str(filt))  # a name, a path or a mix spec
     if not photos:
         raise RotoscopeError("no photos to score")
-    settings = ApplySettings(size=size, precision=precision, device="cpu")
+    settings = ApplySettings(size=size, precision=precision, device="cpu").validate()
     pairs = []
     for p in photos:
         img = resize_longer(load_rgb(p), size)

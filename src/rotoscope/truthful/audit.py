@@ -17,7 +17,7 @@ from PIL import Image
 
 from ..errors import RotoscopeError
 from ..images import IMAGE_SUFFIXES, load_rgb
-from .page import AUDIT_CSS, document, esc, items, png_bytes, png_img, pyplot
+from .page import AUDIT_CSS, document, esc, items, page_path, png_bytes, png_img, pyplot
 
 STAT_SIDE = 128  # statistics are measured on a copy whose longer side is this: fast, and size-independent
 
@@ -376,7 +376,7 @@ def write_audit_page(audit: Audit, path: str | os.PathLike) -> Path:
     """A self-contained HTML page (or, for a .png path, just the histograms)."""
     from ..paths import atomic_path
 
-    path = Path(path)
+    path = page_path(path, other=(".png",))
     with atomic_path(path) as tmp:
         if path.suffix.lower() == ".png":
             tmp.write_bytes(histogram_png(audit))

@@ -27,7 +27,7 @@ from ..config import with_unrecorded
 from ..errors import Invalid
 from ..errors import RotoscopeError
 from ..paths import atomic_path, runs_dir
-from .page import STORY_CSS, chart, document, esc, figure, items, missing, section
+from .page import STORY_CSS, chart, document, esc, figure, items, missing, page_path, section
 
 BACKBONE_NOTES = {
     "vgg16": "VGG16 is an image classifier trained on ImageNet (1.2 million labelled photos, 2014). Its inner "
@@ -618,6 +618,7 @@ SECTIONS = (
 
 def explain(filter: str | os.PathLike, output: str | os.PathLike) -> tuple[Path, list[str]]:
     """Write the story of a filter to `output` (HTML). Returns the path and what was missing."""
+    out = page_path(output)  # before the work
     story = gather(filter)
     try:
         body = "".join(sec(story) for sec in SECTIONS)  # first: the sections add what they miss to story.gaps
@@ -636,7 +637,6 @@ def explain(filter: str | os.PathLike, output: str | os.PathLike) -> tuple[Path,
         f"{esc(card.get('rotoscope_version'))}.</p>{gap_html}{body}"
         f"<details><summary>The full card (JSON)</summary><pre>{esc(json.dumps(card, indent=1)[:60000])}"
         f"</pre></details>")
-    out = Path(output)
     with atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return out, gaps

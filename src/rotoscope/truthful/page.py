@@ -54,6 +54,20 @@ def section(key: str, title: str, body: str) -> str:
     return f'<section id="{key}"><h2>{title}</h2>{body}</section>'
 
 
+def page_path(path, other: tuple[str, ...] = ()):
+    """The path a page is written to, refused in one line unless it ends in .html or .htm (or one of `other`):
+    HTML written into x.png opens as a broken picture."""
+    from pathlib import Path
+
+    from ..errors import Invalid
+
+    path = Path(path)
+    if path.suffix.lower() not in (".html", ".htm", *other):
+        raise Invalid(f"{path}: the page is HTML, so its file name ends in .html"
+                      + (f" (or {' or '.join(other)})" if other else ""))
+    return path
+
+
 def document(title: str, css: str, body: str) -> str:
     """A whole page: `title` is text (escaped here), `css` the style sheet, `body` HTML."""
     return (f"<!doctype html><html lang=en><meta charset=utf-8><meta name=viewport content='width=device-width'>"
