@@ -351,7 +351,11 @@ def histogram_png(audit: Audit, width: float = 11.0) -> bytes:
     fig, axes = pyplot().subplots(2, 3, figsize=(width, width * 0.5), dpi=90)
     for ax, key in zip(axes.flat, keys):
         v = audit.column(key)
-        ax.hist(v, bins=min(20, max(5, len(v))), color="#4a6fa5", edgecolor="white")
+        lo, hi = float(np.min(v)), float(np.max(v))
+        # values (almost) all alike: NumPy cannot cut a range of a few ulps into bins ("Too many bins for data
+        # range"), so the bins span one unit around them
+        span = None if hi - lo > 1e-6 * max(1.0, abs(hi)) else (lo - 0.5, hi + 0.5)
+        ax.hist(v, bins=min(20, max(5, len(v))), range=span, color="#4a6fa5", edgecolor="white")
         ax.set_title(key.replace("_", " "), fontsize=10)
         ax.tick_params(labelsize=8)
         if key == "brightness":
