@@ -370,3 +370,23 @@ def test_packaged_effnet_weights_are_imagenet_and_recognise_a_cat():
     h = F.relu6(F.conv2d(h, raw["_conv_head.weight"] * s.view(-1, 1, 1, 1), raw["_bn1.bias"] - raw["_bn1.running_mean"] * s))
     top = int(F.linear(h.mean((2, 3)), raw["_fc.weight"], raw["_fc.bias"]).argmax())
     assert 281 <= top <= 285  # ImageNet's domestic cats (tabby, tiger cat, Persian, Siamese, Egyptian)
+
+
+def test_weights_fetch_source_caches_only_torchvisions_own_file(tmp_path, torch_home, monkeypatch):
+    """The cache name carries the published file's sha256 prefix, which every load checks: any other VGG file
+    (re-saved, or converted to safetensors) is refused at import, pointing to --backbone-weights, and nothing is
+    cached (it used to be copied under that name and fail at the next training)."""
+    import hashlib
+
+    mine = tmp_path / "my-vgg16.pth"
+    torch.save(vgg16_torchvision_state(), mine)
+    with pytest.raises(RotoscopeError, match="not torchvision's published vgg16 file.*--backbone-weights"):
+        bb.import_torchvision(mine, "vgg16")
+    assert not bb.torchvision_cache_path("vgg16").exists()
+    # the very file (its hash stands in for the published one's here) is copied into the hub cache and loads
+    digest = hashlib.sha256(mine.read_bytes()).hexdigest()
+    monkeypatch.setitem(bb.TORCHVISION_URLS, "vgg16", f"https://example.invalid/vgg16-{digest[:8]}.pth")
+    dest = bb.import_torchvision(mine, "vgg16")
+    assert dest == bb.torchvision_cache_path("vgg16") and dest.read_bytes() == mine.read_bytes()
+    assert [p.name for p in dest.parent.iterdir()] == [dest.name]  # nothing half-written beside it
+    bb.load_backbone("vgg16")

@@ -326,6 +326,26 @@ def _load_tensors_only(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def import_torchvision(source: Path, arch: str) -> Path:
+    """Copy a local copy of torchvision's published file into torch's hub cache, where fetch_torchvision puts it.
+
+    Only that very file: the cache name carries its sha256 prefix, which every later load checks, so any other
+    VGG weights (re-saved, converted to safetensors) are refused here, pointing to --backbone-weights, instead of
+    being cached under a name they fail later."""
+    source = Path(source)
+    if not source.is_file():
+        raise RotoscopeError(f"backbone weights not found: {source}")
+    expected = TORCHVISION_URLS[arch].rsplit("-", 1)[1].split(".")[0]
+    if not sha256_file(source).startswith(expected):
+        raise RotoscopeError(f"{source} is not torchvision's published {arch} file (its sha256 does not start with "
+                             f"{expected}): use other weights with `rotoscope train --backbone-weights {source}`")
+    load_torchvision_state(source, arch)  # readable, VGG-shaped
+    dest = torchvision_cache_path(arch)
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(source, tmp)
+    return dest
+
+
 def fetch_torchvision(arch: str, progress: bool = True) -> Path:
     """Download torchvision's published ImageNet weights into torch's hub cache, checksum verified."""
     dest = torchvision_cache_path(arch)

@@ -518,13 +518,7 @@ def weights_fetch(name: str = typer.Argument(..., help="vgg16, vgg19, vgg16-hed 
         say(f"{name} ready: {bb.fetch_effnet(source)}")
     elif name in bb.TORCHVISION_URLS:
         if source:
-            bb.load_torchvision_state(source, name)
-            dest = bb.torchvision_cache_path(name)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            import shutil
-
-            shutil.copyfile(source, dest)
-            say(f"{name} ready: {dest}")
+            say(f"{name} ready: {bb.import_torchvision(source, name)}")
         else:
             say(f"{name} ready: {bb.fetch_torchvision(name)}")
     elif name == "random":
