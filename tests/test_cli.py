@@ -235,3 +235,14 @@ def test_ctrl_c_says_interrupted_and_exits_130(installed, tmp_path, capsys, monk
                              capsys=capsys)
     assert code == 130 and err.strip().splitlines()[-1] == "interrupted", err
     assert not (tmp_path / "o.png").exists()
+
+
+def test_ctrl_c_in_training_keeps_a_checkpoint_and_exits_130(tmp_path, capsys, monkeypatch):
+    from conftest import interrupt_training_at
+
+    art = tmp_path / "art.png"
+    draw_artwork(96).save(art)
+    interrupt_training_at(monkeypatch, 2)
+    code, _, err = rotoscope("train", art, "--name", "cut", *TINY_ARGS, capsys=capsys)
+    assert code == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted at step 2/30; run the same command with --resume to continue"

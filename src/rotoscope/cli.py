@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import LIVE_FLOW, ApplySettings, ServerConfig, TrainConfig, VideoConfig
-from .errors import NotFound, RotoscopeError
+from .errors import Interrupted, NotFound, RotoscopeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn one piece of art into a reusable filter, and paint photos and video with it.")
@@ -590,6 +590,9 @@ def main() -> None:
             raise KeyboardInterrupt
         if isinstance(code, int) and code:
             sys.exit(code)
+    except Interrupted as e:  # the work is kept and the line says how to go on: not an error, but no success
+        say(" ".join(str(e).split()))
+        sys.exit(130)
     except RotoscopeError as e:
         fail(str(e))
     except KeyboardInterrupt:

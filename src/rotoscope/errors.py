@@ -47,10 +47,18 @@ class CannotWrite(RotoscopeError):
     kind = "cannot write"
 
 
+class Interrupted(RotoscopeError):
+    """Stopped on request (Ctrl-C, a stop from the server or a cluster) with the work kept: the message says how to
+    go on. The CLI exits 130 for it, as for any Ctrl-C."""
+
+    kind = "interrupted"
+
+
 class Unsupported(Invalid):
     """Input of a type that is not accepted at all (an upload that is not an image or not a video)."""
 
     kind = "unsupported"
 
 
-__all__ = ["RotoscopeError", "NotFound", "Refused", "Conflict", "TooLarge", "Invalid", "Unsupported", "CannotWrite"]
+__all__ = ["RotoscopeError", "NotFound", "Refused", "Conflict", "TooLarge", "Invalid", "Unsupported", "CannotWrite",
+           "Interrupted"]

@@ -34,7 +34,7 @@ from .config import TrainConfig, describe
 from .data import PhotoSet, load_photos
 from .devices import autocast, pick_device, resolve_precision
 from .distributed import SINGLE, World
-from .errors import Invalid, RotoscopeError
+from .errors import Interrupted, Invalid, RotoscopeError
 from .filter import SUFFIX, Filter, check_name, registry_path, save_filter
 from .images import load_rgb, resize_longer, to_tensor
 from .losses import LossWeights, StyleTarget, perceptual_loss, style_target
@@ -356,7 +356,7 @@ class Checkpoints(Monitor):
         """Save where the run stands (Ctrl-C or a StopRequest); the error to raise says how to continue."""
         run.seconds = time.perf_counter() - self.started
         self.save(run)
-        return RotoscopeError(f"interrupted at step {run.step}/{self.cfg.steps}; run the same command with --resume "
+        return Interrupted(f"interrupted at step {run.step}/{self.cfg.steps}; run the same command with --resume "
                               "to continue")
 
 
