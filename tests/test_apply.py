@@ -5,7 +5,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from conftest import make_clip, make_scene, rotoscope
+from conftest import make_clip, make_image, make_scene, rotoscope
 from rotoscope.apply import Note, Painted, Skipped, apply_path
 from rotoscope.config import ApplySettings, VideoConfig
 
@@ -28,6 +28,21 @@ def test_a_folder_yields_one_painted_record_per_image(tiny_filter, tmp_path):
     # run again: the finished images are not painted twice
     again = [r for r in apply_path("tiny", folder, tmp_path / "out", FAST, progress=False) if isinstance(r, Painted)]
     assert all(p.reused for p in again) and len(again) == 3
+
+
+def test_a_picture_too_large_at_the_size_asked_is_skipped_by_name_and_the_folder_goes_on(tiny_filter, tmp_path,
+                                                                                       monkeypatch):
+    """--size scales up too; the pixel limit refuses what it would make. The first picture decides the engine's
+    shape: refused there, it stopped the whole folder, where a later one was only skipped (file order mattered)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    make_image(folder / "a-square.png", size=(10, 10))  # 160x160 at --size 160: over the limit below
+    make_image(folder / "b-wide.png", size=(16, 9))
+    monkeypatch.setenv("ROTOSCOPE_MAX_PIXELS", "20000")
+    results = list(apply_path("tiny", folder, tmp_path / "out", dataclasses.replace(FAST, size=160), progress=False))
+    assert [r.source for r in results if isinstance(r, Painted)] == [str(folder / "b-wide.png")]
+    [skip] = [r for r in results if isinstance(r, Skipped)]
+    assert skip.reason.startswith("a-square.png: a 10x10 picture at longer side 160 would be 160x160")
 
 
 def test_json_for_a_folder_lists_every_output_and_measures_each_input_once(tiny_filter, tmp_path, capsys,

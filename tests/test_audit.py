@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import assert_one_line_error, make_scene
+from conftest import assert_one_line_error, make_image, make_scene
 from rotoscope.errors import RotoscopeError
 from rotoscope.truthful.audit import (audit_folder, audit_images, cct_kelvin, dhash, format_audit, hamming,
                                       histogram_png, measure, write_audit_page)
@@ -71,12 +71,14 @@ def test_odd_files_are_listed_not_fatal(tmp_path):
     d = folder(tmp_path, "odd", [0.5, 0.6])
     (d / "notes.txt").write_text("hello")
     (d / "broken.jpg").write_bytes(b"not a jpeg")
-    Image.new("RGB", (400, 60), (200, 180, 160)).save(d / "strip.png")
+    make_image(d / "strip.png", size=(400, 60))
+    Image.new("RGB", (80, 60), (200, 180, 160)).save(d / "flat.png")
     a = audit_folder(d)
     odd = dict(a.odd)
     assert "not an image" in odd["notes.txt"]
     assert "unreadable" in odd["broken.jpg"]
     assert "aspect ratio" in odd["strip.png"]
+    assert odd["flat.png"] == "one flat colour (skipped by training)"  # as training skips it
     assert a.count == 3
 
 

@@ -82,10 +82,10 @@ def test_folder_photos_skip_and_count_unreadable_files(tmp_path):
     (tmp_path / "readme.txt").write_text("not a photo, not even tried")
     warnings = []
     found, skipped = folder_photos(tmp_path, warn=warnings.append)
-    assert [p.name for p in found] == ["a.png", "b.jpg"] and skipped == ["broken.png"]
+    assert [p.name for p in found] == ["a.png", "b.jpg"] and skipped == {"broken.png": "unreadable"}
     assert len(warnings) == 1 and "broken.png" in warnings[0]
     data = load_photos(tmp_path, 32, 0.5, warn=warnings.append)
-    assert data.skipped == ["broken.png"] and len(data.train) + len(data.holdout) == 2
+    assert data.skipped == {"broken.png": "unreadable"} and len(data.train) + len(data.holdout) == 2
 
 
 def test_a_folder_with_no_usable_image_is_refused(tmp_path):
@@ -238,14 +238,14 @@ def test_a_folder_records_its_source_and_passes_warnings_on(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
     warnings = []
     data = load_photos(tmp_path, 32, 0.0, warn=warnings.append)
-    assert data.source == str(tmp_path) and data.skipped == ["broken.png"]
+    assert data.source == str(tmp_path) and data.skipped == {"broken.png": "unreadable"}
     assert len(warnings) == 1 and "broken.png" in warnings[0]
     assert data.sizes == {"a.png": (48, 40), "b.png": (48, 40)}
 
 
 def test_without_a_folder_training_uses_the_sample_photos():
     data = load_photos(None, 32, 0.25)
-    assert data.source == "scikit-image sample photos" and data.skipped == []
+    assert data.source == "scikit-image sample photos" and data.skipped == {}
     assert sorted(data.train_names + data.holdout_names) == sorted(SAMPLE_PHOTOS)
     assert set(data.holdout_names) == split_holdout(list(SAMPLE_PHOTOS), 0.25)
     for t in data.train + data.holdout:
@@ -305,8 +305,12 @@ def test_a_flat_photo_is_skipped_with_a_warning(tmp_path):
     Image.new("RGB", (48, 40), (200, 10, 10)).save(tmp_path / "red.png")
     warnings = []
     found, skipped = folder_photos(tmp_path, warn=warnings.append)
-    assert [p.name for p in found] == ["a.png"] and skipped == ["red.png"]
+    assert [p.name for p in found] == ["a.png"] and skipped == {"red.png": "one flat colour"}
     assert warnings == ["warning: skipping red.png: one flat colour, nothing to learn from"]
+    from rotoscope.truthful.audit import audit_photoset
+
+    odd = dict(audit_photoset(load_photos(tmp_path, 32, 0.0, warn=warnings.append)).odd)
+    assert odd["red.png"] == "one flat colour (skipped)"  # what the card and `explain` say of it
     (tmp_path / "a.png").unlink()
     (tmp_path / "broken.png").write_bytes(b"nope")
     with pytest.raises(RotoscopeError, match=r"no usable image.*\(1 unreadable: broken.png; 1 flat: red.png\)"):

@@ -402,6 +402,7 @@ def test_a_path_with_a_folder_is_a_file_never_a_registry_name(tmp_path, monkeypa
     ("audit", "oops", "audit is a JSON string"),
     ("name", 123, "name is a JSON number"),
     ("name", "../../evil", "name '../../evil' is not a filter name"),
+    ("name", "evil\n", "name 'evil\\n' is not a filter name"),
 ])
 def test_a_card_field_of_another_type_is_a_corrupt_card(field, value, says):
     """The card is the file's word: a field of the wrong JSON type fails in one line where the card is read, not

@@ -181,6 +181,17 @@ def test_a_checkpoint_that_cannot_be_read_is_one_line_on_resume(artwork, damage)
     assert "\n" not in str(err.value) and "cannot be read" in str(err.value) and "without --resume" in str(err.value)
 
 
+def test_resuming_with_another_network_says_so_and_another_artwork_is_said_first(artwork, tmp_path):
+    tr.train(artwork, "shape", None, TINY.replace(steps=4), log=quiet, progress=False)
+    with pytest.raises(RotoscopeError, match="holds another network \\(--arch, --channels or --res-blocks"):
+        tr.train(artwork, "shape", None, TINY.replace(steps=8, channels=(8, 16, 32)), resume=True, log=quiet,
+                 progress=False)
+    other = save_image(draw_artwork(128, seed=3), tmp_path / "other.png")
+    with pytest.raises(RotoscopeError, match="different artwork"):  # not hidden behind the network's shape
+        tr.train(other, "shape", None, TINY.replace(steps=8, channels=(8, 16, 32)), resume=True, log=quiet,
+                 progress=False)
+
+
 def test_nan_loss_stops_cleanly_with_one_line_and_a_resumable_checkpoint(artwork, monkeypatch):
     real = tr.perceptual_loss
     calls = {"n": 0}

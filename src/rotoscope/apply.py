@@ -190,7 +190,10 @@ def painted_shape(src: Path, size: int | None, is_video: bool, img=None) -> tupl
                     w, h = im.size
     except Exception:  # noqa: BLE001 - unreadable input: reported where it is opened
         w, h = 1280, 720
-    w, h = longer_side(w, h, size)
+    try:
+        w, h = longer_side(w, h, size)
+    except RotoscopeError:  # over the pixel limit at this size: refused where it is painted (a folder goes on)
+        w, h = 1280, 720
     return h, w
 
 
@@ -230,7 +233,7 @@ def apply_clips(filt: Filter, clips: list[Path], dest: Path, settings: ApplySett
         try:
             job = vid.make_job(filt, clip, target, settings, video, mask)
         except RotoscopeError as e:
-            yield Skipped(str(clip), str(e))
+            yield Skipped(str(clip), _reason(clip, e))
             continue
         done = job.finished_output()
         if done is not None:
@@ -243,7 +246,12 @@ def apply_clips(filt: Filter, clips: list[Path], dest: Path, settings: ApplySett
         except CannotWrite:
             raise  # the output's fault (a full disk): every later clip would fail the same way
         except RotoscopeError as e:
-            yield Skipped(str(clip), str(e))
+            yield Skipped(str(clip), _reason(clip, e))
+
+
+def _reason(path: Path, e: RotoscopeError) -> str:
+    """Why an input of a folder was skipped, naming it (most messages start with the path; a size refusal does not)."""
+    return str(e) if path.name in str(e) else f"{path.name}: {e}"
 
 
 def paint_into(filt: Filter, f: Path, dest: Path, settings: ApplySettings, mask=None) -> list[Result]:
@@ -260,7 +268,7 @@ def paint_into(filt: Filter, f: Path, dest: Path, settings: ApplySettings, mask=
     except CannotWrite:
         raise  # the output's fault (a full disk): every later image would fail the same way
     except RotoscopeError as e:
-        return [Skipped(str(f), str(e))]
+        return [Skipped(str(f), _reason(f, e))]
     return [*map(Note, painted.notes), painted]
 
 

@@ -34,7 +34,7 @@ class PhotoSet:
     holdout: list[torch.Tensor]
     train_names: list[str]
     holdout_names: list[str]
-    skipped: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # name -> why: "unreadable" or "one flat colour"
     source: str = ""
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # original (width, height), for the audit
 
@@ -86,15 +86,16 @@ def sample_photos() -> list[Photo]:
 # to learn from, and its crops make every instance norm of the filter divide by almost zero, so the gradients grow
 # about 300x a norm and overflow (one such photo among six stopped training with a NaN at step 3)
 FLAT_STD = 1.0
+FLAT = "one flat colour"  # why such a photo was skipped
 
 
 def is_flat(img: Image.Image) -> bool:
     return float(np.asarray(img.convert("L"), dtype=np.float32).std()) < FLAT_STD
 
 
-def folder_photos(folder: str | os.PathLike, warn=print) -> tuple[list[Photo], list[str]]:
-    """Every usable image in a folder; unreadable and flat (one-colour) ones are skipped with a warning and
-    reported."""
+def folder_photos(folder: str | os.PathLike, warn=print) -> tuple[list[Photo], dict[str, str]]:
+    """Every usable image in a folder, and the skipped ones (name -> why): unreadable and flat (one-colour)
+    images are skipped with a warning."""
     folder = Path(folder)
     if not folder.is_dir():
         raise RotoscopeError(f"photos folder not found: {folder}")
@@ -116,7 +117,7 @@ def folder_photos(folder: str | os.PathLike, warn=print) -> tuple[list[Photo], l
         said = [f"{len(names)} {why}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
                 for why, names in unusable.items() if names]
         raise RotoscopeError(f"no usable image in {folder}" + (f" ({'; '.join(said)})" if said else ""))
-    skipped = unusable["unreadable"] + unusable["flat"]
+    skipped = {name: {"flat": FLAT}.get(why, why) for why, names in unusable.items() for name in names}
     for line in reasons:
         warn(line)
     return photos, skipped
@@ -141,7 +142,7 @@ def training_scale(img: Image.Image, size: int) -> Image.Image:
     return img.resize((max(size, round(img.width * s)), max(size, round(img.height * s))), Image.LANCZOS)
 
 
-def prepare(photos: list[Photo], size: int, holdout: float, skipped: list[str] | None = None,
+def prepare(photos: list[Photo], size: int, holdout: float, skipped: dict[str, str] | None = None,
             source: str = "") -> PhotoSet:
     """Resize each photo once so its shorter side is between size and 2*size (room for scale augmentation)."""
     held = split_holdout([p.name for p in photos], holdout)
@@ -151,7 +152,7 @@ def prepare(photos: list[Photo], size: int, holdout: float, skipped: list[str] |
         t = to_tensor(training_scale(p.image, size))
         (hold if p.name in held else train).append(t)
         (hn if p.name in held else tn).append(p.name)
-    return PhotoSet(train, hold, tn, hn, skipped or [], source, sizes)
+    return PhotoSet(train, hold, tn, hn, skipped or {}, source, sizes)
 
 
 def load_photos(folder: str | os.PathLike | None, size: int, holdout: float, warn=print) -> PhotoSet:

@@ -30,7 +30,7 @@ FORMAT_VERSION = 1
 CARD_KEY = "rotoscope.card"
 SUFFIX = ".safetensors"
 SHIPPED_DIR = Path(__file__).parent / "filters"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # used with fullmatch: "^...$" also let "x" + newline by
 
 
 @dataclass
@@ -68,7 +68,7 @@ def _json_kind(value) -> str:
 
 
 def check_name(name: str) -> str:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise Invalid(f"invalid filter name '{name}': use letters, digits, '.', '_' and '-' (max 64)")
     return name
 
@@ -117,7 +117,7 @@ def read_card(path: str | os.PathLike) -> dict:
     for key, kinds in CARD_FIELDS.items():
         if key in card and not isinstance(card[key], kinds):
             raise Invalid(f"{path} has a corrupt card ({key} is a JSON {_json_kind(card[key])})")
-    if "name" in card and not NAME_RE.match(card["name"]):
+    if "name" in card and not NAME_RE.fullmatch(card["name"]):
         raise Invalid(f"{path} has a corrupt card (name {card['name'][:70]!r} is not a filter name)")
     if card.get("format_version", 0) > FORMAT_VERSION:
         raise Invalid(f"{path} is filter format {card['format_version']}; this rotoscope reads up to "

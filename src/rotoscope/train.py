@@ -320,17 +320,28 @@ class Checkpoints(Monitor):
     def resume(self, name: str, log) -> Run:
         if not self.path.exists():
             raise RotoscopeError(f"nothing to resume: no checkpoint for '{name}' in {self.path.parent}")
+        def unreadable(e: Exception) -> RotoscopeError:  # a truncated or foreign file: whatever the reader says
+            return RotoscopeError(f"the checkpoint {self.path} cannot be read ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0][:100] if str(e) else ''}); train without --resume to "
+                                  "start afresh")
+
         try:
-            run, state = load_checkpoint(self.path, self.net, self.opt)
-        except Exception as e:  # noqa: BLE001 - a truncated or foreign file: whatever safetensors or torch says
-            raise RotoscopeError(f"the checkpoint {self.path} cannot be read ({type(e).__name__}: "
-                                 f"{str(e).splitlines()[0][:100] if str(e) else ''}); train without --resume to start "
-                                 "afresh") from None
-        if state["meta"].get("artwork_sha256") != self.meta["artwork_sha256"]:
+            meta = checkpoint_state(self.path)["meta"]  # the header first: what it was trained on
+        except Exception as e:  # noqa: BLE001
+            raise unreadable(e) from None
+        if meta.get("artwork_sha256") != self.meta["artwork_sha256"]:
             raise RotoscopeError(f"the checkpoint of '{name}' was trained on a different artwork; drop --resume")
-        if state["meta"].get("teacher_card_hash") != self.meta.get("teacher_card_hash"):
+        if meta.get("teacher_card_hash") != self.meta.get("teacher_card_hash"):
             raise RotoscopeError(f"the checkpoint of '{name}' learned from another teacher (or none, or an earlier "
                                  f"version of it); drop --resume")
+        try:
+            run, state = load_checkpoint(self.path, self.net, self.opt)
+        except RuntimeError as e:  # load_state_dict: other layers or widths than this run's network
+            raise RotoscopeError(f"the checkpoint of '{name}' holds another network (--arch, --channels or "
+                                 f"--res-blocks differ: {str(e).splitlines()[0][:80]}); give the checkpoint's, or "
+                                 "drop --resume") from None
+        except Exception as e:  # noqa: BLE001
+            raise unreadable(e) from None
         if TrainConfig.from_dict(state["config"]) != self.cfg:
             log("note: settings differ from the checkpoint's; continuing with the new ones")
         log(f"resuming '{name}' at step {run.step}")

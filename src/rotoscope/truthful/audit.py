@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import RotoscopeError
+from ..data import FLAT, is_flat
 from ..images import IMAGE_SUFFIXES, load_rgb
 from .page import AUDIT_CSS, document, esc, items, page_path, png_bytes, png_img, pyplot
 
@@ -302,9 +303,14 @@ def audit_folder(folder: str | os.PathLike | None) -> Audit:
             odd.append((path.name, "not an image file (ignored by training)"))
             continue
         try:
-            images.append((path.name, load_rgb(path)))
+            img = load_rgb(path)
         except RotoscopeError as e:
             odd.append((path.name, f"unreadable ({str(e).split(': ', 1)[-1]})"))
+            continue
+        if is_flat(img):
+            odd.append((path.name, f"{FLAT} (skipped by training)"))
+            continue
+        images.append((path.name, img))
     if not images:
         raise RotoscopeError(f"no usable image in {folder}" + (f" ({len(odd)} odd files)" if odd else ""))
     return audit_images(images, str(folder), odd=odd)
@@ -400,5 +406,5 @@ def audit_photoset(data) -> Audit:
     from ..images import to_image
 
     images = [(n, to_image(t)) for n, t in zip(data.train_names + data.holdout_names, data.train + data.holdout)]
-    odd = [(n, "unreadable (skipped)") for n in data.skipped]
+    odd = [(n, f"{why} (skipped)") for n, why in data.skipped.items()]
     return audit_images(images, data.source, sizes=data.sizes, odd=odd)
