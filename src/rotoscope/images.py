@@ -110,14 +110,15 @@ def to_image(t: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
-def longer_side(w: int, h: int, size: int | None) -> tuple[int, int]:
+def longer_side(w: int, h: int, size: int | None, what: str = "a {w}x{h} picture") -> tuple[int, int]:
     """(w, h) scaled so the longer side is `size` (both ways); None keeps them. A size that would make a picture
-    over the pixel safety limit is refused here (a 96x64 photo asked for at 100000 px took all the memory)."""
+    over the pixel safety limit is refused here (a 96x64 photo asked for at 100000 px took all the memory), the
+    refusal naming the input as `what` says."""
     if not size or max(w, h) == size:
         return w, h
     s = size / max(w, h)
     out = max(1, round(w * s)), max(1, round(h * s))
-    check_pixels(*out, f"a {w}x{h} picture at longer side {size}")
+    check_pixels(*out, f"{what.format(w=w, h=h)} at longer side {size}")
     return out
 
 

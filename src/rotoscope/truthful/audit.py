@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import RotoscopeError
 from ..data import FLAT, is_flat
+from ..errors import RotoscopeError
 from ..images import IMAGE_SUFFIXES, load_rgb
 from .page import AUDIT_CSS, document, esc, items, page_path, png_bytes, png_img, pyplot
 

@@ -24,8 +24,7 @@ from PIL import Image
 
 from ..card import teacher_of
 from ..config import with_unrecorded
-from ..errors import Invalid
-from ..errors import RotoscopeError
+from ..errors import Invalid, RotoscopeError
 from ..paths import atomic_path, runs_dir
 from .page import STORY_CSS, chart, document, esc, figure, items, missing, page_path, section
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 import base64
 import html
 import io
+from pathlib import Path
 
 from PIL import Image
+
+from ..errors import Invalid
 
 # the story page (`rotoscope explain`): a long read, with .tech notes, .warn boxes and .missing gaps
 STORY_CSS = """
@@ -54,13 +57,9 @@ def section(key: str, title: str, body: str) -> str:
     return f'<section id="{key}"><h2>{title}</h2>{body}</section>'
 
 
-def page_path(path, other: tuple[str, ...] = ()):
+def page_path(path, other: tuple[str, ...] = ()) -> Path:
     """The path a page is written to, refused in one line unless it ends in .html or .htm (or one of `other`):
     HTML written into x.png opens as a broken picture."""
-    from pathlib import Path
-
-    from ..errors import Invalid
-
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm", *other):
         raise Invalid(f"{path}: the page is HTML, so its file name ends in .html"

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import RotoscopeError
-from ..images import IMAGE_SUFFIXES, check_pixels, max_pixels, open_image, split_alpha
+from ..images import IMAGE_SUFFIXES, longer_side, max_pixels, open_image, split_alpha
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts",
                   ".wmv", ".flv", ".3gp", ".ogv", ".y4m"}
@@ -141,11 +141,7 @@ def probe(path: Path) -> Source:
 
 def output_size(w: int, h: int, size: int | None, even: bool) -> tuple[int, int]:
     """Frame size after --size (longer side) and, for yuv420p, rounding down to even dimensions."""
-    if size and max(w, h) != size:
-        s = size / max(w, h)
-        w0, h0 = w, h
-        w, h = max(1, round(w * s)), max(1, round(h * s))
-        check_pixels(w, h, f"{w0}x{h0} frames at longer side {size}")
+    w, h = longer_side(w, h, size, what="{w}x{h} frames")
     if even:
         w, h = max(2, w - w % 2), max(2, h - h % 2)
     return w, h
