@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from conftest import make_image
-from rotoscope.data import (SAMPLE_PHOTOS, Photo, PhotoSet, folder_photos, load_photos, prepare, sample_photos,
+from rotoscope.data import (SAMPLE_PHOTOS, Photo, PhotoSet, crop_is_flat, folder_photos, load_photos, prepare, sample_photos,
                             split_holdout)
 from rotoscope.errors import RotoscopeError
 
@@ -315,3 +315,21 @@ def test_a_flat_photo_is_skipped_with_a_warning(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"nope")
     with pytest.raises(RotoscopeError, match=r"no usable image.*\(1 unreadable: broken.png; 1 flat: red.png\)"):
         folder_photos(tmp_path, warn=lambda m: None)
+
+
+def sky_photo(w=160, h=128, seed=0):
+    """Three quarters one clear blue above a strip of detail: not a flat photo, but most of its windows are."""
+    arr = np.zeros((h, w, 3), np.uint8)
+    arr[:] = (90, 140, 220)
+    arr[h * 3 // 4:] = np.random.default_rng(seed).integers(0, 256, (h - h * 3 // 4, w, 3))
+    return Image.fromarray(arr)
+
+
+def test_windows_of_clear_sky_are_drawn_again_so_no_training_crop_is_flat():
+    """A flat crop overflows a training step as a flat photo does; a photo that is mostly sky keeps training."""
+    data = prepare([Photo("sky.png", sky_photo())], 32, 0.0)
+    crops = [c[None] for step in range(40) for c in data.batch(step, 4, 32, seed=0)]
+    assert not any(crop_is_flat(c) for c in crops)
+    assert torch.equal(data.batch(3, 4, 32, seed=0), data.batch(3, 4, 32, seed=0))  # still a function of the step
+    # the check: luminance within FLAT_STD levels (the sky and the photos of flat_photos), not a colour's darkness
+    assert crop_is_flat(torch.full((1, 3, 8, 8), 0.5)) and not crop_is_flat(torch.rand(1, 3, 8, 8))

@@ -211,6 +211,20 @@ def test_nan_loss_stops_cleanly_with_one_line_and_a_resumable_checkpoint(artwork
     assert all(torch.isfinite(v).all() for v in ckpt.values())
 
 
+def test_a_photo_that_is_mostly_clear_sky_trains_without_overflowing(artwork, tmp_path):
+    """Its flat windows are drawn again (data.crop_is_flat): with them, training stopped with a NaN at step 2."""
+    from test_data import sky_photo
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    sky_photo(96, 80).save(photos / "sky.png")
+    net = TrainConfig().net  # the default network: the tiny one happens to survive a flat crop
+    cfg = TINY.replace(steps=8, holdout=0.0, channels=net.channels, res_blocks=net.res_blocks)
+    filt = tr.train(artwork, "sky", photos, cfg, log=quiet, progress=False)
+    assert filt.card["training"]["steps"] == 8
+    assert all(torch.isfinite(v).all() for v in filt.net.state_dict().values())
+
+
 def test_a_photos_folder_trains_and_counts_skipped_files(artwork, tmp_path):
     from conftest import make_image
 

@@ -47,10 +47,13 @@ class PhotoSet:
             h, w = img.shape[-2:]
             # random scale: a square of side s in [size, min(h, w)], resized to size (zoom augmentation)
             lo, hi = size, min(h, w)
-            s = lo + int(torch.randint(hi - lo + 1, (1,), generator=g)) if hi > lo else hi
-            y = int(torch.randint(h - s + 1, (1,), generator=g))
-            x = int(torch.randint(w - s + 1, (1,), generator=g))
-            crop = img[:, :, y:y + s, x:x + s]
+            for _ in range(FLAT_TRIES):  # a window of clear sky or backdrop is drawn again (see crop_is_flat)
+                s = lo + int(torch.randint(hi - lo + 1, (1,), generator=g)) if hi > lo else hi
+                y = int(torch.randint(h - s + 1, (1,), generator=g))
+                x = int(torch.randint(w - s + 1, (1,), generator=g))
+                crop = img[:, :, y:y + s, x:x + s]
+                if not crop_is_flat(crop):
+                    break
             if s != size:
                 crop = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
             if torch.rand(1, generator=g) < 0.5:
@@ -91,6 +94,18 @@ FLAT = "one flat colour"  # why such a photo was skipped
 
 def is_flat(img: Image.Image) -> bool:
     return float(np.asarray(img.convert("L"), dtype=np.float32).std()) < FLAT_STD
+
+
+# A photo that is mostly clear sky or studio backdrop is not flat, but many of its crops are, and one flat crop in a
+# batch overflows the step as a flat photo does (a photo three quarters one blue stopped training with a NaN at
+# step 2). Such a window is drawn again, up to this many times; a photo flat everywhere was skipped at load.
+FLAT_TRIES = 16
+LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)  # Pillow's "L" conversion
+
+
+def crop_is_flat(crop: torch.Tensor) -> bool:
+    """A (1, 3, h, w) crop (0-1) whose luminance varies by less than FLAT_STD 8-bit levels."""
+    return float((crop * LUMA).sum(1).std()) * 255 < FLAT_STD
 
 
 def folder_photos(folder: str | os.PathLike, warn=print) -> tuple[list[Photo], dict[str, str]]:
