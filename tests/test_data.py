@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from conftest import make_image
-from rotoscope.data import (SAMPLE_PHOTOS, Photo, PhotoSet, crop_is_flat, folder_photos, load_photos, prepare, sample_photos,
-                            split_holdout)
+from rotoscope.data import (SAMPLE_PHOTOS, Photo, PhotoSet, crop_is_flat, folder_photos, load_photos, prepare,
+                            sample_photos, split_holdout)
 from rotoscope.errors import RotoscopeError
 
 
