@@ -13,7 +13,7 @@ Part 2, whole videos (--clip, cut to --frames frames and scaled to each size; on
   Each render's flicker is measured too (flow.warping_error, against the same network painted frame by frame),
   and a cheaper flow (the real-time one: DIS fine at 160 px) is timed against the flicker it leaves; the last row
   is the real-time settings (config.REAL_TIME, `rotoscope apply --real-time`: paint scale 0.4, DIS fine at 160 px,
-  x264 superfast).
+  blend 0.85, x264 superfast).
   Each render also reports its stages (video/stages.py): busy milliseconds a frame of decode, flow, masks
   (reader thread), paint, steady (painter thread), upsample and encode (writer thread); the busiest thread bounds
   the fps.
@@ -163,7 +163,10 @@ def video_rows(clip: Path, sizes, frames: int, paint_scale: float, only: str = "
                 (f"lite at {ps}, flicker reduction, quick flow", lite, half, QUICK_FLOW, f"lite at {ps}, per frame"),
                 (f"lite at {rt}, per frame, {x264}", lite, rt_paint, {"stabilize": False, "preset": x264}, None),
                 (f"lite at {rt}, DIS fast at 320 px, {x264} (the real-time settings before 2026-12-05)", lite,
-                 rt_paint, {**rt_video, "flow_preset": "fast", "flow_side": 320}, f"lite at {rt}, per frame, {x264}"),
+                 rt_paint, {**rt_video, "flow_preset": "fast", "flow_side": 320, "blend": 0.8},
+                 f"lite at {rt}, per frame, {x264}"),
+                (f"lite at {rt}, quick flow, {x264}, blend 0.8 (the real-time settings before 2026-12-06)", lite,
+                 rt_paint, {**rt_video, "blend": 0.8}, f"lite at {rt}, per frame, {x264}"),
                 (f"lite at {rt}, quick flow, {x264} (real-time settings)", lite, rt_paint, rt_video,
                  f"lite at {rt}, per frame, {x264}")]
     if only:  # the rows whose label holds the text, and the per-frame rows they are compared with

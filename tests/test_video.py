@@ -229,14 +229,18 @@ def test_real_time_takes_the_lite_version_and_the_real_time_settings_unless_told
     assert "painting with tiny-lite, the lite version of tiny (without --real-time: the full one)" in text
     name, st, vc = seen[-1]
     assert name == "tiny-lite" and st.paint_scale == REAL_TIME[0]["paint_scale"] == 0.4
-    assert (vc.flow_preset, vc.flow_side, vc.preset) == ("fine", 160, "superfast")
+    assert (vc.flow_preset, vc.flow_side, vc.preset, vc.blend) == ("fine", 160, "superfast", 0.85)
     assert len(frames_of(tmp_path / "rt.mp4")[2]) == 24
     # what the command line names still wins
     code, text = run_cli("apply", "tiny", clip, "-o", tmp_path / "rt2.mp4", "--real-time", "--paint-scale", "0.5",
                          "--set", "preset=veryfast", "--no-progress", capsys=capsys)
     assert code == 0, text
     _, st, vc = seen[-1]
-    assert st.paint_scale == 0.5 and vc.preset == "veryfast" and vc.flow_side == 160
+    assert st.paint_scale == 0.5 and vc.preset == "veryfast" and vc.flow_side == 160 and vc.blend == 0.85
+    code, text = run_cli("apply", "tiny", clip, "-o", tmp_path / "rt3.mp4", "--real-time", "--set", "blend=0.8",
+                         "--no-progress", capsys=capsys)
+    assert code == 0, text
+    assert seen[-1][2].blend == 0.8
 
 
 def encoded_pictures(monkeypatch) -> dict[int, list[np.ndarray]]:
