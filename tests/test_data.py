@@ -6,9 +6,10 @@ import torch
 from PIL import Image
 
 from conftest import make_image
-from rotoscope.data import (SAMPLE_PHOTOS, Photo, PhotoSet, crop_is_flat, folder_photos, load_photos, prepare,
-                            sample_photos, split_holdout)
+from rotoscope.data import (SAMPLE_PHOTOS, Photo, PhotoSet, crop_is_flat, folder_photos, is_flat, load_photos,
+                            prepare, sample_photos, split_holdout)
 from rotoscope.errors import RotoscopeError
+from rotoscope.images import to_tensor
 
 
 def photos(n, size=(80, 60)):
@@ -317,11 +318,12 @@ def test_a_flat_photo_is_skipped_with_a_warning(tmp_path):
         folder_photos(tmp_path, warn=lambda m: None)
 
 
-def sky_photo(w=160, h=128, seed=0):
-    """Three quarters one clear blue above a strip of detail: not a flat photo, but most of its windows are."""
+def sky_photo(w=160, h=128, seed=0, detail=0.25):
+    """Clear blue above a strip of detail (a quarter of the height): not a flat photo, but many of its windows are."""
     arr = np.zeros((h, w, 3), np.uint8)
     arr[:] = (90, 140, 220)
-    arr[h * 3 // 4:] = np.random.default_rng(seed).integers(0, 256, (h - h * 3 // 4, w, 3))
+    top = h - max(1, round(h * detail))
+    arr[top:] = np.random.default_rng(seed).integers(0, 256, (h - top, w, 3))
     return Image.fromarray(arr)
 
 
@@ -330,6 +332,31 @@ def test_windows_of_clear_sky_are_drawn_again_so_no_training_crop_is_flat():
     data = prepare([Photo("sky.png", sky_photo())], 32, 0.0)
     crops = [c[None] for step in range(40) for c in data.batch(step, 4, 32, seed=0)]
     assert not any(crop_is_flat(c) for c in crops)
-    assert torch.equal(data.batch(3, 4, 32, seed=0), data.batch(3, 4, 32, seed=0))  # still a function of the step
-    # the check: luminance within FLAT_STD levels (the sky and the photos of flat_photos), not a colour's darkness
-    assert crop_is_flat(torch.full((1, 3, 8, 8), 0.5)) and not crop_is_flat(torch.rand(1, 3, 8, 8))
+    again = prepare([Photo("sky.png", sky_photo())], 32, 0.0)
+    assert torch.equal(data.batch(3, 4, 32, seed=0), again.batch(3, 4, 32, seed=0))  # still a function of the step
+
+
+def test_a_thin_strip_of_detail_under_a_sky_gives_the_largest_window_when_every_draw_is_flat():
+    data = prepare([Photo("strip.png", sky_photo(160, 128, detail=0.03))], 32, 0.0)
+    crops = [c[None] for step in range(30) for c in data.batch(step, 4, 32, seed=0)]
+    assert not any(crop_is_flat(c) for c in crops)
+
+
+def test_photos_without_flat_windows_get_the_crops_they_always_got(monkeypatch):
+    """Redrawing costs no random draw unless a window is flat: other photo sets (and their resumed runs) see the
+    same crops as before the redraw existed."""
+    import rotoscope.data as data_mod
+
+    data = prepare(photos(3), 32, 0.0)
+    before = [data.batch(step, 4, 32, seed=5) for step in range(5)]
+    monkeypatch.setattr(data_mod, "FLAT_TRIES", 1)
+    assert all(torch.equal(b, data.batch(step, 4, 32, seed=5)) for step, b in enumerate(before))
+
+
+def test_a_crop_is_flat_as_a_photo_is_by_its_luminance_not_its_darkness():
+    rng = np.random.default_rng(0)
+    base = np.full((40, 48, 3), 30.0)
+    for spread_levels, flat in ((0.0, True), (0.5, True), (2.0, False), (40.0, False)):
+        arr = np.clip(base + rng.normal(0, spread_levels, (40, 48, 1)), 0, 255).round().astype(np.uint8)
+        img = Image.fromarray(arr)
+        assert crop_is_flat(to_tensor(img)) == is_flat(img) == flat, spread_levels

@@ -300,10 +300,12 @@ class VideoConfig:
 # frames of 160 px: 0.49x the per-frame flicker over 192 frames of basketball, where "fast" at 320 px left 0.65x,
 # 3-16% faster end to end (benchmarks/results/speed.md, 2026-12-05). Blend 0.85: with the great-wave-lite retrained
 # on 2026-12-06 the default 0.8 left 0.504x there, at the goal's line; 0.85 leaves 0.481x (0.443x baseball, 0.314x
-# flower) for 0.2-0.3 more levels of stale paint where the flow says disoccluded (speed.md, "A firmer blend")
+# flower) for 0.2-0.3 more levels of stale paint where the flow says a pixel was disoccluded, and 0.4 levels further
+# from the per-frame painting elsewhere (speed.md, "A firmer blend")
 REAL_TIME = ({"paint_scale": 0.4}, {"flow_preset": "fine", "flow_side": 160, "preset": "superfast", "blend": 0.85})
 # `rotoscope live` steadies with the real-time flow: it paints whole frames and encodes nothing, so only the flow
-# carries over. DIS ultrafast at 640 px (its flow until 2026-12-05) left more flicker in more time (video.md)
+# carries over (live keeps blend 0.8). DIS ultrafast at 640 px (its flow until 2026-12-05) left more flicker in more
+# time (video.md)
 LIVE_FLOW = {k: REAL_TIME[1][k] for k in ("flow_preset", "flow_side")}
 
 

@@ -51,11 +51,14 @@ class PhotoSet:
                 s = lo + int(torch.randint(hi - lo + 1, (1,), generator=g)) if hi > lo else hi
                 y = int(torch.randint(h - s + 1, (1,), generator=g))
                 x = int(torch.randint(w - s + 1, (1,), generator=g))
-                crop = img[:, :, y:y + s, x:x + s]
+                crop = window(img, y, x, s, size)
                 if not crop_is_flat(crop):
                     break
-            if s != size:
-                crop = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            else:  # every try flat (a thin strip of detail): the largest window with the most detail
+                s = hi
+                y, x = max(((y, x) for y in spread(h - s) for x in spread(w - s)),
+                           key=lambda yx: luma_std(img[:, :, yx[0]:yx[0] + s, yx[1]:yx[1] + s]))
+                crop = window(img, y, x, s, size)
             if torch.rand(1, generator=g) < 0.5:
                 crop = crop.flip(-1)
             crops.append(crop)
@@ -98,14 +101,33 @@ def is_flat(img: Image.Image) -> bool:
 
 # A photo that is mostly clear sky or studio backdrop is not flat, but many of its crops are, and one flat crop in a
 # batch overflows the step as a flat photo does (a photo three quarters one blue stopped training with a NaN at
-# step 2). Such a window is drawn again, up to this many times; a photo flat everywhere was skipped at load.
+# step 2). Such a window is drawn again, up to this many times, then the largest window with the most detail is
+# taken (a thin strip of detail under a sky); a photo flat everywhere was skipped at load.
 FLAT_TRIES = 16
 LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)  # Pillow's "L" conversion
 
 
+def luma_std(crop: torch.Tensor) -> float:
+    """The standard deviation of a (1, 3, h, w) crop's (0-1) luminance, in 8-bit levels."""
+    return float((crop * LUMA).sum(1).std()) * 255
+
+
 def crop_is_flat(crop: torch.Tensor) -> bool:
-    """A (1, 3, h, w) crop (0-1) whose luminance varies by less than FLAT_STD 8-bit levels."""
-    return float((crop * LUMA).sum(1).std()) * 255 < FLAT_STD
+    """A crop as the network gets it (resized: the zoom-out averages grain away) that is one flat colour."""
+    return luma_std(crop) < FLAT_STD
+
+
+def window(img: torch.Tensor, y: int, x: int, s: int, size: int) -> torch.Tensor:
+    """The s x s window of img at (y, x), resized to size x size."""
+    crop = img[:, :, y:y + s, x:x + s]
+    if s != size:
+        crop = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return crop
+
+
+def spread(room: int, n: int = 9) -> list[int]:
+    """Up to n offsets from 0 to room, evenly spaced."""
+    return sorted({round(i * room / (n - 1)) for i in range(n)})
 
 
 def folder_photos(folder: str | os.PathLike, warn=print) -> tuple[list[Photo], dict[str, str]]:
