@@ -171,8 +171,8 @@ def apply(
     preview: Optional[int] = typer.Option(None, min=1, help="Video: write a contact sheet of N painted frames."),
     real_time: bool = typer.Option(False, "--real-time", help="Video: paint with the filter's lite version (NAME-lite) "
                                    "when it ships one, at paint scale 0.4, DIS fine flow at 160 px, blend 0.85, x264 "
-                                   "superfast: "
-                                   "about 25 fps at 1280x720 on 2 CPU cores, softer; options and --set win."),
+                                   "superfast: about 25 fps at 1280x720 on 2 CPU cores, softer; options and --set "
+                                   "win."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP + " Picture, video and cluster "
                                              "settings."),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="Paint a video or a folder on a Ray cluster: "

@@ -70,8 +70,7 @@ class PhotoSet:
         for img in self.holdout:
             h, w = img.shape[-2:]
             s = min(h, w)
-            crop = img[:, :, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-            out.append(F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True))
+            out.append(window(img, (h - s) // 2, (w - s) // 2, s, size))
         return torch.cat(out)
 
 
