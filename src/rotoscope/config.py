@@ -73,8 +73,10 @@ class TrainConfig:
     # 10% of SSIM against Gram; 7 kept the photo as Gram did (SSIM -1%, edges +4%; study 3b). With the content
     # compared at 1/8 resolution (backbones.EFFNET_CONTENT), 5 kept as much of the photo as 5 at 1/4 had, with
     # more of the artwork's texture (study 8)
-    content_weight: float = setting(5.0, "weight of the content term: how much of the photo's shapes survive",
-                                    lo=0.0, hi=1e6)
+    # 3 brought back the marks of four painterly artworks whose filters at 5 looked like tinted photos (Gram
+    # 12-31% nearer, SSIM 10-13% lower; quality.md "What a lower content weight says"): their shipped filters use 3
+    content_weight: float = setting(5.0, "weight of the content term: how much of the photo's shapes survive "
+                                    "(try 3 where a filter looks like a tinted photo)", lo=0.0, hi=1e6)
     content_layer: str = setting("", "the loss network's layer where the content term compares painting and photo "
                                  "(empty: the backbone's own; deeper: broader shapes kept, freer strokes)",
                                  pattern=r"[a-z0-9_]{0,32}")
