@@ -57,7 +57,7 @@ class PhotoSet:
             else:  # every try flat (a thin strip of detail): the largest window with the most detail
                 s = hi
                 y, x = max(((y, x) for y in spread(h - s) for x in spread(w - s)),
-                           key=lambda yx: luma_std(img[:, :, yx[0]:yx[0] + s, yx[1]:yx[1] + s]))
+                           key=lambda yx: luma_std(window(img, *yx, s, s)))  # ranked before the resize
                 crop = window(img, y, x, s, size)
             if torch.rand(1, generator=g) < 0.5:
                 crop = crop.flip(-1)
