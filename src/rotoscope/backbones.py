@@ -11,7 +11,7 @@ Registry (a plain dict, `BACKBONES`):
                 tensors only and cached as safetensors. A training step costs 0.37x of vgg16-hed's in bf16 on
                 AMX and 0.6x in fp32 on AVX2 (256 px, batch 4; the filter network's own share stays).
   efficientnet-lite0-swag
-                the same network, its features passed through a softmax over channels before the Gram matrices
+                the same network, its features passed through a softmax over channels before the style term
                 (Wang, Li and Vasconcelos, CVPR 2021: non-VGG activations are peaky and their Grams fragile).
   random        random He-initialised VGG16 with a fixed seed: gives palette and grain, not strokes.
 
@@ -93,7 +93,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         "at equal weights."),
     "efficientnet-lite0-swag": BackboneSpec(
         "efficientnet-lite0-swag", "efficientnet-lite0", EFFNET_STYLE, EFFNET_CONTENT,
-        "EfficientNet-Lite0 (ImageNet) with a softmax over channels before the Gram matrices (SWAG, Wang et al. "
+        "EfficientNet-Lite0 (ImageNet) with a softmax over channels before the style term (SWAG, Wang et al. "
         "2021), which tames its peaky activations.", softmax=True),
     "random": BackboneSpec("random", "vgg16", JOHNSON_STYLE, ("relu3_3",),
                            "VGG16 with random weights (He init, fixed seed). Needs nothing, but gives the palette "
