@@ -200,9 +200,9 @@ class StyleTarget:
 
 
 def style_features(f: torch.Tensor, temperature: float | None) -> torch.Tensor:
-    """A style layer's features as the style term (Gram or sliced) sees them: as they are, or (SWAG, Wang et al. 2021) a softmax
-    over channels at each position, at a temperature fixed from the artwork (the layer's std there), which spreads
-    the few huge activations of a non-VGG network over the channels."""
+    """A style layer's features as the style term (Gram or sliced) sees them: as they are, or (SWAG, Wang et al.
+    2021) a softmax over channels at each position, at a temperature fixed from the artwork (the layer's std there),
+    which spreads the few huge activations of a non-VGG network over the channels."""
     return f if temperature is None else torch.softmax(f.float() / temperature, dim=1)
 
 
