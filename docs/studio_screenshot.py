@@ -111,6 +111,17 @@ def main(argv: list[str] | None = None) -> None:
         except Exception:
             names = page.eval_on_selector_all(".card", "cs => cs.map(c => c.dataset.name)")
             sys.exit(f"no filter '{args.filter}' in the studio's gallery (it has: {', '.join(names) or 'none'})")
+        # the cards' previews first (28 filters' worth of painting on a fresh server), then the photo, then the
+        # training job: the time the page shows for the paint is then the paint's, not theirs
+        page.wait_for_function("[...document.querySelectorAll('.card img')].every((i) => i.naturalWidth > 0)",
+                               timeout=wait_ms)
+        # paint the photo with the filter, as a person would: pick the card, set the controls, choose the file
+        card.click()
+        page.locator("#strength").fill(str(args.strength))
+        page.fill("#apply-size", str(args.size))
+        page.set_input_files("#apply-file", args.photo)
+        log(f"painting {args.photo} with '{args.filter}'")
+        page.wait_for_function("document.querySelector('#apply-result').naturalWidth > 0", timeout=wait_ms)
         following = False
         if args.train:
             start_training(page, url, args.train, args)
@@ -121,13 +132,6 @@ def main(argv: list[str] | None = None) -> None:
             if row.count():
                 row.first.locator("button", has_text="follow").click()
                 following = True
-        # paint the photo with the filter, as a person would: pick the card, set the controls, choose the file
-        card.click()
-        page.locator("#strength").fill(str(args.strength))
-        page.fill("#apply-size", str(args.size))
-        page.set_input_files("#apply-file", args.photo)
-        log(f"painting {args.photo} with '{args.filter}'")
-        page.wait_for_function("document.querySelector('#apply-result').naturalWidth > 0", timeout=wait_ms)
         if following:
             log(f"waiting for {args.chart_steps} steps on the chart")
             page.wait_for_function(f"state.history.length >= {args.chart_steps} && "

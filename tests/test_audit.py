@@ -140,3 +140,15 @@ def test_cli_audit_prints_summary_and_writes_page(tmp_path):
     r = subprocess.run([sys.executable, "-m", "rotoscope", "audit", str(tmp_path / "missing")],
                        capture_output=True, text=True, env=env, timeout=300)
     assert_one_line_error(r.returncode, r.stdout, r.stderr, "missing")
+
+
+def test_cli_audit_never_writes_its_histograms_over_one_of_the_photos(tmp_path, capsys):
+    from conftest import rotoscope
+
+    d = folder(tmp_path, "set", [0.5] * 3)
+    before = (d / "p00.png").read_bytes()
+    code, out, err = rotoscope("audit", d, "-o", d / "p00.png", capsys=capsys)
+    assert_one_line_error(code, out, err, "would overwrite one of the photos")
+    assert (d / "p00.png").read_bytes() == before
+    code, out, err = rotoscope("audit", d, "-o", d / "audit.html", capsys=capsys)  # a page beside them: fine
+    assert code == 0 and (d / "audit.html").is_file(), err

@@ -87,6 +87,10 @@ def test_apply_to_a_folder(installed, tmp_path, capsys):
     assert outs == ["a.png", "b.jpg", "c.png"]
     assert Image.open(tmp_path / "out" / "b.jpg").size == (33, 21)
     assert Image.open(tmp_path / "out" / "c.png").mode == "RGBA"
+    # a folder's pictures go into a folder: a picture's name for it is a slip, not a folder to make
+    assert_one_line_error(*rotoscope("apply", "swirls", photos, "-o", tmp_path / "all.png", "--no-progress",
+                                     capsys=capsys), "give -o a folder name")
+    assert not (tmp_path / "all.png").exists()
 
 
 def test_apply_options(installed, tmp_path, capsys):
@@ -109,6 +113,16 @@ def test_filters_show_rm(installed, capsys):
     code, _, err = rotoscope("rm", "swirls", capsys=capsys)
     assert code == 0 and "removed" in err and not (filters_dir() / "swirls.safetensors").exists()
     assert_one_line_error(*rotoscope("show", "swirls", capsys=capsys), "unknown filter")
+
+
+@pytest.mark.parametrize("command", ["apply", "train", "train-many", "live", "serve", "demo"])
+def test_help_says_what_values_an_option_takes_in_words(command, capsys):
+    """A flag takes no value, so '(true or false)' misled (`--preserve-colors false` is an error); a pattern's regex
+    is for the parser, not the reader."""
+    code, out, _ = rotoscope(command, "--help", capsys=capsys)
+    text = " ".join(out.replace("│", " ").split())  # rich's box, whose lines wrap the help
+    assert code == 0 and "true or false" not in text and "matching" not in text, text
+    assert command not in ("apply", "live") or "between 0 and 1" in text  # a range stays in words: --strength
 
 
 def test_weights_lists_backbones(capsys):
@@ -195,7 +209,11 @@ def test_bad_options(installed, bad_files, capsys):
     assert_one_line_error(*rotoscope("train", src, "--name", "x", "--color-match", "histogram", "--steps", "2",
                                      "--no-progress", capsys=capsys), "color_match")
     assert_one_line_error(*rotoscope("train", src, "--name", "bad/name", capsys=capsys), "invalid filter name")
-    assert_one_line_error(*rotoscope("apply", "swirls", src, "--strength", "3", capsys=capsys), "strength")
+    # the settings table's words for every range, not the option parser's ("Input should be less than ...")
+    assert_one_line_error(*rotoscope("apply", "swirls", src, "--strength", "3", capsys=capsys),
+                          "strength must be between 0 and 1 (got 3.0)")
+    assert_one_line_error(*rotoscope("apply", "swirls", src, "--crf", "99", capsys=capsys),
+                          "crf must be between 0 and 51 (got 99)")
     assert_one_line_error(*rotoscope("apply", "swirls", src, "--no-such-option", capsys=capsys), "no-such-option")
     assert_one_line_error(*rotoscope("train", src, capsys=capsys), "--name")
     assert not leftovers(bad_files)
@@ -220,6 +238,23 @@ def test_train_never_replaces_a_filter_without_overwrite(installed, bad_files, c
                              "--overwrite", "--no-progress", capsys=capsys)
     assert code == 0, err
     assert registry_path("swirls").read_bytes() != before
+
+
+def test_a_finished_run_is_not_resumed_under_new_settings_but_more_steps_continue_it(bad_files, capsys):
+    """Resuming a run that finished would only save the same weights again, with a card naming other settings."""
+    from rotoscope.filter import load_filter, registry_path
+
+    art = bad_files / "good.png"
+    code, _, err = rotoscope("train", art, "--name", "done", *TINY_ARGS, "--steps", "2", "--no-progress",
+                             capsys=capsys)
+    assert code == 0, err
+    saved = registry_path("done").read_bytes()
+    assert_one_line_error(*rotoscope("train", art, "--name", "done", *TINY_ARGS, "--steps", "2", "--size", "48",
+                                     "--resume", capsys=capsys), "nothing to resume", "finished (step 2 of 2)")
+    assert registry_path("done").read_bytes() == saved
+    code, _, err = rotoscope("train", art, "--name", "done", *TINY_ARGS, "--steps", "4", "--resume",
+                             "--no-progress", capsys=capsys)
+    assert code == 0 and "resuming 'done' at step 2" in err and load_filter("done").card["timings"]["steps"] == 4
 
 
 def test_ctrl_c_says_interrupted_and_exits_130(installed, tmp_path, capsys, monkeypatch):

@@ -37,3 +37,31 @@ def test_the_poster_is_flat_red_black_and_cream_and_deterministic():
     assert (nearest < 60).mean() > 0.9
     share = np.bincount(np.abs(a[:, :, None, :] - inks[None, None]).sum(-1).argmin(-1).ravel(), minlength=3) / a[..., 0].size
     assert share.min() > 0.1  # all three inks carry a real share of the poster
+
+
+def test_a_step_count_out_of_range_is_refused_before_anything_is_drawn(tmp_path):
+    """`--steps 0` once meant 'the demo's budget': ten minutes of training nobody asked for."""
+    from rotoscope.errors import RotoscopeError
+
+    with pytest.raises(RotoscopeError, match=r"steps must be between 1 and"):
+        demo.run_demo(tmp_path / "out", steps=0, log=lambda s: None, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_interrupted_demo_resumes_with_its_own_step_count(tmp_path, monkeypatch):
+    """Ctrl-C says 'run the same command with --resume'; the resumed demo keeps the interrupted run's step count
+    (timing the machine again would choose another) and ends with its sheet."""
+    from conftest import interrupt_training_at
+    from rotoscope.data import PhotoSet
+    from rotoscope.errors import Interrupted
+    from rotoscope.filter import load_filter
+
+    real_batch = interrupt_training_at(monkeypatch, 3)
+    with pytest.raises(Interrupted, match=r"interrupted at step 3/5.*--resume"):
+        demo.run_demo(tmp_path, steps=5, backbone="random", log=lambda s: None, progress=False)
+    monkeypatch.setattr(PhotoSet, "batch", real_batch)
+    lines = []
+    sheet = demo.run_demo(tmp_path, backbone="random", log=lines.append, progress=False, resume=True)
+    assert sheet.is_file() and any("resuming 'demo' at step 3" in line for line in lines)
+    assert not any("s per step here" in line for line in lines)  # not timed again
+    assert load_filter("demo").card["timings"]["steps"] == 5

@@ -87,6 +87,15 @@ def test_a_camera_that_is_not_there_is_one_line(tiny_filter, tmp_path, capsys, c
     assert code == 1 and len(err.strip().splitlines()) == 1 and says in err, err
 
 
+def test_a_broken_file_is_one_line_even_when_a_lite_version_would_be_announced(tiny_filter, tmp_path, capsys):
+    """'painting with NAME-lite' is said once a frame is in: before it, it came ahead of the error line."""
+    save_tiny("tiny-lite", "lite")
+    (tmp_path / "notes.mp4").write_text("not a video")
+    code, _, err = rotoscope("live", "tiny", "--camera", tmp_path / "notes.mp4", "--frames", "1", "--no-window",
+                             capsys=capsys)
+    assert code == 1 and err.strip().splitlines() == [f"error: cannot open video file {tmp_path / 'notes.mp4'}"]
+
+
 def test_a_virtual_camera_without_pyvirtualcam_is_one_line(tiny_filter, tmp_path, capsys):
     try:
         import pyvirtualcam  # noqa: F401

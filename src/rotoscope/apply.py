@@ -116,6 +116,9 @@ def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: App
     images, clips = (list_images(src), vid.list_clips(src)) if src.is_dir() and not is_video else ([], [])
     if src.is_dir() and not is_video and not images and not clips:
         raise RotoscopeError(f"no images or clips in {src}")
+    if src.is_dir() and not is_video and dest is not None and not Path(dest).is_dir() \
+            and Path(dest).suffix.lower() in {*WRITE_FORMATS, *vid.VIDEO_SUFFIXES}:  # a typo'd folder named x.png
+        raise RotoscopeError(f"a folder is painted into a folder: give -o a folder name, not {Path(dest).name}")
     # bad input is found before anything is said, so that an error stays one line
     img = open_image(src) if src.is_file() and not is_video else None
     if mask is not None and not is_video:

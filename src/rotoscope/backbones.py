@@ -353,11 +353,19 @@ def fetch_torchvision(arch: str, progress: bool = True) -> Path:
         return dest
     url = TORCHVISION_URLS[arch]
     expected = url.rsplit("-", 1)[1].split(".")[0]
+
+    class Failed(Exception):  # not an OSError, so atomic_path does not call a failed download a refused write
+        pass
+
     try:
         # written under a temporary name and checked against the hash prefix in the file name before the rename
         with atomic_path(dest) as tmp:
-            torch.hub.download_url_to_file(url, str(tmp), hash_prefix=expected, progress=progress)
+            try:
+                torch.hub.download_url_to_file(url, str(tmp), hash_prefix=expected, progress=progress)
+            except Exception as e:  # noqa: BLE001
+                raise Failed() from e
     except Exception as e:
+        e = e.__cause__ if isinstance(e, Failed) else e
         raise RotoscopeError(f"cannot download {url} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                              f"without internet, put the file at {dest}, pass --backbone-weights, or set "
                              f"ROTOSCOPE_{arch.upper()}_WEIGHTS") from None

@@ -35,7 +35,10 @@ def _h(table, name: str) -> str:
     from .config import describe_field, fields_of
 
     f = fields_of(table)[name]
-    return f"{f.metadata['help'][0].upper()}{f.metadata['help'][1:]} ({describe_field(f)})."
+    allowed = describe_field(f)
+    # an on/off flag takes no value, and a pattern's regex tells a reader nothing: both only in --set's errors
+    shown = "" if allowed == "true or false" or allowed.startswith("matching ") else f" ({allowed})"
+    return f"{f.metadata['help'][0].upper()}{f.metadata['help'][1:]}{shown}."
 
 
 SET_HELP = "Any other setting of the table (config.py), repeatable: --set key=value."
@@ -71,7 +74,7 @@ def train(
     title: Optional[str] = typer.Option(None, help="Title of the artwork, for the card."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run of this name."),
     output: Optional[Path] = typer.Option(None, "-o", "--out", help="Write the filter here instead of the registry."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ):
     """Train a filter from one artwork."""
     from .config import fields_of, parse_sets, parse_value
@@ -85,11 +88,15 @@ def train(
                     tv_weight=tv_weight, color_match=color_match, precision=precision, device=device, arch=arch,
                     teacher=teacher, channels=ch, res_blocks=res_blocks, checkpoint_every=checkpoint_every)
     cfg = TrainConfig().replace(**{**explicit, **parse_sets(TrainConfig, set_)})
-    from .train import filter_destination
+    from .train import checkpoint_step, filter_destination
 
     target = filter_destination(name, output)  # a .safetensors file: never a folder, never the artwork
     if target.exists() and not (overwrite or resume):  # a typo must not destroy a trained filter
         raise RotoscopeError(f"a filter named '{name}' exists ({target}); pass --overwrite to replace it")
+    if resume and target.exists() and not overwrite and (done := checkpoint_step(name)) >= cfg.steps:
+        # a finished run: "resuming" it would only save its weights again, under this command's settings in the card
+        raise RotoscopeError(f"nothing to resume: the run of '{name}' finished (step {done} of {cfg.steps}) and its "
+                             "filter is saved; more --steps continue it, --overwrite without --resume trains it afresh")
     run_train(artwork, name, photos, cfg.validate(), title=title, backbone_weights=backbone_weights, resume=resume,
               out=output, log=say, progress=progress)
 
@@ -157,16 +164,16 @@ def apply(
     keep: Optional[str] = typer.Option(None, help=_h(ApplySettings, "keep")),
     mix: Optional[str] = typer.Option(None, help=_h(ApplySettings, "mix")),
     size: Optional[int] = typer.Option(None, help=_h(ApplySettings, "size")),
-    strength: float = typer.Option(1.0, min=0.0, max=1.0, help=_h(ApplySettings, "strength")),
+    strength: float = typer.Option(1.0, help=_h(ApplySettings, "strength")),
     paint_scale: Optional[float] = typer.Option(None, help=_h(ApplySettings, "paint_scale")),
     preserve_colors: bool = typer.Option(False, "--preserve-colors", help=_h(ApplySettings, "preserve_colors")),
     precision: str = typer.Option("auto", help=_h(ApplySettings, "precision")),
     device: str = typer.Option("auto", help=_h(ApplySettings, "device")),
     engine: str = typer.Option("auto", help=_h(ApplySettings, "engine")),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON result (outputs, distance from the training "
                                  "photos, warnings) on stdout."),
-    crf: Optional[int] = typer.Option(None, min=0, max=51, help="Video: " + _h(VideoConfig, "crf")),
+    crf: Optional[int] = typer.Option(None, help="Video: " + _h(VideoConfig, "crf")),
     stabilize: bool = typer.Option(True, "--stabilize/--no-stabilize", help="Video: " + _h(VideoConfig, "stabilize")),
     preview: Optional[int] = typer.Option(None, min=1, help="Video: write a contact sheet of N painted frames."),
     real_time: bool = typer.Option(False, "--real-time", help="Video: paint with the filter's lite version (NAME-lite) "
@@ -292,10 +299,14 @@ def audit(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ):
     """Before training: what is in this photo set? Sizes, light, colour, duplicates, and how narrow it is."""
+    from .images import IMAGE_SUFFIXES
     from .truthful.audit import audit_folder, format_audit, write_audit_page
     from .truthful.page import page_path
 
     page_path(output, other=(".png",))  # before reading the photos
+    if photos is not None and output.suffix.lower() in IMAGE_SUFFIXES and output.exists() \
+            and output.resolve().parent == photos.resolve():  # a .png there is one of the photos audited
+        raise RotoscopeError("the output would overwrite one of the photos: choose another -o")
     result = audit_folder(photos)
     if as_json:
         out.print_json(json.dumps(result.summary()))
@@ -450,7 +461,7 @@ def live(
     flow_side: Optional[int] = typer.Option(None, min=16, max=8192, help="Longest side (pixels) the flow is "
                                             "computed at, scaled up to the frame (default: the real-time flow's, "
                                             f"{LIVE_FLOW['flow_side']})."),
-    strength: float = typer.Option(1.0, min=0.0, max=1.0, help=_h(ApplySettings, "strength")),
+    strength: float = typer.Option(1.0, help=_h(ApplySettings, "strength")),
     mask: Optional[Path] = typer.Option(None, help="Where to paint: white paints, black keeps the camera's picture."),
     keep: Optional[str] = typer.Option(None, help=_h(ApplySettings, "keep")),
     engine: str = typer.Option("auto", help=_h(ApplySettings, "engine")),
@@ -479,11 +490,10 @@ def live(
                                  "file)")
         read_mask(mask)  # a missing, broken or foreign file: one line before the camera opens
     spec, chose = pick_architecture(filter, arch)
-    if chose:
-        say(chose)
     filt = load_any(spec, settings.mix)
     stats = run_live(filt, camera, settings, frames=frames, window=window, virtual=virtual_camera, out=output,
-                     stabilize=stabilize, flow_preset=flow_preset, flow_side=flow_side, mask=mask, log=say)
+                     stabilize=stabilize, flow_preset=flow_preset, flow_side=flow_side, mask=mask, log=say,
+                     announce=(chose,) if chose else ())
     say(stats.line())
     if output is not None:
         say(f"wrote {output}")
@@ -535,13 +545,14 @@ def weights_fetch(name: str = typer.Argument(..., help="vgg16, vgg19, vgg16-hed 
 def demo(
     out_dir: Path = typer.Option(Path("rotoscope-demo"), "--out", "-o", help="Where to write the sheet."),
     steps: Optional[int] = typer.Option(None, help="Training steps (default: the demo's budget)."),
-    backbone: str = typer.Option("auto"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    backbone: str = typer.Option("auto", help="Loss network (auto: the best one present here)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted demo."),
 ):
     """Train a small filter on a drawn artwork and the sample photos, apply it, write a before/after sheet."""
     from .demo import run_demo
 
-    sheet = run_demo(out_dir, steps=steps, backbone=backbone, log=say, progress=progress)
+    sheet = run_demo(out_dir, steps=steps, backbone=backbone, log=say, progress=progress, resume=resume)
     say(f"before/after sheet: {sheet}")
 
 

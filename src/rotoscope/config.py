@@ -74,9 +74,9 @@ class TrainConfig:
     # compared at 1/8 resolution (backbones.EFFNET_CONTENT), 5 kept as much of the photo as 5 at 1/4 had, with
     # more of the artwork's texture (study 8)
     # 3 brought back the marks of four painterly artworks whose filters at 5 looked like tinted photos (Gram
-    # 12-31% nearer, SSIM 10-13% lower; quality.md "What a lower content weight says"); five shipped filters use 3.
-    # Not the default: at 3 the six study artworks would keep SSIM 0.469, below issue 15's content line of 0.488
-    # (quality.md "Content weight 3 on five more artworks")
+    # 12-31% nearer, SSIM 10-13% lower; quality.md "What a lower content weight says"); five shipped filters use 3,
+    # great-wave 4 (for 2000 steps). Not the default: at 3 the six study artworks would keep SSIM 0.469, below
+    # issue 15's content line of 0.488 (quality.md "Content weight 3 on five more artworks")
     content_weight: float = setting(5.0, "weight of the content term: how much of the photo's shapes survive "
                                     "(try 3 where a filter looks like a tinted photo)", lo=0.0, hi=1e6)
     content_layer: str = setting("", "the loss network's layer where the content term compares painting and photo "

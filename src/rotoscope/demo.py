@@ -202,8 +202,20 @@ def seconds_per_step(cfg, log=print) -> float:
     return sum(times[1:]) / 2
 
 
+def resumed_steps(name: str) -> int | None:
+    """The step count of the demo run that was interrupted, from its checkpoint (None without one: train says so)."""
+    from .paths import runs_dir
+    from .train import CHECKPOINT, checkpoint_state
+
+    path = runs_dir() / name / CHECKPOINT
+    try:
+        return int(checkpoint_state(path)["config"]["steps"])
+    except Exception:  # noqa: BLE001  (no checkpoint, or an unreadable one: train's resume gives the line)
+        return None
+
+
 def run_demo(out_dir: Path, steps: int | None = None, backbone: str = "auto", log=print, progress: bool = True,
-             name: str = "demo", seconds: float = TRAIN_SECONDS) -> Path:
+             name: str = "demo", seconds: float = TRAIN_SECONDS, resume: bool = False) -> Path:
     from .backbones import load_backbone, resolve_name
     from .config import TrainConfig
     from .data import sample_photos
@@ -211,6 +223,8 @@ def run_demo(out_dir: Path, steps: int | None = None, backbone: str = "auto", lo
     from .stylize import ApplySettings, stylize_image
     from .train import train
 
+    if steps is not None:  # a bad count is said before any work
+        TrainConfig().replace(steps=steps).validate()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     art_path = out_dir / "demo-artwork.png"
@@ -226,14 +240,16 @@ def run_demo(out_dir: Path, steps: int | None = None, backbone: str = "auto", lo
         log(f"warning: {e}\nwarning: falling back to the random backbone: palette and grain only, no strokes")
         chosen = "random"
     cfg = TrainConfig().replace(backbone=chosen, **RECIPE)
-    if not steps:
+    if steps is None and resume:  # the interrupted run's own count: timing the machine again would change it
+        steps = resumed_steps(name)
+    if steps is None:
         per_step = seconds_per_step(cfg, log)
         steps = budget_steps(per_step, seconds)
         log(f"demo: {per_step:.2f} s per step here, so {steps} steps (about {steps * per_step / 60:.1f} min of "
             f"training; `--steps N` to choose)")
-    cfg = cfg.replace(steps=steps)
+    cfg = cfg.replace(steps=steps).validate()
     filt = train(art_path, name, None, cfg, title="rotoscope demo poster (constructivist, drawn by code)", log=log,
-                 progress=progress)
+                 progress=progress, resume=resume)
 
     photos = {p.name: p.image for p in sample_photos()}
     shown = [n for n in filt.card["photos"]["holdout_names"]] + ["astronaut", "chelsea", "rocket"]

@@ -12,6 +12,7 @@ buffer drops the ones in between, so the picture stays current instead of laggin
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,8 @@ def open_capture(camera: str) -> tuple[cv2.VideoCapture, bool]:
         path = Path(camera)
         if not path.is_file():
             raise NotFound(f"no camera '{camera}' and no such video file (give a camera number, e.g. --camera 0)")
+        # FFmpeg's own words on a broken file ("moov atom not found") would come before our one line
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
         cap = cv2.VideoCapture(str(path))
     else:
         quiet = getattr(getattr(cv2, "utils", None), "logging", None)
@@ -131,8 +134,10 @@ def pick_architecture(spec: str, arch: str, full_hint: str = "--arch full") -> t
 def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = None, frames: int | None = None,
              window: bool = True, virtual: bool = False, out: Path | None = None, stabilize: bool = True,
              flow_preset: str = LIVE_FLOW["flow_preset"], flow_side: int = LIVE_FLOW["flow_side"], blend: float = 0.8,
-             mask=None, log: Callable[[str], None] = print, say_every: float = 5.0) -> LiveStats:
-    """Paint frames from `camera` until `frames` are done, the source ends, q or Esc in the window, or Ctrl-C."""
+             mask=None, log: Callable[[str], None] = print, say_every: float = 5.0,
+             announce: tuple[str, ...] = ()) -> LiveStats:
+    """Paint frames from `camera` until `frames` are done, the source ends, q or Esc in the window, or Ctrl-C.
+    `announce`: lines said once the first frame is in (so that a camera that gives none is the only line)."""
     from .mask import MaskChain, composite_uint8
     from .stylize import resolve
     from .video.render import stylize_frames
@@ -159,7 +164,7 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
         if virtual:  # before anything is said or measured: no device is one line, and nothing else
             vcam = _VirtualCamera(w, h, src_fps)
         st, lines = resolve(filt, st, (h, w))  # the fastest engine and precision here, for this frame size
-        for ln in lines:
+        for ln in (*announce, *lines):
             log(ln)
         from .stylize import make_runner
 

@@ -124,6 +124,15 @@ def checkpoint_state(path: Path) -> dict:
         return json.loads((f.metadata() or {})["rotoscope.checkpoint"])
 
 
+def checkpoint_step(name: str) -> int:
+    """The step the checkpoint of run `name` reached; 0 without one, or when its header cannot be read (resuming
+    it then says why)."""
+    try:
+        return int(checkpoint_state(runs_dir() / name / CHECKPOINT)["run"]["step"])
+    except Exception:  # noqa: BLE001
+        return 0
+
+
 def load_checkpoint(path: Path, net: FilterNet, opt: torch.optim.Optimizer) -> tuple[Run, dict]:
     state = checkpoint_state(path)
     tensors = load_file(str(path))
