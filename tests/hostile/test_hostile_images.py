@@ -114,7 +114,7 @@ BAD_OPTIONS = [
     (["--size", "0"], "size must be between 1 and"),
     (["--size", "99999999"], "size must be between 1 and"),
     (["--size", "ten"], "--size"),
-    (["--strength", "3"], "--strength"),
+    (["--strength", "3"], "strength must be between 0 and 1 (got 3.0)"),
     (["--strength", "nan"], "strength"),
     (["--precision", "fp8"], "precision"),
     (["--engine", "tensorrt"], "engine"),

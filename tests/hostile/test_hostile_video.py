@@ -63,7 +63,7 @@ def test_a_clip_that_cannot_be_painted_is_one_line_and_leaves_nothing(world, cli
 BAD_VIDEO_OPTIONS = [
     (["-o", "out.avi"], "cannot write video as '.avi'"),
     (["-o", "in.mp4"], "overwrite the input"),
-    (["--crf", "99"], "--crf"),
+    (["--crf", "99"], "crf must be between 0 and 51 (got 99)"),
     (["--preview", "0"], "--preview"),
     (["--preview", "2"], "--preview writes a picture"),
     (["--set", "segment_frames=0"], "segment_frames must be between"),
