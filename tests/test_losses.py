@@ -105,7 +105,9 @@ def test_layer_decay_weighs_the_style_layers_and_one_is_the_plain_mean(backbone,
     _, tilted = perceptual_loss(backbone, target, LossWeights(1, 1, 1, 1, 0.5), out, photo)
     w = losses.layer_weights(n, 0.5)
     assert tilted["style"] == pytest.approx(sum(wi * t for wi, t in zip(w, per_layer)) / n, rel=1e-4)
-    assert tilted["style"] != pytest.approx(even["style"], rel=1e-3)  # the layers differ, so the tilt shows
+    # the layers differ, so the tilt shows: by how much depends on the random inputs (once 0.09% under the AVX2
+    # caps, which rel=1e-3 called equal); a decay that was ignored would give the very same number
+    assert tilted["style"] != pytest.approx(even["style"], rel=1e-5)
 
 
 def test_loss_gives_gradients_to_the_output_only(backbone):

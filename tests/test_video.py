@@ -293,6 +293,17 @@ def test_a_render_interrupted_by_ctrl_c_resumes_from_finished_segments(filt, cli
     assert audio_packets(dest) == audio_packets(clip)
 
 
+@pytest.mark.parametrize("name", ["out.mp4", "out.gif"])
+def test_a_copy_half_assembled_by_a_killed_render_is_cleared_by_the_next(filt, clip, tmp_path, name):
+    """kill -9 while the final file was being assembled leaves its temporary copy (atomic_path's, no cleanup runs);
+    the render that writes that file again removes it (the hostile corpus once found one left beside out.mp4)."""
+    dest = tmp_path / name
+    left = tmp_path / f".out.c6db43e4.partial{dest.suffix}"
+    left.write_bytes(b"half a file")
+    video.apply_video(filt, clip, dest, ApplySettings(), SMALL)
+    assert dest.exists() and not left.exists() and not list(tmp_path.glob(".*.partial*"))
+
+
 def test_a_render_killed_with_sigkill_resumes(filt, clip, tmp_path):
     dest = tmp_path / "out.mp4"
     script = (

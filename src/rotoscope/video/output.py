@@ -22,7 +22,7 @@ from PIL import Image
 from ..errors import RotoscopeError
 from ..filter import Filter
 from ..images import save_image
-from ..paths import atomic_path
+from ..paths import atomic_path, drop_partials
 from .source import Frame, Source, _av_reason, _open, _rotate
 
 if TYPE_CHECKING:
@@ -182,6 +182,7 @@ def assemble_h264(job: RenderJob, segs: int, prov: dict) -> None:
 
     fmt = H264_OUTPUTS[job.dest.suffix.lower()]
     tb = job.src.time_base
+    drop_partials(job.dest)  # a killed run's half-assembled copy (kill -9 mid-remux runs no cleanup)
     with atomic_path(job.dest) as tmp, av.open(str(job.seg_media(0))) as first:
         opts = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
         with av.open(str(tmp), "w", format=fmt, options=opts) as out:
@@ -240,6 +241,7 @@ def assemble_animated(job: RenderJob, segs: int, prov: dict) -> None:
         kwargs.update(quality=90, method=4)
     else:
         kwargs.update(optimize=False, disposal=1)
+    drop_partials(job.dest)
     with atomic_path(job.dest) as tmp:
         frames[0].save(tmp, format=fmt, **kwargs)
 
