@@ -141,7 +141,8 @@ def test_a_folder_of_images_and_clips_paints_both_and_keeps_finished_clips(tiny_
     code, out, err = rotoscope("apply", "tiny", folder, "-o", tmp_path / "out", "--strength", "0.5", "--engine",
                                "torch", "--precision", "fp32", "--no-progress", capsys=capsys)
     said = out + err
-    assert code == 0 and said.count("kept ") == 2 and "wrote 1 image(s)" in said, said
+    # (the photo was painted at strength 0.5 just above: kept too, and said so, not "wrote")
+    assert code == 0 and said.count("kept ") == 3 and f"kept 1 image(s) in {tmp_path / 'out'}" in said, said
 
 
 def test_a_folder_of_clips_alone_is_painted_and_one_without_either_is_refused(tiny_filter, tmp_path, capsys):

@@ -87,6 +87,10 @@ def test_apply_to_a_folder(installed, tmp_path, capsys):
     assert outs == ["a.png", "b.jpg", "c.png"]
     assert Image.open(tmp_path / "out" / "b.jpg").size == (33, 21)
     assert Image.open(tmp_path / "out" / "c.png").mode == "RGBA"
+    # the same command again paints nothing twice, and says so rather than "wrote"
+    code, _, err = rotoscope("apply", "swirls", photos, "-o", tmp_path / "out", "--no-progress", capsys=capsys)
+    assert code == 0 and err.strip().splitlines()[-1] == (f"kept 3 image(s) in {tmp_path / 'out'} that an earlier "
+                                                          "run painted with the same filter and settings"), err
     # a folder's pictures go into a folder: a picture's name for it is a slip, not a folder to make
     assert_one_line_error(*rotoscope("apply", "swirls", photos, "-o", tmp_path / "all.png", "--no-progress",
                                      capsys=capsys), "give -o a folder name")

@@ -230,8 +230,12 @@ def apply(
     skipped = sum(isinstance(r, Skipped) for r in results)
     images = [r for r in painted if r.frames is None]
     if input.is_dir() and images:
-        say(f"wrote {len(images)} image(s) to {Path(images[0].output).parent}"
-            + (f"; {skipped} skipped" if skipped else ""))
+        folder, kept = Path(images[0].output).parent, sum(r.reused for r in images)
+        said = [f"wrote {len(images) - kept} image(s) to {folder}"] if len(images) > kept else []
+        if kept:  # painted by an earlier run with the same filter and settings: not written again
+            said.append(f"kept {kept} image(s)" + ("" if said else f" in {folder}")
+                        + " that an earlier run painted with the same filter and settings")
+        say("; ".join(said) + (f"; {skipped} skipped" if skipped else ""))
     if as_json:
         from .apply import report
         from .mix import load_any
