@@ -150,5 +150,10 @@ def test_cli_audit_never_writes_its_histograms_over_one_of_the_photos(tmp_path, 
     code, out, err = rotoscope("audit", d, "-o", d / "p00.png", capsys=capsys)
     assert_one_line_error(code, out, err, "would overwrite one of the photos")
     assert (d / "p00.png").read_bytes() == before
+    elsewhere = make_image(tmp_path / "elsewhere.png")  # a photo linked into the set is audited, so kept too
+    (d / "linked.png").symlink_to(elsewhere)
+    code, out, err = rotoscope("audit", d, "-o", d / "linked.png", capsys=capsys)
+    assert_one_line_error(code, out, err, "would overwrite one of the photos")
+    assert (d / "linked.png").is_symlink()
     code, out, err = rotoscope("audit", d, "-o", d / "audit.html", capsys=capsys)  # a page beside them: fine
     assert code == 0 and (d / "audit.html").is_file(), err

@@ -108,6 +108,13 @@ def test_download_failure_explains_the_offline_way(torch_home, monkeypatch):
     assert "URLError" in str(err.value) and "cannot write" not in str(err.value)
     assert not bb.torchvision_cache_path("vgg16").exists()
 
+    def disk_full(*a, **k):  # a refused write during the download stays one: not "without internet ..."
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", disk_full)
+    with pytest.raises(RotoscopeError, match="cannot write .*No space left on device"):
+        bb.fetch_torchvision("vgg16", progress=False)
+
 
 class FakeResponse(io.BytesIO):
     """What urllib's urlopen gives torch.hub: the bytes of a 'download', with its headers."""

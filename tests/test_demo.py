@@ -48,6 +48,14 @@ def test_a_step_count_out_of_range_is_refused_before_anything_is_drawn(tmp_path)
     assert not (tmp_path / "out").exists()
 
 
+def test_resuming_a_demo_that_never_ran_is_one_line_before_any_work(tmp_path):
+    from rotoscope.errors import RotoscopeError
+
+    with pytest.raises(RotoscopeError, match="nothing to resume: no checkpoint for 'demo'"):
+        demo.run_demo(tmp_path / "out", resume=True, log=lambda s: pytest.fail(f"said {s!r} first"), progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_interrupted_demo_resumes_with_its_own_step_count(tmp_path, monkeypatch):
     """Ctrl-C says 'run the same command with --resume'; the resumed demo keeps the interrupted run's step count
     (timing the machine again would choose another) and ends with its sheet."""

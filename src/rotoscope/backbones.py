@@ -354,7 +354,10 @@ def fetch_torchvision(arch: str, progress: bool = True) -> Path:
     url = TORCHVISION_URLS[arch]
     expected = url.rsplit("-", 1)[1].split(".")[0]
 
-    class Failed(Exception):  # not an OSError, so atomic_path does not call a failed download a refused write
+    from http.client import HTTPException
+    from urllib.error import URLError
+
+    class Failed(Exception):  # not an OSError, so atomic_path does not call a network failure a refused write
         pass
 
     try:
@@ -362,7 +365,7 @@ def fetch_torchvision(arch: str, progress: bool = True) -> Path:
         with atomic_path(dest) as tmp:
             try:
                 torch.hub.download_url_to_file(url, str(tmp), hash_prefix=expected, progress=progress)
-            except Exception as e:  # noqa: BLE001
+            except (URLError, HTTPException, ConnectionError, TimeoutError) as e:  # a full disk stays a write error
                 raise Failed() from e
     except Exception as e:
         e = e.__cause__ if isinstance(e, Failed) else e

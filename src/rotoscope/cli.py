@@ -88,15 +88,11 @@ def train(
                     tv_weight=tv_weight, color_match=color_match, precision=precision, device=device, arch=arch,
                     teacher=teacher, channels=ch, res_blocks=res_blocks, checkpoint_every=checkpoint_every)
     cfg = TrainConfig().replace(**{**explicit, **parse_sets(TrainConfig, set_)})
-    from .train import checkpoint_step, filter_destination
+    from .train import filter_destination
 
     target = filter_destination(name, output)  # a .safetensors file: never a folder, never the artwork
     if target.exists() and not (overwrite or resume):  # a typo must not destroy a trained filter
         raise RotoscopeError(f"a filter named '{name}' exists ({target}); pass --overwrite to replace it")
-    if resume and target.exists() and not overwrite and (done := checkpoint_step(name)) >= cfg.steps:
-        # a finished run: "resuming" it would only save its weights again, under this command's settings in the card
-        raise RotoscopeError(f"nothing to resume: the run of '{name}' finished (step {done} of {cfg.steps}) and its "
-                             "filter is saved; more --steps continue it, --overwrite without --resume trains it afresh")
     run_train(artwork, name, photos, cfg.validate(), title=title, backbone_weights=backbone_weights, resume=resume,
               out=output, log=say, progress=progress)
 
@@ -308,8 +304,9 @@ def audit(
     from .truthful.page import page_path
 
     page_path(output, other=(".png",))  # before reading the photos
-    if photos is not None and output.suffix.lower() in IMAGE_SUFFIXES and output.exists() \
-            and output.resolve().parent == photos.resolve():  # a .png there is one of the photos audited
+    # a .png there is one of the photos audited (a link too: the write would replace it, whatever it points to)
+    if photos is not None and output.suffix.lower() in IMAGE_SUFFIXES and (output.exists() or output.is_symlink()) \
+            and output.absolute().parent.resolve() == photos.resolve():
         raise RotoscopeError("the output would overwrite one of the photos: choose another -o")
     result = audit_folder(photos)
     if as_json:

@@ -221,10 +221,13 @@ def run_demo(out_dir: Path, steps: int | None = None, backbone: str = "auto", lo
     from .data import sample_photos
     from .images import save_image
     from .stylize import ApplySettings, stylize_image
-    from .train import train
+    from .paths import runs_dir
+    from .train import CHECKPOINT, train
 
     if steps is not None:  # a bad count is said before any work
         TrainConfig().replace(steps=steps).validate()
+    if resume and not (runs_dir() / name / CHECKPOINT).exists():  # before the drawing and the timing
+        raise RotoscopeError(f"nothing to resume: no checkpoint for '{name}' in {runs_dir() / name}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     art_path = out_dir / "demo-artwork.png"

@@ -124,13 +124,22 @@ def checkpoint_state(path: Path) -> dict:
         return json.loads((f.metadata() or {})["rotoscope.checkpoint"])
 
 
-def checkpoint_step(name: str) -> int:
-    """The step the checkpoint of run `name` reached; 0 without one, or when its header cannot be read (resuming
-    it then says why)."""
+def refuse_finished_elsewise(name: str, path: Path, cfg: TrainConfig) -> None:
+    """A finished run "resumed" under other settings would only save its weights again, with a card naming settings
+    they were not trained with: refused, before any work. (Under the same settings it is saved again as it was, as a
+    retried server job does; an unreadable header is left to Checkpoints.resume to say.)"""
     try:
-        return int(checkpoint_state(runs_dir() / name / CHECKPOINT)["run"]["step"])
+        header = checkpoint_state(path)
+        done, before = int(header["run"]["step"]), TrainConfig.from_dict(header["config"])
     except Exception:  # noqa: BLE001
-        return 0
+        return
+    # the teacher as given (a path) and as recorded (its name) differ in words only (its card's hash is checked), and
+    # `auto` precision may choose otherwise on a busier machine: neither makes the weights' card wrong
+    same = {"teacher": "", "precision": "auto"}
+    if done >= cfg.steps and before.replace(**same) != cfg.replace(**same):
+        raise RotoscopeError(f"nothing to resume: the run of '{name}' is done (step {done}; this command trains to "
+                             f"{cfg.steps}) under other settings; more --steps continue it, --overwrite without "
+                             "--resume trains it afresh")
 
 
 def load_checkpoint(path: Path, net: FilterNet, opt: torch.optim.Optimizer) -> tuple[Run, dict]:
@@ -449,6 +458,8 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
     check_writable(run_dir, run_dir / CHECKPOINT)
     if resume and not (run_dir / CHECKPOINT).exists():  # before any work is done, so that it is the only line
         raise RotoscopeError(f"nothing to resume: no checkpoint for '{name}' in {run_dir}")
+    if resume:
+        refuse_finished_elsewise(name, run_dir / CHECKPOINT, cfg)
     if world.main:
         _remove_stale_temporaries(run_dir, dest)
 
