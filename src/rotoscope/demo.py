@@ -203,14 +203,15 @@ def seconds_per_step(cfg, log=print) -> float:
 
 
 def resumed_steps(name: str) -> int | None:
-    """The step count of the demo run that was interrupted, from its checkpoint (None without one: train says so)."""
+    """The step count of the demo run that was interrupted, from its checkpoint (None when it cannot be read: train's
+    resume says why)."""
     from .paths import runs_dir
     from .train import CHECKPOINT, checkpoint_state
 
     path = runs_dir() / name / CHECKPOINT
     try:
         return int(checkpoint_state(path)["config"]["steps"])
-    except Exception:  # noqa: BLE001  (no checkpoint, or an unreadable one: train's resume gives the line)
+    except Exception:  # noqa: BLE001
         return None
 
 
@@ -221,13 +222,12 @@ def run_demo(out_dir: Path, steps: int | None = None, backbone: str = "auto", lo
     from .data import sample_photos
     from .images import save_image
     from .stylize import ApplySettings, stylize_image
-    from .paths import runs_dir
-    from .train import CHECKPOINT, train
+    from .train import require_checkpoint, train
 
     if steps is not None:  # a bad count is said before any work
         TrainConfig().replace(steps=steps).validate()
-    if resume and not (runs_dir() / name / CHECKPOINT).exists():  # before the drawing and the timing
-        raise RotoscopeError(f"nothing to resume: no checkpoint for '{name}' in {runs_dir() / name}")
+    if resume:  # so is nothing to resume: before the drawing and the timing
+        require_checkpoint(name)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     art_path = out_dir / "demo-artwork.png"
@@ -250,7 +250,7 @@ def run_demo(out_dir: Path, steps: int | None = None, backbone: str = "auto", lo
         steps = budget_steps(per_step, seconds)
         log(f"demo: {per_step:.2f} s per step here, so {steps} steps (about {steps * per_step / 60:.1f} min of "
             f"training; `--steps N` to choose)")
-    cfg = cfg.replace(steps=steps).validate()
+    cfg = cfg.replace(steps=steps)
     filt = train(art_path, name, None, cfg, title="rotoscope demo poster (constructivist, drawn by code)", log=log,
                  progress=progress, resume=resume)
 

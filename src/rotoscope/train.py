@@ -124,6 +124,15 @@ def checkpoint_state(path: Path) -> dict:
         return json.loads((f.metadata() or {})["rotoscope.checkpoint"])
 
 
+def require_checkpoint(name: str) -> Path:
+    """The checkpoint that resuming run `name` continues from; refused in one line when there is none (callers ask
+    before any work is done, so that it is the only line)."""
+    path = runs_dir() / name / CHECKPOINT
+    if not path.exists():
+        raise RotoscopeError(f"nothing to resume: no checkpoint for '{name}' in {path.parent}")
+    return path
+
+
 def refuse_finished_elsewise(name: str, path: Path, cfg: TrainConfig) -> None:
     """A finished run "resumed" under other settings would only save its weights again, with a card naming settings
     they were not trained with: refused, before any work. (Under the same settings it is saved again as it was, as a
@@ -456,10 +465,8 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
     dest = filter_destination(name, out)
     check_writable(dest.parent, dest)  # a folder that cannot take the filter is said now, not after the run
     check_writable(run_dir, run_dir / CHECKPOINT)
-    if resume and not (run_dir / CHECKPOINT).exists():  # before any work is done, so that it is the only line
-        raise RotoscopeError(f"nothing to resume: no checkpoint for '{name}' in {run_dir}")
     if resume:
-        refuse_finished_elsewise(name, run_dir / CHECKPOINT, cfg)
+        refuse_finished_elsewise(name, require_checkpoint(name), cfg)
     if world.main:
         _remove_stale_temporaries(run_dir, dest)
 
