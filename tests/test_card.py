@@ -27,3 +27,22 @@ def test_a_distilled_filter_names_its_teacher_and_others_say_nothing_of_one():
     line = next(line for line in format_card(card).splitlines() if line.startswith("teacher"))
     assert "great-wave (full network; card 0123456789ab" in line
     assert not any(line.startswith("teacher") for line in format_card({"name": "x"}).splitlines())
+
+
+def test_held_out_shows_the_untrained_score_and_each_evaluations_step():
+    """A run shorter than eval_every is evaluated once, at its end: 'first' and 'last' would be the same numbers,
+    as if nothing was learned. The untrained network's score (step 0) is the starting point to compare with."""
+    start, end = {"total": 7.5}, {"total": 2.25}
+    short = {"holdout_start": start, "holdout_first": end, "holdout_last": end,
+             "holdout_curve": [{"step": 0, **start}, {"step": 30, **end}]}
+    text = format_card({"name": "x", "history": short})
+    assert "untrained total 7.5000  (step 0)" in text and "last      total 2.2500  (step 30)" in text
+    assert "first     total" not in text  # one evaluation: shown once
+    mid = {"total": 3.0}
+    long = {**short, "holdout_first": mid,
+            "holdout_curve": [{"step": 0, **start}, {"step": 100, **mid}, {"step": 200, **end}]}
+    text = format_card({"name": "x", "history": long})
+    assert "first     total 3.0000  (step 100)" in text and "last      total 2.2500  (step 200)" in text
+    # a card from before the curve was kept: first and last as recorded, no steps
+    old = format_card({"name": "x", "history": {"holdout_first": mid, "holdout_last": end}})
+    assert "first     total 3.0000" in old and "(step" not in old

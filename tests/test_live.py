@@ -64,7 +64,12 @@ def test_live_steadies_with_the_real_time_flow(tiny_filter, tmp_path, monkeypatc
     assert code == 0, err
     assert len(calls) == 6 and set(calls) == {(320, "medium")}
     code, out, err = rotoscope("live", "tiny", "--camera", clip, "--no-window", "--flow-preset", "slow", capsys=capsys)
-    assert_one_line_error(code, out, err, "unknown flow preset 'slow': use ultrafast, fast, medium, fine")
+    assert_one_line_error(code, out, err, "unknown flow_preset 'slow': use one of ultrafast, fast, medium, fine")
+    # out-of-range numbers in the settings' own words (as apply says them), not the argument parser's
+    for args, words in ((["--flow-side", "5"], "flow_side must be between 16 and 8192 (got 5)"),
+                        (["--frames", "0"], "frames must be at least 1 (got 0)")):
+        code, out, err = rotoscope("live", "tiny", "--camera", clip, "--no-window", *args, capsys=capsys)
+        assert_one_line_error(code, out, err, words)
 
 
 def test_live_with_kept_faces_and_no_stabilizing(tiny_filter, tmp_path):

@@ -188,6 +188,33 @@ def test_score_cli_bad_input_is_one_line(tiny_filter, tmp_path):
     assert_one_line_error(r.returncode, r.stdout, r.stderr, "missing.jpg")
 
 
+def test_score_skips_a_broken_file_of_a_folder_as_apply_does_and_says_so(tiny_filter, tmp_path):
+    """One broken JPEG among many photos (or artworks for --among) is skipped with a warning naming it, as
+    `apply` does with a folder; when nothing at all can be scored, that is the one-line error."""
+    path, folder, art = tiny_filter
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in sorted(folder.glob("*.png"))[:2]:
+        (photos / p.name).write_bytes(p.read_bytes())
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    others = tmp_path / "others"
+    others.mkdir()
+    for name, img in list(constructed_gallery().items())[:2]:
+        Image.fromarray((img * 255).astype(np.uint8)).save(others / f"{name}.png")
+    (others / "torn.png").write_bytes(b"\x89PNG torn")
+    r = run_cli("score", str(path), str(photos), "--artwork", str(art), "--size", "40", "--backbone", "random",
+                "--among", str(others), "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert [row["photo"] for row in data["rows"]] == ["p0.png", "p1.png"]
+    assert [Path(s["file"]).name for s in data["skipped"]] == ["broken.jpg", "torn.png"]
+    assert data["recognition"]["gallery_size"] == 3
+    warned = [line for line in r.stderr.splitlines() if line.startswith("warning: skipped")]
+    assert len(warned) == 2 and "broken.jpg" in warned[0] and "torn.png" in warned[1]
+    r = run_cli("score", str(path), str(photos / "broken.jpg"), "--size", "40")
+    assert_one_line_error(r.returncode, r.stdout, r.stderr, "broken.jpg")
+
+
 # ---------------------------------------------------------------- recognisability
 
 

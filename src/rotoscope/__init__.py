@@ -14,16 +14,38 @@ from . import numpy_kernels as _numpy_kernels  # noqa: E402
 
 _numpy_kernels.choose()
 
-from PIL.Image import Image as PILImage  # noqa: E402
+import sys  # noqa: E402
+import types  # noqa: E402
 
 from .config import NetConfig, TrainConfig  # noqa: E402
 from .errors import RotoscopeError  # noqa: E402
-from .filter import Filter, list_filters, load_filter  # noqa: E402
 
-# The submodules named like the functions below are loaded now: the first import of a submodule binds its name on
-# the package, and a lazy import inside train() or stylize() used to replace the function by the module after its
-# first call. (For the modules themselves: importlib.import_module("rotoscope.train").)
-from . import stylize as _stylize_module, train as _train_module  # noqa: E402,F401
+# Importing the package stays light (no torch, which takes a second or two to load): the command line imports what
+# each command needs inside its error handling, so Ctrl-C in the first second is one line, not a traceback, and
+# `rotoscope --help` answers at once. The library's names load on first use (PEP 562).
+_LAZY = {"Filter": "filter", "list_filters": "filter", "load_filter": "filter"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """The import system binds a loaded submodule on its package: rotoscope.train and rotoscope.stylize, the
+    modules, would replace the functions of those names below the first time anything imported them. They stay
+    functions (the modules: importlib.import_module("rotoscope.train"))."""
+
+    def __setattr__(self, name, value):
+        if name in ("train", "stylize") and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def train(artwork, name, photos=None, overwrite=False, **settings):
@@ -47,7 +69,10 @@ def train(artwork, name, photos=None, overwrite=False, **settings):
 def stylize(filt, image, mask=None, **settings):
     """Paint an image (path or PIL image) with a filter (Filter, name or path, or a mix "a:0.6+b:0.4"); returns a
     PIL image. `mask` (path, PIL image or array, any size): white paints, black keeps the photo, grey blends."""
+    from PIL.Image import Image as PILImage
+
     from .errors import Invalid
+    from .filter import Filter
     from .images import open_image
     from .stylize import ApplySettings, stylize_image
 

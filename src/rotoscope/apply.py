@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Union
 
-from .errors import CannotWrite, NotFound, RotoscopeError
+from .errors import CannotWrite, Invalid, NotFound, RotoscopeError
 from .filter import Filter
 from .images import IMAGE_SUFFIXES, WRITE_FORMATS, list_images, longer_side, open_image, read_provenance, save_image
 from .paths import check_writable, drop_partials
@@ -111,6 +111,8 @@ def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: App
     from . import video as vid
 
     is_video = vid.is_video_path(src) or (src.is_dir() and vid.frame_sequence(src))
+    if preview is not None and preview < 1:
+        raise Invalid(f"preview must be at least 1 frame (got {preview})")
     if preview and not is_video:
         raise RotoscopeError("--preview is for videos and folders of numbered frames")
     images, clips = (list_images(src), vid.list_clips(src)) if src.is_dir() and not is_video else ([], [])

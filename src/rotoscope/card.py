@@ -19,6 +19,23 @@ def _fmt_terms(d: dict | None) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in d.items())
 
 
+def _held_out_lines(hist: dict) -> list[str]:
+    """The held-out score untrained (step 0), at the first evaluation and at the last, each with its step: a run
+    shorter than eval_every has one evaluation, and 'first' and 'last' would show the same numbers as if nothing
+    had been learned (cards from before the curve was kept show first and last alone)."""
+    curve, start = hist.get("holdout_curve") or [], hist.get("holdout_start")
+    evals = curve[1:] if start else curve
+    rows = [("untrained", start, 0)] if start else []
+    if evals:
+        if len(evals) > 1:
+            rows.append(("first", hist.get("holdout_first"), evals[0]["step"]))
+        rows.append(("last", hist.get("holdout_last"), evals[-1]["step"]))
+    elif not start:
+        rows = [("first", hist.get("holdout_first"), None), ("last", hist.get("holdout_last"), None)]
+    return [("held-out    " if i == 0 else " " * 12) + f"{label:<9} {_fmt_terms(terms)}"
+            + (f"  (step {step})" if step is not None and terms else "") for i, (label, terms, step) in enumerate(rows)]
+
+
 def format_mix_card(card: dict, path: Path | None = None) -> str:
     """A mix's card: its parents and weights, how they were mixed; it was never trained, so no photos or losses."""
     mix, bb = card["mix"], card.get("backbone", {})
@@ -58,10 +75,9 @@ def format_card(card: dict, path: Path | None = None) -> str:
               f"training    {tm.get('steps')} steps in {tm.get('seconds')} s ({tm.get('it_per_s')} it/s)",
               "            " + ", ".join(f"{k}={v}" for k, v in tr.items() if k != "net"
                                         and not (k == "pixel_weight" and not tr.get("teacher"))),
-              f"train loss  first {_fmt_terms(hist.get('train_first'))}",
-              f"            last  {_fmt_terms(hist.get('train_last'))}",
-              f"held-out    first {_fmt_terms(hist.get('holdout_first'))}",
-              f"            last  {_fmt_terms(hist.get('holdout_last'))}",
+              f"train loss  {'first':<9} {_fmt_terms(hist.get('train_first'))}",
+              f"            {'last':<9} {_fmt_terms(hist.get('train_last'))}",
+              *_held_out_lines(hist),
               f"created     {card.get('created')} with rotoscope {card.get('rotoscope_version')}"]
     for w in card.get("warnings", []):
         lines.append(f"warning     {w}")

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import LIVE_FLOW, ApplySettings, ServerConfig, TrainConfig, VideoConfig
-from .errors import Interrupted, NotFound, RotoscopeError
+from .errors import Interrupted, Invalid, NotFound, RotoscopeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn one piece of art into a reusable filter, and paint photos and video with it.")
@@ -21,6 +21,15 @@ weights_app = typer.Typer(help="Which backbones (loss networks) are available; f
 app.add_typer(weights_app, name="weights")
 console = Console(stderr=True)
 out = Console()
+
+
+@app.callback()
+def _before_every_command():
+    # after the arguments are parsed and before the command runs (not for --help, which needs no torch): torch
+    # loads here, inside main()'s handling, so Ctrl-C while it loads is one line, not a traceback
+    from .devices import configure_threads
+
+    configure_threads()  # one thread per physical core: hyper-threads share a core's vector units
 
 
 def say(msg: str) -> None:
@@ -171,7 +180,7 @@ def apply(
                                  "photos, warnings) on stdout."),
     crf: Optional[int] = typer.Option(None, help="Video: " + _h(VideoConfig, "crf")),
     stabilize: bool = typer.Option(True, "--stabilize/--no-stabilize", help="Video: " + _h(VideoConfig, "stabilize")),
-    preview: Optional[int] = typer.Option(None, min=1, help="Video: write a contact sheet of N painted frames."),
+    preview: Optional[int] = typer.Option(None, help="Video: write a contact sheet of N painted frames."),
     real_time: bool = typer.Option(False, "--real-time", help="Video: paint with the filter's lite version (NAME-lite) "
                                    "when it ships one, at paint scale 0.4, DIS fine flow at 160 px, blend 0.85, x264 "
                                    "superfast: about 25 fps at 1280x720 on 2 CPU cores, softer; options and --set "
@@ -356,6 +365,8 @@ def score(
     others = list_images(among) if among else None
     report = score_filter(filter, files, artwork, size=size, backbones=tuple(backbone) if backbone else None,
                           among=others)
+    for s in report.skipped:
+        say(f"warning: skipped {s['reason']}")
     if as_json:
         out.print_json(json.dumps(report.to_dict()))
     else:
@@ -449,7 +460,7 @@ def live(
     filter: str = typer.Argument(..., help="Filter name or .safetensors path, or a mix: a:0.6+b:0.4."),
     camera: str = typer.Option("0", help="Camera number, or a video file standing in for a camera."),
     size: Optional[int] = typer.Option(None, help=_h(ApplySettings, "size")),
-    frames: Optional[int] = typer.Option(None, min=1, help="Stop after this many frames (default: until q, Esc, "
+    frames: Optional[int] = typer.Option(None, help="Stop after this many frames (default: until q, Esc, "
                                          "Ctrl-C or the end of a file)."),
     window: bool = typer.Option(True, "--window/--no-window", help="Show the painting in a window (needs an "
                                 "OpenCV with a GUI)."),
@@ -459,7 +470,7 @@ def live(
     stabilize: bool = typer.Option(True, "--stabilize/--no-stabilize", help=_h(VideoConfig, "stabilize")),
     flow_preset: Optional[str] = typer.Option(None, help="Optical flow for flicker reduction: ultrafast, fine, fast "
                                               f"or medium (default: the real-time flow, {LIVE_FLOW['flow_preset']})."),
-    flow_side: Optional[int] = typer.Option(None, min=16, max=8192, help="Longest side (pixels) the flow is "
+    flow_side: Optional[int] = typer.Option(None, help="Longest side (pixels) the flow is "
                                             "computed at, scaled up to the frame (default: the real-time flow's, "
                                             f"{LIVE_FLOW['flow_side']})."),
     strength: float = typer.Option(1.0, help=_h(ApplySettings, "strength")),
@@ -474,13 +485,15 @@ def live(
 ):
     """Paint a camera live, in a window and/or to a virtual camera, showing the frame rate."""
     from .config import parse_sets
-    from .flow import PRESETS
     from .live import pick_architecture, run_live
     from .mix import load_any
 
-    flow_preset, flow_side = flow_preset or LIVE_FLOW["flow_preset"], flow_side or LIVE_FLOW["flow_side"]
-    if flow_preset not in PRESETS:
-        raise RotoscopeError(f"unknown flow preset '{flow_preset}': use {', '.join(PRESETS)}")
+    # the video settings' own ranges and words (config.py), as `apply` says them
+    flow = VideoConfig(flow_preset=flow_preset or LIVE_FLOW["flow_preset"],
+                       flow_side=LIVE_FLOW["flow_side"] if flow_side is None else flow_side).validate()
+    flow_preset, flow_side = flow.flow_preset, flow.flow_side
+    if frames is not None and frames < 1:
+        raise Invalid(f"frames must be at least 1 (got {frames})")
     settings = ApplySettings(**{"size": size, "strength": strength, "engine": engine, "precision": precision,
                                 **({"keep": keep} if keep else {}), **parse_sets(ApplySettings, set_)}).validate()
     if mask is not None:
@@ -593,9 +606,6 @@ def serve(
 
 
 def main() -> None:
-    from .devices import configure_threads
-
-    configure_threads()  # one thread per physical core: hyper-threads share a core's vector units
     try:
         code = app(standalone_mode=False)
         # typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns that code instead of raising

@@ -362,6 +362,7 @@ class ScoreReport:
     backbones: tuple[str, ...] = ()
     has_artwork: bool = False
     recognition: "Recognition | None" = None  # where each result ranks the artwork among others (--among)
+    skipped: list[dict] = field(default_factory=list)  # {"file": path, "reason": why}: photos or artworks unread
 
     def mean(self, which: str = "result") -> dict[str, float]:
         keys = [k for k in self.rows[0][which]] if self.rows else []
@@ -370,7 +371,8 @@ class ScoreReport:
     def to_dict(self) -> dict:
         return {"filter": self.filter, "backbones": list(self.backbones), "has_artwork": self.has_artwork,
                 "mean": self.mean(), "photo_baseline_mean": self.mean("photo_baseline") if self.has_artwork else {},
-                "rows": self.rows, "recognition": self.recognition.to_dict() if self.recognition else None}
+                "rows": self.rows, "recognition": self.recognition.to_dict() if self.recognition else None,
+                "skipped": self.skipped}
 
 
 def score_results(pairs: list[tuple[str, Image.Image, Image.Image]], artwork=None, size: int = SCORE_SIZE,
@@ -406,11 +408,20 @@ def score_filter(filt, photos: list[str | os.PathLike], artwork: str | os.PathLi
     if not photos:
         raise RotoscopeError("no photos to score")
     settings = ApplySettings(size=size, precision=precision, device="cpu").validate()
-    pairs = []
+    # as `apply` does with a folder: a file that cannot be read or painted is skipped, saying why, not the end of
+    # the run (a folder of 200 photos with one broken JPEG is still worth scoring); none at all is an error
+    pairs, skipped = [], []
     for p in photos:
-        img = resize_longer(load_rgb(p), size)
-        pairs.append((Path(p).name, img, stylize_image(filt, img, settings)))
+        try:
+            img = resize_longer(load_rgb(p), size)
+            pairs.append((Path(p).name, img, stylize_image(filt, img, settings)))
+        except RotoscopeError as e:
+            skipped.append({"file": str(p), "reason": _why(p, e)})
+    if not pairs:
+        raise RotoscopeError(skipped[0]["reason"] if len(skipped) == 1 else
+                             f"none of the {len(skipped)} photos could be scored: {skipped[0]['reason']}")
     report = score_results(pairs, artwork, size, backbones, name=filt.name)
+    report.skipped = skipped
     if among:
         if artwork is None:
             raise RotoscopeError("ranking among artworks needs the filter's own artwork (--artwork)")
@@ -419,12 +430,30 @@ def score_filter(filt, photos: list[str | os.PathLike], artwork: str | os.PathLi
         for a in map(Path, among):
             if a.resolve() != own.resolve():  # unique names: two files with one stem stay two artworks
                 arts[a.name if a.stem in arts or a.stem == own.stem else a.stem] = a
+        arts, unread = _artworks_read(arts, size)
+        report.skipped += unread
         if not arts:
             raise RotoscopeError("--among: no other artwork to rank against")
         key = f"{own.stem} (the filter's own)"
         gal = gallery({key: own, **arts}, size)
         report.recognition = recognise([(filt.name, key, n, r) for n, _, r in pairs], gal)
     return report
+
+
+def _why(path, e: RotoscopeError) -> str:
+    """A skipped file's reason, naming it (most messages start with the path; a size refusal does not)."""
+    return str(e) if Path(path).name in str(e) else f"{Path(path).name}: {e}"
+
+
+def _artworks_read(arts: dict[str, Path], size: int) -> tuple[dict[str, Image.Image], list[dict]]:
+    """The artworks read at the scoring size, and those that could not be read with the reason."""
+    read, unread = {}, []
+    for name, a in arts.items():
+        try:
+            read[name] = resize_longer(load_rgb(a), size)
+        except RotoscopeError as e:
+            unread.append({"file": str(a), "reason": _why(a, e)})
+    return read, unread
 
 
 def format_report(report: ScoreReport) -> str:

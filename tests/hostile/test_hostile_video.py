@@ -64,7 +64,7 @@ BAD_VIDEO_OPTIONS = [
     (["-o", "out.avi"], "cannot write video as '.avi'"),
     (["-o", "in.mp4"], "overwrite the input"),
     (["--crf", "99"], "crf must be between 0 and 51 (got 99)"),
-    (["--preview", "0"], "--preview"),
+    (["--preview", "0"], "preview must be at least 1 frame (got 0)"),
     (["--preview", "2"], "--preview writes a picture"),
     (["--set", "segment_frames=0"], "segment_frames must be between"),
     (["--set", "blend=2"], "blend must be between"),
