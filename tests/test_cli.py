@@ -309,3 +309,51 @@ def test_ctrl_c_in_training_keeps_a_checkpoint_and_exits_130(tmp_path, capsys, m
     code, _, err = rotoscope("train", art, "--name", "cut", *TINY_ARGS, capsys=capsys)
     assert code == 130, err
     assert err.strip().splitlines()[-1] == "interrupted at step 2/30; run the same command with --resume to continue"
+    # the same command without --resume would start from random weights over the kept run: refused
+    assert_one_line_error(*rotoscope("train", art, "--name", "cut", *TINY_ARGS, capsys=capsys),
+                          "an interrupted run of 'cut' is kept at step 2 of 30: --resume continues it, --overwrite "
+                          "starts afresh")
+
+
+def test_a_fresh_run_and_rm_leave_no_earlier_runs_story_behind(tmp_path, capsys, monkeypatch):
+    """`explain` reads the run's folder: the checkpoint, curves and previews of an earlier run of the name (an
+    interrupted one replaced with --overwrite, or a removed filter's) must not appear as the new filter's."""
+    from conftest import interrupt_training_at
+    from rotoscope.data import PhotoSet
+    from rotoscope.paths import runs_dir
+
+    art, other = tmp_path / "art.png", tmp_path / "other.png"
+    draw_artwork(96).save(art)
+    make_image(other, (96, 96))
+    restore = interrupt_training_at(monkeypatch, 25)
+    code, _, err = rotoscope("train", art, "--name", "x", *TINY_ARGS, capsys=capsys)
+    assert code == 130, err
+    monkeypatch.setattr(PhotoSet, "batch", restore)
+    story = runs_dir() / "x" / "story"
+    assert (story / "preview-000009.jpg").exists(), list(story.iterdir())  # the interrupted run's (of 30 steps)
+    code, _, err = rotoscope("train", other, "--name", "x", *TINY_ARGS, "--steps", "2", "--overwrite",
+                             capsys=capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in story.glob("preview-*")) == [f"preview-00000{i}.jpg" for i in (0, 1, 2)]
+    events = list((runs_dir() / "x" / "tensorboard").glob("events*"))
+    assert len(events) == 1, events  # this run's curves only
+    code, _, err = rotoscope("rm", "x", capsys=capsys)
+    assert code == 0, err
+    assert not (runs_dir() / "x" / "checkpoint.safetensors").exists() and not story.exists()
+
+
+def test_a_shipped_filters_name_is_taken_like_any_other(tmp_path, capsys):
+    """A user filter of a shipped filter's name would hide it from every command: refused by train and mix as by
+    the server, unless --overwrite."""
+    from rotoscope.filter import registry_path
+
+    art = tmp_path / "art.png"
+    draw_artwork(96).save(art)
+    for args in (["train", art, *TINY_ARGS, "--steps", "1"], ["mix", "great-wave", "the-scream"]):
+        assert_one_line_error(*rotoscope(*args, "--name", "great-wave", capsys=capsys),
+                              "a filter named 'great-wave' ships with rotoscope; pass --overwrite")
+        assert not registry_path("great-wave").exists()
+    code, _, err = rotoscope("mix", "great-wave", "the-scream", "--name", "great-wave", "--overwrite", capsys=capsys)
+    assert code == 0 and registry_path("great-wave").exists(), err
+    code, _, err = rotoscope("rm", "great-wave", capsys=capsys)  # the shipped one is back
+    assert code == 0 and "ships with rotoscope" in rotoscope("rm", "great-wave", capsys=capsys)[2]

@@ -353,6 +353,16 @@ def test_train_many_command_table_and_refusals(artworks, tmp_path, capsys):
     assert_one_line_error(*rotoscope("train-many", arts, "--photos", photos, *tiny, capsys=capsys),
                           "'blue' exists", "--overwrite")
     assert_one_line_error(*rotoscope("train-many", tmp_path / "nothing", capsys=capsys), "no such folder")
+    assert_one_line_error(*rotoscope("train-many", arts / "blue.png", capsys=capsys), "blue.png is not a folder")
+    # an output folder that cannot be written: said before the first training, not as a failed row after it
+    (tmp_path / "a-file").write_text("x")
+    assert_one_line_error(*rotoscope("train-many", arts, "--photos", photos, *tiny, "--overwrite", "-o",
+                                     tmp_path / "a-file" / "out", capsys=capsys), "cannot write")
+    # a shipped filter's name is taken like any other (a user filter would hide it)
+    (tmp_path / "gw").mkdir()
+    make_scene(tmp_path / "gw" / "great-wave.png", seed=5, size=(64, 64))
+    assert_one_line_error(*rotoscope("train-many", tmp_path / "gw", "--photos", photos, *tiny, capsys=capsys),
+                          "'great-wave' ships with rotoscope")
     assert_one_line_error(*rotoscope("train-many", arts, "--set", "segments_per_task=-2", capsys=capsys),
                           "segments_per_task")
     assert_one_line_error(*rotoscope("train-many", arts, "--set", "teacher=great-wave", capsys=capsys),
@@ -390,6 +400,15 @@ def test_train_many_resumes_an_interrupted_training_and_a_failed_one_is_a_row(ar
     assert (rows["Red-Poster"].status, rows["Red-Poster"].steps) == ("trained", 4)
     assert rows["broken"].status.startswith("failed: ") and rows["broken"].steps is None
     assert "\n" not in rows["broken"].status
+    # an interrupted run of another artwork under the name: refused before any training, not resumed or dropped
+    monkeypatch.setattr(PhotoSet, "batch", real_batch)
+    interrupt_training_at(monkeypatch, 1)
+    with pytest.raises(RotoscopeError, match="interrupted"):
+        tr.train(arts / "Red Poster.png", "other", photos, cfg, log=lambda *_: None, progress=False)
+    monkeypatch.setattr(PhotoSet, "batch", real_batch)
+    make_scene(arts / "other.png", seed=7, size=(64, 64))
+    with pytest.raises(RotoscopeError, match="an interrupted run of 'other' from another artwork is kept at step 1"):
+        cluster.train_many(arts, photos, cfg)
 
 
 def test_cluster_refusals_are_one_line(filt, tmp_path, capsys, monkeypatch):

@@ -51,8 +51,8 @@ sys.modules[__name__].__class__ = _Package
 def train(artwork, name, photos=None, overwrite=False, **settings):
     """Train a filter from one artwork; keyword settings override TrainConfig's defaults. An existing filter of the
     same name (or the file `out=`) is never replaced unless overwrite=True, as on the command line."""
-    from .errors import Conflict, Invalid
-    from .train import filter_destination, train as _train
+    from .errors import Invalid
+    from .train import refuse_dropping_a_run, refuse_taken, train as _train
 
     extra = {k: settings.pop(k) for k in ("title", "backbone_weights", "resume", "out", "log", "progress")
              if k in settings}
@@ -60,9 +60,9 @@ def train(artwork, name, photos=None, overwrite=False, **settings):
         cfg = TrainConfig().replace(**settings)
     except (TypeError, ValueError) as e:
         raise Invalid(str(e)) from None
-    target = filter_destination(name, extra.get("out"))
-    if target.exists() and not (overwrite or extra.get("resume")):
-        raise Conflict(f"a filter named '{name}' exists ({target}); pass overwrite=True to replace it")
+    if not (overwrite or extra.get("resume")):  # as on the command line
+        refuse_taken(name, extra.get("out"), flag="overwrite=True")
+        refuse_dropping_a_run(name, flag="overwrite=True", resume="resume=True")
     return _train(artwork, name, photos, cfg, **extra)
 
 

@@ -97,11 +97,12 @@ def train(
                     tv_weight=tv_weight, color_match=color_match, precision=precision, device=device, arch=arch,
                     teacher=teacher, channels=ch, res_blocks=res_blocks, checkpoint_every=checkpoint_every)
     cfg = TrainConfig().replace(**{**explicit, **parse_sets(TrainConfig, set_)})
-    from .train import filter_destination
+    from .train import filter_destination, refuse_dropping_a_run, refuse_taken
 
-    target = filter_destination(name, output)  # a .safetensors file: never a folder, never the artwork
-    if target.exists() and not (overwrite or resume):  # a typo must not destroy a trained filter
-        raise RotoscopeError(f"a filter named '{name}' exists ({target}); pass --overwrite to replace it")
+    filter_destination(name, output)  # a .safetensors file: never a folder, never the artwork
+    if not (overwrite or resume):  # a typo must not destroy a trained filter, nor a forgotten --resume a long run
+        refuse_taken(name, output)
+        refuse_dropping_a_run(name)
     run_train(artwork, name, photos, cfg.validate(), title=title, backbone_weights=backbone_weights, resume=resume,
               out=output, log=say, progress=progress)
 
@@ -431,7 +432,7 @@ def rm(filter: str = typer.Argument(...)):
     """Remove a filter from the registry."""
     from .filter import remove_filter
 
-    say(f"removed {remove_filter(filter)}")
+    say(f"removed {remove_filter(filter)}")  # and its training's record (checkpoint, curves, previews)
 
 
 @app.command("mix")

@@ -422,14 +422,17 @@ def _plan_many(artworks: Path, cfg: TrainConfig, overwrite: bool, out_dir) -> li
 
     from .filter import read_card
     from .images import list_images
-    from .paths import runs_dir
-    from .train import CHECKPOINT, filter_destination
+    from .paths import check_writable, runs_dir
+    from .train import CHECKPOINT, checkpoint_state, filter_destination, interrupted_run, refuse_taken
 
     if not Path(artworks).is_dir():
-        raise RotoscopeError(f"no such folder of artworks: {artworks}")
+        raise RotoscopeError(f"{artworks} is not a folder of artworks" if Path(artworks).exists() else
+                             f"no such folder of artworks: {artworks}")
     arts = list_images(artworks)
     if not arts:
         raise RotoscopeError(f"no images in {artworks}")
+    if out_dir:
+        check_writable(out_dir)  # said now, not as a failed row after the first training
     plan, seen = [], {}
     for art in arts:
         name = filter_name(art)
@@ -452,10 +455,16 @@ def _plan_many(artworks: Path, cfg: TrainConfig, overwrite: bool, out_dir) -> li
                 plan.append((art, name, "kept"))  # finished by an earlier run of the same command
                 continue
             raise RotoscopeError(f"a filter named '{name}' exists ({dest}); pass --overwrite to replace it")
-        if (runs_dir() / name / CHECKPOINT).exists():
-            plan.append((art, name, "resume"))  # an interrupted run: it goes on from its checkpoint
-            continue
-        plan.append((art, name, "train"))
+        refuse_taken(name, dest if out_dir else None)  # a shipped filter's name, in the registry
+        kept = interrupted_run(name)
+        if kept is not None:
+            sha = hashlib.sha256(art.read_bytes()).hexdigest()
+            if (checkpoint_state(runs_dir() / name / CHECKPOINT).get("meta") or {}).get("artwork_sha256") == sha:
+                plan.append((art, name, "resume"))  # an interrupted run: it goes on from its checkpoint
+                continue
+            raise RotoscopeError(f"an interrupted run of '{name}' from another artwork is kept at step {kept[0]} of "
+                                 f"{kept[1]}: --overwrite starts afresh")
+        plan.append((art, name, "train"))  # a finished run's record without its filter (removed) is replaced
     return plan
 
 

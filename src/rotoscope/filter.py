@@ -223,6 +223,9 @@ def remove_filter(name: str) -> Path:
         from .paths import write_failure
 
         raise write_failure(e, path) from None
+    from .train import clear_run
+
+    clear_run(name)  # its training's record: a later filter of this name must not show it as its own
     return path
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import Conflict, Invalid
+from .errors import Invalid
 from .filter import Filter, find_filter, load_filter, save_filter
 from .network import FilterNet, build, config_from_card
 
@@ -214,11 +214,10 @@ def save_mix(parents: list[str], weights: list[float] | None, name: str, out: Pa
     if weights and len(weights) != len(parents):
         raise Invalid(f"{len(parents)} filters but {len(weights)} weights: give one weight per filter")
     ws = shares(list(weights) if weights else [None] * len(parents))
-    from .train import filter_destination
+    from .train import filter_destination, refuse_taken
 
-    target = filter_destination(name, out)  # a .safetensors file: never over a picture or into a folder's name
-    if target.exists() and not overwrite:
-        raise Conflict(f"a filter named '{name}' exists ({target}); pass --overwrite to replace it")
+    # a .safetensors file: never over a picture or into a folder's name; a taken name (a shipped one too) refused
+    target = filter_destination(name, out) if overwrite else refuse_taken(name, out)
     filters = [load_filter(p) for p in parents]
     net = interpolate(filters, ws)
     target.parent.mkdir(parents=True, exist_ok=True)

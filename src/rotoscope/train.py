@@ -34,7 +34,7 @@ from .config import TrainConfig, describe
 from .data import PhotoSet, load_photos
 from .devices import autocast, pick_device, resolve_precision
 from .distributed import SINGLE, World
-from .errors import Interrupted, Invalid, RotoscopeError
+from .errors import Conflict, Interrupted, Invalid, RotoscopeError
 from .filter import SUFFIX, Filter, check_name, registry_path, save_filter
 from .images import load_rgb, resize_longer, to_tensor
 from .losses import LossWeights, StyleTarget, perceptual_loss, style_target
@@ -357,16 +357,17 @@ class Checkpoints(Monitor):
         except Exception as e:  # noqa: BLE001
             raise unreadable(e) from None
         if meta.get("artwork_sha256") != self.meta["artwork_sha256"]:
-            raise RotoscopeError(f"the checkpoint of '{name}' was trained on a different artwork; drop --resume")
+            raise RotoscopeError(f"the checkpoint of '{name}' was trained on a different artwork; --overwrite "
+                                 "without --resume starts afresh")
         if meta.get("teacher_card_hash") != self.meta.get("teacher_card_hash"):
             raise RotoscopeError(f"the checkpoint of '{name}' learned from another teacher (or none, or an earlier "
-                                 f"version of it); drop --resume")
+                                 f"version of it); --overwrite without --resume starts afresh")
         try:
             run, state = load_checkpoint(self.path, self.net, self.opt)
         except RuntimeError as e:  # load_state_dict: other layers or widths than this run's network
             raise RotoscopeError(f"the checkpoint of '{name}' holds another network (--arch, --channels or "
                                  f"--res-blocks differ: {str(e).splitlines()[0][:80]}); give the checkpoint's, or "
-                                 "drop --resume") from None
+                                 "--overwrite without --resume to start afresh") from None
         except Exception as e:  # noqa: BLE001
             raise unreadable(e) from None
         if TrainConfig.from_dict(state["config"]) != self.cfg:
@@ -486,6 +487,8 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
     extra_card = {"init": init, "precision": {"used": precision.value, "requested": requested, "why": precision.reason},
                   "distributed": world.card(), **teacher_card, **(extra_card or {})}
     art_hash = hashlib.sha256(Path(artwork).read_bytes()).hexdigest()
+    if world.main and not resume:  # the inputs are read: only now is an earlier run's record given up
+        clear_run(name)
     checkpoints = Checkpoints(run_dir / CHECKPOINT, net, opt, cfg, {"artwork_sha256": art_hash,
                                                                     "backbone": backbone.name,
                                                                     **teacher_hash(teacher_card)}, write=world.main)
@@ -571,6 +574,19 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
     return load_filter_file(dest)
 
 
+def clear_run(name: str) -> None:
+    """Drop the record of an earlier run of `name` (checkpoint, TensorBoard curves, previews): a fresh run, or a
+    removed filter, must not show another filter's story (`explain` reads this folder)."""
+    import shutil
+
+    run_dir = runs_dir() / name
+    for entry in (run_dir / CHECKPOINT, run_dir / "tensorboard", run_dir / "story"):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.exists() or entry.is_symlink():
+            entry.unlink(missing_ok=True)
+
+
 def _remove_stale_temporaries(run_dir: Path, dest: Path) -> None:
     """A run killed while writing (kill -9, a power cut) leaves its temporary file beside the final name (the final
     name itself is never half-written): the next run of this name removes them."""
@@ -591,6 +607,56 @@ def filter_destination(name: str, out: str | os.PathLike | None = None) -> Path:
     if dest.suffix != SUFFIX or dest.is_dir():
         raise Invalid(f"cannot write the filter to {dest}: a filter is a file ending in {SUFFIX}")
     return dest
+
+
+def taken_by(name: str, out: str | os.PathLike | None = None) -> Path | None:
+    """The filter a new one named `name` would replace: the file at its destination, or (in the registry) the
+    shipped filter of that name, which a user filter would hide from every command. None: the name is free."""
+    from .filter import SHIPPED_DIR
+
+    dest = filter_destination(name, out)
+    if dest.exists():
+        return dest
+    shipped = SHIPPED_DIR / dest.name
+    return shipped if out is None and shipped.exists() else None
+
+
+def refuse_taken(name: str, out: str | os.PathLike | None = None, flag: str = "--overwrite") -> Path:
+    """One rule for every way a filter is made (train, train-many, mix, the API and the server): a name that is
+    taken, by a filter of the user's or one that ships with rotoscope, is refused in one line unless `flag` says to
+    replace it (a typo must not destroy a trained filter, nor quietly hide a shipped one). Returns the destination."""
+    from .filter import SHIPPED_DIR
+
+    taken = taken_by(name, out)
+    if taken is not None and taken.parent == SHIPPED_DIR:
+        raise Conflict(f"a filter named '{name}' ships with rotoscope; pass {flag} to put yours in its place (the "
+                       "shipped one comes back when yours is removed)")
+    if taken is not None:
+        raise Conflict(f"a filter named '{name}' exists ({taken}); pass {flag} to replace it")
+    return filter_destination(name, out)
+
+
+def interrupted_run(name: str) -> tuple[int, int] | None:
+    """(step reached, steps asked) of an unfinished run of `name` that --resume would continue; None if there is
+    none (no checkpoint, a finished run, or a checkpoint whose header cannot be read)."""
+    path = runs_dir() / name / CHECKPOINT
+    if not path.exists():
+        return None
+    try:
+        header = checkpoint_state(path)
+        step, steps = int(header["run"]["step"]), int(header["config"]["steps"])
+    except Exception:  # noqa: BLE001 - unreadable: a fresh run replaces it, as it always has
+        return None
+    return (step, steps) if step < steps else None
+
+
+def refuse_dropping_a_run(name: str, flag: str = "--overwrite", resume: str = "--resume") -> None:
+    """A fresh run of a name whose earlier run was interrupted would start from random weights and overwrite that
+    run's checkpoint: hours of training lost to a forgotten --resume. Refused unless `flag` says to start afresh."""
+    kept = interrupted_run(name)
+    if kept is not None:
+        raise Conflict(f"an interrupted run of '{name}' is kept at step {kept[0]} of {kept[1]}: {resume} continues "
+                       f"it, {flag} starts afresh")
 
 
 def resolved_precision(cfg: TrainConfig, device):
