@@ -577,7 +577,7 @@ def test_serve_refuses_a_cluster_it_cannot_reach_in_one_line(capsys, monkeypatch
     ray = require_module("ray", "pip install -e '.[cluster]'")
     monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as a server that has not joined a cluster yet
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("the server started"))
-    assert_one_line_error(*rotoscope("serve", "--port", "0", "--cluster", "127.0.0.1:1", capsys=capsys),
+    assert_one_line_error(*rotoscope("serve", "--port", "18000", "--cluster", "127.0.0.1:1", capsys=capsys),
                           "cannot reach the Ray cluster at 127.0.0.1:1")
     monkeypatch.setenv("ROTOSCOPE_CLUSTER", "nonsense")  # the setting from the environment, as a service sets it
-    assert_one_line_error(*rotoscope("serve", "--port", "0", capsys=capsys), "HOST:PORT")
+    assert_one_line_error(*rotoscope("serve", "--port", "18000", capsys=capsys), "HOST:PORT")

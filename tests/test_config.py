@@ -45,14 +45,17 @@ def test_every_training_and_apply_setting_is_reachable_from_the_command_line():
     (TrainConfig, "size", 3, "size must be between 16 and 1024"),
     (TrainConfig, "color_match", "histogram", "unknown color_match 'histogram': use one of sliced, moments"),
     (TrainConfig, "precision", "fp8", "unknown precision 'fp8': use one of auto, bf16, fp16, fp32"),
-    (TrainConfig, "device", "gpu", "device must be matching"),
+    (TrainConfig, "device", "gpu", "device must be auto, cpu, mps, cuda or cuda:N (got 'gpu')"),
     (TrainConfig, "lr", float("nan"), "lr must be a number"),
     (ApplySettings, "size", -5, "size must be between 1 and 32768 (got -5)"),
     (ApplySettings, "strength", 1.5, "strength must be between 0 and 1"),
     (ApplySettings, "engine", "tensorrt", "unknown engine 'tensorrt': use one of auto, torch, onnx, openvino"),
     (VideoConfig, "crf", 70, "crf must be between 0 and 51"),
     (VideoConfig, "flow_preset", "slow", "unknown flow_preset 'slow'"),
-    (ServerConfig, "port", 70000, "port must be between 0 and 65535"),
+    (ServerConfig, "port", 70000, "port must be between 1 and 65535"),
+    (ServerConfig, "port", 0, "port must be between 1 and 65535"),  # any free port: the address said would be wrong
+    (ServerConfig, "token", "short", "token must be 8 characters or more, with no spaces (got 'short')"),
+    (VideoConfig, "max_seconds", 0.0, "max_seconds must be between 0.001"),  # no frames: not the clip's fault
 ])
 def test_out_of_range_settings_are_refused_with_one_line_naming_them(table, name, bad, words):
     obj = dataclasses.replace(table(), **{name: bad})
@@ -73,8 +76,10 @@ def test_text_values_are_read_by_type():
     assert parse_value(f["channels"], "32,64,128") == (32, 64, 128)
     assert parse_value(fields_of(ApplySettings)["preserve_colors"], "yes") is True
     assert parse_value(fields_of(ApplySettings)["size"], "none") is None
-    with pytest.raises(RotoscopeError, match="steps: cannot read 'many'"):
+    with pytest.raises(RotoscopeError, match="steps takes a whole number between 1 and 1000000 \\(got 'many'\\)"):
         parse_value(f["steps"], "many")
+    with pytest.raises(RotoscopeError, match="max_seconds takes a number between 0.001 and 1e\\+07 \\(got 'abc'\\)"):
+        parse_value(fields_of(VideoConfig)["max_seconds"], "abc")
     with pytest.raises(RotoscopeError, match="unknown setting 'stepz'"):
         parse_sets(TrainConfig, ["stepz=3"])
     with pytest.raises(RotoscopeError, match="key=value"):

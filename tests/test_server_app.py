@@ -71,6 +71,22 @@ def test_studio_page_and_its_assets_are_served_with_no_external_urls(client):
     assert "https://" not in page.text and "http://" not in page.text
 
 
+def test_the_studios_training_form_shows_the_recipes_defaults_and_sends_none(client):
+    """The form shows the settings table's defaults as placeholders (not values of its own, which would train
+    studio users a weaker filter than `rotoscope train`); an empty field is not sent, so the server's apply."""
+    import re
+
+    from rotoscope.config import TrainConfig
+
+    page = client.get("/").text
+    form = page[page.index('id="train-form"'):page.index("</form>", page.index('id="train-form"'))]
+    d = TrainConfig()
+    for field, shown in (("steps", d.steps), ("size", d.size), ("channels", ",".join(map(str, d.net.channels)))):
+        tag = re.search(rf'<input name="{field}"[^>]*>', form).group(0)
+        assert f'placeholder="{shown} (default)"' in tag and "value=" not in tag, tag
+    assert "{{" not in page
+
+
 def test_openapi_documents_every_endpoint(client):
     paths = client.get("/openapi.json").json()["paths"]
     for p in ("/api/health", "/api/filters", "/api/filters/{name}", "/api/filters/{name}/preview",
@@ -120,7 +136,7 @@ def test_filter_preview_is_a_cached_png(client, rotoscope_home):
 
 
 def test_delete_filter(client, rotoscope_home):
-    assert client.delete("/api/filters/tiny").json()["deleted"] == "tiny"
+    assert client.delete("/api/filters/tiny").json() == {"deleted": "tiny"}  # no path on the server
     assert not (rotoscope_home / "filters" / "tiny.safetensors").exists()
     assert client.delete("/api/filters/tiny").status_code == 404
     assert client.get("/api/filters").json() == []
@@ -162,10 +178,17 @@ def test_apply_settings_strength_preserve_colours_size_and_format(client):
     assert Image.open(io.BytesIO(small.content)).size == (24, 20)
     jpeg = apply(client, {"format": "jpeg"})
     assert jpeg.headers["content-type"] == "image/jpeg" and Image.open(io.BytesIO(jpeg.content)).format == "JPEG"
+    # paint_scale, as `apply --paint-scale` does: painted smaller, the photo's edges restored; in the provenance
+    half = apply(client, {"paint_scale": "0.5"})
+    assert half.status_code == 200, half.text
+    scaled = np.asarray(Image.open(io.BytesIO(half.content)), dtype=np.int16)
+    assert scaled.shape == full.shape and np.abs(scaled - full).mean() > 1
+    assert json.loads(Image.open(io.BytesIO(half.content)).info["rotoscope"])["settings"]["paint_scale"] == 0.5
 
 
 @pytest.mark.parametrize("data, words", [({"strength": "1.5"}, "strength"), ({"size": "8"}, "size"),
-                                         ({"size": "100000"}, "size"), ({"format": "gif"}, "format")])
+                                         ({"size": "100000"}, "size"), ({"format": "gif"}, "format"),
+                                         ({"paint_scale": "0.01"}, "paint_scale must be between 0.1 and 1")])
 def test_apply_refuses_bad_settings_with_422(client, data, words):
     r = apply(client, data)
     assert r.status_code == 422 and words in json.dumps(r.json())
@@ -311,6 +334,20 @@ def test_serve_cli_refuses_a_public_bind_without_token(capsys, monkeypatch):
         cli.main()
     err = capsys.readouterr().err
     assert e.value.code == 1 and err.startswith("error: binding to 0.0.0.0") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--max-upload-mb", "0"], "--max-upload-mb must be between 0.001 and 1048576 MiB (got 0)"),  # not "unset"
+    (["--max-video-mb", "-1"], "--max-video-mb must be between 0.001"),  # in the MiB typed, not in bytes
+    (["--port", "0"], "port must be between 1 and 65535"),  # any free port: the address it says would be wrong
+    (["--token", "short"], "token must be 8 characters or more, with no spaces"),
+])
+def test_serve_refuses_bad_limits_in_the_words_and_units_typed(args, words, capsys, monkeypatch):
+    from conftest import assert_one_line_error, require_module, rotoscope
+
+    uvicorn = require_module("uvicorn", "pip install -e '.[server]'")
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("the server started"))
+    assert_one_line_error(*rotoscope("serve", *args, capsys=capsys), words)
 
 
 def test_database_setting_accepts_paths_and_sqlite_urls(tmp_path):

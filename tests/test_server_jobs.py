@@ -418,8 +418,10 @@ def test_a_video_jobs_mask_must_be_an_image_and_keep_takes_faces(tiny_filter):
         assert r.status_code in (415, 422) and r.json()["detail"].startswith("mask: "), r.text
         assert "/" not in r.json()["detail"]  # no server path
         assert post({"keep": "hands"}).status_code == 422
-        r = post({"keep": "faces"})
+        assert post({"paint_scale": "0.01"}).status_code == 422
+        r = post({"keep": "faces", "paint_scale": "0.5"})
         assert r.status_code == 202 and r.json()["params"]["settings"]["keep"] == "faces"
+        assert r.json()["params"]["settings"]["paint_scale"] == 0.5  # the job paints as `apply --paint-scale`
         assert c.get("/api/jobs").json()[0]["id"] == r.json()["id"]  # the refused requests made no jobs
         assert len(c.get("/api/jobs").json()) == 1
 
@@ -530,3 +532,21 @@ def test_a_job_survives_server_restarts():
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(60)
+
+
+def test_a_failed_jobs_error_names_the_upload_and_the_filter_never_a_server_path(tmp_path):
+    """The API's refusals name the upload or the filter; a job that fails later must say it the same way."""
+    from rotoscope.paths import filters_dir
+    from rotoscope.server.jobs import Job
+    from rotoscope.server.worker import public_error
+
+    folder = tmp_path / "server" / "jobs" / "0d5e3077c59b"
+    job = Job("0d5e3077c59b", "video", "failed", "m6", {"input": "input.mp4", "output": "result.mp4",
+                                                         "filter_path": str(filters_dir() / "m6.safetensors")},
+              0.0, 0.0, folder=str(folder))
+    said = public_error(f"{folder / 'input.mp4'}: not a video, or a damaged or empty one (moov atom not found)", job)
+    assert said == "video: not a video, or a damaged or empty one (moov atom not found)"
+    said = public_error(f"no such filter file: {filters_dir() / 'm6.safetensors'}", job)
+    assert said == "no such filter file: the filter 'm6'"
+    said = public_error(f"cannot write {folder / 'segments' / 's0001.mp4'}: No space left on device", job)
+    assert str(tmp_path) not in said and "segments/s0001.mp4" in said

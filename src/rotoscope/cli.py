@@ -596,9 +596,23 @@ def serve(
     from .config import parse_sets
     from .server import serve as run_server
 
+    import math
+
+    from .config import fields_of
+
+    def mib(option: str, value: float | None, setting: str) -> int | None:
+        """An upload limit given in MiB, checked in the MiB the user typed (the table keeps bytes)."""
+        if value is None:
+            return None
+        m = fields_of(ServerConfig)[setting].metadata
+        lo, hi = math.ceil(m["lo"] / 2**20 * 1000) / 1000, m["hi"] // 2**20  # 1 KiB and up, in words: 0.001
+        if not lo <= value <= hi:
+            raise Invalid(f"{option} must be between {lo:g} and {hi} MiB (got {value:g})")
+        return int(value * 2**20)
+
     over = {"max_jobs": max_jobs, "apply_threads": apply_threads, "max_pixels": max_pixels, "cluster": cluster or None,
-            "max_upload_bytes": int(max_upload_mb * 2**20) if max_upload_mb else None,
-            "max_video_bytes": int(max_video_mb * 2**20) if max_video_mb else None}
+            "max_upload_bytes": mib("--max-upload-mb", max_upload_mb, "max_upload_bytes"),
+            "max_video_bytes": mib("--max-video-mb", max_video_mb, "max_video_bytes")}
     # an option and a --set of the same setting: the --set wins (two keywords of one name were a TypeError)
     cfg = dataclasses.replace(ServerConfig(host=host, port=port, token=token or None, database=database,
                                            allow_url=allow_url), **{**{k: v for k, v in over.items() if v is not None},

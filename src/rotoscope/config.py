@@ -9,10 +9,12 @@ import dataclasses
 from dataclasses import dataclass, field
 
 
-def setting(default, help: str, lo=None, hi=None, choices=None, pattern: str | None = None, default_factory=None):
+def setting(default, help: str, lo=None, hi=None, choices=None, pattern: str | None = None, default_factory=None,
+            says: str | None = None):
     """A field of the settings table: its default, one line of help, and what it may be (bounds, choices or a
-    pattern). validate() enforces these for the Python API, the CLI and the server alike."""
-    meta = {"help": help, "lo": lo, "hi": hi, "choices": choices, "pattern": pattern}
+    pattern, which `says` puts in words for messages). validate() enforces these for the Python API, the CLI and
+    the server alike."""
+    meta = {"help": help, "lo": lo, "hi": hi, "choices": choices, "pattern": pattern, "says": says}
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -81,7 +83,7 @@ class TrainConfig:
                                     "(try 3 where a filter looks like a tinted photo)", lo=0.0, hi=1e6)
     content_layer: str = setting("", "the loss network's layer where the content term compares painting and photo "
                                  "(empty: the backbone's own; deeper: broader shapes kept, freer strokes)",
-                                 pattern=r"[a-z0-9_]{0,32}")
+                                 pattern=r"[a-z0-9_]{0,32}", says="a layer's name (lowercase letters, digits, _)")
     # 10 on EfficientNet-Lite0: the artwork's strokes; 5 painted its palette with few strokes (study 1)
     style_weight: float = setting(10.0, "weight of the style term (the artwork's feature statistics: see "
                                   "style_match)", lo=0.0, hi=1e6)
@@ -105,7 +107,8 @@ class TrainConfig:
     # filter of the same artwork (quality.md): aimed at the full filter's paintings it learns that filter's look
     teacher: str = setting("", "a filter (registry name or file) whose paintings the content term aims at instead of "
                            "the photos (distillation: a lite filter learns a full one's look); empty: the photos",
-                           pattern=r"([\w./\\:~+-][\w ./\\:~+()-]{0,1023})?")
+                           pattern=r"([\w./\\:~+-][\w ./\\:~+()-]{0,1023})?",
+                           says="a filter's name or file (letters, digits, spaces and ./\\:~+()-)")
     # with a teacher, 10 brought a lite Great Wave's colour 8% closer to its artwork, its SSIM 3% higher; 30 kept
     # more of the photo and less of the strokes (a pixel term averages what the student cannot copy; quality.md)
     pixel_weight: float = setting(10.0, "weight of the pixel term with a teacher: the painting's mean absolute "
@@ -124,7 +127,7 @@ class TrainConfig:
     precision: str = setting("auto", "number format: auto (bf16 where the hardware computes it natively, fp16 on "
                              "CUDA without bf16, else fp32), bf16, fp16 or fp32", choices=PRECISIONS)
     device: str = setting("auto", "where to train: auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps",
-                          pattern=DEVICE_PATTERN)
+                          pattern=DEVICE_PATTERN, says="auto, cpu, mps, cuda or cuda:N")
     seed: int = setting(0, "random seed: the same seed, data and settings give the same filter", lo=0, hi=2**31 - 1)
     net: NetConfig = setting(None, "the network's shape", default_factory=NetConfig)
 
@@ -191,7 +194,8 @@ class ApplySettings:
     preserve_colors: bool = setting(False, "keep the photo's colours, take the filter's luminance")
     precision: str = setting("auto", "number format: auto (bf16 where the hardware computes it natively, else "
                              "fp32), bf16, fp16 or fp32", choices=PRECISIONS)
-    device: str = setting("auto", "auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps", pattern=DEVICE_PATTERN)
+    device: str = setting("auto", "auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps", pattern=DEVICE_PATTERN,
+                          says="auto, cpu, mps, cuda or cuda:N")
     # a 1080p frame (2.07 Mpx) goes in one pass; bigger pictures are tiled (peak RSS for a 6000x4000 photo stays
     # under 2 GB with it: benchmarks/bench_memory.py)
     max_tile_pixels: int = setting(2_100_000, "pixels per network call; bigger pictures are painted in tiles",
@@ -231,12 +235,13 @@ class ApplySettings:
 class ServerConfig:
     """`rotoscope serve`: where it listens, where jobs are recorded, and the limits every request meets."""
 
-    host: str = setting("127.0.0.1", "address to bind; anything but loopback requires a token", pattern=r"\S+")
-    port: int = setting(8000, "port to listen on", lo=0, hi=65535)
+    host: str = setting("127.0.0.1", "address to bind; anything but loopback requires a token", pattern=r"\S+",
+                        says="an address with no spaces")
+    port: int = setting(8000, "port to listen on", lo=1, hi=65535)  # 0 (any free port) would print the wrong one
     token: str | None = setting(None, "API token (Bearer header, or ?token= for links and event streams)",
-                                pattern=r"\S{8,}")
+                                pattern=r"\S{8,}", says="8 characters or more, with no spaces")
     database: str | None = setting(None, "SQLite file or sqlite:/// URL; none = ROTOSCOPE_HOME/server/jobs.sqlite",
-                                   pattern=r".+")
+                                   pattern=r".+", says="a file path or a sqlite:/// URL")
     max_jobs: int = setting(1, "training and video jobs running at once, each in its own worker process",
                             lo=1, hi=64)
     apply_threads: int = setting(2, "image applies served at once, off the event loop", lo=1, hi=64)
@@ -255,7 +260,7 @@ class ServerConfig:
     # the training move to Ray (cluster.py; README, "Server and studio")
     cluster: str | None = setting(None, "paint video jobs and train training jobs on a Ray cluster: auto, "
                                   "ray://HOST:PORT or HOST:PORT; none = in the job's worker process",
-                                  pattern=r"\S+")
+                                  pattern=r"\S+", says="auto, ray://HOST:PORT or HOST:PORT")
 
     def validate(self) -> "ServerConfig":
         return validate(self)
@@ -286,7 +291,7 @@ class VideoConfig:
     batch: int = setting(0, "frames per network call (0 = auto: 1 on the CPU, 4 on a GPU)", lo=0, hi=64)
     segment_frames: int = setting(48, "frames per resumable segment (a multiple of batch)", lo=1, hi=100_000)
     max_seconds: float | None = setting(None, "render only the start of the clip (audio cut to match); none = all",
-                                        lo=0.0, hi=1e7)
+                                        lo=0.001, hi=1e7)  # 0 would be no frames: refused here, not as the clip's fault
     gif_max_frames: int = setting(1500, "animated GIF/WebP are assembled in memory: refuse longer clips",
                                   lo=1, hi=100_000)
     # the codecs share the cores with the network and the flow; capping them changed nothing on 2 cores
@@ -352,6 +357,8 @@ def invalid(message: str) -> Exception:
 def describe_field(f: dataclasses.Field) -> str:
     """What a field may be, in words: 'between 1 and 500', 'one of a, b', 'true or false'."""
     m = f.metadata
+    if m.get("says"):
+        return m["says"]
     if m.get("choices"):
         return "one of " + ", ".join(map(str, m["choices"]))
     if m.get("lo") is not None:
@@ -421,7 +428,10 @@ def parse_value(f: dataclasses.Field, text: str):
         if kind is tuple:
             return tuple(int(x) for x in t.split(","))
     except ValueError:
-        raise invalid(f"{f.name}: cannot read {text!r} as {describe_field(f)}") from None
+        what = {bool: "true or false", int: "a whole number", float: "a number",
+                tuple: "whole numbers separated by commas"}[kind]
+        bounds = f" {describe_field(f)}" if f.metadata.get("lo") is not None else ""
+        raise invalid(f"{f.name} takes {what}{bounds} (got {text!r})") from None
     return t
 
 

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
@@ -30,6 +30,19 @@ from .runner import Scheduler
 from .uploads import BodyLimit
 
 STATIC = Path(__file__).parent / "static"
+
+
+def studio_page() -> str:
+    """The studio's page, its training form showing the recipe's defaults (config.TrainConfig, the one place they
+    live): a field left empty is not sent, so the server's defaults apply, as on the command line."""
+    from ..config import TrainConfig
+
+    d = TrainConfig()
+    html = (STATIC / "index.html").read_text(encoding="utf-8")
+    for key, value in {"steps": d.steps, "size": d.size, "style_weight": f"{d.style_weight:g}",
+                       "channels": ",".join(map(str, d.net.channels))}.items():
+        html = html.replace("{{" + key + "}}", str(value))
+    return html
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 # The one place an error's kind becomes an HTTP status; any other RotoscopeError is a 422
@@ -111,7 +124,7 @@ def create_app(settings: ServerConfig | None = None, *, run_jobs: bool = True) -
 
     @app.get("/", include_in_schema=False)
     def studio():
-        return FileResponse(STATIC / "index.html", media_type="text/html")
+        return HTMLResponse(studio_page())
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -90,9 +90,12 @@ def load_cached(name: str):
 # ---------------------------------------------------------------- apply settings (image applies and video jobs)
 
 
-def apply_settings(cfg: ServerConfig, strength: float, preserve_colors: bool, size: int | None) -> ApplySettings:
+def apply_settings(cfg: ServerConfig, strength: float, preserve_colors: bool, size: int | None,
+                   paint_scale: float = 1.0) -> ApplySettings:
     if not 0.0 <= strength <= 1.0:
         raise Invalid(f"strength must be between 0 and 1 (got {strength})")
     if size is not None and not 16 <= size <= cfg.max_output_side:
         raise Invalid(f"size must be between 16 and {cfg.max_output_side} pixels (got {size})")
-    return ApplySettings(size=size, strength=strength, preserve_colors=preserve_colors)
+    # the settings table's ranges for the rest (paint_scale 0.1-1), in its words
+    return ApplySettings(size=size, strength=strength, preserve_colors=preserve_colors,
+                         paint_scale=paint_scale).validate()

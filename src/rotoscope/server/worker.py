@@ -202,6 +202,8 @@ def run_video(store: JobStore, job: Job, parent: int, cluster: str | None = None
 
     folder = Path(job.folder)
     params = job.params
+    if not Path(params["filter_path"]).is_file():
+        raise RotoscopeError(f"the filter '{job.name}' was removed after the job was queued")
     filt = load_filter_file(params["filter_path"])
     settings = ApplySettings(**params["settings"])
     mask = folder / params["mask"] if params.get("mask") else None
@@ -245,6 +247,24 @@ def run_video(store: JobStore, job: Job, parent: int, cluster: str | None = None
 RUNNERS = {"train": run_train, "video": run_video}
 
 
+def public_error(msg: str, job: Job) -> str:
+    """A job's error as its client may read it: the uploads and the filter by the names the request gave them,
+    never the server's paths (the job's folder, the registry), as the API's refusals name them."""
+    from ..paths import filters_dir
+
+    folder, params = Path(job.folder), job.params
+    names = {params.get("input"): "video", params.get("artwork"): "artwork", params.get("mask"): "mask",
+             params.get("output"): "result"}
+    for file, said in names.items():
+        if file:
+            msg = msg.replace(str(folder / file), said)
+    if params.get("filter_path"):
+        msg = msg.replace(str(params["filter_path"]), f"the filter '{job.name}'")
+    for where in (folder / "photos", folder, filters_dir()):
+        msg = msg.replace(f"{where}{os.sep}", "").replace(str(where), "")
+    return msg
+
+
 def run(db: str, jobs_root: str, job_id: str, cluster: str | None = None) -> int:
     store = JobStore(db, Path(jobs_root))
     job = store.get(job_id)
@@ -279,9 +299,9 @@ def run(db: str, jobs_root: str, job_id: str, cluster: str | None = None) -> int
             log(f"stopped: {why}; back in the queue")
             return 0
         if isinstance(e, RotoscopeError):
-            msg = str(e)
+            msg = public_error(str(e), job)
         else:
-            msg = f"{type(e).__name__}: {e}".splitlines()[0]
+            msg = public_error(f"{type(e).__name__}: {e}".splitlines()[0], job)
             traceback.print_exc()
         store.finish(job.id, "failed", error=msg)
         log(f"failed: {msg}")
