@@ -79,6 +79,20 @@ def test_a_clip_keeps_frame_count_timestamps_size_and_sound(filt, clip, tmp_path
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # work folder cleaned up
 
 
+@pytest.mark.parametrize("suffix", [".mkv", ".mov"])
+def test_every_container_reads_back_at_the_clips_frame_rate(filt, tmp_path, suffix):
+    """Matroska keeps a frame rate of its own (each frame's default duration): written from the 1/30000 s time
+    base of a 29.97 fps clip, a reader saw 30,000 fps, and its frame count (used by the GIF limit, the mask
+    folder check and the progress bar) was a thousand times too many."""
+    from rotoscope.video.source import probe
+
+    clip = make_clip(tmp_path / "ntsc.mp4", frames=12, fps=30, audio=False)
+    out = video.apply_video(filt, clip, tmp_path / f"out{suffix}", ApplySettings(), SMALL)
+    src, got = probe(clip), probe(out)
+    assert len(pts_of(out)[0]) == 12
+    assert abs(got.frames - 12) <= 1 and float(got.rate) == pytest.approx(float(src.rate), rel=0.1), (got, src)
+
+
 def test_a_render_says_where_its_time_went_stage_by_stage(filt, clip, tmp_path):
     job = video.make_job(filt, clip, tmp_path / "out.mp4", ApplySettings(), SMALL)
     video.run_job(job, warn=lambda s: None)

@@ -189,6 +189,9 @@ def assemble_h264(job: RenderJob, segs: int, prov: dict) -> None:
             out.metadata["comment"] = json.dumps(prov, sort_keys=True)
             vs = out.add_stream_from_template(first.streams.video[0])
             vs.time_base = tb
+            # the frame rate too: Matroska writes it as each frame's default duration, and without it took the time
+            # base's (1/30000 s), so players and readers saw a 0.3 s clip as 10,860 frames at 30,000 fps
+            vs.codec_context.framerate = job.src.rate
             if job.src.rotation:
                 vs.set_display_rotation(job.src.rotation)
             audio_in = _open(job.src.path) if job.src.audio and job.src.files is None else None
