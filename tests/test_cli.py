@@ -107,9 +107,16 @@ def test_apply_options(installed, tmp_path, capsys):
     assert code == 0 and (tmp_path / "p-swirls.png").exists()
 
 
-def test_filters_show_rm(installed, capsys):
+def test_filters_show_rm(installed, capsys, monkeypatch):
+    from rotoscope.filter import read_card
+
+    monkeypatch.setenv("COLUMNS", "80")  # piped: a pipe has no width, and no column is cut short to fit one
     code, out, _ = rotoscope("filters", capsys=capsys)
-    assert code == 0 and "swirls" in out and "random" in out
+    row = next(line for line in out.splitlines() if line.lstrip().startswith("swirls "))
+    card = read_card(filters_dir() / "swirls.safetensors")
+    last = card["history"]["holdout_last"]
+    assert code == 0 and "random" in row
+    assert f"{last['style']:.3f}" in row and f"{last['content']:.3f}" in row and card["created"][:10] in row
     code, out, _ = rotoscope("filters", "--json", capsys=capsys)
     assert "swirls" in [f["card"]["name"] for f in json.loads(out)]  # beside the filters the package ships
     code, out, _ = rotoscope("show", "swirls", capsys=capsys)

@@ -550,3 +550,13 @@ def test_a_failed_jobs_error_names_the_upload_and_the_filter_never_a_server_path
     assert said == "no such filter file: the filter 'm6'"
     said = public_error(f"cannot write {folder / 'segments' / 's0001.mp4'}: No space left on device", job)
     assert str(tmp_path) not in said and "segments/s0001.mp4" in said
+
+
+def test_a_job_worker_reaches_its_signal_handling_before_torch_loads(tmp_path):
+    """A job cancelled while its worker starts is signalled while the worker loads (torch takes a second or two):
+    the worker's module and package load no torch, so the worker's own handling records 'cancelled' instead of a
+    KeyboardInterrupt traceback in the job's log."""
+    env = {**os.environ, "ROTOSCOPE_HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    probe = "import sys, rotoscope.server.worker; print('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert r.stdout.strip() == "False", r.stdout + r.stderr

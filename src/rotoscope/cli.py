@@ -390,23 +390,34 @@ def filters_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-read
 
     from rich import box
 
-    table = Table(Column("name", no_wrap=True), Column("artwork", max_width=14, overflow="ellipsis", no_wrap=True),
+    def table_of(titled: bool) -> Table:
+        t = Table(Column("name", no_wrap=True), *([Column("artwork", max_width=14, overflow="ellipsis",
+                                                          no_wrap=True)] if titled else []),
                   *(Column(c, no_wrap=True) for c in ("backbone", "size", "created", "style", "content")),
-                  box=box.SIMPLE_HEAD, pad_edge=False)
-    for name, path, card in rows:
-        if card is None:
-            table.add_row(name, "(unreadable)", "", "", "", "", "")
-            continue
-        last = (card.get("history") or {}).get("holdout_last") or {}
-        table.add_row(name, str(card.get("artwork", {}).get("title", "")), card.get("backbone", {}).get("name", ""),
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        for name, path, card in rows:
+            if card is None:
+                t.add_row(name, *(["(unreadable)"] if titled else []), "", "", "", "", "")
+                continue
+            last = (card.get("history") or {}).get("holdout_last") or {}
+            t.add_row(name, *([str(card.get("artwork", {}).get("title", ""))] if titled else []),
+                      card.get("backbone", {}).get("name", ""),
                       str(card.get("training", {}).get("size", "")), str(card.get("created", ""))[:10],
                       f"{last['style']:.3f}" if "style" in last else "-",
                       f"{last['content']:.3f}" if "content" in last else "-")
+        return t
+
+    # no column is cut short: piped, the table is as wide as it needs (a pipe has no width); in a terminal too
+    # narrow for the artwork's title, that column goes (`rotoscope show NAME` has it) and the numbers stay whole
+    shown = out if out.is_terminal else Console(width=400)
+    table = table_of(True)
+    if Console(width=400).measure(table).maximum > shown.width:  # its natural width, not one capped at ours
+        table = table_of(False)
     if not rows:
         say("no filters yet: `rotoscope train ART --name NAME` makes one, `rotoscope demo` shows how")
     else:
-        out.print(table)
-        out.print("style, content: held-out loss terms at the end of training (lower = closer)", style="dim")
+        shown.print(table)
+        shown.print("style, content: held-out loss terms at the end of training (lower = closer)", style="dim")
 
 
 @app.command()
