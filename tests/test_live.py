@@ -146,10 +146,10 @@ def test_live_paints_with_the_lite_version_when_asked(tiny_filter, tmp_path, cap
     clip = make_clip(tmp_path / "cam.mp4", frames=4, audio=False)
     args = ("--camera", clip, "--frames", "2", "--no-window", "--engine", "torch")
     code, _, err = rotoscope("live", "tiny", "--arch", "auto", *args, capsys=capsys)
-    assert code == 0 and "lite version" not in err  # none yet: the filter as named
+    assert code == 0 and "note: 'tiny' has no lite version: painting with the full network" in err  # as named
     code, _, err = rotoscope("live", "tiny", "--arch", "lite", *args, capsys=capsys)
     assert code != 0 and err.strip().splitlines() == [
-        "error: no lite version of 'tiny' (train one: rotoscope train ART --name tiny-lite --arch lite)"]
+        "error: no lite version of 'tiny' (train one: rotoscope train ART --name tiny-lite --arch lite --teacher tiny)"]
     save_tiny("tiny-lite", "lite")
     code, _, err = rotoscope("live", "tiny", "--arch", "auto", *args, capsys=capsys)
     assert code == 0 and "painting with tiny-lite, the lite version of tiny (--arch full: the full one)" in err, err

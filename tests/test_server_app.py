@@ -310,7 +310,8 @@ def test_token_is_required_when_set(tiny_filter):
         assert c.get("/api/health").status_code == 200  # monitors need no token
         r = c.get("/api/filters")
         assert r.status_code == 401 and "token" in r.json()["detail"]
-        assert c.get("/api/filters", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        wrong = c.get("/api/filters", headers={"Authorization": "Bearer wrong"})
+        assert wrong.status_code == 401 and wrong.json()["detail"] == "wrong API token"  # not "needs a token"
         assert c.get("/api/filters", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert c.get("/api/filters?token=s3cret").status_code == 200
         assert c.post("/api/filters/tiny/apply", files={"image": ("p.png", png_bytes(), "image/png")}).status_code == 401

@@ -560,3 +560,10 @@ def test_a_job_worker_reaches_its_signal_handling_before_torch_loads(tmp_path):
     probe = "import sys, rotoscope.server.worker; print('torch' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
     assert r.stdout.strip() == "False", r.stdout + r.stderr
+
+
+def test_listing_jobs_by_an_unknown_status_is_refused_not_empty(tiny_filter):
+    with TestClient(create_app(ServerConfig(), run_jobs=False)) as c:
+        assert c.get("/api/jobs", params={"status": "done"}).json() == []
+        r = c.get("/api/jobs", params={"status": "finished"})
+        assert r.status_code == 422 and "unknown status 'finished'" in r.json()["detail"], r.text

@@ -255,6 +255,12 @@ def test_real_time_takes_the_lite_version_and_the_real_time_settings_unless_told
                          "--no-progress", capsys=capsys)
     assert code == 0, text
     assert seen[-1][2].blend == 0.8
+    # a full filter without a lite version is painted as it is, and the line says so (and how to make one)
+    registry_path("tiny-lite").unlink()
+    code, text = run_cli("apply", "tiny", clip, "-o", tmp_path / "rt4.mp4", "--real-time", "--no-progress",
+                         capsys=capsys)
+    assert code == 0, text
+    assert "note: 'tiny' has no lite version: painting with the full network" in text and seen[-1][0] == "tiny"
 
 
 def encoded_pictures(monkeypatch) -> dict[int, list[np.ndarray]]:

@@ -125,10 +125,24 @@ def pick_architecture(spec: str, arch: str, full_hint: str = "--arch full") -> t
     if lite is None:
         if arch == "lite":
             raise NotFound(f"no lite version of '{spec}' (train one: rotoscope train ART --name {spec}-lite --arch "
-                           "lite)")
-        return spec, None
+                           f"lite --teacher {spec})")
+        return spec, _no_lite_note(spec)
     said = f"painting with {lite}, the lite version of {spec} ({full_hint}: the full one)"
     return lite, None if lite == spec else said
+
+
+def _no_lite_note(spec: str) -> str | None:
+    """Said when `auto` finds no lite version of a full registry filter: the painting is the full network's, far
+    from real time, and the user should know why (a path, a mix or a lite filter of another name: nothing)."""
+    from .filter import read_card, registry_paths
+
+    path = registry_paths().get(spec)
+    try:
+        full = path is not None and (read_card(path).get("architecture") or {}).get("arch", "full") == "full"
+    except Exception:  # noqa: BLE001 - an unreadable card is said when the filter is loaded
+        full = False
+    return (f"note: '{spec}' has no lite version: painting with the full network, several times slower (train one: "
+            f"rotoscope train ART --name {spec}-lite --arch lite --teacher {spec})") if full else None
 
 
 def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = None, frames: int | None = None,

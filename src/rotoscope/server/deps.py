@@ -54,9 +54,11 @@ def authorize(request: Request) -> None:
         return
     auth = request.headers.get("authorization", "")
     given = auth[7:] if auth.lower().startswith("bearer ") else request.query_params.get("token", "")
-    if not secrets.compare_digest(given.encode(), token.encode()):
+    if not given:
         raise HTTPException(401, "this server needs an API token: send 'Authorization: Bearer TOKEN'",
                             headers={"WWW-Authenticate": "Bearer"})
+    if not secrets.compare_digest(given.encode(), token.encode()):
+        raise HTTPException(401, "wrong API token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
 async def off_loop(pool: ThreadPoolExecutor, fn, *args):

@@ -18,7 +18,7 @@ from ...config import KEEPS, TrainConfig, parse_sets
 from ...errors import Conflict, Invalid, NotFound, RotoscopeError
 from ...filter import check_name, read_card
 from ..deps import SchedulerDep, SettingsDep, StoreDep, apply_settings, registry_file
-from ..jobs import FINISHED, Job, JobStore
+from ..jobs import ACTIVE, FINISHED, Job, JobStore
 from ..runner import log_tail
 from ..uploads import sniff_image, sniff_video, save_upload
 
@@ -151,6 +151,8 @@ def check_mask(path: Path) -> None:
 @router.get("/jobs", tags=["jobs"])
 def jobs(store: StoreDep, status: str | None = None, limit: int = 100):
     """Jobs, newest first (optionally only those in one status)."""
+    if status is not None and status not in ACTIVE + FINISHED:  # a typo is not "no such jobs"
+        raise Invalid(f"unknown status '{status}': use one of {', '.join(ACTIVE + FINISHED)}")
     return [job_view(j) for j in store.list((status,) if status else None, limit=max(1, min(limit, 1000)))]
 
 
