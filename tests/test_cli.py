@@ -364,3 +364,29 @@ def test_a_shipped_filters_name_is_taken_like_any_other(tmp_path, capsys):
     assert code == 0 and registry_path("great-wave").exists(), err
     code, _, err = rotoscope("rm", "great-wave", capsys=capsys)  # the shipped one is back
     assert code == 0 and "ships with rotoscope" in rotoscope("rm", "great-wave", capsys=capsys)[2]
+
+
+def test_rm_and_mix_never_drop_an_interrupted_run(tmp_path, capsys, monkeypatch):
+    """rm removes a filter's finished run with it, but not an interrupted retraining of its name (Ctrl-C at step
+    3000 of a --overwrite run, then rm, must not lose the 3000 steps); a mix over that name is refused as train is."""
+    from conftest import interrupt_training_at
+    from rotoscope.data import PhotoSet
+    from rotoscope.paths import runs_dir
+
+    art = tmp_path / "art.png"
+    draw_artwork(96).save(art)
+    code, _, err = rotoscope("train", art, "--name", "w", *TINY_ARGS, "--steps", "2", capsys=capsys)
+    assert code == 0, err
+    restore = interrupt_training_at(monkeypatch, 3)
+    code, _, err = rotoscope("train", art, "--name", "w", *TINY_ARGS, "--overwrite", capsys=capsys)
+    assert code == 130, err
+    monkeypatch.setattr(PhotoSet, "batch", restore)
+    ckpt = runs_dir() / "w" / "checkpoint.safetensors"
+    assert_one_line_error(*rotoscope("mix", "great-wave", "the-scream", "--name", "w", capsys=capsys), "exists")
+    code, _, err = rotoscope("rm", "w", capsys=capsys)
+    assert code == 0 and ckpt.exists(), err  # the interrupted run is kept, with the filter gone
+    assert_one_line_error(*rotoscope("mix", "great-wave", "the-scream", "--name", "w", capsys=capsys),
+                          "an interrupted run of 'w' is kept at step 3 of 30: `rotoscope train --resume` continues "
+                          "it, --overwrite drops it")
+    code, _, err = rotoscope("train", art, "--name", "w", *TINY_ARGS, "--resume", capsys=capsys)
+    assert code == 0 and "resuming 'w' at step 3" in err, err

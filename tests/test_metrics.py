@@ -213,6 +213,12 @@ def test_score_skips_a_broken_file_of_a_folder_as_apply_does_and_says_so(tiny_fi
     assert len(warned) == 2 and "broken.jpg" in warned[0] and "torn.png" in warned[1]
     r = run_cli("score", str(path), str(photos / "broken.jpg"), "--size", "40")
     assert_one_line_error(r.returncode, r.stdout, r.stderr, "broken.jpg")
+    for p in others.glob("*.png"):  # nothing left to rank against: said, naming what could not be read
+        if p.name != "torn.png":
+            p.unlink()
+    r = run_cli("score", str(path), str(photos), "--artwork", str(art), "--size", "40", "--among", str(others))
+    assert_one_line_error(r.returncode, r.stdout, r.stderr, "--among: none of the 1 other artwork(s) could be read",
+                          "torn.png")
 
 
 # ---------------------------------------------------------------- recognisability

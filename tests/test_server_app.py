@@ -153,6 +153,21 @@ def test_shipped_filters_cannot_be_deleted(client, tiny_filter, tmp_path, monkey
     assert r.status_code == 403 and "ships with rotoscope" in r.json()["detail"]
 
 
+def test_a_training_job_may_not_take_a_shipped_filters_name_unless_told(client, tiny_filter, tmp_path, monkeypatch):
+    """The rule of train, train-many and mix: a user filter of a shipped name would hide the shipped one."""
+    import rotoscope.filter as filter_module
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "classic.safetensors").write_bytes(tiny_filter.read_bytes())
+    monkeypatch.setattr(filter_module, "SHIPPED_DIR", shipped)
+    r = start_train(client, name="classic")
+    assert r.status_code == 409 and r.json()["detail"].startswith(
+        "a filter named 'classic' ships with rotoscope; pass overwrite=true to put yours in its place"), r.text
+    assert str(tmp_path) not in r.text
+    assert start_train(client, name="classic", overwrite="true").status_code == 202
+
+
 # ---------------------------------------------------------------- apply
 
 

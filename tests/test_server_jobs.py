@@ -306,6 +306,11 @@ def test_training_job_runs_to_a_filter_and_can_be_followed_then_a_running_job_is
         assert (Path(os.environ["ROTOSCOPE_HOME"]) / "runs" / "long" / "checkpoint.safetensors").exists()
         assert not (Path(os.environ["ROTOSCOPE_HOME"]) / "filters" / "long.safetensors").exists()
         assert c.get(f"/api/jobs/{long_id}/result").status_code == 409
+        # a new job of that name would start afresh over the kept run: refused unless overwrite=true, as train is
+        again = c.post("/api/jobs/train", files={"artwork": ("art.png", png_bytes(), "image/png")},
+                       data={"name": "long", "steps": "5", **TINY_TRAIN})
+        assert again.status_code == 409 and "an interrupted run of 'long' is kept" in again.json()["detail"]
+        assert "overwrite=true starts afresh" in again.json()["detail"], again.text
         # deleting the filter a finished job made: its result is gone, and the API says so
         c.delete("/api/filters/learned")
         assert c.get(f"/api/jobs/{job_id}/result").status_code == 410
@@ -550,6 +555,10 @@ def test_a_failed_jobs_error_names_the_upload_and_the_filter_never_a_server_path
     assert said == "no such filter file: the filter 'm6'"
     said = public_error(f"cannot write {folder / 'segments' / 's0001.mp4'}: No space left on device", job)
     assert str(tmp_path) not in said and "segments/s0001.mp4" in said
+    from rotoscope.paths import runs_dir
+
+    said = public_error(f"the checkpoint {runs_dir() / 'm6' / 'checkpoint.safetensors'} cannot be read", job)
+    assert said == "the checkpoint m6/checkpoint.safetensors cannot be read"
 
 
 def test_a_job_worker_reaches_its_signal_handling_before_torch_loads(tmp_path):

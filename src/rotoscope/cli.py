@@ -25,8 +25,9 @@ out = Console()
 
 @app.callback()
 def _before_every_command():
-    # after the arguments are parsed and before the command runs (not for --help, which needs no torch): torch
-    # loads here, inside main()'s handling, so Ctrl-C while it loads is one line, not a traceback
+    # before every command (click runs it before the command's own arguments are read, so `train --help` waits for
+    # torch too; only `rotoscope --help` does not): torch loads here, inside main()'s handling, so Ctrl-C while it
+    # loads is one line, not a traceback
     from .devices import configure_threads
 
     configure_threads()  # one thread per physical core: hyper-threads share a core's vector units
@@ -397,7 +398,7 @@ def filters_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-read
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
         for name, path, card in rows:
             if card is None:
-                t.add_row(name, *(["(unreadable)"] if titled else []), "", "", "", "", "")
+                t.add_row(name, *(["(unreadable)", ""] if titled else ["(unreadable)"]), "", "", "", "")
                 continue
             last = (card.get("history") or {}).get("holdout_last") or {}
             t.add_row(name, *([str(card.get("artwork", {}).get("title", ""))] if titled else []),

@@ -108,7 +108,7 @@ class TrainConfig:
     teacher: str = setting("", "a filter (registry name or file) whose paintings the content term aims at instead of "
                            "the photos (distillation: a lite filter learns a full one's look); empty: the photos",
                            pattern=r"([\w./\\:~+-][\w ./\\:~+()-]{0,1023})?",
-                           says="a filter's name or file (letters, digits, spaces and ./\\:~+()-)")
+                           says="a filter's name or file")
     # with a teacher, 10 brought a lite Great Wave's colour 8% closer to its artwork, its SSIM 3% higher; 30 kept
     # more of the photo and less of the strokes (a pixel term averages what the student cannot copy; quality.md)
     pixel_weight: float = setting(10.0, "weight of the pixel term with a teacher: the painting's mean absolute "
@@ -428,8 +428,8 @@ def parse_value(f: dataclasses.Field, text: str):
         if kind is tuple:
             return tuple(int(x) for x in t.split(","))
     except ValueError:
-        what = {bool: "true or false", int: "a whole number", float: "a number",
-                tuple: "whole numbers separated by commas"}[kind]
+        what = (f"{len(f.default)} whole numbers separated by commas, each" if kind is tuple else
+                {bool: "true or false", int: "a whole number", float: "a number"}[kind])
         bounds = f" {describe_field(f)}" if f.metadata.get("lo") is not None else ""
         raise invalid(f"{f.name} takes {what}{bounds} (got {text!r})") from None
     return t

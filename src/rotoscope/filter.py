@@ -218,14 +218,22 @@ def remove_filter(name: str) -> Path:
     if path.exists() and not path.is_file():
         raise Refused(f"{path} is not a filter file (a folder, pipe or device): rotoscope removes only filter files")
     try:
+        card = read_card(path)
+    except Exception:  # noqa: BLE001 - an unreadable filter is removed all the same
+        card = {}
+    try:
         path.unlink()
     except OSError as e:
         from .paths import write_failure
 
         raise write_failure(e, path) from None
-    from .train import clear_run
+    from .train import clear_run, run_of
 
-    clear_run(name)  # its training's record: a later filter of this name must not show it as its own
+    # its training's record goes too (a later filter of this name must not show it as its own), but only a finished
+    # run of this filter's artwork: an interrupted retraining of the name, or a run of a mix's name, is kept
+    run = run_of(name)
+    if run is not None and run["finished"] and run["artwork_sha256"] == (card.get("artwork") or {}).get("sha256"):
+        clear_run(name)
     return path
 
 

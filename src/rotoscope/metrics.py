@@ -432,6 +432,9 @@ def score_filter(filt, photos: list[str | os.PathLike], artwork: str | os.PathLi
                 arts[a.name if a.stem in arts or a.stem == own.stem else a.stem] = a
         arts, unread = _artworks_read(arts, size)
         report.skipped += unread
+        if not arts and unread:
+            raise RotoscopeError(f"--among: none of the {len(unread)} other artwork(s) could be read: "
+                                 f"{unread[0]['reason']}")
         if not arts:
             raise RotoscopeError("--among: no other artwork to rank against")
         key = f"{own.stem} (the filter's own)"

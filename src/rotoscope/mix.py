@@ -214,16 +214,22 @@ def save_mix(parents: list[str], weights: list[float] | None, name: str, out: Pa
     if weights and len(weights) != len(parents):
         raise Invalid(f"{len(parents)} filters but {len(weights)} weights: give one weight per filter")
     ws = shares(list(weights) if weights else [None] * len(parents))
-    from .train import filter_destination, refuse_taken
+    from .train import clear_run, filter_destination, interrupted_run, refuse_dropping_a_run, refuse_taken
 
-    # a .safetensors file: never over a picture or into a folder's name; a taken name (a shipped one too) refused
+    # a .safetensors file: never over a picture or into a folder's name; a taken name (a shipped one too) refused,
+    # and the name of an interrupted training (its --resume would later replace the mix)
     target = filter_destination(name, out) if overwrite else refuse_taken(name, out)
+    if out is None and not overwrite:
+        refuse_dropping_a_run(name, resume="`rotoscope train --resume`", then="drops it")
     filters = [load_filter(p) for p in parents]
     net = interpolate(filters, ws)
     target.parent.mkdir(parents=True, exist_ok=True)
     card = {**mix_card(name, filters, ws, "weights"),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    return save_filter(net, card, target)
+    saved = save_filter(net, card, target)
+    if out is None and interrupted_run(name) is not None:
+        clear_run(name)  # dropped, as --overwrite said (once the mix is saved): its --resume would replace the mix
+    return saved
 
 
 def load_any(name: str, method: str = "weights") -> Filter:

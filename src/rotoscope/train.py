@@ -621,7 +621,8 @@ def taken_by(name: str, out: str | os.PathLike | None = None) -> Path | None:
     return shipped if out is None and shipped.exists() else None
 
 
-def refuse_taken(name: str, out: str | os.PathLike | None = None, flag: str = "--overwrite") -> Path:
+def refuse_taken(name: str, out: str | os.PathLike | None = None, flag: str = "--overwrite",
+                 say_path: bool = True) -> Path:
     """One rule for every way a filter is made (train, train-many, mix, the API and the server): a name that is
     taken, by a filter of the user's or one that ships with rotoscope, is refused in one line unless `flag` says to
     replace it (a typo must not destroy a trained filter, nor quietly hide a shipped one). Returns the destination."""
@@ -629,34 +630,44 @@ def refuse_taken(name: str, out: str | os.PathLike | None = None, flag: str = "-
 
     taken = taken_by(name, out)
     if taken is not None and taken.parent == SHIPPED_DIR:
-        raise Conflict(f"a filter named '{name}' ships with rotoscope; pass {flag} to put yours in its place (the "
-                       "shipped one comes back when yours is removed)")
-    if taken is not None:
-        raise Conflict(f"a filter named '{name}' exists ({taken}); pass {flag} to replace it")
+        raise Conflict(f"a filter named '{name}' ships with rotoscope; pass {flag} to put yours in its place"
+                       + (" (the shipped one comes back when yours is removed)" if out is None else ""))
+    if taken is not None:  # the server says no path of its own (say_path=False)
+        raise Conflict(f"a filter named '{name}' exists{f' ({taken})' if say_path else ''}; pass {flag} to replace "
+                       "it")
     return filter_destination(name, out)
 
 
-def interrupted_run(name: str) -> tuple[int, int] | None:
-    """(step reached, steps asked) of an unfinished run of `name` that --resume would continue; None if there is
-    none (no checkpoint, a finished run, or a checkpoint whose header cannot be read)."""
+def run_of(name: str) -> dict | None:
+    """What the checkpoint of run `name` says of it (step, steps, finished, artwork_sha256); None without a
+    readable one (an unreadable checkpoint is replaced by a fresh run, as it always has been)."""
     path = runs_dir() / name / CHECKPOINT
     if not path.exists():
         return None
     try:
         header = checkpoint_state(path)
         step, steps = int(header["run"]["step"]), int(header["config"]["steps"])
-    except Exception:  # noqa: BLE001 - unreadable: a fresh run replaces it, as it always has
+    except Exception:  # noqa: BLE001
         return None
-    return (step, steps) if step < steps else None
+    return {"step": step, "steps": steps, "finished": step >= steps,
+            "artwork_sha256": (header.get("meta") or {}).get("artwork_sha256")}
 
 
-def refuse_dropping_a_run(name: str, flag: str = "--overwrite", resume: str = "--resume") -> None:
+def interrupted_run(name: str) -> tuple[int, int] | None:
+    """(step reached, steps asked) of an unfinished run of `name` that --resume would continue; None if there is
+    none (no checkpoint, a finished run, or a checkpoint whose header cannot be read)."""
+    run = run_of(name)
+    return (run["step"], run["steps"]) if run and not run["finished"] else None
+
+
+def refuse_dropping_a_run(name: str, flag: str = "--overwrite", resume: str = "--resume",
+                          then: str = "starts afresh") -> None:
     """A fresh run of a name whose earlier run was interrupted would start from random weights and overwrite that
     run's checkpoint: hours of training lost to a forgotten --resume. Refused unless `flag` says to start afresh."""
     kept = interrupted_run(name)
     if kept is not None:
         raise Conflict(f"an interrupted run of '{name}' is kept at step {kept[0]} of {kept[1]}: {resume} continues "
-                       f"it, {flag} starts afresh")
+                       f"it, {flag} {then}")
 
 
 def resolved_precision(cfg: TrainConfig, device):

@@ -175,7 +175,9 @@ class Scheduler:
                 if job.cancel_requested:
                     self.store.finish(job_id, "cancelled", note="cancelled")
                 else:
-                    tail = log_tail(Path(job.folder), 3)
+                    from .worker import public_error
+
+                    tail = public_error(log_tail(Path(job.folder), 3), job)
                     self.store.finish(job_id, "failed", error=f"the worker process died (exit code {code})"
                                       + (f"; last log lines: {tail}" if tail else ""))
         for job_id, pid in list(self.adopted.items()):

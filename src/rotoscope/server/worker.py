@@ -250,7 +250,8 @@ RUNNERS = {"train": run_train, "video": run_video}
 def public_error(msg: str, job: Job) -> str:
     """A job's error as its client may read it: the uploads and the filter by the names the request gave them,
     never the server's paths (the job's folder, the registry), as the API's refusals name them."""
-    from ..paths import filters_dir
+    from ..filter import SHIPPED_DIR
+    from ..paths import filters_dir, home, runs_dir
 
     folder, params = Path(job.folder), job.params
     names = {params.get("input"): "video", params.get("artwork"): "artwork", params.get("mask"): "mask",
@@ -260,7 +261,7 @@ def public_error(msg: str, job: Job) -> str:
             msg = msg.replace(str(folder / file), said)
     if params.get("filter_path"):
         msg = msg.replace(str(params["filter_path"]), f"the filter '{job.name}'")
-    for where in (folder / "photos", folder, filters_dir()):
+    for where in (folder / "photos", folder, filters_dir(), runs_dir(), SHIPPED_DIR, home()):
         msg = msg.replace(f"{where}{os.sep}", "").replace(str(where), "")
     return msg
 

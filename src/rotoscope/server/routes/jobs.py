@@ -5,7 +5,6 @@ result, cancel it. Jobs are recorded in SQLite (jobs.py) and run in worker proce
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -20,6 +19,7 @@ from ...filter import check_name, read_card
 from ..deps import SchedulerDep, SettingsDep, StoreDep, apply_settings, registry_file
 from ..jobs import ACTIVE, FINISHED, Job, JobStore
 from ..runner import log_tail
+from ..worker import public_error
 from ..uploads import sniff_image, sniff_video, save_upload
 
 router = APIRouter()
@@ -35,7 +35,7 @@ def job_view(job: Job, detail: bool = False) -> dict:
                   "result": f"/api/jobs/{job.id}/result" if job.status == "done" else None}
     if detail:
         d["history"] = job.history
-        d["log"] = log_tail(Path(job.folder), 20)
+        d["log"] = public_error(log_tail(Path(job.folder), 20), job)  # the log as the client may read it
     return d
 
 
@@ -87,10 +87,11 @@ def start_training(
             raise type(e)(f"teacher: {e}") from None
     if store.active_with_name("train", name):
         raise Conflict(f"a job is already training '{name}'")
-    if not overwrite:
-        with contextlib.suppress(NotFound):
-            registry_file(name)
-            raise Conflict(f"a filter named '{name}' exists; pass overwrite=true to replace it")
+    if not overwrite:  # the rule train, train-many and mix keep, in the API's words and without a server path
+        from ...train import refuse_dropping_a_run, refuse_taken
+
+        refuse_taken(name, flag="overwrite=true", say_path=False)
+        refuse_dropping_a_run(name, flag="overwrite=true", resume="`rotoscope train --resume` on the server")
     art_suffix, _ = sniff_image(artwork.file, cfg.max_pixels, "artwork")
     photo_suffixes = [sniff_image(p.file, cfg.max_pixels, f"photo {p.filename}")[0] for p in photos]
     job_id = store.new_id()
@@ -151,7 +152,7 @@ def check_mask(path: Path) -> None:
 @router.get("/jobs", tags=["jobs"])
 def jobs(store: StoreDep, status: str | None = None, limit: int = 100):
     """Jobs, newest first (optionally only those in one status)."""
-    if status is not None and status not in ACTIVE + FINISHED:  # a typo is not "no such jobs"
+    if status and status not in ACTIVE + FINISHED:  # a typo is not "no such jobs" (empty: all of them)
         raise Invalid(f"unknown status '{status}': use one of {', '.join(ACTIVE + FINISHED)}")
     return [job_view(j) for j in store.list((status,) if status else None, limit=max(1, min(limit, 1000)))]
 
