@@ -238,7 +238,7 @@ def apply_clips(filt: Filter, clips: list[Path], dest: Path, settings: ApplySett
         try:
             job = vid.make_job(filt, clip, target, settings, video, mask)
         except RotoscopeError as e:
-            yield Skipped(str(clip), _reason(clip, e))
+            yield Skipped(str(clip), skip_reason(clip, e))
             continue
         done = job.finished_output()
         if done is not None:
@@ -251,11 +251,11 @@ def apply_clips(filt: Filter, clips: list[Path], dest: Path, settings: ApplySett
         except CannotWrite:
             raise  # the output's fault (a full disk): every later clip would fail the same way
         except RotoscopeError as e:
-            yield Skipped(str(clip), _reason(clip, e))
+            yield Skipped(str(clip), skip_reason(clip, e))
 
 
-def _reason(path: Path, e: RotoscopeError) -> str:
-    """Why an input of a folder was skipped, naming it (most messages start with the path; a size refusal does not)."""
+def skip_reason(path: Path, e: RotoscopeError) -> str:
+    """Why an input of a folder was skipped (apply, score), naming it (most messages start with the path; a size refusal does not)."""
     return str(e) if path.name in str(e) else f"{path.name}: {e}"
 
 
@@ -273,7 +273,7 @@ def paint_into(filt: Filter, f: Path, dest: Path, settings: ApplySettings, mask=
     except CannotWrite:
         raise  # the output's fault (a full disk): every later image would fail the same way
     except RotoscopeError as e:
-        return [Skipped(str(f), _reason(f, e))]
+        return [Skipped(str(f), skip_reason(f, e))]
     return [*map(Note, painted.notes), painted]
 
 

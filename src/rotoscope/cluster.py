@@ -422,8 +422,8 @@ def _plan_many(artworks: Path, cfg: TrainConfig, overwrite: bool, out_dir) -> li
 
     from .filter import read_card
     from .images import list_images
-    from .paths import check_writable, runs_dir
-    from .train import CHECKPOINT, checkpoint_state, filter_destination, interrupted_run, refuse_taken
+    from .paths import check_writable
+    from .train import filter_destination, refuse_taken, run_of
 
     if not Path(artworks).is_dir():
         raise RotoscopeError(f"{artworks} is not a folder of artworks" if Path(artworks).exists() else
@@ -456,14 +456,13 @@ def _plan_many(artworks: Path, cfg: TrainConfig, overwrite: bool, out_dir) -> li
                 continue
             raise RotoscopeError(f"a filter named '{name}' exists ({dest}); pass --overwrite to replace it")
         refuse_taken(name, dest if out_dir else None)  # a shipped filter's name, in the registry
-        kept = interrupted_run(name)
-        if kept is not None:
-            sha = hashlib.sha256(art.read_bytes()).hexdigest()
-            if (checkpoint_state(runs_dir() / name / CHECKPOINT).get("meta") or {}).get("artwork_sha256") == sha:
+        run = run_of(name)  # the checkpoint's header, read once
+        if run is not None and not run["finished"]:
+            if run["artwork_sha256"] == hashlib.sha256(art.read_bytes()).hexdigest():
                 plan.append((art, name, "resume"))  # an interrupted run: it goes on from its checkpoint
                 continue
-            raise RotoscopeError(f"an interrupted run of '{name}' from another artwork is kept at step {kept[0]} of "
-                                 f"{kept[1]}: --overwrite starts afresh")
+            raise RotoscopeError(f"an interrupted run of '{name}' from another artwork is kept at step {run['step']} "
+                                 f"of {run['steps']}: --overwrite starts afresh")
         plan.append((art, name, "train"))  # a finished run's record without its filter (removed) is replaced
     return plan
 

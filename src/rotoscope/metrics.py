@@ -400,6 +400,7 @@ def score_filter(filt, photos: list[str | os.PathLike], artwork: str | os.PathLi
 
     `among`: other artworks; each result then ranks its own artwork (which `artwork` must name) among them.
     """
+    from .apply import skip_reason
     from .filter import Filter
     from .mix import load_any
     from .stylize import ApplySettings, stylize_image
@@ -416,7 +417,7 @@ def score_filter(filt, photos: list[str | os.PathLike], artwork: str | os.PathLi
             img = resize_longer(load_rgb(p), size)
             pairs.append((Path(p).name, img, stylize_image(filt, img, settings)))
         except RotoscopeError as e:
-            skipped.append({"file": str(p), "reason": _why(p, e)})
+            skipped.append({"file": str(p), "reason": skip_reason(Path(p), e)})
     if not pairs:
         raise RotoscopeError(skipped[0]["reason"] if len(skipped) == 1 else
                              f"none of the {len(skipped)} photos could be scored: {skipped[0]['reason']}")
@@ -443,19 +444,16 @@ def score_filter(filt, photos: list[str | os.PathLike], artwork: str | os.PathLi
     return report
 
 
-def _why(path, e: RotoscopeError) -> str:
-    """A skipped file's reason, naming it (most messages start with the path; a size refusal does not)."""
-    return str(e) if Path(path).name in str(e) else f"{Path(path).name}: {e}"
-
-
 def _artworks_read(arts: dict[str, Path], size: int) -> tuple[dict[str, Image.Image], list[dict]]:
     """The artworks read at the scoring size, and those that could not be read with the reason."""
+    from .apply import skip_reason
+
     read, unread = {}, []
     for name, a in arts.items():
         try:
             read[name] = resize_longer(load_rgb(a), size)
         except RotoscopeError as e:
-            unread.append({"file": str(a), "reason": _why(a, e)})
+            unread.append({"file": str(a), "reason": skip_reason(a, e)})
     return read, unread
 
 
