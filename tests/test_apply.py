@@ -162,3 +162,45 @@ def test_a_folder_of_clips_alone_is_painted_and_one_without_either_is_refused(ti
     (tmp_path / "empty").mkdir()
     code, out, err = rotoscope("apply", "tiny", tmp_path / "empty", "--no-progress", capsys=capsys)
     assert code == 1 and err.strip() == f"error: no images or clips in {tmp_path / 'empty'}"
+
+
+def animated_gif(path, frames=4, size=(48, 40)):
+    """An animated GIF of `frames` different scenes, 80 ms each."""
+    from PIL import Image
+
+    pics = []
+    for i in range(frames):
+        make_scene(path.with_name(f".frame{i}.png"), seed=i, size=size)
+        pics.append(Image.open(path.with_name(f".frame{i}.png")).convert("RGB"))
+    pics[0].save(path, save_all=True, append_images=pics[1:], duration=80, loop=0)
+    return path
+
+
+def test_an_animated_gif_is_a_clip_alone_or_in_a_folder_and_a_still_gif_a_picture(tiny_filter, tmp_path, capsys):
+    from PIL import Image
+
+    anim = animated_gif(tmp_path / "wave.gif")
+    code, out, err = rotoscope("apply", "tiny", anim, "--engine", "torch", "--precision", "fp32", "--no-progress",
+                               capsys=capsys)
+    assert code == 0, out + err
+    with Image.open(tmp_path / "wave-tiny.gif") as im:  # a GIF comes back as a GIF, every frame painted
+        assert im.n_frames == 4 and im.info["duration"] == 80
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    animated_gif(folder / "wave.gif")
+    make_scene(folder / "bay.png")
+    make_scene(folder / "still.png")
+    Image.open(folder / "still.png").save(folder / "still.gif")  # one frame: a picture, written as .png
+    results = list(apply_path("tiny", folder, tmp_path / "out", FAST, progress=False))
+    painted = {Path(r.source).name: r for r in results if isinstance(r, Painted)}
+    assert set(painted) == {"wave.gif", "bay.png", "still.png"}, results
+    assert painted["wave.gif"].frames == 4 and painted["wave.gif"].output == str(tmp_path / "out" / "wave.gif")
+    assert not painted["still.png"].frames
+    # still.gif would be written as still.png, which still.png keeps: skipped, saying why
+    assert [(Path(r.source).name, r.reason) for r in results if isinstance(r, Skipped)] == [
+        ("still.gif", "its output still.png is still.png's: rename one of them")]
+    with Image.open(tmp_path / "out" / "wave.gif") as im:
+        assert im.n_frames == 4
+    code, out, err = rotoscope("apply", "tiny", anim, "-o", tmp_path / "wave.mp4", "--engine", "torch",
+                               "--precision", "fp32", "--no-progress", capsys=capsys)
+    assert code == 0 and (tmp_path / "wave.mp4").is_file(), out + err  # or as H.264

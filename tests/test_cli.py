@@ -288,15 +288,16 @@ def test_ctrl_c_says_interrupted_and_exits_130(installed, tmp_path, capsys, monk
 def test_the_command_line_loads_torch_inside_its_error_handling(tmp_path, capsys, monkeypatch):
     """torch takes a second or two to load, the first second of every command: Ctrl-C then is "interrupted" and
     130 like Ctrl-C later, not a traceback. So importing the command line (the console script's first step, outside
-    any handling) loads no torch, and `rotoscope --help` needs none."""
+    any handling) loads no torch, and `rotoscope --help` and a command's `--help` need none."""
     env = {**os.environ, "ROTOSCOPE_HOME": str(tmp_path), "PYTHONPATH": str(SRC)}
     probe = "import sys, rotoscope, rotoscope.cli; print('torch' in sys.modules, 'numpy' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
     assert r.stdout.split() == ["False", "False"], r.stdout + r.stderr
-    r = subprocess.run([sys.executable, "-c", "import sys; sys.argv = ['rotoscope', '--help']\n"
-                        "from rotoscope.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
-                        "print('torch' in sys.modules)"], env=env, capture_output=True, text=True, timeout=300)
-    assert "Usage" in r.stdout and r.stdout.split()[-1] == "False", r.stdout + r.stderr
+    for args in (["--help"], ["train", "--help"], ["apply", "--help"]):
+        r = subprocess.run([sys.executable, "-c", f"import sys; sys.argv = ['rotoscope', *{args}]\n"
+                            "from rotoscope.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+                            "print('torch' in sys.modules)"], env=env, capture_output=True, text=True, timeout=300)
+        assert "Usage" in r.stdout and r.stdout.split()[-1] == "False", args + [r.stdout + r.stderr]
     from rotoscope import devices
 
     def loading(*args):  # Ctrl-C while the command's first import runs

@@ -364,6 +364,30 @@ def test_video_job_paints_a_clip_to_a_downloadable_result(tiny_filter, tmp_path)
     assert len(frames) == 12 and frames[0].shape == (48, 64, 3)
 
 
+def test_an_animated_gif_sent_as_a_video_job_comes_back_as_an_animated_gif(tiny_filter, tmp_path):
+    from PIL import Image
+
+    from conftest import make_clip, rgb_frames
+
+    frames = rgb_frames(make_clip(tmp_path / "clip.mp4", frames=5, size=(64, 48), audio=False))
+    pics = [Image.fromarray(f.astype(np.uint8)) for f in frames]
+    gif = io.BytesIO()
+    pics[0].save(gif, format="GIF", save_all=True, append_images=pics[1:], duration=60, loop=0)
+    with TestClient(create_app(ServerConfig())) as c:
+        r = c.post("/api/jobs/video", files={"video": ("loop.gif", gif.getvalue(), "image/gif")},
+                   data={"filter": "tiny"})
+        assert r.status_code == 202, r.text
+        job = wait_for(lambda: c.get(f"/api/jobs/{r.json()['id']}").json(), lambda j: j["status"] not in
+                       ("queued", "running"))
+        assert job["status"] == "done", job
+        result = c.get(job["links"]["result"])
+        assert result.status_code == 200 and result.headers["content-type"] == "image/gif"
+        assert 'filename="tiny-' in result.headers["content-disposition"] and ".gif" in \
+            result.headers["content-disposition"]
+    with Image.open(io.BytesIO(result.content)) as im:
+        assert im.n_frames == 5 and im.size == (64, 48) and im.info["duration"] == 60
+
+
 def mask_png(size=(128, 96)) -> bytes:
     """Black (keep) on the left half, white (paint) on the right; twice the clip's size (a mask is resized)."""
     a = np.zeros((size[1], size[0]), np.uint8)

@@ -173,6 +173,77 @@ def test_gif_and_webp_keep_frame_durations(filt, tmp_path):
         assert durations[:5] == [40, 80, 40, 140, 40]
 
 
+def animated(path, clip, durations, **save):
+    """An animated GIF or WebP of a clip's first frames, each shown for its duration in ms."""
+    pics = [Image.fromarray(f) for f in frames_of(clip)[2][:len(durations)]]
+    pics[0].save(path, save_all=True, append_images=pics[1:], duration=list(durations), **save)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".webp"])
+def test_an_animated_gif_or_webp_is_painted_as_a_clip_and_comes_back_as_one(filt, clip, tmp_path, suffix):
+    """Every frame painted, in order, with its own duration and the loop count kept (a still would be one frame)."""
+    durations = [40, 80, 40, 120, 60, 100]
+    src = animated(tmp_path / f"anim{suffix}", clip, durations, loop=3)
+    assert video.is_animated(src) and video.probe(src).frames == 6
+    out = video.apply_video(filt, src, None, ApplySettings(), SMALL)
+    assert out == tmp_path / f"anim-{filt.name}{suffix}"
+    with Image.open(out) as im:
+        assert im.n_frames == 6 and im.info["loop"] == 3
+        got, pictures = [], []
+        for k in range(im.n_frames):
+            im.seek(k)
+            im.load()
+            got.append(im.info["duration"])
+            pictures.append(np.asarray(im.convert("RGB")).astype(int))
+    assert got == durations
+    moved = [float(np.abs(a - b).mean()) for a, b in zip(pictures, pictures[1:])]
+    assert min(moved) > 1, moved  # the square moves: each frame was painted from its own picture
+
+
+def test_an_animated_gif_without_a_loop_plays_once_and_browsers_timing_is_kept(filt, clip, tmp_path):
+    """A GIF frame of 0-1 centiseconds is shown for 100 ms by browsers: the painted GIF says so rather than 10 ms."""
+    src = animated(tmp_path / "once.gif", clip, [0, 10, 50])
+    out = video.apply_video(filt, src, tmp_path / "painted.gif", ApplySettings(), SMALL)
+    with Image.open(out) as im:
+        assert "loop" not in im.info
+        got = []
+        for k in range(im.n_frames):
+            im.seek(k)
+            got.append(im.info["duration"])
+    assert got == [100, 100, 50]
+    mp4 = video.apply_video(filt, src, tmp_path / "painted.mp4", ApplySettings(), VideoConfig(batch=4,
+                            segment_frames=8, crf=10))
+    pts, tb = pts_of(mp4)
+    assert [round(float(p * tb), 3) for p in pts] == [0.0, 0.1, 0.2]
+
+
+def test_a_cut_animated_gif_paints_its_readable_frames_and_says_so(filt, clip, tmp_path, tiny_filter, capsys):
+    data = animated(tmp_path / "anim.gif", clip, [50] * 6).read_bytes()
+    cut = tmp_path / "cut.gif"
+    cut.write_bytes(data[:len(data) // 2])
+    said = []
+    out = video.apply_video(filt, cut, tmp_path / "out.gif", ApplySettings(), SMALL, warn=said.append)
+    with Image.open(out) as im:
+        assert 2 <= im.n_frames < 6
+        n = im.n_frames
+    assert [w for w in said if f"ends early after {n} frames" in w and "cut.gif" in w], said
+    cut.write_bytes(data[:900])  # not even one whole frame: one line, nothing written
+    code, text = run_cli("apply", "tiny", cut, "--no-progress", capsys=capsys)
+    lines = text.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and lines[0].startswith(f"error: {cut}: cannot decode image"), text
+    assert not list(tmp_path.glob("cut-*"))
+
+
+def test_crf_for_an_output_that_is_not_h264_is_said_to_do_nothing(tiny_filter, clip, tmp_path, capsys):
+    code, text = run_cli("apply", "tiny", clip, "-o", tmp_path / "a.gif", "--crf", "30", "--size", "32",
+                         "--no-progress", capsys=capsys)
+    assert code == 0 and "note: --crf is H.264's quality; .gif is written without it" in text, text
+    code, text = run_cli("apply", "tiny", clip, "-o", tmp_path / "b.gif", "--size", "32", "--no-progress",
+                         capsys=capsys)
+    assert code == 0 and "--crf" not in text, text
+
+
 def test_stabilization_lowers_the_warping_error(filt, clip, tmp_path):
     _, _, rgb_in, _, _ = frames_of(clip)
     naive = video.apply_video(filt, clip, tmp_path / "naive.mp4", ApplySettings(),

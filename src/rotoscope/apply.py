@@ -100,22 +100,23 @@ def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: App
         raise RotoscopeError(f"{src} is not a regular file (a pipe, socket or device): rotoscope reads files")
     if dest is not None and Path(dest).exists() and Path(dest).resolve() == src.resolve():
         raise RotoscopeError("the output would overwrite the input: choose another -o")
+    from . import video as vid
+
     if dest is not None and Path(dest).suffix.lower() and Path(dest).suffix.lower() not in WRITE_FORMATS \
-            and src.suffix.lower() in IMAGE_SUFFIXES:
+            and src.suffix.lower() in IMAGE_SUFFIXES and not vid.is_animated(src):
         raise RotoscopeError(f"cannot write '{Path(dest).suffix}': use one of {', '.join(sorted(WRITE_FORMATS))}")
     from .mix import load_any
 
     filt = filter if isinstance(filter, Filter) else load_any(filter, settings.mix)
     if isinstance(mask, (str, os.PathLike)) and not Path(mask).exists():
         raise NotFound(f"no such mask file or folder: {mask}")
-    from . import video as vid
-
-    is_video = vid.is_video_path(src) or (src.is_dir() and vid.frame_sequence(src))
+    # an animated GIF, WebP or PNG is a clip: painted frame by frame, steadied, its timing kept
+    is_video = vid.is_clip(src) or (src.is_dir() and vid.frame_sequence(src))
     if preview is not None and preview < 1:
         raise Invalid(f"preview must be at least 1 frame (got {preview})")
     if preview and not is_video:
         raise RotoscopeError("--preview is for videos and folders of numbered frames")
-    images, clips = (list_images(src), vid.list_clips(src)) if src.is_dir() and not is_video else ([], [])
+    images, clips = (list_stills(src), vid.list_clips(src)) if src.is_dir() and not is_video else ([], [])
     if src.is_dir() and not is_video and not images and not clips:
         raise RotoscopeError(f"no images or clips in {src}")
     if src.is_dir() and not is_video and dest is not None and not Path(dest).is_dir() \
@@ -161,6 +162,32 @@ def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: App
     yield painted
 
 
+def list_stills(folder: Path) -> list[Path]:
+    """A folder's images that are painted as pictures: its animated GIFs, WebPs and PNGs are clips (list_clips)."""
+    from .video import is_animated
+
+    return [p for p in list_images(folder) if not is_animated(p)]
+
+
+def still_name(f: Path) -> str:
+    """The name a folder's picture is painted under: its own, or .png where its format is not written."""
+    return f.name if f.suffix.lower() in WRITE_FORMATS else f"{f.stem}.png"
+
+
+def claim_names(inputs: list[Path], name_of) -> dict[Path, Path]:
+    """Inputs of a folder whose outputs would share a name (a.gif and a.png -> a.png; a.ts and a.mp4 -> a.mp4;
+    compared as a case-insensitive file system would): each input -> the input that has the name. The one that
+    keeps its own name has it, the others are skipped (`Skipped(..., taken_reason(...))`)."""
+    owner: dict[str, Path] = {}
+    for f in sorted(inputs, key=lambda f: f.name != name_of(f)):
+        owner.setdefault(name_of(f).casefold(), f)
+    return {f: owner[name_of(f).casefold()] for f in inputs}
+
+
+def taken_reason(name: str, owner: Path) -> str:
+    return f"its output {name} is {owner.name}'s: rename one of them"
+
+
 def _said_first(lines: list[str], results: Iterator[Result]) -> Iterator[Result]:
     """The lines saying what was chosen, then the results: the lines once the first result is in."""
     for r in results:
@@ -184,7 +211,7 @@ def painted_shape(src: Path, size: int | None, is_video: bool, img=None) -> tupl
             s = probe(src)
             w, h = s.width, s.height
         else:
-            first = src if src.is_file() else next(iter(list_images(src)), None)
+            first = src if src.is_file() else next(iter(list_stills(src)), None)
             if first is None:  # a folder of clips
                 from .video import list_clips, probe
 
@@ -206,34 +233,38 @@ def apply_folder(filt: Filter, src: Path, dest: Path, settings: ApplySettings, p
                  mask=None) -> Iterator[Result]:
     from rich.progress import track
 
-    files = list_images(src)
+    files = list_stills(src)
     if not files:
         raise RotoscopeError(f"no images in {src}")
     check_writable(dest)  # a folder that cannot be written ends the run in one line, before any painting
+    owner = claim_names(files, still_name)
     for f in track(files, description="painting", disable=not progress, transient=True):
+        if owner[f] != f:
+            yield Skipped(str(f), taken_reason(still_name(f), owner[f]))
+            continue
         yield from paint_into(filt, f, dest, settings, mask)
 
 
 def apply_clips(filt: Filter, clips: list[Path], dest: Path, settings: ApplySettings, progress: bool,
                 video=None, mask=None, renderer=None) -> Iterator[Result]:
-    """The clips of a folder, one after another, into `dest` under their own names (H.264; a .webm, .avi or other
-    container H.264 cannot go in becomes .mp4). Each is a whole video render: resumable, and on a cluster
-    (`renderer`, cluster.video_renderer) its segments spread over the workers. A clip finished by an earlier run
-    with the same source, filter and settings is kept; one that cannot be painted is skipped, saying why."""
+    """The clips of a folder, one after another, into `dest` under their own names (H.264, or an animated GIF or
+    WebP; a .webm, .avi, animated PNG or other container H.264 cannot go in becomes .mp4). Each is a whole video
+    render: resumable, and on a cluster (`renderer`, cluster.video_renderer) its segments spread over the workers.
+    A clip finished by an earlier run with the same source, filter and settings is kept; one that cannot be painted
+    is skipped, saying why."""
     from . import video as vid
 
     check_writable(dest)
-    targets = {c: c.name if c.suffix.lower() in vid.H264_OUTPUTS else f"{c.stem}.mp4" for c in clips}
-    # two clips wanting one output name (a.avi and a.mp4 -> a.mp4; names compared as a case-insensitive file
-    # system would): the one that keeps its own name has it, the other is skipped
-    owner: dict[str, Path] = {}
-    for c in sorted(clips, key=lambda c: c.name != targets[c]):
-        owner.setdefault(targets[c].casefold(), c)
+    kept = {*vid.H264_OUTPUTS, *vid.ANIMATED_OUTPUTS}  # an animated GIF or WebP stays one
+
+    def name_of(c: Path) -> str:
+        return c.name if c.suffix.lower() in kept else f"{c.stem}.mp4"
+
+    owner = claim_names(clips, name_of)
     for clip in clips:
-        target = dest / targets[clip]
-        first = owner[targets[clip].casefold()]
-        if first != clip:
-            yield Skipped(str(clip), f"its output {target.name} is {first.name}'s: rename one of them")
+        target = dest / name_of(clip)
+        if owner[clip] != clip:
+            yield Skipped(str(clip), taken_reason(target.name, owner[clip]))
             continue
         try:
             job = vid.make_job(filt, clip, target, settings, video, mask)
@@ -262,7 +293,7 @@ def skip_reason(path: Path, e: RotoscopeError) -> str:
 def paint_into(filt: Filter, f: Path, dest: Path, settings: ApplySettings, mask=None) -> list[Result]:
     """One image of a folder into the output folder (the local loop and a cluster task both call it): its notes
     and Painted, or a Skipped; one already written by an earlier run with the same filter and settings is kept."""
-    target = dest / (f.name if f.suffix.lower() in WRITE_FORMATS else f"{f.stem}.png")
+    target = dest / still_name(f)
     drop_partials(target)  # an interrupted run's half-written copy (kill -9 mid-write)
     if target.exists() and _same_result(target, filt, settings, f.name, mask):
         # finished by an earlier, interrupted run with the same filter and settings

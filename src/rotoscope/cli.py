@@ -25,9 +25,10 @@ out = Console()
 
 @app.callback()
 def _before_every_command():
-    # before every command (click runs it before the command's own arguments are read, so `train --help` waits for
-    # torch too; only `rotoscope --help` does not): torch loads here, inside main()'s handling, so Ctrl-C while it
-    # loads is one line, not a traceback
+    # before every command: torch loads here, inside main()'s handling, so Ctrl-C while it loads is one line, not a
+    # traceback. Click runs this before the command reads its own arguments: a command's --help needs no torch
+    if "--help" in sys.argv[1:]:
+        return
     from .devices import configure_threads
 
     configure_threads()  # one thread per physical core: hyper-threads share a core's vector units

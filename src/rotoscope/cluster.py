@@ -355,15 +355,20 @@ def apply_folder(filt, src: Path, dest: Path, settings, progress: bool, mask=Non
     at once (memory stays bounded whatever the folder's size); results come back in the folder's order."""
     from rich.progress import Progress
 
-    from .images import list_images
+    from .apply import Skipped, claim_names, list_stills, still_name, taken_reason
     from .paths import check_writable
 
     ray = require_ray()
     cfg = (cfg or ClusterConfig()).validate()
-    files = list_images(src)
+    files = list_stills(src)
     if not files:
         raise RotoscopeError(f"no images in {src}")
     check_writable(dest)
+    owner = claim_names(files, still_name)
+    for f in files:
+        if owner[f] != f:
+            yield Skipped(str(f), taken_reason(still_name(f), owner[f]))
+    files = [f for f in files if owner[f] == f]
     connect(address)
     in_flight = cfg.max_in_flight or 2 * _slots(cfg)
     filt_ref = ray.put(filt)

@@ -96,8 +96,12 @@ def sniff_video(f: BinaryIO, what: str = "upload") -> str:
         return ".webm" if b"webm" in head else ".mkv"
     if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
         return ".avi"
-    raise Unsupported(f"{what}: not a video (accepted: MP4/MOV, MKV/WebM, AVI; the type is read from the "
-                      "file's bytes, not its name)")
+    if head.startswith((b"GIF87a", b"GIF89a")):  # an animated GIF or WebP is painted as a clip, and comes back as one
+        return ".gif"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return ".webp"
+    raise Unsupported(f"{what}: not a video (accepted: MP4/MOV, MKV/WebM, AVI, animated GIF or WebP; the type is "
+                      "read from the file's bytes, not its name)")
 
 
 def save_upload(f: BinaryIO, dest: Path) -> Path:

@@ -12,7 +12,8 @@ How a render runs (apply_video):
 Queues between the threads are bounded, so memory stays flat whatever the clip's length.
 
 The modules, in the order a frame meets them:
-  source.py  reading a clip or a numbered-frame folder: probe, decode, output_size, picked frames for a preview;
+  source.py  reading a clip, an animated image or a numbered-frame folder: probe, decode, output_size, picked
+             frames for a preview;
   steady.py  flicker reduction: the Stabilizer (optical flow itself lives in rotoscope.flow);
   render.py  the threaded renderer and the entry points: RenderJob, make_job, run_job, apply_video,
              apply_video_cli, preview_sheet, resuming from finished segments; render_range paints a run of
@@ -26,13 +27,14 @@ from .output import (ANIMATED_OUTPUTS, H264_OUTPUTS, assemble_animated, assemble
 from .render import (RenderJob, RenderStopped, apply_video, apply_video_cli, frames_per_call, glob_escape,
                      make_job, preview_sheet, render_range, render_segments, run_job, stylize_frames)
 from .source import (DEFAULT_RATE, VIDEO_SUFFIXES, Frame, Source, count_frames, decode, frame_sequence,
-                     frame_table, is_video_path, list_clips, output_size, probe)
+                     frame_table, is_animated, is_clip, is_video_path, list_clips, output_size, probe)
 from .steady import Stabilizer
 
 __all__ = [
     "ANIMATED_OUTPUTS", "DEFAULT_RATE", "H264_OUTPUTS", "VIDEO_SUFFIXES",
     "Frame", "RenderJob", "RenderStopped", "Source", "Stabilizer",
     "apply_video", "apply_video_cli", "assemble_animated", "assemble_frames", "assemble_h264", "count_frames",
-    "decode", "default_clip_output", "frame_sequence", "frame_table", "frames_per_call", "glob_escape", "is_video_path", "list_clips", "make_job",
+    "decode", "default_clip_output", "frame_sequence", "frame_table", "frames_per_call", "glob_escape",
+    "is_animated", "is_clip", "is_video_path", "list_clips", "make_job",
     "output_kind", "output_size", "preview_sheet", "probe", "render_range", "render_segments", "run_job", "stylize_frames",
 ]

@@ -46,7 +46,9 @@ def output_kind(dest: Path) -> str:
 def default_clip_output(filt: Filter, src: Path) -> Path:
     if src.is_dir():
         return src.with_name(f"{src.name}-{filt.name}")
-    return src.with_name(f"{src.stem}-{filt.name}.mp4")
+    # an animated GIF or WebP comes back as one (an animated PNG, which nothing here writes, as .mp4)
+    suffix = src.suffix.lower() if src.suffix.lower() in ANIMATED_OUTPUTS else ".mp4"
+    return src.with_name(f"{src.stem}-{filt.name}{suffix}")
 
 
 # ---------------------------------------------------------------- segments
@@ -239,7 +241,9 @@ def assemble_animated(job: RenderJob, segs: int, prov: dict) -> None:
         frames.append(Image.open(p).convert("RGB"))
         durations.append(max(10 if job.kind == "animated" else 1, round(1000 * float(dur * tb))))
     fmt = ANIMATED_OUTPUTS[job.dest.suffix.lower()]
-    kwargs = {"loop": 0, "duration": durations, "save_all": True, "append_images": frames[1:]}
+    kwargs = {"duration": durations, "save_all": True, "append_images": frames[1:]}
+    if job.src.loop is not None:
+        kwargs["loop"] = job.src.loop
     if fmt == "WEBP":
         kwargs.update(quality=90, method=4)
     else:

@@ -1,4 +1,5 @@
-"""Reading a clip or a folder of numbered frames: what it is (probe), its frames (decode) and a few picked ones.
+"""Reading a clip, an animated image or a folder of numbered frames: what it is (probe), its frames (decode) and a
+few picked ones.
 
 Frames come out as RGB uint8 at the render's size, with their timestamps carried over from the source, never
 re-spaced. Bad input gives one-line RotoscopeErrors.
@@ -6,6 +7,7 @@ re-spaced. Bad input gives one-line RotoscopeErrors.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -26,13 +28,37 @@ DEFAULT_RATE = Fraction(25)  # frame rate given to numbered-frame folders, which
 NUMBERED = re.compile(r"^(.*?)(\d+)$")
 
 
+ANIMATED_SUFFIXES = {".gif", ".webp", ".png"}  # Pillow reads their frames (FFmpeg here cannot decode animated WebP)
+# a GIF frame of 0 or 1 centiseconds is shown for 100 ms by browsers (the format's own players differ): a painted
+# GIF keeps the timing its viewers saw
+SHORTEST_SHOWN_MS = 20
+UNTIMED_FRAME_MS = 100
+
+
 def is_video_path(path: Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
+def is_animated(path: Path) -> bool:
+    """An image file with more than one frame (animated GIF, WebP or PNG): painted as a clip, not as a still."""
+    path = Path(path)
+    if path.suffix.lower() not in ANIMATED_SUFFIXES or not path.is_file():
+        return False
+    try:
+        with Image.open(path) as im:
+            return bool(getattr(im, "is_animated", False))  # reads as far as a second frame, no further
+    except Exception:  # noqa: BLE001 - unreadable: the still-image path says why
+        return False
+
+
+def is_clip(path: Path) -> bool:
+    """A file painted frame by frame: a video, or an animated image."""
+    return is_video_path(path) or is_animated(path)
+
+
 def list_clips(folder: Path) -> list[Path]:
-    """Video files directly in a folder, sorted by name (hidden files skipped)."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_video_path(p) and not p.name.startswith("."))
+    """Video files and animated images directly in a folder, sorted by name (hidden files skipped)."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_clip(p) and not p.name.startswith("."))
 
 
 def frame_sequence(folder: Path) -> list[Path] | None:
@@ -82,6 +108,8 @@ class Source:
     pix_fmt: str = ""
     files: list[Path] | None = None  # a numbered-frame folder
     duration: float = 0.0
+    frame_ms: list[int] | None = None  # an animated image: each frame's duration (the time base is 1/1000 s)
+    loop: int | None = 0  # an animated image's loop count (0: for ever, None: once), kept when written as one
 
 
 def _open(path: Path):
@@ -112,6 +140,8 @@ def probe(path: Path) -> Source:
         img = open_image(files[0])
         return Source(path, img.width, img.height, 1 / DEFAULT_RATE, DEFAULT_RATE, len(files), 0, 0, "rgb24",
                       files, len(files) / float(DEFAULT_RATE))
+    if is_animated(path):
+        return _probe_animated(path)
     with _open(path) as c:
         if not c.streams.video:
             kind = "audio only" if c.streams.audio else "no video stream"
@@ -137,6 +167,48 @@ def probe(path: Path) -> Source:
             pass  # the reader reports decoding problems properly
         return Source(path, w, h, Fraction(tb), Fraction(rate), frames, rotation, len(c.streams.audio),
                       cc.format.name if cc.format else "", None, duration)
+
+
+def _probe_animated(path: Path) -> Source:
+    """An animated GIF, WebP or PNG, read with Pillow: its size, every frame's duration and its loop count."""
+    st = path.stat()
+    w, h, frame_ms, loop = _animated_header(path.resolve(), st.st_size, st.st_mtime_ns)
+    total = sum(frame_ms)
+    rate = Fraction(1000 * len(frame_ms), total).limit_denominator(1001)
+    return Source(path, w, h, Fraction(1, 1000), rate, len(frame_ms), 0, 0, "rgb24", None, total / 1000,
+                  list(frame_ms), loop)
+
+
+@functools.lru_cache(maxsize=8)
+def _animated_header(path: Path, size: int, mtime_ns: int) -> tuple[int, int, tuple[int, ...], int | None]:
+    """Reading the durations decodes every frame (Pillow's WebP reader sets them on load): once per file version,
+    though a run probes its input more than once."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels():
+                raise RotoscopeError(f"{path}: {w}x{h} frames are larger than the {max_pixels():,}-pixel safety "
+                                     "limit (set ROTOSCOPE_MAX_PIXELS to raise it)")
+            loop = im.info.get("loop")  # a GIF without one plays once
+            frame_ms: list[int] = []
+            while True:
+                try:
+                    im.seek(len(frame_ms))
+                    im.load()
+                except EOFError:
+                    break
+                except Exception:  # noqa: BLE001 - a damaged or cut file: its readable frames are painted
+                    if len(frame_ms) < 2:  # (and decoding says where it ends)
+                        raise
+                    break
+                ms = int(im.info.get("duration") or 0)
+                frame_ms.append(ms if ms >= SHORTEST_SHOWN_MS else UNTIMED_FRAME_MS)
+    except RotoscopeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged file trips Pillow's parsers in several ways
+        raise RotoscopeError(f"{path}: cannot read its frames ({str(e).splitlines()[0][:120] or type(e).__name__})"
+                             ) from None
+    return w, h, tuple(frame_ms), loop
 
 
 def output_size(w: int, h: int, size: int | None, even: bool) -> tuple[int, int]:
@@ -187,6 +259,9 @@ def decode(src: Source, w: int, h: int, warn: Callable[[str], None],
             return
         except _SeekMissed:  # the container could not seek there exactly: decode from the start instead
             pass
+    if src.frame_ms is not None:
+        yield from _decode_animated(src, w, h, warn, max_seconds, start)
+        return
     if src.files is not None:
         for i, p in enumerate(src.files):
             if i < start:
@@ -199,6 +274,37 @@ def decode(src: Source, w: int, h: int, warn: Callable[[str], None],
             yield i, 1, _fit(np.asarray(img), w, h)
         return
     yield from _decode_video(src, w, h, warn, max_seconds, threads, start, None, None)
+
+
+def _decode_animated(src: Source, w: int, h: int, warn, max_seconds, start: int
+                     ) -> Iterator[tuple[int, int, np.ndarray]]:
+    """decode() for an animated image: Pillow composes each frame over the ones before it, as viewers show it."""
+    pts = 0
+    with Image.open(src.path) as im:
+        for i, ms in enumerate(src.frame_ms or []):
+            if max_seconds is not None and pts >= 1000 * max_seconds:
+                return
+            if i >= start:
+                try:
+                    im.seek(i)
+                    rgb = np.asarray(im.convert("RGB"))
+                except Exception as e:  # noqa: BLE001 - a damaged frame: keep what came before it
+                    if i == start:
+                        raise RotoscopeError(f"{src.path}: cannot decode frame {i + 1} "
+                                             f"({str(e).splitlines()[0][:120] or type(e).__name__})") from None
+                    warn(f"warning: {src.path.name}: frame {i + 1} of {len(src.frame_ms or [])} cannot be decoded; "
+                         "painted the frames before it")
+                    return
+                yield pts, ms, _fit(rgb, w, h)
+            pts += ms
+        try:
+            im.seek(len(src.frame_ms or []))
+            im.load()
+        except EOFError:
+            return
+        except Exception as e:  # noqa: BLE001
+            warn(f"warning: {src.path.name}: the file ends early after {len(src.frame_ms or [])} frames "
+                 f"({str(e).splitlines()[0][:120] or type(e).__name__}); painted what was readable")
 
 
 class _SeekMissed(Exception):
@@ -275,6 +381,9 @@ def frame_table(src: Source, max_seconds: float | None = None) -> list[int] | No
     so that a render of a clip's middle (a cluster task) can seek straight to its first frame and number its
     frames as a whole render would. None where the packets cannot be trusted for that (a timestamp missing or
     repeated), and the renderer then decodes from the start. A numbered-frame folder: 0, 1, 2, ..."""
+    if src.frame_ms is not None:
+        starts = [sum(src.frame_ms[:i]) for i in range(len(src.frame_ms))]
+        return [t for t in starts if max_seconds is None or t < 1000 * max_seconds]
     if src.files is not None:
         n = len(src.files)
         if max_seconds is not None:
@@ -318,6 +427,14 @@ def _pick_frames(src: Source, n: int, w: int, h: int) -> list[np.ndarray]:
     if src.files is not None:
         idx = sorted({min(len(src.files) - 1, int((k + 0.5) * len(src.files) / n)) for k in range(n)})
         return [_fit(np.asarray(split_alpha(open_image(src.files[i]))[0]), w, h) for i in idx]
+    if src.frame_ms is not None:
+        idx = sorted({min(src.frames - 1, int((k + 0.5) * src.frames / n)) for k in range(n)})
+        with Image.open(src.path) as im:
+            out = []
+            for i in idx:
+                im.seek(i)
+                out.append(_fit(np.asarray(im.convert("RGB")), w, h))
+            return out
     import av
 
     out = []

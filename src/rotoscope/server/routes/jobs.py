@@ -105,9 +105,13 @@ def start_training(
     return job_view(job)
 
 
+RESULT_TYPES = {".gif": "image/gif", ".webp": "image/webp"}
+
+
 @router.post("/jobs/video", status_code=202, tags=["jobs"])
 def start_video(cfg: SettingsDep, store: StoreDep,
-                video: UploadFile = File(..., description="The clip to paint."),
+                video: UploadFile = File(..., description="The clip to paint (an animated GIF or WebP comes back "
+                                         "as one)."),
                 filter: str = Form(..., description="Filter name."),
                 strength: float = Form(1.0), preserve_colors: bool = Form(False), size: int | None = Form(None),
                 stabilize: bool = Form(True, description="flicker reduction along the optical flow"),
@@ -124,7 +128,8 @@ def start_video(cfg: SettingsDep, store: StoreDep,
     mask_suffix = sniff_image(mask.file, cfg.max_pixels, "mask")[0] if mask is not None else None
     job_id = store.new_id()
     folder = store.folder(job_id)
-    params = {"input": f"input{suffix}", "output": "result.mp4", "source": video.filename,
+    output = f"result{suffix}" if suffix in RESULT_TYPES else "result.mp4"  # a GIF or WebP comes back as one
+    params = {"input": f"input{suffix}", "output": output, "source": video.filename,
               "filter_path": str(registry_file(filter)),
               "settings": {"size": settings.size, "strength": settings.strength,
                            "preserve_colors": settings.preserve_colors, "paint_scale": settings.paint_scale,
@@ -227,4 +232,5 @@ def job_result(job_id: str, store: StoreDep):
     path = Path(job.folder) / (job.result or "")
     if not path.is_file():
         raise HTTPException(410, "the result file is gone")
-    return FileResponse(path, media_type="video/mp4", filename=f"{job.name}-{job.id}{path.suffix}")
+    return FileResponse(path, media_type=RESULT_TYPES.get(path.suffix, "video/mp4"),
+                        filename=f"{job.name}-{job.id}{path.suffix}")
