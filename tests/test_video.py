@@ -235,6 +235,45 @@ def test_a_cut_animated_gif_paints_its_readable_frames_and_says_so(filt, clip, t
     assert not list(tmp_path.glob("cut-*"))
 
 
+def test_a_render_of_an_animated_image_from_its_middle_paints_the_frames_a_whole_render_paints(clip, tmp_path):
+    """A cluster task starts a GIF at a frame of the table, as it seeks a video: the same pictures and times."""
+    src = video.probe(animated(tmp_path / "a.gif", clip, [40, 80, 40, 120, 60, 100, 40, 40]))
+    whole = list(video.decode(src, 32, 24, print))
+    table = video.frame_table(src)
+    assert table == [t for t, _, _ in whole] == [0, 40, 120, 160, 280, 340, 440, 480]
+    part = list(video.decode(src, 32, 24, print, start=5, table=table))
+    assert [(t, d) for t, d, _ in part] == [(t, d) for t, d, _ in whole[5:]]
+    assert all(np.array_equal(a[2], b[2]) for a, b in zip(part, whole[5:]))
+
+
+def test_animated_timing_transparency_and_plays_as_viewers_see_them(filt, clip, tmp_path, tiny_filter, capsys):
+    """Frames of 16 ms stay 16 ms (only 10 ms or less is shown at 100 ms); a GIF that plays once becomes a WebP
+    that plays once; transparent pixels are painted as the white a page shows through them, and said so; an
+    animated PNG's fallback picture, which its animation does not show, is not a frame."""
+    webp = animated(tmp_path / "fast.webp", clip, [16, 16, 33], loop=0)
+    assert video.probe(webp).frame_ms == [16, 16, 33]
+    once = animated(tmp_path / "once.gif", clip, [50, 50])
+    out = video.apply_video(filt, once, tmp_path / "once.webp", ApplySettings(), SMALL)
+    with Image.open(out) as im:
+        assert im.info["loop"] == 1
+    rgba = [Image.new("RGBA", (32, 24), (200, 30, 30, 255)) for _ in range(3)]
+    for k, im in enumerate(rgba):
+        im.paste((0, 0, 0, 0), (0, 0, 16, 24))  # the left half transparent
+        im.paste((30, 30, 200, 255), (16 + 4 * k, 8, 20 + 4 * k, 12))
+    rgba[0].save(tmp_path / "sticker.gif", save_all=True, append_images=rgba[1:], duration=50, loop=0, disposal=2)
+    pictures = [f[2] for f in video.decode(video.probe(tmp_path / "sticker.gif"), 32, 24, print)]
+    assert len(pictures) == 3 and all((p[:, :16] == 255).all() and (p[:, 16:] != 255).all() for p in pictures)
+    code, text = run_cli("apply", "tiny", tmp_path / "sticker.gif", "--no-progress", capsys=capsys)
+    assert code == 0 and "note: sticker.gif has transparent pixels: painted over white" in text, text
+    code, text = run_cli("apply", "tiny", once, "--no-progress", capsys=capsys)
+    assert code == 0 and "transparent" not in text, text
+    fallback = Image.new("RGB", (32, 24), (0, 255, 0))
+    frames = [Image.new("RGB", (32, 24), (40 * k, 0, 0)) for k in range(1, 4)]
+    fallback.save(tmp_path / "anim.png", save_all=True, append_images=frames, default_image=True, duration=60)
+    src = video.probe(tmp_path / "anim.png")
+    assert src.frames == 3 and [int(f[2][0, 0, 0]) for f in video.decode(src, 32, 24, print)] == [40, 80, 120]
+
+
 def test_crf_for_an_output_that_is_not_h264_is_said_to_do_nothing(tiny_filter, clip, tmp_path, capsys):
     code, text = run_cli("apply", "tiny", clip, "-o", tmp_path / "a.gif", "--crf", "30", "--size", "32",
                          "--no-progress", capsys=capsys)

@@ -242,8 +242,11 @@ def assemble_animated(job: RenderJob, segs: int, prov: dict) -> None:
         durations.append(max(10 if job.kind == "animated" else 1, round(1000 * float(dur * tb))))
     fmt = ANIMATED_OUTPUTS[job.dest.suffix.lower()]
     kwargs = {"duration": durations, "save_all": True, "append_images": frames[1:]}
-    if job.src.loop is not None:
-        kwargs["loop"] = job.src.loop
+    plays = job.src.plays  # a GIF's loop field counts the plays after the first, and is left out for one play
+    if fmt == "WEBP":
+        kwargs["loop"] = plays
+    elif plays != 1:
+        kwargs["loop"] = 0 if plays == 0 else plays - 1
     if fmt == "WEBP":
         kwargs.update(quality=90, method=4)
     else:

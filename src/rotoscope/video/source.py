@@ -8,6 +8,7 @@ re-spaced. Bad input gives one-line RotoscopeErrors.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -29,10 +30,9 @@ NUMBERED = re.compile(r"^(.*?)(\d+)$")
 
 
 ANIMATED_SUFFIXES = {".gif", ".webp", ".png"}  # Pillow reads their frames (FFmpeg here cannot decode animated WebP)
-# a GIF frame of 0 or 1 centiseconds is shown for 100 ms by browsers (the format's own players differ): a painted
-# GIF keeps the timing its viewers saw
-SHORTEST_SHOWN_MS = 20
-UNTIMED_FRAME_MS = 100
+# browsers show a frame timed at 10 ms or less (a GIF's 0 or 1 centisecond) for 100 ms: a painted animation keeps the
+# timing its viewers saw
+UNTIMED_MS, SHOWN_MS = 10, 100
 
 
 def is_video_path(path: Path) -> bool:
@@ -109,7 +109,9 @@ class Source:
     files: list[Path] | None = None  # a numbered-frame folder
     duration: float = 0.0
     frame_ms: list[int] | None = None  # an animated image: each frame's duration (the time base is 1/1000 s)
-    loop: int | None = 0  # an animated image's loop count (0: for ever, None: once), kept when written as one
+    plays: int = 0  # an animated image: how many times it plays (0: for ever), kept when written as one
+    first_frame: int = 0  # an animated PNG's frame 0 may be a fallback picture that its animation does not show
+    transparent: bool = False  # an animated image with transparent pixels (painted over white)
 
 
 def _open(path: Path):
@@ -170,30 +172,32 @@ def probe(path: Path) -> Source:
 
 
 def _probe_animated(path: Path) -> Source:
-    """An animated GIF, WebP or PNG, read with Pillow: its size, every frame's duration and its loop count."""
+    """An animated GIF, WebP or PNG, read with Pillow: its size, every frame's duration and how often it plays."""
     st = path.stat()
-    w, h, frame_ms, loop = _animated_header(path.resolve(), st.st_size, st.st_mtime_ns)
+    w, h, frame_ms, plays, first, transparent = _animated_header(path.resolve(), st.st_size, st.st_mtime_ns)
     total = sum(frame_ms)
     rate = Fraction(1000 * len(frame_ms), total).limit_denominator(1001)
     return Source(path, w, h, Fraction(1, 1000), rate, len(frame_ms), 0, 0, "rgb24", None, total / 1000,
-                  list(frame_ms), loop)
+                  list(frame_ms), plays, first, transparent)
 
 
 @functools.lru_cache(maxsize=8)
-def _animated_header(path: Path, size: int, mtime_ns: int) -> tuple[int, int, tuple[int, ...], int | None]:
-    """Reading the durations decodes every frame (Pillow's WebP reader sets them on load): once per file version,
-    though a run probes its input more than once."""
+def _animated_header(path: Path, size: int, mtime_ns: int) -> tuple[int, int, tuple[int, ...], int, int, bool]:
+    """(w, h, durations, plays, first frame, transparent). Reading the durations decodes every frame (Pillow's WebP
+    reader sets them on load): once per file version, though a run probes its input more than once."""
     try:
         with Image.open(path) as im:
             w, h = im.size
             if w * h > max_pixels():
                 raise RotoscopeError(f"{path}: {w}x{h} frames are larger than the {max_pixels():,}-pixel safety "
                                      "limit (set ROTOSCOPE_MAX_PIXELS to raise it)")
-            loop = im.info.get("loop")  # a GIF without one plays once
+            plays = _plays(im)
+            first = 1 if im.format == "PNG" and im.info.get("default_image") else 0
             frame_ms: list[int] = []
+            transparent = False
             while True:
                 try:
-                    im.seek(len(frame_ms))
+                    im.seek(first + len(frame_ms))
                     im.load()
                 except EOFError:
                     break
@@ -202,13 +206,37 @@ def _animated_header(path: Path, size: int, mtime_ns: int) -> tuple[int, int, tu
                         raise
                     break
                 ms = int(im.info.get("duration") or 0)
-                frame_ms.append(ms if ms >= SHORTEST_SHOWN_MS else UNTIMED_FRAME_MS)
+                frame_ms.append(ms if ms > UNTIMED_MS else SHOWN_MS)
+                transparent = transparent or _has_transparency(im)
     except RotoscopeError:
         raise
     except Exception as e:  # noqa: BLE001 - a damaged file trips Pillow's parsers in several ways
         raise RotoscopeError(f"{path}: cannot read its frames ({str(e).splitlines()[0][:120] or type(e).__name__})"
                              ) from None
-    return w, h, tuple(frame_ms), loop
+    return w, h, tuple(frame_ms), plays, first, transparent
+
+
+def _plays(im: Image.Image) -> int:
+    """How many times an animated image plays (0: for ever). A GIF's loop field counts the plays after the first and
+    its absence means one play (Pillow's "loop"); WebP's and APNG's count every play."""
+    loop = im.info.get("loop")
+    if im.format == "GIF":
+        return 1 if loop is None else 0 if loop == 0 else loop + 1
+    return int(loop or 0)
+
+
+def _has_transparency(im: Image.Image) -> bool:
+    if im.mode not in ("RGBA", "LA", "PA") and "transparency" not in im.info:
+        return False
+    return im.convert("RGBA").getextrema()[3][0] < 255
+
+
+def _over_white(im: Image.Image) -> np.ndarray:
+    """The current frame as a viewer on a white page shows it: its transparent pixels white."""
+    if im.mode not in ("RGBA", "LA", "PA") and "transparency" not in im.info:
+        return np.asarray(im.convert("RGB"))
+    rgba = im.convert("RGBA")
+    return np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB"))
 
 
 def output_size(w: int, h: int, size: int | None, even: bool) -> tuple[int, int]:
@@ -253,7 +281,7 @@ def decode(src: Source, w: int, h: int, warn: Callable[[str], None],
     """(pts, duration, rgb) for every frame from index `start` on, resized to w x h. Truncated streams end early
     with a warning. threads: the decoder's threads (0 = FFmpeg's choice). table: every frame's pts (frame_table),
     so that a start in the middle seeks to it instead of decoding all the frames before it (a cluster task)."""
-    if start and src.files is None and table is not None and start < len(table):
+    if start and src.files is None and src.frame_ms is None and table is not None and start < len(table):
         try:
             yield from _decode_video(src, w, h, warn, max_seconds, threads, start, table[start], table[0])
             return
@@ -286,8 +314,8 @@ def _decode_animated(src: Source, w: int, h: int, warn, max_seconds, start: int
                 return
             if i >= start:
                 try:
-                    im.seek(i)
-                    rgb = np.asarray(im.convert("RGB"))
+                    im.seek(src.first_frame + i)
+                    rgb = _over_white(im)
                 except Exception as e:  # noqa: BLE001 - a damaged frame: keep what came before it
                     if i == start:
                         raise RotoscopeError(f"{src.path}: cannot decode frame {i + 1} "
@@ -298,7 +326,7 @@ def _decode_animated(src: Source, w: int, h: int, warn, max_seconds, start: int
                 yield pts, ms, _fit(rgb, w, h)
             pts += ms
         try:
-            im.seek(len(src.frame_ms or []))
+            im.seek(src.first_frame + len(src.frame_ms or []))
             im.load()
         except EOFError:
             return
@@ -382,7 +410,7 @@ def frame_table(src: Source, max_seconds: float | None = None) -> list[int] | No
     frames as a whole render would. None where the packets cannot be trusted for that (a timestamp missing or
     repeated), and the renderer then decodes from the start. A numbered-frame folder: 0, 1, 2, ..."""
     if src.frame_ms is not None:
-        starts = [sum(src.frame_ms[:i]) for i in range(len(src.frame_ms))]
+        starts = [0, *itertools.accumulate(src.frame_ms[:-1])]
         return [t for t in starts if max_seconds is None or t < 1000 * max_seconds]
     if src.files is not None:
         n = len(src.files)
@@ -432,8 +460,8 @@ def _pick_frames(src: Source, n: int, w: int, h: int) -> list[np.ndarray]:
         with Image.open(src.path) as im:
             out = []
             for i in idx:
-                im.seek(i)
-                out.append(_fit(np.asarray(im.convert("RGB")), w, h))
+                im.seek(src.first_frame + i)
+                out.append(_fit(_over_white(im), w, h))
             return out
     import av
 
