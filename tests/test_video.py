@@ -622,3 +622,11 @@ def test_a_full_queue_does_not_outwait_a_dead_writer():
     q.put("full")
     with pytest.raises(KeyboardInterrupt):
         render._put(q, "more", threading.Event(), [KeyboardInterrupt()])
+
+
+def test_an_error_without_a_message_is_named_by_its_type_in_the_one_line_said():
+    """Pillow raises some errors with no message: the reason said is then the error's type, not an IndexError."""
+    from rotoscope.video.source import _av_reason
+
+    assert _av_reason(ValueError()) == "ValueError"
+    assert _av_reason(OSError("first line\nsecond")) == "first line"

@@ -127,7 +127,8 @@ def _open(path: Path):
 
 
 def _av_reason(e: Exception) -> str:
-    return (getattr(e, "strerror", None) or str(e)).splitlines()[0][:120]
+    """An error's first line, short (PyAV's strerror, or the message; the type where there is no message)."""
+    return ((getattr(e, "strerror", None) or str(e)).splitlines() or [type(e).__name__])[0][:120]
 
 
 def probe(path: Path) -> Source:
@@ -211,8 +212,7 @@ def _animated_header(path: Path, size: int, mtime_ns: int) -> tuple[int, int, tu
     except RotoscopeError:
         raise
     except Exception as e:  # noqa: BLE001 - a damaged file trips Pillow's parsers in several ways
-        raise RotoscopeError(f"{path}: cannot read its frames ({str(e).splitlines()[0][:120] or type(e).__name__})"
-                             ) from None
+        raise RotoscopeError(f"{path}: cannot read its frames ({_av_reason(e)})") from None
     return w, h, tuple(frame_ms), plays, first, transparent
 
 
@@ -225,17 +225,23 @@ def _plays(im: Image.Image) -> int:
     return int(loop or 0)
 
 
-def _has_transparency(im: Image.Image) -> bool:
+def _rgba(im: Image.Image) -> Image.Image | None:
+    """The current frame as RGBA where its mode can hold transparency (an alpha channel or a transparent colour)."""
     if im.mode not in ("RGBA", "LA", "PA") and "transparency" not in im.info:
-        return False
-    return im.convert("RGBA").getextrema()[3][0] < 255
+        return None
+    return im.convert("RGBA")
+
+
+def _has_transparency(im: Image.Image) -> bool:
+    rgba = _rgba(im)
+    return rgba is not None and rgba.getextrema()[3][0] < 255
 
 
 def _over_white(im: Image.Image) -> np.ndarray:
     """The current frame as a viewer on a white page shows it: its transparent pixels white."""
-    if im.mode not in ("RGBA", "LA", "PA") and "transparency" not in im.info:
+    rgba = _rgba(im)
+    if rgba is None:
         return np.asarray(im.convert("RGB"))
-    rgba = im.convert("RGBA")
     return np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB"))
 
 
@@ -318,8 +324,7 @@ def _decode_animated(src: Source, w: int, h: int, warn, max_seconds, start: int
                     rgb = _over_white(im)
                 except Exception as e:  # noqa: BLE001 - a damaged frame: keep what came before it
                     if i == start:
-                        raise RotoscopeError(f"{src.path}: cannot decode frame {i + 1} "
-                                             f"({str(e).splitlines()[0][:120] or type(e).__name__})") from None
+                        raise RotoscopeError(f"{src.path}: cannot decode frame {i + 1} ({_av_reason(e)})") from None
                     warn(f"warning: {src.path.name}: frame {i + 1} of {len(src.frame_ms or [])} cannot be decoded; "
                          "painted the frames before it")
                     return
@@ -332,7 +337,7 @@ def _decode_animated(src: Source, w: int, h: int, warn, max_seconds, start: int
             return
         except Exception as e:  # noqa: BLE001
             warn(f"warning: {src.path.name}: the file ends early after {len(src.frame_ms or [])} frames "
-                 f"({str(e).splitlines()[0][:120] or type(e).__name__}); painted what was readable")
+                 f"({_av_reason(e)}); painted what was readable")
 
 
 class _SeekMissed(Exception):
