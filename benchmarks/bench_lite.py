@@ -142,7 +142,7 @@ def decoded(path: Path) -> list:
 QUICK_FLOW = {k: REAL_TIME[1][k] for k in ("flow_preset", "flow_side")}
 
 
-def video_rows(clip: Path, sizes, frames: int, paint_scale: float, only: str = "") -> list[dict]:
+def video_rows(clip: Path, sizes, frames: int, paint_scale: float, only: str = "", engine: str = "auto") -> list[dict]:
     from rotoscope import flow
     from rotoscope.video import apply_video, make_job, run_job
 
@@ -181,7 +181,7 @@ def video_rows(clip: Path, sizes, frames: int, paint_scale: float, only: str = "
             inp = decoded(src)
             base, errs = None, {}
             for label, filt, over, video_over, naive in variants:
-                settings = ApplySettings(**over)
+                settings = ApplySettings(**{"engine": engine, **over})
                 video = VideoConfig(**video_over)
                 out = tmp / "out.mp4"
                 apply_video(filt, src, out, settings, video, warn=lambda s: None)  # warm-up: calibration, compile
@@ -212,6 +212,7 @@ def main() -> None:
     ap.add_argument("--skip-video", action="store_true")
     ap.add_argument("--skip-network", action="store_true", help="only the whole-video part")
     ap.add_argument("--only", default="", help="only the video rows whose label holds this text, e.g. 'lite at'")
+    ap.add_argument("--engine", default="auto", help="the video rows' engine (auto: the one `rotoscope apply` picks)")
     a = ap.parse_args()
     sizes = parse_sizes(a.sizes)
     print(describe())
@@ -229,7 +230,7 @@ def main() -> None:
     if not a.clip.exists():
         sys.exit(f"no clip at {a.clip}: pass --clip, or --skip-video")
     print(f"\nvideo: {a.frames} frames of {a.clip.name} scaled to each size; apply_video end to end\n", flush=True)
-    vrows = video_rows(a.clip, sizes, a.frames, a.paint_scale, a.only)
+    vrows = video_rows(a.clip, sizes, a.frames, a.paint_scale, a.only, a.engine)
     stages = list(vrows[0]["stages"]["ms_per_frame"]) if vrows else []
     print("\nper stage: busy milliseconds a frame in the thread that runs it (reader: decode, flow, masks; painter: "
           "paint, steady; writer: upsample, encode); the busiest thread bounds the fps\n")

@@ -80,6 +80,26 @@ def test_json_for_a_clip_names_the_clip_written(tiny_filter, tmp_path, capsys):
     assert f"wrote {tmp_path / 'out.mp4'} (64x48" in err
 
 
+def test_the_engine_for_a_clip_is_chosen_as_a_render_runs(tiny_filter, tmp_path, monkeypatch):
+    """`auto` times the engines beside a busy thread for a clip (a render decodes and encodes while it paints),
+    alone for pictures and for a preview sheet."""
+    import importlib
+
+    stylize = importlib.import_module("rotoscope.stylize")  # the module: the package exports a function so named
+    asked, real = [], stylize.pick_engine
+
+    def pick_engine(net, device, precision, explicit, shape, video=False):
+        asked.append(video)
+        return real(net, device, precision, explicit, shape, video)
+    monkeypatch.setattr(stylize, "pick_engine", pick_engine)
+    clip = make_clip(tmp_path / "clip.mp4", frames=4, audio=False)
+    still = make_scene(tmp_path / "still.png")
+    auto = ApplySettings(precision="fp32")
+    for src, dest, preview in [(clip, "out.mp4", None), (still, "out.png", None), (clip, "sheet.png", 2)]:
+        list(apply_path("tiny", src, tmp_path / dest, auto, progress=False, preview=preview))
+    assert asked == [True, False, False]
+
+
 def test_extreme_shapes_are_painted(tiny_filter, tmp_path):
     from PIL import Image
 

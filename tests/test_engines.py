@@ -87,8 +87,8 @@ def test_engines_refuse_precisions_they_do_not_run(net):
 def fake_calibration(monkeypatch, table):
     calls = []
 
-    def calibrate(net, pairs, shape):
-        calls.append((tuple(pairs), shape))
+    def calibrate(net, pairs, shape, busy=False):
+        calls.append((tuple(pairs), shape, busy))
         return {f"{e}/{p}": table[f"{e}/{p}"] for e, p in pairs if f"{e}/{p}" in table}
     monkeypatch.setattr(engines, "calibrate", calibrate)
     return calls
@@ -123,6 +123,38 @@ def test_an_asked_precision_limits_the_engines(net, monkeypatch):
     assert (picked.engine, picked.precision) == ("onnx", "fp32")
 
 
+def test_video_is_calibrated_apart_beside_a_busy_thread(net, monkeypatch, rotoscope_home):
+    """A render's painter shares the cores with decoding and encoding, and engines slow down unlike each other
+    there: video frames get their own measurement, taken beside a busy thread, and may pick another engine."""
+    tables = {False: {"torch/fp32": {"ms": 15, "levels": 0.0}, "openvino/fp32": {"ms": 18, "levels": 0.01}},
+              True: {"torch/fp32": {"ms": 33, "levels": 0.0}, "openvino/fp32": {"ms": 20, "levels": 0.01}}}
+    calls = []
+
+    def calibrate(net, pairs, shape, busy=False):
+        calls.append(busy)
+        return {f"{e}/{p}": tables[busy][f"{e}/{p}"] for e, p in pairs if f"{e}/{p}" in tables[busy]}
+    monkeypatch.setattr(engines, "calibrate", calibrate)
+    monkeypatch.setattr(engines, "candidates", lambda precision, explicit: [("torch", "fp32"), ("openvino", "fp32")])
+    still = engines.pick_engine(net, CPU, Choice("fp32", "test"), False, (360, 640))
+    video = engines.pick_engine(net, CPU, Choice("fp32", "test"), False, (360, 640), video=True)
+    assert (still.engine, video.engine) == ("torch", "openvino") and calls == [False, True]
+    assert "beside a busy thread" in video.line() and "beside" not in still.line()
+    engines._MEMO.clear()  # both are cached apart: a new process measures neither again
+    engines.pick_engine(net, CPU, Choice("fp32", "test"), False, (360, 640), video=True)
+    engines.pick_engine(net, CPU, Choice("fp32", "test"), False, (360, 640))
+    assert calls == [False, True]
+
+
+def test_the_busy_thread_runs_only_while_calibrating():
+    import threading
+
+    before = threading.active_count()
+    with engines.busy_thread():
+        assert threading.active_count() == before + 1
+        assert any(t.name == "calibration neighbour" for t in threading.enumerate())
+    assert threading.active_count() == before
+
+
 def test_a_gpu_paints_with_pytorch_without_calibrating(net, monkeypatch):
     calls = fake_calibration(monkeypatch, {})
     picked = engines.pick_engine(net, torch.device("cuda"), Choice("bf16", "gpu"), False, (1080, 1920))
@@ -145,6 +177,11 @@ def test_calibration_is_measured_once_and_cached_under_rotoscope_home(net, rotos
     (rotoscope_home / "machine.json").write_text(json.dumps(store))
     again = engines.pick_engine(net, CPU, Choice("fp32", "test"), True, (40, 30))
     assert again.timings == table
+    # a video's measurement, beside a busy thread, is another entry, made once
+    engines.pick_engine(net, CPU, Choice("fp32", "test"), True, (40, 30), video=True)
+    keys = [k for k in json.loads((rotoscope_home / "machine.json").read_text())[next(iter(store))]
+            if k.startswith("engines|")]
+    assert len(keys) == 2 and sum(k.endswith("|video") for k in keys) == 1
 
 
 def test_apply_says_and_records_the_precision_and_engine_it_used(tiny_filter, tmp_path, capsys):

@@ -129,8 +129,10 @@ def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: App
 
         read_mask(mask)  # a folder of masks is for a video (one mask per frame)
     # precision and engine are chosen once per run, for the size of its first picture; the lines saying which and
-    # why come first in the output (a video says them once its job is checked)
-    settings, lines = resolve(filt, settings, painted_shape(src, settings.size, is_video, img))
+    # why come first in the output (a video says them once its job is checked); a render's frames are painted
+    # beside its decoding and encoding threads, and the engine is chosen as it runs there
+    as_video = (is_video and not preview) or (clips and not images)
+    settings, lines = resolve(filt, settings, painted_shape(src, settings.size, is_video, img), video=bool(as_video))
     if cluster is not None:
         from . import cluster as cl
 

@@ -32,9 +32,11 @@ MAX_TILE_PIXELS = ApplySettings().max_tile_pixels
 TILE_OVERLAP = 64
 
 
-def resolve(filt: Filter, settings: ApplySettings, shape: tuple[int, int]) -> tuple[ApplySettings, list[str]]:
+def resolve(filt: Filter, settings: ApplySettings, shape: tuple[int, int],
+            video: bool = False) -> tuple[ApplySettings, list[str]]:
     """Settings with `auto` precision and engine replaced by what this machine does best for pictures of about
-    `shape` (h, w), and the lines that say what was chosen and why."""
+    `shape` (h, w) (for `video`, frames painted while other threads decode and encode), and the lines that say
+    what was chosen and why."""
     settings.validate()
     device = pick_device(settings.device)
     try:
@@ -44,7 +46,7 @@ def resolve(filt: Filter, settings: ApplySettings, shape: tuple[int, int]) -> tu
     explicit = settings.precision != "auto"
     if settings.engine == "auto":
         shape = reduced_size(*shape, settings.paint_scale)  # the network sees the reduced picture
-        picked = pick_engine(filt.net, device, prec, explicit, shape)
+        picked = pick_engine(filt.net, device, prec, explicit, shape, video)
         engine, precision, engine_line = picked.engine, picked.precision, picked.line()
         why = f"the fastest engine here runs {precision}"
     else:

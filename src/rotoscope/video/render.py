@@ -454,7 +454,7 @@ def make_job(filt: Filter, src: Path, dest: Path | None, settings: ApplySettings
     ow, oh = output_size(w, h, settings.size, even=kind == "h264")
     announce: list[str] = []
     if not settings.resolved:  # the library call: precision and engine chosen here (the CLI has said which)
-        settings, announce = resolve(filt, settings, (oh, ow))
+        settings, announce = resolve(filt, settings, (oh, ow), video=True)
     if kind == "animated" and source.frames > video.gif_max_frames:
         raise RotoscopeError(f"{source.frames} frames is too long for {dest.suffix} (at most "
                              f"{video.gif_max_frames}): write .mp4, or cut the clip first")
