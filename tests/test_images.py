@@ -48,6 +48,19 @@ def test_rgba_keeps_alpha_and_palette_transparency(tmp_path):
     assert split_alpha(gradient())[1] is None
 
 
+def test_a_transparent_colour_in_an_rgb_or_grey_png_is_alpha(tmp_path):
+    """A PNG may mark one RGB (or grey) value transparent instead of carrying an alpha channel."""
+    for mode, key in [("RGB", (255, 0, 0)), ("L", 0)]:
+        img = gradient().convert(mode)
+        img.paste(key, (0, 0, 8, 8))
+        img.save(tmp_path / f"key-{mode}.png", transparency=key)
+        opened = open_image(tmp_path / f"key-{mode}.png")
+        assert opened.mode == mode and "transparency" in opened.info
+        rgb, alpha = split_alpha(opened)
+        a = np.asarray(alpha)
+        assert rgb.mode == "RGB" and a[:8, :8].max() == 0 and a[8:, 8:].min() == 255, mode
+
+
 def test_exif_orientation_is_honoured(tmp_path):
     img = gradient(40, 30)
     exif = Image.Exif()

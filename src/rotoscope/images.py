@@ -66,7 +66,8 @@ def open_image(path: str | os.PathLike) -> Image.Image:
 
 
 def split_alpha(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
-    """RGB image plus the alpha channel if the input had one (RGBA, LA, P with transparency)."""
+    """RGB image plus the alpha channel if the input had one (RGBA, LA, PA, or a transparent colour: a palette
+    entry, or an RGB or grey value named by a PNG's tRNS chunk)."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit grayscale: scale to 8 bits without clipping the top 8 bits away
         arr = np.asarray(img, dtype=np.float64)
@@ -75,7 +76,7 @@ def split_alpha(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
         img = Image.fromarray(np.clip(arr / top * 255 + 0.5, 0, 255).astype(np.uint8), "L")
     elif img.mode == "F":
         img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), "L")
-    has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+    has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
     if has_alpha:
         rgba = img.convert("RGBA")
         return rgba.convert("RGB"), rgba.getchannel("A")
