@@ -363,6 +363,13 @@ def test_train_many_command_table_and_refusals(artworks, tmp_path, capsys):
     make_scene(tmp_path / "gw" / "great-wave.png", seed=5, size=(64, 64))
     assert_one_line_error(*rotoscope("train-many", tmp_path / "gw", "--photos", photos, *tiny, capsys=capsys),
                           "'great-wave' ships with rotoscope")
+    # a refusal leaves no trace: the output folder it names is not made
+    (tmp_path / "twins").mkdir()
+    make_scene(tmp_path / "twins" / "dune.png", seed=6, size=(64, 64))
+    make_scene(tmp_path / "twins" / "dune.jpg", seed=7, size=(64, 64))
+    assert_one_line_error(*rotoscope("train-many", tmp_path / "twins", "--photos", photos, *tiny, "-o",
+                                     tmp_path / "new-out", capsys=capsys), "would both make the filter 'dune'")
+    assert not (tmp_path / "new-out").exists()
     assert_one_line_error(*rotoscope("train-many", arts, "--set", "segments_per_task=-2", capsys=capsys),
                           "segments_per_task")
     assert_one_line_error(*rotoscope("train-many", arts, "--set", "teacher=great-wave", capsys=capsys),

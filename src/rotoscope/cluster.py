@@ -436,8 +436,6 @@ def _plan_many(artworks: Path, cfg: TrainConfig, overwrite: bool, out_dir) -> li
     arts = list_images(artworks)
     if not arts:
         raise RotoscopeError(f"no images in {artworks}")
-    if out_dir:
-        check_writable(out_dir)  # said now, not as a failed row after the first training
     plan, seen = [], {}
     for art in arts:
         name = filter_name(art)
@@ -469,6 +467,8 @@ def _plan_many(artworks: Path, cfg: TrainConfig, overwrite: bool, out_dir) -> li
             raise RotoscopeError(f"an interrupted run of '{name}' from another artwork is kept at step {run['step']} "
                                  f"of {run['steps']}: --overwrite starts afresh")
         plan.append((art, name, "train"))  # a finished run's record without its filter (removed) is replaced
+    if out_dir:  # said now, not as a failed row after the first training; after the refusals above, which
+        check_writable(out_dir)  # would otherwise leave the folder it makes behind, empty
     return plan
 
 
