@@ -376,6 +376,24 @@ def test_train_many_command_table_and_refusals(artworks, tmp_path, capsys):
                           "train-many takes no teacher")
 
 
+def test_ctrl_c_ends_train_many_and_the_same_command_goes_on(artworks, monkeypatch, capsys):
+    """Ctrl-C stops the whole command (not just one artwork's row), saying how to continue: train-many has no
+    --resume, it resumes by itself."""
+    from rotoscope.data import PhotoSet
+
+    arts, photos = artworks
+    tiny = ["--steps", "3", "--size", "32", "--set", "channels=8,16,16", "--set", "res_blocks=1", "--set",
+            "backbone=random", "--set", "batch=2", "--set", "precision=fp32", "--set", "checkpoint_every=1"]
+    real_batch = interrupt_training_at(monkeypatch, 1)
+    code, out, err = rotoscope("train-many", arts, "--photos", photos, *tiny, capsys=capsys)
+    assert code == 130 and "Red-Poster: interrupted at step 1/3; run the same command again" in err, err
+    assert "--resume" not in err and "Traceback" not in err and "blue" not in out + err
+    monkeypatch.setattr(PhotoSet, "batch", real_batch)
+    code, out, err = rotoscope("train-many", arts, "--photos", photos, *tiny, capsys=capsys)
+    assert code == 0, err
+    assert "Red-Poster: resumed" in err and "blue: trained" in err
+
+
 def test_train_many_resumes_an_interrupted_training_and_a_failed_one_is_a_row(artworks, monkeypatch):
     """Here, without Ray: the same command again goes on from an interrupted run's checkpoint; an artwork that
     cannot be trained is its row of the table, and the others are trained."""

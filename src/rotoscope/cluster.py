@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .config import ClusterConfig, TrainConfig
-from .errors import RotoscopeError
+from .errors import Interrupted, RotoscopeError
 
 
 def require_ray():
@@ -492,6 +492,8 @@ def _train_one(art: Path, name: str, photos, cfg: TrainConfig, how: str, out_dir
             how = "resumed" if resume else "trained"
             filt = run_train(art, name, photos, cfg, resume=resume, out=dest if out_dir else None,
                              log=lambda *_: None, progress=False)
+    except Interrupted:
+        raise  # Ctrl-C (its checkpoint kept) ends the command, not only this artwork's row
     except Exception as e:  # noqa: BLE001 - one training that fails is a row of the table, the others go on
         why = str(e) if isinstance(e, RotoscopeError) else f"{type(e).__name__}: {e}"
         return Trained(name, art.name, f"failed: {' '.join(why.split())[:200]}",
@@ -525,7 +527,12 @@ def train_many(artworks: str | os.PathLike, photos=None, cfg: TrainConfig | None
     rows: list[Trained] = []
     if cluster is None:
         for art, name, how in plan:
-            rows.append(_train_one(art, name, photos, cfg, how, out_dir, since))
+            try:
+                rows.append(_train_one(art, name, photos, cfg, how, out_dir, since))
+            except Interrupted as e:  # train's message names --resume, which train-many does without
+                where = str(e).partition(";")[0]
+                raise Interrupted(f"{name}: {where}; run the same command again to continue (filters finished "
+                                  "before it are kept)") from None
             if on_result:
                 on_result(rows[-1])
         return rows
