@@ -124,7 +124,7 @@ def main() -> None:
     vcfg = VideoConfig(segment_frames=args.segment_frames,
                        max_seconds=float((table[args.frames] - table[0]) * src.time_base) - 1e-6)
     w, h = video.output_size(src.width, src.height, args.size, even=True)
-    settings, lines = resolve(filt, ApplySettings(size=args.size), (h, w))
+    settings, lines = resolve(filt, ApplySettings(size=args.size), (h, w), video=True)  # as `rotoscope apply` picks
     tmp = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
     load = os.getloadavg()
     rows = []

@@ -50,7 +50,7 @@ def main() -> int:
     filt = load_filter(args.filter)
     src = video.probe(clip)
     w, h = video.output_size(src.width, src.height, args.size, even=True)
-    settings, lines = resolve(filt, ApplySettings(size=args.size), (h, w))
+    settings, lines = resolve(filt, ApplySettings(size=args.size), (h, w), video=True)  # as `rotoscope apply` picks
     print(f"{clip.name}, first {args.frames} frames at {w}x{h}, stabilized; " + "; ".join(lines))
     max_seconds = args.frames / float(src.rate)
     threads = [int(t) for t in args.settings.split(",")]

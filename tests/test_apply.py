@@ -98,6 +98,18 @@ def test_the_engine_for_a_clip_is_chosen_as_a_render_runs(tiny_filter, tmp_path,
     for src, dest, preview in [(clip, "out.mp4", None), (still, "out.png", None), (clip, "sheet.png", 2)]:
         list(apply_path("tiny", src, tmp_path / dest, auto, progress=False, preview=preview))
     assert asked == [True, False, False]
+    # a folder of clips: as a render; a folder of pictures and clips: the pictures' choice, then the clips', said
+    (tmp_path / "clips").mkdir()
+    make_clip(tmp_path / "clips" / "a.mp4", frames=3, audio=False)
+    asked.clear()
+    list(apply_path("tiny", tmp_path / "clips", tmp_path / "out-clips", auto, progress=False))
+    assert asked == [True]
+    make_scene(tmp_path / "clips" / "b.png")
+    asked.clear()
+    notes = [r.text for r in apply_path("tiny", tmp_path / "clips", tmp_path / "out-both", auto, progress=False)
+             if isinstance(r, Note)]
+    assert asked == [False, True]
+    assert any(n.startswith("engine: ") for n in notes) and any(n.startswith("clips: engine: ") for n in notes)
 
 
 def test_extreme_shapes_are_painted(tiny_filter, tmp_path):

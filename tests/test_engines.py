@@ -148,11 +148,12 @@ def test_video_is_calibrated_apart_beside_a_busy_thread(net, monkeypatch, rotosc
 def test_the_busy_thread_runs_only_while_calibrating():
     import threading
 
-    before = threading.active_count()
+    def neighbours():
+        return [t for t in threading.enumerate() if t.name == "calibration neighbour"]
     with engines.busy_thread():
-        assert threading.active_count() == before + 1
-        assert any(t.name == "calibration neighbour" for t in threading.enumerate())
-    assert threading.active_count() == before
+        (t,) = neighbours()
+        assert t.is_alive()
+    assert not t.is_alive() and neighbours() == []
 
 
 def test_a_gpu_paints_with_pytorch_without_calibrating(net, monkeypatch):
@@ -161,9 +162,20 @@ def test_a_gpu_paints_with_pytorch_without_calibrating(net, monkeypatch):
     assert picked.engine == "torch" and calls == []
 
 
-def test_calibration_is_measured_once_and_cached_under_rotoscope_home(net, rotoscope_home):
+def test_calibration_is_measured_once_and_cached_under_rotoscope_home(net, rotoscope_home, monkeypatch):
     """The real calibration: every installed engine timed and compared with PyTorch fp32, then stored."""
+    import contextlib
+
+    entered, real_busy = [], engines.busy_thread
+
+    @contextlib.contextmanager
+    def busy():
+        entered.append(1)
+        with real_busy():
+            yield
+    monkeypatch.setattr(engines, "busy_thread", busy)
     picked = engines.pick_engine(net, CPU, Choice("fp32", "test"), True, (40, 30))
+    assert entered == []  # pictures are timed alone
     store = json.loads((rotoscope_home / "machine.json").read_text())
     (section,) = store.values()
     (key,) = [k for k in section if k.startswith("engines|")]
@@ -179,6 +191,8 @@ def test_calibration_is_measured_once_and_cached_under_rotoscope_home(net, rotos
     assert again.timings == table
     # a video's measurement, beside a busy thread, is another entry, made once
     engines.pick_engine(net, CPU, Choice("fp32", "test"), True, (40, 30), video=True)
+    engines.pick_engine(net, CPU, Choice("fp32", "test"), True, (40, 30), video=True)
+    assert len(entered) == len(table)  # once per engine timed
     keys = [k for k in json.loads((rotoscope_home / "machine.json").read_text())[next(iter(store))]
             if k.startswith("engines|")]
     assert len(keys) == 2 and sum(k.endswith("|video") for k in keys) == 1

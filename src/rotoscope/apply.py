@@ -132,6 +132,7 @@ def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: App
     # why come first in the output (a video says them once its job is checked); a render's frames are painted
     # beside its decoding and encoding threads, and the engine is chosen as it runs there
     as_video = (is_video and not preview) or (clips and not images)
+    asked = settings
     settings, lines = resolve(filt, settings, painted_shape(src, settings.size, is_video, img), video=bool(as_video))
     if cluster is not None:
         from . import cluster as cl
@@ -152,6 +153,10 @@ def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: App
             yield from _said_first(lines, painted)
             lines = []
         if clips:
+            if images and not asked.resolved:  # chosen for the pictures above: the clips' engine is timed as a
+                # render paints, beside its decoding and encoding threads
+                settings, again = resolve(filt, asked, painted_shape(clips[0], asked.size, True), video=True)
+                lines = [f"clips: {ln}" for ln in again]
             renderer = cl.video_renderer(cluster, cluster_cfg) if cluster is not None else None
             yield from _said_first(lines, apply_clips(filt, clips, folder, settings, progress, video, mask, renderer))
         return

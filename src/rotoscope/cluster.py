@@ -529,10 +529,8 @@ def train_many(artworks: str | os.PathLike, photos=None, cfg: TrainConfig | None
         for art, name, how in plan:
             try:
                 rows.append(_train_one(art, name, photos, cfg, how, out_dir, since))
-            except Interrupted as e:  # train's message names --resume, which train-many does without
-                where = str(e).partition(";")[0]
-                raise Interrupted(f"{name}: {where}; run the same command again to continue (filters finished "
-                                  "before it are kept)") from None
+            except Interrupted as e:
+                raise _many_interrupted(name, e) from None
             if on_result:
                 on_result(rows[-1])
         return rows
@@ -551,14 +549,28 @@ def train_many(artworks: str | os.PathLike, photos=None, cfg: TrainConfig | None
                 row = ray.get(ref)
             except Exception as e:  # noqa: BLE001 - a lost worker past its retries: this row fails, not the rest
                 cause = task_error(e)
+                if isinstance(cause, Interrupted):  # a worker's Ctrl-C: the whole command stops, as here
+                    raise _many_interrupted(name, cause) from None
                 row = Trained(name, art.name, f"failed: {' '.join(str(cause).split())[:200]}")
             rows.append(row)
             if on_result:
                 on_result(row)
+    except KeyboardInterrupt:  # Ctrl-C here: the tasks are cancelled, each keeping its checkpoint
+        _cancel(refs)
+        raise Interrupted("interrupted; run the same command again to continue (finished filters are kept, the "
+                          "others resume from their checkpoints)") from None
     except BaseException:
         _cancel(refs)
         raise
     return rows
+
+
+def _many_interrupted(name: str, e: Interrupted) -> Interrupted:
+    """train's 'interrupted at step N/M; run the same command with --resume' as train-many says it: it resumes
+    by itself, and takes no --resume."""
+    where = str(e).partition(";")[0]
+    return Interrupted(f"{name}: {where}; run the same command again to continue (filters finished before it are "
+                       "kept)")
 
 
 # ---------------------------------------------------------------- one training, followed (the server's jobs)

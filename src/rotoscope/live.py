@@ -177,7 +177,7 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
         src_fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
         if virtual:  # before anything is said or measured: no device is one line, and nothing else
             vcam = _VirtualCamera(w, h, src_fps)
-        st, lines = resolve(filt, st, (h, w), video=True)  # the fastest engine and precision for these frames
+        st, lines = resolve(filt, st, (h, w))  # the fastest engine and precision here, for this frame size
         for ln in (*announce, *lines):
             log(ln)
         from .stylize import make_runner
