@@ -257,3 +257,58 @@ def test_live_keeps_the_camera_where_the_mask_is_black(tiny_filter, tmp_path):
     # measured: 3.4 levels on the kept half (the file's mp4v encode), 27 on the painted half
     assert np.abs(y[:, :24] - x[:, :24]).mean() < 8
     assert np.abs(y[:, 40:] - x[:, 40:]).mean() > 15
+
+
+def test_the_paint_scale_is_the_largest_that_fits_the_budget():
+    from rotoscope.live import LIVE_SCALES, fit_paint_scale
+
+    cost = {1.0: 80.0, 0.75: 48.0, 0.5: 24.0, 0.4: 18.0}
+    asked = []
+
+    def paint_ms(scale):
+        asked.append(scale)
+        return cost[scale]
+    fitted = fit_paint_scale(paint_ms, 25.0)
+    assert fitted.scale == 0.5 and asked == [1.0, 0.75, 0.5]  # from the largest down, stopping at the first fit
+    assert "paint scale 0.5 (the largest that fits 25 ms" in fitted.line() and "1: 80 ms" in fitted.line()
+    assert fit_paint_scale(paint_ms, 100.0).scale == 1.0
+    slow = fit_paint_scale(lambda s: 500.0, 25.0)  # nothing fits: the smallest, and said so
+    assert slow.scale == LIVE_SCALES[-1] and "none fits" in slow.line()
+
+
+def test_live_fits_the_paint_scale_to_the_camera_unless_given(tiny_filter, tmp_path, monkeypatch, capsys):
+    """A camera at 24 fps leaves 25 ms a frame (60%) for painting: a filter that paints whole frames in 80 ms
+    paints at the largest scale that fits, and the frames still come out at the camera's size."""
+    from rotoscope import live
+
+    clip = make_clip(tmp_path / "cam.mp4", frames=4, fps=24, audio=False)
+    cost = {1.0: 80.0, 0.75: 48.0, 0.5: 24.0, 0.4: 18.0}
+    monkeypatch.setattr(live, "_paint_ms", lambda run, rgb, st, scale: cost[scale])
+    said = []
+    stats = run_live(load_filter("tiny"), str(clip), FAST, window=False, log=said.append, out=tmp_path / "o.mp4")
+    assert stats.paint_scale == 0.5 and stats.size == (64, 48) and "paint scale 0.5" in stats.line()
+    assert any(s.startswith("paint scale 0.5 (the largest that fits 25 ms") for s in said)
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (64, 48)
+    # a scale given is used as it is, nothing measured
+    monkeypatch.setattr(live, "_paint_ms", lambda *a: pytest.fail("measured a scale that was given"))
+    said.clear()
+    stats = run_live(load_filter("tiny"), str(clip), FAST, window=False, log=said.append, paint_scale=1.0)
+    assert stats.paint_scale == 1.0 and not any(s.startswith("paint scale") for s in said)
+    code, _, err = rotoscope("live", "tiny", "--camera", clip, "--no-window", "--engine", "torch", "--paint-scale",
+                             "0.75", capsys=capsys)
+    assert code == 0 and "paint scale 0.75)" in err.strip().splitlines()[-1], err
+    assert_one_line_error(*rotoscope("live", "tiny", "--camera", clip, "--no-window", "--paint-scale", "3",
+                                     capsys=capsys), "paint_scale")
+
+
+def test_the_real_measurement_of_a_paint_scale(tiny_filter):
+    import numpy as np
+
+    from rotoscope.live import _paint_ms
+    from rotoscope.stylize import make_runner, resolve
+
+    filt = load_filter("tiny")
+    st, _ = resolve(filt, FAST, (48, 64))
+    rgb = np.full((48, 64, 3), 128, np.uint8)
+    assert all(_paint_ms(make_runner(filt, st), rgb, st, s) > 0 for s in (1.0, 0.5))

@@ -488,6 +488,9 @@ def live(
                                             "computed at, scaled up to the frame (default: the real-time flow's, "
                                             f"{LIVE_FLOW['flow_side']})."),
     strength: float = typer.Option(1.0, help=_h(ApplySettings, "strength")),
+    paint_scale: Optional[float] = typer.Option(None, help="Paint at this share of the size, the edges restored by "
+                                                "guided upsampling (default: the largest of 1, 0.75, 0.5 and 0.4 "
+                                                "that paints a frame in 60% of the camera's frame interval)."),
     mask: Optional[Path] = typer.Option(None, help="Where to paint: white paints, black keeps the camera's picture."),
     keep: Optional[str] = typer.Option(None, help=_h(ApplySettings, "keep")),
     engine: str = typer.Option("auto", help=_h(ApplySettings, "engine")),
@@ -508,8 +511,11 @@ def live(
     flow_preset, flow_side = flow.flow_preset, flow.flow_side
     if frames is not None and frames < 1:
         raise Invalid(f"frames must be at least 1 (got {frames})")
+    sets = parse_sets(ApplySettings, set_)
+    if paint_scale is not None:
+        sets["paint_scale"] = paint_scale
     settings = ApplySettings(**{"size": size, "strength": strength, "engine": engine, "precision": precision,
-                                **({"keep": keep} if keep else {}), **parse_sets(ApplySettings, set_)}).validate()
+                                **({"keep": keep} if keep else {}), **sets}).validate()
     if mask is not None:
         from .mask import read_mask
 
@@ -521,7 +527,8 @@ def live(
     filt = load_any(spec, settings.mix)
     stats = run_live(filt, camera, settings, frames=frames, window=window, virtual=virtual_camera, out=output,
                      stabilize=stabilize, flow_preset=flow_preset, flow_side=flow_side, mask=mask, log=say,
-                     announce=(chose,) if chose else ())
+                     announce=(chose,) if chose else (), paint_scale=settings.paint_scale if "paint_scale" in sets
+                     else None)
     say(stats.line())
     if output is not None:
         say(f"wrote {output}")

@@ -12,6 +12,7 @@ buffer drops the ones in between, so the picture stays current instead of laggin
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ class LiveStats:
     size: tuple[int, int] = (0, 0)
     engine: str = ""
     precision: str = ""
+    paint_scale: float = 1.0
 
     @property
     def fps(self) -> float:
@@ -45,8 +47,9 @@ class LiveStats:
 
     def line(self) -> str:
         stages = ", ".join(f"{k} {v:.0f} ms" for k, v in self.ms.items() if v > 0.05)
+        scale = f", paint scale {self.paint_scale:g}" if self.paint_scale != 1 else ""
         return (f"painted {self.frames} frame(s) at {self.size[0]}x{self.size[1]} in {self.seconds:.1f} s: "
-                f"{self.fps:.1f} fps ({stages}; {self.engine} {self.precision})")
+                f"{self.fps:.1f} fps ({stages}; {self.engine} {self.precision}{scale})")
 
 
 def has_gui() -> bool:
@@ -108,6 +111,53 @@ class _VirtualCamera:
         self.cam.close()
 
 
+# `paint_scale=None` (the default): the largest of these that paints a frame within LIVE_PAINT_SHARE of the
+# camera's frame interval, the rest left for decoding, the flow, the blend and showing. A 720p stand-in camera at
+# 30 fps on 2 AVX2 cores (great-wave-lite, OpenVINO fp32): whole frames 10.3 fps, 0.4 33.6 fps (README, "Live")
+LIVE_SCALES = (1.0, 0.75, 0.5, 0.4)  # 0.4: the smallest, `apply --real-time`'s
+LIVE_PAINT_SHARE = 0.6
+
+
+@dataclass
+class Fitted:
+    """The paint scale live chose, the milliseconds a frame each scale tried took, and the budget it fitted."""
+
+    scale: float
+    tried: dict
+    budget_ms: float
+
+    def line(self) -> str:
+        took = ", ".join(f"{s:g}: {ms:.0f} ms" for s, ms in self.tried.items())
+        fits = "the largest that fits" if self.tried[self.scale] <= self.budget_ms else "the smallest: none fits"
+        return (f"paint scale {self.scale:g} ({fits} {self.budget_ms:.0f} ms a frame, {LIVE_PAINT_SHARE:.0%} of the "
+                f"camera's interval; painting took {took}; --paint-scale chooses)")
+
+
+def fit_paint_scale(paint_ms: Callable[[float], float], budget_ms: float) -> Fitted:
+    """The largest of LIVE_SCALES whose painting (`paint_ms(scale)`, milliseconds a frame) fits `budget_ms`, trying
+    them from the largest down; the smallest when none does."""
+    tried = {}
+    for scale in LIVE_SCALES:
+        tried[scale] = paint_ms(scale)
+        if tried[scale] <= budget_ms:
+            return Fitted(scale, tried, budget_ms)
+    return Fitted(LIVE_SCALES[-1], tried, budget_ms)
+
+
+def _paint_ms(run, rgb: np.ndarray, st: ApplySettings, scale: float) -> float:
+    """Milliseconds to paint `rgb` at `scale`: the faster of two calls after one that compiles the shape."""
+    from .video.render import stylize_frames
+
+    at = dataclasses.replace(st, paint_scale=scale)
+    stylize_frames(run, [rgb], at)
+    best = float("inf")
+    for _ in range(2):
+        t = time.perf_counter()
+        stylize_frames(run, [rgb], at)
+        best = min(best, time.perf_counter() - t)
+    return best * 1000
+
+
 ARCHES = ("auto", "lite", "full")
 
 
@@ -149,9 +199,10 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
              window: bool = True, virtual: bool = False, out: Path | None = None, stabilize: bool = True,
              flow_preset: str = LIVE_FLOW["flow_preset"], flow_side: int = LIVE_FLOW["flow_side"], blend: float = 0.8,
              mask=None, log: Callable[[str], None] = print, say_every: float = 5.0,
-             announce: tuple[str, ...] = ()) -> LiveStats:
+             announce: tuple[str, ...] = (), paint_scale: float | None = None) -> LiveStats:
     """Paint frames from `camera` until `frames` are done, the source ends, q or Esc in the window, or Ctrl-C.
-    `announce`: lines said once the first frame is in (so that a camera that gives none is the only line)."""
+    `announce`: lines said once the first frame is in (so that a camera that gives none is the only line).
+    `paint_scale`: None fits it to the camera (fit_paint_scale); a number paints at that share of the size."""
     from .mask import MaskChain, composite_uint8
     from .stylize import resolve
     from .video.render import stylize_frames
@@ -177,13 +228,24 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
         src_fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
         if virtual:  # before anything is said or measured: no device is one line, and nothing else
             vcam = _VirtualCamera(w, h, src_fps)
-        st, lines = resolve(filt, st, (h, w))  # the fastest engine and precision here, for this frame size
-        for ln in (*announce, *lines):
-            log(ln)
         from .stylize import make_runner
 
+        asked = st if paint_scale is None else dataclasses.replace(st, paint_scale=paint_scale).validate()
+        st, lines = resolve(filt, asked, (h, w))  # the fastest engine and precision here, for this frame size
         run = make_runner(filt, st)
         keep_freed_memory()  # a frame's buffers every frame: reused, not mapped afresh (devices.py)
+        if paint_scale is None:
+            rgb0 = cv2.cvtColor(first, cv2.COLOR_BGR2RGB)
+            if (w, h) != (w0, h0):
+                rgb0 = cv2.resize(rgb0, (w, h), interpolation=cv2.INTER_AREA)
+            fitted = fit_paint_scale(lambda s: _paint_ms(run, rgb0, st, s), LIVE_PAINT_SHARE * 1000 / src_fps)
+            st = dataclasses.replace(st, paint_scale=fitted.scale)
+            if fitted.scale != asked.paint_scale and not asked.resolved:  # engines timed for the size painted
+                st, lines = resolve(filt, dataclasses.replace(asked, paint_scale=fitted.scale), (h, w))
+                run = make_runner(filt, st)
+            lines = [*lines, fitted.line()]
+        for ln in (*announce, *lines):
+            log(ln)
         stab = Stabilizer(blend, flow_preset, flow_side) if stabilize else None
         masks = MaskChain(mask, st.keep, st.feather) if (mask is not None or st.keep) else None
         if out is not None:
@@ -191,7 +253,7 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
             writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), float(src_fps), (w, h))
             if not writer.isOpened():
                 raise Invalid(f"cannot write {out}")
-        stats = LiveStats(size=(w, h), engine=st.engine, precision=st.precision,
+        stats = LiveStats(size=(w, h), engine=st.engine, precision=st.precision, paint_scale=st.paint_scale,
                           ms={"paint": 0.0, "steady": 0.0, "mask": 0.0, "show": 0.0})
         prev_out = None
         t_start = last_said = time.perf_counter()
