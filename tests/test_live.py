@@ -312,3 +312,46 @@ def test_the_real_measurement_of_a_paint_scale(tiny_filter):
     st, _ = resolve(filt, FAST, (48, 64))
     rgb = np.full((48, 64, 3), 128, np.uint8)
     assert all(_paint_ms(make_runner(filt, st), rgb, st, s) > 0 for s in (1.0, 0.5))
+
+
+@pytest.mark.parametrize("reported, used", [(25.0, 25.0), (0.0, 30.0), (float("nan"), 30.0), (-1.0, 30.0),
+                                            (1000.0, 30.0)])
+def test_a_camera_rate_no_camera_gives_is_taken_as_30(reported, used):
+    from rotoscope.live import camera_fps
+
+    class Capture:
+        def get(self, prop):
+            return reported
+    assert camera_fps(Capture()) == used
+
+
+def test_the_engine_is_timed_again_for_the_fitted_size(tiny_filter, tmp_path, monkeypatch):
+    """With the engine left to `auto`, the engine is chosen for the size painted, not the camera's; with the
+    engine named, nothing is resolved twice; a paint scale in the settings counts as given."""
+    import importlib
+
+    from rotoscope import live
+
+    stylize = importlib.import_module("rotoscope.stylize")
+    clip = make_clip(tmp_path / "cam.mp4", frames=3, fps=24, audio=False)
+    monkeypatch.setattr(live, "_paint_ms", lambda run, rgb, st, scale: {1.0: 80.0, 0.75: 48.0}.get(scale, 10.0))
+    scales, real = [], stylize.resolve
+
+    def resolve(filt, settings, shape, video=False):
+        scales.append(settings.paint_scale)
+        return real(filt, settings, shape, video)
+    monkeypatch.setattr(stylize, "resolve", resolve)
+    said = []
+    stats = run_live(load_filter("tiny"), str(clip), ApplySettings(precision="fp32"), window=False,
+                     log=said.append)
+    assert scales == [1.0, 0.5] and stats.paint_scale == 0.5
+    engine_lines = [i for i, s in enumerate(said) if s.startswith("engine: ")]
+    fit_line = next(i for i, s in enumerate(said) if s.startswith("paint scale 0.5"))
+    assert len(engine_lines) == 1 and engine_lines[0] < fit_line  # the engine said once: the one that paints
+    scales.clear()
+    run_live(load_filter("tiny"), str(clip), FAST, window=False, log=lambda s: None)
+    assert scales == [1.0]
+    scales.clear()
+    stats = run_live(load_filter("tiny"), str(clip), ApplySettings(precision="fp32", paint_scale=0.75),
+                     window=False, log=lambda s: None)
+    assert scales == [0.75] and stats.paint_scale == 0.75

@@ -13,6 +13,7 @@ buffer drops the ones in between, so the picture stays current instead of laggin
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -86,6 +87,13 @@ def open_capture(camera: str) -> tuple[cv2.VideoCapture, bool]:
         what = f"video file {camera}" if is_file else f"camera {camera}"
         raise Invalid(f"cannot open {what}" + ("" if is_file else ": is it connected, and free?"))
     return cap, is_file
+
+
+def camera_fps(cap: cv2.VideoCapture) -> float:
+    """The capture's frame rate; 30 where it says none or something no camera gives (0, -1, NaN and 1000 were
+    all seen from OpenCV's backends)."""
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    return float(fps) if math.isfinite(fps) and 1 <= fps <= 240 else 30.0
 
 
 def _require_pyvirtualcam():
@@ -202,7 +210,8 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
              announce: tuple[str, ...] = (), paint_scale: float | None = None) -> LiveStats:
     """Paint frames from `camera` until `frames` are done, the source ends, q or Esc in the window, or Ctrl-C.
     `announce`: lines said once the first frame is in (so that a camera that gives none is the only line).
-    `paint_scale`: None fits it to the camera (fit_paint_scale); a number paints at that share of the size."""
+    `paint_scale`: a number paints at that share of the size; None takes the settings' when it is not 1, else fits
+    one to the camera (fit_paint_scale)."""
     from .mask import MaskChain, composite_uint8
     from .stylize import resolve
     from .video.render import stylize_frames
@@ -225,13 +234,17 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
             raise Invalid(f"no frames from {'video file' if is_file else 'camera'} {camera}")
         h0, w0 = first.shape[:2]
         w, h = longer_side(w0, h0, st.size)
-        src_fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+        src_fps = camera_fps(cap)
         if virtual:  # before anything is said or measured: no device is one line, and nothing else
             vcam = _VirtualCamera(w, h, src_fps)
         from .stylize import make_runner
 
-        asked = st if paint_scale is None else dataclasses.replace(st, paint_scale=paint_scale).validate()
+        if paint_scale is None and st.paint_scale != 1.0:
+            paint_scale = st.paint_scale
+        asked = st if paint_scale is None else dataclasses.replace(st, paint_scale=paint_scale)
         st, lines = resolve(filt, asked, (h, w))  # the fastest engine and precision here, for this frame size
+        for ln in announce:  # said before the fit below, which takes a few paintings
+            log(ln)
         run = make_runner(filt, st)
         keep_freed_memory()  # a frame's buffers every frame: reused, not mapped afresh (devices.py)
         if paint_scale is None:
@@ -240,11 +253,11 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
                 rgb0 = cv2.resize(rgb0, (w, h), interpolation=cv2.INTER_AREA)
             fitted = fit_paint_scale(lambda s: _paint_ms(run, rgb0, st, s), LIVE_PAINT_SHARE * 1000 / src_fps)
             st = dataclasses.replace(st, paint_scale=fitted.scale)
-            if fitted.scale != asked.paint_scale and not asked.resolved:  # engines timed for the size painted
+            if fitted.scale != asked.paint_scale and asked.engine == "auto":  # timed for the size painted
                 st, lines = resolve(filt, dataclasses.replace(asked, paint_scale=fitted.scale), (h, w))
                 run = make_runner(filt, st)
             lines = [*lines, fitted.line()]
-        for ln in (*announce, *lines):
+        for ln in lines:
             log(ln)
         stab = Stabilizer(blend, flow_preset, flow_side) if stabilize else None
         masks = MaskChain(mask, st.keep, st.feather) if (mask is not None or st.keep) else None
