@@ -153,7 +153,7 @@ def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: App
             yield from _said_first(lines, painted)
             lines = []
         if clips:
-            if images and not asked.resolved:  # chosen for the pictures above: the clips' engine is timed as a
+            if images and asked.engine == "auto":  # chosen for the pictures above: the clips' engine is timed as a
                 # render paints, beside its decoding and encoding threads
                 settings, again = resolve(filt, asked, painted_shape(clips[0], asked.size, True), video=True)
                 lines = [f"clips: {ln}" for ln in again]
