@@ -293,12 +293,20 @@ def test_a_video_render_killed_anywhere_resumes_to_the_same_file(video_case, tmp
     if dest.exists():  # killed after the rename (while it cleared its work folder): the file must be whole
         assert dest.read_bytes() == video_case["reference"], "a killed render left a partial file under its name"
     kept = [s for w in folder.glob(".out.mp4.rotoscope-*") for s in w.glob("seg-*.json")]
-    event(f"killed: {code == -signal.SIGKILL}, segments kept: {len(kept)}, output there: {dest.exists()}")
+    how = f"killed: {code == -signal.SIGKILL}, segments kept: {len(kept)}, output there: {dest.exists()}"
+    event(how)
     code, err, _ = _in_process(args, video_case["root"] / "home")
     assert code == 0, err
     reference = video_case["reference_path"]
     if kept:
         assert f"resuming: {len(kept) * 8} frames already rendered" in err, err
     same = dest.read_bytes() == video_case["reference"]
-    assert same, f"the resumed render differs from an uninterrupted one: {render_differences(dest, reference)}"
+    if not same:  # seen three times under the AVX2 caps in full runs, never alone: say what could explain it
+        import cv2
+        import torch
+
+        state = (f"this process: OpenCV optimized {cv2.useOptimized()}, {cv2.getNumThreads()} OpenCV threads, "
+                 f"{torch.get_num_threads()} torch threads")
+        assert same, (f"the resumed render differs from an uninterrupted one ({how}; {state}): "
+                      f"{render_differences(dest, reference)}")
     assert not list(folder.iterdir())[1:], list(folder.iterdir())  # the output alone: no work folder, no partial
