@@ -121,7 +121,8 @@ class _VirtualCamera:
 
 # `paint_scale=None` (the default): the largest of these that paints a frame within LIVE_PAINT_SHARE of the
 # camera's frame interval, the rest left for decoding, the flow, the blend and showing. A 720p stand-in camera at
-# 30 fps on 2 AVX2 cores (great-wave-lite, OpenVINO fp32): whole frames 10.3 fps, 0.4 33.6 fps (README, "Live")
+# 26 fps on 2 AVX2 cores (great-wave-lite, OpenVINO fp32): whole frames 10.7-12.4 fps, fitted 27-33 fps
+# (benchmarks/bench_live.py; speed.md, "Live fits its paint scale to the camera")
 LIVE_SCALES = (1.0, 0.75, 0.5, 0.4)  # 0.4: the smallest, `apply --real-time`'s
 LIVE_PAINT_SHARE = 0.6
 
