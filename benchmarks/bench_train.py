@@ -36,9 +36,7 @@ The rows marked "default loss" run rotoscope's step on the backbone `--backbone 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 from unittest import mock
 
@@ -50,6 +48,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bench_apply import TransformerNet, device_types_in, in_form, in_upsampled_tensor, machine  # noqa: E402
+from rotoscope.devices import median_seconds as median_s  # noqa: E402  (bench_gpu.py and sort.py import it from here)
 
 
 def baseline_step_fn(vgg, art: torch.Tensor, photos: torch.Tensor, device=torch.device("cpu")):
@@ -154,17 +153,6 @@ def torch_sorts_half():
     from rotoscope import losses
 
     return mock.patch.object(losses, "_NUMPY_SORTED", (torch.float32,))
-
-
-def median_s(step, steps: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> int:

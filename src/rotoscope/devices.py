@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import platform
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -193,6 +194,18 @@ def cached(key: str, measure):
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(store, indent=1))
     return value
+
+
+def median_seconds(fn, runs: int, warmup: int = 1) -> float:
+    """The median of `runs` timed calls of fn after `warmup` untimed ones (the first compile kernels)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def _time(fn, reps: int) -> float:

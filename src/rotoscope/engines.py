@@ -16,10 +16,8 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import statistics
 import tempfile
 import threading
-import time
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -27,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import ApplySettings, fields_of
-from .devices import Choice, cached, fingerprint, physical_cores
+from .devices import Choice, cached, fingerprint, median_seconds, physical_cores
 from .errors import RotoscopeError
 from .network import REVISION, FilterNet
 
@@ -222,16 +220,6 @@ def busy_thread():
         t.join()
 
 
-def _median_seconds(fn, runs: int) -> float:
-    fn()  # first call: oneDNN and OpenVINO pick and compile their kernels
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def calibrate(net: FilterNet, pairs: list[tuple[str, str]], shape: tuple[int, int], busy: bool = False) -> dict:
     """Milliseconds per picture of `shape` for each (engine, precision) (the median of CALIBRATION_RUNS calls,
     beside a busy thread if `busy`), and the output's distance from PyTorch fp32 in 8-bit levels; an engine that
@@ -245,7 +233,7 @@ def calibrate(net: FilterNet, pairs: list[tuple[str, str]], shape: tuple[int, in
         try:
             run = runner(engine, net, cpu, prec)
             with busy_thread() if busy else contextlib.nullcontext():
-                seconds = _median_seconds(lambda: run(x), CALIBRATION_RUNS)
+                seconds = median_seconds(lambda: run(x), CALIBRATION_RUNS)
             levels = float((run(x) - reference).abs().mean()) * 255
             table[key] = {"ms": round(seconds * 1e3, 2), "levels": round(levels, 3)}
         except Exception as e:  # noqa: BLE001 - e.g. OpenVINO refusing bf16 under an ISA cap: not a candidate

@@ -65,6 +65,12 @@ def open_image(path: str | os.PathLike) -> Image.Image:
         raise Invalid(f"{path}: cannot decode image ({reason})") from None
 
 
+def can_be_transparent(img: Image.Image) -> bool:
+    """Whether the picture's mode can hold transparency: an alpha channel, or a transparent colour (a palette
+    entry, or an RGB or grey value named by a PNG's tRNS chunk or a GIF)."""
+    return img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+
+
 def split_alpha(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
     """RGB image plus the alpha channel if the input had one (RGBA, LA, PA, or a transparent colour: a palette
     entry, or an RGB or grey value named by a PNG's tRNS chunk)."""
@@ -76,8 +82,7 @@ def split_alpha(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
         img = Image.fromarray(np.clip(arr / top * 255 + 0.5, 0, 255).astype(np.uint8), "L")
     elif img.mode == "F":
         img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), "L")
-    has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
-    if has_alpha:
+    if can_be_transparent(img):
         rgba = img.convert("RGBA")
         return rgba.convert("RGB"), rgba.getchannel("A")
     return img.convert("RGB"), None

@@ -155,16 +155,11 @@ def fit_paint_scale(paint_ms: Callable[[float], float], budget_ms: float) -> Fit
 
 def _paint_ms(run, rgb: np.ndarray, st: ApplySettings, scale: float) -> float:
     """Milliseconds to paint `rgb` at `scale`: the faster of two calls after one that compiles the shape."""
+    from .devices import _time
     from .video.render import stylize_frames
 
     at = dataclasses.replace(st, paint_scale=scale)
-    stylize_frames(run, [rgb], at)
-    best = float("inf")
-    for _ in range(2):
-        t = time.perf_counter()
-        stylize_frames(run, [rgb], at)
-        best = min(best, time.perf_counter() - t)
-    return best * 1000
+    return _time(lambda: stylize_frames(run, [rgb], at), 2) * 1000
 
 
 ARCHES = ("auto", "lite", "full")
@@ -248,10 +243,12 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
             log(ln)
         run = make_runner(filt, st)
         keep_freed_memory()  # a frame's buffers every frame: reused, not mapped afresh (devices.py)
+        def to_rgb(bgr: np.ndarray) -> np.ndarray:  # a camera frame as painted: RGB, at the painted size
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            return rgb if (w, h) == (w0, h0) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+
         if paint_scale is None:
-            rgb0 = cv2.cvtColor(first, cv2.COLOR_BGR2RGB)
-            if (w, h) != (w0, h0):
-                rgb0 = cv2.resize(rgb0, (w, h), interpolation=cv2.INTER_AREA)
+            rgb0 = to_rgb(first)
             fitted = fit_paint_scale(lambda s: _paint_ms(run, rgb0, st, s), LIVE_PAINT_SHARE * 1000 / src_fps)
             st = dataclasses.replace(st, paint_scale=fitted.scale)
             if fitted.scale != asked.paint_scale and asked.engine == "auto":  # timed for the size painted
@@ -276,9 +273,7 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
         i = 0
         try:
             while bgr is not None and (frames is None or i < frames):
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                if (w, h) != (w0, h0):
-                    rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+                rgb = to_rgb(bgr)
                 fr = Frame(i, i, 1, rgb)
                 t0 = time.perf_counter()
                 if stab is not None:

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import RotoscopeError
-from ..images import IMAGE_SUFFIXES, longer_side, max_pixels, open_image, split_alpha
+from ..images import IMAGE_SUFFIXES, can_be_transparent, longer_side, max_pixels, open_image, split_alpha
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts",
                   ".wmv", ".flv", ".3gp", ".ogv", ".y4m"}
@@ -227,9 +227,7 @@ def _plays(im: Image.Image) -> int:
 
 def _rgba(im: Image.Image) -> Image.Image | None:
     """The current frame as RGBA where its mode can hold transparency (an alpha channel or a transparent colour)."""
-    if im.mode not in ("RGBA", "LA", "PA") and "transparency" not in im.info:
-        return None
-    return im.convert("RGBA")
+    return im.convert("RGBA") if can_be_transparent(im) else None
 
 
 def _has_transparency(im: Image.Image) -> bool:
