@@ -144,10 +144,11 @@ def render_differences(a, b) -> str:
 
 
 def make_clip(path, frames=24, size=(64, 48), fps=24, audio=True, pts=None, rotation=0, pix_fmt="yuv420p",
-              codec="libx264", seed=0):
+              codec="libx264", seed=0, audio_codec="aac", audio_layout="mono"):
     """A small clip with known motion: a textured background panning right 2 px per frame and a bright square
-    moving diagonally, plus (audio=True) a 440 Hz AAC tone. `pts` (in 1/fps units... of 1/1000 s when given)
-    makes it variable frame rate. Returns the path."""
+    moving diagonally, plus (audio=True) a 440 Hz tone (`audio_codec`: AAC, or e.g. pcm_s16le or libopus, on
+    every channel of `audio_layout`: mono, stereo, "2 channels" (no order), ...). `pts` (in 1/fps units... of
+    1/1000 s when given) makes it variable frame rate. Returns the path."""
     import av
 
     rng = np.random.default_rng(seed)
@@ -166,8 +167,9 @@ def make_clip(path, frames=24, size=(64, 48), fps=24, audio=True, pts=None, rota
             vs.set_display_rotation(rotation)
         a = None
         if audio:
-            a = c.add_stream("aac", rate=44100)
-            a.layout = "mono"
+            rate = 48000 if audio_codec == "libopus" else 44100
+            a = c.add_stream(audio_codec, rate=rate)
+            a.layout = audio_layout
         for i in range(frames):
             x0 = 2 * i
             img = tex[4:4 + h, x0:x0 + w].copy()
@@ -182,12 +184,14 @@ def make_clip(path, frames=24, size=(64, 48), fps=24, audio=True, pts=None, rota
         for p in vs.encode():
             c.mux(p)
         if a is not None:
-            n = int(44100 * frames / fps)
-            t = np.arange(n) / 44100
-            tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+            n = int(rate * frames / fps)
+            t = np.arange(n) / rate
+            channels = av.AudioLayout(audio_layout).nb_channels
+            tone = np.repeat((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None], channels, 0)
             for k in range(0, n, 1024):
-                af = av.AudioFrame.from_ndarray(tone[:, k:k + 1024], format="fltp", layout="mono")
-                af.sample_rate, af.pts = 44100, k
+                af = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k:k + 1024]), format="fltp",
+                                                layout=audio_layout)
+                af.sample_rate, af.pts = rate, k
                 for p in a.encode(af):
                     c.mux(p)
             for p in a.encode():

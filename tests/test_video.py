@@ -61,6 +61,35 @@ def run_cli(*args, capsys):
 SMALL = VideoConfig(batch=4, segment_frames=8)
 
 
+def audio_of(path) -> tuple[str, np.ndarray, int]:
+    """(codec, samples as float mono in [-1, 1], sample rate) of a file's first audio stream."""
+    with av.open(str(path)) as c:
+        s = c.streams.audio[0]
+        x = np.concatenate([f.to_ndarray().reshape(-1, f.samples).mean(0) / (32768 if f.format.name[:3] == "s16" else 1)
+                            for f in c.decode(s)])
+        return s.codec_context.name, x.astype(np.float32), s.codec_context.sample_rate
+
+
+@pytest.mark.parametrize("codec,layout,output", [("pcm_s16le", "2 channels", ".mp4"), ("libopus", "mono", ".mov")])
+def test_sound_a_container_cannot_take_is_encoded_again_as_aac(filt, tmp_path, codec, layout, output):
+    """Two channels of PCM without an order in .mp4, Opus in .mov: FFmpeg refuses them when the header is written,
+    which was after every frame was painted. They are tried before painting, encoded again as AAC, and said so; the
+    tone is the same length, as loud, the same pitch."""
+    src = make_clip(tmp_path / "in.mkv", frames=12, audio_codec=codec, audio_layout=layout)
+    said = []
+    out = video.apply_video(filt, src, tmp_path / f"out{output}", ApplySettings(), SMALL, warn=said.append)
+    assert any(f"audio cannot go into {output} as it is: encoded again as AAC" in line for line in said), said
+    name, got, rate = audio_of(out)
+    _, want, want_rate = audio_of(src)
+    assert name == "aac" and rate == want_rate
+    assert abs(len(got) - len(want)) <= 2048  # the encoder's priming and last frame at most
+    assert np.sqrt(np.mean(got ** 2)) == pytest.approx(np.sqrt(np.mean(want ** 2)), rel=0.1)  # as loud
+    assert np.argmax(np.abs(np.fft.rfft(got))) * rate / len(got) == pytest.approx(440, abs=5)  # the same tone
+    assert len(frames_of(out)[2]) == 12
+    kept = video.apply_video(filt, src, tmp_path / "out.mkv", ApplySettings(), SMALL, warn=said.append)
+    assert audio_packets(kept) == audio_packets(src)  # Matroska takes it as it is
+
+
 def test_a_clip_keeps_frame_count_timestamps_size_and_sound(filt, clip, tmp_path):
     out = video.apply_video(filt, clip, tmp_path / "out.mp4", ApplySettings(), SMALL)
     pts_in, _, rgb_in, tb_in, dur_in = frames_of(clip)

@@ -3,7 +3,8 @@
 A segment is a fixed number of frames (H.264 in an .mp4, or PNGs for GIF, WebP and frame folders) and counts
 only once its .json exists, so a render killed at any point resumes from the finished ones. At the end the
 segments are remuxed (not re-encoded) into one file together with every audio stream of the input, copied packet
-for packet, and the file appears under its final name only then.
+for packet (or encoded again as AAC where the container cannot hold it: audio_plan), and the file appears under its
+final name only then.
 """
 
 from __future__ import annotations
@@ -160,34 +161,119 @@ def _segment_packets(job: RenderJob, segs: int, tb_out: Fraction) -> Iterator[tu
                 yield float(p.dts * tb_out), p
 
 
-def _audio_packets(src: Source, until: float | None) -> Iterator[tuple[float, object]]:
-    """The source's audio packets as they are; with `until` (seconds), only those that start before it."""
+def audio_plan(src: Source, dest: Path) -> tuple[dict[int, str], list[str]]:
+    """How each audio stream of the source goes into an H.264 output: "copy" (its packets as they are) where the
+    container takes them, else "aac" (decoded and encoded again: PCM in .mp4, Opus in .mov). Tried on a throwaway
+    file before anything is painted, so that a render never fails at its last step. Returns the plan and the notes
+    to say; a stream that neither way can store is one line (RotoscopeError)."""
+    import tempfile
+
+    if not src.audio or src.files is not None or src.frame_ms is not None:
+        return {}, []
+    fmt = H264_OUTPUTS[dest.suffix.lower()]
+    plan: dict[int, str] = {}
+    notes = []
+    with _open(src.path) as c, tempfile.TemporaryDirectory(prefix="rotoscope-audio-") as tmp:
+        for a in c.streams.audio:
+            name = a.codec_context.name
+            for how in ("copy", "aac"):
+                try:
+                    with _open_output(Path(tmp) / f"{a.index}-{how}", fmt) as out:
+                        dst = _audio_stream(out, a, how)
+                        for _, p in (_copied if how == "copy" else _encoded)(src, a.index, dst, None, limit=2):
+                            out.mux(p)
+                    plan[a.index] = how
+                    break
+                except Exception:  # noqa: BLE001 - FFmpeg says "Invalid argument" at best: the plan says what to do
+                    continue
+            else:
+                raise RotoscopeError(f"cannot store the {name} audio of {src.path.name} in {dest.suffix}, as it "
+                                     "is or as AAC: write .mkv")
+            if plan[a.index] == "aac":
+                notes.append(f"note: the {name} audio cannot go into {dest.suffix} as it is: encoded again as AAC "
+                             "(.mkv keeps it untouched)")
+    return plan, notes
+
+
+USUAL_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
+def _open_output(path: Path, fmt: str):
+    import av
+
+    return av.open(str(path), "w", format=fmt, options={"movflags": "+faststart"} if fmt in ("mp4", "mov") else {})
+
+
+def _audio_stream(out, a, how: str):
+    """The output's stream for source audio stream `a`: its template ("copy") or an AAC encoder of its rate and
+    channel layout ("aac")."""
+    if how == "copy":
+        return out.add_stream_from_template(a)
+    dst = out.add_stream("aac", rate=a.codec_context.sample_rate or 48000)
+    # a layout without an order (a PCM track's "2 channels") is its channel count's usual one to the encoder
+    layout = a.codec_context.layout.name
+    dst.layout = USUAL_LAYOUTS.get(a.codec_context.channels, layout) if layout.endswith("channels") else layout
+    return dst
+
+
+def _copied(src: Source, index: int, dst, until: float | None, limit: int | None = None
+            ) -> Iterator[tuple[float, object]]:
+    """Audio stream `index`'s packets as they are, given to stream `dst`; with `until` (seconds), only those that
+    start before it; `limit`: at most that many (a trial)."""
     import av
 
     with _open(src.path) as c:
-        streams = list(c.streams.audio)
+        n = 0
         try:
-            for p in c.demux(streams):
+            for p in c.demux(c.streams[index]):
                 if p.size == 0 or p.dts is None:
                     continue
                 t = float(p.dts * p.time_base)
                 if until is not None and t >= until:
                     continue
+                p.stream = dst
                 yield t, p
+                n += 1
+                if limit is not None and n >= limit:
+                    return
         except av.FFmpegError:
             return  # a truncated file: the audio that was readable is kept
 
 
+def _encoded(src: Source, index: int, dst, until: float | None, limit: int | None = None
+             ) -> Iterator[tuple[float, object]]:
+    """Audio stream `index` decoded and encoded by `dst` (AAC); the same cut and limit as _copied."""
+    import av
+
+    n = 0
+    with _open(src.path) as c:
+        frames = c.decode(c.streams[index])
+        while True:
+            try:
+                frame = next(frames, None)
+            except av.FFmpegError:
+                frame = None  # a truncated file: the audio that was readable is kept
+            if frame is not None and until is not None and frame.time is not None and frame.time >= until:
+                frame = None
+            for p in dst.encode(frame):  # None: the encoder's last packets
+                yield (float(p.pts * p.time_base) if p.pts is not None else 0.0), p
+                n += 1
+                if limit is not None and n >= limit:
+                    return
+            if frame is None:
+                return
+
+
 def assemble_h264(job: RenderJob, segs: int, prov: dict) -> None:
-    """Remux the segments' H.264 and the source's audio packets (untouched) into the final file, atomically."""
+    """Remux the segments' H.264 and the source's audio (its packets untouched, or encoded again as AAC where the
+    container cannot take them: job.audio) into the final file, atomically."""
     import av
 
     fmt = H264_OUTPUTS[job.dest.suffix.lower()]
     tb = job.src.time_base
     drop_partials(job.dest)  # a killed run's half-assembled copy (kill -9 mid-remux runs no cleanup)
     with atomic_path(job.dest) as tmp, av.open(str(job.seg_media(0))) as first:
-        opts = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
-        with av.open(str(tmp), "w", format=fmt, options=opts) as out:
+        with _open_output(tmp, fmt) as out:
             out.metadata["comment"] = json.dumps(prov, sort_keys=True)
             vs = out.add_stream_from_template(first.streams.video[0])
             vs.time_base = tb
@@ -196,34 +282,23 @@ def assemble_h264(job: RenderJob, segs: int, prov: dict) -> None:
             vs.codec_context.framerate = job.src.rate
             if job.src.rotation:
                 vs.set_display_rotation(job.src.rotation)
-            audio_in = _open(job.src.path) if job.src.audio and job.src.files is None else None
-            amap = {}
+            tracks = []
+            if job.audio:  # audio_plan, before painting: which streams are copied, which encoded again
+                with _open(job.src.path) as source:
+                    tracks = [(i, _audio_stream(out, source.streams[i], how), how) for i, how in job.audio.items()]
+            vids = _segment_packets(job, segs, tb)
+            until = None
+            if job.video.max_seconds is not None:  # a cut: the sound ends with the last frame
+                last = json.loads(job.seg_done(segs - 1).read_text())["frames"][-1]
+                until = float((last[0] + last[1]) * tb)
+            auds = [(_copied if how == "copy" else _encoded)(job.src, i, dst, until) for i, dst, how in tracks]
             try:
-                if audio_in is not None:
-                    for a in audio_in.streams.audio:
-                        try:
-                            amap[a.index] = out.add_stream_from_template(a)
-                        except (ValueError, av.FFmpegError) as e:
-                            raise RotoscopeError(f"cannot copy the {a.codec_context.name} audio into "
-                                                 f"{job.dest.suffix}: {_av_reason(e)}; try .mkv") from None
-                vids = _segment_packets(job, segs, tb)
-                until = None
-                if job.video.max_seconds is not None:  # a cut: the sound ends with the last frame
-                    last = json.loads(job.seg_done(segs - 1).read_text())["frames"][-1]
-                    until = float((last[0] + last[1]) * tb)
-                auds = _audio_packets(job.src, until) if amap else iter(())
-                try:
-                    for _, p in heapq.merge(vids, auds, key=lambda tp: tp[0]):
-                        if p.stream.type == "audio":
-                            p.stream = amap[p.stream.index]
-                        else:
-                            p.stream = vs
-                        out.mux(p)
-                except av.FFmpegError as e:
-                    raise RotoscopeError(f"cannot write {job.dest.name}: {_av_reason(e)}") from None
-            finally:
-                if audio_in is not None:
-                    audio_in.close()
+                for _, p in heapq.merge(vids, *auds, key=lambda tp: tp[0]):
+                    if p.stream.type == "video":
+                        p.stream = vs
+                    out.mux(p)
+            except av.FFmpegError as e:
+                raise RotoscopeError(f"cannot write {job.dest.name}: {_av_reason(e)}") from None
 
 
 def _segment_frames(job: RenderJob, segs: int) -> Iterator[tuple[Path, int]]:

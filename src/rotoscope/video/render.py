@@ -37,7 +37,8 @@ from ..paths import check_writable, write_failure
 from ..stylize import (ApplySettings, finish, frames_nchw, make_runner, paint, paint_frames_on_device,
                        paint_reduced_frames, paint_small_frames, painted_uint8, paints_frames_on_device,
                        paints_reduced_frames, provenance, resolve, shrink_frames, to_uint8)
-from .output import _SegmentWriter, assemble_animated, assemble_frames, assemble_h264, default_clip_output, output_kind
+from .output import (_SegmentWriter, assemble_animated, assemble_frames, assemble_h264, audio_plan, default_clip_output,
+                     output_kind)
 from .source import Frame, Source, _pick_frames, _rotate, count_frames, decode, output_size, probe
 from .stages import StageTimes
 from .steady import Stabilizer
@@ -60,6 +61,7 @@ class RenderJob:
     announce: list[str] = field(default_factory=list)  # precision and engine lines, when make_job chose them
     frames_written: int = 0  # after run_job: the frames in the output
     mask: object = None  # a mask image, or a folder of one per frame (mask.py; `settings.keep` finds faces)
+    audio: dict[int, str] = field(default_factory=dict)  # audio stream -> "copy" or "aac" (output.audio_plan)
     # set it (from any thread) to stop the render at the next batch; finished segments are kept, and the same
     # command resumes (the server's worker cancels and requeues jobs with it)
     stop_request: threading.Event = field(default_factory=threading.Event)
@@ -459,6 +461,9 @@ def make_job(filt: Filter, src: Path, dest: Path | None, settings: ApplySettings
         raise RotoscopeError(f"{source.frames} frames is too long for {dest.suffix} (at most "
                              f"{video.gif_max_frames}): write .mp4, or cut the clip first")
     job = RenderJob(filt, source, dest, kind, settings, video, ow, oh, mask=mask)
+    if kind == "h264":  # tried before painting: a render must not fail at its last step for its sound
+        job.audio, notes = audio_plan(source, dest)
+        announce += notes
     job.announce = announce
     chain = mask_chain(job)  # a bad mask or too few per-frame masks: one line before anything is painted
     if chain is not None:
