@@ -221,6 +221,27 @@ def test_score_skips_a_broken_file_of_a_folder_as_apply_does_and_says_so(tiny_fi
                           "torn.png")
 
 
+def test_score_refuses_what_is_too_small_to_score_in_one_line(tiny_filter, tmp_path):
+    """A scoring size under 16 px, a photo or artwork too thin at the scoring size (SSIM's window, the backbones'
+    pooling: tracebacks before), and an --among folder with no artwork in it (the table was silently left out)."""
+    path, folder, art = tiny_filter
+    thin = tmp_path / "thin.png"
+    Image.new("RGB", (3, 400), (200, 40, 40)).save(thin)
+    r = run_cli("score", str(path), str(folder), "--size", "8")
+    assert_one_line_error(r.returncode, r.stdout, r.stderr, "scoring size of 8 px is too small")
+    r = run_cli("score", str(path), str(thin), "--size", "40")
+    assert_one_line_error(r.returncode, r.stdout, r.stderr, "thin.png is 1x40 at the scoring size (40)")
+    r = run_cli("score", str(path), str(folder), "--artwork", str(thin), "--size", "40")
+    assert_one_line_error(r.returncode, r.stdout, r.stderr, "the artwork thin.png is 1x40")
+    r = run_cli("score", str(path), str(folder), str(thin), "--size", "40", "--json")  # among photos: skipped
+    assert r.returncode == 0, r.stderr
+    assert [Path(s["file"]).name for s in json.loads(r.stdout)["skipped"]] == ["thin.png"]
+    (tmp_path / "empty").mkdir()
+    r = run_cli("score", str(path), str(folder), "--artwork", str(art), "--size", "40", "--among",
+                str(tmp_path / "empty"))
+    assert_one_line_error(r.returncode, r.stdout, r.stderr, "--among: no other artwork to rank against")
+
+
 # ---------------------------------------------------------------- recognisability
 
 

@@ -35,6 +35,9 @@ from .errors import RotoscopeError
 from .images import load_rgb, resize_longer
 
 SCORE_SIZE = 384  # longer side at which results and artworks are compared (the training style_size)
+# the least a picture may measure a side at the scoring size: SSIM's window is 7 px, and the loss networks' pooling
+# needs 16 (a thinner photo is skipped, saying why, where it crashed inside the backbone)
+MIN_SCORE_SIDE = 16
 STYLE_METRICS = ("gram_random", "gram_vgg16-hed", "color", "texture")
 CONTENT_METRICS = ("ssim", "edges")
 COLOR_DIRECTIONS = 256
@@ -345,10 +348,20 @@ def content_scores(result, photo) -> dict[str, float]:
     return {"ssim": ssim_luminance(result, photo), "edges": edge_correlation(result, photo)}
 
 
+def at_scoring_size(img: Image.Image, size: int, what: str) -> Image.Image:
+    """`img` at longer side `size`, refused (one line) where a side is then under MIN_SCORE_SIDE."""
+    img = resize_longer(img, size)
+    if min(img.size) < MIN_SCORE_SIDE:
+        raise RotoscopeError(f"{what} is {img.width}x{img.height} at the scoring size ({size}): too small to score "
+                             f"(at least {MIN_SCORE_SIDE} px a side)")
+    return img
+
+
 def artwork_reference(artwork, size: int = SCORE_SIZE, backbones: tuple[str, ...] = ("random",)) -> dict:
     """The artwork at the scoring size and its Gram matrices, computed once per scoring run."""
     img = artwork if isinstance(artwork, Image.Image) else load_rgb(artwork)
-    rgb = as_array(resize_longer(img, size))
+    what = "the artwork" if isinstance(artwork, Image.Image) else f"the artwork {Path(artwork).name}"
+    rgb = as_array(at_scoring_size(img, size, what))
     refs = {b: reference_grams(rgb, b) for b in backbones}
     return {"rgb": rgb, "gram": {b: g for b, (g, _) in refs.items()}, "temperatures": {b: t for b, (_, t) in refs.items()}}
 
@@ -382,7 +395,7 @@ def score_results(pairs: list[tuple[str, Image.Image, Image.Image]], artwork=Non
     ref = artwork_reference(artwork, size, backbones) if artwork is not None else None
     report = ScoreReport(name, backbones=backbones, has_artwork=ref is not None)
     for photo_name, photo, result in pairs:
-        photo = resize_longer(photo.convert("RGB"), size)
+        photo = at_scoring_size(photo.convert("RGB"), size, photo_name)
         result = result.convert("RGB").resize(photo.size, Image.LANCZOS) if result.size != photo.size else result
         p, r = as_array(photo), as_array(result)
         row = {"photo": photo_name, "result": content_scores(r, p), "photo_baseline": {}}
@@ -409,12 +422,16 @@ def score_filter(filt, photos: list[str | os.PathLike], artwork: str | os.PathLi
     if not photos:
         raise RotoscopeError("no photos to score")
     settings = ApplySettings(size=size, precision=precision, device="cpu").validate()
+    if size < MIN_SCORE_SIDE:
+        raise RotoscopeError(f"a scoring size of {size} px is too small: at least {MIN_SCORE_SIDE}")
+    if artwork is not None:  # an unreadable or too thin artwork is said before any photo is painted
+        at_scoring_size(load_rgb(artwork), size, f"the artwork {Path(artwork).name}")
     # as `apply` does with a folder: a file that cannot be read or painted is skipped, saying why, not the end of
     # the run (a folder of 200 photos with one broken JPEG is still worth scoring); none at all is an error
     pairs, skipped = [], []
     for p in photos:
         try:
-            img = resize_longer(load_rgb(p), size)
+            img = at_scoring_size(load_rgb(p), size, Path(p).name)
             pairs.append((Path(p).name, img, stylize_image(filt, img, settings)))
         except RotoscopeError as e:
             skipped.append({"file": str(p), "reason": skip_reason(Path(p), e)})
@@ -423,7 +440,7 @@ def score_filter(filt, photos: list[str | os.PathLike], artwork: str | os.PathLi
                              f"none of the {len(skipped)} photos could be scored: {skipped[0]['reason']}")
     report = score_results(pairs, artwork, size, backbones, name=filt.name)
     report.skipped = skipped
-    if among:
+    if among is not None:  # an empty list too: a folder with no artwork in it is said, not a missing table
         if artwork is None:
             raise RotoscopeError("ranking among artworks needs the filter's own artwork (--artwork)")
         own = Path(artwork)
@@ -451,7 +468,7 @@ def _artworks_read(arts: dict[str, Path], size: int) -> tuple[dict[str, Image.Im
     read, unread = {}, []
     for name, a in arts.items():
         try:
-            read[name] = resize_longer(load_rgb(a), size)
+            read[name] = at_scoring_size(load_rgb(a), size, a.name)
         except RotoscopeError as e:
             unread.append({"file": str(a), "reason": skip_reason(a, e)})
     return read, unread
