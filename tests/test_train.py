@@ -166,6 +166,21 @@ def test_resume_needs_a_checkpoint_and_the_same_artwork(artwork, tmp_path):
         tr.train(other, "once", None, TINY.replace(steps=8), resume=True, log=quiet, progress=False)
 
 
+def test_an_artwork_too_thin_for_the_loss_network_is_refused_saying_its_size(tmp_path):
+    """A 600x12 strip is 128x3 at style size 128: the backbone's pooling raised a traceback. One line, before any
+    checkpoint of the run is written; 600x40 (17 px high at style size 256) trains."""
+    from PIL import Image
+
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (600, 12), (180, 30, 30)).save(strip)
+    with pytest.raises(RotoscopeError, match=r"the artwork is 600x12: at its style size \(128 px on the longer "
+                                             r"side\) 128x3, too thin"):
+        tr.train(strip, "thin", None, TINY, log=quiet, progress=False)
+    assert not (tr.runs_dir() / "thin" / tr.CHECKPOINT).exists()
+    wider = save_image(draw_artwork(128).resize((600, 40)), tmp_path / "wider.png")
+    tr.train(wider, "wider", None, TINY.replace(steps=2, style_size=256), log=quiet, progress=False)
+
+
 @pytest.mark.parametrize("damage", ["truncated", "foreign"])
 def test_a_checkpoint_that_cannot_be_read_is_one_line_on_resume(artwork, damage):
     tr.train(artwork, "hurt", None, TINY.replace(steps=4), log=quiet, progress=False)

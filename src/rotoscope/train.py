@@ -690,9 +690,19 @@ def new_network(cfg: TrainConfig, device, log):
     return net, opt, scaler, init
 
 
+# the least an artwork may measure a side at its style size: the loss networks' pooling fails under 8 px, and a
+# Gram matrix of a thinner strip says little of a style
+MIN_STYLE_SIDE = 16
+
+
 def loss_network(cfg: TrainConfig, art_img, backbone_weights: str | None, device):
     """The fixed backbone that scores the paintings, what the artwork looks like to it, and the loss weights."""
-    art = to_tensor(resize_longer(art_img, cfg.style_size)).to(device)
+    small = resize_longer(art_img, cfg.style_size)
+    if min(small.size) < MIN_STYLE_SIDE:
+        raise RotoscopeError(f"the artwork is {art_img.width}x{art_img.height}: at its style size ({cfg.style_size} "
+                             f"px on the longer side) {small.width}x{small.height}, too thin for the loss network "
+                             f"(at least {MIN_STYLE_SIDE} px a side): crop it, or raise --set style_size")
+    art = to_tensor(small).to(device)
     backbone = load_backbone(cfg.backbone, backbone_weights, device=str(device), content_layer=cfg.content_layer)
     target = style_target(backbone, art, cfg.color_match, cfg.style_match)
     weights = LossWeights.of(cfg)
