@@ -28,6 +28,34 @@ def test_live_paints_n_frames_from_a_file_and_exits_cleanly(tiny_filter, tmp_pat
     assert frames_in(tmp_path / "live.mp4") == 10
 
 
+def test_the_recording_has_its_name_only_once_it_is_whole(tiny_filter, tmp_path, monkeypatch):
+    """While live records, the file is under a hidden temporary name (a kill -9 or a power cut left a torn .mp4
+    under the final one); a run that fails midway leaves nothing, and a later run clears a killed one's leftovers."""
+    from rotoscope.video import render
+
+    clip = make_clip(tmp_path / "cam.mp4", frames=12, audio=False)
+    dest = tmp_path / "rec" / "live.mp4"
+    dest.parent.mkdir()
+    (dest.parent / ".live.0123abcd.partial.mp4").write_bytes(b"a killed run's")
+    seen, real = [], render.stylize_frames
+
+    def paint(run, rgbs, st):
+        seen.append(sorted(p.name for p in dest.parent.iterdir()))
+        if len(seen) == 4:
+            raise RuntimeError("the camera was unplugged")
+        return real(run, rgbs, st)
+
+    monkeypatch.setattr(render, "stylize_frames", paint)
+    with pytest.raises(RuntimeError, match="unplugged"):
+        run_live(load_filter("tiny"), str(clip), FAST, window=False, out=dest, log=lambda s: None, paint_scale=1.0)
+    assert len(seen[-1]) == 1 and seen[-1][0].startswith(".live.") and seen[-1][0].endswith(".partial.mp4")
+    assert seen[-1][0] != ".live.0123abcd.partial.mp4"  # the killed run's leftover was cleared first
+    assert list(dest.parent.iterdir()) == []
+    monkeypatch.setattr(render, "stylize_frames", real)
+    run_live(load_filter("tiny"), str(clip), FAST, window=False, out=dest, log=lambda s: None, paint_scale=1.0)
+    assert [p.name for p in dest.parent.iterdir()] == ["live.mp4"] and frames_in(dest) == 12
+
+
 def test_live_stops_at_the_end_of_the_file(tiny_filter, tmp_path):
     clip = make_clip(tmp_path / "cam.mp4", frames=6, audio=False)
     said = []
@@ -355,3 +383,36 @@ def test_the_engine_is_timed_again_for_the_fitted_size(tiny_filter, tmp_path, mo
     stats = run_live(load_filter("tiny"), str(clip), ApplySettings(precision="fp32", paint_scale=0.75),
                      window=False, log=lambda s: None)
     assert scales == [0.75] and stats.paint_scale == 0.75
+
+
+def test_kill_ends_a_live_recording_as_ctrl_c_does_and_keeps_it(tiny_filter, tmp_path):
+    """SIGTERM (`kill`, a service manager stopping it) killed the process with a torn file under the output's name;
+    now it stops the run like Ctrl-C: the frames painted so far are a whole, playable file, exit code 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    clip = make_clip(tmp_path / "cam.mp4", frames=2000, size=(32, 24), audio=False)
+    dest = tmp_path / "live.mp4"
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    p = subprocess.Popen([sys.executable, "-m", "rotoscope", "live", "tiny", "--camera", str(clip), "--no-window",
+                          "-o", str(dest), "--engine", "torch", "--precision", "fp32", "--paint-scale", "1"],
+                         env={**os.environ, "PYTHONPATH": src}, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".live.*.partial.mp4")) and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # some frames in
+        assert p.poll() is None, p.stderr.read()
+        p.send_signal(signal.SIGTERM)
+        err = p.communicate(timeout=60)[1]
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    assert "interrupted: stopping" in err and f"wrote {dest}" in err
+    assert 0 < frames_in(dest) < 2000
+    assert [q.name for q in tmp_path.iterdir() if q.name.startswith(".")] == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -525,10 +526,18 @@ def live(
         read_mask(mask)  # a missing, broken or foreign file: one line before the camera opens
     spec, chose = pick_architecture(filter, arch)
     filt = load_any(spec, settings.mix)
-    stats = run_live(filt, camera, settings, frames=frames, window=window, virtual=virtual_camera, out=output,
-                     stabilize=stabilize, flow_preset=flow_preset, flow_side=flow_side, mask=mask, log=say,
-                     announce=(chose,) if chose else (), paint_scale=settings.paint_scale if "paint_scale" in sets
-                     else None)
+
+    def stop(*_):  # `kill` (SIGTERM) ends a live run as Ctrl-C and q do: the recording is finished and kept
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        stats = run_live(filt, camera, settings, frames=frames, window=window, virtual=virtual_camera, out=output,
+                         stabilize=stabilize, flow_preset=flow_preset, flow_side=flow_side, mask=mask, log=say,
+                         announce=(chose,) if chose else (), paint_scale=settings.paint_scale if "paint_scale" in sets
+                         else None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     say(stats.line())
     if output is not None:
         say(f"wrote {output}")

@@ -12,6 +12,7 @@ buffer drops the ones in between, so the picture stays current instead of laggin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -28,6 +29,7 @@ from .devices import keep_freed_memory
 from .errors import Invalid, NotFound, Refused
 from .filter import Filter
 from .images import longer_side
+from .paths import atomic_path, drop_partials
 
 
 @dataclass
@@ -222,111 +224,114 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
         raise Invalid(f"--out writes a video: .mp4, .avi, .mkv or .mov (got '{Path(out).suffix}')")
     if virtual:
         _require_pyvirtualcam()
-    cap, is_file = open_capture(camera)
-    writer = vcam = None
-    try:
-        ok, first = cap.read()
-        if not ok or first is None:
-            raise Invalid(f"no frames from {'video file' if is_file else 'camera'} {camera}")
-        h0, w0 = first.shape[:2]
-        w, h = longer_side(w0, h0, st.size)
-        src_fps = camera_fps(cap)
-        if virtual:  # before anything is said or measured: no device is one line, and nothing else
-            vcam = _VirtualCamera(w, h, src_fps)
-        from .stylize import make_runner
-
-        if paint_scale is None and st.paint_scale != 1.0:
-            paint_scale = st.paint_scale
-        asked = st if paint_scale is None else dataclasses.replace(st, paint_scale=paint_scale)
-        st, lines = resolve(filt, asked, (h, w))  # the fastest engine and precision here, for this frame size
-        for ln in announce:  # said before the fit below, which takes a few paintings
-            log(ln)
-        run = make_runner(filt, st)
-        keep_freed_memory()  # a frame's buffers every frame: reused, not mapped afresh (devices.py)
-        def to_rgb(bgr: np.ndarray) -> np.ndarray:  # a camera frame as painted: RGB, at the painted size
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            return rgb if (w, h) == (w0, h0) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
-
-        if paint_scale is None:
-            rgb0 = to_rgb(first)
-            fitted = fit_paint_scale(lambda s: _paint_ms(run, rgb0, st, s), LIVE_PAINT_SHARE * 1000 / src_fps)
-            st = dataclasses.replace(st, paint_scale=fitted.scale)
-            if fitted.scale != asked.paint_scale and asked.engine == "auto":  # timed for the size painted
-                st, lines = resolve(filt, dataclasses.replace(asked, paint_scale=fitted.scale), (h, w))
-                run = make_runner(filt, st)
-            lines = [*lines, fitted.line()]
-        for ln in lines:
-            log(ln)
-        stab = Stabilizer(blend, flow_preset, flow_side) if stabilize else None
-        masks = MaskChain(mask, st.keep, st.feather) if (mask is not None or st.keep) else None
-        if out is not None:
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
-            writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), float(src_fps), (w, h))
-            if not writer.isOpened():
-                raise Invalid(f"cannot write {out}")
-        stats = LiveStats(size=(w, h), engine=st.engine, precision=st.precision, paint_scale=st.paint_scale,
-                          ms={"paint": 0.0, "steady": 0.0, "mask": 0.0, "show": 0.0})
-        prev_out = None
-        t_start = last_said = time.perf_counter()
-        recent: list[float] = []
-        bgr = first
-        i = 0
+    # the output's temporary name is renamed into place (atomic_path) after the finally below has closed it
+    with contextlib.ExitStack() as stack:
+        cap, is_file = open_capture(camera)
+        writer = vcam = None
         try:
-            while bgr is not None and (frames is None or i < frames):
-                rgb = to_rgb(bgr)
-                fr = Frame(i, i, 1, rgb)
-                t0 = time.perf_counter()
-                if stab is not None:
-                    stab.prepare(fr)
-                t1 = time.perf_counter()
-                styled = stylize_frames(run, [rgb], st)[0]
-                t2 = time.perf_counter()
-                painted = Stabilizer.apply(fr, styled, prev_out) if stab is not None else styled
-                prev_out = painted
-                t3 = time.perf_counter()
-                shown = painted
-                if masks is not None:
-                    shown = composite_uint8(rgb, painted, masks.next(rgb, fr.warp))
-                t4 = time.perf_counter()
-                i += 1
-                now = time.perf_counter()
-                recent = [t for t in recent if now - t < 1.0] + [now]
-                fps_now = len(recent) / max(1e-6, now - recent[0]) if len(recent) > 1 else 0.0
-                if writer is not None:
-                    writer.write(cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
-                if vcam is not None:
-                    vcam.send(shown)
-                if window:
-                    view = cv2.cvtColor(shown, cv2.COLOR_RGB2BGR)
-                    cv2.putText(view, f"{fps_now:.1f} fps", (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255),
-                                2, cv2.LINE_AA)
-                    cv2.imshow(f"rotoscope live: {filt.name}", view)
-                    if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-                        break
-                t5 = time.perf_counter()
-                for k, dt in (("steady", (t1 - t0) + (t3 - t2)), ("paint", t2 - t1), ("mask", t4 - t3),
-                              ("show", t5 - t4)):
-                    stats.ms[k] += 1000 * dt
-                if now - last_said >= say_every:
-                    log(f"live: {fps_now:.1f} fps, {i} frames")
-                    last_said = now
-                ok, bgr = cap.read()
-                if not ok:
-                    bgr = None
-        except KeyboardInterrupt:
-            log("interrupted: stopping")
-        stats.frames = i
-        stats.seconds = time.perf_counter() - t_start
-        stats.ms = {k: v / max(1, i) for k, v in stats.ms.items()}
-        return stats
-    finally:
-        cap.release()
-        if writer is not None:
-            writer.release()
-        if vcam is not None:
-            vcam.close()
-        if window:
+            ok, first = cap.read()
+            if not ok or first is None:
+                raise Invalid(f"no frames from {'video file' if is_file else 'camera'} {camera}")
+            h0, w0 = first.shape[:2]
+            w, h = longer_side(w0, h0, st.size)
+            src_fps = camera_fps(cap)
+            if virtual:  # before anything is said or measured: no device is one line, and nothing else
+                vcam = _VirtualCamera(w, h, src_fps)
+            from .stylize import make_runner
+
+            if paint_scale is None and st.paint_scale != 1.0:
+                paint_scale = st.paint_scale
+            asked = st if paint_scale is None else dataclasses.replace(st, paint_scale=paint_scale)
+            st, lines = resolve(filt, asked, (h, w))  # the fastest engine and precision here, for this frame size
+            for ln in announce:  # said before the fit below, which takes a few paintings
+                log(ln)
+            run = make_runner(filt, st)
+            keep_freed_memory()  # a frame's buffers every frame: reused, not mapped afresh (devices.py)
+            def to_rgb(bgr: np.ndarray) -> np.ndarray:  # a camera frame as painted: RGB, at the painted size
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                return rgb if (w, h) == (w0, h0) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+
+            if paint_scale is None:
+                rgb0 = to_rgb(first)
+                fitted = fit_paint_scale(lambda s: _paint_ms(run, rgb0, st, s), LIVE_PAINT_SHARE * 1000 / src_fps)
+                st = dataclasses.replace(st, paint_scale=fitted.scale)
+                if fitted.scale != asked.paint_scale and asked.engine == "auto":  # timed for the size painted
+                    st, lines = resolve(filt, dataclasses.replace(asked, paint_scale=fitted.scale), (h, w))
+                    run = make_runner(filt, st)
+                lines = [*lines, fitted.line()]
+            for ln in lines:
+                log(ln)
+            stab = Stabilizer(blend, flow_preset, flow_side) if stabilize else None
+            masks = MaskChain(mask, st.keep, st.feather) if (mask is not None or st.keep) else None
+            if out is not None:  # under a temporary name until the run ends: a killed run leaves no torn file as `out`
+                drop_partials(out)
+                tmp = stack.enter_context(atomic_path(out))
+                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(src_fps), (w, h))
+                if not writer.isOpened():
+                    raise Invalid(f"cannot write {out}")
+            stats = LiveStats(size=(w, h), engine=st.engine, precision=st.precision, paint_scale=st.paint_scale,
+                              ms={"paint": 0.0, "steady": 0.0, "mask": 0.0, "show": 0.0})
+            prev_out = None
+            t_start = last_said = time.perf_counter()
+            recent: list[float] = []
+            bgr = first
+            i = 0
             try:
-                cv2.destroyAllWindows()
-            except cv2.error:
-                pass
+                while bgr is not None and (frames is None or i < frames):
+                    rgb = to_rgb(bgr)
+                    fr = Frame(i, i, 1, rgb)
+                    t0 = time.perf_counter()
+                    if stab is not None:
+                        stab.prepare(fr)
+                    t1 = time.perf_counter()
+                    styled = stylize_frames(run, [rgb], st)[0]
+                    t2 = time.perf_counter()
+                    painted = Stabilizer.apply(fr, styled, prev_out) if stab is not None else styled
+                    prev_out = painted
+                    t3 = time.perf_counter()
+                    shown = painted
+                    if masks is not None:
+                        shown = composite_uint8(rgb, painted, masks.next(rgb, fr.warp))
+                    t4 = time.perf_counter()
+                    i += 1
+                    now = time.perf_counter()
+                    recent = [t for t in recent if now - t < 1.0] + [now]
+                    fps_now = len(recent) / max(1e-6, now - recent[0]) if len(recent) > 1 else 0.0
+                    if writer is not None:
+                        writer.write(cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+                    if vcam is not None:
+                        vcam.send(shown)
+                    if window:
+                        view = cv2.cvtColor(shown, cv2.COLOR_RGB2BGR)
+                        cv2.putText(view, f"{fps_now:.1f} fps", (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255),
+                                    2, cv2.LINE_AA)
+                        cv2.imshow(f"rotoscope live: {filt.name}", view)
+                        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                            break
+                    t5 = time.perf_counter()
+                    for k, dt in (("steady", (t1 - t0) + (t3 - t2)), ("paint", t2 - t1), ("mask", t4 - t3),
+                                  ("show", t5 - t4)):
+                        stats.ms[k] += 1000 * dt
+                    if now - last_said >= say_every:
+                        log(f"live: {fps_now:.1f} fps, {i} frames")
+                        last_said = now
+                    ok, bgr = cap.read()
+                    if not ok:
+                        bgr = None
+            except KeyboardInterrupt:
+                log("interrupted: stopping")
+            stats.frames = i
+            stats.seconds = time.perf_counter() - t_start
+            stats.ms = {k: v / max(1, i) for k, v in stats.ms.items()}
+            return stats
+        finally:
+            cap.release()
+            if writer is not None:
+                writer.release()
+            if vcam is not None:
+                vcam.close()
+            if window:
+                try:
+                    cv2.destroyAllWindows()
+                except cv2.error:
+                    pass
