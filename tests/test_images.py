@@ -217,8 +217,11 @@ def test_thirty_two_bit_and_float_pictures():
     assert np.asarray(split_alpha(small)[0])[0, :, 0].tolist() == [0, 255]
     big = Image.fromarray(np.array([[0, 65535]], dtype=np.int32), "I")  # 16-bit data in a 32-bit picture
     assert np.asarray(split_alpha(big)[0])[0, :, 0].tolist() == [0, 255]
-    f = Image.fromarray(np.array([[-5.0, 0.0, 100.4, 300.0]], dtype=np.float32), "F")  # clipped to 0..255
+    f = Image.fromarray(np.array([[-5.0, 0.0, 100.4, 300.0]], dtype=np.float32), "F")  # levels, clipped to 0..255
     assert np.asarray(split_alpha(f)[0])[0, :, 0].tolist() == [0, 0, 100, 255]
+    # values in [0, 1], as float pictures usually hold (a float TIFF's gradient was painted as a black picture)
+    unit = Image.fromarray(np.array([[0.0, 0.008, 0.5, 0.82, 1.0]], dtype=np.float32), "F")
+    assert np.asarray(split_alpha(unit)[0])[0, :, 0].tolist() == [0, 2, 128, 209, 255]
 
 
 @pytest.mark.parametrize("mode, has_alpha", [("LA", True), ("PA", True), ("RGBA", True), ("P", False), ("L", False)])

@@ -81,7 +81,11 @@ def split_alpha(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
         top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         img = Image.fromarray(np.clip(arr / top * 255 + 0.5, 0, 255).astype(np.uint8), "L")
     elif img.mode == "F":
-        img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), "L")
+        # 32-bit float grey: in [0, 1], as float pictures usually are (a float TIFF was painted as a black one);
+        # otherwise taken as 8-bit levels
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        top = 1.0 if arr.size and 0 <= arr.min() and arr.max() <= 1 else 255.0
+        img = Image.fromarray(np.clip(arr / top * 255 + 0.5, 0, 255).astype(np.uint8), "L")
     if can_be_transparent(img):
         rgba = img.convert("RGBA")
         return rgba.convert("RGB"), rgba.getchannel("A")
