@@ -164,6 +164,18 @@ def test_rotation_metadata_is_kept(filt, tmp_path, scale):
     assert rot == 90 and rgb[0].shape == (48, 64, 3)  # pixels as stored, display flag kept
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_a_turned_clip_is_said_at_the_size_it_is_seen(filt, tmp_path, suffix):
+    """A phone clip stored 64x48 and shown turned a quarter is 48x64 to its viewer: as written (.gif: the pixels
+    turned upright) and as said ("wrote ... (64x48" before)."""
+    src = make_clip(tmp_path / "rot.mp4", frames=3, rotation=90, audio=False)
+    results = list(video.apply_video_cli(filt, src, tmp_path / f"out{suffix}", ApplySettings(), False, SMALL))
+    assert results[-1].size == (48, 64)
+    if suffix == ".gif":
+        with Image.open(tmp_path / "out.gif") as im:
+            assert im.size == (48, 64)
+
+
 def test_size_option_and_odd_sizes(filt, clip, tmp_path):
     out = video.apply_video(filt, clip, tmp_path / "small.mp4", ApplySettings(size=33), SMALL)
     assert frames_of(out)[2][0].shape == (24, 32, 3)  # 33x25 asked; yuv420p needs even: 32x24

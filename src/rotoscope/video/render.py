@@ -86,6 +86,11 @@ class RenderJob:
         picture still takes its edges from the current frame), else 1 (the frame's own size)."""
         return self.settings.paint_scale if paints_reduced_frames(self.height, self.width, self.settings) else 1.0
 
+    @property
+    def shown_size(self) -> tuple[int, int]:
+        """(w, h) as the output is seen: a clip turned a quarter by its display rotation is stored on its side."""
+        return (self.height, self.width) if self.src.rotation % 180 == 90 else (self.width, self.height)
+
     def seg_done(self, i: int) -> Path:
         return self.work / f"seg-{i:05d}.json"
 
@@ -595,8 +600,8 @@ def apply_video_cli(filt: Filter, src, dest, settings: ApplySettings, progress: 
     yield from map(Note, announce)
     if job.kind == "h264" and (job.width, job.height) != output_size(job.src.width, job.src.height,
                                                                      settings.size, even=False):
-        yield Note(f"note: H.264 needs even sizes, writing {job.width}x{job.height} (.gif, .webp or a folder keep "
-                   "odd ones)")
+        yield Note(f"note: H.264 needs even sizes, writing {'x'.join(map(str, job.shown_size))} (.gif, .webp or a "
+                   "folder keep odd ones)")
     if job.kind != "h264" and job.src.audio:
         yield Note(f"note: {job.dest.suffix or 'a frame folder'} holds no sound: the audio is left out")
     if job.src.transparent:
@@ -612,7 +617,7 @@ def apply_video_cli(filt: Filter, src, dest, settings: ApplySettings, progress: 
         yield Note(f"interrupted: {kept} frames kept; run the same command again to resume")
         raise
     yield from map(Note, lines)
-    yield Painted(str(src), str(out), (job.width, job.height), round(time.perf_counter() - t0, 3),
+    yield Painted(str(src), str(out), job.shown_size, round(time.perf_counter() - t0, 3),
                   frames=count_frames(out) if job.kind == "frames" else job.frames_written,
                   precision=job.settings.precision, engine=job.settings.engine,
                   stages=job.stages.to_dict() if job.stages.frames else None)
