@@ -403,6 +403,13 @@ def test_a_path_with_a_folder_is_a_file_never_a_registry_name(tmp_path, monkeypa
     ("name", 123, "name is a JSON number"),
     ("name", "../../evil", "name '../../evil' is not a filter name"),
     ("name", "evil\n", "name 'evil\\n' is not a filter name"),
+    # read on every apply (the input's distance from the training photos): numpy's broadcasting error before
+    ("confidence", {"stats": ["a", "b", "c"], "mean": [0.1] * 8, "std": [1.0] * 3, "threshold": 2.0},
+     "confidence: mean and std are not one number per statistic"),
+    ("confidence", {"stats": ["a"], "mean": [0.1], "std": [0.0], "threshold": 2.0},
+     "confidence: mean and std are not one number per statistic"),
+    ("confidence", {"stats": ["a"], "mean": [0.1], "std": [1.0], "threshold": "abc"},
+     "confidence: the threshold is not a number"),
 ])
 def test_a_card_field_of_another_type_is_a_corrupt_card(field, value, says):
     """The card is the file's word: a field of the wrong JSON type fails in one line where the card is read, not

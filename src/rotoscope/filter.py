@@ -12,6 +12,7 @@ import difflib
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -67,6 +68,24 @@ def _json_kind(value) -> str:
             type(None): "null"}.get(type(value), type(value).__name__)
 
 
+def _confidence_problem(ref: dict) -> str | None:
+    """What is wrong with a card's confidence statistics (truthful/confidence.py reads them on every apply), or
+    None: the mean and spread one number per statistic (spreads above 0), the threshold a number."""
+    def numbers(v) -> bool:
+        return isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                           and math.isfinite(x) for x in v)
+
+    if any(k in ref for k in ("mean", "std", "stats")):
+        stats = ref.get("stats")
+        if not (isinstance(stats, list) and numbers(ref.get("mean")) and numbers(ref.get("std"))
+                and len(ref["mean"]) == len(ref["std"]) == len(stats) and all(x > 0 for x in ref["std"])):
+            return "mean and std are not one number per statistic"
+    t = ref.get("threshold")
+    if t is not None and not (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)):
+        return "the threshold is not a number"
+    return None
+
+
 def check_name(name: str) -> str:
     if not NAME_RE.fullmatch(name):
         raise Invalid(f"invalid filter name '{name}': use letters, digits, '.', '_' and '-' (max 64)")
@@ -117,6 +136,9 @@ def read_card(path: str | os.PathLike) -> dict:
     for key, kinds in CARD_FIELDS.items():
         if key in card and not isinstance(card[key], kinds):
             raise Invalid(f"{path} has a corrupt card ({key} is a JSON {_json_kind(card[key])})")
+    problem = _confidence_problem(card.get("confidence") or {})
+    if problem:
+        raise Invalid(f"{path} has a corrupt card (confidence: {problem})")
     if "name" in card and not NAME_RE.fullmatch(card["name"]):
         raise Invalid(f"{path} has a corrupt card (name {card['name'][:70]!r} is not a filter name)")
     if card.get("format_version", 0) > FORMAT_VERSION:
