@@ -90,6 +90,21 @@ def test_sound_a_container_cannot_take_is_encoded_again_as_aac(filt, tmp_path, c
     assert audio_packets(kept) == audio_packets(src)  # Matroska takes it as it is
 
 
+def test_sound_that_can_be_stored_neither_way_is_left_out_with_a_warning(filt, clip, tmp_path, monkeypatch):
+    """An audio codec FFmpeg can neither mux there nor decode: the clip is still painted, without that sound."""
+    from rotoscope.video import output
+
+    def refuse(out, a, how):
+        raise ValueError(f"no {how} for this codec")
+
+    monkeypatch.setattr(output, "_audio_stream", refuse)
+    said = []
+    out = video.apply_video(filt, clip, tmp_path / "out.mp4", ApplySettings(), SMALL, warn=said.append)
+    assert any(line.startswith("warning: the aac audio of shapes.mp4 can go into .mp4 neither as it is nor as AAC: "
+                               "left out (.mkv may keep it)") for line in said), said
+    assert audio_packets(out) == [] and len(frames_of(out)[2]) == 24
+
+
 def test_a_clip_keeps_frame_count_timestamps_size_and_sound(filt, clip, tmp_path):
     out = video.apply_video(filt, clip, tmp_path / "out.mp4", ApplySettings(), SMALL)
     pts_in, _, rgb_in, tb_in, dur_in = frames_of(clip)

@@ -164,8 +164,8 @@ def _segment_packets(job: RenderJob, segs: int, tb_out: Fraction) -> Iterator[tu
 def audio_plan(src: Source, dest: Path) -> tuple[dict[int, str], list[str]]:
     """How each audio stream of the source goes into an H.264 output: "copy" (its packets as they are) where the
     container takes them, else "aac" (decoded and encoded again: PCM in .mp4, Opus in .mov). Tried on a throwaway
-    file before anything is painted, so that a render never fails at its last step. Returns the plan and the notes
-    to say; a stream that neither way can store is one line (RotoscopeError)."""
+    file before anything is painted, so that a render never fails at its last step. Returns the plan (a stream that
+    neither way can store is not in it: left out) and the notes to say."""
     import tempfile
 
     if not src.audio or src.files is not None or src.frame_ms is not None:
@@ -186,9 +186,10 @@ def audio_plan(src: Source, dest: Path) -> tuple[dict[int, str], list[str]]:
                     break
                 except Exception:  # noqa: BLE001 - FFmpeg says "Invalid argument" at best: the plan says what to do
                     continue
-            else:
-                raise RotoscopeError(f"cannot store the {name} audio of {src.path.name} in {dest.suffix}, as it "
-                                     "is or as AAC: write .mkv")
+            else:  # not even decodable: the picture is still worth painting
+                notes.append(f"warning: the {name} audio of {src.path.name} can go into {dest.suffix} neither as it is "
+                             "nor as AAC: left out" + ("" if fmt == "matroska" else " (.mkv may keep it)"))
+                continue
             if plan[a.index] == "aac":
                 notes.append(f"note: the {name} audio cannot go into {dest.suffix} as it is: encoded again as AAC "
                              "(.mkv keeps it untouched)")
