@@ -1,6 +1,7 @@
 """Shared fixtures: tiny images, an isolated ROTOSCOPE_HOME, the shared data folder when present."""
 
 import os
+import struct
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -197,6 +198,37 @@ def make_clip(path, frames=24, size=(64, 48), fps=24, audio=True, pts=None, rota
             for p in a.encode():
                 c.mux(p)
     return Path(path)
+
+
+def icc_profile(colorants, gamma=2.2, description="test RGB"):
+    """A minimal ICC v2 RGB display profile (matrix and gamma curves): colorants are the D50 XYZ of R, G and B."""
+    def s15(v):
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(x, y, z):
+        return b"XYZ " + b"\0" * 4 + s15(x) + s15(y) + s15(z)
+
+    text = description.encode() + b"\0"
+    desc = b"desc" + b"\0" * 4 + struct.pack(">I", len(text)) + text + b"\0" * 8 + b"\0" * 3 + b"\0" * 67
+    curve = b"curv" + b"\0" * 4 + struct.pack(">IH", 1, round(gamma * 256)) + b"\0" * 2
+    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(*colorants[0])),
+            (b"gXYZ", xyz(*colorants[1])), (b"bXYZ", xyz(*colorants[2])), (b"rTRC", curve), (b"gTRC", curve),
+            (b"bTRC", curve)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for sig, body in tags:
+        body += b"\0" * (-len(body) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = (struct.pack(">I", size) + b"\0" * 4 + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ " + b"\0" * 12
+              + b"acsp" + b"\0" * 28 + s15(0.9642) + s15(1.0) + s15(0.8249) + b"\0" * 48)
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+# sRGB's primaries adapted to D50, as an ICC profile's colorant tags hold them
+SRGB_D50 = [(0.4360747, 0.2225045, 0.0139322), (0.3850649, 0.7168786, 0.0971045), (0.1430804, 0.0606169, 0.7141733)]
 
 
 def interrupt_training_at(monkeypatch, step: int):

@@ -283,3 +283,28 @@ def test_a_size_that_would_make_a_picture_over_the_pixel_limit_is_refused(monkey
         longer_side(96, 64, 150)
     with pytest.raises(TooLarge, match="96x64 frames at longer side 150"):
         output_size(96, 64, 150, even=True)
+
+
+def test_a_picture_in_another_colour_profile_is_read_as_srgb(tmp_path):
+    """Pixel numbers mean different colours under different profiles (a phone's Display P3): they are converted to
+    sRGB, which every output is read as. The test profile swaps sRGB's red and green primaries (gamma 2.2), so a
+    pixel stored as (200, 40, 60) is the sRGB colour of about (40, 200, 60). sRGB-tagged pixels are kept as they are,
+    as is the alpha of a converted picture."""
+    from conftest import SRGB_D50, icc_profile
+    from rotoscope.images import load_rgb, split_alpha
+
+    swapped = icc_profile([SRGB_D50[1], SRGB_D50[0], SRGB_D50[2]], description="swapped primaries")
+    for name in ("swapped.png", "swapped.jpg"):
+        Image.new("RGB", (8, 8), (200, 40, 60)).save(tmp_path / name, icc_profile=swapped, quality=100)
+        r, g, b = load_rgb(tmp_path / name).getpixel((3, 3))
+        assert abs(r - 40) <= 8 and abs(g - 200) <= 8 and abs(b - 60) <= 8, (name, r, g, b)
+    tagged = icc_profile(SRGB_D50, description="sRGB, as a camera tags it")
+    Image.new("RGB", (8, 8), (200, 40, 60)).save(tmp_path / "srgb.png", icc_profile=tagged)
+    assert load_rgb(tmp_path / "srgb.png").getpixel((3, 3)) == (200, 40, 60)
+    rgba = Image.new("RGBA", (8, 8), (200, 40, 60, 90))
+    rgba.info["icc_profile"] = swapped
+    rgb, alpha = split_alpha(rgba)
+    assert rgb.getpixel((0, 0))[1] > 150 and alpha.getpixel((0, 0)) == 90
+    broken = Image.new("RGB", (8, 8), (200, 40, 60))
+    broken.info["icc_profile"] = b"not a profile"
+    assert split_alpha(broken)[0].getpixel((0, 0)) == (200, 40, 60)  # a profile LittleCMS cannot read: ignored

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -86,10 +87,35 @@ def split_alpha(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
         arr = np.nan_to_num(np.asarray(img, dtype=np.float64))
         top = 1.0 if arr.size and 0 <= arr.min() and arr.max() <= 1 else 255.0
         img = Image.fromarray(np.clip(arr / top * 255 + 0.5, 0, 255).astype(np.uint8), "L")
+    img = to_srgb(img)
     if can_be_transparent(img):
         rgba = img.convert("RGBA")
         return rgba.convert("RGB"), rgba.getchannel("A")
     return img.convert("RGB"), None
+
+
+def to_srgb(img: Image.Image) -> Image.Image:
+    """Pixels tagged with a colour profile other than sRGB (a phone's Display P3, Adobe RGB, a CMYK press profile)
+    converted to sRGB, which every step after assumes and every output is read as (they carry no profile): read
+    as sRGB numbers, a P3 photo's colours came out duller. sRGB-tagged and untagged pictures are left as they are;
+    a profile LittleCMS cannot use is ignored."""
+    icc = img.info.get("icc_profile")
+    if not icc or img.mode not in ("RGB", "RGBA", "L", "LA", "CMYK"):
+        return img
+    from PIL import ImageCms
+
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "srgb" in ImageCms.getProfileDescription(profile).lower():
+            return img
+        alpha = img.getchannel("A") if img.mode in ("RGBA", "LA") else None
+        base = img.convert(img.mode[:-1]) if alpha is not None else img
+        out = ImageCms.profileToProfile(base, profile, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return img
+    if alpha is not None:
+        out.putalpha(alpha)
+    return out
 
 
 def load_rgb(path: str | os.PathLike) -> Image.Image:
