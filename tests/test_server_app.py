@@ -301,6 +301,14 @@ def image_server(tmp_path):
         def log_message(self, *a):
             pass
 
+        def do_GET(self):  # /redir?to=URL answers 302 to URL
+            if self.path.startswith("/redir?to="):
+                self.send_response(302)
+                self.send_header("Location", self.path.split("=", 1)[1])
+                self.end_headers()
+                return
+            super().do_GET()
+
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{srv.server_address[1]}"
@@ -315,6 +323,28 @@ def test_apply_by_url_when_enabled(tiny_filter, image_server):
         assert c.post("/api/filters/tiny/apply-url", json={"url": f"{image_server}/missing.png"}).status_code == 422
     with TestClient(create_app(ServerConfig(allow_url=True, max_upload_bytes=1000), run_jobs=False)) as c:
         assert c.post("/api/filters/tiny/apply-url", json={"url": f"{image_server}/photo.png"}).status_code == 413
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://exa mple.com/x.png", "http://127.0.0.1:abc/x.png",
+                                 f"http://{'a' * 70}.example/x.png", "http://127.0.0.1/x\r\n.png", "http://",
+                                 "https:///x.png"])
+def test_a_malformed_url_is_refused_in_json_not_a_bare_500(tiny_filter, url):
+    with TestClient(create_app(ServerConfig(allow_url=True), run_jobs=False), raise_server_exceptions=False) as c:
+        r = c.post("/api/filters/tiny/apply-url", json={"url": url})
+        assert r.status_code == 422 and r.headers["content-type"].startswith("application/json"), r.text
+        assert r.json()["detail"]
+
+
+def test_a_url_is_fetched_through_http_redirects_only(tiny_filter, image_server):
+    """urllib follows a redirect to ftp:// by itself: only http(s) ones are."""
+    with TestClient(create_app(ServerConfig(allow_url=True), run_jobs=False)) as c:
+        good = c.post("/api/filters/tiny/apply-url",
+                      json={"url": f"{image_server}/redir?to={image_server}/photo.png"})
+        assert good.status_code == 200, good.text
+        for target, says in (("ftp://127.0.0.1/photo.png", "redirects to something other than http"),
+                             ("file:///etc/passwd", "is not allowed")):  # urllib's own refusal
+            r = c.post("/api/filters/tiny/apply-url", json={"url": f"{image_server}/redir?to={target}"})
+            assert r.status_code == 422 and says in r.json()["detail"], r.text
 
 
 # ---------------------------------------------------------------- token

@@ -311,9 +311,47 @@ def test_training_job_runs_to_a_filter_and_can_be_followed_then_a_running_job_is
                        data={"name": "long", "steps": "5", **TINY_TRAIN})
         assert again.status_code == 409 and "an interrupted run of 'long' is kept" in again.json()["detail"]
         assert "overwrite=true starts afresh" in again.json()["detail"], again.text
+        # trained again under the name (overwrite=true): the first job's result is not the new filter, it is gone
+        r = c.post("/api/jobs/train", files={"artwork": ("art.png", png_bytes(seed=5), "image/png")},
+                   data={"name": "learned", "steps": "3", "seed": "9", "overwrite": "true", **TINY_TRAIN})
+        again_id = r.json()["id"]
+        wait_for(lambda: c.get(f"/api/jobs/{again_id}").json(), lambda j: j["status"] == "done")
+        replaced = c.get(f"/api/jobs/{job_id}/result")
+        assert replaced.status_code == 410 and "replaced by another training" in replaced.json()["detail"]
+        assert c.get(f"/api/jobs/{again_id}/result").content == path.read_bytes()
         # deleting the filter a finished job made: its result is gone, and the API says so
         c.delete("/api/filters/learned")
-        assert c.get(f"/api/jobs/{job_id}/result").status_code == 410
+        assert c.get(f"/api/jobs/{again_id}/result").status_code == 410
+
+
+def test_of_many_training_requests_for_one_name_at_once_one_is_queued(store, tiny_filter, monkeypatch):
+    """The check "a job is already training NAME" and the job's creation were two steps: three requests at once all
+    passed the check and each filter replaced the last, without overwrite. create(alone=True) checks and inserts in
+    one statement."""
+    made = []
+
+    def create(i):
+        made.append(store.create(f"job{i}", "train", "race", {}, alone=True))
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(j is not None for j in made) == 1
+    assert store.create("other", "train", "race", {}) is not None  # without alone, as before
+    # through the API, with the early check passed by both (as when two requests interleave)
+    monkeypatch.setattr(JobStore, "active_with_name", lambda self, kind, name: None)
+    with TestClient(create_app(ServerConfig(), run_jobs=False)) as c:
+        def post():
+            return c.post("/api/jobs/train", files={"artwork": ("art.png", png_bytes(), "image/png")},
+                          data={"name": "twice", "steps": "3", **TINY_TRAIN})
+
+        first, second = post(), post()
+        assert first.status_code == 202 and second.status_code == 409, second.text
+        assert "already training 'twice'" in second.json()["detail"]
+        jobs_root = Path(os.environ["ROTOSCOPE_HOME"]) / "server" / "jobs"
+        assert [p.name for p in jobs_root.iterdir()] == [first.json()["id"]]  # the refused one's uploads are gone
 
 
 def test_a_failing_job_reports_the_library_error(tiny_filter):

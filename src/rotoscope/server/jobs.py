@@ -10,6 +10,7 @@ Each job also has a folder (inputs, preview, log, result) under ROTOSCOPE_HOME/s
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import sqlite3
 import time
@@ -128,6 +129,14 @@ def _row_to_job(row: sqlite3.Row, folder: Path) -> Job:
     return Job(**d, folder=str(folder / d["id"]))
 
 
+# in a training job's folder: the sha256 of the filter file it made, so that its result is that filter or nothing
+MADE_FILTER = "made-filter.sha256"
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 class JobStore:
     """All reads and writes of job records. Safe to use from several threads and processes (one connection per call)."""
 
@@ -169,13 +178,21 @@ class JobStore:
     def new_id(self) -> str:
         return uuid.uuid4().hex[:12]
 
-    def create(self, job_id: str, kind: str, name: str, params: dict, total: int = 0) -> Job:
+    def create(self, job_id: str, kind: str, name: str, params: dict, total: int = 0,
+               alone: bool = False) -> Job | None:
+        """A queued job. `alone`: only if no job of this kind and name is queued or running, checked and inserted
+        in one statement (SQLite writes one at a time), else None: two requests at once cannot both pass a check
+        made before."""
         if kind not in KINDS:
             raise ValueError(f"unknown job kind {kind}")
         now = time.time()
         with self._conn() as c:
-            c.execute("INSERT INTO jobs (id, kind, status, name, params, created, updated, total) "
-                      "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)", (job_id, kind, name, json.dumps(params), now, now, total))
+            cur = c.execute("INSERT INTO jobs (id, kind, status, name, params, created, updated, total) "
+                            "SELECT ?, ?, 'queued', ?, ?, ?, ?, ? WHERE NOT ? OR NOT EXISTS (SELECT 1 FROM jobs WHERE "
+                            "kind = ? AND name = ? AND status IN ('queued', 'running'))",
+                            (job_id, kind, name, json.dumps(params), now, now, total, alone, kind, name))
+            if cur.rowcount == 0:
+                return None
         return self.get(job_id)
 
     def get(self, job_id: str, history: bool = False) -> Job | None:

@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 
 from ..errors import RotoscopeError
-from .jobs import Job, JobStore
+from .jobs import MADE_FILTER, Job, JobStore, file_sha256
 
 PROGRESS_EVERY_S = 0.3  # how often step records are written to the database
 PREVIEW_EVERY_S = 2.0  # how often a training job renders its preview
@@ -283,6 +283,10 @@ def run(db: str, jobs_root: str, job_id: str, cluster: str | None = None) -> int
     log(f"job {job.id}: {job.kind} '{job.name}' (attempt {job.attempts}, pid {os.getpid()})")
     try:
         result = RUNNERS[job.kind](store, job, parent, cluster)
+        if job.kind == "train":  # what its result is: this filter, not a later one of the name
+            from ..filter import registry_path
+
+            (Path(job.folder) / MADE_FILTER).write_text(file_sha256(registry_path(job.name)))
     except BaseException as e:  # noqa: BLE001 - every ending is recorded, then the worker exits
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import tempfile
+import http.client
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Literal
@@ -173,27 +175,51 @@ async def apply(name: str, cfg: SettingsDep, pool: PoolDep,
                          cfg.max_pixels, "image", mask.file if mask is not None else None)
 
 
+def check_url(url: str) -> str:
+    """An http(s) URL with a host that urllib can fetch, or one line (a malformed one was a bare 500)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and not any(ch <= " " for ch in url)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise Invalid("url must be an http:// or https:// URL with a host, and no spaces or control characters")
+    return url
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib follows redirects to ftp:// too: only http and https are fetched, as for the URL given."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(newurl).scheme not in ("http", "https"):
+            raise Invalid("the URL redirects to something other than http:// or https://: not fetched")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_fetcher = urllib.request.build_opener(_HttpOnlyRedirects)
+
+
 @router.post("/filters/{name}/apply-url", tags=["apply"], response_class=Response,
              responses={200: {"content": {"image/png": {}}}, 403: {"description": "URL apply is disabled"}})
 async def apply_url(name: str, body: UrlApply, cfg: SettingsDep, pool: PoolDep):
     """Paint an image fetched from a URL. Off unless the server was started with --allow-url."""
     if not cfg.allow_url:
         raise Refused("applying to a URL is disabled on this server (start it with --allow-url)")
-    if not body.url.startswith(("http://", "https://")):
-        raise Invalid("url must start with http:// or https://")
+    check_url(body.url)
     check_name(name)
     settings = apply_settings(cfg, body.strength, body.preserve_colors, body.size, body.paint_scale)
 
     def fetch_and_paint(name, url, settings, fmt, source):
         with tempfile.SpooledTemporaryFile(max_size=1 << 22) as buf:
             try:
-                with urllib.request.urlopen(url, timeout=cfg.url_timeout) as r:  # noqa: S310 - scheme checked
+                with _fetcher.open(url, timeout=cfg.url_timeout) as r:  # noqa: S310 - scheme checked
                     while chunk := r.read(1 << 16):
                         buf.write(chunk)
                         if buf.tell() > cfg.max_upload_bytes:
                             raise TooLarge(f"the image at the URL is over the "
                                            f"{cfg.max_upload_bytes / 2**20:.1f} MiB limit")
-            except OSError as e:
+            except (OSError, ValueError, http.client.HTTPException) as e:  # ValueError: an IDNA label too long...
                 raise Invalid(f"could not fetch the URL: {e}") from None
             return paint_upload(name, buf, settings, fmt, source, cfg.max_pixels)
 

@@ -17,7 +17,7 @@ from ...config import KEEPS, TrainConfig, parse_sets
 from ...errors import Conflict, Invalid, NotFound, RotoscopeError
 from ...filter import check_name, read_card
 from ..deps import SchedulerDep, SettingsDep, StoreDep, apply_settings, registry_file
-from ..jobs import ACTIVE, FINISHED, Job, JobStore
+from ..jobs import ACTIVE, FINISHED, MADE_FILTER, Job, JobStore, file_sha256
 from ..runner import log_tail
 from ..worker import public_error
 from ..uploads import sniff_image, sniff_video, save_upload
@@ -85,7 +85,7 @@ def start_training(
             registry_file(tcfg.teacher)
         except (Invalid, NotFound) as e:
             raise type(e)(f"teacher: {e}") from None
-    if store.active_with_name("train", name):
+    if store.active_with_name("train", name):  # said before the uploads are read; create() checks it again
         raise Conflict(f"a job is already training '{name}'")
     if not overwrite:  # the rule train, train-many and mix keep, in the API's words and without a server path
         from ...train import refuse_dropping_a_run, refuse_taken
@@ -101,7 +101,10 @@ def start_training(
         save_upload(p.file, folder / "photos" / f"{i:04d}{suffix}")
     params = {"artwork": f"artwork{art_suffix}", "title": title or Path(artwork.filename or "artwork").stem,
               "photos": len(photos), "config": tcfg.to_dict()}
-    job = store.create(job_id, "train", name, params, total=tcfg.steps)
+    job = store.create(job_id, "train", name, params, total=tcfg.steps, alone=True)
+    if job is None:  # another request for the name got in between the check above and now
+        shutil.rmtree(folder, ignore_errors=True)
+        raise Conflict(f"a job is already training '{name}'")
     return job_view(job)
 
 
@@ -228,6 +231,10 @@ def job_result(job_id: str, store: StoreDep):
             path = registry_file(job.name)
         except RotoscopeError:
             raise HTTPException(410, f"the filter '{job.name}' this job made has since been deleted") from None
+        made = Path(job.folder) / MADE_FILTER
+        if made.is_file() and made.read_text().strip() != file_sha256(path):
+            raise HTTPException(410, f"the filter '{job.name}' this job made has since been replaced by another "
+                                     "training of that name")
         return FileResponse(path, media_type="application/octet-stream", filename=path.name)
     path = Path(job.folder) / (job.result or "")
     if not path.is_file():
