@@ -378,6 +378,21 @@ def test_a_training_teacher_is_a_registry_filter_by_name_never_a_file_on_the_ser
         assert r.status_code == 202 and r.json()["params"]["config"]["teacher"] == "tiny", r.text
 
 
+def test_a_training_device_this_machine_lacks_is_refused_at_submit(tiny_filter):
+    """set=device=cuda:7 was queued (202) and failed when the job ran; the CLI refuses it before any work."""
+    import torch
+
+    with TestClient(create_app(ServerConfig(), run_jobs=False)) as c:
+        def train(device):
+            return c.post("/api/jobs/train", files={"artwork": ("a.png", png_bytes(), "image/png")},
+                          data={**TINY_TRAIN, "name": "gpu", "set": [*TINY_TRAIN["set"], f"device={device}"]})
+
+        missing = f"cuda:{torch.cuda.device_count() + 7}"
+        r = train(missing)
+        assert r.status_code == 422 and r.json()["detail"].startswith(f"device {missing}:"), r.text
+        assert c.get("/api/jobs").json() == []
+        assert train("cpu").status_code == 202
+
 def test_video_job_paints_a_clip_to_a_downloadable_result(tiny_filter, tmp_path):
     import av
 
@@ -424,6 +439,31 @@ def test_an_animated_gif_sent_as_a_video_job_comes_back_as_an_animated_gif(tiny_
             result.headers["content-disposition"]
     with Image.open(io.BytesIO(result.content)) as im:
         assert im.n_frames == 5 and im.size == (64, 48) and im.info["duration"] == 60
+
+
+def test_a_clip_over_the_pixel_limit_is_refused_at_upload_as_a_picture_is(tiny_filter, tmp_path):
+    """413 at once, no job, no folder left: a GIF whose header claims 65535x65535 (two tiny frames) was queued and
+    failed as "damaged"; an MP4 too large for the server's limit was painted."""
+    import struct
+
+    from conftest import make_clip
+
+    small = io.BytesIO()
+    Image.new("P", (4, 4)).save(small, format="GIF", save_all=True, append_images=[Image.new("P", (4, 4), 1)])
+    claimed = bytearray(small.getvalue())
+    claimed[6:10] = struct.pack("<HH", 65535, 65535)  # the logical screen: what Pillow reports as the size
+    mp4 = make_clip(tmp_path / "clip.mp4", frames=3, size=(64, 48), audio=False).read_bytes()
+    with TestClient(create_app(ServerConfig(max_pixels=64 * 48 - 1), run_jobs=False)) as c:
+        for name, data in (("bomb.gif", bytes(claimed)), ("clip.mp4", mp4)):
+            r = c.post("/api/jobs/video", files={"video": (name, data, "application/octet-stream")},
+                       data={"filter": "tiny"})
+            assert r.status_code == 413 and "pixel limit" in r.json()["detail"], (name, r.text)
+        assert c.get("/api/jobs").json() == []
+        jobs_root = Path(os.environ["ROTOSCOPE_HOME"]) / "server" / "jobs"
+        assert not jobs_root.exists() or list(jobs_root.iterdir()) == []
+    with TestClient(create_app(ServerConfig(max_pixels=64 * 48), run_jobs=False)) as c:  # at the limit: queued
+        r = c.post("/api/jobs/video", files={"video": ("clip.mp4", mp4, "video/mp4")}, data={"filter": "tiny"})
+        assert r.status_code == 202, r.text
 
 
 def mask_png(size=(128, 96)) -> bytes:

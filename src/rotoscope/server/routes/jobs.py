@@ -14,7 +14,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, StreamingResponse
 
 from ...config import KEEPS, TrainConfig, parse_sets
-from ...errors import Conflict, Invalid, NotFound, RotoscopeError
+from ...errors import Conflict, Invalid, NotFound, RotoscopeError, TooLarge
 from ...filter import check_name, read_card
 from ..deps import SchedulerDep, SettingsDep, StoreDep, apply_settings, registry_file
 from ..jobs import ACTIVE, FINISHED, MADE_FILTER, Job, JobStore, file_sha256
@@ -80,6 +80,13 @@ def start_training(
     tcfg = TrainConfig().replace(**{**explicit, **parse_sets(TrainConfig, set)}).validate()
     if tcfg.steps > cfg.max_train_steps:
         raise Invalid(f"steps must be between 1 and {cfg.max_train_steps} on this server (got {tcfg.steps})")
+    if tcfg.device != "auto" and not cfg.cluster:  # a GPU this machine lacks: now, not when the job runs
+        from ...devices import pick_device
+
+        try:
+            pick_device(tcfg.device)
+        except RotoscopeError as e:
+            raise Invalid(str(e).replace("--device", "device=")) from None
     if tcfg.teacher:  # a registry filter by name: a request names filters, never files on the server
         try:
             registry_file(tcfg.teacher)
@@ -141,8 +148,32 @@ def start_video(cfg: SettingsDep, store: StoreDep,
     if mask is not None:  # read now: a mask Pillow cannot decode is refused here (422), not by the job later
         params["mask"] = f"mask{mask_suffix}"
         check_mask(save_upload(mask.file, folder / params["mask"]))
-    save_upload(video.file, folder / f"input{suffix}")
+    check_frame_pixels(save_upload(video.file, folder / f"input{suffix}"), cfg.max_pixels)
     return job_view(store.create(job_id, "video", filter, params))
+
+
+def check_frame_pixels(path: Path, max_pixels: int) -> None:
+    """A clip whose frames are over the server's pixel limit is refused now (413), as a picture is: a 65535x65535
+    GIF of two tiny frames was queued and failed as "damaged". One that cannot be read is left to the job, which
+    says why."""
+    from PIL import Image
+
+    from ...video import probe
+
+    try:
+        if path.suffix in RESULT_TYPES:  # GIF, WebP: the header says the size (Pillow decodes nothing yet)
+            with Image.open(path) as im:
+                w, h = im.size
+        else:
+            src = probe(path)
+            w, h = src.width, src.height
+    except Image.DecompressionBombError:  # over twice Pillow's own limit: refused before the size is said
+        w = h = None
+    except (RotoscopeError, OSError, ValueError):
+        return
+    if w is None or w * h > max_pixels:
+        shutil.rmtree(path.parent, ignore_errors=True)
+        raise TooLarge(f"video: frames over the {max_pixels:,}-pixel limit" + (f" ({w}x{h})" if w else ""))
 
 
 def check_mask(path: Path) -> None:
