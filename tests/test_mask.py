@@ -169,6 +169,22 @@ def test_a_float_mask_outside_0_1_is_refused():
         read_mask(np.full((4, 4), 2.0, np.float32))
 
 
+def test_a_mask_array_is_read_by_its_own_type_whatever_its_channels():
+    """uint8 is 0-255 with one channel or three or four (an RGB uint8 white was "a float mask array must hold values
+    from 0 to 1", and an RGB array of ones painted fully where a grey one of ones painted 1/255); a nested list is an
+    array; anything else is one line."""
+    white = np.full((4, 6), 255, np.uint8)
+    for a in (white, np.stack([white] * 3, -1), np.stack([white] * 4, -1)):
+        assert np.array_equal(read_mask(a), np.ones((4, 6), np.float32))
+    ones = np.ones((4, 6), np.uint8)
+    assert np.allclose(read_mask(np.stack([ones] * 3, -1)), read_mask(ones)) and read_mask(ones).max() < 0.01
+    assert np.array_equal(read_mask([[1, 0], [0, 1]]), np.eye(2, dtype=np.float32))
+    assert np.array_equal(read_mask(np.stack([np.eye(2, dtype=bool)] * 3, -1)), np.eye(2, dtype=np.float32))
+    for bad, says in ((5, "not int"), (np.array([["a", "b"]]), "must hold numbers")):
+        with pytest.raises(RotoscopeError, match=says):
+            read_mask(bad)
+
+
 def test_the_server_paints_through_an_uploaded_mask(tiny_filter, tmp_path, monkeypatch):
     pytest.importorskip("fastapi")
     import io
