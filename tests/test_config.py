@@ -114,6 +114,24 @@ def test_the_python_api_is_held_to_the_same_ranges(tiny_image):
         api.stylize("great-wave", tiny_image, size=-5)
 
 
+def test_numpy_numbers_are_taken_as_the_python_numbers_they_are():
+    """np.float32(0.5) was "strength must be a number"; they are held as Python numbers (cards are JSON). A NumPy
+    array is not a number, a NaN is still refused."""
+    import json
+
+    import numpy as np
+
+    s = ApplySettings(strength=np.float32(0.5), size=np.int64(64), preserve_colors=np.bool_(True)).validate()
+    assert (s.strength, s.size, s.preserve_colors) == (0.5, 64, True)
+    assert [type(v) for v in (s.strength, s.size, s.preserve_colors)] == [float, int, bool]
+    t = TrainConfig().replace(channels=(np.int64(8), 16, 16), steps=np.int32(5)).validate()
+    assert t.net.channels == (8, 16, 16) and type(t.net.channels[0]) is int and type(t.steps) is int
+    json.dumps(t.to_dict())
+    for bad, says in ((np.float32("nan"), "must be a number"), (np.array([0.5]), "must be a number")):
+        with pytest.raises(RotoscopeError, match=says):
+            ApplySettings(strength=bad).validate()
+
+
 def bad_value(f) -> str:
     """A value the table refuses for this field, as text."""
     m = f.metadata

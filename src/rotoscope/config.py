@@ -377,6 +377,12 @@ def _field_type(f: dataclasses.Field):
     return None
 
 
+def _plain(x):
+    """A NumPy number (np.float32(0.5), np.int64(64), np.bool_) as the Python one it stands for; else x itself:
+    the settings are checked as Python values and written to JSON cards."""
+    return x.item() if type(x).__module__ == "numpy" and hasattr(x, "item") and getattr(x, "ndim", 1) == 0 else x
+
+
 def validate(obj):
     """Check every field of a settings dataclass against the table; one line naming the setting on failure."""
     import re
@@ -389,6 +395,12 @@ def validate(obj):
         if v is None and f.default is None:
             continue
         kind = _field_type(f)
+        if kind is tuple and isinstance(v, (tuple, list)) and any(_plain(x) is not x for x in v):
+            v = tuple(map(_plain, v))
+            object.__setattr__(obj, f.name, v)
+        elif _plain(v) is not v:  # NumPy's numbers, as Python's
+            v = _plain(v)
+            object.__setattr__(obj, f.name, v)
         values = v if kind is tuple else (v,)
         if kind is tuple and not (isinstance(v, (tuple, list)) and len(v) == len(f.default)):
             raise invalid(f"{f.name} takes {len(f.default)} values, e.g. {','.join(map(str, f.default))} (got {v})")
