@@ -62,6 +62,19 @@ def test_inputs_may_be_pil_tensor_or_array():
 
     tensor = torch.from_numpy(t).permute(2, 0, 1)[None].float()
     assert metrics.ssim_luminance(pil, tensor) == pytest.approx(1.0, abs=1e-5)
+    # a uint8 array is a picture's own 0-255 numbers (it was taken as 0-1: 65 from itself on colour)
+    assert metrics.color_distance(np.asarray(pil), pil) == pytest.approx(0, abs=1e-9)
+    for bad, says in ((a * 255, "from 0 to 1"), ("photo.png", "not str"), (a[..., :2], "RGB image")):
+        with pytest.raises(RotoscopeError, match=says):
+            metrics.as_array(bad)
+
+
+def test_score_filter_takes_one_photo_as_a_path(tiny_filter):
+    """A path alone is one photo, not a list of its characters ("t is a folder, not an image")."""
+    path, folder, _ = tiny_filter
+    one = sorted(folder.glob("*.png"))[0]
+    for given in (one, str(one)):
+        assert [r["photo"] for r in metrics.score_filter(path, given, size=40).rows] == [one.name]
 
 
 # ---------------------------------------------------------------- colour

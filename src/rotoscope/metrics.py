@@ -50,17 +50,25 @@ MAG_EDGES = np.concatenate([[0.0], np.geomspace(0.01, 2.0, 15), [np.inf]])  # So
 
 
 def as_array(img) -> np.ndarray:
-    """PIL image, (1,3,H,W)/(3,H,W) tensor or HxWx3 array -> float64 HxWx3 RGB in [0, 1]."""
+    """PIL image, (1,3,H,W)/(3,H,W) tensor or HxWx3 array (uint8 0-255, or float 0-1) -> float64 HxWx3 RGB in
+    [0, 1]."""
     if isinstance(img, Image.Image):
         return np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
     if isinstance(img, torch.Tensor):
         t = img.detach().float().cpu()
         t = t[0] if t.dim() == 4 else t
         return t.permute(1, 2, 0).clamp(0, 1).numpy().astype(np.float64)
-    arr = np.asarray(img, dtype=np.float64)
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise RotoscopeError(f"expected an RGB image, got an array of shape {arr.shape}")
-    return arr
+    if not isinstance(img, np.ndarray):
+        raise RotoscopeError(f"expected a picture (PIL image, array or tensor), not {type(img).__name__}")
+    if img.ndim != 3 or img.shape[2] != 3 or img.size == 0:
+        raise RotoscopeError(f"expected an RGB image, got an array of shape {img.shape}")
+    if img.dtype == np.uint8:  # a picture's own numbers: 65.0 was the colour distance of one from itself
+        return img.astype(np.float64) / 255.0
+    arr = img.astype(np.float64)
+    # a little past 0 or 1 (a network's overshoot) is clipped; a picture on the 0-255 scale in floats is refused
+    if not np.isfinite(arr).all() or arr.min() < -0.5 or arr.max() > 1.5:
+        raise RotoscopeError("a float image array must hold values from 0 to 1 (uint8 holds 0-255)")
+    return np.clip(arr, 0, 1)
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:
@@ -419,6 +427,8 @@ def score_filter(filt, photos: list[str | os.PathLike], artwork: str | os.PathLi
     from .stylize import ApplySettings, stylize_image
 
     filt = filt if isinstance(filt, Filter) else load_any(str(filt))  # a name, a path or a mix spec
+    if isinstance(photos, (str, os.PathLike)):  # one photo, not its name's characters
+        photos = [photos]
     if not photos:
         raise RotoscopeError("no photos to score")
     settings = ApplySettings(size=size, precision=precision, device="cpu").validate()
