@@ -30,3 +30,46 @@ def test_train_can_be_called_twice(tmp_path):
     a = rotoscope.train(art, "one", **tiny)
     b = rotoscope.train(art, "two", **tiny)
     assert (a.name, b.name) == ("one", "two") and callable(rotoscope.train)
+
+
+def test_train_takes_a_list_of_photo_files_and_refuses_what_it_cannot_use_in_one_line(tmp_path):
+    """Raw TypeErrors before: a PIL image as the artwork, a list of photos, a name that is not text."""
+    import pytest
+
+    from conftest import make_image
+    from rotoscope.demo import draw_artwork
+    from rotoscope.errors import RotoscopeError
+
+    art = tmp_path / "art.png"
+    draw_artwork(64).save(art)
+    photos = [make_image(tmp_path / f"p{i}.png", size=(48, 40), seed=i) for i in range(3)]
+    tiny = dict(steps=2, size=32, batch=1, channels=(8, 16, 16), res_blocks=1, backbone="random", precision="fp32",
+                log=lambda *a: None, progress=False, holdout=0.0)
+    f = rotoscope.train(art, "listed", photos=[str(p) for p in photos], **tiny)
+    assert f.card["photos"]["source"] == "3 files" and f.card["photos"]["train"] == 3
+    for args, says in (((Image.open(art), "x"), "artwork is the path of an image file"),
+                       ((art, None), "a filter name is text, not NoneType"),
+                       ((art, "y"), "photos is a folder or a list of picture files, not int")):
+        with pytest.raises(RotoscopeError, match=says):
+            rotoscope.train(*args, photos=5 if args[1] == "y" else None, **tiny)
+
+
+def test_apply_video_is_the_library_call_for_a_clip_and_takes_a_filter_by_name(tiny_filter, tmp_path):
+    from conftest import make_clip
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=4, audio=False)
+    out = rotoscope.apply_video("tiny", clip, tmp_path / "out.mp4", warn=lambda s: None)
+    assert out == tmp_path / "out.mp4" and out.stat().st_size > 0
+    assert rotoscope.apply_video(tiny_filter, clip, warn=lambda s: None) == tmp_path / "clip-tiny.mp4"
+    import pytest
+
+    from rotoscope.errors import RotoscopeError
+
+    with pytest.raises(RotoscopeError, match="filt must be a Filter"):
+        rotoscope.apply_video(42, clip)
+
+
+def test_a_premultiplied_picture_is_painted(tiny_filter):
+    """Mode La (premultiplied grey and alpha) was Pillow's "conversion from La to L not supported"."""
+    img = Image.new("LA", (32, 24), (120, 200)).convert("La")
+    assert rotoscope.stylize("tiny", img, engine="torch", precision="fp32").size == (32, 24)

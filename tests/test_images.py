@@ -224,11 +224,13 @@ def test_thirty_two_bit_and_float_pictures():
     assert np.asarray(split_alpha(unit)[0])[0, :, 0].tolist() == [0, 2, 128, 209, 255]
 
 
-@pytest.mark.parametrize("mode, has_alpha", [("LA", True), ("PA", True), ("RGBA", True), ("P", False), ("L", False)])
+@pytest.mark.parametrize("mode, has_alpha", [("LA", True), ("PA", True), ("RGBA", True), ("P", False), ("L", False),
+                                             ("La", True), ("RGBa", True)])  # premultiplied: Pillow's error before
 def test_which_modes_carry_an_alpha_channel(mode, has_alpha):
     from rotoscope.images import split_alpha
 
-    img = Image.new("RGBA", (4, 2), (10, 20, 30, 77)).convert(mode)
+    img = Image.new("RGBA", (4, 2), (10, 20, 30, 77))
+    img = img.convert("LA").convert(mode) if mode == "La" else img.convert(mode)  # Pillow's RGBA -> La drops alpha
     rgb, alpha = split_alpha(img)
     assert rgb.mode == "RGB" and (alpha is not None) == has_alpha
     if has_alpha:

@@ -23,7 +23,7 @@ from .errors import RotoscopeError  # noqa: E402
 # Importing the package stays light (no torch, which takes a second or two to load): the command line imports what
 # each command needs inside its error handling, so Ctrl-C in the first second is one line, not a traceback, and
 # `rotoscope --help` answers at once. The library's names load on first use (PEP 562).
-_LAZY = {"Filter": "filter", "list_filters": "filter", "load_filter": "filter"}
+_LAZY = {"Filter": "filter", "list_filters": "filter", "load_filter": "filter", "apply_video": "video"}
 
 
 def __getattr__(name):
@@ -56,6 +56,12 @@ def train(artwork, name, photos=None, overwrite=False, **settings):
 
     extra = {k: settings.pop(k) for k in ("title", "backbone_weights", "resume", "out", "log", "progress")
              if k in settings}
+    if not isinstance(artwork, (str, os.PathLike)):  # the card keeps the file's name and hash
+        raise Invalid(f"artwork is the path of an image file, not {type(artwork).__module__}.{type(artwork).__name__}"
+                      " (save a picture first)")
+    from .filter import check_name
+
+    check_name(name)
     try:
         cfg = TrainConfig().replace(**settings)
     except (TypeError, ValueError) as e:
@@ -97,4 +103,5 @@ def stylize(filt, image, mask=None, **settings):
     return stylize_image(filt, image, settings, mask)
 
 
-__all__ = ["train", "stylize", "load_filter", "list_filters", "Filter", "TrainConfig", "NetConfig", "RotoscopeError"]
+__all__ = ["train", "stylize", "apply_video", "load_filter", "list_filters", "Filter", "TrainConfig", "NetConfig",
+           "RotoscopeError"]

@@ -129,15 +129,21 @@ def spread(room: int, n: int = 9) -> list[int]:
     return sorted({round(i * room / (n - 1)) for i in range(n)})
 
 
-def folder_photos(folder: str | os.PathLike, warn=print) -> tuple[list[Photo], dict[str, str]]:
-    """Every usable image in a folder, and the skipped ones (name -> why): unreadable and flat (one-colour)
-    images are skipped with a warning."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise RotoscopeError(f"photos folder not found: {folder}")
+def folder_photos(folder: str | os.PathLike | list, warn=print) -> tuple[list[Photo], dict[str, str]]:
+    """Every usable image in a folder (or of a list of files), and the skipped ones (name -> why): unreadable and
+    flat (one-colour) images are skipped with a warning."""
+    if isinstance(folder, (list, tuple)):
+        if not all(isinstance(p, (str, os.PathLike)) for p in folder):
+            raise RotoscopeError("photos: a list of picture files takes paths")
+        paths, folder = [Path(p) for p in folder], "the photos given"
+    else:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise RotoscopeError(f"photos folder not found: {folder}")
+        paths = list_images(folder)
     photos, reasons = [], []
     unusable = {"unreadable": [], "flat": []}
-    for path in list_images(folder):
+    for path in paths:
         try:
             img = load_rgb(path)
         except RotoscopeError as e:
@@ -191,8 +197,15 @@ def prepare(photos: list[Photo], size: int, holdout: float, skipped: dict[str, s
     return PhotoSet(train, hold, tn, hn, skipped or {}, source, sizes)
 
 
-def load_photos(folder: str | os.PathLike | None, size: int, holdout: float, warn=print) -> PhotoSet:
+def load_photos(folder: str | os.PathLike | list | None, size: int, holdout: float, warn=print) -> PhotoSet:
+    """The training set: a folder's pictures, a list of picture files (the library's train()), or None for the
+    sample photos."""
     if folder is None:
         return prepare(sample_photos(), size, holdout, source="scikit-image sample photos")
+    if isinstance(folder, (list, tuple)):
+        photos, skipped = folder_photos(folder, warn)
+        return prepare(photos, size, holdout, skipped, source=f"{len(folder)} files")
+    if not isinstance(folder, (str, os.PathLike)):
+        raise RotoscopeError(f"photos is a folder or a list of picture files, not {type(folder).__name__}")
     photos, skipped = folder_photos(folder, warn)
     return prepare(photos, size, holdout, skipped, source=str(folder))

@@ -87,6 +87,8 @@ def _confidence_problem(ref: dict) -> str | None:
 
 
 def check_name(name: str) -> str:
+    if not isinstance(name, str):
+        raise Invalid(f"a filter name is text, not {type(name).__name__}")
     if not NAME_RE.fullmatch(name):
         raise Invalid(f"invalid filter name '{name}': use letters, digits, '.', '_' and '-' (max 64)")
     return name

@@ -75,6 +75,8 @@ def can_be_transparent(img: Image.Image) -> bool:
 def split_alpha(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
     """RGB image plus the alpha channel if the input had one (RGBA, LA, PA, or a transparent colour: a palette
     entry, or an RGB or grey value named by a PNG's tRNS chunk)."""
+    if img.mode in ("La", "RGBa"):  # premultiplied alpha (Pillow converts these only to their plain forms)
+        img = img.convert(img.mode.upper())
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit grayscale: scale to 8 bits without clipping the top 8 bits away
         arr = np.asarray(img, dtype=np.float64)

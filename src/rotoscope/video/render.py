@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import queue
 import re
 import shutil
@@ -28,7 +29,7 @@ from PIL import Image
 from .. import flow as fl
 from ..config import VideoConfig
 from ..devices import keep_freed_memory, pick_device
-from ..errors import CannotWrite, RotoscopeError
+from ..errors import CannotWrite, Invalid, RotoscopeError
 from ..filter import Filter
 from ..guided import guided_upsample_frame
 from ..images import save_image
@@ -476,11 +477,19 @@ def make_job(filt: Filter, src: Path, dest: Path | None, settings: ApplySettings
     return job
 
 
-def apply_video(filt: Filter, src: Path, dest: Path | None, settings: ApplySettings,
+def apply_video(filt: Filter | str, src: Path, dest: Path | None = None, settings: ApplySettings | None = None,
                 video: VideoConfig | None = None, progress: bool = False, warn: Callable[[str], None] = print,
                 on_segment: Callable[[int], None] | None = None, mask=None) -> Path:
-    """Paint a clip (or a numbered-frame folder) with a filter and write it; resumes an interrupted render.
-    `mask`: one mask image for every frame or a folder of one per frame (mask.py)."""
+    """Paint a clip (or a numbered-frame folder) with a filter (a Filter, a name, a path or a mix "a:0.6+b:0.4")
+    and write it (dest None: beside the clip); resumes an interrupted render. `mask`: one mask image for every frame
+    or a folder of one per frame (mask.py)."""
+    if not isinstance(filt, Filter):
+        if not isinstance(filt, (str, os.PathLike)):
+            raise Invalid(f"filt must be a Filter, a filter name or a path (got {type(filt).__name__})")
+        from ..mix import load_any
+
+        filt = load_any(str(filt))
+    settings = (settings or ApplySettings()).validate()
     return run_job(make_job(filt, src, dest, settings, video, mask), progress, warn, on_segment)
 
 
