@@ -45,8 +45,13 @@ def test_train_takes_a_list_of_photo_files_and_refuses_what_it_cannot_use_in_one
     photos = [make_image(tmp_path / f"p{i}.png", size=(48, 40), seed=i) for i in range(3)]
     tiny = dict(steps=2, size=32, batch=1, channels=(8, 16, 16), res_blocks=1, backbone="random", precision="fp32",
                 log=lambda *a: None, progress=False, holdout=0.0)
-    f = rotoscope.train(art, "listed", photos=[str(p) for p in photos], **tiny)
-    assert f.card["photos"]["source"] == "3 files" and f.card["photos"]["train"] == 3
+    (tmp_path / "b").mkdir()
+    same = make_image(tmp_path / "b" / "p0.png", size=(48, 40), seed=9)  # phones name photos alike in every folder
+    f = rotoscope.train(art, "listed", photos=[str(p) for p in [*photos, same]], **tiny)
+    assert f.card["photos"]["source"] == "4 files" and f.card["photos"]["train"] == 4
+    from rotoscope.data import unique_names
+
+    assert unique_names([photos[0], same, photos[0]]) == ["p0.png", "p0 (2).png", "p0 (3).png"]
     for args, says in (((Image.open(art), "x"), "artwork is the path of an image file"),
                        ((art, None), "a filter name is text, not NoneType"),
                        ((art, "y"), "photos is a folder or a list of picture files, not int")):
@@ -67,6 +72,23 @@ def test_apply_video_is_the_library_call_for_a_clip_and_takes_a_filter_by_name(t
 
     with pytest.raises(RotoscopeError, match="filt must be a Filter"):
         rotoscope.apply_video(42, clip)
+    # settings as keywords, as stylize takes them; unknown ones and another type are one line
+    half = rotoscope.apply_video("tiny", clip, tmp_path / "half.mp4", strength=0.5, engine="torch", warn=print)
+    assert half.stat().st_size > 0
+    for kwargs, says in (({"stregth": 0.5}, "unknown setting"), ({"settings": {"strength": 0.5}}, "ApplySettings")):
+        with pytest.raises(RotoscopeError, match=says):
+            rotoscope.apply_video("tiny", clip, tmp_path / "x.mp4", **kwargs)
+
+
+def test_apply_video_paints_a_mix_by_the_method_asked(tiny_filter, tmp_path, monkeypatch):
+    from conftest import make_clip
+    from rotoscope import mix
+
+    asked, real = [], mix.load_any
+    monkeypatch.setattr(mix, "load_any", lambda spec, method="weights": asked.append(method) or real(spec, method))
+    clip = make_clip(tmp_path / "clip.mp4", frames=2, audio=False)
+    rotoscope.apply_video("tiny:0.5+tiny:0.5", clip, tmp_path / "m.mp4", mix="outputs", warn=lambda s: None)
+    assert asked == ["outputs"]
 
 
 def test_a_premultiplied_picture_is_painted(tiny_filter):

@@ -307,6 +307,9 @@ def test_a_picture_in_another_colour_profile_is_read_as_srgb(tmp_path):
     rgba.info["icc_profile"] = swapped
     rgb, alpha = split_alpha(rgba)
     assert rgb.getpixel((0, 0))[1] > 150 and alpha.getpixel((0, 0)) == 90
+    linear = icc_profile(SRGB_D50, gamma=1.0, description="Linear sRGB")  # sRGB's primaries, not its numbers
+    Image.new("RGB", (8, 8), (128, 128, 128)).save(tmp_path / "linear.png", icc_profile=linear)
+    assert load_rgb(tmp_path / "linear.png").getpixel((3, 3))[0] > 170  # linear 0.5 is sRGB's 188
     broken = Image.new("RGB", (8, 8), (200, 40, 60))
     broken.info["icc_profile"] = b"not a profile"
     assert split_alpha(broken)[0].getpixel((0, 0)) == (200, 40, 60)  # a profile LittleCMS cannot read: ignored

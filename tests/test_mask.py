@@ -180,7 +180,9 @@ def test_a_mask_array_is_read_by_its_own_type_whatever_its_channels():
     assert np.allclose(read_mask(np.stack([ones] * 3, -1)), read_mask(ones)) and read_mask(ones).max() < 0.01
     assert np.array_equal(read_mask([[1, 0], [0, 1]]), np.eye(2, dtype=np.float32))
     assert np.array_equal(read_mask(np.stack([np.eye(2, dtype=bool)] * 3, -1)), np.eye(2, dtype=np.float32))
-    for bad, says in ((5, "not int"), (np.array([["a", "b"]]), "must hold numbers")):
+    for bad, says in ((5, "not int"), (np.array([["a", "b"]]), "must hold numbers"),
+                      (np.array([[["a", "b", "c"]]]), "must hold numbers"), ([[0, 1], [1]], "rectangular"),
+                      (np.zeros((2, 2, 0)), "must be H x W")):
         with pytest.raises(RotoscopeError, match=says):
             read_mask(bad)
 

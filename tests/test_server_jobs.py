@@ -441,7 +441,7 @@ def test_an_animated_gif_sent_as_a_video_job_comes_back_as_an_animated_gif(tiny_
         assert im.n_frames == 5 and im.size == (64, 48) and im.info["duration"] == 60
 
 
-def test_a_clip_over_the_pixel_limit_is_refused_at_upload_as_a_picture_is(tiny_filter, tmp_path):
+def test_a_clip_over_the_pixel_limit_is_refused_at_upload_as_a_picture_is(tiny_filter, tmp_path, monkeypatch):
     """413 at once, no job, no folder left: a GIF whose header claims 65535x65535 (two tiny frames) was queued and
     failed as "damaged"; an MP4 too large for the server's limit was painted."""
     import struct
@@ -464,6 +464,9 @@ def test_a_clip_over_the_pixel_limit_is_refused_at_upload_as_a_picture_is(tiny_f
     with TestClient(create_app(ServerConfig(max_pixels=64 * 48), run_jobs=False)) as c:  # at the limit: queued
         r = c.post("/api/jobs/video", files={"video": ("clip.mp4", mp4, "video/mp4")}, data={"filter": "tiny"})
         assert r.status_code == 202, r.text
+        monkeypatch.setenv("ROTOSCOPE_MAX_PIXELS", "1000")  # over the library's own limit too (probe refuses it)
+        r = c.post("/api/jobs/video", files={"video": ("clip.mp4", mp4, "video/mp4")}, data={"filter": "tiny"})
+        assert r.status_code == 413 and "pixel limit" in r.json()["detail"], r.text
 
 
 def mask_png(size=(128, 96)) -> bytes:

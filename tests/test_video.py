@@ -90,6 +90,28 @@ def test_sound_a_container_cannot_take_is_encoded_again_as_aac(filt, tmp_path, c
     assert audio_packets(kept) == audio_packets(src)  # Matroska takes it as it is
 
 
+def test_an_audio_stream_without_sound_is_left_out_not_a_failure_after_painting(filt, tmp_path):
+    """A PCM track with no packets: the trial muxed nothing, so the header that refuses it was never written, and it
+    passed as "copy" to fail at the last step."""
+    src = tmp_path / "silent.mkv"
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("libx264", rate=24, options={"bf": "0"})
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        a = c.add_stream("pcm_s16le", rate=44100)
+        a.layout = "2 channels"
+        for i in range(6):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")
+            f.pts = i
+            for p in v.encode(f):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+    said = []
+    out = video.apply_video(filt, src, tmp_path / "out.mp4", ApplySettings(), SMALL, warn=said.append)
+    assert any("pcm_s16le audio of silent.mkv can go into .mp4 neither" in line for line in said), said
+    assert len(frames_of(out)[2]) == 6 and audio_packets(out) == []
+
+
 def test_sound_that_can_be_stored_neither_way_is_left_out_with_a_warning(filt, clip, tmp_path, monkeypatch):
     """An audio codec FFmpeg can neither mux there nor decode: the clip is still painted, without that sound."""
     from rotoscope.video import output
@@ -100,8 +122,8 @@ def test_sound_that_can_be_stored_neither_way_is_left_out_with_a_warning(filt, c
     monkeypatch.setattr(output, "_audio_stream", refuse)
     said = []
     out = video.apply_video(filt, clip, tmp_path / "out.mp4", ApplySettings(), SMALL, warn=said.append)
-    assert any(line.startswith("warning: the aac audio of shapes.mp4 can go into .mp4 neither as it is nor as AAC: "
-                               "left out (.mkv may keep it)") for line in said), said
+    assert any(line.startswith("warning: the aac audio of shapes.mp4 can go into .mp4 neither as it is nor as AAC, "
+                               "or holds no sound: left out (.mkv may keep it)") for line in said), said
     assert audio_packets(out) == [] and len(frames_of(out)[2]) == 24
 
 

@@ -78,8 +78,8 @@ def stylize(filt, image, mask=None, **settings):
     from PIL.Image import Image as PILImage
 
     from .errors import Invalid
-    from .filter import Filter
     from .images import open_image
+    from .mix import as_filter
     from .stylize import ApplySettings, stylize_image
 
     try:
@@ -87,12 +87,7 @@ def stylize(filt, image, mask=None, **settings):
     except TypeError as e:
         raise Invalid(f"unknown setting: {e}") from None
     settings.validate()  # the settings table's ranges, as for the CLI and the server
-    if not isinstance(filt, Filter):
-        if not isinstance(filt, (str, os.PathLike)):
-            raise Invalid(f"filt must be a Filter, a filter name or a path (got {type(filt).__name__})")
-        from .mix import load_any
-
-        filt = load_any(filt, settings.mix)
+    filt = as_filter(filt, settings.mix)
     if isinstance(image, (str, os.PathLike)):
         image = open_image(image)
     elif not isinstance(image, PILImage):

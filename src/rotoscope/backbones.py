@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import RotoscopeError
-from .paths import atomic_path, cache_dir
+from .paths import atomic_path, cache_dir, sha256_file
 
 # Channel plan per block, as in torchvision's cfgs "D" (VGG16) and "E" (VGG19).
 VGG_BLOCKS = {"vgg16": [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]],
@@ -269,14 +269,6 @@ class Backbone:
 
 
 # ---------------------------------------------------------------- weights: where they come from
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def require_sha256(path: Path, expected: str, what: str, published: str) -> str:

@@ -527,17 +527,22 @@ def live(
     spec, chose = pick_architecture(filter, arch)
     filt = load_any(spec, settings.mix)
 
-    def stop(*_):  # `kill` (SIGTERM) ends a live run as Ctrl-C and q do: the recording is finished and kept
+    def stop(*_):
+        """`kill` (SIGTERM) ends a live run as Ctrl-C and q do: the recording is finished and kept. Once: a second
+        signal while the file is being closed would have thrown the recording away."""
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         stats = run_live(filt, camera, settings, frames=frames, window=window, virtual=virtual_camera, out=output,
                          stabilize=stabilize, flow_preset=flow_preset, flow_side=flow_side, mask=mask, log=say,
                          announce=(chose,) if chose else (), paint_scale=settings.paint_scale if "paint_scale" in sets
                          else None)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     say(stats.line())
     if output is not None:
         say(f"wrote {output}")

@@ -143,18 +143,18 @@ def folder_photos(folder: str | os.PathLike | list, warn=print) -> tuple[list[Ph
         paths = list_images(folder)
     photos, reasons = [], []
     unusable = {"unreadable": [], "flat": []}
-    for path in paths:
+    for path, name in zip(paths, unique_names(paths)):
         try:
             img = load_rgb(path)
         except RotoscopeError as e:
             reasons.append(f"warning: skipping {e}")
-            unusable["unreadable"].append(path.name)
+            unusable["unreadable"].append(name)
             continue
         if is_flat(img):
-            reasons.append(f"warning: skipping {path.name}: one flat colour, nothing to learn from")
-            unusable["flat"].append(path.name)
+            reasons.append(f"warning: skipping {name}: one flat colour, nothing to learn from")
+            unusable["flat"].append(name)
             continue
-        photos.append(Photo(path.name, img))
+        photos.append(Photo(name, img))
     if not photos:  # one line: the error says what the warnings would have
         said = [f"{len(names)} {why}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
                 for why, names in unusable.items() if names]
@@ -163,6 +163,17 @@ def folder_photos(folder: str | os.PathLike | list, warn=print) -> tuple[list[Ph
     for line in reasons:
         warn(line)
     return photos, skipped
+
+
+def unique_names(paths: list[Path]) -> list[str]:
+    """Each file's name, numbered where files of a list share one (phones name photos IMG_0001.jpg in every
+    folder): the training set keys its photos, their sizes, statistics and the held-out split by name."""
+    seen: dict[str, int] = {}
+    names = []
+    for p in paths:
+        n = seen[p.name] = seen.get(p.name, 0) + 1
+        names.append(p.name if n == 1 else f"{p.stem} ({n}){p.suffix}")
+    return names
 
 
 def split_holdout(names: list[str], share: float) -> set[str]:

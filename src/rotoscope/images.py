@@ -104,16 +104,17 @@ def to_srgb(img: Image.Image) -> Image.Image:
     icc = img.info.get("icc_profile")
     if not icc or img.mode not in ("RGB", "RGBA", "L", "LA", "CMYK"):
         return img
-    from PIL import ImageCms
-
     try:
+        from PIL import ImageCms  # a Pillow built without LittleCMS has none: the profile is ignored
+
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        if "srgb" in ImageCms.getProfileDescription(profile).lower():
+        said = ImageCms.getProfileDescription(profile).lower()
+        if "srgb" in said and "linear" not in said:
             return img
         alpha = img.getchannel("A") if img.mode in ("RGBA", "LA") else None
         base = img.convert(img.mode[:-1]) if alpha is not None else img
         out = ImageCms.profileToProfile(base, profile, ImageCms.createProfile("sRGB"), outputMode="RGB")
-    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+    except Exception:  # noqa: BLE001 - ImageCms.PyCMSError (a broken profile), no LittleCMS in this Pillow: ignored
         return img
     if alpha is not None:
         out.putalpha(alpha)

@@ -47,10 +47,15 @@ def read_mask(src: MaskLike) -> np.ndarray:
     """A mask as H x W float32 in [0, 1] at its own size: luminance of an image (transparent pixels count as
     black: kept), or an array (uint8 0-255, bool, or float 0-1). Bad files are one line."""
     if isinstance(src, (list, tuple)):
-        src = np.asarray(src)
+        try:
+            src = np.asarray(src)
+        except ValueError:  # rows of different lengths
+            raise Invalid("a mask given as a list must be rectangular (rows of one length)") from None
     if isinstance(src, np.ndarray):
         a = src
-        if a.ndim == 3:  # the channels' mean, judged by the array's own type (the mean is a float whatever it was)
+        if not (np.issubdtype(src.dtype, np.number) or src.dtype == np.bool_):
+            raise Invalid(f"a mask array must hold numbers, not {src.dtype}")
+        if a.ndim == 3 and a.shape[-1] > 0:  # the channels' mean, judged by the array's own type (a float now)
             a = a[..., :3].mean(-1) if a.shape[-1] >= 3 else a[..., 0]
         if a.ndim != 2 or a.size == 0:
             raise Invalid(f"a mask array must be H x W (or H x W x C), not {src.shape}")
@@ -58,8 +63,6 @@ def read_mask(src: MaskLike) -> np.ndarray:
             return a.astype(np.float32)
         if src.dtype == np.uint8:
             return a.astype(np.float32) / 255.0
-        if not np.issubdtype(src.dtype, np.number):
-            raise Invalid(f"a mask array must hold numbers, not {src.dtype}")
         a = a.astype(np.float32)
         if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
             raise Invalid("a float mask array must hold values from 0 to 1")

@@ -422,11 +422,10 @@ def score_filter(filt, photos: list[str | os.PathLike], artwork: str | os.PathLi
     `among`: other artworks; each result then ranks its own artwork (which `artwork` must name) among them.
     """
     from .apply import skip_reason
-    from .filter import Filter
-    from .mix import load_any
+    from .mix import as_filter
     from .stylize import ApplySettings, stylize_image
 
-    filt = filt if isinstance(filt, Filter) else load_any(str(filt))  # a name, a path or a mix spec
+    filt = as_filter(filt)  # a Filter, a name, a path or a mix spec
     if isinstance(photos, (str, os.PathLike)):  # one photo, not its name's characters
         photos = [photos]
     if not photos:

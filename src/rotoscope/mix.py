@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,3 +236,12 @@ def save_mix(parents: list[str], weights: list[float] | None, name: str, out: Pa
 def load_any(name: str, method: str = "weights") -> Filter:
     """A filter by name or path, or a mix spec ("a:0.6+b:0.4") painted by `method`."""
     return load_mix(name, method) if is_mix(name) else load_filter(name)
+
+
+def as_filter(filt, method: str = "weights") -> Filter:
+    """What the library's calls take as a filter: a Filter, or a name, path or mix spec (load_any); else one line."""
+    if isinstance(filt, Filter):
+        return filt
+    if not isinstance(filt, (str, os.PathLike)):
+        raise Invalid(f"filt must be a Filter, a filter name or a path (got {type(filt).__name__})")
+    return load_any(str(filt), method)

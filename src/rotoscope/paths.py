@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -110,3 +111,12 @@ def check_writable(folder: str | os.PathLike, what: str | os.PathLike | None = N
         probe.unlink()
     except OSError as e:
         raise write_failure(e, what or folder) from None
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """A file's sha256, read a MiB at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

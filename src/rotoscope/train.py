@@ -477,6 +477,7 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
     if teacher_card:  # the card and checkpoint name the teacher, never the path it was read from
         cfg = cfg.replace(teacher=teacher_card["teacher"]["name"])
     art_img = load_rgb(artwork)
+    at_style_size(art_img, cfg)  # a too thin artwork is said before the photos are read
     data: PhotoSet = load_photos(photos, cfg.size, cfg.holdout, warn=log)
     if len(data.train) < 1:
         raise RotoscopeError("need at least one training photo")
@@ -695,14 +696,19 @@ def new_network(cfg: TrainConfig, device, log):
 MIN_STYLE_SIDE = 16
 
 
-def loss_network(cfg: TrainConfig, art_img, backbone_weights: str | None, device):
-    """The fixed backbone that scores the paintings, what the artwork looks like to it, and the loss weights."""
+def at_style_size(art_img, cfg: TrainConfig):
+    """The artwork as the loss network sees it (longer side style_size), or one line if it is too thin for it."""
     small = resize_longer(art_img, cfg.style_size)
     if min(small.size) < MIN_STYLE_SIDE:
         raise RotoscopeError(f"the artwork is {art_img.width}x{art_img.height}: at its style size ({cfg.style_size} "
                              f"px on the longer side) {small.width}x{small.height}, too thin for the loss network "
                              f"(at least {MIN_STYLE_SIDE} px a side): crop it, or raise --set style_size")
-    art = to_tensor(small).to(device)
+    return small
+
+
+def loss_network(cfg: TrainConfig, art_img, backbone_weights: str | None, device):
+    """The fixed backbone that scores the paintings, what the artwork looks like to it, and the loss weights."""
+    art = to_tensor(at_style_size(art_img, cfg)).to(device)
     backbone = load_backbone(cfg.backbone, backbone_weights, device=str(device), content_layer=cfg.content_layer)
     target = style_target(backbone, art, cfg.color_match, cfg.style_match)
     weights = LossWeights.of(cfg)

@@ -10,7 +10,6 @@ Each job also has a folder (inputs, preview, log, result) under ROTOSCOPE_HOME/s
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import sqlite3
 import time
@@ -131,10 +130,6 @@ def _row_to_job(row: sqlite3.Row, folder: Path) -> Job:
 
 # in a training job's folder: the sha256 of the filter file it made, so that its result is that filter or nothing
 MADE_FILTER = "made-filter.sha256"
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 class JobStore:

@@ -19,7 +19,8 @@ import traceback
 from pathlib import Path
 
 from ..errors import RotoscopeError
-from .jobs import MADE_FILTER, Job, JobStore, file_sha256
+from ..paths import sha256_file
+from .jobs import MADE_FILTER, Job, JobStore
 
 PROGRESS_EVERY_S = 0.3  # how often step records are written to the database
 PREVIEW_EVERY_S = 2.0  # how often a training job renders its preview
@@ -286,7 +287,7 @@ def run(db: str, jobs_root: str, job_id: str, cluster: str | None = None) -> int
         if job.kind == "train":  # what its result is: this filter, not a later one of the name
             from ..filter import registry_path
 
-            (Path(job.folder) / MADE_FILTER).write_text(file_sha256(registry_path(job.name)))
+            (Path(job.folder) / MADE_FILTER).write_text(sha256_file(registry_path(job.name)))
     except BaseException as e:  # noqa: BLE001 - every ending is recorded, then the worker exits
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

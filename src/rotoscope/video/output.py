@@ -175,20 +175,25 @@ def audio_plan(src: Source, dest: Path) -> tuple[dict[int, str], list[str]]:
     notes = []
     with _open(src.path) as c, tempfile.TemporaryDirectory(prefix="rotoscope-audio-") as tmp:
         for a in c.streams.audio:
-            name = a.codec_context.name
-            for how in ("copy", "aac"):
+            name = a.codec_context.name if a.codec_context is not None else "unknown"  # a codec FFmpeg lacks
+            for how in ("copy", "aac") if a.codec_context is not None else ():
                 try:
                     with _open_output(Path(tmp) / f"{a.index}-{how}", fmt) as out:
                         dst = _audio_stream(out, a, how)
+                        muxed = 0
                         for _, p in (_copied if how == "copy" else _encoded)(src, a.index, dst, None, limit=2):
                             out.mux(p)
+                            muxed += 1
+                    if not muxed:  # nothing to write: the header, which refuses, was never tried
+                        continue
                     plan[a.index] = how
                     break
                 except Exception:  # noqa: BLE001 - FFmpeg says "Invalid argument" at best: the plan says what to do
                     continue
-            else:  # not even decodable: the picture is still worth painting
+            else:  # not even decodable, or no sound in it: the picture is still worth painting
+                hint = "" if fmt == "matroska" else " (.mkv may keep it)"
                 notes.append(f"warning: the {name} audio of {src.path.name} can go into {dest.suffix} neither as it is "
-                             "nor as AAC: left out" + ("" if fmt == "matroska" else " (.mkv may keep it)"))
+                             f"nor as AAC, or holds no sound: left out{hint}")
                 continue
             if plan[a.index] == "aac":
                 notes.append(f"note: the {name} audio cannot go into {dest.suffix} as it is: encoded again as AAC "

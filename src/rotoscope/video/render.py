@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import queue
 import re
 import shutil
@@ -479,17 +478,22 @@ def make_job(filt: Filter, src: Path, dest: Path | None, settings: ApplySettings
 
 def apply_video(filt: Filter | str, src: Path, dest: Path | None = None, settings: ApplySettings | None = None,
                 video: VideoConfig | None = None, progress: bool = False, warn: Callable[[str], None] = print,
-                on_segment: Callable[[int], None] | None = None, mask=None) -> Path:
+                on_segment: Callable[[int], None] | None = None, mask=None, **keywords) -> Path:
     """Paint a clip (or a numbered-frame folder) with a filter (a Filter, a name, a path or a mix "a:0.6+b:0.4")
-    and write it (dest None: beside the clip); resumes an interrupted render. `mask`: one mask image for every frame
-    or a folder of one per frame (mask.py)."""
-    if not isinstance(filt, Filter):
-        if not isinstance(filt, (str, os.PathLike)):
-            raise Invalid(f"filt must be a Filter, a filter name or a path (got {type(filt).__name__})")
-        from ..mix import load_any
+    and write it (dest None: beside the clip); resumes an interrupted render. The settings: an ApplySettings, or as
+    keywords (strength=0.8), as rotoscope.stylize takes them. `mask`: one mask image for every frame or a folder of
+    one per frame (mask.py)."""
+    from ..mix import as_filter
 
-        filt = load_any(str(filt))
-    settings = (settings or ApplySettings()).validate()
+    if settings is not None and keywords:
+        raise Invalid("give the settings as an ApplySettings or as keywords, not both")
+    if settings is not None and not isinstance(settings, ApplySettings):
+        raise Invalid(f"settings must be an ApplySettings (got {type(settings).__name__})")
+    try:
+        settings = (settings or ApplySettings(**keywords)).validate()
+    except TypeError as e:
+        raise Invalid(f"unknown setting: {e}") from None
+    filt = as_filter(filt, settings.mix)
     return run_job(make_job(filt, src, dest, settings, video, mask), progress, warn, on_segment)
 
 

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..errors import RotoscopeError
+from ..errors import RotoscopeError, TooLarge
 from ..images import IMAGE_SUFFIXES, can_be_transparent, longer_side, max_pixels, open_image, split_alpha
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts",
@@ -155,7 +155,7 @@ def probe(path: Path) -> Source:
         if not w or not h:
             raise RotoscopeError(f"{path}: the video stream has no picture size (damaged?)")
         if w * h > max_pixels():
-            raise RotoscopeError(f"{path}: {w}x{h} frames are larger than the {max_pixels():,}-pixel safety limit "
+            raise TooLarge(f"{path}: {w}x{h} frames are larger than the {max_pixels():,}-pixel safety limit "
                                  "(set ROTOSCOPE_MAX_PIXELS to raise it)")
         tb = vs.time_base or Fraction(1, 90000)
         rate = vs.average_rate or vs.guessed_rate or vs.base_rate or DEFAULT_RATE
@@ -190,7 +190,7 @@ def _animated_header(path: Path, size: int, mtime_ns: int) -> tuple[int, int, tu
         with Image.open(path) as im:
             w, h = im.size
             if w * h > max_pixels():
-                raise RotoscopeError(f"{path}: {w}x{h} frames are larger than the {max_pixels():,}-pixel safety "
+                raise TooLarge(f"{path}: {w}x{h} frames are larger than the {max_pixels():,}-pixel safety "
                                      "limit (set ROTOSCOPE_MAX_PIXELS to raise it)")
             plays = _plays(im)
             first = 1 if im.format == "PNG" and im.info.get("default_image") else 0

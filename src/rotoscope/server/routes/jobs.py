@@ -17,7 +17,8 @@ from ...config import KEEPS, TrainConfig, parse_sets
 from ...errors import Conflict, Invalid, NotFound, RotoscopeError, TooLarge
 from ...filter import check_name, read_card
 from ..deps import SchedulerDep, SettingsDep, StoreDep, apply_settings, registry_file
-from ..jobs import ACTIVE, FINISHED, MADE_FILTER, Job, JobStore, file_sha256
+from ...paths import sha256_file
+from ..jobs import ACTIVE, FINISHED, MADE_FILTER, Job, JobStore
 from ..runner import log_tail
 from ..worker import public_error
 from ..uploads import sniff_image, sniff_video, save_upload
@@ -86,7 +87,7 @@ def start_training(
         try:
             pick_device(tcfg.device)
         except RotoscopeError as e:
-            raise Invalid(str(e).replace("--device", "device=")) from None
+            raise Invalid(str(e).replace("--device ", "device=")) from None
     if tcfg.teacher:  # a registry filter by name: a request names filters, never files on the server
         try:
             registry_file(tcfg.teacher)
@@ -167,7 +168,7 @@ def check_frame_pixels(path: Path, max_pixels: int) -> None:
         else:
             src = probe(path)
             w, h = src.width, src.height
-    except Image.DecompressionBombError:  # over twice Pillow's own limit: refused before the size is said
+    except (Image.DecompressionBombError, TooLarge):  # over Pillow's or rotoscope's own limit, which is higher
         w = h = None
     except (RotoscopeError, OSError, ValueError):
         return
@@ -263,7 +264,7 @@ def job_result(job_id: str, store: StoreDep):
         except RotoscopeError:
             raise HTTPException(410, f"the filter '{job.name}' this job made has since been deleted") from None
         made = Path(job.folder) / MADE_FILTER
-        if made.is_file() and made.read_text().strip() != file_sha256(path):
+        if made.is_file() and made.read_text().strip() != sha256_file(path):
             raise HTTPException(410, f"the filter '{job.name}' this job made has since been replaced by another "
                                      "training of that name")
         return FileResponse(path, media_type="application/octet-stream", filename=path.name)
