@@ -289,6 +289,7 @@ def test_training_job_runs_to_a_filter_and_can_be_followed_then_a_running_job_is
         assert preview.status_code == 200 and Image.open(io.BytesIO(preview.content)).format == "PNG"
         result = c.get(f"/api/jobs/{job_id}/result")
         assert result.status_code == 200
+        assert result.headers["content-disposition"] == 'attachment; filename="learned.safetensors"'
         path = Path(os.environ["ROTOSCOPE_HOME"]) / "filters" / "learned.safetensors"
         assert result.content == path.read_bytes()
         filt = load_filter_file(path)

@@ -5,19 +5,19 @@ result, cancel it. Jobs are recorded in SQLite (jobs.py) and run in worker proce
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from ...config import KEEPS, TrainConfig, parse_sets
 from ...errors import Conflict, Invalid, NotFound, RotoscopeError, TooLarge
 from ...filter import check_name, read_card
 from ..deps import SchedulerDep, SettingsDep, StoreDep, apply_settings, registry_file
-from ...paths import sha256_file
 from ..jobs import ACTIVE, FINISHED, MADE_FILTER, Job, JobStore
 from ..runner import log_tail
 from ..worker import public_error
@@ -263,11 +263,15 @@ def job_result(job_id: str, store: StoreDep):
             path = registry_file(job.name)
         except RotoscopeError:
             raise HTTPException(410, f"the filter '{job.name}' this job made has since been deleted") from None
+        # the bytes checked are the bytes sent (a filter is a few MB): a retraining that landed between a check of
+        # the file and its opening was served
+        data = path.read_bytes()
         made = Path(job.folder) / MADE_FILTER
-        if made.is_file() and made.read_text().strip() != sha256_file(path):
+        if made.is_file() and made.read_text().strip() != hashlib.sha256(data).hexdigest():
             raise HTTPException(410, f"the filter '{job.name}' this job made has since been replaced by another "
                                      "training of that name")
-        return FileResponse(path, media_type="application/octet-stream", filename=path.name)
+        return Response(data, media_type="application/octet-stream",
+                        headers={"Content-Disposition": f'attachment; filename="{path.name}"'})
     path = Path(job.folder) / (job.result or "")
     if not path.is_file():
         raise HTTPException(410, "the result file is gone")
