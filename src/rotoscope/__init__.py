@@ -82,11 +82,7 @@ def stylize(filt, image, mask=None, **settings):
     from .mix import as_filter
     from .stylize import ApplySettings, stylize_image
 
-    try:
-        settings = ApplySettings(**settings)
-    except TypeError as e:
-        raise Invalid(f"unknown setting: {e}") from None
-    settings.validate()  # the settings table's ranges, as for the CLI and the server
+    settings = ApplySettings.of(**settings)  # the settings table's ranges, as for the CLI and the server
     filt = as_filter(filt, settings.mix)
     if isinstance(image, (str, os.PathLike)):
         image = open_image(image)

@@ -230,6 +230,14 @@ class ApplySettings:
     def validate(self) -> "ApplySettings":
         return validate(self)
 
+    @classmethod
+    def of(cls, **keywords) -> "ApplySettings":
+        """The settings the library's calls take as keywords (strength=0.8), checked; a name it lacks is one line."""
+        try:
+            return cls(**keywords).validate()
+        except TypeError as e:
+            raise invalid(f"unknown setting: {e}") from None
+
 
 @dataclass
 class ServerConfig:

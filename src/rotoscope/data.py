@@ -213,10 +213,8 @@ def load_photos(folder: str | os.PathLike | list | None, size: int, holdout: flo
     sample photos."""
     if folder is None:
         return prepare(sample_photos(), size, holdout, source="scikit-image sample photos")
-    if isinstance(folder, (list, tuple)):
-        photos, skipped = folder_photos(folder, warn)
-        return prepare(photos, size, holdout, skipped, source=f"{len(folder)} files")
-    if not isinstance(folder, (str, os.PathLike)):
+    listed = isinstance(folder, (list, tuple))
+    if not listed and not isinstance(folder, (str, os.PathLike)):
         raise RotoscopeError(f"photos is a folder or a list of picture files, not {type(folder).__name__}")
     photos, skipped = folder_photos(folder, warn)
-    return prepare(photos, size, holdout, skipped, source=str(folder))
+    return prepare(photos, size, holdout, skipped, source=f"{len(folder)} files" if listed else str(folder))

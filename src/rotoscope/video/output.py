@@ -181,7 +181,7 @@ def audio_plan(src: Source, dest: Path) -> tuple[dict[int, str], list[str]]:
                     with _open_output(Path(tmp) / f"{a.index}-{how}", fmt) as out:
                         dst = _audio_stream(out, a, how)
                         muxed = 0
-                        for _, p in (_copied if how == "copy" else _encoded)(src, a.index, dst, None, limit=2):
+                        for _, p in _AUDIO_PACKETS[how](src, a.index, dst, None, limit=2):
                             out.mux(p)
                             muxed += 1
                     if not muxed:  # nothing to write: the header, which refuses, was never tried
@@ -270,6 +270,10 @@ def _encoded(src: Source, index: int, dst, until: float | None, limit: int | Non
                 return
 
 
+# how a stream's audio reaches the output (audio_plan's plan): its packets as they are, or encoded again as AAC
+_AUDIO_PACKETS = {"copy": _copied, "aac": _encoded}
+
+
 def assemble_h264(job: RenderJob, segs: int, prov: dict) -> None:
     """Remux the segments' H.264 and the source's audio (its packets untouched, or encoded again as AAC where the
     container cannot take them: job.audio) into the final file, atomically."""
@@ -297,7 +301,7 @@ def assemble_h264(job: RenderJob, segs: int, prov: dict) -> None:
             if job.video.max_seconds is not None:  # a cut: the sound ends with the last frame
                 last = json.loads(job.seg_done(segs - 1).read_text())["frames"][-1]
                 until = float((last[0] + last[1]) * tb)
-            auds = [(_copied if how == "copy" else _encoded)(job.src, i, dst, until) for i, dst, how in tracks]
+            auds = [_AUDIO_PACKETS[how](job.src, i, dst, until) for i, dst, how in tracks]
             try:
                 for _, p in heapq.merge(vids, *auds, key=lambda tp: tp[0]):
                     if p.stream.type == "video":

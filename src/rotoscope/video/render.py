@@ -489,10 +489,7 @@ def apply_video(filt: Filter | str, src: Path, dest: Path | None = None, setting
         raise Invalid("give the settings as an ApplySettings or as keywords, not both")
     if settings is not None and not isinstance(settings, ApplySettings):
         raise Invalid(f"settings must be an ApplySettings (got {type(settings).__name__})")
-    try:
-        settings = (settings or ApplySettings(**keywords)).validate()
-    except TypeError as e:
-        raise Invalid(f"unknown setting: {e}") from None
+    settings = settings.validate() if settings is not None else ApplySettings.of(**keywords)
     filt = as_filter(filt, settings.mix)
     return run_job(make_job(filt, src, dest, settings, video, mask), progress, warn, on_segment)
 
