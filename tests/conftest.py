@@ -200,6 +200,55 @@ def make_clip(path, frames=24, size=(64, 48), fps=24, audio=True, pts=None, rota
     return Path(path)
 
 
+LUMA = {"709": (0.2126, 0.0722), "601": (0.299, 0.114), "2020": (0.2627, 0.0593)}  # Kr, Kb of each YUV matrix
+
+
+def ycbcr(rgb, matrix):
+    """Gamma-encoded RGB in [0, 1] -> Y' in [0, 1] and Cb, Cr in [-0.5, 0.5], by the matrix's equations."""
+    kr, kb = LUMA[matrix]
+    r, g, b = np.asarray(rgb, dtype=np.float64).T
+    y = kr * r + (1 - kr - kb) * g + kb * b
+    return np.stack([y, (b - y) / (2 * (1 - kb)), (r - y) / (2 * (1 - kr))], -1)
+
+
+def make_yuv_clip(path, bands, size=(64, 48), frames=2, bits=8, tags=None):
+    """A lossless H.264 clip of vertical bands of the given Y'CbCr signals (ycbcr's), stored in limited range at
+    `bits` per sample, its colours tagged as tags = (matrix, primaries, transfer) in FFmpeg's numbers, or untagged:
+    for tests of how a clip's colours are read."""
+    import av
+
+    w, h = size
+    band = w // len(bands)
+    fmt = "yuv420p" if bits == 8 else "yuv420p10le"
+    top = (1 << (bits - 8))
+    planes = [np.zeros((h, w)), np.zeros((h // 2, w // 2)), np.zeros((h // 2, w // 2))]
+    for i, (y, cb, cr) in enumerate(bands):
+        planes[0][:, i * band:(i + 1) * band] = (16 + 219 * y) * top
+        for plane, c in zip(planes[1:], (cb, cr)):
+            plane[:, i * band // 2:(i + 1) * band // 2] = (128 + 224 * c) * top
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25, options={"qp": "0", "bf": "0"})
+        s.width, s.height, s.pix_fmt = w, h, fmt
+        cc = s.codec_context
+        cc.color_range = 1
+        if tags:
+            cc.colorspace, cc.color_primaries, cc.color_trc = tags
+        for k in range(frames):
+            f = av.VideoFrame(w, h, fmt)
+            for plane, values in zip(f.planes, planes):
+                dtype = np.uint8 if bits == 8 else np.uint16
+                rows = np.frombuffer(plane, dtype).reshape(plane.height, -1)
+                rows[:, :values.shape[1]] = np.clip(np.round(values), 0, 255 * top)
+            f.pts, f.color_range = k, 1
+            if tags:
+                f.colorspace, f.color_primaries, f.color_trc = tags
+            for pk in s.encode(f):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    return Path(path)
+
+
 def icc_profile(colorants, gamma=2.2, description="test RGB"):
     """A minimal ICC v2 RGB display profile (matrix and gamma curves): colorants are the D50 XYZ of R, G and B."""
     def s15(v):

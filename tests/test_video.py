@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SHARED, make_clip, make_filter, render_differences, require, rotoscope
+from conftest import SHARED, make_clip, make_filter, make_yuv_clip, render_differences, require, rotoscope, ycbcr
 from rotoscope import flow, video
+from rotoscope.apply import Note
 from rotoscope.config import VideoConfig
 from rotoscope.errors import RotoscopeError
 from rotoscope.filter import load_filter_file
@@ -211,6 +212,79 @@ def test_a_turned_clip_is_said_at_the_size_it_is_seen(filt, tmp_path, suffix):
     if suffix == ".gif":
         with Image.open(tmp_path / "out.gif") as im:
             assert im.size == (48, 64)
+
+
+COLOURS = np.array([[200, 40, 60], [30, 160, 220], [240, 220, 30], [20, 20, 20], [235, 235, 235], [120, 130, 90]])
+
+
+def first_frame(path, size):
+    src = video.probe(path)
+    return src, next(video.decode(src, *size, print))[2].astype(int)
+
+
+def band_colours(rgb, n):
+    band = rgb.shape[1] // n
+    return np.array([rgb[rgb.shape[0] // 2, i * band + band // 2] for i in range(n)])
+
+
+@pytest.mark.parametrize("size,matrix,tags", [((1280, 720), "709", None), ((640, 360), "601", None),
+                                              ((1280, 720), "601", (6, 6, 6)), ((640, 360), "709", (1, 1, 1))])
+def test_a_clips_yuv_matrix_is_the_one_it_says_or_the_one_players_assume(tmp_path, size, matrix, tags):
+    """A clip that does not say which matrix made its YUV is read as players read it: BT.709 from HD up (FFmpeg's
+    BT.601 guess put an untagged HD clip's colours up to 20 levels off), BT.601 below; a tag wins."""
+    bands = ycbcr(COLOURS / 255, matrix)
+    src, rgb = first_frame(make_yuv_clip(tmp_path / "c.mp4", bands, size=size, tags=tags), size)
+    assert np.abs(band_colours(rgb, len(COLOURS)) - COLOURS).max() <= 3
+    assert src.colour == ""  # nothing to say: an everyday clip
+
+
+def as_numbers(path):
+    """The first frame as FFmpeg reads it with nothing asked: its numbers, whatever its colours were made for."""
+    with av.open(str(path)) as c:
+        return next(c.decode(video=0)).to_ndarray(format="rgb24").astype(int)
+
+
+def saturation(rgb):
+    return (rgb.max(-1) - rgb.min(-1)).mean()
+
+
+@pytest.mark.parametrize("transfer,primaries,said", [
+    (18, 9, "HDR (HLG, BT.2020)"), (16, 9, "HDR (PQ, BT.2020)"), (1, 9, "wide gamut (BT.2020)"),
+    (1, 12, "wide gamut (Display P3)")])
+def test_an_hdr_or_wide_gamut_clip_is_converted_to_the_colours_painting_and_output_assume(filt, tmp_path, transfer,
+                                                                                           primaries, said):
+    """Read as plain numbers, an HDR phone clip (10-bit HLG or PQ, BT.2020) was painted washed out: its reference
+    white came out grey (189 for HLG) and its colours dull. Converted to BT.709 SDR, white is white, wide-gamut
+    colours are more saturated in BT.709's numbers, and the render says what it did."""
+    grey = {18: 0.75, 16: 0.58, 1: 1.0}[transfer]  # reference white: HLG 75%, PQ 203 nits, SDR 100%
+    rgb = np.array([[grey] * 3, [0.0] * 3, [0.55, 0.3, 0.25], [0.3, 0.45, 0.6]])
+    clip = make_yuv_clip(tmp_path / "hdr.mp4", ycbcr(rgb, "2020"), bits=10, tags=(9, primaries, transfer))
+    src, got = first_frame(clip, (64, 48))
+    raw = as_numbers(clip)
+    assert said in src.colour and src.colour.startswith("note: hdr.mp4")
+    got, raw = band_colours(got, 4), band_colours(raw, 4)
+    assert got[0].min() >= 245 and got[1].max() <= 12  # white is white, black stays black
+    if transfer != 1:
+        assert raw[0].max() <= 200  # as numbers, reference white was a grey
+    assert saturation(got[2:]) > saturation(raw[2:]) * 1.1
+    notes = [r.text for r in video.apply_video_cli(filt, clip, tmp_path / "out.mp4", ApplySettings(), False, SMALL)
+             if isinstance(r, Note)]
+    assert [n for n in notes if said in n and "converted to standard BT.709" in n], notes
+    _, _, frames, _, _ = frames_of(tmp_path / "out.mp4")
+    with av.open(str(tmp_path / "out.mp4")) as c:  # the output says what it holds: 8-bit SDR, BT.601 below 720 lines
+        cc = c.streams.video[0].codec_context
+        assert (cc.format.name, cc.color_trc, cc.color_primaries) == ("yuv420p", 6, 6)
+
+
+def test_a_wide_gamut_clip_ffmpeg_cannot_convert_is_painted_from_its_numbers_with_a_warning(tmp_path):
+    """swscale converts no logarithmic transfer: the clip is read as numbers, and the user is told their colours
+    may look washed out rather than the render failing."""
+    rgb = np.array([[0.5, 0.4, 0.3], [0.2, 0.3, 0.4]])
+    clip = make_yuv_clip(tmp_path / "log.mp4", ycbcr(rgb, "2020"), bits=10, tags=(9, 9, 9))
+    src, got = first_frame(clip, (64, 48))
+    raw = as_numbers(clip)
+    assert src.colour.startswith("warning: log.mp4 is wide gamut (BT.2020), which FFmpeg cannot convert here")
+    assert np.array_equal(got, raw)
 
 
 def test_size_option_and_odd_sizes(filt, clip, tmp_path):

@@ -616,6 +616,8 @@ def apply_video_cli(filt: Filter, src, dest, settings: ApplySettings, progress: 
         yield Note(f"note: {job.dest.suffix or 'a frame folder'} holds no sound: the audio is left out")
     if job.src.transparent:
         yield Note(f"note: {job.src.path.name} has transparent pixels: painted over white (the painting is opaque)")
+    if job.src.colour:
+        yield Note(job.src.colour)
     if job.kind != "h264" and video.crf != VideoConfig().crf:
         yield Note(f"note: --crf is H.264's quality; {job.dest.suffix or 'a frame folder'} is written without it "
                    "(write .mp4 to use it)")

@@ -2,7 +2,8 @@
 few picked ones.
 
 Frames come out as RGB uint8 at the render's size, with their timestamps carried over from the source, never
-re-spaced. Bad input gives one-line RotoscopeErrors.
+re-spaced, and in the colours every later step assumes (BT.709 primaries, standard dynamic range: `colour_plan`).
+Bad input gives one-line RotoscopeErrors.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import functools
 import itertools
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
@@ -112,6 +113,68 @@ class Source:
     plays: int = 0  # an animated image: how many times it plays (0: for ever), kept when written as one
     first_frame: int = 0  # an animated PNG's frame 0 may be a fallback picture that its animation does not show
     transparent: bool = False  # an animated image with transparent pixels (painted over white)
+    convert: dict = field(default_factory=dict)  # how its YUV frames become RGB (colour_plan), for every frame
+    colour: str = ""  # a wide-gamut or HDR clip: what it is, said when it is painted
+
+
+# A clip made for a wider gamut or a brighter display is converted to BT.709 SDR (swscale maps the gamut and the
+# tones): read as plain numbers, an HDR phone clip (HLG or PQ, BT.2020) was painted washed out and grey, and the
+# output is tagged BT.709 SDR
+WIDE_PRIMARIES = {9: "BT.2020", 11: "DCI-P3", 12: "Display P3"}
+HDR_TRANSFERS = {16: "PQ", 18: "HLG"}
+UNSPECIFIED = 2  # AVCOL_SPC_UNSPECIFIED, AVCOL_PRI_UNSPECIFIED, AVCOL_TRC_UNSPECIFIED
+
+
+def colour_plan(frame, name: str = "the clip") -> tuple[dict, str]:
+    """How to turn this clip's decoded frames into the RGB that painting, flow and output assume (keywords for
+    PyAV's reformat), and what to tell the user about it ("" when nothing needs saying).
+
+    A clip that does not say which YUV matrix it uses is read as players read it (mpv, browsers): BT.709 from HD
+    up, BT.601 below; FFmpeg's own guess is always BT.601, which shifted an untagged HD clip's colours by up to
+    20 levels. JPEG-range formats (yuvj*, Motion JPEG) are BT.601 by definition."""
+    plan: dict = {}
+    hd = frame.width >= 1280 or frame.height > 576
+    if frame.colorspace == UNSPECIFIED and hd and not frame.format.name.startswith("yuvj") and \
+            frame.format.name.startswith("yuv"):
+        plan["src_colorspace"] = 1  # BT.709
+    wide, hdr = WIDE_PRIMARIES.get(frame.color_primaries), HDR_TRANSFERS.get(frame.color_trc)
+    if not (wide or hdr):
+        return plan, ""
+    plan.update(dst_color_primaries=1, dst_color_trc=1)
+    said = f"HDR ({hdr}{', ' + wide if wide else ''})" if hdr else f"wide gamut ({wide})"
+    refused = _refused(frame.format.name, frame.colorspace, frame.color_range, frame.color_primaries,
+                       frame.color_trc)
+    if refused:
+        del plan["dst_color_primaries"], plan["dst_color_trc"]
+        return plan, f"warning: {name} is {said}, which FFmpeg cannot convert here ({refused}): painted from its " \
+                     "numbers as they are, so its colours may look washed out"
+    return plan, f"note: {name} is {said}: converted to standard BT.709 colours, as the painting and the " \
+                 "output are (slower: 1.5 s to set up, then about 20 ms a 720p frame)"
+
+
+@functools.lru_cache(maxsize=None)
+def _refused(fmt: str, colorspace: int, color_range: int, primaries: int, transfer: int) -> str:
+    """Why swscale cannot convert frames of this kind to BT.709 SDR ("" when it can), tried once a process on a
+    small frame: the trial costs the conversion's set-up, 1.5 s."""
+    import av
+
+    try:
+        frame = av.VideoFrame(16, 16, fmt)
+        frame.colorspace, frame.color_range, frame.color_primaries, frame.color_trc = (colorspace, color_range,
+                                                                                      primaries, transfer)
+        frame.to_ndarray(format="rgb24", dst_color_primaries=1, dst_color_trc=1)
+    except Exception as e:  # noqa: BLE001 - av.FFmpegError: a combination this swscale cannot convert
+        return _av_reason(e)
+    return ""
+
+
+def rgb_reader(src: Source) -> Callable:
+    """Decoded frames -> RGB uint8 by the clip's colour plan, through one reformatter for the whole pass: an HDR
+    conversion's set-up (1.5 s here) is then paid once, not for every frame (about 20 ms a 720p frame after it)."""
+    from av.video.reformatter import VideoReformatter
+
+    reformatter = VideoReformatter()
+    return lambda frame: reformatter.reformat(frame, format="rgb24", **src.convert).to_ndarray()
 
 
 def _open(path: Path):
@@ -161,15 +224,17 @@ def probe(path: Path) -> Source:
         rate = vs.average_rate or vs.guessed_rate or vs.base_rate or DEFAULT_RATE
         duration = float(vs.duration * tb) if vs.duration else (c.duration / 1e6 if c.duration else 0.0)
         frames = vs.frames or (round(duration * float(rate)) if duration else 0)
-        rotation = 0
-        try:  # rotation lives on decoded frames (display matrix side data); peek at the first one
+        rotation, convert, colour = 0, {}, ""
+        try:  # rotation (display matrix side data) and colours live on decoded frames; peek at the first one
             for frame in c.decode(vs):
                 rotation = int(round(frame.rotation or 0)) % 360
+                convert, colour = colour_plan(frame, path.name)
                 break
         except Exception:
             pass  # the reader reports decoding problems properly
         return Source(path, w, h, Fraction(tb), Fraction(rate), frames, rotation, len(c.streams.audio),
-                      cc.format.name if cc.format else "", None, duration)
+                      cc.format.name if cc.format else "", None, duration, convert=convert,
+                      colour=colour)
 
 
 def _probe_animated(path: Path) -> Source:
@@ -348,6 +413,7 @@ def _decode_video(src: Source, w: int, h: int, warn, max_seconds, threads, start
     converted; `origin` is the clip's first pts when decoding does not begin there (max_seconds counts from it)."""
     import av
 
+    as_rgb = rgb_reader(src)
     default_dur = max(1, round(1 / (float(src.rate) * float(src.time_base)))) if src.rate else 1
     pending = None  # one frame of look-ahead: a frame's duration is the gap to the next one (VFR kept)
     count = 0
@@ -382,7 +448,7 @@ def _decode_video(src: Source, w: int, h: int, warn, max_seconds, threads, start
                     count += 1
                     continue
                 try:
-                    rgb = frame.to_ndarray(format="rgb24")
+                    rgb = as_rgb(frame)
                 except Exception as e:
                     raise RotoscopeError(f"{src.path}: cannot convert pixel format {frame.format.name} "
                                          f"({_av_reason(e)})") from None
@@ -468,14 +534,14 @@ def _pick_frames(src: Source, n: int, w: int, h: int) -> list[np.ndarray]:
             return out
     import av
 
-    out = []
+    out, as_rgb = [], rgb_reader(src)
     duration = src.duration or 0
     with _open(src.path) as c:
         vs = c.streams.video[0]
         start = vs.start_time or 0
         if not duration:  # unknown length: the first n frames
             for f in c.decode(vs):
-                out.append(_fit(f.to_ndarray(format="rgb24"), w, h))
+                out.append(_fit(as_rgb(f), w, h))
                 if len(out) == n:
                     break
             return out
@@ -486,7 +552,7 @@ def _pick_frames(src: Source, n: int, w: int, h: int) -> list[np.ndarray]:
                 c.seek(target, stream=vs, backward=True, any_frame=False)
                 for f in c.decode(vs):
                     if f.pts is None or f.pts >= target:
-                        out.append(_fit(f.to_ndarray(format="rgb24"), w, h))
+                        out.append(_fit(as_rgb(f), w, h))
                         break
             except av.FFmpegError:
                 break
