@@ -310,6 +310,15 @@ def test_a_picture_in_another_colour_profile_is_read_as_srgb(tmp_path):
     linear = icc_profile(SRGB_D50, gamma=1.0, description="Linear sRGB")  # sRGB's primaries, not its numbers
     Image.new("RGB", (8, 8), (128, 128, 128)).save(tmp_path / "linear.png", icc_profile=linear)
     assert load_rgb(tmp_path / "linear.png").getpixel((3, 3))[0] > 170  # linear 0.5 is sRGB's 188
+    palette = Image.new("P", (8, 8), 0)
+    palette.putpalette([200, 40, 60, 0, 0, 0])
+    palette.save(tmp_path / "palette.png", icc_profile=swapped)
+    r, g, b = load_rgb(tmp_path / "palette.png").getpixel((3, 3))  # a palette's colours too (read raw before)
+    assert abs(r - 40) <= 8 and abs(g - 200) <= 8 and abs(b - 60) <= 8, (r, g, b)
+    palette.putpixel((0, 0), 1)
+    palette.save(tmp_path / "sticker.png", icc_profile=swapped, transparency=1)
+    rgb, alpha = split_alpha(Image.open(tmp_path / "sticker.png"))
+    assert rgb.getpixel((3, 3))[1] > 150 and alpha.getpixel((0, 0)) == 0 and alpha.getpixel((3, 3)) == 255
     broken = Image.new("RGB", (8, 8), (200, 40, 60))
     broken.info["icc_profile"] = b"not a profile"
     assert split_alpha(broken)[0].getpixel((0, 0)) == (200, 40, 60)  # a profile LittleCMS cannot read: ignored

@@ -89,6 +89,8 @@ def split_alpha(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
         arr = np.nan_to_num(np.asarray(img, dtype=np.float64))
         top = 1.0 if arr.size and 0 <= arr.min() and arr.max() <= 1 else 255.0
         img = Image.fromarray(np.clip(arr / top * 255 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode in ("P", "PA") and img.info.get("icc_profile"):  # the palette's colours are what the profile means
+        img = img.convert("RGBA" if can_be_transparent(img) else "RGB")
     img = to_srgb(img)
     if can_be_transparent(img):
         rgba = img.convert("RGBA")
