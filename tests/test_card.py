@@ -46,3 +46,15 @@ def test_held_out_shows_the_untrained_score_and_each_evaluations_step():
     # a card from before the curve was kept: first and last as recorded, no steps
     old = format_card({"name": "x", "history": {"holdout_first": mid, "holdout_last": end}})
     assert "first     total 3.0000" in old and "(step" not in old
+
+
+def test_a_cards_backbone_is_described_in_the_librarys_words_of_today():
+    """A shipped filter trained before a study changed what the library says of its backbone shows today's words
+    (the stored text stays in the file); a backbone this version does not know keeps the card's own."""
+    from rotoscope.backbones import BACKBONES
+
+    old = {"name": "x", "backbone": {"name": "vgg16-hed", "about": "Carries real strokes and shapes."}}
+    line = next(line for line in format_card(old).splitlines() if line.startswith("backbone"))
+    assert BACKBONES["vgg16-hed"].about in line and "Carries real strokes" not in line
+    unknown = {"name": "x", "backbone": {"name": "resnet-next", "about": "a network of the future"}}
+    assert "a network of the future" in format_card(unknown)

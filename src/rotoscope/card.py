@@ -46,10 +46,20 @@ def format_mix_card(card: dict, path: Path | None = None) -> str:
                                                     f"{str(p.get('card_hash', ''))[:12]}…)" for p in mix["parents"]),
              f"mixed by    {how}" + ("" if mix.get("same_start") else
                                      " (the parents started from different weights: a weight mix may not blend)"),
-             f"backbone    {bb.get('name')}: {bb.get('about', '')}",
+             f"backbone    {bb.get('name')}: {backbone_about(bb)}",
              f"network     {card.get('architecture', 'each parent its own')}",
              f"created     {card.get('created', 'now (a mix spec)')} with rotoscope {card.get('rotoscope_version')}"]
     return "\n".join(lines)
+
+
+def backbone_about(bb: dict) -> str:
+    """What the library says today of a card's backbone: a description is the library's words about a network, not a
+    fact of the training, and the one stored when a filter was trained may be older than a study that changed it
+    (the card's own text is kept in the file and in --json). A backbone this version does not know: the card's."""
+    from .backbones import BACKBONES
+
+    spec = BACKBONES.get(str(bb.get("name")))
+    return spec.about if spec else bb.get("about", "")
 
 
 def format_card(card: dict, path: Path | None = None) -> str:
@@ -64,7 +74,7 @@ def format_card(card: dict, path: Path | None = None) -> str:
              f"            sha256 {str(art.get('sha256', ''))[:16]}…  {art.get('size')}"]
     if art.get("license"):
         lines.append(f"            {art['license']}")
-    lines += [f"backbone    {bb.get('name')}: {bb.get('about', '')}",
+    lines += [f"backbone    {bb.get('name')}: {backbone_about(bb)}",
               f"            weights sha256 {str(bb.get('weights_sha256', ''))[:16]}…",
               f"network     {card.get('architecture')}",
               f"photos      {ph.get('train')} trained on, {ph.get('holdout')} held out, {ph.get('skipped', 0)} skipped"
