@@ -1,12 +1,15 @@
 """The Python API (`import rotoscope`): what the README promises works, and keeps working when called again."""
 
 import importlib
+import json
 
+import av
 import numpy as np
 from PIL import Image
 
 import rotoscope
 from conftest import make_scene
+from rotoscope.config import VideoConfig
 
 
 def test_stylize_can_be_called_twice_and_after_its_module_is_imported(tiny_filter, tmp_path):
@@ -75,9 +78,29 @@ def test_apply_video_is_the_library_call_for_a_clip_and_takes_a_filter_by_name(t
     # settings as keywords, as stylize takes them; unknown ones and another type are one line
     half = rotoscope.apply_video("tiny", clip, tmp_path / "half.mp4", strength=0.5, engine="torch", warn=print)
     assert half.stat().st_size > 0
-    for kwargs, says in (({"stregth": 0.5}, "unknown setting"), ({"settings": {"strength": 0.5}}, "ApplySettings")):
+    for kwargs, says in (({"stregth": 0.5}, r"unknown setting\(s\): stregth \(a picture's are .*strength.*; a video's "
+                                             r"are .*stabilize"),
+                         ({"settings": {"strength": 0.5}}, "ApplySettings"), ({"crf": 99}, "crf must be between"),
+                         ({"video": "fast"}, "video must be a VideoConfig"),
+                         ({"video": VideoConfig(), "crf": 30}, "not both")):
         with pytest.raises(RotoscopeError, match=says):
             rotoscope.apply_video("tiny", clip, tmp_path / "x.mp4", **kwargs)
+    with pytest.raises(RotoscopeError, match=r"^unknown setting\(s\): strenght \(a picture's are "):
+        rotoscope.stylize("tiny", Image.new("RGB", (8, 8)), strenght=0.5)  # not Python's words about __init__
+
+
+def test_apply_video_takes_the_videos_settings_as_keywords_too(tiny_filter, tmp_path):
+    """The README's "settings are keywords" holds for a clip's own settings (stabilize, crf, max_seconds), not only
+    for a picture's: they were "unexpected keyword argument" before."""
+    from conftest import make_clip
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=12, fps=12, audio=False)
+    out = rotoscope.apply_video("tiny", clip, tmp_path / "cut.mp4", max_seconds=0.5, stabilize=False, crf=30,
+                                warn=lambda s: None)
+    with av.open(str(out)) as c:
+        made = json.loads(c.metadata["comment"])["video"]  # what the render says it did (its provenance)
+        assert c.streams.video[0].frames == 6  # half a second of a 12 fps clip
+    assert (made["stabilize"], made["crf"], made["max_seconds"]) == (False, 30, 0.5)
 
 
 def test_apply_video_paints_a_mix_by_the_method_asked(tiny_filter, tmp_path, monkeypatch):

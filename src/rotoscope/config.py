@@ -233,10 +233,11 @@ class ApplySettings:
     @classmethod
     def of(cls, **keywords) -> "ApplySettings":
         """The settings the library's calls take as keywords (strength=0.8), checked; a name it lacks is one line."""
-        try:
-            return cls(**keywords).validate()
-        except TypeError as e:
-            raise invalid(f"unknown setting: {e}") from None
+        unknown = sorted(set(keywords) - set(fields_of(cls)))
+        if unknown:
+            raise invalid(f"unknown setting(s): {', '.join(unknown)} (a picture's are "
+                          f"{', '.join(sorted(fields_of(cls)))})")
+        return cls(**keywords).validate()
 
 
 @dataclass

@@ -480,16 +480,28 @@ def apply_video(filt: Filter | str, src: Path, dest: Path | None = None, setting
                 video: VideoConfig | None = None, progress: bool = False, warn: Callable[[str], None] = print,
                 on_segment: Callable[[int], None] | None = None, mask=None, **keywords) -> Path:
     """Paint a clip (or a numbered-frame folder) with a filter (a Filter, a name, a path or a mix "a:0.6+b:0.4")
-    and write it (dest None: beside the clip); resumes an interrupted render. The settings: an ApplySettings, or as
-    keywords (strength=0.8), as rotoscope.stylize takes them. `mask`: one mask image for every frame or a folder of
-    one per frame (mask.py)."""
+    and write it (dest None: beside the clip); resumes an interrupted render. The settings: an ApplySettings and a
+    VideoConfig, or as keywords, the picture's (strength=0.8, as rotoscope.stylize takes them) and the video's
+    (stabilize=False, crf=18, max_seconds=5) alike. `mask`: one mask image for every frame or a folder of one per
+    frame (mask.py)."""
+    from ..config import fields_of
     from ..mix import as_filter
 
-    if settings is not None and keywords:
-        raise Invalid("give the settings as an ApplySettings or as keywords, not both")
+    moving = {k: keywords.pop(k) for k in list(keywords) if k in fields_of(VideoConfig)}
+    if settings is not None and keywords or video is not None and moving:
+        raise Invalid("give the settings as an ApplySettings and a VideoConfig or as keywords, not both")
     if settings is not None and not isinstance(settings, ApplySettings):
         raise Invalid(f"settings must be an ApplySettings (got {type(settings).__name__})")
+    if video is not None and not isinstance(video, VideoConfig):
+        raise Invalid(f"video must be a VideoConfig (got {type(video).__name__})")
+    unknown = sorted(set(keywords) - set(fields_of(ApplySettings)))
+    if unknown:
+        raise Invalid(f"unknown setting(s): {', '.join(unknown)} (a picture's are "
+                      f"{', '.join(sorted(fields_of(ApplySettings)))}; a video's are "
+                      f"{', '.join(sorted(fields_of(VideoConfig)))})")
     settings = settings.validate() if settings is not None else ApplySettings.of(**keywords)
+    if moving:
+        video = VideoConfig(**moving).validate()
     filt = as_filter(filt, settings.mix)
     return run_job(make_job(filt, src, dest, settings, video, mask), progress, warn, on_segment)
 
