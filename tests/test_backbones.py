@@ -103,7 +103,7 @@ def test_download_failure_explains_the_offline_way(torch_home, monkeypatch):
         raise URLError(OSError(-2, "Name or service not known"))
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    with pytest.raises(RotoscopeError, match="--backbone-weights") as err:
+    with pytest.raises(RotoscopeError, match=r"`train --backbone-weights` or `weights fetch vgg16 --source`") as err:
         bb.fetch_torchvision("vgg16", progress=False)
     assert "URLError" in str(err.value) and "cannot write" not in str(err.value)
     assert not bb.torchvision_cache_path("vgg16").exists()

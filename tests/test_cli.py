@@ -136,6 +136,23 @@ def test_help_says_what_values_an_option_takes_in_words(command, capsys):
     assert command not in ("apply", "live") or "between 0 and 1" in text  # a range stays in words: --strength
 
 
+def test_a_bare_command_shows_its_help_and_succeeds(capsys):
+    """No command is a request for the help, not a usage error: exit 0 (it was click's 2, which the README's
+    promise of 'never exit code 2' did not allow)."""
+    code, out, _ = rotoscope(capsys=capsys)
+    assert code == 0 and "train" in out and "apply" in out
+
+
+def test_under_torchrun_rank_0_alone_says_a_refusal(tiny_image, monkeypatch, capsys):
+    """Every rank meets the same refusal (same command, same files): one line from rank 0, silence and exit 1 from
+    the others (each said it before: the line came once per process)."""
+    for rank, said in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        code, out, err = rotoscope("train", tiny_image, "--name", "poster", "--steps", "2", capsys=capsys)
+        assert code == 1 and ("ships with rotoscope" in err) == said and (out + err).strip().count("\n") == 0
+
+
 def test_weights_lists_backbones(capsys):
     code, out, _ = rotoscope("weights", capsys=capsys)
     assert code == 0 and "vgg16-hed" in out and "random" in out

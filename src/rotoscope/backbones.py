@@ -364,8 +364,8 @@ def fetch_torchvision(arch: str, progress: bool = True) -> Path:
     except Exception as e:
         e = e.__cause__ if isinstance(e, Failed) else e
         raise RotoscopeError(f"cannot download {url} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                             f"without internet, put the file at {dest}, pass --backbone-weights, or set "
-                             f"ROTOSCOPE_{arch.upper()}_WEIGHTS") from None
+                             f"without internet, put the file at {dest}, give it to `train --backbone-weights` or "
+                             f"`weights fetch {arch} --source`, or set ROTOSCOPE_{arch.upper()}_WEIGHTS") from None
     return dest
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -676,8 +677,8 @@ def main() -> None:
         # usage errors (typer's click, vendored or not) carry their own message: one line and exit code 1, like
         # every refused input (click's own code would be 2); a bare `rotoscope` has shown its help, no error
         if hasattr(e, "format_message") and hasattr(e, "exit_code"):
-            if not e.format_message().strip():
-                sys.exit(e.exit_code)
+            if not e.format_message().strip():  # the help a bare `rotoscope` asked for: shown, and so a success
+                sys.exit(0 if type(e).__name__ == "NoArgsIsHelpError" else 1)
             hint = getattr(getattr(e, "ctx", None), "command_path", None)
             fail(e.format_message() + (f" (see `{hint} --help`)" if hint else ""))
         if isinstance(e, OSError):  # the machine refused (a file system, a socket): not a bug, one line
@@ -688,8 +689,10 @@ def main() -> None:
 
 
 def fail(message: str) -> None:
-    """The one line an error gets (a message of several lines is joined into one), and exit code 1."""
-    say("error: " + " ".join(message.split()))
+    """The one line an error gets (a message of several lines is joined into one), and exit code 1. Under torchrun
+    every rank meets the same refusal (the same command and files): rank 0 alone says it."""
+    if os.environ.get("RANK", "0") == "0" or os.environ.get("WORLD_SIZE", "1") == "1":
+        say("error: " + " ".join(message.split()))
     sys.exit(1)
 
 
