@@ -177,6 +177,25 @@ def test_a_folder_of_images_and_clips_paints_both_and_keeps_finished_clips(tiny_
     assert code == 0 and said.count("kept ") == 3 and f"kept 1 image(s) in {tmp_path / 'out'}" in said, said
 
 
+def test_a_folders_animated_gifs_and_webps_are_kept_when_finished_like_its_videos(tiny_filter, tmp_path):
+    """An animated GIF or WebP in a folder is painted as a clip and comes back as one: a second run keeps it, as
+    it keeps a finished .mp4 (it was painted again on every run: the animation carried no provenance)."""
+    from PIL import Image
+
+    folder = tmp_path / "loops"
+    folder.mkdir()
+    frames = [Image.new("RGB", (32, 24), (40 * k, 90, 200 - 30 * k)) for k in range(4)]
+    for suffix in (".gif", ".webp"):
+        frames[0].save(folder / f"loop{suffix}", save_all=True, append_images=frames[1:], duration=80, loop=0)
+    first = [r for r in apply_path("tiny", folder, tmp_path / "out", FAST, progress=False) if isinstance(r, Painted)]
+    assert sorted(Path(r.output).name for r in first) == ["loop.gif", "loop.webp"] and not any(r.reused for r in first)
+    again = [r for r in apply_path("tiny", folder, tmp_path / "out", FAST, progress=False) if isinstance(r, Painted)]
+    assert len(again) == 2 and all(r.reused and r.frames == 4 and r.size == (32, 24) for r in again)
+    weaker = [r for r in apply_path("tiny", folder, tmp_path / "out", dataclasses.replace(FAST, strength=0.5),
+                                    progress=False) if isinstance(r, Painted)]
+    assert len(weaker) == 2 and not any(r.reused for r in weaker)  # other settings: painted again
+
+
 def test_a_folder_of_clips_alone_is_painted_and_one_without_either_is_refused(tiny_filter, tmp_path, capsys):
     folder = tmp_path / "clips"
     folder.mkdir()

@@ -195,19 +195,26 @@ def save_image(img: Image.Image, path: str | os.PathLike, provenance: dict | Non
             info.add_text("Software", f"rotoscope {provenance.get('rotoscope_version', '')}".strip())
             kwargs["pnginfo"] = info
         elif fmt in ("JPEG", "WEBP", "TIFF"):
-            exif = Image.Exif()
-            exif[0x0131] = "rotoscope"  # Software
-            exif[0x010E] = text  # ImageDescription
-            kwargs["exif"] = exif.tobytes()
+            kwargs["exif"] = provenance_exif(text)
     with atomic_path(path) as tmp:
         img.save(tmp, format=fmt, **kwargs)
     return path
 
 
+def provenance_exif(text: str) -> bytes:
+    """EXIF carrying a provenance's JSON (ImageDescription), for JPEG, WebP and TIFF outputs, stills or animated."""
+    exif = Image.Exif()
+    exif[0x0131] = "rotoscope"  # Software
+    exif[0x010E] = text  # ImageDescription
+    return exif.tobytes()
+
+
 def read_provenance(path: str | os.PathLike) -> dict | None:
-    """The provenance a rotoscope output carries, or None."""
+    """The provenance a rotoscope output carries (PNG text, EXIF, or an animated GIF's comment), or None."""
     with Image.open(path) as img:
-        text = img.info.get("rotoscope") or img.getexif().get(0x010E)
+        text = img.info.get("rotoscope") or img.getexif().get(0x010E) or img.info.get("comment")
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
     try:
         return json.loads(text) if text else None
     except json.JSONDecodeError:

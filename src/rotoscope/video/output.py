@@ -22,7 +22,7 @@ from PIL import Image
 
 from ..errors import RotoscopeError
 from ..filter import Filter
-from ..images import save_image
+from ..images import provenance_exif, save_image
 from ..paths import atomic_path, drop_partials
 from .source import Frame, Source, _av_reason, _open, _rotate
 
@@ -332,10 +332,11 @@ def assemble_animated(job: RenderJob, segs: int, prov: dict) -> None:
         kwargs["loop"] = plays
     elif plays != 1:
         kwargs["loop"] = 0 if plays == 0 else plays - 1
+    text = json.dumps(prov, sort_keys=True)  # what made it, read back by RenderJob.finished_output
     if fmt == "WEBP":
-        kwargs.update(quality=90, method=4)
+        kwargs.update(quality=90, method=4, exif=provenance_exif(text))
     else:
-        kwargs.update(optimize=False, disposal=1)
+        kwargs.update(optimize=False, disposal=1, comment=text)
     drop_partials(job.dest)
     with atomic_path(job.dest) as tmp:
         frames[0].save(tmp, format=fmt, **kwargs)

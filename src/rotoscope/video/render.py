@@ -102,18 +102,26 @@ class RenderJob:
 
     def finished_output(self) -> tuple[tuple[int, int], int | None] | None:
         """(size, frames) of this job's output when an earlier run wrote it already, else None: the output's
-        provenance (the container's comment tag, written by run_job) carries the job's key. An output appears
-        under its final name only when it is whole, so one that is there with the key is finished."""
+        provenance (written by run_job: the container's comment tag, an animated GIF's comment or WebP's EXIF)
+        carries the job's key. An output appears under its final name only when it is
+        whole, so one that is there with the key is finished."""
         import av
 
-        if not self.dest.is_file():
-            return None
+        from ..images import read_provenance
+
         try:
-            with av.open(str(self.dest)) as c:
-                meta = {k.lower(): v for k, v in c.metadata.items()}  # Matroska upper-cases the tag: COMMENT
-                prov = json.loads(meta.get("comment") or "null")
-                vs = c.streams.video[0]
-                size = (vs.codec_context.width, vs.codec_context.height)
+            if self.kind == "h264" and self.dest.is_file():
+                with av.open(str(self.dest)) as c:
+                    meta = {k.lower(): v for k, v in c.metadata.items()}  # Matroska upper-cases the tag: COMMENT
+                    prov = json.loads(meta.get("comment") or "null")
+                    vs = c.streams.video[0]
+                    size = (vs.codec_context.width, vs.codec_context.height)
+            elif self.kind == "animated" and self.dest.is_file():
+                prov = read_provenance(self.dest)
+                with Image.open(self.dest) as im:
+                    size = im.size
+            else:  # nothing there, or a frame folder (a folder's clips are written as clips)
+                return None
         except Exception:  # noqa: BLE001 - not a finished render of ours: painted again
             return None
         video = prov.get("video") if isinstance(prov, dict) else None
