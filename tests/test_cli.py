@@ -136,6 +136,18 @@ def test_help_says_what_values_an_option_takes_in_words(command, capsys):
     assert command not in ("apply", "live") or "between 0 and 1" in text  # a range stays in words: --strength
 
 
+def test_help_gives_the_tables_defaults_where_an_options_own_is_none(capsys):
+    """train's and serve's options default to None (to tell a given value from none), so the help showed no
+    default at all; it says the settings table's, as the README promises."""
+    from rotoscope.config import ServerConfig, TrainConfig
+
+    for command, says in (("train", (f"Default: {TrainConfig().steps}.", "Default: 16,32,64.")),
+                          ("serve", (f"Default: {ServerConfig().max_jobs}.", "Default: 32."))):
+        _, out, _ = rotoscope(command, "--help", capsys=capsys)
+        text = " ".join(out.replace("│", " ").split())
+        assert all(s in text for s in says), (command, text)
+
+
 def test_a_bare_command_shows_its_help_and_succeeds(capsys):
     """No command is a request for the help, not a usage error: exit 0 (it was click's 2, which the README's
     promise of 'never exit code 2' did not allow)."""

@@ -65,7 +65,7 @@ def test_out_of_range_settings_are_refused_with_one_line_naming_them(table, name
 
 
 def test_network_settings_are_checked_too():
-    with pytest.raises(RotoscopeError, match="channels must be between 1 and 512"):
+    with pytest.raises(RotoscopeError, match="channels must be 3 numbers between 1 and 512"):
         TrainConfig().replace(channels=(16, 0, 64)).validate()
     with pytest.raises(RotoscopeError, match="channels takes 3 values"):
         TrainConfig().replace(channels=(16, 32)).validate()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -43,15 +44,24 @@ def say(msg: str) -> None:
 # ---------------------------------------------------------------- train
 
 
-def _h(table, name: str) -> str:
-    """An option's help, read from the settings table (config.py), with its allowed values."""
+def _h(table, name: str, default: bool = False) -> str:
+    """An option's help, read from the settings table (config.py), with its allowed values; `default`: and the
+    table's default, for an option whose own default is None (so that a run can tell it was not given)."""
     from .config import describe_field, fields_of
 
     f = fields_of(table)[name]
     allowed = describe_field(f)
     # an on/off flag takes no value, and a pattern's regex tells a reader nothing: both only in --set's errors
     shown = "" if allowed == "true or false" or allowed.startswith("matching ") else f" ({allowed})"
-    return f"{f.metadata['help'][0].upper()}{f.metadata['help'][1:]}{shown}."
+    value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    said = ",".join(map(str, value)) if isinstance(value, tuple) else f"{value:g}" if isinstance(value, float) \
+        else str(value).lower() if isinstance(value, bool) else str(value)
+    told = f" Default: {said}." if default and value not in (None, "") else ""
+    return f"{f.metadata['help'][0].upper()}{f.metadata['help'][1:]}{shown}.{told}"
+
+
+def _hd(table, name: str) -> str:
+    return _h(table, name, default=True)
 
 
 SET_HELP = "Any other setting of the table (config.py), repeatable: --set key=value."
@@ -62,25 +72,25 @@ def train(
     artwork: Path = typer.Argument(..., help="The artwork whose style the filter learns."),
     name: str = typer.Option(..., "--name", "-n", help="Name of the filter in the registry."),
     photos: Optional[Path] = typer.Option(None, help="Folder of training photos (default: built-in sample set)."),
-    steps: Optional[int] = typer.Option(None, help=_h(TrainConfig, "steps")),
-    size: Optional[int] = typer.Option(None, help=_h(TrainConfig, "size")),
-    batch: Optional[int] = typer.Option(None, help=_h(TrainConfig, "batch")),
-    lr: Optional[float] = typer.Option(None, help=_h(TrainConfig, "lr")),
-    backbone: Optional[str] = typer.Option(None, help=_h(TrainConfig, "backbone")),
+    steps: Optional[int] = typer.Option(None, help=_hd(TrainConfig, "steps")),
+    size: Optional[int] = typer.Option(None, help=_hd(TrainConfig, "size")),
+    batch: Optional[int] = typer.Option(None, help=_hd(TrainConfig, "batch")),
+    lr: Optional[float] = typer.Option(None, help=_hd(TrainConfig, "lr")),
+    backbone: Optional[str] = typer.Option(None, help=_hd(TrainConfig, "backbone")),
     backbone_weights: Optional[Path] = typer.Option(None, help="Local weights file for the backbone."),
-    content_weight: Optional[float] = typer.Option(None, help=_h(TrainConfig, "content_weight")),
-    style_weight: Optional[float] = typer.Option(None, help=_h(TrainConfig, "style_weight")),
-    color_weight: Optional[float] = typer.Option(None, help=_h(TrainConfig, "color_weight")),
-    tv_weight: Optional[float] = typer.Option(None, help=_h(TrainConfig, "tv_weight")),
-    color_match: Optional[str] = typer.Option(None, help=_h(TrainConfig, "color_match")),
-    arch: Optional[str] = typer.Option(None, help=_h(TrainConfig, "arch")),
-    teacher: Optional[str] = typer.Option(None, help=_h(TrainConfig, "teacher")),
-    channels: Optional[str] = typer.Option(None, help=_h(TrainConfig, "channels")),
-    res_blocks: Optional[int] = typer.Option(None, help=_h(TrainConfig, "res_blocks")),
-    precision: Optional[str] = typer.Option(None, help=_h(TrainConfig, "precision")),
-    device: Optional[str] = typer.Option(None, help=_h(TrainConfig, "device")),
-    seed: Optional[int] = typer.Option(None, help=_h(TrainConfig, "seed")),
-    checkpoint_every: Optional[int] = typer.Option(None, help=_h(TrainConfig, "checkpoint_every")),
+    content_weight: Optional[float] = typer.Option(None, help=_hd(TrainConfig, "content_weight")),
+    style_weight: Optional[float] = typer.Option(None, help=_hd(TrainConfig, "style_weight")),
+    color_weight: Optional[float] = typer.Option(None, help=_hd(TrainConfig, "color_weight")),
+    tv_weight: Optional[float] = typer.Option(None, help=_hd(TrainConfig, "tv_weight")),
+    color_match: Optional[str] = typer.Option(None, help=_hd(TrainConfig, "color_match")),
+    arch: Optional[str] = typer.Option(None, help=_hd(TrainConfig, "arch")),
+    teacher: Optional[str] = typer.Option(None, help=_hd(TrainConfig, "teacher")),
+    channels: Optional[str] = typer.Option(None, help=_hd(TrainConfig, "channels")),
+    res_blocks: Optional[int] = typer.Option(None, help=_hd(TrainConfig, "res_blocks")),
+    precision: Optional[str] = typer.Option(None, help=_hd(TrainConfig, "precision")),
+    device: Optional[str] = typer.Option(None, help=_hd(TrainConfig, "device")),
+    seed: Optional[int] = typer.Option(None, help=_hd(TrainConfig, "seed")),
+    checkpoint_every: Optional[int] = typer.Option(None, help=_hd(TrainConfig, "checkpoint_every")),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a filter of the same name (without it, an "
                                    "existing filter is never replaced)."),
@@ -115,9 +125,9 @@ def train(
 def train_many(
     artworks: Path = typer.Argument(..., help="A folder of artworks: one filter each, named after the file."),
     photos: Optional[Path] = typer.Option(None, help="Folder of training photos (default: built-in sample set)."),
-    steps: Optional[int] = typer.Option(None, help=_h(TrainConfig, "steps")),
-    size: Optional[int] = typer.Option(None, help=_h(TrainConfig, "size")),
-    backbone: Optional[str] = typer.Option(None, help=_h(TrainConfig, "backbone")),
+    steps: Optional[int] = typer.Option(None, help=_hd(TrainConfig, "steps")),
+    size: Optional[int] = typer.Option(None, help=_hd(TrainConfig, "size")),
+    backbone: Optional[str] = typer.Option(None, help=_hd(TrainConfig, "backbone")),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP + " Training and cluster settings."),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="Train on a Ray cluster, one task per artwork: "
                                           "auto, ray://HOST:10001 or HOST:6379 (default: one after the other "
@@ -171,11 +181,11 @@ def apply(
     output: Optional[Path] = typer.Option(None, "-o", "--out", help="Output file, or folder for a folder input."),
     mask: Optional[Path] = typer.Option(None, help="Where to paint: white paints, black keeps the photo, grey blends "
                                         "(any size); video: one mask, or a folder of one per frame."),
-    keep: Optional[str] = typer.Option(None, help=_h(ApplySettings, "keep")),
-    mix: Optional[str] = typer.Option(None, help=_h(ApplySettings, "mix")),
-    size: Optional[int] = typer.Option(None, help=_h(ApplySettings, "size")),
+    keep: Optional[str] = typer.Option(None, help=_hd(ApplySettings, "keep")),
+    mix: Optional[str] = typer.Option(None, help=_hd(ApplySettings, "mix")),
+    size: Optional[int] = typer.Option(None, help=_hd(ApplySettings, "size")),
     strength: float = typer.Option(1.0, help=_h(ApplySettings, "strength")),
-    paint_scale: Optional[float] = typer.Option(None, help=_h(ApplySettings, "paint_scale")),
+    paint_scale: Optional[float] = typer.Option(None, help=_hd(ApplySettings, "paint_scale")),
     preserve_colors: bool = typer.Option(False, "--preserve-colors", help=_h(ApplySettings, "preserve_colors")),
     precision: str = typer.Option("auto", help=_h(ApplySettings, "precision")),
     device: str = typer.Option("auto", help=_h(ApplySettings, "device")),
@@ -183,20 +193,21 @@ def apply(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON result (outputs, distance from the training "
                                  "photos, warnings) on stdout."),
-    crf: Optional[int] = typer.Option(None, help="Video: " + _h(VideoConfig, "crf")),
+    crf: Optional[int] = typer.Option(None, help="Video: " + _hd(VideoConfig, "crf")),
     stabilize: bool = typer.Option(True, "--stabilize/--no-stabilize", help="Video: " + _h(VideoConfig, "stabilize")),
     preview: Optional[int] = typer.Option(None, help="Video: write a contact sheet of N painted frames."),
     real_time: bool = typer.Option(False, "--real-time", help="Video: paint with the filter's lite version (NAME-lite) "
                                    "when it ships one, at paint scale 0.4, DIS fine flow at 160 px, blend 0.85, x264 "
-                                   "superfast: about 25 fps at 1280x720 on 2 CPU cores, softer; options and --set "
-                                   "win."),
+                                   "superfast: about 32 fps at 1280x720 end to end on 2 AVX2-class CPU cores, "
+                                   "softer; options and --set win."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP + " Picture, video and cluster "
                                              "settings."),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="Paint a video or a folder on a Ray cluster: "
                                           "auto (RAY_ADDRESS, or the cluster on this machine, else a new local "
                                           "one), ray://HOST:10001, or HOST:6379 (needs the cluster extra)."),
 ):
-    """Paint an image, a folder of images, or a video (.mp4 .mov .mkv ..., or numbered frames) with a filter."""
+    """Paint an image, a video (.mp4 .mov .mkv ..., an animated GIF or WebP, or numbered frames), or a folder of
+    images and clips with a filter."""
     from .apply import Painted, Skipped, apply_path
     from .config import REAL_TIME, ClusterConfig, fields_of, parse_sets
 
@@ -425,7 +436,8 @@ def filters_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-read
 
 
 @app.command()
-def show(filter: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")):
+def show(filter: str = typer.Argument(..., help="Filter name or .safetensors path, or a mix: a:0.6+b:0.4."),
+         as_json: bool = typer.Option(False, "--json", help="Print the card as JSON on stdout.")):
     """Show a filter's card: what it is and how it was made."""
     from .card import format_card
     from .filter import find_filter, read_card
@@ -443,7 +455,7 @@ def show(filter: str = typer.Argument(...), as_json: bool = typer.Option(False, 
 
 
 @app.command()
-def rm(filter: str = typer.Argument(...)):
+def rm(filter: str = typer.Argument(..., help="Name of a filter in the registry (a shipped one cannot go).")):
     """Remove a filter from the registry."""
     from .filter import remove_filter
 
@@ -475,7 +487,7 @@ def mix_cmd(
 def live(
     filter: str = typer.Argument(..., help="Filter name or .safetensors path, or a mix: a:0.6+b:0.4."),
     camera: str = typer.Option("0", help="Camera number, or a video file standing in for a camera."),
-    size: Optional[int] = typer.Option(None, help=_h(ApplySettings, "size")),
+    size: Optional[int] = typer.Option(None, help=_hd(ApplySettings, "size")),
     frames: Optional[int] = typer.Option(None, help="Stop after this many frames (default: until q, Esc, "
                                          "Ctrl-C or the end of a file)."),
     window: bool = typer.Option(True, "--window/--no-window", help="Show the painting in a window (needs an "
@@ -494,7 +506,7 @@ def live(
                                                 "guided upsampling (default: the largest of 1, 0.75, 0.5 and 0.4 "
                                                 "that paints a frame in 60% of the camera's frame interval)."),
     mask: Optional[Path] = typer.Option(None, help="Where to paint: white paints, black keeps the camera's picture."),
-    keep: Optional[str] = typer.Option(None, help=_h(ApplySettings, "keep")),
+    keep: Optional[str] = typer.Option(None, help=_hd(ApplySettings, "keep")),
     engine: str = typer.Option("auto", help=_h(ApplySettings, "engine")),
     precision: str = typer.Option("auto", help=_h(ApplySettings, "precision")),
     # auto: live painting is where speed matters most, and the lite filters keep the look (README, "Lite filters")
@@ -615,11 +627,13 @@ def serve(
     port: int = typer.Option(8000, help=_h(ServerConfig, "port")),
     token: Optional[str] = typer.Option(None, envvar="ROTOSCOPE_TOKEN", help=_h(ServerConfig, "token")),
     database: Optional[str] = typer.Option(None, envvar="ROTOSCOPE_DATABASE", help=_h(ServerConfig, "database")),
-    max_jobs: Optional[int] = typer.Option(None, help=_h(ServerConfig, "max_jobs")),
-    apply_threads: Optional[int] = typer.Option(None, help=_h(ServerConfig, "apply_threads")),
-    max_upload_mb: Optional[float] = typer.Option(None, help="Largest image request in MiB."),
-    max_video_mb: Optional[float] = typer.Option(None, help="Largest video upload in MiB."),
-    max_pixels: Optional[int] = typer.Option(None, help=_h(ServerConfig, "max_pixels")),
+    max_jobs: Optional[int] = typer.Option(None, help=_hd(ServerConfig, "max_jobs")),
+    apply_threads: Optional[int] = typer.Option(None, help=_hd(ServerConfig, "apply_threads")),
+    max_upload_mb: Optional[float] = typer.Option(None, help="Largest image request in MiB. Default: "
+                                                  f"{ServerConfig().max_upload_bytes / 2**20:g}."),
+    max_video_mb: Optional[float] = typer.Option(None, help="Largest video upload in MiB. Default: "
+                                                 f"{ServerConfig().max_video_bytes / 2**20:g}."),
+    max_pixels: Optional[int] = typer.Option(None, help=_hd(ServerConfig, "max_pixels")),
     allow_url: bool = typer.Option(False, "--allow-url", help=_h(ServerConfig, "allow_url")),
     cluster: Optional[str] = typer.Option(None, "--cluster", envvar="ROTOSCOPE_CLUSTER",
                                           help=_h(ServerConfig, "cluster")),

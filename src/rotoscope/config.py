@@ -105,8 +105,8 @@ class TrainConfig:
     tv_weight: float = setting(0.5, "weight of the total-variation term (pixel noise)", lo=0.0, hi=1e6)
     # a lite filter trained on the photos alone paints 40-70% further from its artwork's colours than the full
     # filter of the same artwork (quality.md): aimed at the full filter's paintings it learns that filter's look
-    teacher: str = setting("", "a filter (registry name or file) whose paintings the content term aims at instead of "
-                           "the photos (distillation: a lite filter learns a full one's look); empty: the photos",
+    teacher: str = setting("", "a filter whose paintings the content term aims at instead of the photos "
+                           "(distillation: a lite filter learns a full one's look); empty: the photos",
                            pattern=r"([\w./\\:~+-][\w ./\\:~+()-]{0,1023})?",
                            says="a filter's name or file")
     # with a teacher, 10 brought a lite Great Wave's colour 8% closer to its artwork, its SSIM 3% higher; 30 kept
@@ -249,7 +249,7 @@ class ServerConfig:
     port: int = setting(8000, "port to listen on", lo=1, hi=65535)  # 0 (any free port) would print the wrong one
     token: str | None = setting(None, "API token (Bearer header, or ?token= for links and event streams)",
                                 pattern=r"\S{8,}", says="8 characters or more, with no spaces")
-    database: str | None = setting(None, "SQLite file or sqlite:/// URL; none = ROTOSCOPE_HOME/server/jobs.sqlite",
+    database: str | None = setting(None, "where jobs are recorded; none = ROTOSCOPE_HOME/server/jobs.sqlite",
                                    pattern=r".+", says="a file path or a sqlite:/// URL")
     max_jobs: int = setting(1, "training and video jobs running at once, each in its own worker process",
                             lo=1, hi=64)
@@ -267,8 +267,8 @@ class ServerConfig:
                                 lo=1, hi=100)
     # each job keeps its local worker process as its supervisor (progress, cancel, resume); only the painting and
     # the training move to Ray (cluster.py; README, "Server and studio")
-    cluster: str | None = setting(None, "paint video jobs and train training jobs on a Ray cluster: auto, "
-                                  "ray://HOST:PORT or HOST:PORT; none = in the job's worker process",
+    cluster: str | None = setting(None, "paint video jobs and train training jobs on a Ray cluster; none = in the "
+                                  "job's worker process",
                                   pattern=r"\S+", says="auto, ray://HOST:PORT or HOST:PORT")
 
     def validate(self) -> "ServerConfig":
@@ -371,8 +371,11 @@ def describe_field(f: dataclasses.Field) -> str:
     if m.get("choices"):
         return "one of " + ", ".join(map(str, m["choices"]))
     if m.get("lo") is not None:
-        return f"between {m['lo']:g} and {m['hi']:g}" if isinstance(m["lo"], float) or isinstance(m["hi"], float) \
+        span = f"between {m['lo']:g} and {m['hi']:g}" if isinstance(m["lo"], float) or isinstance(m["hi"], float) \
             else f"between {m['lo']} and {m['hi']}"
+        if _field_type(f) is tuple:  # channels: three widths, not one number
+            return f"{len(f.default)} numbers {span}, e.g. {','.join(map(str, f.default))}"
+        return span
     if m.get("pattern"):
         return f"matching {m['pattern']}"
     return "true or false" if _field_type(f) is bool else "any value"
