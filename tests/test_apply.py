@@ -77,7 +77,7 @@ def test_json_for_a_clip_names_the_clip_written(tiny_filter, tmp_path, capsys):
     assert res["outputs"] == [str(tmp_path / "out.mp4")]
     assert res["painted"][0]["frames"] == 6 and res["painted"][0]["size"] == [64, 48]
     assert res["inputs"][0]["distance"] is None and "video" in res["inputs"][0]["note"]
-    assert f"wrote {tmp_path / 'out.mp4'} (64x48" in err
+    assert f"wrote {tmp_path / 'out.mp4'} (64x48, 6 frames, painted in " in err  # the time is not the clip's length
 
 
 def test_the_engine_for_a_clip_is_chosen_as_a_render_runs(tiny_filter, tmp_path, monkeypatch):

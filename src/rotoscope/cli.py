@@ -280,7 +280,8 @@ def _result_line(r, video, many: bool) -> str | None:
             return f"kept {what}: an earlier run painted it with the same filter and settings"
         from .video.stages import describe
 
-        return f"wrote {what} ({r.size[0]}x{r.size[1]}, {r.seconds:.1f} s" + \
+        frames = f"{r.frames} frames, " if r.frames and not Path(r.output).is_dir() else ""
+        return f"wrote {what} ({r.size[0]}x{r.size[1]}, {frames}painted in {r.seconds:.1f} s" + \
             (", stabilized)" if video.stabilize else ")") + (f"\n{describe(r.stages)}" if r.stages else "")
     return None
 
