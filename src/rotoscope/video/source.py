@@ -133,9 +133,9 @@ def colour_plan(frame, name: str = "the clip") -> tuple[dict, str]:
     up, BT.601 below; FFmpeg's own guess is always BT.601, which shifted an untagged HD clip's colours by up to
     20 levels. JPEG-range formats (yuvj*, Motion JPEG) are BT.601 by definition."""
     plan: dict = {}
-    hd = frame.width >= 1280 or frame.height > 576
-    if frame.colorspace == UNSPECIFIED and hd and not frame.format.name.startswith("yuvj") and \
-            frame.format.name.startswith("yuv"):
+    fmt = frame.format
+    yuv = not fmt.is_rgb and len(fmt.components) >= 3 and not fmt.name.startswith("yuvj")  # nv12, p010 too
+    if frame.colorspace == UNSPECIFIED and yuv and (frame.width >= 1280 or frame.height > 576):
         plan["src_colorspace"] = 1  # BT.709
     wide, hdr = WIDE_PRIMARIES.get(frame.color_primaries), HDR_TRANSFERS.get(frame.color_trc)
     if not (wide or hdr):
