@@ -160,6 +160,27 @@ def test_every_container_reads_back_at_the_clips_frame_rate(filt, tmp_path, suff
     assert abs(got.frames - 12) <= 1 and float(got.rate) == pytest.approx(float(src.rate), rel=0.1), (got, src)
 
 
+@pytest.mark.parametrize("suffix,fmt,codec", [(".mxf", "mxf", "mpeg2video"), (".vob", "vob", "mpeg2video"),
+                                              (".MOD", "mpeg", "mpeg2video"), (".h264", "h264", "libx264")])
+def test_a_cameras_own_container_is_a_clip_not_an_image(filt, tmp_path, suffix, fmt, codec):
+    """XDCAM's .mxf, a camcorder's .vob or .MOD, a raw H.264 stream: FFmpeg reads them, and they were refused as
+    "not an image (or a format Pillow cannot read)" for their suffix."""
+    path = tmp_path / f"cam{suffix}"
+    with av.open(str(path), "w", format=fmt) as c:
+        s = c.add_stream(codec, rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for k in range(6):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * k, np.uint8), format="rgb24")
+            f.pts = k
+            for pk in s.encode(f):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    assert video.is_video_path(path)
+    out = video.apply_video(filt, path, tmp_path / "out.mp4", ApplySettings(), SMALL, warn=lambda s: None)
+    assert len(pts_of(out)[0]) == 6
+
+
 def test_a_render_says_where_its_time_went_stage_by_stage(filt, clip, tmp_path):
     job = video.make_job(filt, clip, tmp_path / "out.mp4", ApplySettings(), SMALL)
     video.run_job(job, warn=lambda s: None)

@@ -25,7 +25,11 @@ from ..errors import RotoscopeError, TooLarge
 from ..images import IMAGE_SUFFIXES, can_be_transparent, longer_side, max_pixels, open_image, split_alpha
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts",
-                  ".wmv", ".flv", ".3gp", ".ogv", ".y4m"}
+                  ".wmv", ".flv", ".3gp", ".ogv", ".y4m",
+                  # cameras' and broadcasters' own: XDCAM and Canon XF, DVD and camcorder MPEG-2, DV, QuickTime's
+                  # old name, Windows Media, Flash, FFmpeg's own, raw H.264 and H.265 streams
+                  ".mxf", ".vob", ".mod", ".tod", ".dv", ".qt", ".asf", ".f4v", ".nut", ".h264", ".264", ".hevc",
+                  ".h265", ".265"}
 DEFAULT_RATE = Fraction(25)  # frame rate given to numbered-frame folders, which carry no timing
 NUMBERED = re.compile(r"^(.*?)(\d+)$")
 
