@@ -643,6 +643,36 @@ def test_changed_settings_start_over(filt, clip, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_a_preview_of_a_short_or_unseekable_clip_shows_the_frames_it_has(tmp_path):
+    """--preview seeks to n times over the clip: on a 6-frame clip the last time fell after the last frame (3 of 4
+    tiles), a 1-frame clip or one whose first packet is not a keyframe gave "no video frames"."""
+    from rotoscope.video.source import _pick_frames
+
+    six = make_clip(tmp_path / "six.mp4", frames=6, audio=False)
+    picked = _pick_frames(video.probe(six), 4, 32, 24)
+    assert len(picked) == 4 and len({p.tobytes() for p in picked}) == 4  # four different frames
+    one = make_clip(tmp_path / "one.mp4", frames=1, audio=False)
+    assert len(_pick_frames(video.probe(one), 4, 32, 24)) == 1
+    gop = tmp_path / "gop.mp4"
+    with av.open(str(gop), "w") as c:  # a keyframe every 4 frames
+        st = c.add_stream("libx264", rate=25, options={"g": "4", "bf": "0", "x264-params": "scenecut=0"})
+        st.width, st.height, st.pix_fmt = 64, 48, "yuv420p"
+        for k in range(12):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * k, np.uint8), format="rgb24")
+            f.pts = k
+            for pk in st.encode(f):
+                c.mux(pk)
+        for pk in st.encode():
+            c.mux(pk)
+    with av.open(str(gop)) as i, av.open(str(tmp_path / "nokey.mp4"), "w") as o:  # the first keyframe dropped
+        s = o.add_stream_from_template(i.streams.video[0])
+        for k, pk in enumerate(i.demux(i.streams.video[0])):
+            if k and pk.size:
+                pk.stream = s
+                o.mux(pk)
+    assert len(_pick_frames(video.probe(tmp_path / "nokey.mp4"), 4, 32, 24)) >= 1
+
+
 def test_cli_renders_video_and_preview_sheet(filt, clip, tmp_path, capsys):
     code, text = run_cli("apply", filt.path, clip, "-o", tmp_path / "o.mp4", "--crf", "30", "--no-stabilize",
                          "--no-progress", capsys=capsys)

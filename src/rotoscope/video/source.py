@@ -538,26 +538,39 @@ def _pick_frames(src: Source, n: int, w: int, h: int) -> list[np.ndarray]:
             return out
     import av
 
-    out, as_rgb = [], rgb_reader(src)
+    picked: dict = {}  # pts -> picture: a frame two seeks land on is shown once
+    as_rgb = rgb_reader(src)
     duration = src.duration or 0
     with _open(src.path) as c:
         vs = c.streams.video[0]
         start = vs.start_time or 0
-        if not duration:  # unknown length: the first n frames
-            for f in c.decode(vs):
-                out.append(_fit(as_rgb(f), w, h))
-                if len(out) == n:
-                    break
-            return out
-        for k in range(n):
-            t = (k + 0.5) / n * duration
-            target = start + int(t / vs.time_base)
+        for k in range(n if duration else 0):  # seek to n times spread over the clip, where it says its length
+            target = start + int((k + 0.5) / n * duration / vs.time_base)
+            last = None
             try:
                 c.seek(target, stream=vs, backward=True, any_frame=False)
                 for f in c.decode(vs):
+                    last = f
                     if f.pts is None or f.pts >= target:
-                        out.append(_fit(as_rgb(f), w, h))
                         break
             except av.FFmpegError:
                 break
-    return out
+            if last is not None:  # past the last frame's time (a short clip): the last frame
+                picked.setdefault(last.pts, _fit(as_rgb(last), w, h))
+    if len(picked) >= n:
+        return list(picked.values())[:n]
+    # too few: a clip of fewer frames, no length, timestamps seeking cannot use (a wrap, a late start, a first
+    # frame that is not a keyframe). Read it through instead, keeping frames evenly spread in bounded memory.
+    with _open(src.path) as c:
+        kept, stride = [], 1
+        try:
+            for i, f in enumerate(c.decode(c.streams.video[0])):
+                if i % stride == 0:
+                    kept.append(_fit(as_rgb(f), w, h))
+                    if len(kept) > 4 * n:
+                        kept, stride = kept[::2], stride * 2
+        except av.FFmpegError:
+            pass  # a damaged end: what was read
+    if len(kept) <= n:
+        return kept
+    return [kept[int((j + 0.5) * len(kept) / n)] for j in range(n)]
