@@ -447,6 +447,34 @@ def test_animated_timing_transparency_and_plays_as_viewers_see_them(filt, clip, 
     assert src.frames == 3 and [int(f[2][0, 0, 0]) for f in video.decode(src, 32, 24, print)] == [40, 80, 120]
 
 
+@pytest.mark.parametrize("codec,pix_fmt,suffix", [("png", "rgba", ".mov"), ("ffv1", "yuva420p", ".mkv")])
+def test_a_clip_with_an_alpha_channel_is_painted_over_white_as_an_animation_is(filt, tmp_path, codec, pix_fmt,
+                                                                                suffix):
+    """ProRes 4444 or PNG in .mov: the colour numbers under a transparent pixel (black, as premultiplied exports
+    leave them) were painted, silently; the same frames as an animated WebP were painted over white, and said so."""
+    rgba = np.zeros((48, 64, 4), np.uint8)
+    rgba[..., :3], rgba[..., 3] = (200, 60, 40), 255
+    rgba[24:, :32] = 0  # a transparent quarter, black underneath
+    path = tmp_path / f"cut{suffix}"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, pix_fmt
+        for k in range(3):
+            f = av.VideoFrame.from_ndarray(rgba, format="rgba").reformat(format=pix_fmt)
+            f.pts = k
+            for pk in s.encode(f):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    src = video.probe(path)
+    rgb = next(video.decode(src, 64, 48, print))[2].astype(int)
+    assert src.transparent and (rgb[30:, :28] >= 250).all() and abs(rgb[5, 50] - (200, 60, 40)).max() <= 3
+    notes = [r.text for r in video.apply_video_cli(filt, path, tmp_path / "out.mp4", ApplySettings(), False, SMALL)
+             if isinstance(r, Note)]
+    assert f"note: cut{suffix} has an alpha channel: its transparent pixels are painted over white" in " ".join(notes)
+    assert not video.probe(make_clip(tmp_path / "plain.mp4", frames=2, audio=False)).transparent
+
+
 def test_crf_for_an_output_that_is_not_h264_is_said_to_do_nothing(tiny_filter, clip, tmp_path, capsys):
     code, text = run_cli("apply", "tiny", clip, "-o", tmp_path / "a.gif", "--crf", "30", "--size", "32",
                          "--no-progress", capsys=capsys)

@@ -635,7 +635,9 @@ def apply_video_cli(filt: Filter, src, dest, settings: ApplySettings, progress: 
     if job.kind != "h264" and job.src.audio:
         yield Note(f"note: {job.dest.suffix or 'a frame folder'} holds no sound: the audio is left out")
     if job.src.transparent:
-        yield Note(f"note: {job.src.path.name} has transparent pixels: painted over white (the painting is opaque)")
+        has = "has transparent pixels:" if job.src.frame_ms is not None else "has an alpha channel: its " \
+            "transparent pixels are"
+        yield Note(f"note: {job.src.path.name} {has} painted over white (the painting is opaque)")
     if job.src.colour:
         yield Note(job.src.colour)
     if job.kind != "h264" and video.crf != VideoConfig().crf:

@@ -116,7 +116,7 @@ class Source:
     frame_ms: list[int] | None = None  # an animated image: each frame's duration (the time base is 1/1000 s)
     plays: int = 0  # an animated image: how many times it plays (0: for ever), kept when written as one
     first_frame: int = 0  # an animated PNG's frame 0 may be a fallback picture that its animation does not show
-    transparent: bool = False  # an animated image with transparent pixels (painted over white)
+    transparent: bool = False  # an animated image with transparent pixels, a clip with an alpha channel: over white
     convert: dict = field(default_factory=dict)  # how its YUV frames become RGB (colour_plan), for every frame
     colour: str = ""  # a wide-gamut or HDR clip: what it is, said when it is painted
 
@@ -178,7 +178,15 @@ def rgb_reader(src: Source) -> Callable:
     from av.video.reformatter import VideoReformatter
 
     reformatter = VideoReformatter()
-    return lambda frame: reformatter.reformat(frame, format="rgb24", **src.convert).to_ndarray()
+    if not src.transparent:
+        return lambda frame: reformatter.reformat(frame, format="rgb24", **src.convert).to_ndarray()
+
+    def over_white(frame) -> np.ndarray:  # an alpha channel (ProRes 4444, PNG in .mov): as a white page shows it
+        rgba = reformatter.reformat(frame, format="rgba", **src.convert).to_ndarray()
+        alpha = rgba[..., 3:].astype(np.uint16)
+        return ((rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+
+    return over_white
 
 
 def _open(path: Path):
@@ -236,8 +244,9 @@ def probe(path: Path) -> Source:
                 break
         except Exception:
             pass  # the reader reports decoding problems properly
+        alpha = cc.format is not None and any(part.is_alpha for part in cc.format.components)
         return Source(path, w, h, Fraction(tb), Fraction(rate), frames, rotation, len(c.streams.audio),
-                      cc.format.name if cc.format else "", None, duration, convert=convert,
+                      cc.format.name if cc.format else "", None, duration, transparent=alpha, convert=convert,
                       colour=colour)
 
 
