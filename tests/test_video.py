@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -306,6 +307,29 @@ def test_a_wide_gamut_clip_ffmpeg_cannot_convert_is_painted_from_its_numbers_wit
     raw = as_numbers(clip)
     assert src.colour.startswith("warning: log.mp4 is wide gamut (BT.2020), which FFmpeg cannot convert here")
     assert np.array_equal(got, raw)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_a_clip_of_non_square_pixels_is_painted_at_the_shape_it_is_shown(filt, tmp_path, suffix):
+    """HDV, DV and DVD store a 16:9 picture in narrower pixels (sample aspect ratio): the output, written with
+    square pixels, played at 4:3 before, its strokes stretched too."""
+    path = tmp_path / "hdv.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 96, 54, "yuv420p"
+        s.codec_context.sample_aspect_ratio = Fraction(4, 3)
+        for k in range(3):
+            f = av.VideoFrame.from_ndarray(np.full((54, 96, 3), 60 * k, np.uint8), format="rgb24")
+            f.pts = k
+            for pk in s.encode(f):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    out = video.apply_video(filt, path, tmp_path / f"out{suffix}", ApplySettings(), SMALL, warn=lambda s: None)
+    with Image.open(out) if suffix == ".gif" else av.open(str(out)) as o:
+        size = o.size if suffix == ".gif" else (o.streams.video[0].width, o.streams.video[0].height)
+        sar = None if suffix == ".gif" else o.streams.video[0].sample_aspect_ratio
+    assert size == (128, 54) and sar in (None, 1)  # 96 stored pixels of 4:3 are 128 square ones
 
 
 def test_size_option_and_odd_sizes(filt, clip, tmp_path):

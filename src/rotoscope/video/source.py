@@ -103,7 +103,7 @@ class Source:
     """What the renderer needs to know about an input before decoding it."""
 
     path: Path
-    width: int  # as stored (before rotation and resizing)
+    width: int  # as stored (before rotation and resizing); a clip of non-square pixels: as shown
     height: int
     time_base: Fraction
     rate: Fraction  # average frame rate, for the encoder's rate control and frame-count estimates
@@ -245,6 +245,11 @@ def probe(path: Path) -> Source:
         except Exception:
             pass  # the reader reports decoding problems properly
         alpha = cc.format is not None and any(part.is_alpha for part in cc.format.components)
+        sar = vs.sample_aspect_ratio or cc.sample_aspect_ratio
+        if sar and sar > 0 and sar != 1:
+            # non-square pixels (HDV's 1440x1080, DV and DVD): painted at the width it is shown at, square (a
+            # stroke painted on the stored pixels would be stretched with them, and no GIF or WebP keeps the ratio)
+            w = max(1, round(w * sar))
         return Source(path, w, h, Fraction(tb), Fraction(rate), frames, rotation, len(c.streams.audio),
                       cc.format.name if cc.format else "", None, duration, transparent=alpha, convert=convert,
                       colour=colour)
