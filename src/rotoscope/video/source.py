@@ -488,7 +488,7 @@ def _decode_video(src: Source, w: int, h: int, warn, max_seconds, threads, start
                and (last_pts - first_pts + default_dur) * src.time_base >= 0.9 * src.duration)
     if expected and count < 0.9 * expected and not reached:
         warn(f"warning: {src.path.name}: only {count} of the {expected} frames its header announces could be "
-             "decoded (truncated file?); painted what was readable")
+             "decoded (a truncated file, or frames before its first keyframe?); painted what was readable")
 
 
 def frame_table(src: Source, max_seconds: float | None = None) -> list[int] | None:
