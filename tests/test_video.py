@@ -224,6 +224,60 @@ def test_rotation_metadata_is_kept(filt, tmp_path, scale):
     assert rot == 90 and rgb[0].shape == (48, 64, 3)  # pixels as stored, display flag kept
 
 
+def display_matrix(path):
+    with av.open(str(path)) as c:
+        f = next(c.decode(video=0))
+        try:
+            m = np.frombuffer(bytes(f.side_data[av.sidedata.sidedata.Type.DISPLAYMATRIX]), np.int32)
+        except KeyError:
+            return None
+    return (m[[0, 1, 3, 4]] / 65536).round(3).tolist()
+
+
+@pytest.mark.parametrize("angle", [0, 90, 270])
+def test_a_mirrored_clip_stays_mirrored_not_upside_down(filt, tmp_path, angle):
+    """A display matrix that mirrors (a selfie camera's, ffmpeg -display_hflip) was read as PyAV's "-180": the
+    output was tagged, or its GIF turned, upside down; turned a quarter as well, the mirror was lost."""
+    from rotoscope.video.source import _orientation
+
+    rng = np.random.default_rng(1)
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    rgb[:24, :32], rgb[:24, 32:], rgb[24:] = (220, 40, 40), (40, 220, 40), (40, 40, 220)  # red | green over blue
+    path = tmp_path / "selfie.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25, options={"qp": "0"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv444p"
+        s.set_display_rotation(angle, hflip=True)
+        for k in range(3):
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            f.pts = k
+            for pk in s.encode(f):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    src = video.probe(path)
+    assert (src.rotation, src.flip) == (angle, True)
+    out = video.apply_video(filt, path, tmp_path / "out.mp4", ApplySettings(strength=0.0), SMALL, warn=print)
+    assert display_matrix(out) == display_matrix(path)  # the same matrix, flip and all
+    gif = video.apply_video(filt, path, tmp_path / "out.gif", ApplySettings(strength=0.0), SMALL, warn=print)
+    with Image.open(gif) as im:
+        shown = np.asarray(im.convert("RGB")).astype(int)
+    expected = np.rot90(rgb, angle // 90)[:, ::-1].astype(int)  # turned, then mirrored: as FFmpeg shows it
+    assert shown.shape == expected.shape and np.abs(shown - expected).mean() < 12
+    for turn in (0, 90, 180, 270):  # without a mirror, the rotation PyAV reads
+        with av.open(str(tmp_path / f"r{turn}.mp4"), "w") as c:
+            s = c.add_stream("libx264", rate=25)
+            s.width, s.height, s.pix_fmt = 32, 16, "yuv420p"
+            if turn:
+                s.set_display_rotation(turn)
+            f = av.VideoFrame.from_ndarray(rng.integers(0, 255, (16, 32, 3), np.uint8), format="rgb24")
+            f.pts = 0
+            for pk in [*s.encode(f), *s.encode()]:
+                c.mux(pk)
+        with av.open(str(tmp_path / f"r{turn}.mp4")) as c:
+            assert _orientation(next(c.decode(video=0))) == (turn, False)
+
+
 @pytest.mark.parametrize("suffix", [".mp4", ".gif"])
 def test_a_turned_clip_is_said_at_the_size_it_is_seen(filt, tmp_path, suffix):
     """A phone clip stored 64x48 and shown turned a quarter is 48x64 to its viewer: as written (.gif: the pixels

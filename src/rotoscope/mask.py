@@ -208,10 +208,12 @@ class MaskChain:
     MEMORY = 30  # frames after which a kept face's weight is gone (FACE_HOLD ** 30 < 0.0002; a person's
     # (1 - PEOPLE_SHRINK) ** 30 < 1e-6): a resumed render replays this many frames before its start
 
-    def __init__(self, mask: MaskLike | None, keep: str | None, feather_share: float, rotation: int = 0):
+    def __init__(self, mask: MaskLike | None, keep: str | None, feather_share: float, rotation: int = 0,
+                 flip: bool = False):
         self.keep, self.feather = keep, feather_share
-        # frames are painted as stored; a mask is drawn on the picture as shown (rotated by the display matrix)
-        self.turn = {90: 1, 180: 2, 270: 3}.get(rotation % 360, 0)
+        # frames are painted as stored; a mask is drawn on the picture as shown (rotated by the display matrix,
+        # then mirrored where it says so)
+        self.turn, self.flip = {90: 1, 180: 2, 270: 3}.get(rotation % 360, 0), flip
         self.files: list[Path] | None = None
         self.still: np.ndarray | None = None
         if mask is not None and isinstance(mask, (str, os.PathLike)) and Path(mask).is_dir():
@@ -236,7 +238,13 @@ class MaskChain:
         self.index += 1
 
     def _upright(self, m: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(np.rot90(m, -self.turn)) if self.turn else m
+        """A picture as shown -> as stored (a mask drawn on the shown clip, faces found upright)."""
+        m = m[:, ::-1] if self.flip else m
+        return np.ascontiguousarray(np.rot90(m, -self.turn)) if self.turn or self.flip else m
+
+    def _shown(self, rgb: np.ndarray) -> np.ndarray:
+        rgb = np.rot90(rgb, self.turn) if self.turn else rgb
+        return np.ascontiguousarray(rgb[:, ::-1] if self.flip else rgb)
 
     def next(self, rgb: np.ndarray, flow: np.ndarray | None = None) -> np.ndarray | None:
         h, w = rgb.shape[:2]
@@ -252,9 +260,8 @@ class MaskChain:
         else:
             m = None
         if self.keep:
-            if self.turn:  # faces and people are found upright
-                found = np.ascontiguousarray(np.rot90(keep_mask(self.keep, np.rot90(rgb, self.turn), self.feather),
-                                                      -self.turn))
+            if self.turn or self.flip:  # faces and people are found upright
+                found = self._upright(keep_mask(self.keep, self._shown(rgb), self.feather))
             else:
                 found = keep_mask(self.keep, rgb, self.feather)
             people = self.keep == "people"

@@ -103,8 +103,8 @@ class _SegmentWriter:
             for p in self.stream.encode(vf):
                 self.container.mux(p)
         else:  # GIF, WebP and PNG frames carry no rotation flag: turn the pixels upright instead
-            Image.fromarray(_rotate(rgb, self.job.src.rotation)).save(self.tmp / f"{fr.index:08d}.png",
-                                                                      compress_level=1)
+            upright = _rotate(rgb, self.job.src.rotation, self.job.src.flip)
+            Image.fromarray(upright).save(self.tmp / f"{fr.index:08d}.png", compress_level=1)
         self.frames.append((fr.pts, fr.duration))
         self.last = fr.painted if fr.painted is not None else rgb  # a resumed render chains on the unmasked one
 
@@ -290,8 +290,8 @@ def assemble_h264(job: RenderJob, segs: int, prov: dict) -> None:
             # the frame rate too: Matroska writes it as each frame's default duration, and without it took the time
             # base's (1/30000 s), so players and readers saw a 0.3 s clip as 10,860 frames at 30,000 fps
             vs.codec_context.framerate = job.src.rate
-            if job.src.rotation:
-                vs.set_display_rotation(job.src.rotation)
+            if job.src.rotation or job.src.flip:
+                vs.set_display_rotation(job.src.rotation, hflip=job.src.flip)
             tracks = []
             if job.audio:  # audio_plan, before painting: which streams are copied, which encoded again
                 with _open(job.src.path) as source:

@@ -184,7 +184,7 @@ def mask_chain(job: RenderJob):
         return None
     from ..mask import MaskChain
 
-    return MaskChain(job.mask, job.settings.keep, job.settings.feather, job.src.rotation)
+    return MaskChain(job.mask, job.settings.keep, job.settings.feather, job.src.rotation, job.src.flip)
 
 
 def _reader(job: RenderJob, start: int, q: queue.Queue, stop: threading.Event, errors: list, warn,
@@ -590,9 +590,10 @@ def preview_sheet(filt: Filter, src: Path, n: int, dest: Path | None, settings: 
     if settings.keep or (mask is not None and not (isinstance(mask, (str, Path)) and Path(mask).is_dir())):
         from ..mask import MaskChain
 
-        tiles = [composite_uint8(rgb, t, MaskChain(mask, settings.keep, settings.feather, source.rotation).next(rgb))
+        tiles = [composite_uint8(rgb, t, MaskChain(mask, settings.keep, settings.feather, source.rotation,
+                                                   source.flip).next(rgb))
                  for rgb, t in zip(picked, tiles)]
-    tiles = [_rotate(t, source.rotation) for t in tiles]
+    tiles = [_rotate(t, source.rotation, source.flip) for t in tiles]
     cols = math.ceil(math.sqrt(len(tiles)))
     rows = math.ceil(len(tiles) / cols)
     th, tw = tiles[0].shape[:2]

@@ -117,6 +117,7 @@ class Source:
     plays: int = 0  # an animated image: how many times it plays (0: for ever), kept when written as one
     first_frame: int = 0  # an animated PNG's frame 0 may be a fallback picture that its animation does not show
     transparent: bool = False  # an animated image with transparent pixels, a clip with an alpha channel: over white
+    flip: bool = False  # shown mirrored after the rotation (a display matrix with a flip: a mirrored selfie clip)
     convert: dict = field(default_factory=dict)  # how its YUV frames become RGB (colour_plan), for every frame
     colour: str = ""  # a wide-gamut or HDR clip: what it is, said when it is painted
 
@@ -236,10 +237,10 @@ def probe(path: Path) -> Source:
         rate = vs.average_rate or vs.guessed_rate or vs.base_rate or DEFAULT_RATE
         duration = float(vs.duration * tb) if vs.duration else (c.duration / 1e6 if c.duration else 0.0)
         frames = vs.frames or (round(duration * float(rate)) if duration else 0)
-        rotation, convert, colour = 0, {}, ""
+        rotation, flip, convert, colour = 0, False, {}, ""
         try:  # rotation (display matrix side data) and colours live on decoded frames; peek at the first one
             for frame in c.decode(vs):
-                rotation = int(round(frame.rotation or 0)) % 360
+                rotation, flip = _orientation(frame)
                 convert, colour = colour_plan(frame, path.name)
                 break
         except Exception:
@@ -252,7 +253,7 @@ def probe(path: Path) -> Source:
             w = max(1, round(w * sar))
         return Source(path, w, h, Fraction(tb), Fraction(rate), frames, rotation, len(c.streams.audio),
                       cc.format.name if cc.format else "", None, duration, transparent=alpha, convert=convert,
-                      colour=colour)
+                      colour=colour, flip=flip)
 
 
 def _probe_animated(path: Path) -> Source:
@@ -532,10 +533,30 @@ def count_frames(folder: Path) -> int:
     return sum(1 for p in Path(folder).glob("*.png") if not p.name.startswith("."))
 
 
-def _rotate(rgb: np.ndarray, rotation: int) -> np.ndarray:
-    """Upright for display: rotation is counter-clockwise degrees, as PyAV reports a display matrix."""
+def _rotate(rgb: np.ndarray, rotation: int, flip: bool = False) -> np.ndarray:
+    """Upright for display: rotation is counter-clockwise degrees, as PyAV reports a display matrix; flip: then
+    mirrored left to right, as FFmpeg's display matrix flip (applied after its rotation) shows it."""
     k = {90: 1, 180: 2, 270: 3}.get(rotation % 360, 0)
-    return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
+    out = np.rot90(rgb, k) if k else rgb
+    return np.ascontiguousarray(out[:, ::-1]) if flip else np.ascontiguousarray(out) if k else rgb
+
+
+def _orientation(frame) -> tuple[int, bool]:
+    """(rotation, flip) of a decoded frame's display matrix. PyAV's rotation reads a mirrored matrix as a turn (a
+    left-right mirror is "-180"): where the matrix mirrors (a negative determinant), its first column is negated
+    back, as FFmpeg's av_display_matrix_flip set it, and the rotation read from what is left."""
+    import av
+
+    try:
+        m = np.frombuffer(bytes(frame.side_data[av.sidedata.sidedata.Type.DISPLAYMATRIX]), np.int32)[:9]
+    except (KeyError, AttributeError, ValueError):
+        return int(round(frame.rotation or 0)) % 360, False
+    a, b, c, d = (float(x) / 65536 for x in m[[0, 1, 3, 4]])
+    if a * d - b * c >= 0:
+        return int(round(frame.rotation or 0)) % 360, False
+    a, c = -a, -c
+    turn = -math.degrees(math.atan2(b / (math.hypot(b, d) or 1), a / (math.hypot(a, c) or 1)))  # FFmpeg's reading
+    return int(round(turn)) % 360, True
 
 
 def _pick_frames(src: Source, n: int, w: int, h: int) -> list[np.ndarray]:
