@@ -29,7 +29,7 @@ BAD_SETTINGS = [
     (["--lr", "inf"], "lr must be between"),
     (["--lr", "-1"], "lr must be between"),
     (["--channels", "8,16"], "three widths"),
-    (["--channels", "0,16,16"], "channels must be between"),
+    (["--channels", "0,16,16"], "channels must be 3 numbers between"),
     (["--channels", "a,b,c"], "channels"),
     (["--res-blocks", "99"], "res_blocks must be between"),
     (["--backbone", "resnet"], "backbone"),
