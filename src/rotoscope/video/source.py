@@ -154,7 +154,7 @@ def colour_plan(frame, name: str = "the clip") -> tuple[dict, str]:
         return plan, f"warning: {name} is {said}, which FFmpeg cannot convert here ({refused}): painted from its " \
                      "numbers as they are, so its colours may look washed out"
     return plan, f"note: {name} is {said}: converted to standard BT.709 colours, as the painting and the " \
-                 "output are (slower: 1.5 s to set up, then about 20 ms a 720p frame)"
+                 "output are (slower: 1.5 s to set up, then about 15 ms a 720p frame)"
 
 
 @functools.lru_cache(maxsize=None)
@@ -175,7 +175,7 @@ def _refused(fmt: str, colorspace: int, color_range: int, primaries: int, transf
 
 def rgb_reader(src: Source) -> Callable:
     """Decoded frames -> RGB uint8 by the clip's colour plan, through one reformatter for the whole pass: an HDR
-    conversion's set-up (1.5 s here) is then paid once, not for every frame (about 20 ms a 720p frame after it)."""
+    conversion's set-up (1.5 s here) is then paid once, not for every frame (about 15 ms a 720p frame after it)."""
     from av.video.reformatter import VideoReformatter
 
     reformatter = VideoReformatter()
