@@ -158,9 +158,13 @@ def test_a_bare_command_shows_its_help_and_succeeds(capsys):
 def test_under_torchrun_rank_0_alone_says_a_refusal(tiny_image, monkeypatch, capsys):
     """Every rank meets the same refusal (same command, same files): one line from rank 0, silence and exit 1 from
     the others (each said it before: the line came once per process)."""
-    for rank, said in (("1", False), ("0", True)):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, torchrun, said in (("1", True, False), ("0", True, True), ("1", False, True)):
         monkeypatch.setenv("RANK", rank)
-        monkeypatch.setenv("WORLD_SIZE", "2")
+        if torchrun:
+            monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+        else:  # another launcher's RANK (a Kubeflow worker running apply): its errors are its own, and said
+            monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
         code, out, err = rotoscope("train", tiny_image, "--name", "poster", "--steps", "2", capsys=capsys)
         assert code == 1 and ("ships with rotoscope" in err) == said and (out + err).strip().count("\n") == 0
 

@@ -345,11 +345,11 @@ def test_an_hdr_or_wide_gamut_clip_is_converted_to_the_colours_painting_and_outp
     assert saturation(got[2:]) > saturation(raw[2:]) * 1.1
     notes = [r.text for r in video.apply_video_cli(filt, clip, tmp_path / "out.mp4", ApplySettings(), False, SMALL)
              if isinstance(r, Note)]
-    assert [n for n in notes if said in n and "converted to standard BT.709" in n], notes
+    assert [n for n in notes if said in n and "converted to standard colours (BT.709, SDR)" in n], notes
     _, _, frames, _, _ = frames_of(tmp_path / "out.mp4")
-    with av.open(str(tmp_path / "out.mp4")) as c:  # the output says what it holds: 8-bit SDR, BT.601 below 720 lines
-        cc = c.streams.video[0].codec_context
-        assert (cc.format.name, cc.color_trc, cc.color_primaries) == ("yuv420p", 6, 6)
+    with av.open(str(tmp_path / "out.mp4")) as c:  # the output says what it holds: 8-bit SDR in BT.709's colours
+        cc = c.streams.video[0].codec_context  # (its YUV matrix BT.601's below 720 lines)
+        assert (cc.format.name, cc.color_trc, cc.color_primaries, cc.colorspace) == ("yuv420p", 1, 1, 6)
 
 
 def test_a_wide_gamut_clip_ffmpeg_cannot_convert_is_painted_from_its_numbers_with_a_warning(tmp_path):
@@ -364,7 +364,7 @@ def test_a_wide_gamut_clip_ffmpeg_cannot_convert_is_painted_from_its_numbers_wit
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".gif"])
-def test_a_clip_of_non_square_pixels_is_painted_at_the_shape_it_is_shown(filt, tmp_path, suffix):
+def test_a_clip_of_non_square_pixels_is_painted_at_the_shape_it_is_shown(filt, tmp_path, suffix, monkeypatch):
     """HDV, DV and DVD store a 16:9 picture in narrower pixels (sample aspect ratio): the output, written with
     square pixels, played at 4:3 before, its strokes stretched too."""
     path = tmp_path / "hdv.mp4"
@@ -384,6 +384,9 @@ def test_a_clip_of_non_square_pixels_is_painted_at_the_shape_it_is_shown(filt, t
         size = o.size if suffix == ".gif" else (o.streams.video[0].width, o.streams.video[0].height)
         sar = None if suffix == ".gif" else o.streams.video[0].sample_aspect_ratio
     assert size == (128, 54) and sar in (None, 1)  # 96 stored pixels of 4:3 are 128 square ones
+    monkeypatch.setenv("ROTOSCOPE_MAX_PIXELS", str(100 * 54))  # the stored frame fits, the one painted does not
+    with pytest.raises(RotoscopeError, match="128x54 frames are larger than"):
+        video.probe(path)
 
 
 def test_size_option_and_odd_sizes(filt, clip, tmp_path):
@@ -551,6 +554,23 @@ def test_a_clip_with_an_alpha_channel_is_painted_over_white_as_an_animation_is(f
              if isinstance(r, Note)]
     assert f"note: cut{suffix} has an alpha channel: its transparent pixels are painted over white" in " ".join(notes)
     assert not video.probe(make_clip(tmp_path / "plain.mp4", frames=2, audio=False)).transparent
+
+
+def test_a_folder_of_transparent_frames_and_its_preview_are_painted_over_white_and_say_so(filt, tmp_path):
+    """Numbered PNG frames with transparency kept the colour under it (black) while a clip's alpha channel and an
+    animation are painted over white; a --preview sheet said nothing of what reading the clip did."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for k in range(3):
+        im = Image.new("RGBA", (32, 24), (200, 60, 40, 255))
+        im.paste((0, 0, 0, 0), (0, 0, 16, 24))
+        im.save(frames / f"f_{k:03d}.png")
+    src = video.probe(frames)
+    rgb = next(video.decode(src, 32, 24, print))[2]
+    assert src.transparent and (rgb[:, :14] >= 250).all()
+    results = list(video.apply_video_cli(filt, frames, tmp_path / "sheet.png", ApplySettings(), False, SMALL,
+                                         preview=2))
+    assert any(isinstance(r, Note) and "painted over white" in r.text for r in results), results
 
 
 def test_crf_for_an_output_that_is_not_h264_is_said_to_do_nothing(tiny_filter, clip, tmp_path, capsys):

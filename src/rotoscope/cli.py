@@ -705,8 +705,9 @@ def main() -> None:
 
 def fail(message: str) -> None:
     """The one line an error gets (a message of several lines is joined into one), and exit code 1. Under torchrun
-    every rank meets the same refusal (the same command and files): rank 0 alone says it."""
-    if os.environ.get("RANK", "0") == "0" or os.environ.get("WORLD_SIZE", "1") == "1":
+    every rank meets the same refusal (the same command and files): rank 0 alone says it, and torchrun's own report
+    names any rank that stopped. Elsewhere (a RANK set by another launcher) every process says its own."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or os.environ.get("RANK", "0") == "0":
         say("error: " + " ".join(message.split()))
     sys.exit(1)
 

@@ -233,10 +233,7 @@ class ApplySettings:
     @classmethod
     def of(cls, **keywords) -> "ApplySettings":
         """The settings the library's calls take as keywords (strength=0.8), checked; a name it lacks is one line."""
-        unknown = sorted(set(keywords) - set(fields_of(cls)))
-        if unknown:
-            raise invalid(f"unknown setting(s): {', '.join(unknown)} (a picture's are "
-                          f"{', '.join(sorted(fields_of(cls)))})")
+        refuse_unknown(keywords, picture=cls)
         return cls(**keywords).validate()
 
 
@@ -457,6 +454,16 @@ def parse_value(f: dataclasses.Field, text: str):
         bounds = f" {describe_field(f)}" if f.metadata.get("lo") is not None else ""
         raise invalid(f"{f.name} takes {what}{bounds} (got {text!r})") from None
     return t
+
+
+def refuse_unknown(keywords, **tables) -> None:
+    """One line for keyword settings none of the tables has, naming what each takes: "unknown setting(s): strenght
+    (a picture's are ...; a video's are ...)"."""
+    known = {name for table in tables.values() for name in fields_of(table)}
+    unknown = sorted(set(keywords) - known)
+    if unknown:
+        takes = "; ".join(f"a {what}'s are {', '.join(sorted(fields_of(table)))}" for what, table in tables.items())
+        raise invalid(f"unknown setting(s): {', '.join(unknown)} ({takes})")
 
 
 def fields_of(table) -> dict[str, dataclasses.Field]:

@@ -84,9 +84,12 @@ class _SegmentWriter:
             s.codec_context.time_base = self.job.src.time_base
             s.codec_context.color_range = 1  # MPEG (limited) range, what browsers expect
             # tag the matrix the frames are converted with (write() below), so players need not guess:
-            # BT.709 (1) for HD, SMPTE 170M / BT.601 (6) below 720 lines
+            # BT.709 (1) for HD, SMPTE 170M / BT.601 (6) below 720 lines; the colours as well, BT.709's where an HDR or
+            # wide-gamut clip was converted to them (colour_plan)
             tag = 1 if self.job.height >= 720 else 6
-            s.codec_context.colorspace = s.codec_context.color_primaries = s.codec_context.color_trc = tag
+            colours = 1 if "dst_color_primaries" in self.job.src.convert else tag
+            s.codec_context.colorspace, s.codec_context.color_primaries = tag, colours
+            s.codec_context.color_trc = colours
             self.stream = s
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)

@@ -492,7 +492,7 @@ def apply_video(filt: Filter | str, src: Path, dest: Path | None = None, setting
     VideoConfig, or as keywords, the picture's (strength=0.8, as rotoscope.stylize takes them) and the video's
     (stabilize=False, crf=18, max_seconds=5) alike. `mask`: one mask image for every frame or a folder of one per
     frame (mask.py)."""
-    from ..config import fields_of
+    from ..config import fields_of, refuse_unknown
     from ..mix import as_filter
 
     moving = {k: keywords.pop(k) for k in list(keywords) if k in fields_of(VideoConfig)}
@@ -502,11 +502,7 @@ def apply_video(filt: Filter | str, src: Path, dest: Path | None = None, setting
         raise Invalid(f"settings must be an ApplySettings (got {type(settings).__name__})")
     if video is not None and not isinstance(video, VideoConfig):
         raise Invalid(f"video must be a VideoConfig (got {type(video).__name__})")
-    unknown = sorted(set(keywords) - set(fields_of(ApplySettings)))
-    if unknown:
-        raise Invalid(f"unknown setting(s): {', '.join(unknown)} (a picture's are "
-                      f"{', '.join(sorted(fields_of(ApplySettings)))}; a video's are "
-                      f"{', '.join(sorted(fields_of(VideoConfig)))})")
+    refuse_unknown(keywords, picture=ApplySettings, video=VideoConfig)
     settings = settings.validate() if settings is not None else ApplySettings.of(**keywords)
     if moving:
         video = VideoConfig(**moving).validate()
@@ -570,6 +566,17 @@ def glob_escape(s: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", s)
 
 
+def source_notes(src: Source) -> list[str]:
+    """What reading the input changed, said with every render or preview: transparency painted over white, colours
+    converted (or not convertible)."""
+    notes = []
+    if src.transparent:
+        has = "has transparent pixels:" if src.frame_ms is not None else "has an alpha channel: its transparent " \
+            "pixels are"
+        notes.append(f"note: {src.path.name} {has} painted over white (the painting is opaque)")
+    return notes + ([src.colour] if src.colour else [])
+
+
 def preview_sheet(filt: Filter, src: Path, n: int, dest: Path | None, settings: ApplySettings, mask=None) -> Path:
     """A contact sheet of n frames spread over the clip, painted at the render's size, before a full render.
     A mask file or `keep` applies to each frame as to a still (a folder of per-frame masks is for the render)."""
@@ -620,6 +627,7 @@ def apply_video_cli(filt: Filter, src, dest, settings: ApplySettings, progress: 
     if preview:
         path = preview_sheet(filt, Path(src), preview, dest, settings, mask)
         yield from map(Note, announce)
+        yield from map(Note, source_notes(probe(Path(src))))  # the sheet's frames were read the same way
         with Image.open(path) as im:
             size = im.size
         yield Painted(str(src), str(path), size, round(time.perf_counter() - t0, 3), precision=settings.precision,
@@ -635,12 +643,7 @@ def apply_video_cli(filt: Filter, src, dest, settings: ApplySettings, progress: 
                    "folder keep odd ones)")
     if job.kind != "h264" and job.src.audio:
         yield Note(f"note: {job.dest.suffix or 'a frame folder'} holds no sound: the audio is left out")
-    if job.src.transparent:
-        has = "has transparent pixels:" if job.src.frame_ms is not None else "has an alpha channel: its " \
-            "transparent pixels are"
-        yield Note(f"note: {job.src.path.name} {has} painted over white (the painting is opaque)")
-    if job.src.colour:
-        yield Note(job.src.colour)
+    yield from map(Note, source_notes(job.src))
     if job.kind != "h264" and video.crf != VideoConfig().crf:
         yield Note(f"note: --crf is H.264's quality; {job.dest.suffix or 'a frame folder'} is written without it "
                    "(write .mp4 to use it)")

@@ -153,8 +153,9 @@ def colour_plan(frame, name: str = "the clip") -> tuple[dict, str]:
         del plan["dst_color_primaries"], plan["dst_color_trc"]
         return plan, f"warning: {name} is {said}, which FFmpeg cannot convert here ({refused}): painted from its " \
                      "numbers as they are, so its colours may look washed out"
-    return plan, f"note: {name} is {said}: converted to standard BT.709 colours, as the painting and the " \
-                 "output are (slower: 1.5 s to set up, then about 15 ms a 720p frame)"
+    return plan, f"note: {name} is {said}: converted to standard colours (BT.709, SDR), which the painting " \
+                 "assumes and the output is tagged with (slower: about 1.5 s to try and 1.5 s to set up, then about " \
+                 "15 ms a 720p frame)"
 
 
 @functools.lru_cache(maxsize=None)
@@ -218,7 +219,7 @@ def probe(path: Path) -> Source:
             raise RotoscopeError(f"{path} is not a folder of numbered frames")
         img = open_image(files[0])
         return Source(path, img.width, img.height, 1 / DEFAULT_RATE, DEFAULT_RATE, len(files), 0, 0, "rgb24",
-                      files, len(files) / float(DEFAULT_RATE))
+                      files, len(files) / float(DEFAULT_RATE), transparent=can_be_transparent(img))
     if is_animated(path):
         return _probe_animated(path)
     with _open(path) as c:
@@ -230,7 +231,12 @@ def probe(path: Path) -> Source:
         w, h = (cc.width, cc.height) if cc is not None else (0, 0)
         if not w or not h:
             raise RotoscopeError(f"{path}: the video stream has no picture size (damaged?)")
-        if w * h > max_pixels():
+        sar = vs.sample_aspect_ratio or (cc.sample_aspect_ratio if cc is not None else None)
+        if sar and sar > 0 and sar != 1:
+            # non-square pixels (HDV's 1440x1080, DV and DVD): painted at the width it is shown at, square (a
+            # stroke painted on the stored pixels would be stretched with them, and no GIF or WebP keeps the ratio)
+            w = max(1, round(w * sar))
+        if w * h > max_pixels():  # as painted, so after the widening
             raise TooLarge(f"{path}: {w}x{h} frames are larger than the {max_pixels():,}-pixel safety limit "
                                  "(set ROTOSCOPE_MAX_PIXELS to raise it)")
         tb = vs.time_base or Fraction(1, 90000)
@@ -246,11 +252,6 @@ def probe(path: Path) -> Source:
         except Exception:
             pass  # the reader reports decoding problems properly
         alpha = cc.format is not None and any(part.is_alpha for part in cc.format.components)
-        sar = vs.sample_aspect_ratio or cc.sample_aspect_ratio
-        if sar and sar > 0 and sar != 1:
-            # non-square pixels (HDV's 1440x1080, DV and DVD): painted at the width it is shown at, square (a
-            # stroke painted on the stored pixels would be stretched with them, and no GIF or WebP keeps the ratio)
-            w = max(1, round(w * sar))
         return Source(path, w, h, Fraction(tb), Fraction(rate), frames, rotation, len(c.streams.audio),
                       cc.format.name if cc.format else "", None, duration, transparent=alpha, convert=convert,
                       colour=colour, flip=flip)
@@ -319,6 +320,16 @@ def _has_transparency(im: Image.Image) -> bool:
     return rgba is not None and rgba.getextrema()[3][0] < 255
 
 
+def _still_over_white(img: Image.Image) -> np.ndarray:
+    """A numbered frame as the painter gets it: read as a still is (colour profile, 16-bit), its transparent
+    pixels white, as an animation's and a clip's alpha channel are."""
+    rgb, alpha = split_alpha(img)
+    if alpha is None:
+        return np.asarray(rgb)
+    rgb.putalpha(alpha)
+    return np.asarray(Image.alpha_composite(Image.new("RGBA", rgb.size, (255, 255, 255, 255)), rgb).convert("RGB"))
+
+
 def _over_white(im: Image.Image) -> np.ndarray:
     """The current frame as a viewer on a white page shows it: its transparent pixels white."""
     rgba = _rgba(im)
@@ -384,10 +395,10 @@ def decode(src: Source, w: int, h: int, warn: Callable[[str], None],
                 continue
             if max_seconds is not None and i * src.time_base >= max_seconds:
                 return
-            img = split_alpha(open_image(p))[0]
+            img = open_image(p)
             if img.size != (src.width, src.height):
                 raise RotoscopeError(f"{p.name} is {img.width}x{img.height}, the first frame {src.width}x{src.height}")
-            yield i, 1, _fit(np.asarray(img), w, h)
+            yield i, 1, _fit(_still_over_white(img), w, h)
         return
     yield from _decode_video(src, w, h, warn, max_seconds, threads, start, None, None)
 
@@ -562,7 +573,7 @@ def _orientation(frame) -> tuple[int, bool]:
 def _pick_frames(src: Source, n: int, w: int, h: int) -> list[np.ndarray]:
     if src.files is not None:
         idx = sorted({min(len(src.files) - 1, int((k + 0.5) * len(src.files) / n)) for k in range(n)})
-        return [_fit(np.asarray(split_alpha(open_image(src.files[i]))[0]), w, h) for i in idx]
+        return [_fit(_still_over_white(open_image(src.files[i])), w, h) for i in idx]
     if src.frame_ms is not None:
         idx = sorted({min(src.frames - 1, int((k + 0.5) * src.frames / n)) for k in range(n)})
         with Image.open(src.path) as im:
