@@ -63,6 +63,29 @@ def run_cli(*args, capsys):
 SMALL = VideoConfig(batch=4, segment_frames=8)
 
 
+def encode_clip(path, frames, codec="libx264", pix_fmt="yuv420p", container=None, options=None, stream=None):
+    """A clip of the given RGB or RGBA arrays at 25 fps, one a frame; `stream(s)` sets what a test needs on the
+    stream before encoding (a display matrix, a pixel shape)."""
+    with av.open(str(path), "w", format=container) as c:
+        s = c.add_stream(codec, rate=25, options=options or {})
+        s.height, s.width = frames[0].shape[:2]
+        s.pix_fmt = pix_fmt
+        if stream is not None:
+            stream(s)
+        for k, a in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(a, format="rgba" if a.shape[2] == 4 else "rgb24").reformat(format=pix_fmt)
+            f.pts = k
+            for pk in s.encode(f):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    return Path(path)
+
+
+def greys(n, step, shape=(48, 64)):
+    return [np.full((*shape, 3), step * k, np.uint8) for k in range(n)]
+
+
 def audio_of(path) -> tuple[str, np.ndarray, int]:
     """(codec, samples as float mono in [-1, 1], sample rate) of a file's first audio stream."""
     with av.open(str(path)) as c:
@@ -166,17 +189,7 @@ def test_every_container_reads_back_at_the_clips_frame_rate(filt, tmp_path, suff
 def test_a_cameras_own_container_is_a_clip_not_an_image(filt, tmp_path, suffix, fmt, codec):
     """XDCAM's .mxf, a camcorder's .vob or .MOD, a raw H.264 stream: FFmpeg reads them, and they were refused as
     "not an image (or a format Pillow cannot read)" for their suffix."""
-    path = tmp_path / f"cam{suffix}"
-    with av.open(str(path), "w", format=fmt) as c:
-        s = c.add_stream(codec, rate=25)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        for k in range(6):
-            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * k, np.uint8), format="rgb24")
-            f.pts = k
-            for pk in s.encode(f):
-                c.mux(pk)
-        for pk in s.encode():
-            c.mux(pk)
+    path = encode_clip(tmp_path / f"cam{suffix}", greys(6, 40), codec=codec, container=fmt)
     assert video.is_video_path(path)
     out = video.apply_video(filt, path, tmp_path / "out.mp4", ApplySettings(), SMALL, warn=lambda s: None)
     assert len(pts_of(out)[0]) == 6
@@ -243,18 +256,8 @@ def test_a_mirrored_clip_stays_mirrored_not_upside_down(filt, tmp_path, angle):
     rng = np.random.default_rng(1)
     rgb = np.zeros((48, 64, 3), np.uint8)
     rgb[:24, :32], rgb[:24, 32:], rgb[24:] = (220, 40, 40), (40, 220, 40), (40, 40, 220)  # red | green over blue
-    path = tmp_path / "selfie.mp4"
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=25, options={"qp": "0"})
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv444p"
-        s.set_display_rotation(angle, hflip=True)
-        for k in range(3):
-            f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            f.pts = k
-            for pk in s.encode(f):
-                c.mux(pk)
-        for pk in s.encode():
-            c.mux(pk)
+    path = encode_clip(tmp_path / "selfie.mp4", [rgb] * 3, pix_fmt="yuv444p", options={"qp": "0"},
+                       stream=lambda s: s.set_display_rotation(angle, hflip=True))
     src = video.probe(path)
     assert (src.rotation, src.flip) == (angle, True)
     out = video.apply_video(filt, path, tmp_path / "out.mp4", ApplySettings(strength=0.0), SMALL, warn=print)
@@ -265,15 +268,8 @@ def test_a_mirrored_clip_stays_mirrored_not_upside_down(filt, tmp_path, angle):
     expected = np.rot90(rgb, angle // 90)[:, ::-1].astype(int)  # turned, then mirrored: as FFmpeg shows it
     assert shown.shape == expected.shape and np.abs(shown - expected).mean() < 12
     for turn in (0, 90, 180, 270):  # without a mirror, the rotation PyAV reads
-        with av.open(str(tmp_path / f"r{turn}.mp4"), "w") as c:
-            s = c.add_stream("libx264", rate=25)
-            s.width, s.height, s.pix_fmt = 32, 16, "yuv420p"
-            if turn:
-                s.set_display_rotation(turn)
-            f = av.VideoFrame.from_ndarray(rng.integers(0, 255, (16, 32, 3), np.uint8), format="rgb24")
-            f.pts = 0
-            for pk in [*s.encode(f), *s.encode()]:
-                c.mux(pk)
+        encode_clip(tmp_path / f"r{turn}.mp4", [rng.integers(0, 255, (16, 32, 3), np.uint8)],
+                    stream=lambda s: turn and s.set_display_rotation(turn))
         with av.open(str(tmp_path / f"r{turn}.mp4")) as c:
             assert _orientation(next(c.decode(video=0))) == (turn, False)
 
@@ -367,18 +363,10 @@ def test_a_wide_gamut_clip_ffmpeg_cannot_convert_is_painted_from_its_numbers_wit
 def test_a_clip_of_non_square_pixels_is_painted_at_the_shape_it_is_shown(filt, tmp_path, suffix, monkeypatch):
     """HDV, DV and DVD store a 16:9 picture in narrower pixels (sample aspect ratio): the output, written with
     square pixels, played at 4:3 before, its strokes stretched too."""
-    path = tmp_path / "hdv.mp4"
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = 96, 54, "yuv420p"
+    def anamorphic(s):
         s.codec_context.sample_aspect_ratio = Fraction(4, 3)
-        for k in range(3):
-            f = av.VideoFrame.from_ndarray(np.full((54, 96, 3), 60 * k, np.uint8), format="rgb24")
-            f.pts = k
-            for pk in s.encode(f):
-                c.mux(pk)
-        for pk in s.encode():
-            c.mux(pk)
+
+    path = encode_clip(tmp_path / "hdv.mp4", greys(3, 60, (54, 96)), stream=anamorphic)
     out = video.apply_video(filt, path, tmp_path / f"out{suffix}", ApplySettings(), SMALL, warn=lambda s: None)
     with Image.open(out) if suffix == ".gif" else av.open(str(out)) as o:
         size = o.size if suffix == ".gif" else (o.streams.video[0].width, o.streams.video[0].height)
@@ -536,17 +524,7 @@ def test_a_clip_with_an_alpha_channel_is_painted_over_white_as_an_animation_is(f
     rgba = np.zeros((48, 64, 4), np.uint8)
     rgba[..., :3], rgba[..., 3] = (200, 60, 40), 255
     rgba[24:, :32] = 0  # a transparent quarter, black underneath
-    path = tmp_path / f"cut{suffix}"
-    with av.open(str(path), "w") as c:
-        s = c.add_stream(codec, rate=25)
-        s.width, s.height, s.pix_fmt = 64, 48, pix_fmt
-        for k in range(3):
-            f = av.VideoFrame.from_ndarray(rgba, format="rgba").reformat(format=pix_fmt)
-            f.pts = k
-            for pk in s.encode(f):
-                c.mux(pk)
-        for pk in s.encode():
-            c.mux(pk)
+    path = encode_clip(tmp_path / f"cut{suffix}", [rgba] * 3, codec=codec, pix_fmt=pix_fmt)
     src = video.probe(path)
     rgb = next(video.decode(src, 64, 48, print))[2].astype(int)
     assert src.transparent and (rgb[30:, :28] >= 250).all() and abs(rgb[5, 50] - (200, 60, 40)).max() <= 3
@@ -779,17 +757,8 @@ def test_a_preview_of_a_short_or_unseekable_clip_shows_the_frames_it_has(tmp_pat
     assert len(picked) == 4 and len({p.tobytes() for p in picked}) == 4  # four different frames
     one = make_clip(tmp_path / "one.mp4", frames=1, audio=False)
     assert len(_pick_frames(video.probe(one), 4, 32, 24)) == 1
-    gop = tmp_path / "gop.mp4"
-    with av.open(str(gop), "w") as c:  # a keyframe every 4 frames
-        st = c.add_stream("libx264", rate=25, options={"g": "4", "bf": "0", "x264-params": "scenecut=0"})
-        st.width, st.height, st.pix_fmt = 64, 48, "yuv420p"
-        for k in range(12):
-            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * k, np.uint8), format="rgb24")
-            f.pts = k
-            for pk in st.encode(f):
-                c.mux(pk)
-        for pk in st.encode():
-            c.mux(pk)
+    gop = encode_clip(tmp_path / "gop.mp4", greys(12, 20),  # a keyframe every 4 frames
+                      options={"g": "4", "bf": "0", "x264-params": "scenecut=0"})
     with av.open(str(gop)) as i, av.open(str(tmp_path / "nokey.mp4"), "w") as o:  # the first keyframe dropped
         s = o.add_stream_from_template(i.streams.video[0])
         for k, pk in enumerate(i.demux(i.streams.video[0])):
