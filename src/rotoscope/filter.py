@@ -80,7 +80,7 @@ def _confidence_problem(ref: dict) -> str | None:
         if not (isinstance(stats, list) and numbers(ref.get("mean")) and numbers(ref.get("std"))
                 and len(ref["mean"]) == len(ref["std"]) == len(stats) and all(x > 0 for x in ref["std"])):
             return "mean and std are not one number per statistic"
-    if "threshold" in ref and ref["threshold"] is not None and not numbers([ref["threshold"]]):
+    if ref.get("threshold") is not None and not numbers([ref["threshold"]]):
         return "the threshold is not a number"
     return None
 

@@ -201,6 +201,25 @@ def save_image(img: Image.Image, path: str | os.PathLike, provenance: dict | Non
     return path
 
 
+def as_shown(rgb: np.ndarray, rotation: int, flip: bool = False) -> np.ndarray:
+    """A clip's frame (or mask) as stored -> as shown by its display matrix: turned `rotation` degrees
+    counter-clockwise (as PyAV reports it), then mirrored left to right where the matrix flips (FFmpeg applies its
+    flip after the rotation)."""
+    k = {90: 1, 180: 2, 270: 3}.get(rotation % 360, 0)
+    if not (k or flip):
+        return rgb
+    out = np.rot90(rgb, k)
+    return np.ascontiguousarray(out[:, ::-1] if flip else out)
+
+
+def as_stored(shown: np.ndarray, rotation: int, flip: bool = False) -> np.ndarray:
+    """as_shown undone: a mask drawn on the picture as shown, or faces found upright, -> the stored frame's way."""
+    k = {90: 1, 180: 2, 270: 3}.get(rotation % 360, 0)
+    if not (k or flip):
+        return shown
+    return np.ascontiguousarray(np.rot90(shown[:, ::-1] if flip else shown, -k))
+
+
 def provenance_exif(text: str) -> bytes:
     """EXIF carrying a provenance's JSON (ImageDescription), for JPEG, WebP and TIFF outputs, stills or animated."""
     exif = Image.Exif()

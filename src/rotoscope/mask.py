@@ -26,6 +26,7 @@ from PIL import Image
 
 from .config import KEEPS
 from .errors import Invalid
+from .images import as_shown, as_stored
 
 MaskLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 # A video's kept region follows what the detector finds with a lag that differs by direction (carried along the
@@ -212,8 +213,8 @@ class MaskChain:
                  flip: bool = False):
         self.keep, self.feather = keep, feather_share
         # frames are painted as stored; a mask is drawn on the picture as shown (rotated by the display matrix,
-        # then mirrored where it says so)
-        self.turn, self.flip = {90: 1, 180: 2, 270: 3}.get(rotation % 360, 0), flip
+        # then mirrored where it says so: images.as_shown)
+        self.rotation, self.flip = rotation, flip
         self.files: list[Path] | None = None
         self.still: np.ndarray | None = None
         if mask is not None and isinstance(mask, (str, os.PathLike)) and Path(mask).is_dir():
@@ -239,12 +240,7 @@ class MaskChain:
 
     def _upright(self, m: np.ndarray) -> np.ndarray:
         """A picture as shown -> as stored (a mask drawn on the shown clip, faces found upright)."""
-        m = m[:, ::-1] if self.flip else m
-        return np.ascontiguousarray(np.rot90(m, -self.turn)) if self.turn or self.flip else m
-
-    def _shown(self, rgb: np.ndarray) -> np.ndarray:
-        rgb = np.rot90(rgb, self.turn) if self.turn else rgb
-        return np.ascontiguousarray(rgb[:, ::-1] if self.flip else rgb)
+        return as_stored(m, self.rotation, self.flip)
 
     def next(self, rgb: np.ndarray, flow: np.ndarray | None = None) -> np.ndarray | None:
         h, w = rgb.shape[:2]
@@ -260,10 +256,8 @@ class MaskChain:
         else:
             m = None
         if self.keep:
-            if self.turn or self.flip:  # faces and people are found upright
-                found = self._upright(keep_mask(self.keep, self._shown(rgb), self.feather))
-            else:
-                found = keep_mask(self.keep, rgb, self.feather)
+            # faces and people are found upright
+            found = self._upright(keep_mask(self.keep, as_shown(rgb, self.rotation, self.flip), self.feather))
             people = self.keep == "people"
             if self.kept is not None and self.kept.shape == found.shape and (flow is not None or not people):
                 from . import flow as fl

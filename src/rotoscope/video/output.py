@@ -22,9 +22,9 @@ from PIL import Image
 
 from ..errors import RotoscopeError
 from ..filter import Filter
-from ..images import provenance_exif, save_image
+from ..images import as_shown, provenance_exif, save_image
 from ..paths import atomic_path, drop_partials
-from .source import Frame, Source, _av_reason, _open, _rotate
+from .source import Frame, Source, _av_reason, _open
 
 if TYPE_CHECKING:
     from .render import RenderJob
@@ -106,7 +106,7 @@ class _SegmentWriter:
             for p in self.stream.encode(vf):
                 self.container.mux(p)
         else:  # GIF, WebP and PNG frames carry no rotation flag: turn the pixels upright instead
-            upright = _rotate(rgb, self.job.src.rotation, self.job.src.flip)
+            upright = as_shown(rgb, self.job.src.rotation, self.job.src.flip)
             Image.fromarray(upright).save(self.tmp / f"{fr.index:08d}.png", compress_level=1)
         self.frames.append((fr.pts, fr.duration))
         self.last = fr.painted if fr.painted is not None else rgb  # a resumed render chains on the unmasked one

@@ -31,7 +31,7 @@ from ..devices import keep_freed_memory, pick_device
 from ..errors import CannotWrite, Invalid, RotoscopeError
 from ..filter import Filter
 from ..guided import guided_upsample_frame
-from ..images import save_image
+from ..images import as_shown, save_image
 from ..mask import composite_uint8
 from ..paths import check_writable, write_failure
 from ..stylize import (ApplySettings, finish, frames_nchw, make_runner, paint, paint_frames_on_device,
@@ -39,7 +39,7 @@ from ..stylize import (ApplySettings, finish, frames_nchw, make_runner, paint, p
                        paints_reduced_frames, provenance, resolve, shrink_frames, to_uint8)
 from .output import (_SegmentWriter, assemble_animated, assemble_frames, assemble_h264, audio_plan, default_clip_output,
                      output_kind)
-from .source import Frame, Source, _pick_frames, _rotate, count_frames, decode, output_size, probe
+from .source import Frame, Source, _pick_frames, count_frames, decode, output_size, probe
 from .stages import StageTimes
 from .steady import Stabilizer
 
@@ -503,7 +503,7 @@ def apply_video(filt: Filter | str, src: Path, dest: Path | None = None, setting
     if video is not None and not isinstance(video, VideoConfig):
         raise Invalid(f"video must be a VideoConfig (got {type(video).__name__})")
     refuse_unknown(keywords, picture=ApplySettings, video=VideoConfig)
-    settings = settings.validate() if settings is not None else ApplySettings.of(**keywords)
+    settings = (settings if settings is not None else ApplySettings(**keywords)).validate()  # names checked above
     if moving:
         video = VideoConfig(**moving).validate()
     filt = as_filter(filt, settings.mix)
@@ -600,7 +600,7 @@ def preview_sheet(filt: Filter, src: Path, n: int, dest: Path | None, settings: 
         tiles = [composite_uint8(rgb, t, MaskChain(mask, settings.keep, settings.feather, source.rotation,
                                                    source.flip).next(rgb))
                  for rgb, t in zip(picked, tiles)]
-    tiles = [_rotate(t, source.rotation, source.flip) for t in tiles]
+    tiles = [as_shown(t, source.rotation, source.flip) for t in tiles]
     cols = math.ceil(math.sqrt(len(tiles)))
     rows = math.ceil(len(tiles) / cols)
     th, tw = tiles[0].shape[:2]

@@ -147,8 +147,7 @@ def colour_plan(frame, name: str = "the clip") -> tuple[dict, str]:
         return plan, ""
     plan.update(dst_color_primaries=1, dst_color_trc=1)
     said = f"HDR ({hdr}{', ' + wide if wide else ''})" if hdr else f"wide gamut ({wide})"
-    refused = _refused(frame.format.name, frame.colorspace, frame.color_range, frame.color_primaries,
-                       frame.color_trc)
+    refused = _refused(fmt.name, frame.colorspace, frame.color_range, frame.color_primaries, frame.color_trc)
     if refused:
         del plan["dst_color_primaries"], plan["dst_color_trc"]
         return plan, f"warning: {name} is {said}, which FFmpeg cannot convert here ({refused}): painted from its " \
@@ -183,10 +182,9 @@ def rgb_reader(src: Source) -> Callable:
     if not src.transparent:
         return lambda frame: reformatter.reformat(frame, format="rgb24", **src.convert).to_ndarray()
 
-    def over_white(frame) -> np.ndarray:  # an alpha channel (ProRes 4444, PNG in .mov): as a white page shows it
-        rgba = reformatter.reformat(frame, format="rgba", **src.convert).to_ndarray()
-        alpha = rgba[..., 3:].astype(np.uint16)
-        return ((rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+    def over_white(frame) -> np.ndarray:  # an alpha channel (ProRes 4444, PNG in .mov)
+        return _on_white(Image.fromarray(reformatter.reformat(frame, format="rgba", **src.convert).to_ndarray(),
+                                         "RGBA"))
 
     return over_white
 
@@ -320,22 +318,26 @@ def _has_transparency(im: Image.Image) -> bool:
     return rgba is not None and rgba.getextrema()[3][0] < 255
 
 
+def _on_white(rgba: Image.Image) -> np.ndarray:
+    """An RGBA picture as a viewer on a white page shows it: the one rule for every transparent input (animations,
+    numbered frames, clips with an alpha channel)."""
+    return np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB"))
+
+
 def _still_over_white(img: Image.Image) -> np.ndarray:
     """A numbered frame as the painter gets it: read as a still is (colour profile, 16-bit), its transparent
-    pixels white, as an animation's and a clip's alpha channel are."""
+    pixels white."""
     rgb, alpha = split_alpha(img)
     if alpha is None:
         return np.asarray(rgb)
     rgb.putalpha(alpha)
-    return np.asarray(Image.alpha_composite(Image.new("RGBA", rgb.size, (255, 255, 255, 255)), rgb).convert("RGB"))
+    return _on_white(rgb)
 
 
 def _over_white(im: Image.Image) -> np.ndarray:
-    """The current frame as a viewer on a white page shows it: its transparent pixels white."""
+    """The current frame of an animation, its transparent pixels white."""
     rgba = _rgba(im)
-    if rgba is None:
-        return np.asarray(im.convert("RGB"))
-    return np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB"))
+    return np.asarray(im.convert("RGB")) if rgba is None else _on_white(rgba)
 
 
 def output_size(w: int, h: int, size: int | None, even: bool) -> tuple[int, int]:
@@ -544,14 +546,6 @@ def count_frames(folder: Path) -> int:
     return sum(1 for p in Path(folder).glob("*.png") if not p.name.startswith("."))
 
 
-def _rotate(rgb: np.ndarray, rotation: int, flip: bool = False) -> np.ndarray:
-    """Upright for display: rotation is counter-clockwise degrees, as PyAV reports a display matrix; flip: then
-    mirrored left to right, as FFmpeg's display matrix flip (applied after its rotation) shows it."""
-    k = {90: 1, 180: 2, 270: 3}.get(rotation % 360, 0)
-    out = np.rot90(rgb, k) if k else rgb
-    return np.ascontiguousarray(out[:, ::-1]) if flip else np.ascontiguousarray(out) if k else rgb
-
-
 def _orientation(frame) -> tuple[int, bool]:
     """(rotation, flip) of a decoded frame's display matrix. PyAV's rotation reads a mirrored matrix as a turn (a
     left-right mirror is "-180"): where the matrix mirrors (a negative determinant), its first column is negated
@@ -560,10 +554,10 @@ def _orientation(frame) -> tuple[int, bool]:
 
     try:
         m = np.frombuffer(bytes(frame.side_data[av.sidedata.sidedata.Type.DISPLAYMATRIX]), np.int32)[:9]
+        a, b, c, d = (float(x) / 65536 for x in m[[0, 1, 3, 4]])
     except (KeyError, AttributeError, ValueError):
-        return int(round(frame.rotation or 0)) % 360, False
-    a, b, c, d = (float(x) / 65536 for x in m[[0, 1, 3, 4]])
-    if a * d - b * c >= 0:
+        a, b, c, d = 1.0, 0.0, 0.0, 1.0  # no matrix: upright
+    if a * d - b * c >= 0:  # a turn alone: as PyAV reads it
         return int(round(frame.rotation or 0)) % 360, False
     a, c = -a, -c
     turn = -math.degrees(math.atan2(b / (math.hypot(b, d) or 1), a / (math.hypot(a, c) or 1)))  # FFmpeg's reading
