@@ -144,6 +144,27 @@ def render_differences(a, b) -> str:
     return f"engines {engines[0]} / {engines[1]}, {len(fa)} / {len(fb)} frames, mean difference per frame {diffs}"
 
 
+def encode_clip(path, frames, codec="libx264", pix_fmt="yuv420p", container=None, options=None, stream=None):
+    """A clip of the given RGB or RGBA arrays at 25 fps, one a frame; `stream(s)` sets what a test needs on the
+    stream before encoding (a display matrix, a pixel shape)."""
+    import av
+
+    with av.open(str(path), "w", format=container) as c:
+        s = c.add_stream(codec, rate=25, options=options or {})
+        s.height, s.width = frames[0].shape[:2]
+        s.pix_fmt = pix_fmt
+        if stream is not None:
+            stream(s)
+        for k, a in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(a, format="rgba" if a.shape[2] == 4 else "rgb24").reformat(format=pix_fmt)
+            f.pts = k
+            for pk in s.encode(f):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    return Path(path)
+
+
 def make_clip(path, frames=24, size=(64, 48), fps=24, audio=True, pts=None, rotation=0, pix_fmt="yuv420p",
               codec="libx264", seed=0, audio_codec="aac", audio_layout="mono"):
     """A small clip with known motion: a textured background panning right 2 px per frame and a bright square

@@ -3,7 +3,9 @@
 import av
 import pytest
 
-from conftest import assert_one_line_error, make_clip, rotoscope
+import numpy as np
+
+from conftest import assert_one_line_error, encode_clip, make_clip, rotoscope
 from rotoscope.config import ApplySettings
 from rotoscope.errors import RotoscopeError
 from rotoscope.filter import load_filter
@@ -126,7 +128,40 @@ def test_a_broken_file_is_one_line_even_when_a_lite_version_would_be_announced(t
     (tmp_path / "notes.mp4").write_text("not a video")
     code, _, err = rotoscope("live", "tiny", "--camera", tmp_path / "notes.mp4", "--frames", "1", "--no-window",
                              capsys=capsys)
-    assert code == 1 and err.strip().splitlines() == [f"error: cannot open video file {tmp_path / 'notes.mp4'}"]
+    assert code == 1 and err.strip().splitlines() == [
+        f"error: {tmp_path / 'notes.mp4'}: not a video, or a damaged or empty one (Invalid data found when processing "
+        "input)"]
+
+
+def first_frame_of(path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return next(c.decode(video=0)).to_ndarray(format="rgb24").astype(int)
+
+
+def test_a_clip_standing_in_for_a_camera_is_read_as_apply_reads_it(tiny_filter, tmp_path):
+    """OpenCV's capture read a file its own way: a mirrored selfie clip lost its mirror, an HDR or untagged HD
+    clip its colours, an alpha channel its white. Now a clip is what `apply` would paint: turned and mirrored as
+    its display matrix says, and what reading it changed is said."""
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    rgb[:24, :32], rgb[:24, 32:], rgb[24:] = (220, 40, 40), (40, 220, 40), (40, 40, 220)  # red | green over blue
+    clip = encode_clip(tmp_path / "selfie.mp4", [rgb] * 4, pix_fmt="yuv444p", options={"qp": "0"},
+                       stream=lambda s: s.set_display_rotation(90, hflip=True))
+    still = ApplySettings(engine="torch", precision="fp32", strength=0.0)
+    run_live(load_filter("tiny"), str(clip), still, window=False, out=tmp_path / "live.mp4", log=lambda s: None,
+             paint_scale=1.0, stabilize=False)
+    shown = first_frame_of(tmp_path / "live.mp4")
+    expected = np.rot90(rgb, 1)[:, ::-1].astype(int)  # turned, then mirrored: as a player shows it
+    assert shown.shape == expected.shape and np.abs(shown - expected).mean() < 12
+    rgba = np.zeros((48, 64, 4), np.uint8)
+    rgba[..., :3], rgba[:, 32:, 3] = 30, 255  # left half transparent
+    cut = encode_clip(tmp_path / "cut.mov", [rgba] * 3, codec="png", pix_fmt="rgba")
+    said = []
+    run_live(load_filter("tiny"), str(cut), still, window=False, out=tmp_path / "cut.mp4", log=said.append,
+             paint_scale=1.0, stabilize=False)
+    assert "note: cut.mov has an alpha channel: its transparent pixels are painted over white (the painting is " \
+        "opaque)" in said
+    painted = first_frame_of(tmp_path / "cut.mp4")
+    assert painted[:, :28].mean() > 220 and painted[:, 36:].mean() < 60
 
 
 def test_a_virtual_camera_without_pyvirtualcam_is_one_line(tiny_filter, tmp_path, capsys):

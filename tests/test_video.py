@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SHARED, make_clip, make_filter, make_yuv_clip, render_differences, require, rotoscope, ycbcr
+from conftest import (SHARED, encode_clip, make_clip, make_filter, make_yuv_clip, render_differences, require, rotoscope,
+                      ycbcr)
 from rotoscope import flow, video
 from rotoscope.apply import Note
 from rotoscope.config import VideoConfig
@@ -61,25 +62,6 @@ def run_cli(*args, capsys):
 
 
 SMALL = VideoConfig(batch=4, segment_frames=8)
-
-
-def encode_clip(path, frames, codec="libx264", pix_fmt="yuv420p", container=None, options=None, stream=None):
-    """A clip of the given RGB or RGBA arrays at 25 fps, one a frame; `stream(s)` sets what a test needs on the
-    stream before encoding (a display matrix, a pixel shape)."""
-    with av.open(str(path), "w", format=container) as c:
-        s = c.add_stream(codec, rate=25, options=options or {})
-        s.height, s.width = frames[0].shape[:2]
-        s.pix_fmt = pix_fmt
-        if stream is not None:
-            stream(s)
-        for k, a in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(a, format="rgba" if a.shape[2] == 4 else "rgb24").reformat(format=pix_fmt)
-            f.pts = k
-            for pk in s.encode(f):
-                c.mux(pk)
-        for pk in s.encode():
-            c.mux(pk)
-    return Path(path)
 
 
 def greys(n, step, shape=(48, 64)):

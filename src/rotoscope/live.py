@@ -1,10 +1,11 @@
 """`rotoscope live`: paint a camera (or a clip standing in for one) frame by frame, as fast as the machine allows.
 
-Frames come from OpenCV's capture (a camera index, or a video file: the tests and a dry run use one), are painted
-with the engine and precision `resolve()` picks for their size, steadied against flicker by the same optical-flow
-blend as a rendered video (with the real-time flow by default: config.LIVE_FLOW), optionally masked (`--keep
-faces`, `--mask`), and go to a window (when OpenCV has a GUI), a virtual camera (`pyvirtualcam`, the `live`
-extra), a file, or nowhere (a measurement). The frame rate is shown on the picture and said every few seconds.
+Frames come from a camera (OpenCV's capture) or a clip standing in for one (read as `apply` reads it: the tests
+and a dry run use one), are painted with the engine and precision `resolve()` picks for their size, steadied
+against flicker by the same optical-flow blend as a rendered video (with the real-time flow by default:
+config.LIVE_FLOW), optionally masked (`--keep faces`, `--mask`), and go to a window (when OpenCV has a GUI), a
+virtual camera (`pyvirtualcam`, the `live` extra), a file, or nowhere (a measurement). The frame rate is shown
+on the picture and said every few seconds.
 
 A camera's frames are painted as they come: when painting is slower than the camera, the capture's one-frame
 buffer drops the ones in between, so the picture stays current instead of lagging further and further behind.
@@ -15,11 +16,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -28,7 +28,7 @@ from .config import LIVE_FLOW, ApplySettings
 from .devices import keep_freed_memory
 from .errors import Invalid, NotFound, Refused
 from .filter import Filter
-from .images import longer_side
+from .images import as_shown, longer_side
 from .paths import atomic_path, drop_partials
 
 
@@ -62,33 +62,54 @@ def has_gui() -> bool:
     return bool(line) and not line.strip().endswith("NONE")
 
 
-def open_capture(camera: str) -> tuple[cv2.VideoCapture, bool]:
-    """A camera index ("0") or a video file; returns the capture and whether it is a file. One line if it cannot
-    be opened."""
-    is_file = not camera.strip().isdigit()
-    if is_file:
+@dataclass
+class Feed:
+    """Where live frames come from: RGB frames as shown, their rate, what reading them changed, how to let go."""
+
+    frames: Iterator[np.ndarray]
+    fps: float
+    is_file: bool
+    notes: list[str] = field(default_factory=list)
+    close: Callable[[], None] = lambda: None
+
+
+def open_feed(camera: str, warn: Callable[[str], None] = print) -> Feed:
+    """A camera index ("0") through OpenCV, or a clip read as `apply` reads one (its colours converted, turned and
+    mirrored as its display matrix says, transparency over white; OpenCV's capture did none of that for a
+    mirrored, HDR or untagged HD clip). One line if it cannot be opened."""
+    if not camera.strip().isdigit():
+        from .video.source import decode, probe
+        from .video.render import source_notes
+
         path = Path(camera)
-        if not path.is_file():
+        if not path.exists():
             raise NotFound(f"no camera '{camera}' and no such video file (give a camera number, e.g. --camera 0)")
-        # FFmpeg's own words on a broken file ("moov atom not found") would come before our one line
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-        cap = cv2.VideoCapture(str(path))
-    else:
-        quiet = getattr(getattr(cv2, "utils", None), "logging", None)
-        level = quiet.getLogLevel() if quiet else None
-        if quiet:  # OpenCV's own warnings about a missing camera would make the error several lines
-            quiet.setLogLevel(quiet.LOG_LEVEL_SILENT)
-        try:
-            cap = cv2.VideoCapture(int(camera))
-        finally:
-            if quiet:
-                quiet.setLogLevel(level)
-        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # paint the newest frame, not a queue of old ones
+        src = probe(path)
+        decoded = decode(src, src.width, src.height, warn)
+        shown = (as_shown(rgb, src.rotation, src.flip) for _, _, rgb in decoded)
+        rate = float(src.rate) if src.rate and 1 <= src.rate <= 240 else 30.0
+        return Feed(shown, rate, True, source_notes(src), decoded.close)
+    quiet = getattr(getattr(cv2, "utils", None), "logging", None)
+    level = quiet.getLogLevel() if quiet else None
+    if quiet:  # OpenCV's own warnings about a missing camera would make the error several lines
+        quiet.setLogLevel(quiet.LOG_LEVEL_SILENT)
+    try:
+        cap = cv2.VideoCapture(int(camera))
+    finally:
+        if quiet:
+            quiet.setLogLevel(level)
+    cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # paint the newest frame, not a queue of old ones
     if not cap.isOpened():
         cap.release()
-        what = f"video file {camera}" if is_file else f"camera {camera}"
-        raise Invalid(f"cannot open {what}" + ("" if is_file else ": is it connected, and free?"))
-    return cap, is_file
+        raise Invalid(f"cannot open camera {camera}: is it connected, and free?")
+
+    def frames() -> Iterator[np.ndarray]:
+        while True:
+            ok, bgr = cap.read()
+            if not ok or bgr is None:
+                return
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return Feed(frames(), camera_fps(cap), False, close=cap.release)
 
 
 def camera_fps(cap: cv2.VideoCapture) -> float:
@@ -226,15 +247,15 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
         _require_pyvirtualcam()
     # the output's temporary name is renamed into place (atomic_path) after the finally below has closed it
     with contextlib.ExitStack() as stack:
-        cap, is_file = open_capture(camera)
+        feed = open_feed(camera, log)
         writer = vcam = None
         try:
-            ok, first = cap.read()
-            if not ok or first is None:
-                raise Invalid(f"no frames from {'video file' if is_file else 'camera'} {camera}")
+            first = next(feed.frames, None)
+            if first is None:
+                raise Invalid(f"no frames from {'video file' if feed.is_file else 'camera'} {camera}")
             h0, w0 = first.shape[:2]
             w, h = longer_side(w0, h0, st.size)
-            src_fps = camera_fps(cap)
+            src_fps = feed.fps
             if virtual:  # before anything is said or measured: no device is one line, and nothing else
                 vcam = _VirtualCamera(w, h, src_fps)
             from .stylize import make_runner
@@ -243,12 +264,11 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
                 paint_scale = st.paint_scale
             asked = st if paint_scale is None else dataclasses.replace(st, paint_scale=paint_scale)
             st, lines = resolve(filt, asked, (h, w))  # the fastest engine and precision here, for this frame size
-            for ln in announce:  # said before the fit below, which takes a few paintings
+            for ln in [*announce, *feed.notes]:  # said before the fit below, which takes a few paintings
                 log(ln)
             run = make_runner(filt, st)
             keep_freed_memory()  # a frame's buffers every frame: reused, not mapped afresh (devices.py)
-            def to_rgb(bgr: np.ndarray) -> np.ndarray:  # a camera frame as painted: RGB, at the painted size
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            def to_rgb(rgb: np.ndarray) -> np.ndarray:  # a frame at the painted size
                 return rgb if (w, h) == (w0, h0) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
 
             if paint_scale is None:
@@ -274,11 +294,11 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
             prev_out = None
             t_start = last_said = time.perf_counter()
             recent: list[float] = []
-            bgr = first
+            got = first
             i = 0
             try:
-                while bgr is not None and (frames is None or i < frames):
-                    rgb = to_rgb(bgr)
+                while got is not None and (frames is None or i < frames):
+                    rgb = to_rgb(got)
                     fr = Frame(i, i, 1, rgb)
                     t0 = time.perf_counter()
                     if stab is not None:
@@ -315,9 +335,7 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
                     if now - last_said >= say_every:
                         log(f"live: {fps_now:.1f} fps, {i} frames")
                         last_said = now
-                    ok, bgr = cap.read()
-                    if not ok:
-                        bgr = None
+                    got = next(feed.frames, None)
             except KeyboardInterrupt:
                 log("interrupted: stopping")
             stats.frames = i
@@ -325,7 +343,7 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
             stats.ms = {k: v / max(1, i) for k, v in stats.ms.items()}
             return stats
         finally:
-            cap.release()
+            feed.close()
             if writer is not None:
                 writer.release()
             if vcam is not None:
