@@ -418,6 +418,24 @@ def test_video_job_paints_a_clip_to_a_downloadable_result(tiny_filter, tmp_path)
     assert len(frames) == 12 and frames[0].shape == (48, 64, 3)
 
 
+def test_a_turned_clips_preview_is_shown_as_its_player_shows_it(tiny_filter, tmp_path):
+    """A phone clip stored 64x48 and shown turned a quarter: the job's preview was the stored frame, lying on its
+    side beside a result that plays upright."""
+    from conftest import make_clip
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=6, size=(64, 48), rotation=90, audio=False)
+    with TestClient(create_app(ServerConfig())) as c:
+        r = c.post("/api/jobs/video", files={"video": ("clip.mp4", clip.read_bytes(), "video/mp4")},
+                   data={"filter": "tiny"})
+        assert r.status_code == 202, r.text
+        job = wait_for(lambda: c.get(f"/api/jobs/{r.json()['id']}").json(), lambda j: j["status"] not in
+                       ("queued", "running"))
+        assert job["status"] == "done", job
+        preview = c.get(f"/api/jobs/{job['id']}/preview")
+    with Image.open(io.BytesIO(preview.content)) as im:
+        assert im.size == (48, 64)
+
+
 def test_an_animated_gif_sent_as_a_video_job_comes_back_as_an_animated_gif(tiny_filter, tmp_path):
     from PIL import Image
 

@@ -194,10 +194,12 @@ def _signals_stop(on_stop=None) -> None:
 def run_video(store: JobStore, job: Job, parent: int, cluster: str | None = None) -> str:
     """Paint a clip with video.run_job, here or with `cluster` on Ray (cluster.video_renderer); a requeued job
     resumes from the segments it already finished, wherever they were painted."""
-    import shutil
+    import numpy as np
+    from PIL import Image
 
     from .. import video
     from ..config import VideoConfig
+    from ..images import as_shown, save_image
     from ..filter import load_filter_file
     from ..stylize import ApplySettings
 
@@ -219,8 +221,10 @@ def run_video(store: JobStore, job: Job, parent: int, cluster: str | None = None
         frames = min(total, (i + 1) * vjob.video.segment_frames) if total else (i + 1) * vjob.video.segment_frames
         first = frames if first is None else first
         rate = (frames - first) / max(1e-6, time.time() - t0) if frames > first else 0
-        with contextlib.suppress(OSError):
-            shutil.copyfile(vjob.seg_last(i), folder / "preview.png")
+        with contextlib.suppress(OSError):  # the segment's last frame is kept as stored: shown as a player shows it
+            with Image.open(vjob.seg_last(i)) as im:
+                last = np.asarray(im.convert("RGB"))
+            save_image(Image.fromarray(as_shown(last, vjob.src.rotation, vjob.src.flip)), folder / "preview.png")
         store.progress(job.id, [], step=frames, preview_step=frames,
                        eta_s=round((total - frames) / rate, 1) if rate and total else None)
         Stop.reason = Stop.reason or stop_reason(store, job, parent)
