@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import (SHARED, encode_clip, make_clip, make_filter, make_yuv_clip, render_differences, require, rotoscope,
-                      ycbcr)
+from conftest import (SHARED, encode_clip, make_clip, make_filter, make_yuv_clip, render_differences, require,
+                      rgb_frames, rotoscope, ycbcr)
 from rotoscope import flow, video
 from rotoscope.apply import Note
 from rotoscope.config import VideoConfig
@@ -266,6 +266,64 @@ def test_a_turned_clip_is_said_at_the_size_it_is_seen(filt, tmp_path, suffix):
     if suffix == ".gif":
         with Image.open(tmp_path / "out.gif") as im:
             assert im.size == (48, 64)
+
+
+def test_a_clip_whose_picture_size_changes_midway_keeps_each_parts_shape(filt, tmp_path):
+    """Two recordings joined end to end (MPEG-TS joins byte for byte), the second square: its frames were stretched
+    to the first's 16:9. Now they are fitted inside with black bars, and the render says so."""
+    wide = encode_clip(tmp_path / "a.ts", [np.full((36, 64, 3), (200, 40, 40), np.uint8)] * 4, container="mpegts")
+    square = encode_clip(tmp_path / "b.ts", [np.full((48, 48, 3), (40, 200, 40), np.uint8)] * 4, container="mpegts")
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(wide.read_bytes() + square.read_bytes())
+    said = []
+    frames = [rgb for _, _, rgb in video.decode(video.probe(joined), 64, 36, said.append)]
+    assert len(frames) == 8 and all(f.shape == (36, 64, 3) for f in frames)
+    last = frames[-1].astype(int)
+    assert last[:, :12].max() < 20 and last[:, -12:].max() < 20  # the bars: (64 - 36) / 2 a side
+    assert np.abs(last[:, 16:48] - (40, 200, 40)).mean() < 8  # the square part, whole
+    assert "changes its picture size midway (64x36 -> 48x48)" in " ".join(said)
+
+
+def test_clips_joined_end_to_end_keep_their_pace_and_sound(filt, tmp_path):
+    """The second part's clock starts again: its frames were given 1-tick durations (a flash), and its sound going
+    back in time made the MP4 refuse it at the last step ("cannot write: Invalid argument"), after all the painting."""
+    a = make_clip(tmp_path / "a.ts", frames=12, size=(64, 48))
+    b = make_clip(tmp_path / "b.ts", frames=12, size=(64, 48), seed=1)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(a.read_bytes() + b.read_bytes())
+    said = []
+    out = video.apply_video(filt, joined, tmp_path / "out.mp4", ApplySettings(), SMALL, warn=said.append)
+    assert "its timestamps start again after frame 12" in " ".join(said)
+    with av.open(str(out)) as c:
+        v, snd = c.streams.video[0], c.streams.audio[0]
+        pts = [f.pts for f in c.decode(v)]
+        assert len(pts) == 24 and np.all(np.diff(pts) > 0)
+        assert abs(float(v.duration * v.time_base) - 1.0) < 0.1  # 24 frames at 24 fps, not half a second
+        assert abs(float(snd.duration * snd.time_base) - 1.0) < 0.15
+
+
+def test_a_clip_whose_clock_wrapped_keeps_its_frames_before_time_zero(filt, tmp_path):
+    """An MPEG-TS whose 33-bit clock wraps a second in: FFmpeg reads its first second at negative times, and an MP4
+    hid those frames behind an edit list (25 of 50 frames played). Every stream now starts that much later."""
+    from fractions import Fraction
+
+    base = 2**33 - 90000  # in a 90 kHz time base
+    path = tmp_path / "wrap.ts"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25, options={"bf": "0"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.codec_context.time_base = Fraction(1, 90000)
+        for k in range(50):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 4 * k, np.uint8), format="rgb24")
+            f.pts, f.time_base = base + k * 3600, Fraction(1, 90000)
+            for pk in s.encode(f):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    assert video.probe(path).frames == 50
+    out = video.apply_video(filt, path, tmp_path / "out.mp4", ApplySettings(strength=0.0), SMALL, warn=print)
+    shown = rgb_frames(out)
+    assert len(shown) == 50 and shown[0].mean() < 12 and shown[-1].mean() > 150  # the first frame black
 
 
 COLOURS = np.array([[200, 40, 60], [30, 160, 220], [240, 220, 30], [20, 20, 20], [235, 235, 235], [120, 130, 90]])

@@ -225,6 +225,24 @@ def _audio_stream(out, a, how: str):
     return dst
 
 
+class _FollowOn:
+    """A stream's timestamps carried on where its clock starts again midway (clips joined end to end, as the video's
+    frames are in decode()): the later packets follow the last one instead of going back in time, which an MP4 or
+    MOV refuses ("Invalid argument", after the whole clip was painted)."""
+
+    def __init__(self) -> None:
+        self.offset, self.end = 0, None
+
+    def __call__(self, ts: int, dur: int) -> int:
+        """The shift for a packet or frame at `ts` (before shifting) lasting `dur`, in the stream's time base."""
+        t = ts + self.offset
+        if self.end is not None and t < self.end - dur:
+            self.offset += self.end - t
+            t = self.end
+        self.end = t + dur if self.end is None else max(self.end, t + dur)
+        return self.offset
+
+
 def _copied(src: Source, index: int, dst, until: float | None, limit: int | None = None
             ) -> Iterator[tuple[float, object]]:
     """Audio stream `index`'s packets as they are, given to stream `dst`; with `until` (seconds), only those that
@@ -232,11 +250,15 @@ def _copied(src: Source, index: int, dst, until: float | None, limit: int | None
     import av
 
     with _open(src.path) as c:
-        n = 0
+        n, follow = 0, _FollowOn()
         try:
             for p in c.demux(c.streams[index]):
                 if p.size == 0 or p.dts is None:
                     continue
+                shift = follow(p.dts, p.duration or 0)
+                if shift:
+                    p.dts += shift
+                    p.pts = p.pts + shift if p.pts is not None else None
                 t = float(p.dts * p.time_base)
                 if until is not None and t >= until:
                     continue
@@ -254,7 +276,7 @@ def _encoded(src: Source, index: int, dst, until: float | None, limit: int | Non
     """Audio stream `index` decoded and encoded by `dst` (AAC); the same cut and limit as _copied."""
     import av
 
-    n = 0
+    n, follow = 0, _FollowOn()
     with _open(src.path) as c:
         frames = c.decode(c.streams[index])
         while True:
@@ -262,6 +284,8 @@ def _encoded(src: Source, index: int, dst, until: float | None, limit: int | Non
                 frame = next(frames, None)
             except av.FFmpegError:
                 frame = None  # a truncated file: the audio that was readable is kept
+            if frame is not None and frame.pts is not None:
+                frame.pts += follow(frame.pts, round(frame.samples / (frame.sample_rate * frame.time_base)))
             if frame is not None and until is not None and frame.time is not None and frame.time >= until:
                 frame = None
             for p in dst.encode(frame):  # None: the encoder's last packets
@@ -305,10 +329,19 @@ def assemble_h264(job: RenderJob, segs: int, prov: dict) -> None:
                 last = json.loads(job.seg_done(segs - 1).read_text())["frames"][-1]
                 until = float((last[0] + last[1]) * tb)
             auds = [_AUDIO_PACKETS[how](job.src, i, dst, until) for i, dst, how in tracks]
+            # a clip whose first frames come before time 0 (an MPEG-TS whose 33-bit clock wrapped, a cut with its
+            # sound ahead): an MP4 or MOV hides them behind an edit list (half a clip that wrapped a second in went
+            # missing), so every stream starts that much later, in step
+            first = json.loads(job.seg_done(0).read_text())["frames"][0][0]
+            late = -first * tb if first < 0 else 0
             try:
                 for _, p in heapq.merge(vids, *auds, key=lambda tp: tp[0]):
                     if p.stream.type == "video":
                         p.stream = vs
+                    if late:
+                        shift = round(late / p.time_base)
+                        p.dts = p.dts + shift if p.dts is not None else None
+                        p.pts = p.pts + shift if p.pts is not None else None
                     out.mux(p)
             except av.FFmpegError as e:
                 raise RotoscopeError(f"cannot write {job.dest.name}: {_av_reason(e)}") from None

@@ -376,6 +376,32 @@ def _fit(rgb: np.ndarray, w: int, h: int) -> np.ndarray:
     return cv2.resize(rgb, (w, h), interpolation=interp)
 
 
+def _sizer(src: Source, stream, w: int, h: int, warn: Callable[[str], None] | None = None
+           ) -> Callable[[np.ndarray], np.ndarray]:
+    """A clip's frames -> w x h. A stream whose picture size changes midway (a recording of a call, a stream
+    spliced from two) keeps its later frames' shape, fitted inside with black bars (stretched to the header's size,
+    a 4:3 part of a 16:9 clip came out wide), and says so once."""
+    cc = stream.codec_context
+    h0, w0 = (cc.height, cc.width) if cc is not None and cc.width and cc.height else (src.height, src.width)
+    said = []
+
+    def fit(rgb: np.ndarray) -> np.ndarray:
+        shape = rgb.shape[:2]
+        if shape == (h0, w0):
+            return _fit(rgb, w, h)
+        if not said and warn is not None:
+            said.append(shape)
+            warn(f"warning: {src.path.name} changes its picture size midway ({w0}x{h0} -> {shape[1]}x{shape[0]}): "
+                 f"those frames are fitted inside {w}x{h} with black bars")
+        aspect = rgb.shape[1] / rgb.shape[0] * (src.width * h0) / (w0 * src.height)  # as shown: pixel shape kept
+        bw, bh = (w, max(1, round(w / aspect))) if aspect > w / h else (max(1, round(h * aspect)), h)
+        out = np.zeros((h, w, 3), np.uint8)
+        y, x = (h - bh) // 2, (w - bw) // 2
+        out[y:y + bh, x:x + bw] = _fit(rgb, bw, bh)
+        return out
+    return fit
+
+
 def decode(src: Source, w: int, h: int, warn: Callable[[str], None],
            max_seconds: float | None = None, threads: int = 0, start: int = 0,
            table: list[int] | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
@@ -453,8 +479,10 @@ def _decode_video(src: Source, w: int, h: int, warn, max_seconds, threads, start
     first_pts = origin
     expected = src.frames if not start else 0  # a part of the clip cannot tell whether the whole is complete
     skip = start if seek_pts is None else 0
+    offset = 0  # added to the timestamps after the clock starts again (1-tick frames before: a flash)
     with _open(src.path) as c:
         vs = c.streams.video[0]
+        fit = _sizer(src, vs, w, h, warn)
         vs.thread_type = "AUTO"
         if threads:
             vs.codec_context.thread_count = threads
@@ -462,9 +490,17 @@ def _decode_video(src: Source, w: int, h: int, warn, max_seconds, threads, start
             c.seek(seek_pts, stream=vs, backward=True, any_frame=False)  # the keyframe at or before it
         try:
             for frame in c.decode(vs):
-                pts = frame.pts if frame.pts is not None else (last_pts + default_dur if last_pts is not None else 0)
+                pts = frame.pts + offset if frame.pts is not None else (
+                    last_pts + default_dur if last_pts is not None else 0)
                 if last_pts is not None and pts <= last_pts:
-                    pts = last_pts + 1  # duplicate or missing timestamps: keep them strictly increasing
+                    if last_pts - pts > default_dur:  # the clock started again: two recordings joined end to end
+                        if not offset:
+                            warn(f"warning: {src.path.name}: its timestamps start again after frame {count} (clips "
+                                 "joined end to end?): the frames after it follow on at their own pace")
+                        offset += last_pts + default_dur - pts
+                        pts = last_pts + default_dur
+                    else:
+                        pts = last_pts + 1  # duplicate timestamps: keep them strictly increasing
                 first_pts = pts if first_pts is None else first_pts
                 if max_seconds is not None and (pts - first_pts) * src.time_base >= max_seconds:
                     expected = 0
@@ -486,7 +522,7 @@ def _decode_video(src: Source, w: int, h: int, warn, max_seconds, threads, start
                                          f"({_av_reason(e)})") from None
                 if pending is not None:
                     yield pending[0], pts - pending[0], pending[1]
-                pending = (pts, _fit(rgb, w, h), frame.duration)
+                pending = (pts, fit(rgb), frame.duration)
                 last_pts = pts
                 count += 1
         except av.FFmpegError as e:
@@ -583,6 +619,7 @@ def _pick_frames(src: Source, n: int, w: int, h: int) -> list[np.ndarray]:
     duration = src.duration or 0
     with _open(src.path) as c:
         vs = c.streams.video[0]
+        fit = _sizer(src, vs, w, h)
         start = vs.start_time or 0
         for k in range(n if duration else 0):  # seek to n times spread over the clip, where it says its length
             target = start + int((k + 0.5) / n * duration / vs.time_base)
@@ -596,17 +633,17 @@ def _pick_frames(src: Source, n: int, w: int, h: int) -> list[np.ndarray]:
             except av.FFmpegError:
                 break
             if last is not None:  # past the last frame's time (a short clip): the last frame
-                picked.setdefault(last.pts, _fit(as_rgb(last), w, h))
+                picked.setdefault(last.pts, fit(as_rgb(last)))
     if len(picked) >= n:
         return list(picked.values())[:n]
     # too few: a clip of fewer frames, no length, timestamps seeking cannot use (a wrap, a late start, a first
     # frame that is not a keyframe). Read it through instead, keeping frames evenly spread in bounded memory.
     with _open(src.path) as c:
-        kept, stride = [], 1
+        kept, stride, fit = [], 1, _sizer(src, c.streams.video[0], w, h)
         try:
             for i, f in enumerate(c.decode(c.streams.video[0])):
                 if i % stride == 0:
-                    kept.append(_fit(as_rgb(f), w, h))
+                    kept.append(fit(as_rgb(f)))
                     if len(kept) > 4 * n:
                         kept, stride = kept[::2], stride * 2
         except av.FFmpegError:
