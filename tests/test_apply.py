@@ -249,9 +249,23 @@ def test_an_animated_gif_is_a_clip_alone_or_in_a_folder_and_a_still_gif_a_pictur
     assert not painted["still.png"].frames
     # still.gif would be written as still.png, which still.png keeps: skipped, saying why
     assert [(Path(r.source).name, r.reason) for r in results if isinstance(r, Skipped)] == [
-        ("still.gif", "its output still.png is still.png's: rename one of them")]
+        ("still.gif", "still.gif: its painting would be still.png, the name of still.png's: rename one of them")]
     with Image.open(tmp_path / "out" / "wave.gif") as im:
         assert im.n_frames == 4
     code, out, err = rotoscope("apply", "tiny", anim, "-o", tmp_path / "wave.mp4", "--engine", "torch",
                                "--precision", "fp32", "--no-progress", capsys=capsys)
     assert code == 0 and (tmp_path / "wave.mp4").is_file(), out + err  # or as H.264
+
+
+def test_two_pictures_whose_names_differ_only_in_case_are_not_painted_over_each_other(tiny_filter, tmp_path):
+    """a.webp and a.WEBP are two files here, one on macOS or Windows, where the second painting would replace the
+    first: one is painted, the other skipped, saying why in a line that names it."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_scene(folder / "a.webp")
+    make_scene(folder / "a.WEBP")
+    results = list(apply_path("tiny", folder, tmp_path / "out", FAST, progress=False))
+    assert [Path(r.source).name for r in results if isinstance(r, Painted)] == ["a.WEBP"]
+    assert [r.reason for r in results if isinstance(r, Skipped)] == [
+        "a.webp: its painting would be a.webp, the name of a.WEBP's (the same name where case is ignored, as on macOS "
+        "and Windows): rename one of them"]

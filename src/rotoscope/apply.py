@@ -191,8 +191,10 @@ def claim_names(inputs: list[Path], name_of) -> dict[Path, Path]:
     return {f: owner[name_of(f).casefold()] for f in inputs}
 
 
-def taken_reason(name: str, owner: Path) -> str:
-    return f"its output {name} is {owner.name}'s: rename one of them"
+def taken_reason(f: Path, name: str, owner: Path, owners_name: str) -> str:
+    """Why `f` is skipped: its output's name is that of `owner`'s output (the CLI says `skipped ` before it)."""
+    case = "" if name == owners_name else " (the same name where case is ignored, as on macOS and Windows)"
+    return f"{f.name}: its painting would be {name}, the name of {owner.name}'s{case}: rename one of them"
 
 
 def _said_first(lines: list[str], results: Iterator[Result]) -> Iterator[Result]:
@@ -247,7 +249,7 @@ def apply_folder(filt: Filter, src: Path, dest: Path, settings: ApplySettings, p
     owner = claim_names(files, still_name)
     for f in track(files, description="painting", disable=not progress, transient=True):
         if owner[f] != f:
-            yield Skipped(str(f), taken_reason(still_name(f), owner[f]))
+            yield Skipped(str(f), taken_reason(f, still_name(f), owner[f], still_name(owner[f])))
             continue
         yield from paint_into(filt, f, dest, settings, mask)
 
@@ -271,7 +273,7 @@ def apply_clips(filt: Filter, clips: list[Path], dest: Path, settings: ApplySett
     for clip in clips:
         target = dest / name_of(clip)
         if owner[clip] != clip:
-            yield Skipped(str(clip), taken_reason(target.name, owner[clip]))
+            yield Skipped(str(clip), taken_reason(clip, target.name, owner[clip], name_of(owner[clip])))
             continue
         try:
             job = vid.make_job(filt, clip, target, settings, video, mask)

@@ -367,7 +367,7 @@ def apply_folder(filt, src: Path, dest: Path, settings, progress: bool, mask=Non
     owner = claim_names(files, still_name)
     for f in files:
         if owner[f] != f:
-            yield Skipped(str(f), taken_reason(still_name(f), owner[f]))
+            yield Skipped(str(f), taken_reason(f, still_name(f), owner[f], still_name(owner[f])))
     files = [f for f in files if owner[f] == f]
     connect(address)
     in_flight = cfg.max_in_flight or 2 * _slots(cfg)
