@@ -142,6 +142,18 @@ def test_restart_requeues_jobs_whose_worker_is_gone_and_gives_up_after_n_attempt
     assert got.status == "failed" and "interrupted 1 times" in got.error
 
 
+def test_a_resumed_jobs_note_says_what_is_true_once_it_runs_again(store):
+    """Running again, the job still said "interrupted at step 7 (...); resuming" beside its running badge."""
+    job = store.create(store.new_id(), "train", "x", {})
+    store.claim(job.id)
+    store.update(job.id, pid=2**22 + 12345, step=7)
+    SleepScheduler(store, max_jobs=1, attempts=3).recover()
+    assert store.get(job.id).note == "interrupted at step 7 (the server stopped); resuming"
+    assert store.claim(job.id)
+    assert store.get(job.id).note == "resumed from its checkpoint after it was interrupted at step 7 (the server " \
+        "stopped)"
+
+
 def test_a_resumed_training_job_takes_its_history_from_the_checkpoint(store, tmp_path):
     """The checkpoint and the step records flushed to the database can disagree when a worker is killed between
     the two writes; the resumed job's history is the checkpoint's, then the steps it trains again, each once."""
@@ -683,6 +695,15 @@ def test_a_failed_jobs_error_names_the_upload_and_the_filter_never_a_server_path
 
     said = public_error(f"the checkpoint {runs_dir() / 'm6' / 'checkpoint.safetensors'} cannot be read", job)
     assert said == "the checkpoint m6/checkpoint.safetensors cannot be read"
+    import torch
+
+    from rotoscope.backbones import torchvision_cache_path
+
+    said = public_error(f"cannot download a (b); without internet, put the file at {torchvision_cache_path('vgg16')}, "
+                        "give it to `train --backbone-weights`", job)
+    assert said == ("cannot download a (b); without internet, put the file in the server's torch cache as "
+                    f"{torchvision_cache_path('vgg16').name}, give it to `train --backbone-weights`")
+    assert torch.hub.get_dir() not in said
 
 
 def test_a_job_worker_reaches_its_signal_handling_before_torch_loads(tmp_path):

@@ -237,8 +237,12 @@ class JobStore:
         so of two servers claiming the same job exactly one gets it (a job is never started twice)."""
         now = time.time()
         with self._conn() as c:
+            # an interrupted job's note ("interrupted at step 7 (...); it resumes when a server runs") becomes what
+            # is true once it runs again
             cur = c.execute("UPDATE jobs SET status = 'running', pid = NULL, attempts = attempts + 1, heartbeat = ?, "
-                            "started = COALESCE(started, ?), updated = ?, server = ? "
+                            "started = COALESCE(started, ?), updated = ?, server = ?, note = CASE WHEN note LIKE "
+                            "'interrupted%;%' THEN 'resumed from its checkpoint after it was ' || "
+                            "substr(note, 1, instr(note, ';') - 1) ELSE note END "
                             "WHERE id = ? AND status = 'queued'", (now, now, now, server, job_id))
         return cur.rowcount == 1
 

@@ -254,7 +254,7 @@ RUNNERS = {"train": run_train, "video": run_video}
 
 def public_error(msg: str, job: Job) -> str:
     """A job's error as its client may read it: the uploads and the filter by the names the request gave them,
-    never the server's paths (the job's folder, the registry), as the API's refusals name them."""
+    never the server's paths (the job's folder, the registry, the torch cache), as the API's refusals name them."""
     from ..filter import SHIPPED_DIR
     from ..paths import filters_dir, home, runs_dir
 
@@ -266,7 +266,14 @@ def public_error(msg: str, job: Job) -> str:
             msg = msg.replace(str(folder / file), said)
     if params.get("filter_path"):
         msg = msg.replace(str(params["filter_path"]), f"the filter '{job.name}'")
-    for where in (folder / "photos", folder, filters_dir(), runs_dir(), SHIPPED_DIR, home()):
+    wheres = [folder / "photos", folder, filters_dir(), runs_dir(), SHIPPED_DIR, home()]
+    torch = sys.modules.get("torch")  # only a job that got as far as torch can name its cache
+    if torch is not None:  # a backbone's weights the server could not download: said by file name only
+        hub = Path(torch.hub.get_dir())
+        msg = msg.replace(f"put the file at {hub / 'checkpoints'}{os.sep}", "put the file in the server's torch "
+                                                                             "cache as ")
+        wheres.append(hub)
+    for where in wheres:
         msg = msg.replace(f"{where}{os.sep}", "").replace(str(where), "")
     return msg
 
@@ -305,7 +312,7 @@ def run(db: str, jobs_root: str, job_id: str, cluster: str | None = None) -> int
         if Stop.reason or isinstance(e, (KeyboardInterrupt, RenderStopped)):
             why = Stop.reason or "interrupted"
             store.finish(job.id, "queued", note=f"interrupted at step {cur.step if cur else 0} ({why}); "
-                                                f"it resumes when a server runs")
+                                                f"it resumes when a server runs")  # JobStore.claim rewrites it
             log(f"stopped: {why}; back in the queue")
             return 0
         if isinstance(e, RotoscopeError):
