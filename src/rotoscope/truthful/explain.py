@@ -286,7 +286,7 @@ def section_training_set(s: Story) -> str:
         return missing("the training set was not audited when this filter was trained")
     from .audit import audit_folder, audit_html_section
 
-    out = _audit_html(aud)
+    out = _audit_html(aud, len(s.card.get("photos", {}).get("holdout_names") or []))
     try:  # the full page with histograms, when the photos are still where training found them
         src = aud.get("source", "")
         full = audit_folder(None if src.startswith("scikit-image") else src) if (
@@ -300,7 +300,8 @@ def section_training_set(s: Story) -> str:
                          "the card")
 
 
-def _audit_html(aud: dict) -> str:
+def _audit_html(aud: dict, held: int = 0) -> str:
+    """The audit's summary; `held` of its photos were kept out of training (the exam, section 6)."""
     d = aud.get("distributions", {})
     sp = aud.get("light_split", {})
     rows = "".join(f"<tr><td>{esc(k)}</td><td>{v['min']:.3g}</td><td>{v['median']:.3g}</td><td>{v['max']:.3g}</td>"
@@ -308,10 +309,12 @@ def _audit_html(aud: dict) -> str:
     warn = items(aud.get("warnings", []))
     div = aud.get("diversity", {})
     return (
-        f"<p>The filter learned from {aud.get('count')} photos ({esc(aud.get('source'))}). It only ever learns "
-        "from these: whatever they have in common, it takes for granted. If they are all bright daylight "
-        "scenes, nothing teaches it what to do with a night scene (the story of the tank detector that "
-        "learned 'bright daylight' instead of 'tank').</p>"
+        f"<p>The filter's training set is {aud.get('count')} photos ({esc(aud.get('source'))})"
+        + (f"; it learned from {aud.get('count') - held} of them and kept {held} out for its exam (section 6)"
+           if held and isinstance(aud.get("count"), int) else "")
+        + ". It learns only from photos like these: whatever they have in common, it takes for granted. If they "
+        "are all bright daylight scenes, nothing teaches it what to do with a night scene (the story of the tank "
+        "detector that learned 'bright daylight' instead of 'tank').</p>"
         f"<p>Light: {sp.get('daylight-like', 0)} daylight-like, {sp.get('dim', 0)} dim, "
         f"{sp.get('night-like', 0)} night-like; {aud.get('grayscale', 0)} grayscale; "
         f"{aud.get('near_duplicate_photos', 0)} near-duplicates; on average two photos differ in "

@@ -23,9 +23,9 @@ h1{font-size:2em;margin-bottom:.2em}h2{margin-top:2.2em;border-bottom:2px solid 
 padding:.5em .8em;border-left:3px solid #bbb}.warn{background:#fff4e5;border-left:4px solid #e08a00;padding:.6em 1em}
 .missing{background:#f2f2f2;border-left:4px solid #999;padding:.5em 1em;color:#555;font-style:italic}
 .row{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-end}.row figure{margin:0;text-align:center}
-figure img{border:1px solid #ccc;display:block}figcaption{font-size:13px;color:#555}
+figure img{border:1px solid #ccc;display:block;max-width:100%;height:auto}figcaption{font-size:13px;color:#555}
 table{border-collapse:collapse;font-size:14px}td,th{border-bottom:1px solid #e4e4e4;padding:3px 10px;text-align:left}
-.pal{display:flex;height:34px;width:420px;border:1px solid #aaa;margin:4px 0 12px}.pal div{height:100%}
+.pal{display:flex;height:34px;width:420px;max-width:100%;border:1px solid #aaa;margin:4px 0 12px}.pal div{height:100%}
 pre{white-space:pre-wrap;font-size:12.5px}ul.check li{margin-bottom:.4em}
 """
 
