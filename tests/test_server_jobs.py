@@ -323,7 +323,23 @@ def test_training_job_runs_to_a_filter_and_can_be_followed_then_a_running_job_is
         again = c.post("/api/jobs/train", files={"artwork": ("art.png", png_bytes(), "image/png")},
                        data={"name": "long", "steps": "5", **TINY_TRAIN})
         assert again.status_code == 409 and "an interrupted run of 'long' is kept" in again.json()["detail"]
-        assert "overwrite=true starts afresh" in again.json()["detail"], again.text
+        assert "resume=true continues it, overwrite=true starts afresh" in again.json()["detail"], again.text
+        # resume=true continues it from its checkpoint, to a nearer end than the 5000 steps first asked
+        kept = job["step"]
+        r = c.post("/api/jobs/train", files={"artwork": ("art.png", png_bytes(), "image/png")},
+                   data={"name": "long", "steps": str(kept + 2), "resume": "true", **TINY_TRAIN})
+        assert r.status_code == 202, r.text
+        job = wait_for(lambda: c.get(f"/api/jobs/{r.json()['id']}").json(),
+                       lambda j: j["status"] not in ("queued", "running"))
+        assert job["status"] == "done" and job["step"] == kept + 2, job
+        log = (Path(os.environ["ROTOSCOPE_HOME"]) / "server" / "jobs" / job["id"] / "log.txt").read_text()
+        assert f"resuming 'long' at step {kept}" in log
+        assert [h["step"] for h in job["history"]][-2:] == [kept + 1, kept + 2]
+        assert load_filter_file(Path(os.environ["ROTOSCOPE_HOME"]) / "filters" / "long.safetensors"
+                                ).card["timings"]["steps"] == kept + 2
+        nothing = c.post("/api/jobs/train", files={"artwork": ("art.png", png_bytes(), "image/png")},
+                         data={"name": "nothing-kept", "resume": "true", **TINY_TRAIN})
+        assert nothing.status_code == 409 and "no interrupted run of 'nothing-kept'" in nothing.json()["detail"]
         # trained again under the name (overwrite=true): the first job's result is not the new filter, it is gone
         r = c.post("/api/jobs/train", files={"artwork": ("art.png", png_bytes(seed=5), "image/png")},
                    data={"name": "learned", "steps": "3", "seed": "9", "overwrite": "true", **TINY_TRAIN})

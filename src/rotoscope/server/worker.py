@@ -91,9 +91,11 @@ def run_train(store: JobStore, job: Job, parent: int, cluster: str | None = None
     params = job.params
     cfg = TrainConfig.from_dict(params["config"])
     ckpt = runs_dir() / job.name / CHECKPOINT
-    # resume only from a checkpoint this job wrote (not one left by an older run of the same name)
-    resume = job.attempts > 1 and ckpt.exists() and job.started is not None and ckpt.stat().st_mtime >= job.started
-    if job.attempts > 1:
+    # resume from the checkpoint the job was asked to continue (resume=true), else only from one this job wrote
+    # (not one left by an older run of the same name)
+    resume = ckpt.exists() and (bool(params.get("resume")) or (job.attempts > 1 and job.started is not None
+                                                               and ckpt.stat().st_mtime >= job.started))
+    if job.attempts > 1 or resume:
         log(f"attempt {job.attempts}: " + (f"resuming from the checkpoint at {ckpt}" if resume else
                                            "no checkpoint from this job yet; starting again"))
     # the history restarts where the weights do: the checkpoint may be ahead of the last records flushed to the

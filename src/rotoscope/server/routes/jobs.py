@@ -54,6 +54,8 @@ def start_training(
     name: str = Form(..., description="Name of the new filter."),
     photos: list[UploadFile] = File(default=[], description="Training photos (default: built-in sample set)."),
     title: str | None = Form(None), overwrite: bool = Form(False),
+    resume: bool = Form(False, description="continue the interrupted run of this name from its checkpoint (the same "
+                        "artwork, network and teacher; steps may differ)"),
     steps: int | None = Form(None), size: int | None = Form(None), batch: int | None = Form(None),
     lr: float | None = Form(None), backbone: str | None = Form(None),
     style_weight: float | None = Form(None), content_weight: float | None = Form(None),
@@ -95,11 +97,15 @@ def start_training(
             raise type(e)(f"teacher: {e}") from None
     if store.active_with_name("train", name):  # said before the uploads are read; create() checks it again
         raise Conflict(f"a job is already training '{name}'")
-    if not overwrite:  # the rule train, train-many and mix keep, in the API's words and without a server path
-        from ...train import refuse_dropping_a_run, refuse_taken
+    from ...train import interrupted_run, refuse_dropping_a_run, refuse_taken
 
+    if resume:  # the checkpoint's artwork, network and teacher are checked when the job runs, as train --resume does
+        if interrupted_run(name) is None:
+            raise Conflict(f"no interrupted run of '{name}' to continue (resume=true continues one a cancelled or "
+                           "interrupted job left)")
+    elif not overwrite:  # the rule train, train-many and mix keep, in the API's words and without a server path
         refuse_taken(name, flag="overwrite=true", say_path=False)
-        refuse_dropping_a_run(name, flag="overwrite=true", resume="`rotoscope train --resume` on the server")
+        refuse_dropping_a_run(name, flag="overwrite=true", resume="resume=true")
     art_suffix, _ = sniff_image(artwork.file, cfg.max_pixels, "artwork")
     photo_suffixes = [sniff_image(p.file, cfg.max_pixels, f"photo {p.filename}")[0] for p in photos]
     job_id = store.new_id()
@@ -108,7 +114,7 @@ def start_training(
     for i, (p, suffix) in enumerate(zip(photos, photo_suffixes)):
         save_upload(p.file, folder / "photos" / f"{i:04d}{suffix}")
     params = {"artwork": f"artwork{art_suffix}", "title": title or Path(artwork.filename or "artwork").stem,
-              "photos": len(photos), "config": tcfg.to_dict()}
+              "photos": len(photos), "config": tcfg.to_dict(), "resume": resume}
     job = store.create(job_id, "train", name, params, total=tcfg.steps, alone=True)
     if job is None:  # another request for the name got in between the check above and now
         shutil.rmtree(folder, ignore_errors=True)
