@@ -182,6 +182,25 @@ def test_apply_returns_the_painted_image_with_provenance(client):
     assert np.abs(np.asarray(out, dtype=np.int16) - photo).mean() > 5  # it was painted, not echoed
 
 
+def test_apply_says_how_far_the_picture_lies_from_the_filters_training_photos_as_the_cli_does(client, tmp_path):
+    """The network has no confidence signal, only that distance: the studio shows it beside the painting."""
+    import shutil
+
+    import rotoscope
+    from rotoscope.apply import assess
+    from rotoscope.filter import load_filter_file
+    from rotoscope.paths import filters_dir
+
+    shipped = Path(rotoscope.__file__).parent / "filters" / "great-wave-lite.safetensors"  # one with statistics
+    shutil.copy(shipped, filters_dir() / "wave.safetensors")
+    r = apply(client, name="wave", data={"size": "32"})
+    assert r.status_code == 200, r.text
+    want = assess(load_filter_file(shipped), Image.open(io.BytesIO(png_bytes())), "photo.png")
+    assert float(r.headers["x-rotoscope-distance"]) == want["distance"]
+    assert float(r.headers["x-rotoscope-threshold"]) == want["threshold"]
+    assert "x-rotoscope-distance" not in apply(client).headers  # the tiny filter's card has no training statistics
+
+
 def test_apply_settings_strength_preserve_colours_size_and_format(client):
     photo = np.asarray(Image.open(io.BytesIO(png_bytes())), dtype=np.int16)
     zero = np.asarray(Image.open(io.BytesIO(apply(client, {"strength": "0"}).content)), dtype=np.int16)

@@ -108,10 +108,14 @@ def paint(name: str, src: Path, settings: ApplySettings, fmt: str, source: str,
           mask: Path | None = None) -> tuple[bytes, dict]:
     """Decode, paint, encode (with provenance): the whole apply, in a pool thread. `mask`: where to paint
     (white paints, black keeps the photo; mask.py)."""
+    from ...apply import assess
+
     filt = load_cached(name)
     img = open_image(src)
     settings = resolve_for(filt, settings, img)  # provenance records the precision and engine used
     styled = stylize_image(filt, img, settings, mask)
+    # how far the picture lies from the filter's training photos, as `apply --json` says it (no confidence signal)
+    seen = assess(filt, img, "upload") or {}
     media, suffix = OUTPUT_TYPES[fmt]
     with tempfile.TemporaryDirectory(prefix="rotoscope-") as d:
         prov = provenance(filt, settings, source)
@@ -120,8 +124,10 @@ def paint(name: str, src: Path, settings: ApplySettings, fmt: str, source: str,
 
             prov["mask"] = {"mask": describe(mask).replace(mask.name, "upload", 1), "feather": settings.feather}
         out = save_image(styled, Path(d) / f"out{suffix}", prov)
+        distance = {"X-Rotoscope-Distance": f"{seen['distance']:g}", "X-Rotoscope-Threshold": f"{seen['threshold']:g}"
+                    } if seen else {}
         return out.read_bytes(), {"X-Rotoscope-Filter": filt.name, "X-Rotoscope-Card-Hash": filt.card_hash,
-                                  "X-Rotoscope-Size": f"{styled.width}x{styled.height}"}
+                                  "X-Rotoscope-Size": f"{styled.width}x{styled.height}", **distance}
 
 
 def paint_upload(name: str, upload, settings: ApplySettings, fmt: str, source: str, max_pixels: int,
