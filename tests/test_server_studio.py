@@ -135,6 +135,12 @@ CHART_INK = """() => {
 }"""
 
 
+IN_VIEW = """(sel) => {
+  const r = document.querySelector(sel).getBoundingClientRect();
+  return r.top >= 0 && r.bottom <= window.innerHeight && r.height > 0;
+}"""
+
+
 def test_studio_lists_filters_and_paints_a_dropped_image(live_server, tiny_image, browser):
     page, errors = open_studio(browser, live_server)
     # the gallery shows the filter's card, with its preview painted by the server
@@ -169,13 +175,19 @@ def test_studio_lists_filters_and_paints_a_dropped_image(live_server, tiny_image
     page.click("#apply-btn")
     page.wait_for_function("document.querySelector('#apply-result').naturalWidth === 24", timeout=60_000)
     assert natural_size(page, "#apply-result") == [24, 20]
-    assert page.locator("#error").is_hidden()
-    # an unknown filter's error reaches the page
+    assert page.locator("#apply-error").is_hidden() and page.locator("#error").is_hidden()
+    # the painting made with other settings than the form's says so, dimmed, until Paint makes the new one
+    page.locator("#strength").fill("0.5")
+    assert "press Paint for the new settings" in page.inner_text("#result-caption")
+    page.click("#apply-btn")
+    page.wait_for_function("document.querySelector('#result-caption').textContent === 'painted'", timeout=60_000)
+    # an unknown filter's error is said beside the Paint button, in view (it was at the top of the page)
     page.evaluate("document.querySelector('#apply-filter').add(new Option('nope'))")
     page.select_option("#apply-filter", "nope")
     page.click("#apply-btn")
-    page.locator("#error").wait_for(state="visible", timeout=30_000)
-    assert "unknown filter 'nope'" in page.inner_text("#error")
+    page.locator("#apply-error").wait_for(state="visible", timeout=30_000)
+    assert "unknown filter 'nope'" in page.inner_text("#apply-error")
+    assert page.evaluate(IN_VIEW, "#apply-error")
     assert errors == []
 
 
@@ -300,4 +312,79 @@ def test_studio_starts_a_video_job_keeping_people_and_a_masked_region(live_serve
     jobs = jobs["jobs"] if isinstance(jobs, dict) else jobs
     second = [j for j in jobs if j["kind"] == "video" and j["id"] != job["id"]]
     assert len(second) == 1 and "keep" not in second[0]["params"]["settings"] and "mask" not in second[0]["params"]
+    assert errors == []
+
+
+def test_an_older_painting_never_replaces_a_newer_one(live_server, tiny_image, browser):
+    """A slow paint (a big photo) that answered after a newer one replaced it on screen, with the older settings'
+    status and download name. Each paint now supersedes the one before it."""
+    page, errors = open_studio(browser, live_server)
+    page.locator(".card", has_text="tiny").wait_for(timeout=30_000)
+    held = []
+    page.route("**/api/filters/*/apply", lambda route: held.append(route) if not held else route.continue_())
+    page.set_input_files("#apply-file", str(tiny_image))  # painted at once, at 48x40: held back here
+    page.wait_for_function("document.querySelector('#apply-status').textContent.startsWith('painting')")
+    assert len(held) == 1
+    page.fill("#apply-size", "24")
+    page.click("#apply-btn")  # the newer paint answers first
+    page.wait_for_function("document.querySelector('#apply-result').naturalWidth === 24", timeout=60_000)
+    try:
+        held[0].continue_()  # the older one answers last (or was aborted already, as it should be)
+    except Exception:  # noqa: BLE001 - Playwright refuses to continue a request the page aborted
+        pass
+    page.wait_for_timeout(1500)
+    assert natural_size(page, "#apply-result") == [24, 20]
+    assert page.inner_text("#apply-status").startswith("24x20 in ")
+    assert errors == []
+
+
+def test_the_studio_can_be_used_from_the_keyboard(live_server, tiny_image, browser):
+    """The drop zone is a label around a hidden file input: Enter on it opened nothing; the filter cards could not
+    be reached at all."""
+    page, errors = open_studio(browser, live_server)
+    card = page.locator(".card", has_text="tiny")
+    card.wait_for(timeout=30_000)
+    card.focus()
+    page.keyboard.press("Enter")
+    assert "selected" in card.get_attribute("class") and card.get_attribute("aria-pressed") == "true"
+    assert page.eval_on_selector("#apply-filter", "s => s.value") == "tiny"
+    # Enter on the drop zone opens the file chooser: the click on the file input that opens it is what is checked
+    # (whether headless Chromium then shows its chooser varied from run to run)
+    page.evaluate("document.querySelector('#apply-file').addEventListener('click', (ev) => { window.opened = true; "
+                  "ev.preventDefault(); })")
+    page.focus("#drop")
+    page.keyboard.press("Enter")
+    assert page.evaluate("window.opened === true")
+    page.set_input_files("#apply-file", str(tiny_image))
+    page.wait_for_function("document.querySelector('#apply-result').naturalWidth > 0", timeout=60_000)
+    # the name field's pattern is one the browser can use (an unescaped '-' made it invalid: no check at all)
+    name = page.locator("#train-form [name=name]")
+    name.fill("bad name!")
+    assert page.evaluate("document.querySelector('#train-form [name=name]').validity.patternMismatch")
+    name.fill("my-filter_2.1")
+    assert page.evaluate("document.querySelector('#train-form [name=name]').validity.valid")
+    assert errors == []
+
+
+def test_on_a_phone_the_studio_fits_the_screen(live_server, tmp_path, browser):
+    """On a 390 px phone a wide photo and its painting were drawn 560 px wide (the page scrolled sideways), the
+    jobs table pushed its buttons off screen, and 28 filter cards came before "Paint an image"."""
+    from PIL import Image
+
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (640, 300), (90, 140, 200)).save(wide)
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(live_server + "/")
+    page.locator(".card", has_text="tiny").wait_for(timeout=30_000)
+    page.set_input_files("#apply-file", str(wide))
+    page.wait_for_function("document.querySelector('#apply-result').naturalWidth > 0", timeout=60_000)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    shown = page.locator("#apply-result").bounding_box()
+    assert shown["width"] <= 390 and abs(shown["width"] / shown["height"] - 640 / 300) < 0.05  # not squashed
+    # the gallery is one row that scrolls sideways, so "Paint an image" is near the top
+    assert page.evaluate("document.querySelector('#apply-section').getBoundingClientRect().top + scrollY") < 1200
+    context.close()
     assert errors == []

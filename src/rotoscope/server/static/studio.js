@@ -2,7 +2,8 @@
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
-const state = { filters: [], selected: null, file: null, follow: null, source: null, history: [] };
+const state = { filters: [], selected: null, file: null, follow: null, source: null, history: [], previewStep: null,
+                paints: 0, abort: null, painted: null, jobs: "" };
 
 // ---------------------------------------------------------------- API access (token kept in localStorage)
 
@@ -22,7 +23,23 @@ async function api(path, opts = {}) {
   return res;
 }
 
-function showError(e) { const el = $("#error"); el.textContent = e ? String(e.message || e) : ""; el.hidden = !e; }
+// The API's words, in the studio's: its refusals name form fields ("pass overwrite=true"), the page has checkboxes.
+function studioWords(msg) {
+  return msg.replace(/pass overwrite=true/g, "tick \u201cReplace a filter of that name\u201d")
+    .replace(/resume=true continues it, overwrite=true starts afresh/g, "tick \u201cContinue an interrupted run of " +
+      "that name\u201d to continue it, or \u201cReplace a filter of that name\u201d to start afresh");
+}
+
+// An error is shown beside the control that caused it (`where`; the banner under the header for the page's own
+// loading), and brought into view: at the top of a long page it was 2,300 px away from the button pressed.
+function showError(e, where = "#error") {
+  const el = $(where);
+  el.textContent = e ? studioWords(String(e.message || e)) : "";
+  el.hidden = !e;
+  if (!e) return;
+  const r = el.getBoundingClientRect();
+  if (r.top < 0 || r.bottom > window.innerHeight) el.scrollIntoView({ block: "center" });
+}
 
 async function blobUrl(path) { const res = await api(path); return URL.createObjectURL(await res.blob()); }
 
@@ -39,14 +56,18 @@ function fmt(v) {
 
 async function loadFilters() {
   const res = await api("/api/filters");
-  state.filters = await res.json();
+  // the user's own filters first: they are what they came back for (the API lists by name)
+  state.filters = (await res.json()).sort((a, b) => Number(a.shipped) - Number(b.shipped));
   const gallery = $("#gallery");
   gallery.innerHTML = "";
   if (!state.filters.length) gallery.innerHTML = '<p class="muted">No filters yet: train one below.</p>';
   for (const f of state.filters) {
     const card = document.createElement("div");
-    card.className = "card" + (f.name === state.selected ? " selected" : "");
+    card.className = "card" + (f.name === state.selected ? " selected" : "") + (f.shipped ? "" : " yours");
     card.dataset.name = f.name;
+    card.tabIndex = 0;
+    card.setAttribute("role", "button");
+    card.setAttribute("aria-pressed", String(f.name === state.selected));
     const held = f.holdout_last ? `held-out loss ${fmt(f.holdout_last.total)}` : "";
     card.innerHTML = `<img alt="${f.name} preview"><div class="body">
       ${f.shipped ? "" : '<button class="plain del" title="delete this filter">delete</button>'}
@@ -56,11 +77,14 @@ async function loadFilters() {
     card.querySelector(".name").textContent = f.name;
     card.querySelector(".art").textContent = f.artwork || "";
     card.addEventListener("click", () => selectFilter(f.name));
+    card.addEventListener("keydown", (ev) => {
+      if (ev.target === card && (ev.key === "Enter" || ev.key === " ")) { ev.preventDefault(); selectFilter(f.name); }
+    });
     const del = card.querySelector(".del");
     if (del) del.addEventListener("click", async (ev) => {
       ev.stopPropagation();
       if (!confirm(`Delete filter '${f.name}'?`)) return;
-      try { await api(`/api/filters/${encodeURIComponent(f.name)}`, { method: "DELETE" }); await loadFilters(); } catch (e) { showError(e); }
+      try { await api(`/api/filters/${encodeURIComponent(f.name)}`, { method: "DELETE" }); await loadFilters(); } catch (e) { showError(e, "#apply-error"); }
     });
     gallery.appendChild(card);
     blobUrl(f.preview_url).then((u) => { card.querySelector("img").src = u; }).catch(() => {});
@@ -77,20 +101,44 @@ async function loadFilters() {
 function selectFilter(name) {
   state.selected = name;
   $("#apply-filter").value = name;
-  document.querySelectorAll(".card").forEach((c) => c.classList.toggle("selected", c.dataset.name === name));
+  document.querySelectorAll(".card").forEach((c) => {
+    c.classList.toggle("selected", c.dataset.name === name);
+    c.setAttribute("aria-pressed", String(c.dataset.name === name));
+  });
   updateApplyButton();
+  markStale();
 }
 
 // ---------------------------------------------------------------- apply
 
 function updateApplyButton() { $("#apply-btn").disabled = !(state.file && $("#apply-filter").value); }
 
+// The settings a painting was made with; a painting whose settings are no longer the form's is dimmed and says so
+// (changing the filter or the strength left the old painting beside the new settings, as if it were theirs).
+function applySettings() {
+  return { filter: $("#apply-filter").value, strength: $("#strength").value, preserve: $("#preserve").checked,
+           size: $("#apply-size").value, keep: $("#keep").value };
+}
+function markStale() {
+  if (!state.painted) return;
+  const now = applySettings(), then = state.painted;
+  const stale = Object.keys(now).some((k) => now[k] !== then[k]);
+  $("#result-figure").classList.toggle("stale", stale);
+  $("#result-caption").textContent = stale ? `painted with '${then.filter}' at ${Number(then.strength).toFixed(2)}: ` +
+    "press Paint for the new settings" : "painted";
+}
+
 function takeFile(file) {
   if (!file) return;
   state.file = file;
   state.strokes = [];
+  state.painted = null;
+  $("#result-figure").classList.remove("stale");
+  $("#result-caption").textContent = "painted";
+  $("#original-caption").firstChild.textContent = "photo: drag over it to keep a region unpainted ";
   $("#apply-original").src = URL.createObjectURL(file);
   $("#apply-result").removeAttribute("src");
+  $("#apply-result").alt = "";
   $("#apply-download").hidden = true;
   $("#apply-pair").hidden = false;
   $("#drop span").textContent = file.name;
@@ -102,14 +150,33 @@ const drop = $("#drop");
 drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (ev) => { ev.preventDefault(); drop.classList.remove("over"); takeFile(ev.dataTransfer.files[0]); });
+// the drop zone is a label: a click opens the file chooser, and Enter or Space on it does the same
+drop.addEventListener("keydown", (ev) => {
+  if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); $("#apply-file").click(); }
+});
 $("#apply-file").addEventListener("change", (ev) => takeFile(ev.target.files[0]));
 $("#apply-filter").addEventListener("change", (ev) => selectFilter(ev.target.value));
-$("#strength").addEventListener("input", (ev) => { $("#strength-value").textContent = Number(ev.target.value).toFixed(2); });
+$("#strength").addEventListener("input", (ev) => { $("#strength-value").textContent = Number(ev.target.value).toFixed(2); markStale(); });
+for (const sel of ["#preserve", "#apply-size"]) $(sel).addEventListener("input", markStale);
 $("#apply-btn").addEventListener("click", () => paint());
+// a picture the browser cannot show (a TIFF, which the server paints all the same): said, instead of a broken box
+$("#apply-original").addEventListener("error", () => {
+  if (!state.file) return;
+  $("#original-caption").firstChild.textContent = `this browser cannot show ${state.file.name}; it is painted all ` +
+    "the same (drawing a region to keep needs a picture the browser shows: PNG, JPEG, WebP) ";
+});
 
+// Each paint supersedes the one before it: the older request is aborted and its answer, should it still come,
+// ignored (a slow paint of a big photo that finished last replaced the newer painting on screen).
 async function paint() {
   const name = $("#apply-filter").value;
   if (!state.file || !name) return;
+  const seq = ++state.paints;
+  if (state.abort) state.abort.abort();
+  const abort = new AbortController();
+  state.abort = abort;
+  const asked = applySettings();
+  const file = state.file;
   const form = new FormData();
   form.append("image", state.file);
   form.append("strength", $("#strength").value);
@@ -118,20 +185,39 @@ async function paint() {
   if ($("#keep").value) form.append("keep", $("#keep").value);
   const mask = await keepMask();
   if (mask) form.append("mask", mask, "mask.png");
-  $("#apply-status").textContent = "painting…";
-  $("#apply-btn").disabled = true;
+  if (seq !== state.paints) return;  // superseded while the mask was made
+  $("#apply-status").textContent = `painting with '${name}'…`;
   try {
-    const res = await api(`/api/filters/${encodeURIComponent(name)}/apply`, { method: "POST", body: form });
-    const url = URL.createObjectURL(await res.blob());
+    const res = await api(`/api/filters/${encodeURIComponent(name)}/apply`, { method: "POST", body: form,
+                                                                              signal: abort.signal });
+    const blob = await res.blob();
+    if (seq !== state.paints) return;
+    const url = URL.createObjectURL(blob);
     const img = $("#apply-result");
     img.src = url;
     img.dataset.filter = name;
+    img.alt = `${file.name} painted with the filter '${name}'`;
     const dl = $("#apply-download");
-    dl.href = url; dl.download = state.file.name.replace(/\.[^.]*$/, "") + "-" + name + ".png"; dl.hidden = false;
-    $("#apply-status").textContent = `${res.headers.get("X-Rotoscope-Size") || ""} in ${res.headers.get("X-Rotoscope-Seconds") || "?"} s with '${name}'`;
-    showError(null);
-  } catch (e) { $("#apply-status").textContent = ""; showError(e); }
-  updateApplyButton();
+    dl.href = url; dl.download = file.name.replace(/\.[^.]*$/, "") + "-" + name + ".png"; dl.hidden = false;
+    state.painted = asked;
+    markStale();
+    $("#apply-status").textContent = `${res.headers.get("X-Rotoscope-Size") || ""} in ${res.headers.get("X-Rotoscope-Seconds") || "?"} s with '${name}'` + familiarity(res.headers);
+    showError(null, "#apply-error");
+  } catch (e) {
+    if (seq !== state.paints) return;
+    $("#apply-status").textContent = "";
+    showError(e, "#apply-error");
+  }
+}
+
+// The network has no confidence signal: what it has is how far the photo lies from its training photos.
+function familiarity(headers) {
+  const d = headers.get("X-Rotoscope-Distance"), t = headers.get("X-Rotoscope-Threshold");
+  if (d === null || t === null) return "";
+  return Number(d) <= Number(t)
+    ? `; the photo is like its training photos (distance ${Number(d).toFixed(2)}, threshold ${Number(t).toFixed(2)})`
+    : `; the photo is unlike its training photos (distance ${Number(d).toFixed(2)} > threshold ` +
+      `${Number(t).toFixed(2)}): it has not been shown such pictures, check the result`;
 }
 
 // ---------------------------------------------------------------- a region kept unpainted, drawn on the photo
@@ -161,8 +247,17 @@ function drawStrokes(ctx, colour, background) {
   }
   $("#keep-clear").hidden = !(state.strokes || []).length;
 }
+// a mouse or a pen draws at once; a finger only once "draw with a finger" is pressed (a swipe to scroll the page
+// drew a stroke and started a repaint)
+$("#keep-draw").addEventListener("click", () => {
+  const on = !$(".paintable").classList.contains("drawing");
+  $(".paintable").classList.toggle("drawing", on);
+  $("#keep-draw").setAttribute("aria-pressed", String(on));
+  $("#keep-draw").textContent = on ? "done drawing" : "draw with a finger";
+});
 keepCanvas.addEventListener("pointerdown", (ev) => {
   if (!state.file) return;
+  if (ev.pointerType === "touch" && !$(".paintable").classList.contains("drawing")) return;
   keepCanvas.setPointerCapture(ev.pointerId);
   state.strokes = state.strokes || [];
   state.strokes.push({ width: brushWidth(), points: [toPhoto(ev)] });
@@ -173,7 +268,13 @@ keepCanvas.addEventListener("pointermove", (ev) => {
   state.strokes[state.strokes.length - 1].points.push(toPhoto(ev));
   drawStrokes(keepCanvas.getContext("2d"), "rgba(255, 40, 40, 0.45)", false);
 });
-keepCanvas.addEventListener("pointerup", () => { if (state.strokes && state.strokes.length) paint(); });
+keepCanvas.addEventListener("pointerup", (ev) => {
+  if (keepCanvas.hasPointerCapture(ev.pointerId) && state.strokes && state.strokes.length) paint();
+});
+keepCanvas.addEventListener("pointercancel", () => {  // the browser took the gesture (a scroll): no stroke
+  if (state.strokes && state.strokes.length) state.strokes.pop();
+  drawStrokes(keepCanvas.getContext("2d"), "rgba(255, 40, 40, 0.45)", false);
+});
 $("#keep-clear").addEventListener("click", () => {
   state.strokes = [];
   drawStrokes(keepCanvas.getContext("2d"), "rgba(255, 40, 40, 0.45)", false);
@@ -200,17 +301,22 @@ $("#train-form").addEventListener("submit", async (ev) => {
   try {
     const res = await api("/api/jobs/train", { method: "POST", body: form });
     const job = await res.json();
-    showError(null);
-    follow(job.id);
+    showError(null, "#train-error");
+    follow(job.id, "train", true);
     loadJobs();
-  } catch (e) { showError(e); }
+  } catch (e) { showError(e, "#train-error"); }
 });
 
-function follow(id) {
+// The panel that follows a job sits under the form of its kind (a video's progress showed under "Train a filter").
+function follow(id, kind, scroll = false) {
   if (state.source) state.source.close();
-  state.follow = id; state.history = [];
-  $("#train-live").hidden = false;
+  state.follow = id; state.history = []; state.previewStep = null;
+  const panel = $("#train-live");
+  if (kind) $(kind === "video" ? "#video-error" : "#train-error").after(panel);
+  panel.hidden = false;
+  if (scroll) panel.scrollIntoView({ block: "nearest" });
   $("#live-preview").removeAttribute("src");
+  $("#live-download").hidden = true;
   const src = new EventSource(withToken(`/api/jobs/${id}/events`));
   state.source = src;
   src.addEventListener("job", (ev) => {
@@ -230,6 +336,10 @@ function showLive(job) {
   $("#live-progress").value = job.total ? job.step / job.total : 0;
   $("#live-cancel").hidden = !["queued", "running"].includes(job.status);
   $("#live-note").textContent = job.error ? "error: " + job.error : (job.note || "");
+  const dl = $("#live-download");
+  dl.hidden = !job.links.result;
+  if (job.links.result) { dl.href = withToken(job.links.result); dl.textContent = job.kind === "train" ? `download the filter '${job.name}'` : "download the painted clip"; }
+  $("#chart").setAttribute("aria-label", chartSummary(job));
   if (job.links.preview && job.preview_step !== state.previewStep) {
     state.previewStep = job.preview_step;
     blobUrl(job.links.preview).then((u) => { $("#live-preview").src = u; $("#live-preview-caption").textContent = job.kind === "train" ? `preview at step ${job.preview_step}` : `frame ${job.preview_step}`; }).catch(() => {});
@@ -240,15 +350,29 @@ function showLive(job) {
 
 $("#live-cancel").addEventListener("click", async () => {
   if (!state.follow) return;
-  try { await api(`/api/jobs/${state.follow}/cancel`, { method: "POST" }); loadJobs(); } catch (e) { showError(e); }
+  try { await api(`/api/jobs/${state.follow}/cancel`, { method: "POST" }); loadJobs(); } catch (e) { showError(e, "#jobs-error"); }
 });
 
 // The loss chart: every term of the training loss on a log scale, and held-out totals as dots.
 const COLORS = { total: "#222", content: "#2f6db5", style: "#b5442f", color: "#7a9a2f", tv: "#9a6fb0" };
 
+function chartSummary(job) {
+  const last = state.history[state.history.length - 1];
+  if (job.kind !== "train" || !last) return "loss chart";
+  const terms = Object.entries(last.train).map(([k, v]) => `${k} ${Number(v).toPrecision(3)}`).join(", ");
+  return `loss chart: at step ${last.step}, ${terms}` + (last.holdout ? `; held-out total ${Number(last.holdout.total).toPrecision(3)}` : "");
+}
+
+// drawn at the size it is shown (a phone showed the 640 px drawing at half size, its labels 5 px high)
 function drawChart(canvas, history) {
+  const ratio = window.devicePixelRatio || 1;
+  const shownW = Math.round(canvas.clientWidth || 640), shownH = Math.round(canvas.clientHeight || 260);
+  if (canvas.width !== shownW * ratio || canvas.height !== shownH * ratio) {
+    canvas.width = shownW * ratio; canvas.height = shownH * ratio;
+  }
   const ctx = canvas.getContext("2d");
-  const W = canvas.width, H = canvas.height, L = 48, R = 90, T = 12, B = 28;
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  const W = shownW, H = shownH, L = 48, R = 90, T = 12, B = 28;
   ctx.clearRect(0, 0, W, H);
   ctx.font = "11px system-ui, sans-serif";
   if (!history.length) { ctx.fillStyle = "#777"; ctx.fillText("waiting for the first step…", L, H / 2); return; }
@@ -293,35 +417,54 @@ $("#video-form").addEventListener("submit", async (ev) => {
   form.set("stabilize", $("#video-stabilize").checked ? "true" : "false");
   try {
     const job = await (await api("/api/jobs/video", { method: "POST", body: form })).json();
-    showError(null); follow(job.id); loadJobs();
-  } catch (e) { showError(e); }
+    showError(null, "#video-error"); follow(job.id, "video", true); loadJobs();
+  } catch (e) { showError(e, "#video-error"); }
 });
 
 // ---------------------------------------------------------------- jobs list
 
+// Rebuilt only when a job changed, and the focused control put back: rebuilt every 5 s, the table took the focus
+// from a keyboard user and detached the buttons under a pointer.
 async function loadJobs() {
   const res = await api("/api/jobs?limit=50");
   const jobs = await res.json();
+  const sig = JSON.stringify(jobs.map((j) => [j.id, j.status, j.step, j.total, j.error, j.note, !!j.links.result]));
+  if (sig === state.jobs) return jobs;
+  state.jobs = sig;
+  const focused = document.activeElement && document.activeElement.closest("#jobs") ? document.activeElement.dataset.key : null;
   const body = $("#jobs tbody");
   body.innerHTML = jobs.length ? "" : '<tr><td colspan="7" class="muted">No jobs yet: training and video jobs show here.</td></tr>';
   for (const j of jobs) {
     const tr = document.createElement("tr");
     const pct = j.total ? Math.round(100 * j.step / j.total) + "%" : "";
     const when = new Date((j.started || j.created) * 1000).toLocaleTimeString();
-    tr.innerHTML = `<td><code>${j.id}</code></td><td>${j.kind}</td><td class="n"></td>
-      <td><span class="badge ${j.status}">${j.status}</span></td><td>${j.total ? `${j.step}/${j.total} (${pct})` : ""}</td><td>${when}</td><td class="act"></td>`;
+    tr.innerHTML = `<td class="wide"><code>${j.id}</code></td><td>${j.kind}</td><td class="n"></td>
+      <td><span class="badge ${j.status}">${j.status}</span></td><td>${j.total ? `${j.step}/${j.total} (${pct})` : ""}</td><td class="wide">${when}</td><td class="act"></td>`;
     tr.querySelector(".n").textContent = j.name;
     const act = tr.querySelector(".act");
-    { const b = document.createElement("button"); b.className = "plain"; b.textContent = "follow"; b.onclick = () => follow(j.id); act.appendChild(b); }
-    if (["queued", "running"].includes(j.status)) {
-      const b = document.createElement("button"); b.className = "plain"; b.textContent = "cancel";
-      b.onclick = async () => { try { await api(`/api/jobs/${j.id}/cancel`, { method: "POST" }); loadJobs(); } catch (e) { showError(e); } };
+    const button = (label, onclick) => {
+      const b = document.createElement("button"); b.className = "plain"; b.textContent = label; b.onclick = onclick;
+      b.dataset.key = `${j.id}:${label}`; b.setAttribute("aria-label", `${label} job ${j.id} (${j.kind} '${j.name}')`);
       act.appendChild(b);
+    };
+    button("follow", () => follow(j.id, j.kind, true));
+    if (["queued", "running"].includes(j.status)) {
+      button("cancel", async () => { try { await api(`/api/jobs/${j.id}/cancel`, { method: "POST" }); loadJobs(); } catch (e) { showError(e, "#jobs-error"); } });
     }
-    if (j.links.result) { const a = document.createElement("a"); a.href = withToken(j.links.result); a.textContent = "download"; act.appendChild(a); }
+    if (j.links.result) {
+      const a = document.createElement("a"); a.href = withToken(j.links.result); a.textContent = "download";
+      a.dataset.key = `${j.id}:download`; act.appendChild(a);
+    }
     body.appendChild(tr);
-    if (j.error || j.note) { const er = document.createElement("tr"); er.innerHTML = `<td></td><td colspan="6" class="err"></td>`; er.querySelector("td.err").textContent = j.error || j.note; body.appendChild(er); }
+    if (j.error || j.note) {
+      const er = document.createElement("tr");
+      er.innerHTML = `<td class="wide"></td><td colspan="6" class="${j.error ? "err" : "note"}"></td>`;
+      er.querySelector("td:last-child").textContent = j.error ? "error: " + j.error : j.note;
+      body.appendChild(er);
+    }
   }
+  if (focused) { const el = body.querySelector(`[data-key="${CSS.escape(focused)}"]`); if (el) el.focus(); }
+  return jobs;
 }
 
 // ---------------------------------------------------------------- health and refresh
@@ -334,7 +477,14 @@ async function health() {
 }
 
 async function refresh() {
-  try { await loadFilters(); await loadJobs(); showError(null); } catch (e) { showError(e); }
+  try {
+    await loadFilters();
+    const jobs = await loadJobs();
+    showError(null);
+    // a reload while a job runs: follow it again (the panel was gone until "follow" was found in the table)
+    const running = (jobs || []).find((j) => ["running", "queued"].includes(j.status));
+    if (running && !state.follow) follow(running.id, running.kind);
+  } catch (e) { showError(e); }
   health();
 }
 
