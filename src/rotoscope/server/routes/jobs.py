@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Literal
@@ -151,7 +152,9 @@ def start_video(cfg: SettingsDep, store: StoreDep,
               "settings": {"size": settings.size, "strength": settings.strength,
                            "preserve_colors": settings.preserve_colors, "paint_scale": settings.paint_scale,
                            **({"keep": keep} if keep else {})},
-              "stabilize": stabilize}
+              "stabilize": stabilize,
+              # the download is named after the clip, as `apply` names a folder's outputs (it was FILTER-JOBID.mp4)
+              "clip": re.sub(r"[^A-Za-z0-9._-]+", "_", Path(video.filename or "").stem).strip("._")[:64]}
     if mask is not None:  # read now: a mask Pillow cannot decode is refused here (422), not by the job later
         params["mask"] = f"mask{mask_suffix}"
         check_mask(save_upload(mask.file, folder / params["mask"]))
@@ -281,5 +284,6 @@ def job_result(job_id: str, store: StoreDep):
     path = Path(job.folder) / (job.result or "")
     if not path.is_file():
         raise HTTPException(410, "the result file is gone")
+    clip = job.params.get("clip")
     return FileResponse(path, media_type=RESULT_TYPES.get(path.suffix, "video/mp4"),
-                        filename=f"{job.name}-{job.id}{path.suffix}")
+                        filename=f"{clip}-{job.name}{path.suffix}" if clip else f"{job.name}-{job.id}{path.suffix}")

@@ -87,8 +87,8 @@ async function loadFilters() {
       try { await api(`/api/filters/${encodeURIComponent(f.name)}`, { method: "DELETE" }); await loadFilters(); } catch (e) { showError(e, "#apply-error"); }
     });
     gallery.appendChild(card);
-    blobUrl(f.preview_url).then((u) => { card.querySelector("img").src = u; }).catch(() => {});
   }
+  loadPreviews(state.filters.map((f) => [f.preview_url, gallery.querySelector(`.card[data-name="${CSS.escape(f.name)}"] img`)]));
   for (const sel of [$("#apply-filter"), $("#video-filter")]) {
     const keep = sel.value;
     sel.innerHTML = state.filters.map((f) => `<option>${f.name}</option>`).join("");
@@ -96,6 +96,18 @@ async function loadFilters() {
   }
   if (state.selected && state.filters.some((f) => f.name === state.selected)) $("#apply-filter").value = state.selected;
   updateApplyButton();
+}
+
+// Two previews at a time: the server paints each the first time it is asked, and 28 at once took every connection
+// the browser has to the server, so the page said "connecting…" and a paint waited behind them all.
+async function loadPreviews(todo) {
+  const next = async () => {
+    for (let item = todo.shift(); item; item = todo.shift()) {
+      const [url, img] = item;
+      try { img.src = await blobUrl(url); } catch (e) { /* a preview that fails leaves its grey box */ }
+    }
+  };
+  await Promise.all([next(), next()]);
 }
 
 function selectFilter(name) {
@@ -440,7 +452,7 @@ async function loadJobs() {
     const when = new Date((j.started || j.created) * 1000).toLocaleTimeString();
     tr.innerHTML = `<td class="wide"><code>${j.id}</code></td><td>${j.kind}</td><td class="n"></td>
       <td><span class="badge ${j.status}">${j.status}</span></td><td>${j.total ? `${j.step}/${j.total} (${pct})` : ""}</td><td class="wide">${when}</td><td class="act"></td>`;
-    tr.querySelector(".n").textContent = j.name;
+    tr.querySelector(".n").textContent = j.kind === "video" && j.params && j.params.clip ? `${j.params.clip} (${j.name})` : j.name;
     const act = tr.querySelector(".act");
     const button = (label, onclick) => {
       const b = document.createElement("button"); b.className = "plain"; b.textContent = label; b.onclick = onclick;
@@ -477,6 +489,7 @@ async function health() {
 }
 
 async function refresh() {
+  health();
   try {
     await loadFilters();
     const jobs = await loadJobs();
@@ -485,7 +498,6 @@ async function refresh() {
     const running = (jobs || []).find((j) => ["running", "queued"].includes(j.status));
     if (running && !state.follow) follow(running.id, running.kind);
   } catch (e) { showError(e); }
-  health();
 }
 
 refresh();
