@@ -54,6 +54,10 @@ function fmt(v) {
   return typeof v === "number" && !Number.isInteger(v) ? v.toPrecision(3) : String(v);
 }
 
+// a score in the filter's own units (its weights are its own): it says how training went, not which filter is best
+const HELD_NOTE = "the score on photos it never trained on, in this filter's own units: filters trained with other " +
+  "weights or backbones are not comparable by it";
+
 async function loadFilters() {
   const res = await api("/api/filters");
   // the user's own filters first: they are what they came back for (the API lists by name)
@@ -73,7 +77,7 @@ async function loadFilters() {
       ${f.shipped ? "" : '<button class="plain del" title="delete this filter">delete</button>'}
       <div class="name"></div><div class="muted art"></div>
       <div class="muted">${fmt(f.backbone)} · ${fmt(f.steps)}&nbsp;steps · ${fmt(f.size)}&nbsp;px</div>
-      <div class="muted">${held}</div></div>`;
+      <div class="muted" title="${HELD_NOTE}">${held}</div></div>`;
     card.querySelector(".name").textContent = f.name;
     card.querySelector(".art").textContent = f.artwork || "";
     card.addEventListener("click", () => selectFilter(f.name));
@@ -198,7 +202,11 @@ async function paint() {
   const mask = await keepMask();
   if (mask) form.append("mask", mask, "mask.png");
   if (seq !== state.paints) return;  // superseded while the mask was made
-  $("#apply-status").textContent = `painting with '${name}'…`;
+  $("#apply-status").textContent = `painting with '${name}'… `;
+  const stop = document.createElement("button");
+  stop.className = "plain"; stop.type = "button"; stop.textContent = "stop";
+  stop.onclick = () => { abort.abort(); state.paints++; $("#apply-status").textContent = "stopped"; };
+  $("#apply-status").appendChild(stop);
   try {
     const res = await api(`/api/filters/${encodeURIComponent(name)}/apply`, { method: "POST", body: form,
                                                                               signal: abort.signal });
