@@ -176,13 +176,57 @@ def unique_names(paths: list[Path]) -> list[str]:
     return names
 
 
-def split_holdout(names: list[str], share: float) -> set[str]:
-    """Held-out names chosen by a hash of the name: stable when photos are added, never trained on."""
+NEAR_DUPLICATE_BITS = 10  # dHash Hamming distance (of 64 bits) at or below which two photos look alike
+
+
+def dhash(img: Image.Image, side: int = 8) -> int:
+    """Difference hash: is each pixel of a (side+1) x side grayscale thumbnail brighter than its right neighbour."""
+    g = np.asarray(img.convert("L").resize((side + 1, side), Image.BILINEAR), dtype=np.int16)
+    bits = (g[:, 1:] > g[:, :-1]).flatten()
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
+def hamming(a: int, b: int) -> int:
+    return bin(a ^ b).count("1")
+
+
+def split_holdout(names: list[str], share: float, alike: list[tuple[str, str]] = ()) -> set[str]:
+    """Held-out names chosen by a hash of the name: stable when photos are added, never trained on. Photos that look
+    alike (`alike`: pairs of names) fall on the same side: a held-out copy of a training photo is no exam."""
     if len(names) < 2 or share <= 0:
         return set()
     k = min(len(names) - 1, max(1, round(len(names) * share)))
-    ranked = sorted(names, key=lambda n: hashlib.sha256(n.encode()).hexdigest())
-    return set(ranked[:k])
+    parent = {n: n for n in names}
+
+    def root(n: str) -> str:
+        while parent[n] != n:
+            n = parent[n]
+        return n
+
+    for a, b in alike:
+        if a in parent and b in parent:
+            parent[root(a)] = root(b)
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault(root(n), []).append(n)
+
+    def rank(n: str) -> str:
+        return hashlib.sha256(n.encode()).hexdigest()
+
+    held: set[str] = set()
+    for group in sorted(groups.values(), key=lambda g: min(map(rank, g))):
+        if len(held) + len(group) <= k:  # a group too big for the share left stays in training
+            held.update(group)
+    return held
+
+
+def look_alike(photos: list[Photo], levels: float = 12.0) -> list[tuple[str, str]]:
+    """Pairs of photos whose perceptual hashes are within NEAR_DUPLICATE_BITS (the audit's near-duplicates) and whose
+    mean colours are within `levels` (the hash sees only shapes: every plain picture has the same one)."""
+    seen = [(p.name, dhash(p.image), np.asarray(p.image.resize((16, 16), Image.BILINEAR), np.float32).mean((0, 1)))
+            for p in photos]
+    return [(a, b) for i, (a, ha, ca) in enumerate(seen) for b, hb, cb in seen[i + 1:]
+            if hamming(ha, hb) <= NEAR_DUPLICATE_BITS and np.abs(ca - cb).max() <= levels]
 
 
 def training_scale(img: Image.Image, size: int) -> Image.Image:
@@ -198,7 +242,7 @@ def training_scale(img: Image.Image, size: int) -> Image.Image:
 def prepare(photos: list[Photo], size: int, holdout: float, skipped: dict[str, str] | None = None,
             source: str = "") -> PhotoSet:
     """Resize each photo once so its shorter side is between size and 2*size (room for scale augmentation)."""
-    held = split_holdout([p.name for p in photos], holdout)
+    held = split_holdout([p.name for p in photos], holdout, look_alike(photos) if holdout > 0 else [])
     train, hold, tn, hn = [], [], [], []
     sizes = {p.name: p.image.size for p in photos}
     for p in photos:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data import FLAT, is_flat
+from ..data import FLAT, NEAR_DUPLICATE_BITS, dhash, hamming, is_flat  # noqa: F401 - dhash: the audit's too
 from ..errors import RotoscopeError
 from ..images import IMAGE_SUFFIXES, load_rgb
 from .page import AUDIT_CSS, document, esc, items, page_path, png_bytes, png_img, pyplot
@@ -27,7 +27,6 @@ STAT_SIDE = 128  # statistics are measured on a copy whose longer side is this: 
 NIGHT_BELOW = 0.25
 DAY_ABOVE = 0.40
 GRAY_BELOW = 0.02  # mean |R-G| + |G-B| below this: a grayscale picture stored as RGB
-NEAR_DUPLICATE_BITS = 10  # dHash Hamming distance (of 64 bits) at or below which two photos look alike
 FEW_PHOTOS = 8
 SMALL_SIDE = 256  # shorter side below this: smaller than the default training crop, will be upscaled
 EXTREME_ASPECT = 3.0
@@ -149,15 +148,6 @@ def cct_kelvin(rgb_mean: np.ndarray) -> float:
     return float(np.clip(449 * n ** 3 + 3525 * n ** 2 + 6823.3 * n + 5520.33, 1000, 25000))
 
 
-def dhash(img: Image.Image, side: int = 8) -> int:
-    """Difference hash: is each pixel of a (side+1) x side grayscale thumbnail brighter than its right neighbour."""
-    g = np.asarray(img.convert("L").resize((side + 1, side), Image.BILINEAR), dtype=np.int16)
-    bits = (g[:, 1:] > g[:, :-1]).flatten()
-    return int("".join("1" if b else "0" for b in bits), 2)
-
-
-def hamming(a: int, b: int) -> int:
-    return bin(a ^ b).count("1")
 
 
 def measure(name: str, img: Image.Image, size: tuple[int, int] | None = None) -> PhotoStats:
