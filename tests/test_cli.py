@@ -296,7 +296,8 @@ def test_a_finished_run_is_not_resumed_under_new_settings_but_more_steps_continu
     for more in ([], ["--overwrite"], ["--out", bad_files / "elsewhere.safetensors"]):  # no way round it
         assert_one_line_error(*rotoscope("train", art, "--name", "done", *TINY_ARGS, "--steps", "2", "--size", "48",
                                          "--resume", *more, capsys=capsys),
-                              "nothing to resume: the run of 'done' is done (step 2; this command trains to 2)")
+                              "the checkpoint of 'done' was trained with other settings (size 64 -> 48); resume "
+                              "it with its own")
     assert registry_path("done").read_bytes() == saved and not (bad_files / "elsewhere.safetensors").exists()
     code, _, err = rotoscope("train", art, "--name", "done", *TINY_ARGS, "--steps", "4", "--resume",
                              "--no-progress", capsys=capsys)

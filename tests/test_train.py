@@ -2,13 +2,14 @@
 
 import importlib
 import json
+import re
 import warnings
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import interrupt_training_at
+from conftest import interrupt_training_at, make_photos
 from rotoscope.config import TrainConfig
 from rotoscope.data import PhotoSet
 from rotoscope.demo import draw_artwork
@@ -164,6 +165,28 @@ def test_resume_needs_a_checkpoint_and_the_same_artwork(artwork, tmp_path):
     other = save_image(draw_artwork(128, seed=3), tmp_path / "other.png")
     with pytest.raises(RotoscopeError, match="different artwork"):
         tr.train(other, "once", None, TINY.replace(steps=8), resume=True, log=quiet, progress=False)
+
+
+def test_a_run_resumes_only_with_its_own_photos_and_recipe(artwork, tmp_path, monkeypatch):
+    """Another --photos folder, or another learning rate or content weight, was taken on resume with at most a note:
+    the card then named the new recipe for the whole run, and the exam compared scores of two recipes (or held out
+    a photo the run had trained on). Refused; more steps continue, saying how the learning rate's schedule moves."""
+    photos = make_photos(tmp_path / "photos", 4)
+    real_batch = interrupt_training_at(monkeypatch, 4)
+    with pytest.raises(RotoscopeError, match="interrupted at step 4/8"):
+        tr.train(artwork, "half", photos, TINY.replace(steps=8), log=quiet, progress=False)
+    monkeypatch.setattr(PhotoSet, "batch", real_batch)
+    others = make_photos(tmp_path / "others", 4, brightness=0.3)
+    with pytest.raises(RotoscopeError, match="the checkpoint of 'half' was trained on other photos"):
+        tr.train(artwork, "half", others, TINY.replace(steps=8), resume=True, log=quiet, progress=False)
+    for change, says in ((dict(lr=1e-3), "lr 0.003 -> 0.001"), (dict(content_weight=0.0), "content_weight 3.0 -> 0.0")):
+        with pytest.raises(RotoscopeError, match=re.escape(f"trained with other settings ({says})")):
+            tr.train(artwork, "half", photos, TINY.replace(steps=8, **change), resume=True, log=quiet,
+                     progress=False)
+    said = []
+    filt = tr.train(artwork, "half", photos, TINY.replace(steps=12), resume=True, log=said.append, progress=False)
+    assert filt.card["timings"]["steps"] == 12 and "resuming 'half' at step 4" in said
+    assert any(s.startswith("note: the learning rate's schedule now spans 12 steps (it spanned 8)") for s in said)
 
 
 def test_an_artwork_too_thin_for_the_loss_network_is_refused_saying_its_size(tmp_path):

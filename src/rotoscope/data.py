@@ -38,6 +38,17 @@ class PhotoSet:
     source: str = ""
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # original (width, height), for the audit
 
+    def fingerprint(self) -> str:
+        """A hash of which photos train and which are held out, and of their pixels: a resumed run must see the
+        same set (another --photos folder was taken silently, its held-out photo one the run had trained on)."""
+        h = hashlib.sha256()
+        for side, names, tensors in (("train", self.train_names, self.train), ("holdout", self.holdout_names,
+                                                                               self.holdout)):
+            for name, t in zip(names, tensors):
+                h.update(f"{side}:{name}:{tuple(t.shape)}".encode())
+                h.update(t.mul(255).round().to(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
     def batch(self, step: int, batch: int, size: int, seed: int) -> torch.Tensor:
         """The crops for one step: a function of (seed, step) only, so a resumed run sees the same data."""
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)

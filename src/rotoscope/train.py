@@ -133,22 +133,41 @@ def require_checkpoint(name: str) -> Path:
     return path
 
 
-def refuse_finished_elsewise(name: str, path: Path, cfg: TrainConfig) -> None:
-    """A finished run "resumed" under other settings would only save its weights again, with a card naming settings
-    they were not trained with: refused, before any work. (Under the same settings it is saved again as it was, as a
-    retried server job does; an unreadable header is left to Checkpoints.resume to say.)"""
+def refuse_other_settings(name: str, path: Path, cfg: TrainConfig) -> None:
+    """A run resumed under other settings (bar RESUMABLE_CHANGES) would carry a card naming them for the whole run and
+    an exam comparing scores of two recipes; a finished one would only save its weights again under a card naming
+    settings they were not trained with. Refused, before any work. (Under the same settings a finished run is saved
+    again as it was, as a retried server job does; an unreadable header is left to Checkpoints.resume to say.)"""
     try:
         header = checkpoint_state(path)
         done, before = int(header["run"]["step"]), TrainConfig.from_dict(header["config"])
     except Exception:  # noqa: BLE001
         return
-    # the teacher as given (a path) and as recorded (its name) differ in words only (its card's hash is checked), and
-    # `auto` precision may choose otherwise on a busier machine: neither makes the weights' card wrong
-    same = {"teacher": "", "precision": "auto"}
-    if done >= cfg.steps and before.replace(**same) != cfg.replace(**same):
+    changed = changed_settings(before, cfg)
+    if changed:
+        raise RotoscopeError(f"the checkpoint of '{name}' was trained with other settings ({', '.join(changed)}); "
+                             "resume it with its own (more --steps may continue it), or --overwrite without "
+                             "--resume to start afresh")
+    if done >= cfg.steps and before.steps != cfg.steps:
         raise RotoscopeError(f"nothing to resume: the run of '{name}' is done (step {done}; this command trains to "
-                             f"{cfg.steps}) under other settings; more --steps continue it, --overwrite without "
-                             "--resume trains it afresh")
+                             f"{cfg.steps}); more --steps continue it, --overwrite without --resume trains it afresh")
+
+
+# what may differ between a run and its resumption: how long it trains, how often it is checked and saved, and where
+# and in what number format it runs (`auto` may choose otherwise on a busier machine); the teacher as given (a path)
+# and as recorded (its name) differ in words only (its card's hash is checked)
+RESUMABLE_CHANGES = {"steps", "eval_every", "checkpoint_every", "checkpoint_seconds", "preview_every", "precision",
+                     "device", "teacher"}
+
+
+def changed_settings(before: TrainConfig, now: TrainConfig) -> list[str]:
+    """'name old -> new' for each setting that differs and would change what the run learns."""
+    def flat(cfg: TrainConfig) -> dict:
+        d = cfg.to_dict()
+        return {**{k: v for k, v in d.items() if k != "net"}, **{f"net.{k}": v for k, v in d["net"].items()}}
+
+    a, b = flat(before), flat(now)
+    return [f"{k} {a.get(k)} -> {b.get(k)}" for k in b if k not in RESUMABLE_CHANGES and a.get(k) != b.get(k)]
 
 
 def load_checkpoint(path: Path, net: FilterNet, opt: torch.optim.Optimizer) -> tuple[Run, dict]:
@@ -370,8 +389,13 @@ class Checkpoints(Monitor):
                                  "--overwrite without --resume to start afresh") from None
         except Exception as e:  # noqa: BLE001
             raise unreadable(e) from None
-        if TrainConfig.from_dict(state["config"]) != self.cfg:
-            log("note: settings differ from the checkpoint's; continuing with the new ones")
+        if meta.get("photos_sha256") not in (None, self.meta.get("photos_sha256")):
+            raise RotoscopeError(f"the checkpoint of '{name}' was trained on other photos (or another held-out "
+                                 "share); give it the same --photos, or --overwrite without --resume to start afresh")
+        before = TrainConfig.from_dict(state["config"])  # the same bar RESUMABLE_CHANGES (refuse_other_settings)
+        if before.steps != self.cfg.steps and 0 < run.step < self.cfg.steps:
+            log(f"note: the learning rate's schedule now spans {self.cfg.steps} steps (it spanned {before.steps}): "
+                f"it goes on at {lr_at(self.cfg, run.step):.2g}, where it was {lr_at(before, run.step):.2g}")
         log(f"resuming '{name}' at step {run.step}")
         return run
 
@@ -467,7 +491,7 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
     check_writable(dest.parent, dest)  # a folder that cannot take the filter is said now, not after the run
     check_writable(run_dir, run_dir / CHECKPOINT)
     if resume:
-        refuse_finished_elsewise(name, require_checkpoint(name), cfg)
+        refuse_other_settings(name, require_checkpoint(name), cfg)
     if world.main:
         _remove_stale_temporaries(run_dir, dest)
 
@@ -491,6 +515,7 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
     if world.main and not resume:  # the inputs are read: only now is an earlier run's record given up
         clear_run(name)
     checkpoints = Checkpoints(run_dir / CHECKPOINT, net, opt, cfg, {"artwork_sha256": art_hash,
+                                                                    "photos_sha256": data.fingerprint(),
                                                                     "backbone": backbone.name,
                                                                     **teacher_hash(teacher_card)}, write=world.main)
     run = checkpoints.resume(name, log) if resume else Run()
