@@ -277,6 +277,31 @@ def test_exploding_loss_is_caught_as_divergence(art, two_photos, monkeypatch):
     assert any("diverging" in w for w in state["run"]["warnings"])
 
 
+def test_a_run_that_diverges_at_once_leaves_nothing_that_blocks_the_retry_it_advises(art, two_photos, monkeypatch):
+    """Diverging at the first exam (`--lr 1`), no weights were good: no filter, yet a checkpoint at step 0, so the
+    retry with a lower learning rate was refused as an 'interrupted run', and --resume carried the warnings along."""
+    train_mod = importlib.import_module("rotoscope.train")
+    real = train_mod.perceptual_loss
+    boom = {"on": True, "n": 0}
+
+    def exploding(*a, **k):  # the training score explodes from the second step on
+        total, terms = real(*a, **k)
+        if boom["on"] and torch.is_grad_enabled():
+            boom["n"] += 1
+            if boom["n"] > 1:
+                return total * 50, terms
+        return total, terms
+
+    monkeypatch.setattr(train_mod, "perceptual_loss", exploding)
+    cfg = TrainConfig().replace(steps=8, eval_every=2, checkpoint_every=1, **TINY)  # a checkpoint each step
+    with pytest.raises(RotoscopeError, match="No good weights to keep yet, so no filter was saved"):
+        train_mod.train(art, "hot", two_photos, cfg.replace(lr=0.5), progress=False, log=lambda s: None)
+    assert not (runs_dir() / "hot" / "checkpoint.safetensors").exists()
+    boom["on"] = False
+    filt = train_mod.train(art, "hot", two_photos, cfg.replace(lr=1e-3), progress=False, log=lambda s: None)
+    assert not any("diverging" in w for w in filt.card["warnings"])
+
+
 def test_a_training_run_measures_the_peak_at_every_exam_and_reports_droplets(art, two_photos, monkeypatch):
     """The loop hands each held-out exam's pre-sigmoid peak to the watcher (the threshold lowered to 0 here, so any
     painting counts as droplets): the warning reaches the log and the card, and training goes on."""

@@ -334,13 +334,15 @@ class Guard(Monitor):
     def fall_back(self, run: Run, net: FilterNet, stopped: pitfalls.Pitfall, checkpoints: Checkpoints) -> None:
         """Back to the last good weights after a stop; the checkpoint resumes from there."""
         good = self.last_good.restore(net, self.opt)
+        if good == 0:  # nothing to keep: no checkpoint either, so the retry the message advises is not refused as
+            # the resumption of an "interrupted run" (and takes none of this run's warnings with it)
+            checkpoints.discard()
+            raise RotoscopeError(f"training stopped after step {run.step}: {stopped.message} No good weights to keep "
+                                 "yet, so no filter was saved.")
         kept = Run(good, [h for h in run.history if h["step"] <= good], run.seconds, run.warnings, run.holdout_start)
         checkpoints.save(kept)
         run.warnings.append(f"training stopped after step {run.step}; the filter holds the last good weights, "
                             f"from step {good}")
-        if good == 0:
-            raise RotoscopeError(f"training stopped after step {run.step}: {stopped.message} No good weights to keep "
-                                 "yet, so no filter was saved.")
 
 
 class Story(Monitor):
@@ -414,6 +416,11 @@ class Checkpoints(Monitor):
         if self.write:
             save_checkpoint(self.path, self.net, self.opt, run, self.cfg, self.meta)
         self.last_saved = time.perf_counter()
+
+    def discard(self) -> None:
+        """No checkpoint of this run: it has nothing worth resuming."""
+        if self.write:
+            self.path.unlink(missing_ok=True)
 
     def interrupted(self, run: Run) -> RotoscopeError:
         """Save where the run stands (Ctrl-C or a StopRequest); the error to raise says how to continue."""
@@ -573,7 +580,8 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
     def stop_error() -> RotoscopeError:
         return RotoscopeError(f"training stopped after step {run.step}: {stopped.message} The filter {dest} and the "
                               f"checkpoint hold the last good weights (step {guard.last_good.step}); "
-                              f"`rotoscope explain {name}` shows what happened.")
+                              f"`rotoscope explain {name}` shows what happened; with other settings, --overwrite "
+                              "trains it afresh.")
 
     if not world.main:  # rank 0 writes the filter; the others wait for it and load the same file
         distributed.barrier(world)
