@@ -123,8 +123,20 @@ def to_srgb(img: Image.Image) -> Image.Image:
     return out
 
 
+def over_white(rgb: Image.Image, alpha: Image.Image | None) -> Image.Image:
+    """A picture as a viewer on a white page shows it: the one rule for every transparent input (an artwork, a
+    photo, an animation's frames, numbered frames, a clip with an alpha channel)."""
+    if alpha is None:
+        return rgb
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(alpha)
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+
+
 def load_rgb(path: str | os.PathLike) -> Image.Image:
-    return split_alpha(open_image(path))[0]
+    """A picture file as it is seen, in RGB: its transparent pixels white. (The colour a file keeps under them is
+    invisible, yet an artwork's palette learned it: a logo on a transparent ground taught black, or green.)"""
+    return over_white(*split_alpha(open_image(path)))
 
 
 def to_uint8_tensor(img: Image.Image) -> torch.Tensor:

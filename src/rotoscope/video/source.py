@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import RotoscopeError, TooLarge
-from ..images import IMAGE_SUFFIXES, can_be_transparent, longer_side, max_pixels, open_image, split_alpha
+from ..images import IMAGE_SUFFIXES, can_be_transparent, longer_side, max_pixels, open_image, over_white, split_alpha
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts",
                   ".wmv", ".flv", ".3gp", ".ogv", ".y4m",
@@ -319,9 +319,8 @@ def _has_transparency(im: Image.Image) -> bool:
 
 
 def _on_white(rgba: Image.Image) -> np.ndarray:
-    """An RGBA picture as a viewer on a white page shows it: the one rule for every transparent input (animations,
-    numbered frames, clips with an alpha channel)."""
-    return np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB"))
+    """An RGBA frame as a viewer on a white page shows it (images.over_white)."""
+    return np.asarray(over_white(rgba.convert("RGB"), rgba.getchannel("A")))
 
 
 def _still_over_white(img: Image.Image) -> np.ndarray:
