@@ -2,9 +2,11 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -355,6 +357,38 @@ def test_ctrl_c_in_training_keeps_a_checkpoint_and_exits_130(tmp_path, capsys, m
     assert_one_line_error(*rotoscope("train", art, "--name", "cut", *TINY_ARGS, capsys=capsys),
                           "an interrupted run of 'cut' is kept at step 2 of 30: --resume continues it, --overwrite "
                           "starts afresh")
+
+
+def test_kill_stops_training_as_ctrl_c_does_keeping_its_checkpoint(tmp_path):
+    """SIGTERM (`kill`, systemd, `docker stop`, `timeout`) ended training with exit 143, no word and no checkpoint:
+    up to a minute of work lost. Now it stops as Ctrl-C does."""
+    import signal
+
+    art = tmp_path / "art.png"
+    draw_artwork(96).save(art)
+    env = {**os.environ, "ROTOSCOPE_HOME": str(tmp_path / "home"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    p = subprocess.Popen([sys.executable, "-m", "rotoscope", "train", str(art), "--name", "killed", *TINY_ARGS,
+                          "--steps", "100000", "--set", "checkpoint_every=100000"], env=env,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        while not (line := p.stderr.readline()).startswith("training filter") and line:
+            pass
+        assert line, "training never started"
+        time.sleep(3)  # some steps in, none checkpointed yet
+        p.send_signal(signal.SIGTERM)
+        err = p.communicate(timeout=120)[1]
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert re.fullmatch(r"interrupted at step \d+/100000; run the same command with --resume to continue", last), err
+    step = int(last.split()[3].split("/")[0])
+    from rotoscope.train import checkpoint_state
+
+    ckpt = tmp_path / "home" / "runs" / "killed" / "checkpoint.safetensors"
+    assert step > 0 and checkpoint_state(ckpt)["run"]["step"] == step
 
 
 def test_a_fresh_run_and_rm_leave_no_earlier_runs_story_behind(tmp_path, capsys, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -35,6 +36,27 @@ def _before_every_command():
     from .devices import configure_threads
 
     configure_threads()  # one thread per physical core: hyper-threads share a core's vector units
+
+
+@contextlib.contextmanager
+def stopped_as_by_ctrl_c(*signals: int):
+    """`kill` (SIGTERM: a service manager, `docker stop`, `timeout`) stops the command as Ctrl-C does: training
+    saves its checkpoint and says how to resume, live keeps its recording (it killed the process, losing up to a
+    minute of training). Once: the signals are ignored while the command winds down."""
+    def stop(*_):
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    try:
+        previous = {sig: signal.signal(sig, stop) for sig in signals or (signal.SIGTERM,)}
+    except ValueError:  # not the main thread (a command called from a thread): left as it is
+        previous = {}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def say(msg: str) -> None:
@@ -117,8 +139,9 @@ def train(
     if not (overwrite or resume):  # a typo must not destroy a trained filter, nor a forgotten --resume a long run
         refuse_taken(name, output)
         refuse_dropping_a_run(name)
-    run_train(artwork, name, photos, cfg.validate(), title=title, backbone_weights=backbone_weights, resume=resume,
-              out=output, log=say, progress=progress)
+    with stopped_as_by_ctrl_c():
+        run_train(artwork, name, photos, cfg.validate(), title=title, backbone_weights=backbone_weights,
+                  resume=resume, out=output, log=say, progress=progress)
 
 
 @app.command("train-many")
@@ -154,8 +177,9 @@ def train_many(
         if not as_json:
             say(f"{row.name}: {row.status}" + (f" ({row.minutes:.1f} min)" if row.minutes is not None else ""))
 
-    rows = run_many(artworks, photos, cfg.validate(), overwrite=overwrite, cluster=cluster,
-                    cluster_cfg=cluster_cfg.validate(), out_dir=output, on_result=said)
+    with stopped_as_by_ctrl_c():
+        rows = run_many(artworks, photos, cfg.validate(), overwrite=overwrite, cluster=cluster,
+                        cluster_cfg=cluster_cfg.validate(), out_dir=output, on_result=said)
     if as_json:
         out.print_json(json.dumps([r.to_dict() for r in rows]))
     else:
@@ -541,22 +565,12 @@ def live(
     spec, chose = pick_architecture(filter, arch)
     filt = load_any(spec, settings.mix)
 
-    def stop(*_):
-        """`kill` (SIGTERM) ends a live run as Ctrl-C and q do: the recording is finished and kept. Once: a second
-        signal while the file is being closed would have thrown the recording away."""
-        for sig in previous:
-            signal.signal(sig, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    # Ctrl-C too, once: a second one while the recording is being closed would have thrown it away
+    with stopped_as_by_ctrl_c(signal.SIGINT, signal.SIGTERM):
         stats = run_live(filt, camera, settings, frames=frames, window=window, virtual=virtual_camera, out=output,
                          stabilize=stabilize, flow_preset=flow_preset, flow_side=flow_side, mask=mask, log=say,
                          announce=(chose,) if chose else (), paint_scale=settings.paint_scale if "paint_scale" in sets
                          else None)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     say(stats.line())
     if output is not None:
         say(f"wrote {output}")
@@ -615,7 +629,8 @@ def demo(
     """Train a small filter on a drawn artwork and the sample photos, apply it, write a before/after sheet."""
     from .demo import run_demo
 
-    sheet = run_demo(out_dir, steps=steps, backbone=backbone, log=say, progress=progress, resume=resume)
+    with stopped_as_by_ctrl_c():
+        sheet = run_demo(out_dir, steps=steps, backbone=backbone, log=say, progress=progress, resume=resume)
     say(f"before/after sheet: {sheet}")
 
 
