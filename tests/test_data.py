@@ -379,3 +379,11 @@ def test_a_crop_is_flat_as_a_photo_is_by_its_luminance_not_its_darkness():
         arr = np.clip(base + rng.normal(0, spread_levels, (40, 48, 1)), 0, 255).round().astype(np.uint8)
         img = Image.fromarray(arr)
         assert crop_is_flat(to_tensor(img)) == is_flat(img) == flat, spread_levels
+
+
+def test_one_picture_given_as_the_photos_folder_says_so(tmp_path):
+    """`--photos x.jpg` said "photos folder not found", as if the file were missing."""
+    one = make_image(tmp_path / "x.png")
+    with pytest.raises(RotoscopeError, match=r"photos takes a folder of pictures \(or, from Python, a list of files\): "
+                                             r".*x\.png is one file"):
+        folder_photos(one)

@@ -176,7 +176,9 @@ def describe(cfg: TrainConfig) -> str:
     """One line per setting, for printing at the start of every run."""
     flat = cfg.to_dict()
     net = flat.pop("net")
-    lines = [f"  {k:<16} {v}" for k, v in flat.items()]
+    # a setting the others switch off says so (size_start at or above size: no progressive resizing)
+    off = {"size_start": cfg.size_start >= cfg.size > 0 and cfg.size_start > 0}
+    lines = [f"  {k:<16} {v}" + ("  (off: not below size)" if off.get(k) else "") for k, v in flat.items()]
     lines += [f"  net.{k:<12} {v}" for k, v in net.items()]
     return "\n".join(lines)
 

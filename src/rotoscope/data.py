@@ -149,6 +149,9 @@ def folder_photos(folder: str | os.PathLike | list, warn=print) -> tuple[list[Ph
         paths, folder = [Path(p) for p in folder], "the photos given"
     else:
         folder = Path(folder)
+        if folder.is_file():  # one picture: a training set of one, by name (a list from Python, a folder otherwise)
+            raise RotoscopeError(f"photos takes a folder of pictures (or, from Python, a list of files): {folder} is "
+                                 "one file")
         if not folder.is_dir():
             raise RotoscopeError(f"photos folder not found: {folder}")
         paths = list_images(folder)
