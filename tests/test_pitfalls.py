@@ -316,3 +316,32 @@ def test_a_training_run_measures_the_peak_at_every_exam_and_reports_droplets(art
     assert any(line.startswith("warning: step 2: droplets") for line in log)
     peaks = [h["peak"] for h in checkpoint_state("drops")["run"]["history"] if "peak" in h]
     assert len(peaks) == 2 and all(0 < v < 30 for v in peaks)
+
+
+def test_a_droplets_warning_the_run_outgrew_is_said_to_be_gone():
+    """Warned at step 80 (peak 44.5), the peak fell to 14 by the end: the card still said pixels were pinned."""
+    warned = ["step 20: droplets: the held-out paintings peak at 45 before their final sigmoid ..."]
+    gone = pitfalls.droplets_gone(with_peaks({20: 44.5, 40: 20.0, 60: 14.0}), warned)
+    assert gone.startswith("droplets: gone by the last exam (step 60: the held-out paintings peak at 14, under 30)")
+    assert pitfalls.droplets_gone(with_peaks({20: 44.5, 60: 40.0}), warned) is None  # still there
+    assert pitfalls.droplets_gone(with_peaks({20: 4.0, 60: 3.0}), []) is None  # never warned
+
+
+def test_a_resumed_run_says_each_pitfall_once(art, two_photos, monkeypatch):
+    """After --resume the watcher started afresh and warned of the same droplets again, at a later step."""
+    from conftest import interrupt_training_at
+
+    from rotoscope.data import PhotoSet
+
+    train_mod = importlib.import_module("rotoscope.train")
+    monkeypatch.setattr(pitfalls, "DROPLET_PEAK", 0.0)
+    cfg = TrainConfig().replace(steps=8, eval_every=2, **TINY)
+    real_batch = interrupt_training_at(monkeypatch, 5)
+    with pytest.raises(RotoscopeError, match="interrupted at step 5/8"):
+        train_mod.train(art, "again", two_photos, cfg, progress=False, log=lambda s: None)
+    monkeypatch.setattr(PhotoSet, "batch", real_batch)
+    log = []
+    train_mod.train(art, "again", two_photos, cfg, resume=True, progress=False, log=log.append)
+    card = read_card(registry_path("again"))
+    assert sum("droplets: the held-out" in w for w in card["warnings"]) == 1
+    assert not any("droplets" in line for line in log)

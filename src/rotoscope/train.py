@@ -319,6 +319,9 @@ class Guard(Monitor):
 
     def start(self, run, net):
         self.run = run
+        for h in run.history:  # resumed: the watcher replays the run's exams, so that it says nothing twice
+            if "holdout" in h or due(self.cfg, h["step"], self.cfg.eval_every):
+                self.watcher.check([x for x in run.history if x["step"] <= h["step"]])
         pitfalls.report(run.warnings, self.log, [pitfalls.Pitfall("narrow-set", 0, f"training set: {w}")
                                                  for w in self.audit.warnings])
         pitfalls.report(run.warnings, self.log, self.watcher.start(len(self.data.train), self.audit.summary()))
@@ -575,6 +578,10 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
     if stopped:
         guard.fall_back(run, net, stopped, checkpoints)
     else:
+        gone = pitfalls.droplets_gone(run.history, run.warnings)
+        if gone and gone not in run.warnings:
+            run.warnings.append(gone)
+            log(f"note: {gone}")
         checkpoints.save(run)
 
     def stop_error() -> RotoscopeError:

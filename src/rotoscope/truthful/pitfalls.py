@@ -207,6 +207,17 @@ def droplets(history: list[dict], lr: float | None = None, total_steps: int = 0)
                    f"colour, blobs the loss barely sees. Look at the previews; lower the learning rate --lr{hint}.")
 
 
+def droplets_gone(history: list[dict], warnings: list[str]) -> str | None:
+    """A droplets warning the run outgrew (its last exam's peak back under DROPLET_PEAK): said at the end, so that the
+    card does not describe blobs the filter no longer paints."""
+    exams = [h for h in history if "peak" in h]
+    if not exams or exams[-1]["peak"] >= DROPLET_PEAK or not any("droplets: the held-out" in w for w in warnings):
+        return None
+    return (f"droplets: gone by the last exam (step {exams[-1]['step']}: the held-out paintings peak at "
+            f"{exams[-1]['peak']:.0f}, under {DROPLET_PEAK:.0f}); the earlier warning describes the run, not the "
+            "filter")
+
+
 class Watcher:
     """Runs every detector at each evaluation and reports each kind of pitfall once."""
 
