@@ -133,7 +133,7 @@ def require_checkpoint(name: str) -> Path:
     return path
 
 
-def refuse_other_settings(name: str, path: Path, cfg: TrainConfig) -> None:
+def refuse_other_settings(name: str, path: Path, cfg: TrainConfig, artwork: str | os.PathLike | None = None) -> None:
     """A run resumed under other settings (bar RESUMABLE_CHANGES) would carry a card naming them for the whole run and
     an exam comparing scores of two recipes; a finished one would only save its weights again under a card naming
     settings they were not trained with. Refused, before any work. (Under the same settings a finished run is saved
@@ -143,6 +143,11 @@ def refuse_other_settings(name: str, path: Path, cfg: TrainConfig) -> None:
         done, before = int(header["run"]["step"]), TrainConfig.from_dict(header["config"])
     except Exception:  # noqa: BLE001
         return
+    made_from = (header.get("meta") or {}).get("artwork_sha256")
+    if artwork is not None and made_from and Path(artwork).is_file() and \
+            hashlib.sha256(Path(artwork).read_bytes()).hexdigest() != made_from:  # the likelier mistake: said first
+        raise RotoscopeError(f"the checkpoint of '{name}' was trained on a different artwork; --overwrite without "
+                             "--resume starts afresh")
     changed = changed_settings(before, cfg)
     if changed:
         raise RotoscopeError(f"the checkpoint of '{name}' was trained with other settings ({', '.join(changed)}); "
@@ -501,7 +506,7 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
     check_writable(dest.parent, dest)  # a folder that cannot take the filter is said now, not after the run
     check_writable(run_dir, run_dir / CHECKPOINT)
     if resume:
-        refuse_other_settings(name, require_checkpoint(name), cfg)
+        refuse_other_settings(name, require_checkpoint(name), cfg, artwork)
     if world.main:
         _remove_stale_temporaries(run_dir, dest)
 
