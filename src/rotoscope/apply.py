@@ -76,10 +76,12 @@ def apply_image(filt: Filter, src: Path, dest: Path, settings: ApplySettings, im
 
 
 def assess(filt: Filter, img, name: str) -> dict | None:
-    from .images import split_alpha
+    """The input's distance from the training photos, measured on the picture as seen (over white, as training
+    reads its photos)."""
+    from .images import over_white, split_alpha
     from .truthful.confidence import assess_image
 
-    a = assess_image(filt.card, split_alpha(img)[0], name)
+    a = assess_image(filt.card, over_white(*split_alpha(img)), name)
     return a.to_dict() if a is not None else None
 
 

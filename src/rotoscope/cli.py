@@ -43,15 +43,18 @@ def stopped_as_by_ctrl_c(*signals: int):
     """`kill` (SIGTERM: a service manager, `docker stop`, `timeout`) stops the command as Ctrl-C does: training
     saves its checkpoint and says how to resume, live keeps its recording (it killed the process, losing up to a
     minute of training). Once: the signals are ignored while the command winds down."""
+    previous: dict = {}
+
     def stop(*_):
-        for sig in previous:
+        for sig in signals or (signal.SIGTERM,):
             signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     try:
-        previous = {sig: signal.signal(sig, stop) for sig in signals or (signal.SIGTERM,)}
+        for sig in signals or (signal.SIGTERM,):
+            previous[sig] = signal.signal(sig, stop)
     except ValueError:  # not the main thread (a command called from a thread): left as it is
-        previous = {}
+        previous.clear()
     try:
         yield
     finally:

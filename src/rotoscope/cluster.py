@@ -520,6 +520,8 @@ def train_many(artworks: str | os.PathLike, photos=None, cfg: TrainConfig | None
     if cluster is not None:
         require_ray()
         check_address(cluster)
+    if photos is not None and Path(photos).is_file():
+        raise RotoscopeError(f"--photos takes a folder of pictures: {photos} is one file")
     if photos is not None and not Path(photos).is_dir():
         raise RotoscopeError(f"no such folder of photos: {photos}")
     since = time.time()

@@ -77,7 +77,8 @@ def open_feed(camera: str, warn: Callable[[str], None] = print) -> Feed:
     """A camera index ("0") through OpenCV, or a clip read as `apply` reads one (its colours converted, turned and
     mirrored as its display matrix says, transparency over white; OpenCV's capture did none of that for a
     mirrored, HDR or untagged HD clip). One line if it cannot be opened."""
-    if not camera.strip().isdigit():
+    device = camera.startswith("/dev/")  # a camera by its device file (/dev/video0): OpenCV's too
+    if not camera.strip().isdigit() and not device:
         from .video.source import decode, probe
         from .video.render import source_notes
 
@@ -94,7 +95,7 @@ def open_feed(camera: str, warn: Callable[[str], None] = print) -> Feed:
     if quiet:  # OpenCV's own warnings about a missing camera would make the error several lines
         quiet.setLogLevel(quiet.LOG_LEVEL_SILENT)
     try:
-        cap = cv2.VideoCapture(int(camera))
+        cap = cv2.VideoCapture(camera if device else int(camera))
     finally:
         if quiet:
             quiet.setLogLevel(level)

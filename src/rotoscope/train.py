@@ -54,6 +54,7 @@ class Run:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     holdout_start: dict | None = None  # held-out loss terms before the first step
+    pitfalls: list[str] = field(default_factory=list)  # the kinds already said: a resumed run does not say them again
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -110,7 +111,7 @@ def save_checkpoint(path: Path, net: FilterNet, opt: torch.optim.Optimizer, run:
         for k, v in st.items():
             tensors[f"opt.{index[id(p)]}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
     state = {"run": {"step": run.step, "history": run.history, "seconds": run.seconds, "warnings": run.warnings,
-                     "holdout_start": run.holdout_start},
+                     "holdout_start": run.holdout_start, "pitfalls": run.pitfalls},
              "config": cfg.to_dict(), "meta": meta}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"rotoscope.checkpoint": json.dumps(state)})
@@ -184,7 +185,8 @@ def load_checkpoint(path: Path, net: FilterNet, opt: torch.optim.Optimizer) -> t
         if st:
             opt.state[p] = st
     r = state["run"]
-    return Run(r["step"], r["history"], r["seconds"], r.get("warnings", []), r.get("holdout_start")), state
+    return Run(r["step"], r["history"], r["seconds"], r.get("warnings", []), r.get("holdout_start"),
+               r.get("pitfalls", [])), state
 
 
 # ---------------------------------------------------------------- one step (2-4)
@@ -324,9 +326,7 @@ class Guard(Monitor):
 
     def start(self, run, net):
         self.run = run
-        for h in run.history:  # resumed: the watcher replays the run's exams, so that it says nothing twice
-            if "holdout" in h or due(self.cfg, h["step"], self.cfg.eval_every):
-                self.watcher.check([x for x in run.history if x["step"] <= h["step"]])
+        self.watcher.seen.update(run.pitfalls)  # resumed: what the run said before is not said twice
         pitfalls.report(run.warnings, self.log, [pitfalls.Pitfall("narrow-set", 0, f"training set: {w}")
                                                  for w in self.audit.warnings])
         pitfalls.report(run.warnings, self.log, self.watcher.start(len(self.data.train), self.audit.summary()))
@@ -334,7 +334,9 @@ class Guard(Monitor):
 
     def step(self, record, net):
         if due(self.cfg, record["step"], self.cfg.eval_every):
-            for p in pitfalls.report(self.run.warnings, self.log, self.watcher.check(self.run.history)):
+            found = self.watcher.check(self.run.history)
+            self.run.pitfalls = sorted(self.watcher.seen)
+            for p in pitfalls.report(self.run.warnings, self.log, found):
                 if p.stop:
                     raise pitfalls.Stopped(p)
             self.last_good.keep(net, self.opt, record["step"])
@@ -347,7 +349,8 @@ class Guard(Monitor):
             checkpoints.discard()
             raise RotoscopeError(f"training stopped after step {run.step}: {stopped.message} No good weights to keep "
                                  "yet, so no filter was saved.")
-        kept = Run(good, [h for h in run.history if h["step"] <= good], run.seconds, run.warnings, run.holdout_start)
+        kept = Run(good, [h for h in run.history if h["step"] <= good], run.seconds, run.warnings, run.holdout_start,
+                   run.pitfalls)
         checkpoints.save(kept)
         run.warnings.append(f"training stopped after step {run.step}; the filter holds the last good weights, "
                             f"from step {good}")
@@ -399,6 +402,10 @@ class Checkpoints(Monitor):
                                  "--overwrite without --resume to start afresh") from None
         except Exception as e:  # noqa: BLE001
             raise unreadable(e) from None
+        if meta.get("backbone") not in (None, self.meta.get("backbone")):  # `auto` chose another loss network here
+            raise RotoscopeError(f"the checkpoint of '{name}' was scored by the loss network {meta['backbone']}, this "
+                                 f"run would use {self.meta.get('backbone')}; give --backbone {meta['backbone']} (its "
+                                 "weights must be here), or --overwrite without --resume to start afresh")
         if meta.get("photos_sha256") not in (None, self.meta.get("photos_sha256")):
             raise RotoscopeError(f"the checkpoint of '{name}' was trained on other photos (or another held-out "
                                  "share); give it the same --photos, or --overwrite without --resume to start afresh")

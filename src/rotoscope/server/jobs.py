@@ -241,7 +241,7 @@ class JobStore:
             # is true once it runs again
             cur = c.execute("UPDATE jobs SET status = 'running', pid = NULL, attempts = attempts + 1, heartbeat = ?, "
                             "started = COALESCE(started, ?), updated = ?, server = ?, note = CASE WHEN note LIKE "
-                            "'interrupted%;%' THEN 'resumed from its checkpoint after it was ' || "
+                            "'interrupted%;%' THEN 'running again after it was ' || "
                             "substr(note, 1, instr(note, ';') - 1) ELSE note END "
                             "WHERE id = ? AND status = 'queued'", (now, now, now, server, job_id))
         return cur.rowcount == 1

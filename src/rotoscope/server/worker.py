@@ -93,14 +93,15 @@ def run_train(store: JobStore, job: Job, parent: int, cluster: str | None = None
     ckpt = runs_dir() / job.name / CHECKPOINT
     # resume from the checkpoint the job was asked to continue (resume=true), else only from one this job wrote
     # (not one left by an older run of the same name)
-    resume = ckpt.exists() and (bool(params.get("resume")) or (job.attempts > 1 and job.started is not None
-                                                               and ckpt.stat().st_mtime >= job.started))
+    # (a resume=true job whose checkpoint has gone is train()'s "nothing to resume", not a silent fresh start)
+    resume = bool(params.get("resume")) or (ckpt.exists() and job.attempts > 1 and job.started is not None
+                                            and ckpt.stat().st_mtime >= job.started)
     if job.attempts > 1 or resume:
         log(f"attempt {job.attempts}: " + (f"resuming from the checkpoint at {ckpt}" if resume else
                                            "no checkpoint from this job yet; starting again"))
     # the history restarts where the weights do: the checkpoint may be ahead of the last records flushed to the
     # database (a kill between the two), or behind them (steps recorded after it are trained again)
-    store.reset_history(job.id, checkpoint_state(ckpt)["run"]["history"] if resume else [])
+    store.reset_history(job.id, checkpoint_state(ckpt)["run"]["history"] if resume and ckpt.exists() else [])
     photo = job_preview_photo(job)
     photos = folder / "photos"
     photos = photos if photos.is_dir() else None
@@ -223,7 +224,8 @@ def run_video(store: JobStore, job: Job, parent: int, cluster: str | None = None
         frames = min(total, (i + 1) * vjob.video.segment_frames) if total else (i + 1) * vjob.video.segment_frames
         first = frames if first is None else first
         rate = (frames - first) / max(1e-6, time.time() - t0) if frames > first else 0
-        with contextlib.suppress(OSError):  # the segment's last frame is kept as stored: shown as a player shows it
+        with contextlib.suppress(OSError, RotoscopeError):  # a preview that cannot be written fails no job
+            # the segment's last frame is kept as stored: shown as a player shows it
             with Image.open(vjob.seg_last(i)) as im:
                 last = np.asarray(im.convert("RGB"))
             save_image(Image.fromarray(as_shown(last, vjob.src.rotation, vjob.src.flip)), folder / "preview.png")
@@ -277,6 +279,10 @@ def public_error(msg: str, job: Job) -> str:
         wheres.append(hub)
     for where in wheres:
         msg = msg.replace(f"{where}{os.sep}", "").replace(str(where), "")
+    if job.kind == "train":  # training's refusals name the CLI's flags: the API's fields instead
+        for flag, field_ in (("--overwrite", "overwrite=true"), ("--resume", "resume=true"), ("--steps", "steps"),
+                             ("--photos", "photos"), ("--backbone ", "backbone=")):
+            msg = msg.replace(flag, field_)
     return msg
 
 

@@ -235,6 +235,7 @@ class _FollowOn:
 
     def __call__(self, ts: int, dur: int) -> int:
         """The shift for a packet or frame at `ts` (before shifting) lasting `dur`, in the stream's time base."""
+        dur = max(dur, 1)  # a packet that says no duration still takes a tick: the next may not share its time
         t = ts + self.offset
         if self.end is not None and t < self.end - dur:
             self.offset += self.end - t

@@ -388,12 +388,12 @@ def _sizer(src: Source, stream, w: int, h: int, warn: Callable[[str], None] | No
         shape = rgb.shape[:2]
         if shape == (h0, w0):
             return _fit(rgb, w, h)
+        aspect = rgb.shape[1] / rgb.shape[0] * (src.width * h0) / (w0 * src.height)  # as shown: pixel shape kept
+        bw, bh = (w, max(1, round(w / aspect))) if aspect > w / h else (max(1, round(h * aspect)), h)
         if not said and warn is not None:
             said.append(shape)
             warn(f"warning: {src.path.name} changes its picture size midway ({w0}x{h0} -> {shape[1]}x{shape[0]}): "
-                 f"those frames are fitted inside {w}x{h} with black bars")
-        aspect = rgb.shape[1] / rgb.shape[0] * (src.width * h0) / (w0 * src.height)  # as shown: pixel shape kept
-        bw, bh = (w, max(1, round(w / aspect))) if aspect > w / h else (max(1, round(h * aspect)), h)
+                 f"those frames are fitted inside {w}x{h}" + (" with black bars" if (bw, bh) != (w, h) else ""))
         out = np.zeros((h, w, 3), np.uint8)
         y, x = (h - bh) // 2, (w - bw) // 2
         out[y:y + bh, x:x + bw] = _fit(rgb, bw, bh)
@@ -492,7 +492,7 @@ def _decode_video(src: Source, w: int, h: int, warn, max_seconds, threads, start
                 pts = frame.pts + offset if frame.pts is not None else (
                     last_pts + default_dur if last_pts is not None else 0)
                 if last_pts is not None and pts <= last_pts:
-                    if last_pts - pts > default_dur:  # the clock started again: two recordings joined end to end
+                    if last_pts - pts > restart_ticks(src):  # the clock started again: two recordings joined
                         if not offset:
                             warn(f"warning: {src.path.name}: its timestamps start again after frame {count} (clips "
                                  "joined end to end?): the frames after it follow on at their own pace")
@@ -540,6 +540,13 @@ def _decode_video(src: Source, w: int, h: int, warn, max_seconds, threads, start
              "decoded (a truncated file, or frames before its first keyframe?); painted what was readable")
 
 
+RESTART_S = 0.5  # a step back in time longer than this is a clock starting again; frames out of order move less
+
+
+def restart_ticks(src: Source) -> int:
+    return max(1, round(RESTART_S / float(src.time_base)))
+
+
 def frame_table(src: Source, max_seconds: float | None = None) -> list[int] | None:
     """Every frame's pts in display order, read from the packets without decoding them (a film's take seconds),
     so that a render of a clip's middle (a cluster task) can seek straight to its first frame and number its
@@ -556,6 +563,7 @@ def frame_table(src: Source, max_seconds: float | None = None) -> list[int] | No
     import av
 
     pts: list[int] = []
+    back = restart_ticks(src)
     with _open(src.path) as c:
         vs = c.streams.video[0]
         try:
@@ -564,8 +572,8 @@ def frame_table(src: Source, max_seconds: float | None = None) -> list[int] | No
                     continue
                 if getattr(p, "is_discard", False):
                     continue  # dropped by the decoder too (an edit list's lead-in)
-                if p.pts is None:
-                    return None
+                if p.pts is None or (pts and p.pts < max(pts) - back):
+                    return None  # no timestamp, or a clock that starts again: decode() renumbers those
                 pts.append(p.pts)
         except av.FFmpegError:
             return None  # a damaged file: the plain decode finds what is readable

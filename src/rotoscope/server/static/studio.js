@@ -27,7 +27,9 @@ async function api(path, opts = {}) {
 function studioWords(msg) {
   return msg.replace(/pass overwrite=true/g, "tick \u201cReplace a filter of that name\u201d")
     .replace(/resume=true continues it, overwrite=true starts afresh/g, "tick \u201cContinue an interrupted run of " +
-      "that name\u201d to continue it, or \u201cReplace a filter of that name\u201d to start afresh");
+      "that name\u201d to continue it, or \u201cReplace a filter of that name\u201d to start afresh")
+    .replace(/overwrite=true/g, "\u201cReplace a filter of that name\u201d")
+    .replace(/resume=true/g, "\u201cContinue an interrupted run of that name\u201d");
 }
 
 // An error is shown beside the control that caused it (`where`; the banner under the header for the page's own
@@ -448,7 +450,7 @@ $("#video-form").addEventListener("submit", async (ev) => {
 async function loadJobs() {
   const res = await api("/api/jobs?limit=50");
   const jobs = await res.json();
-  const sig = JSON.stringify(jobs.map((j) => [j.id, j.status, j.step, j.total, j.error, j.note, !!j.links.result]));
+  const sig = token() + JSON.stringify(jobs.map((j) => [j.id, j.status, j.step, j.total, j.error, j.note, !!j.links.result]));
   if (sig === state.jobs) return jobs;
   state.jobs = sig;
   const focused = document.activeElement && document.activeElement.closest("#jobs") ? document.activeElement.dataset.key : null;
