@@ -432,12 +432,7 @@ def test_video_job_paints_a_clip_to_a_downloadable_result(tiny_filter, tmp_path)
 
     clip = make_clip(tmp_path / "clip.mp4", frames=12, size=(64, 48), audio=False)
     with TestClient(create_app(ServerConfig())) as c:
-        r = c.post("/api/jobs/video", files={"video": ("clip.bin", clip.read_bytes(), "application/octet-stream")},
-                   data={"filter": "tiny", "strength": "0.9"})
-        assert r.status_code == 202
-        job = wait_for(lambda: c.get(f"/api/jobs/{r.json()['id']}").json(), lambda j: j["status"] not in
-                       ("queued", "running"))
-        assert job["status"] == "done", job
+        job = finished_video_job(c, "clip.bin", clip.read_bytes(), "application/octet-stream", strength="0.9")
         assert job["step"] == job["total"] == 12
         result = c.get(job["links"]["result"])
         assert result.status_code == 200 and result.headers["content-type"] == "video/mp4"
@@ -450,6 +445,16 @@ def test_video_job_paints_a_clip_to_a_downloadable_result(tiny_filter, tmp_path)
     assert len(frames) == 12 and frames[0].shape == (48, 64, 3)
 
 
+def finished_video_job(c, filename: str, data: bytes, ctype: str, **form) -> dict:
+    """Send a clip as a video job with the tiny filter and wait until it has ended; the job as the API shows it."""
+    r = c.post("/api/jobs/video", files={"video": (filename, data, ctype)}, data={"filter": "tiny", **form})
+    assert r.status_code == 202, r.text
+    job = wait_for(lambda: c.get(f"/api/jobs/{r.json()['id']}").json(), lambda j: j["status"] not in
+                   ("queued", "running"))
+    assert job["status"] == "done", job
+    return job
+
+
 def test_a_turned_clips_preview_is_shown_as_its_player_shows_it(tiny_filter, tmp_path):
     """A phone clip stored 64x48 and shown turned a quarter: the job's preview was the stored frame, lying on its
     side beside a result that plays upright."""
@@ -457,12 +462,7 @@ def test_a_turned_clips_preview_is_shown_as_its_player_shows_it(tiny_filter, tmp
 
     clip = make_clip(tmp_path / "clip.mp4", frames=6, size=(64, 48), rotation=90, audio=False)
     with TestClient(create_app(ServerConfig())) as c:
-        r = c.post("/api/jobs/video", files={"video": ("clip.mp4", clip.read_bytes(), "video/mp4")},
-                   data={"filter": "tiny"})
-        assert r.status_code == 202, r.text
-        job = wait_for(lambda: c.get(f"/api/jobs/{r.json()['id']}").json(), lambda j: j["status"] not in
-                       ("queued", "running"))
-        assert job["status"] == "done", job
+        job = finished_video_job(c, "clip.mp4", clip.read_bytes(), "video/mp4")
         preview = c.get(f"/api/jobs/{job['id']}/preview")
     with Image.open(io.BytesIO(preview.content)) as im:
         assert im.size == (48, 64)
@@ -478,12 +478,7 @@ def test_an_animated_gif_sent_as_a_video_job_comes_back_as_an_animated_gif(tiny_
     gif = io.BytesIO()
     pics[0].save(gif, format="GIF", save_all=True, append_images=pics[1:], duration=60, loop=0)
     with TestClient(create_app(ServerConfig())) as c:
-        r = c.post("/api/jobs/video", files={"video": ("loop.gif", gif.getvalue(), "image/gif")},
-                   data={"filter": "tiny"})
-        assert r.status_code == 202, r.text
-        job = wait_for(lambda: c.get(f"/api/jobs/{r.json()['id']}").json(), lambda j: j["status"] not in
-                       ("queued", "running"))
-        assert job["status"] == "done", job
+        job = finished_video_job(c, "loop.gif", gif.getvalue(), "image/gif")
         result = c.get(job["links"]["result"])
         assert result.status_code == 200 and result.headers["content-type"] == "image/gif"
         assert result.headers["content-disposition"] == 'attachment; filename="loop-tiny.gif"'
