@@ -183,6 +183,24 @@ def test_a_resumed_training_job_takes_its_history_from_the_checkpoint(store, tmp
     assert [h["step"] for h in store.get(job.id, history=True).history] == [1, 2, 3, 4]
 
 
+def test_a_resume_job_whose_checkpoint_has_gone_says_so_instead_of_training_afresh(store):
+    """resume=true is checked when the job is sent; a checkpoint removed before the job ran made it train from the
+    start, silently, over the name."""
+    from rotoscope.config import TrainConfig
+    from rotoscope.errors import RotoscopeError
+    from rotoscope.server import worker
+
+    cfg = TrainConfig().replace(steps=4, size=32, size_start=0, backbone="random", channels=(8, 16, 16),
+                                res_blocks=1)
+    job = store.create(store.new_id(), "train", "gone", {"artwork": "art.png", "config": cfg.to_dict(),
+                                                          "resume": True}, total=4)
+    store.folder(job.id).mkdir(parents=True, exist_ok=True)
+    (store.folder(job.id) / "art.png").write_bytes(png_bytes())
+    assert store.claim(job.id)
+    with pytest.raises(RotoscopeError, match="nothing to resume: no checkpoint for 'gone'"):
+        worker.run_train(store, store.get(job.id), os.getppid())
+
+
 def test_restart_adopts_a_worker_that_is_still_alive(store):
     job = store.create(store.new_id(), "train", "x", {})
     store.claim(job.id)
