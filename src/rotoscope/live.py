@@ -88,8 +88,7 @@ def open_feed(camera: str, warn: Callable[[str], None] = print) -> Feed:
         src = probe(path)
         decoded = decode(src, src.width, src.height, warn)
         shown = (as_shown(rgb, src.rotation, src.flip) for _, _, rgb in decoded)
-        rate = float(src.rate) if src.rate and 1 <= src.rate <= 240 else 30.0
-        return Feed(shown, rate, True, source_notes(src), decoded.close)
+        return Feed(shown, plausible_fps(float(src.rate or 0)), True, source_notes(src), decoded.close)
     quiet = getattr(getattr(cv2, "utils", None), "logging", None)
     level = quiet.getLogLevel() if quiet else None
     if quiet:  # OpenCV's own warnings about a missing camera would make the error several lines
@@ -113,11 +112,15 @@ def open_feed(camera: str, warn: Callable[[str], None] = print) -> Feed:
     return Feed(frames(), camera_fps(cap), False, close=cap.release)
 
 
-def camera_fps(cap: cv2.VideoCapture) -> float:
-    """The capture's frame rate; 30 where it says none or something no camera gives (0, -1, NaN and 1000 were
-    all seen from OpenCV's backends)."""
-    fps = cap.get(cv2.CAP_PROP_FPS)
+def plausible_fps(fps: float) -> float:
+    """A frame rate as said; 30 where it is none or something no camera gives (0, -1, NaN and 1000 were all seen
+    from OpenCV's backends)."""
     return float(fps) if math.isfinite(fps) and 1 <= fps <= 240 else 30.0
+
+
+def camera_fps(cap: cv2.VideoCapture) -> float:
+    """The capture's frame rate (plausible_fps)."""
+    return plausible_fps(cap.get(cv2.CAP_PROP_FPS))
 
 
 def _require_pyvirtualcam():

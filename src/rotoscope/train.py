@@ -388,9 +388,7 @@ class Checkpoints(Monitor):
             meta = checkpoint_state(self.path)["meta"]  # the header first: what it was trained on
         except Exception as e:  # noqa: BLE001
             raise unreadable(e) from None
-        if meta.get("artwork_sha256") != self.meta["artwork_sha256"]:
-            raise RotoscopeError(f"the checkpoint of '{name}' was trained on a different artwork; --overwrite "
-                                 "without --resume starts afresh")
+        # (another artwork, and other settings, are refused before any work: refuse_other_settings)
         if meta.get("teacher_card_hash") != self.meta.get("teacher_card_hash"):
             raise RotoscopeError(f"the checkpoint of '{name}' learned from another teacher (or none, or an earlier "
                                  f"version of it); --overwrite without --resume starts afresh")

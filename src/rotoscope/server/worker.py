@@ -91,9 +91,8 @@ def run_train(store: JobStore, job: Job, parent: int, cluster: str | None = None
     params = job.params
     cfg = TrainConfig.from_dict(params["config"])
     ckpt = runs_dir() / job.name / CHECKPOINT
-    # resume from the checkpoint the job was asked to continue (resume=true), else only from one this job wrote
-    # (not one left by an older run of the same name)
-    # (a resume=true job whose checkpoint has gone is train()'s "nothing to resume", not a silent fresh start)
+    # resume the run the job was asked to continue (resume=true: a checkpoint gone since is train()'s "nothing to
+    # resume", not a silent fresh start), else only from a checkpoint this job wrote (not an older run's)
     resume = bool(params.get("resume")) or (ckpt.exists() and job.attempts > 1 and job.started is not None
                                             and ckpt.stat().st_mtime >= job.started)
     if job.attempts > 1 or resume:
@@ -202,8 +201,8 @@ def run_video(store: JobStore, job: Job, parent: int, cluster: str | None = None
 
     from .. import video
     from ..config import VideoConfig
-    from ..images import as_shown, save_image
     from ..filter import load_filter_file
+    from ..images import as_shown, save_image
     from ..stylize import ApplySettings
 
     folder = Path(job.folder)

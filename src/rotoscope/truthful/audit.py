@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data import FLAT, NEAR_DUPLICATE_BITS, dhash, hamming, is_flat  # noqa: F401 - dhash: the audit's too
+from ..data import FLAT, NEAR_DUPLICATE_BITS, dhash, hamming, is_flat
 from ..errors import RotoscopeError
 from ..images import IMAGE_SUFFIXES, load_rgb
 from .page import AUDIT_CSS, document, esc, items, page_path, png_bytes, png_img, pyplot
@@ -146,8 +146,6 @@ def cct_kelvin(rgb_mean: np.ndarray) -> float:
     x, y = x_ / s, y_ / s
     n = (x - 0.3320) / (0.1858 - y)
     return float(np.clip(449 * n ** 3 + 3525 * n ** 2 + 6823.3 * n + 5520.33, 1000, 25000))
-
-
 
 
 def measure(name: str, img: Image.Image, size: tuple[int, int] | None = None) -> PhotoStats:

@@ -182,11 +182,11 @@ def rgb_reader(src: Source) -> Callable:
     if not src.transparent:
         return lambda frame: reformatter.reformat(frame, format="rgb24", **src.convert).to_ndarray()
 
-    def over_white(frame) -> np.ndarray:  # an alpha channel (ProRes 4444, PNG in .mov)
+    def frame_on_white(frame) -> np.ndarray:  # an alpha channel (ProRes 4444, PNG in .mov)
         return _on_white(Image.fromarray(reformatter.reformat(frame, format="rgba", **src.convert).to_ndarray(),
                                          "RGBA"))
 
-    return over_white
+    return frame_on_white
 
 
 def _open(path: Path):
@@ -326,11 +326,7 @@ def _on_white(rgba: Image.Image) -> np.ndarray:
 def _still_over_white(img: Image.Image) -> np.ndarray:
     """A numbered frame as the painter gets it: read as a still is (colour profile, 16-bit), its transparent
     pixels white."""
-    rgb, alpha = split_alpha(img)
-    if alpha is None:
-        return np.asarray(rgb)
-    rgb.putalpha(alpha)
-    return _on_white(rgb)
+    return np.asarray(over_white(*split_alpha(img)))
 
 
 def _over_white(im: Image.Image) -> np.ndarray:
