@@ -370,9 +370,13 @@ function showLive(job) {
   if (job.kind === "train") drawChart($("#chart"), state.history);
 }
 
+async function cancelJob(id) {
+  try { await api(`/api/jobs/${id}/cancel`, { method: "POST" }); loadJobs(); } catch (e) { showError(e, "#jobs-error"); }
+}
+
 $("#live-cancel").addEventListener("click", async () => {
   if (!state.follow) return;
-  try { await api(`/api/jobs/${state.follow}/cancel`, { method: "POST" }); loadJobs(); } catch (e) { showError(e, "#jobs-error"); }
+  await cancelJob(state.follow);
 });
 
 // The loss chart: every term of the training loss on a log scale, and held-out totals as dots.
@@ -471,7 +475,7 @@ async function loadJobs() {
     };
     button("follow", () => follow(j.id, j.kind, true));
     if (["queued", "running"].includes(j.status)) {
-      button("cancel", async () => { try { await api(`/api/jobs/${j.id}/cancel`, { method: "POST" }); loadJobs(); } catch (e) { showError(e, "#jobs-error"); } });
+      button("cancel", () => cancelJob(j.id));
     }
     if (j.links.result) {
       const a = document.createElement("a"); a.href = withToken(j.links.result); a.textContent = "download";
