@@ -14,6 +14,9 @@ from PIL import Image
 # Tests use tiny tensors: one thread is as fast as two there, and far faster when the cores are busy
 # (measured: a tiny FilterNet forward took 5 ms on one thread, 170 ms on two, on a loaded 2-core machine).
 torch.set_num_threads(1)
+# ...and so do the CLI run in-process (its callback would set one thread per core for the rest of this worker's
+# tests) and every rotoscope the tests start: two workers, each on two threads, on two cores ran 3x slower.
+os.environ["ROTOSCOPE_THREADS"] = "1"
 
 # ../shared/data beside the repository (worktrees sit one level deeper, so look further up too)
 SHARED = next((p / "shared" / "data" for p in Path(__file__).resolve().parents[1:4] if (p / "shared" / "data").is_dir()),

@@ -1,10 +1,8 @@
 """Quality metrics on constructed cases whose answers are known, and `rotoscope score` end to end."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,12 +11,10 @@ from PIL import Image
 from scipy import ndimage
 from skimage.color import rgb2lab
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, rotoscope
 from rotoscope import metrics
 from rotoscope.config import TrainConfig
 from rotoscope.errors import RotoscopeError
-
-SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def photo_like(seed=0, size=64):
@@ -177,31 +173,34 @@ def test_score_filter_reports_every_metric_and_a_photo_baseline(tiny_filter):
     assert set(no_art.mean()) == {"ssim", "edges"}
 
 
-def run_cli(*args):
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    return subprocess.run([sys.executable, "-m", "rotoscope", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+@pytest.fixture
+def cli(capsys):
+    """`rotoscope ARGS` run in-process as the console script runs it (a subprocess per call cost seconds of import)."""
+    def run(*args):
+        code, out, err = rotoscope(*args, capsys=capsys)
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+    return run
 
 
-def test_score_cli_end_to_end(tiny_filter):
+def test_score_cli_end_to_end(tiny_filter, cli):
     path, folder, art = tiny_filter
-    r = run_cli("score", str(path), str(folder), "--artwork", str(art), "--size", "40", "--backbone", "random")
+    r = cli("score", str(path), str(folder), "--artwork", str(art), "--size", "40", "--backbone", "random")
     assert r.returncode == 0, r.stderr
     assert "gram_random" in r.stdout and "unstyled photo" in r.stdout
     assert [line.split()[0] for line in r.stdout.splitlines() if ".png" in line] == ["p0.png", "p1.png", "p2.png"]
-    r = run_cli("score", str(path), str(folder / "p0.png"), "--size", "40", "--json")
+    r = cli("score", str(path), str(folder / "p0.png"), "--size", "40", "--json")
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert set(data["mean"]) == {"ssim", "edges"} and not data["has_artwork"]
 
 
-def test_score_cli_bad_input_is_one_line(tiny_filter, tmp_path):
+def test_score_cli_bad_input_is_one_line(tiny_filter, tmp_path, cli):
     path, _, _ = tiny_filter
-    r = run_cli("score", str(path), str(tmp_path / "missing.jpg"))
+    r = cli("score", str(path), str(tmp_path / "missing.jpg"))
     assert_one_line_error(r.returncode, r.stdout, r.stderr, "missing.jpg")
 
 
-def test_score_skips_a_broken_file_of_a_folder_as_apply_does_and_says_so(tiny_filter, tmp_path):
+def test_score_skips_a_broken_file_of_a_folder_as_apply_does_and_says_so(tiny_filter, tmp_path, cli):
     """One broken JPEG among many photos (or artworks for --among) is skipped with a warning naming it, as
     `apply` does with a folder; when nothing at all can be scored, that is the one-line error."""
     path, folder, art = tiny_filter
@@ -215,7 +214,7 @@ def test_score_skips_a_broken_file_of_a_folder_as_apply_does_and_says_so(tiny_fi
     for name, img in list(constructed_gallery().items())[:2]:
         Image.fromarray((img * 255).astype(np.uint8)).save(others / f"{name}.png")
     (others / "torn.png").write_bytes(b"\x89PNG torn")
-    r = run_cli("score", str(path), str(photos), "--artwork", str(art), "--size", "40", "--backbone", "random",
+    r = cli("score", str(path), str(photos), "--artwork", str(art), "--size", "40", "--backbone", "random",
                 "--among", str(others), "--json")
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
@@ -224,33 +223,33 @@ def test_score_skips_a_broken_file_of_a_folder_as_apply_does_and_says_so(tiny_fi
     assert data["recognition"]["gallery_size"] == 3
     warned = [line for line in r.stderr.splitlines() if line.startswith("warning: skipped")]
     assert len(warned) == 2 and "broken.jpg" in warned[0] and "torn.png" in warned[1]
-    r = run_cli("score", str(path), str(photos / "broken.jpg"), "--size", "40")
+    r = cli("score", str(path), str(photos / "broken.jpg"), "--size", "40")
     assert_one_line_error(r.returncode, r.stdout, r.stderr, "broken.jpg")
     for p in others.glob("*.png"):  # nothing left to rank against: said, naming what could not be read
         if p.name != "torn.png":
             p.unlink()
-    r = run_cli("score", str(path), str(photos), "--artwork", str(art), "--size", "40", "--among", str(others))
+    r = cli("score", str(path), str(photos), "--artwork", str(art), "--size", "40", "--among", str(others))
     assert_one_line_error(r.returncode, r.stdout, r.stderr, "--among: none of the 1 other artwork(s) could be read",
                           "torn.png")
 
 
-def test_score_refuses_what_is_too_small_to_score_in_one_line(tiny_filter, tmp_path):
+def test_score_refuses_what_is_too_small_to_score_in_one_line(tiny_filter, tmp_path, cli):
     """A scoring size under 16 px, a photo or artwork too thin at the scoring size (SSIM's window, the backbones'
     pooling: tracebacks before), and an --among folder with no artwork in it (the table was silently left out)."""
     path, folder, art = tiny_filter
     thin = tmp_path / "thin.png"
     Image.new("RGB", (3, 400), (200, 40, 40)).save(thin)
-    r = run_cli("score", str(path), str(folder), "--size", "8")
+    r = cli("score", str(path), str(folder), "--size", "8")
     assert_one_line_error(r.returncode, r.stdout, r.stderr, "scoring size of 8 px is too small")
-    r = run_cli("score", str(path), str(thin), "--size", "40")
+    r = cli("score", str(path), str(thin), "--size", "40")
     assert_one_line_error(r.returncode, r.stdout, r.stderr, "thin.png is 1x40 at the scoring size (40)")
-    r = run_cli("score", str(path), str(folder), "--artwork", str(thin), "--size", "40")
+    r = cli("score", str(path), str(folder), "--artwork", str(thin), "--size", "40")
     assert_one_line_error(r.returncode, r.stdout, r.stderr, "the artwork thin.png is 1x40")
-    r = run_cli("score", str(path), str(folder), str(thin), "--size", "40", "--json")  # among photos: skipped
+    r = cli("score", str(path), str(folder), str(thin), "--size", "40", "--json")  # among photos: skipped
     assert r.returncode == 0, r.stderr
     assert [Path(s["file"]).name for s in json.loads(r.stdout)["skipped"]] == ["thin.png"]
     (tmp_path / "empty").mkdir()
-    r = run_cli("score", str(path), str(folder), "--artwork", str(art), "--size", "40", "--among",
+    r = cli("score", str(path), str(folder), "--artwork", str(art), "--size", "40", "--among",
                 str(tmp_path / "empty"))
     assert_one_line_error(r.returncode, r.stdout, r.stderr, "--among: no other artwork to rank against")
 
@@ -308,19 +307,19 @@ def test_recognition_refuses_a_gallery_it_cannot_rank_in():
         metrics.recognise([("f", "missing", "p", solid([1, 0, 0]))], gal)
 
 
-def test_score_cli_ranks_the_artwork_among_others(tiny_filter, tmp_path):
+def test_score_cli_ranks_the_artwork_among_others(tiny_filter, tmp_path, cli):
     path, folder, art = tiny_filter
     others = tmp_path / "others"
     others.mkdir()
     for name, img in constructed_gallery().items():
         Image.fromarray((img * 255).astype(np.uint8)).save(others / f"{name}.png")
-    r = run_cli("score", str(path), str(folder), "--artwork", str(art), "--size", "40", "--backbone", "random",
+    r = cli("score", str(path), str(folder), "--artwork", str(art), "--size", "40", "--backbone", "random",
                 "--among", str(others), "--json")
     assert r.returncode == 0, r.stderr
     rec = json.loads(r.stdout)["recognition"]
     assert rec["gallery_size"] == 6 and len(rec["ranks"]) == 3
     assert all(1 <= row["both"] <= 6 for row in rec["ranks"])
-    r = run_cli("score", str(path), str(folder), "--artwork", str(art), "--among", str(tmp_path / "nowhere"))
+    r = cli("score", str(path), str(folder), "--artwork", str(art), "--among", str(tmp_path / "nowhere"))
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "nowhere" in r.stderr
 
 
