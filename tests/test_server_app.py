@@ -300,6 +300,38 @@ def test_apply_does_not_block_the_event_loop(client, monkeypatch):
     assert result["r"].status_code == 200
 
 
+class FakeRequest:
+    def __init__(self, gone):
+        self.gone = gone
+
+    async def is_disconnected(self):
+        return self.gone
+
+
+def test_a_paint_whose_client_has_gone_is_dropped_while_it_waits_for_a_thread():
+    """The studio aborts a paint that a newer one supersedes: queued behind busy threads, it is never painted."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool, release, painted = ThreadPoolExecutor(1), threading.Event(), []
+    pool.submit(release.wait, 30)  # the pool's one thread is busy
+
+    def work(*args):
+        painted.append(args)
+        return b"painted", {}
+
+    try:
+        threading.Timer(0.6, release.set).start()  # frees the thread once the hung-up paint has been dropped
+        r = asyncio.run(filter_routes.respond(FakeRequest(gone=True), pool, work, "f", None, None, "png"))
+        assert r.status_code == 499
+        r = asyncio.run(filter_routes.respond(FakeRequest(gone=False), pool, work, "f", None, None, "png"))
+        assert r.status_code == 200 and r.body == b"painted"
+    finally:
+        release.set()
+        pool.shutdown(wait=True)
+    assert len(painted) == 1  # only the paint somebody waited for
+
+
 # ---------------------------------------------------------------- apply by URL
 
 

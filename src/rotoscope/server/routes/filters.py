@@ -6,17 +6,19 @@ pictures are painted.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
-import tempfile
 import http.client
+import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Literal
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel
 
@@ -150,9 +152,29 @@ def paint_upload(name: str, upload, settings: ApplySettings, fmt: str, source: s
             raise type(e)(msg) from None
 
 
-async def respond(pool, work, *args) -> Response:
+class ClientGone(Exception):
+    """The client hung up before its paint began."""
+
+
+async def respond(request: Request, pool, work, *args) -> Response:
+    """Paint in the apply pool and answer with the picture. A paint whose client has gone while it waited for a
+    pool thread is dropped, not painted for nobody: the studio aborts a paint that a newer one supersedes, and two
+    abandoned 12-megapixel paints would otherwise hold both threads while the paint the user is waiting for queues."""
     started = time.perf_counter()
-    data, headers = await off_loop(pool, work, *args)
+    gone = threading.Event()
+
+    def unless_gone():
+        if gone.is_set():
+            raise ClientGone
+        return work(*args)
+
+    running = asyncio.wrap_future(pool.submit(unless_gone))
+    while not (await asyncio.wait({running}, timeout=0.25))[0]:
+        if await request.is_disconnected():
+            gone.set()  # a paint already begun runs to its end (PyTorch cannot be stopped midway): it is ignored
+            running.cancel()
+            return Response(status_code=499)  # nginx's "client closed request": nobody reads it
+    data, headers = running.result()
     fmt = args[3]
     headers["X-Rotoscope-Seconds"] = f"{time.perf_counter() - started:.3f}"
     return Response(data, media_type=OUTPUT_TYPES[fmt][0], headers=headers)
@@ -161,7 +183,7 @@ async def respond(pool, work, *args) -> Response:
 @router.post("/filters/{name}/apply", tags=["apply"], response_class=Response,
              responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
                         413: {"description": "upload or image too large"}, 415: {"description": "not an image"}})
-async def apply(name: str, cfg: SettingsDep, pool: PoolDep,
+async def apply(name: str, request: Request, cfg: SettingsDep, pool: PoolDep,
                 image: UploadFile = File(..., description="The photo to paint."),
                 strength: float = Form(1.0, description="0 = the photo, 1 = the full filter"),
                 preserve_colors: bool = Form(False, description="keep the photo's colours"),
@@ -177,7 +199,7 @@ async def apply(name: str, cfg: SettingsDep, pool: PoolDep,
     check_name(name)
     settings = dataclasses.replace(apply_settings(cfg, strength, preserve_colors, size, paint_scale),
                                    keep=keep or None)
-    return await respond(pool, paint_upload, name, image.file, settings, format, image.filename or "upload",
+    return await respond(request, pool, paint_upload, name, image.file, settings, format, image.filename or "upload",
                          cfg.max_pixels, "image", mask.file if mask is not None else None)
 
 
@@ -208,7 +230,7 @@ _fetcher = urllib.request.build_opener(_HttpOnlyRedirects)
 
 @router.post("/filters/{name}/apply-url", tags=["apply"], response_class=Response,
              responses={200: {"content": {"image/png": {}}}, 403: {"description": "URL apply is disabled"}})
-async def apply_url(name: str, body: UrlApply, cfg: SettingsDep, pool: PoolDep):
+async def apply_url(name: str, body: UrlApply, request: Request, cfg: SettingsDep, pool: PoolDep):
     """Paint an image fetched from a URL. Off unless the server was started with --allow-url."""
     if not cfg.allow_url:
         raise Refused("applying to a URL is disabled on this server (start it with --allow-url)")
@@ -229,4 +251,4 @@ async def apply_url(name: str, body: UrlApply, cfg: SettingsDep, pool: PoolDep):
                 raise Invalid(f"could not fetch the URL: {e}") from None
             return paint_upload(name, buf, settings, fmt, source, cfg.max_pixels)
 
-    return await respond(pool, fetch_and_paint, name, body.url, settings, body.format, body.url)
+    return await respond(request, pool, fetch_and_paint, name, body.url, settings, body.format, body.url)
