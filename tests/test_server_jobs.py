@@ -344,9 +344,11 @@ def test_training_job_runs_to_a_filter_and_can_be_followed_then_a_running_job_is
         # resume=true continues it from its checkpoint, to a nearer end than the 5000 steps first asked
         from rotoscope.train import checkpoint_state
 
-        # the step the checkpoint holds (the job's record may be a step behind it when a cancel lands mid-step)
+        # the job's record ends at the step its checkpoint holds, although the cancel landed mid-step
         kept = checkpoint_state(Path(os.environ["ROTOSCOPE_HOME"]) / "runs" / "long" / "checkpoint.safetensors"
                                 )["run"]["step"]
+        assert job["step"] == kept and job["note"] == f"cancelled at step {kept}", (job, kept)
+        assert [h["step"] for h in job["history"]] == list(range(1, kept + 1))
         r = c.post("/api/jobs/train", files={"artwork": ("art.png", png_bytes(), "image/png")},
                    data={"name": "long", "steps": str(kept + 2), "resume": "true", **TINY_TRAIN})
         assert r.status_code == 202, r.text

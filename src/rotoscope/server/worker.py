@@ -131,6 +131,14 @@ def run_train(store: JobStore, job: Job, parent: int, cluster: str | None = None
                     return StopRequest(Stop.reason)
             return None
 
+        def end(self, run) -> None:
+            # a cancel or a stopping server wakes the worker mid-step (SIGINT): the steps since the last write are
+            # written now, so the record ends where the checkpoint train() saves does ("cancelled at step N" was a
+            # step or more behind the step a resume then started from)
+            if self.buffer:
+                reporter.report(self.buffer, self.preview_step)
+                self.buffer = []
+
     train(folder / params["artwork"], job.name, photos, cfg, title=params.get("title"), resume=resume, log=log,
           progress=False, monitors=[Follow()])
     return job.name
