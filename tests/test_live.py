@@ -1,5 +1,7 @@
 """`rotoscope live`: a video file stands in for the camera, the output is headless (a file, or nothing)."""
 
+import time
+
 import av
 import pytest
 
@@ -17,6 +19,42 @@ FAST = ApplySettings(engine="torch", precision="fp32")
 def frames_in(path) -> int:
     with av.open(str(path)) as c:
         return sum(1 for _ in c.decode(video=0))
+
+
+def test_a_recording_plays_in_browsers_and_a_clip_keeps_its_frame_rate(tiny_filter, tmp_path):
+    """H.264 in yuv420p (OpenCV's MPEG-4 Part 2 played in no browser); a clip standing in for a camera drops no
+    frame, so its frames are one slot of its rate apart."""
+    clip = make_clip(tmp_path / "cam.mp4", frames=6, fps=24, audio=False)
+    run_live(load_filter("tiny"), str(clip), FAST, window=False, out=tmp_path / "live.mp4", log=lambda s: None,
+             paint_scale=1.0)
+    with av.open(str(tmp_path / "live.mp4")) as c:
+        v = c.streams.video[0]
+        assert v.codec_context.name == "h264" and v.codec_context.pix_fmt == "yuv420p"
+        times = [float(f.time) for f in c.decode(video=0)]
+    assert times == pytest.approx([i / 24 for i in range(6)], abs=1e-3)
+
+
+def test_a_camera_recording_plays_at_the_speed_it_was_painted(tiny_filter, tmp_path, monkeypatch):
+    """A 30 fps camera painted at ~8 fps drops frames between paintings: the recording's frames keep the camera
+    slots they were painted in (at the camera's rate they played 3-4x too fast), and odd sides are padded."""
+    from rotoscope import live
+
+    def camera():  # 33x25 frames, a new one every 0.12 s
+        for i in range(6):
+            time.sleep(0.12)
+            yield np.full((25, 33, 3), 40 * i, np.uint8)
+
+    monkeypatch.setattr(live, "open_feed", lambda cam, warn: live.Feed(camera(), 30.0, is_file=False))
+    t0 = time.perf_counter()
+    run_live(load_filter("tiny"), "0", FAST, window=False, out=tmp_path / "cam.mp4", log=lambda s: None,
+             paint_scale=1.0)
+    took = time.perf_counter() - t0
+    with av.open(str(tmp_path / "cam.mp4")) as c:
+        v = c.streams.video[0]
+        assert (v.codec_context.width, v.codec_context.height) == (34, 26)
+        times = [float(f.time) for f in c.decode(video=0)]
+    assert len(times) == 6 and all(b - a > 2.5 / 30 for a, b in zip(times, times[1:])), times  # not 1/30 s apart
+    assert times[-1] == pytest.approx(5 * 0.12, abs=0.25) and times[-1] < took
 
 
 def test_live_paints_n_frames_from_a_file_and_exits_cleanly(tiny_filter, tmp_path, capsys):

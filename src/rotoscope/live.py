@@ -18,13 +18,14 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
 
 import cv2
 import numpy as np
 
-from .config import LIVE_FLOW, ApplySettings
+from .config import LIVE_FLOW, LIVE_RECORDING, ApplySettings
 from .devices import keep_freed_memory
 from .errors import Invalid, NotFound, Refused
 from .filter import Filter
@@ -121,6 +122,52 @@ def plausible_fps(fps: float) -> float:
 def camera_fps(cap: cv2.VideoCapture) -> float:
     """The capture's frame rate (plausible_fps)."""
     return plausible_fps(cap.get(cv2.CAP_PROP_FPS))
+
+
+class Recording:
+    """live's `-o`: H.264 as renders write it (OpenCV's MPEG-4 Part 2 played in no browser), each frame at the time it
+    was painted. A camera's frames that painting cannot keep up with are dropped (a one-frame capture buffer): written
+    at the camera's rate, a recording painted at 10 of its 30 fps played three times too fast. Its frames take the
+    camera's frame slots they were painted in, and a player holds a frame over the slots dropped after it. A clip
+    standing in for a camera loses no frame: its frames are written one slot apart."""
+
+    def __init__(self, path: Path, w: int, h: int, fps: float, real_time: bool):
+        import av
+        from av.video.reformatter import VideoReformatter
+
+        from .video.output import add_h264_stream
+
+        self.rate = Fraction(fps).limit_denominator(1001)
+        self.time_base = 1 / self.rate
+        self.real_time, self.t0, self.pts, self.yuv = real_time, None, -1, VideoReformatter()
+        self.w, self.h = w + w % 2, h + h % 2  # yuv420p: even sides (an odd one is padded with its edge)
+        try:
+            self.container = av.open(str(path), "w")
+        except (OSError, ValueError) as e:
+            raise Invalid(f"cannot write {path.name}: {e}") from None
+        self.stream = add_h264_stream(self.container, self.w, self.h, self.rate, self.time_base,
+                                      LIVE_RECORDING["crf"], LIVE_RECORDING["preset"], tune=LIVE_RECORDING["tune"])
+
+    def write(self, rgb: np.ndarray, t: float) -> None:
+        from .video.output import h264_frame
+
+        if self.real_time:
+            self.t0 = t if self.t0 is None else self.t0
+            self.pts = max(self.pts + 1, round((t - self.t0) * self.rate))
+        else:
+            self.pts += 1
+        h, w = rgb.shape[:2]
+        if (h, w) != (self.h, self.w):
+            rgb = np.pad(rgb, ((0, self.h - h), (0, self.w - w), (0, 0)), mode="edge")
+        for p in self.stream.encode(h264_frame(rgb, self.pts, self.time_base, self.yuv)):
+            self.container.mux(p)
+
+    def close(self) -> None:
+        try:
+            for p in self.stream.encode():
+                self.container.mux(p)
+        finally:
+            self.container.close()
 
 
 def _require_pyvirtualcam():
@@ -290,9 +337,7 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
             if out is not None:  # under a temporary name until the run ends: a killed run leaves no torn file as `out`
                 drop_partials(out)
                 tmp = stack.enter_context(atomic_path(out))
-                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(src_fps), (w, h))
-                if not writer.isOpened():
-                    raise Invalid(f"cannot write {out}")
+                writer = Recording(tmp, w, h, src_fps, real_time=not feed.is_file)
             stats = LiveStats(size=(w, h), engine=st.engine, precision=st.precision, paint_scale=st.paint_scale,
                               ms={"paint": 0.0, "steady": 0.0, "mask": 0.0, "show": 0.0})
             prev_out = None
@@ -302,6 +347,7 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
             i = 0
             try:
                 while got is not None and (frames is None or i < frames):
+                    t_got = time.perf_counter()
                     rgb = to_rgb(got)
                     fr = Frame(i, i, 1, rgb)
                     t0 = time.perf_counter()
@@ -322,7 +368,7 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
                     recent = [t for t in recent if now - t < 1.0] + [now]
                     fps_now = len(recent) / max(1e-6, now - recent[0]) if len(recent) > 1 else 0.0
                     if writer is not None:
-                        writer.write(cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+                        writer.write(shown, t_got)
                     if vcam is not None:
                         vcam.send(shown)
                     if window:
@@ -349,7 +395,7 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
         finally:
             feed.close()
             if writer is not None:
-                writer.release()
+                writer.close()
             if vcam is not None:
                 vcam.close()
             if window:
