@@ -13,7 +13,8 @@ from rotoscope.config import NetConfig
 from rotoscope.filter import save_filter
 from rotoscope.network import FilterNet
 from rotoscope.truthful.audit import audit_images
-from rotoscope.truthful.confidence import MARGIN, assess_image, assess_path, reference
+from rotoscope.truthful.confidence import (MARGIN, RANGE_MARGIN, RANGE_MIN_PHOTOS, assess_image, assess_path,
+                                           reference)
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -92,3 +93,27 @@ def test_apply_warns_and_json_reports_distance(card, tmp_path):
     assert res["outputs"] == [str(tmp_path / "out-night.png")]
     res, err = apply(day)
     assert res["inputs"][0]["in_distribution"] is True and res["warnings"] == [] and "warning" not in err
+
+
+def test_one_statistic_beyond_every_training_photo_is_flagged_though_the_distance_is_under_the_threshold(tmp_path):
+    """The root-mean-square of eight z-scores diluted one extreme one: a page whose only oddity is being brighter
+    than any training photo passed. With 30 photos or more (a narrower set's range says little); cards from before
+    the range was kept take it from their audit."""
+    imgs = [(f"p{i}.png", Image.open(make_scene(tmp_path / f"p{i}.png", seed=i, brightness=0.4 + 0.02 * (i % 10))))
+            for i in range(RANGE_MIN_PHOTOS)]
+    audit = audit_images(imgs, "made up")
+    ref = reference(audit, [n for n, _ in imgs], [])
+    assert ref["max"][ref["stats"].index("brightness")] == pytest.approx(audit.column("brightness").max(), abs=1e-4)
+    loose = {"confidence": {**ref, "threshold": 1e9}}  # a threshold no distance reaches
+    page = Image.new("RGB", (96, 64), (250, 250, 250))
+    a = assess_image(loose, page, "page")
+    assert not a.in_distribution and a.distance < a.threshold and a.outside["spreads_beyond"] > RANGE_MARGIN
+    assert f"its {a.outside['stat']} (" in a.message and "lies outside the range of the training photos" in a.message
+    assert assess_image(loose, imgs[3][1], "p3").in_distribution  # one of them is inside, of course
+    older = {"confidence": {k: v for k, v in loose["confidence"].items() if k not in ("min", "max")},
+             "audit": audit.summary()}
+    a = assess_image(older, page, "page")
+    assert not a.in_distribution and "outside the range of the training set's photos" in a.message
+    assert assess_image({"confidence": older["confidence"]}, page, "page").in_distribution  # no range known
+    few = {"confidence": {**loose["confidence"], "photos": RANGE_MIN_PHOTOS - 1}}
+    assert assess_image(few, page, "page").in_distribution  # too few photos for their range to mean much

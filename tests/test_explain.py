@@ -149,14 +149,14 @@ def test_the_score_section_names_the_style_and_colour_terms_the_filter_was_train
     filt, _ = trained
     card = load_filter_file(filt.path).card
     assert card["training"]["style_match"] == "sliced" and card["training"]["color_match"] == "sliced"  # defaults
-    page = section_score(Story(card, "story", "", None, None, "", [], False))
+    page = section_score(Story(card, "story", "", None, None, "", None, [], False))
     assert "sliced Wasserstein" in page and "whole distribution of its colours" in page and "Gram" not in page
     other = copy.deepcopy(card)
     other["training"].update(style_match="gram", color_match="moments")
-    page = section_score(Story(other, "story", "", None, None, "", [], False))
+    page = section_score(Story(other, "story", "", None, None, "", None, [], False))
     assert "Gram matrices" in page and "sliced" not in page and "mean and spread" in page
     del other["training"]["style_match"], other["training"]["color_match"]  # a card from before both existed
-    page = section_score(Story(other, "story", "", None, None, "", [], False))
+    page = section_score(Story(other, "story", "", None, None, "", None, [], False))
     assert "Gram matrices" in page and "mean and spread" in page
 
 
@@ -167,13 +167,73 @@ def test_the_score_section_of_a_distilled_filter_names_its_teacher_and_counts_th
     from rotoscope.truthful.explain import Story, section_score
 
     card = load_filter_file(trained[0].path).card
-    page = section_score(Story(card, "story", "", None, None, "", [], False))
+    page = section_score(Story(card, "story", "", None, None, "", None, [], False))
     assert "sum of four parts" in page and "photo's shapes" in page and "teacher" not in page
     student = copy.deepcopy(card)
     student["teacher"] = {"name": "great-<wave>", "card_hash": "0123456789abcdef", "arch": "full"}
     student["training"].update(teacher="great-<wave>", pixel_weight=10.0)
     for p in student["story"]["curve"]:  # a pixel term as large as the other four together: half the score
         p["pixel"] = sum(p[k] for k in ("content", "style", "color", "tv"))
-    page = section_score(Story(student, "story", "", None, None, "", [], False))
+    page = section_score(Story(student, "story", "", None, None, "", None, [], False))
     assert "sum of five parts" in page and "great-&lt;wave&gt;</b> (its teacher)" in page  # escaped card text
     assert "<tr><td>pixel</td><td>10.0</td>" in page and "<td>50%</td></tr>" in page
+
+
+def test_a_stand_in_photo_is_never_called_held_out_and_a_named_one_is_found_where_training_found_it(
+        trained, tmp_path, monkeypatch):
+    """A shipped filter's page painted the sample photo 'chelsea' (a training photo of the shipped filters) and said
+    the filter had never trained on it. A stand-in's side is not known and is said so; the photo the card names is
+    found in the folder its source names ("DIR minus ..."), and its side is the card's."""
+    import copy
+
+    from rotoscope.truthful.explain import Story, _photo_from_source, section_previews
+
+    card = copy.deepcopy(trained[0].card)
+    name = card["story"]["preview_photo"]
+    card["photos"]["source"] = "nowhere/photos minus the 2 photos held out by a benchmark"
+    img, note, held = _photo_from_source(card)
+    assert img is not None and held is None and "stand-in" in note and name in note
+    page = section_previews(Story(card, "story", "", None, img, note, held, [(0, img)], True))
+    assert "held out" not in page and "whether the filter trained on it is not known" in page
+    # the folder the source names, relative to where the command runs
+    monkeypatch.chdir(trained[1])
+    card["photos"]["source"] = "photos minus the 2 photos held out by a benchmark"
+    img, note, held = _photo_from_source(card)
+    assert held is True and note.startswith(f"held-out photo '{name}'")
+    card["photos"]["holdout_names"] = []
+    assert _photo_from_source(card)[2] is False
+    page = section_previews(Story(card, "story", "", None, img, note, False, [(0, img)], True))
+    assert "one of the photos the filter trained on" in page
+
+
+def test_a_run_without_an_exam_says_why_and_that_overfitting_went_unchecked(trained):
+    """No held-out score: the page said "with fewer than two photos nothing can be held out" for 12 photos and a
+    held-out share of 0, and that no detector had found overfitting, which nothing could have found."""
+    import copy
+
+    from rotoscope.truthful.explain import Story, no_exam_reason, section_exam, section_warnings
+
+    card = copy.deepcopy(trained[0].card)
+    card["history"]["holdout_curve"], card["warnings"] = [], []
+    card["photos"].update(train=12, holdout=0)
+    card["training"]["holdout"] = 0
+    assert no_exam_reason(card) == "the held-out share was set to 0"
+    card["training"]["holdout"] = 0.15
+    assert "too few, or too alike" in no_exam_reason(card) and "0.15" in no_exam_reason(card)
+    card["photos"].update(train=1)
+    assert no_exam_reason(card) == "with fewer than two photos nothing can be held out"
+    card["photos"].update(train=10, holdout=2)
+    assert "ended before its first exam" in no_exam_reason(card)
+    story = Story(card, "story", "", None, None, "", None, [], False)
+    assert "ended before its first exam" in section_exam(story)
+    page = section_warnings(story)
+    assert "Overfitting could not be checked" in page and "(overfitting," not in page
+    card["history"]["holdout_curve"] = trained[0].card["history"]["holdout_curve"][:3]
+    assert len(card["history"]["holdout_curve"]) == 3 and "could not be checked" not in section_warnings(story)
+
+
+def test_the_lite_network_is_described_as_it_is_built():
+    from rotoscope.truthful.explain import network_sentence
+
+    said = network_sentence({"arch": "lite", "res_blocks": 3, "channels": [16, 32, 64]})
+    assert "1/8 resolution" in said and "1/16" not in said and "4x4" not in said and "1/19" in said

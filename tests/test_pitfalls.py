@@ -345,3 +345,10 @@ def test_a_resumed_run_says_each_pitfall_once(art, two_photos, monkeypatch):
     card = read_card(registry_path("again"))
     assert sum("droplets: the held-out" in w for w in card["warnings"]) == 1
     assert not any("droplets" in line for line in log)
+
+
+def test_no_photo_held_out_although_a_share_was_asked_is_said_before_training():
+    said = pitfalls.photo_set(10, None, n_holdout=0, holdout_share=0.15)
+    assert [p.kind for p in said] == ["no-holdout"] and "overfits" in said[0].message and "0.15" in said[0].message
+    assert pitfalls.photo_set(10, None, n_holdout=0, holdout_share=0) == []  # asked for none: nothing to say
+    assert pitfalls.photo_set(10, None, n_holdout=2, holdout_share=0.15) == []

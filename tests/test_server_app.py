@@ -198,6 +198,13 @@ def test_apply_says_how_far_the_picture_lies_from_the_filters_training_photos_as
     want = assess(load_filter_file(shipped), Image.open(io.BytesIO(png_bytes())), "photo.png")
     assert float(r.headers["x-rotoscope-distance"]) == want["distance"]
     assert float(r.headers["x-rotoscope-threshold"]) == want["threshold"]
+    assert r.headers["x-rotoscope-in-distribution"] == str(want["in_distribution"]).lower()
+    page = Image.new("RGB", (64, 48), (250, 250, 250))  # a white page: brighter than any of its training photos
+    buf = io.BytesIO()
+    page.save(buf, "PNG")
+    r = client.post("/api/filters/wave/apply", files={"image": ("page.png", buf.getvalue(), "image/png")})
+    assert r.status_code == 200 and r.headers["x-rotoscope-in-distribution"] == "false"
+    assert r.headers["x-rotoscope-outside"].startswith("bright_share 1 outside 0-"), r.headers
     assert "x-rotoscope-distance" not in apply(client).headers  # the tiny filter's card has no training statistics
 
 

@@ -329,7 +329,8 @@ class Guard(Monitor):
         self.watcher.seen.update(run.pitfalls)  # resumed: what the run said before is not said twice
         pitfalls.report(run.warnings, self.log, [pitfalls.Pitfall("narrow-set", 0, f"training set: {w}")
                                                  for w in self.audit.warnings])
-        pitfalls.report(run.warnings, self.log, self.watcher.start(len(self.data.train), self.audit.summary()))
+        pitfalls.report(run.warnings, self.log, self.watcher.start(len(self.data.train), self.audit.summary(),
+                                                                      len(self.data.holdout), self.cfg.holdout))
         self.last_good = pitfalls.LastGood(net, self.opt, run.step)
 
     def step(self, record, net):

@@ -133,26 +133,43 @@ def _open(folder: Path | None, rel: str | None) -> Image.Image | None:
         return None
 
 
-def _photo_from_source(card: dict) -> tuple[Image.Image | None, str]:
-    """The preview photo re-loaded from where training found it, or a sample photo as a stand-in."""
-    name = (card.get("story") or {}).get("preview_photo") or next(iter(card.get("photos", {}).get("holdout_names")
-                                                                         or []), None)
-    source = card.get("photos", {}).get("source", "")
+def _source_folder(source: str) -> Path | None:
+    """The folder a card's photo source names ("../shared/data/content minus the 8 photos held out by ..."), looked
+    for as written and beside the project the package sits in (where the shipped filters were trained)."""
+    text = source.split(" minus ")[0].split(" (")[0].strip()
+    if not text or text.startswith("scikit-image"):
+        return None
+    for base in (Path.cwd(), Path(__file__).resolve().parents[3]):
+        if (base / text).is_dir():
+            return base / text
+    return None
+
+
+def _photo_from_source(card: dict) -> tuple[Image.Image | None, str, bool | None]:
+    """The preview photo re-loaded from where training found it, or a sample photo as a stand-in; and whether the
+    filter was kept from training on it (None: not known, for a stand-in)."""
+    photos = card.get("photos", {})
+    held = set(photos.get("holdout_names") or [])
+    name = (card.get("story") or {}).get("preview_photo") or next(iter(photos.get("holdout_names") or []), None)
+    source = photos.get("source", "")
     try:
         from ..data import sample_photos
 
         if name and source.startswith("scikit-image"):
             for p in sample_photos():
                 if p.name == name:
-                    return p.image, f"held-out sample photo '{name}'"
-        if name and source and (Path(source) / name).is_file():
+                    return p.image, f"{'held-out' if name in held else 'training'} sample photo '{name}'", name in held
+        folder = _source_folder(source)
+        if name and folder is not None and (folder / name).is_file():
             from ..images import load_rgb
 
-            return load_rgb(Path(source) / name), f"photo '{name}' from {source}"
+            kind = "held-out photo" if name in held else "training photo"
+            return load_rgb(folder / name), f"{kind} '{name}' from {folder}", name in held
         return next(p.image for p in sample_photos() if p.name == "chelsea"), \
-            "a stand-in: the sample photo 'chelsea' (the training photos are not on this machine)"
+            (f"a stand-in: the sample photo 'chelsea' ('{name}', the photo training painted, is not found here)"
+             if name else "a stand-in: the sample photo 'chelsea'"), None
     except Exception:
-        return None, "no photo available"
+        return None, "no photo available", None
 
 
 def _centre_square(img: Image.Image, side: int) -> Image.Image:
@@ -180,6 +197,7 @@ class Story:
     folder: Path | None  # the run folder with the previews, when it is still on this machine
     photo: Image.Image | None  # the photo the previews show
     photo_note: str  # what that photo is, for its caption
+    photo_held_out: bool | None  # whether training kept it out (None: a stand-in, not known)
     previews: list[tuple]  # (step, picture); step 0 is the random weights
     regenerated: bool  # the previews were re-created from the filter file (the run folder is missing)
     gaps: list[str] = field(default_factory=list)  # what the page could not show, said at its top
@@ -221,19 +239,20 @@ def gather(filter: str | os.PathLike) -> Story:
     previews = [(s, im) for s, im in previews if im is not None]
     photo_note = f"held-out photo '{st.get('preview_photo')}'" if st.get("preview_is_heldout") else \
         f"training photo '{st.get('preview_photo')}' (no photo was held out)"
+    held_out = bool(st.get("preview_is_heldout"))
     regenerated = False
     if photo is None or not previews:
         gaps.append("the previews recorded during training (run folder "
                     f"{st.get('run_dir') or runs_dir() / name} not found)" if st else
                     "the previews recorded during training (this filter predates them)")
-        src, photo_note = _photo_from_source(card)
+        src, photo_note, held_out = _photo_from_source(card)
         if src is not None:
             side = int(card.get("training", {}).get("size", 256))
             photo = _centre_square(src, min(side, 256))
             previews = [(0, _paint(_start_network(card), photo)), (card.get("timings", {}).get("steps", "final"),
                                                     _paint(filt.net, photo))]
             regenerated = True
-    return Story(card, name, filt.card_hash, folder, photo, photo_note, previews, regenerated, gaps)
+    return Story(card, name, filt.card_hash, folder, photo, photo_note, held_out, previews, regenerated, gaps)
 
 
 # ---------------------------------------------------------------- the sections
@@ -242,8 +261,10 @@ def gather(filter: str | os.PathLike) -> Story:
 def section_what(s: Story) -> str:
     return (
         "<p>Training a model is not magic, and it is not understanding. It is a loop: <b>start from random "
-        "weights</b>, <b>gather a training set</b>, <b>run it through</b>, <b>score how badly it did</b>, "
-        "<b>adjust the weights</b> to lower the score, and <b>repeat</b>, thousands of times. This page shows "
+        "weights</b>" + (" (or, as this filter did, from a network trained beforehand from random weights to copy "
+                         "its input: section 1)" if s.identity_start else "") + ", <b>gather a training set</b>, <b>run it through</b>, <b>score how badly it did</b>, "
+        "<b>adjust the weights</b> to lower the score, and <b>repeat</b>: "
+        f"{esc((s.card.get('timings') or {}).get('steps', 'many'))} times for this filter. This page shows "
         "each of those moving parts for this filter, and the ways such training is known to go wrong.</p>")
 
 
@@ -377,9 +398,19 @@ def section_score(s: Story) -> str:
         "optimises the wrong thing: the photo vanishes, or the style never appears.</p>"
         f"{chart(draw)}<table><tr><th>term</th><th>weight</th><th>at the start</th><th>at the end</th>"
         f"<th>share of the final score</th></tr>{rows}</table>"
-        '<p class="tech">Curves: median of the weighted training terms over stretches of steps (one batch of '
-        "random crops is noisy). Every term is a relative error against its target (losses.py), so 1.0 means "
-        "'as far as zero is'.</p>")
+        f'<p class="tech">Curves and table: each term multiplied by its weight, as training adds them up; each '
+        f"point and table entry is the median over a stretch of {stretch(curve)} steps (one batch of random crops "
+        "is noisy), so the first and last ones are not single steps. Content and style are relative errors "
+        "against their targets (1.0: as far as a blank picture would be) times their weights; colour and tv are "
+        "measured in their own units (losses.py), so compare each term with its own start, not across terms.</p>")
+
+
+def stretch(curve: list[dict]) -> str:
+    """How many steps each point of a story curve sums up (story.term_curve), as words."""
+    if len(curve) < 2:
+        return "1"
+    n = curve[1]["step"] - curve[0]["step"]
+    return f"{n}" if n > 1 else "1 (single steps)"
 
 
 def section_adjustment(s: Story) -> str:
@@ -415,10 +446,15 @@ def section_previews(s: Story) -> str:
         return missing("previews along training")
     start = " (the identity network)" if (s.card.get("init") or {}).get("kind") == "identity" else " (random weights)"
     figs = "".join(figure(im, f"step {n}" + (start if n == 0 else ""), 150) for n, im in s.previews)
-    out = ("<p>The same photo, painted by the network at different points of training. It was never "
-           "trained on"
-           + (" (it is held out)" if s.st.get("preview_is_heldout") else " … except that here it was: no photo "
-              "could be held out") + ", so this is how the filter behaves on something new.</p>"
+    if s.photo_held_out:
+        what = "It was kept out of training (held out), so this is how the filter behaves on something new."
+    elif s.photo_held_out is False:
+        what = ("It is one of the photos the filter trained on (no photo was held out), so this shows a lesson "
+                "learned, not how the filter behaves on something new.")
+    else:
+        what = ("It is a stand-in for the photo training painted, and whether the filter trained on it is not "
+                "known here: take it as the filter at work, not as a test on something new.")
+    out = ("<p>The same photo, painted by the network at different points of training. " + what + "</p>"
            f'<div class="row">{figure(s.photo, "the photo", 150)}{figs}</div>')
     if s.regenerated:
         out += missing("the previews along training; only the start and the end could be re-created from the "
@@ -432,11 +468,13 @@ def section_exam(s: Story) -> str:
     held = hist.get("holdout_curve") or []
     curve = _curve(card)
     if not held:
-        return missing("no held-out photos were scored (with fewer than two photos nothing can be held out), "
-                       "so nothing here tells whether the filter generalises beyond its training photos")
+        return missing(f"no held-out photos were scored ({no_exam_reason(card)}), so nothing here tells whether "
+                       "the filter generalises beyond its training photos")
 
     def draw(fig, ax):
-        ax.plot([p["step"] for p in curve], [p["total"] for p in curve], label="training photos (median)",
+        ax.plot([p["step"] for p in curve], [p["total"] for p in curve],
+                label="training photos" + (" (median)" if len(curve) > 1 and curve[1]["step"] - curve[0]["step"] > 1
+                                           else ""),
                 color="#4a6fa5")
         ax.plot([p["step"] for p in held], [p["total"] for p in held], "o-", label="held-out photos",
                 color="#dd8452")
@@ -459,8 +497,9 @@ def section_exam(s: Story) -> str:
                    "scored on random zoomed crops, the exam on centre crops of a few photos, and those few "
                    "photos may simply be easier.")
     else:
-        verdict = ("The two scores are close: on photos like its training photos, the filter behaves about as "
-                   "well on ones it has never seen.")
+        verdict = ("The two scores are close: by the score, the filter does about as well on photos like its "
+                   "training photos that it has never seen. (The score is not the look: whether the paintings "
+                   "still show the photos is for the previews and the warnings to say.)")
     later = (f" The best held-out score ({best['total']:.3f}) was at step {best['step']}; it ended at "
              f"{held_last:.3f}." if best["step"] != held[-1]["step"] else "")
     names = card.get("photos", {}).get("holdout_names") or []
@@ -470,19 +509,38 @@ def section_exam(s: Story) -> str:
         "not a lesson. A network can get very good at the exact photos it trains on and worse at everything "
         "else (overfitting); the held-out score is how we notice.</p>"
         f"{chart(draw, (9, 3.4))}"
-        f'<p class="warn"><b>The gap:</b> final training score {train_last:.3f}, final held-out score '
-        f"{held_last:.3f}, gap {gap:+.3f} ({100 * rel:+.0f}%). {verdict}{later}</p>"
-        '<p class="tech">Both are the same weighted sum of terms. A small gap only says the filter generalises '
-        "to photos like these; it says nothing about photos unlike the training set (see the audit).</p>")
+        f'<p class="warn"><b>The gap:</b> final training score {train_last:.3f} (the median of the last '
+        f"{stretch(curve)} steps), final held-out score {held_last:.3f}, gap {gap:+.3f} "
+        f"({100 * rel:+.{0 if abs(rel) >= 0.01 else 1}f}%). {verdict}{later}</p>"
+        '<p class="tech">Both are the same weighted sum of terms, measured a little differently: training on random '
+        "crops at the size and projection directions of each step, the exam on centre crops with fixed ones. A "
+        "small gap only says the filter generalises to photos like these; it says nothing about photos unlike the "
+        "training set (see the audit).</p>")
+
+
+def no_exam_reason(card: dict) -> str:
+    """Why a run has no held-out score, from what its card recorded."""
+    photos, tr = card.get("photos", {}), card.get("training", {})
+    n_train, n_held = photos.get("train", 0), photos.get("holdout", 0)
+    if n_held:
+        return (f"{n_held} photos were held out, but the run ended before its first exam at step "
+                f"{tr.get('eval_every', '?')}")
+    if not tr.get("holdout"):
+        return "the held-out share was set to 0"
+    if n_train < 2:
+        return "with fewer than two photos nothing can be held out"
+    return (f"the {n_train} photos were too few, or too alike (look-alikes stay on one side), for a held-out share of "
+            f"{tr.get('holdout')} to set any apart")
 
 
 def network_sentence(arch: dict) -> str:
     if arch.get("arch", "full") == "lite":
-        return (f"The lite version of a feed-forward 'transformer' network (Johnson et al. 2016): each 4x4 block of "
-                f"pixels is folded into one position with 48 channels, convolutions go down to 1/16 resolution, "
-                f"{esc(arch.get('res_blocks'))} residual blocks of cheap (depthwise-separable) convolutions, and "
-                f"back up; widths {esc(arch.get('channels'))}. About 1/30 of the full network's work, for video "
-                f"and live painting.")
+        return (f"The lite version of a feed-forward 'transformer' network (Johnson et al. 2016): three strided "
+                f"convolutions go down to 1/8 resolution, {esc(arch.get('res_blocks'))} residual blocks of cheap "
+                f"(depthwise-separable) convolutions work there, cheap upsamplings go back up, and the 1/4-resolution "
+                f"features skip the residual blocks so the photo's shapes survive; widths "
+                f"{esc(arch.get('channels'))}. About 1/19 of the full network's work (4.1 against 78 GFLOP for a "
+                f"1280x720 frame), for video and live painting.")
     return (f"A feed-forward 'transformer' network (Johnson et al. 2016): convolutions down to a quarter "
             f"resolution, {esc(arch.get('res_blocks'))} residual blocks, and back up; widths "
             f"{esc(arch.get('channels'))}.")
@@ -522,8 +580,9 @@ def section_artwork(s: Story) -> str:
     d_out, d_photo = st.get("palette_distance_outputs"), st.get("palette_distance_photos")
     parts.append("<p>What a filter can take from an artwork is limited to what the score measures: colours, "
                  "and textures as the backbone sees them. Here are the main colours (k-means, widths = share) of "
-                 "the artwork, of the held-out photos, and of the filter's paintings of them:</p>")
-    parts.append(f"<p>artwork</p>{swatches(st.get('palette_artwork'))}<p>held-out photos</p>"
+                 "the artwork, of a few of the photos the story painted, and of the filter's paintings of them:</p>")
+    which = "held-out photos (up to four)" if st.get("preview_is_heldout") else "a training photo (none was held out)"
+    parts.append(f"<p>artwork</p>{swatches(st.get('palette_artwork'))}<p>{which}</p>"
                  f"{swatches(st.get('palette_photos'))}<p>the filter's outputs</p>{swatches(st.get('palette_outputs'))}")
     if d_out is not None and d_photo is not None:
         moved = d_photo - d_out
@@ -541,10 +600,19 @@ def section_artwork(s: Story) -> str:
 def section_warnings(s: Story) -> str:
     card = s.card
     w = card.get("warnings") or []
+    exams = len((card.get("history") or {}).get("holdout_curve") or [])
+    unchecked = exams < 3  # pitfalls.overfitting needs three held-out scores to see a rise
     if not w:
-        return ("<p>No pitfall detector fired during training (overfitting, a loss term swamping the others, "
-                "divergence, very few or very similar photos). That does not prove the filter is good; it "
-                "only rules out these known failures, as far as these heuristics can see.</p>")
+        watched = ("a loss term swamping the others, divergence, very few or very similar photos" if unchecked else
+                   "overfitting, a loss term swamping the others, divergence, very few or very similar photos")
+        out = (f"<p>No pitfall detector fired during training ({watched}). That does not prove the filter is "
+               "good; it only rules out these known failures, as far as these heuristics can see.</p>")
+        if unchecked:
+            every = card.get("training", {}).get("eval_every")
+            why = no_exam_reason(card) if not exams else f"an exam every {every} steps"
+            out += (f"<p class='warn'>Overfitting could not be checked: it needs at least three held-out scores, "
+                    f"and this run has {exams} ({why}).</p>")
+        return out
     stop = card.get("stopped")
     extra = (f"<p class='warn'>Training stopped early at step {stop['step']} ({esc(stop['reason'])}); the filter "
              f"holds the weights from step {stop['kept_step']}, the last healthy evaluation.</p>" if stop else "")

@@ -164,9 +164,15 @@ def wrong_target(history: list[dict], size: int, weights: dict[str, float], tota
     return out
 
 
-def photo_set(n_train: int, audit_summary: dict | None = None) -> list[Pitfall]:
-    """Very few or very similar photos: checked once, before the first step."""
+def photo_set(n_train: int, audit_summary: dict | None = None, n_holdout: int | None = None,
+              holdout_share: float = 0.0) -> list[Pitfall]:
+    """Very few or very similar photos, or none held out although a share was asked: checked once, before the first
+    step."""
     out = []
+    if n_holdout == 0 and holdout_share > 0 and n_train >= 2:
+        out.append(Pitfall("no-holdout", 0, f"no photo could be held out: the {n_train} photos are too few, or too "
+                           f"alike (look-alikes stay on one side), for a held-out share of {holdout_share:g} to set "
+                           "any apart, so nothing will tell whether the filter overfits them; add different photos."))
     if n_train < FEW_PHOTOS:
         out.append(Pitfall("few-photos", 0, f"very few photos: training on {n_train} photo"
                            f"{'s' if n_train != 1 else ''} will make a filter that knows little beyond them "
@@ -236,8 +242,9 @@ class Watcher:
                 fresh.append(p)
         return fresh
 
-    def start(self, n_train: int, audit_summary: dict | None) -> list[Pitfall]:
-        return self._new(photo_set(n_train, audit_summary))
+    def start(self, n_train: int, audit_summary: dict | None, n_holdout: int | None = None,
+              holdout_share: float = 0.0) -> list[Pitfall]:
+        return self._new(photo_set(n_train, audit_summary, n_holdout, holdout_share))
 
     def check(self, history: list[dict]) -> list[Pitfall]:
         return self._new([overfitting(history, self.size), diverging(history, self.size, self.lr),

@@ -126,8 +126,12 @@ def paint(name: str, src: Path, settings: ApplySettings, fmt: str, source: str,
 
             prov["mask"] = {"mask": describe(mask).replace(mask.name, "upload", 1), "feather": settings.feather}
         out = save_image(styled, Path(d) / f"out{suffix}", prov)
-        distance = {"X-Rotoscope-Distance": f"{seen['distance']:g}", "X-Rotoscope-Threshold": f"{seen['threshold']:g}"
-                    } if seen else {}
+        out_of = seen.get("outside")
+        distance = {"X-Rotoscope-Distance": f"{seen['distance']:g}", "X-Rotoscope-Threshold": f"{seen['threshold']:g}",
+                    "X-Rotoscope-In-Distribution": "true" if seen["in_distribution"] else "false",
+                    **({"X-Rotoscope-Outside": f"{out_of['stat']} {out_of['value']:g} outside "
+                                               f"{out_of['training_min']:g}-{out_of['training_max']:g}"}
+                       if out_of else {})} if seen else {}
         return out.read_bytes(), {"X-Rotoscope-Filter": filt.name, "X-Rotoscope-Card-Hash": filt.card_hash,
                                   "X-Rotoscope-Size": f"{styled.width}x{styled.height}", **distance}
 

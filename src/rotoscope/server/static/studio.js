@@ -236,10 +236,13 @@ async function paint() {
 function familiarity(headers) {
   const d = headers.get("X-Rotoscope-Distance"), t = headers.get("X-Rotoscope-Threshold");
   if (d === null || t === null) return "";
-  return Number(d) <= Number(t)
-    ? `; the photo is like its training photos (distance ${Number(d).toFixed(2)}, threshold ${Number(t).toFixed(2)})`
-    : `; the photo is unlike its training photos (distance ${Number(d).toFixed(2)} > threshold ` +
-      `${Number(t).toFixed(2)}): it has not been shown such pictures, check the result`;
+  const outside = headers.get("X-Rotoscope-Outside");  // one statistic beyond every training photo's
+  const like = (headers.get("X-Rotoscope-In-Distribution") ?? String(Number(d) <= Number(t))) === "true";
+  const dist = `distance ${Number(d).toFixed(2)}${Number(d) <= Number(t) ? "," : " >"} threshold ${Number(t).toFixed(2)}`;
+  return like
+    ? `; the photo is like its training photos in light, colour and detail (${dist})`
+    : `; the photo is unlike its training photos (${dist}${outside ? `; ${outside.replaceAll("_", " ")}` : ""}): ` +
+      "it has not been shown such pictures, check the result";
 }
 
 // ---------------------------------------------------------------- a region kept unpainted, drawn on the photo
