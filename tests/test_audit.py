@@ -10,7 +10,8 @@ from PIL import Image
 
 from conftest import assert_one_line_error, make_image, make_scene
 from rotoscope.errors import RotoscopeError
-from rotoscope.truthful.audit import (audit_folder, audit_images, cct_kelvin, dhash, format_audit, hamming,
+from rotoscope.data import dhash, hamming
+from rotoscope.truthful.audit import (audit_folder, audit_images, cct_kelvin, format_audit,
                                       histogram_png, measure, write_audit_page)
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -90,11 +91,17 @@ def test_empty_or_missing_folder_is_one_clear_error(tmp_path):
         audit_folder(tmp_path / "empty")
 
 
-def test_statistics_mean_what_they_say():
+def test_statistics_mean_what_they_say(tmp_path):
     white, black = Image.new("RGB", (32, 32), "white"), Image.new("RGB", (32, 32), "black")
     assert measure("w", white).brightness == pytest.approx(1.0)
     assert measure("b", black).brightness == pytest.approx(0.0)
     assert measure("w", white).grayscale and measure("w", white).colourfulness == pytest.approx(0.0)
+    assert measure("b", black).grayscale
+    # a dark colour photo has small channel differences, but not for its light: it is not grayscale
+    scene = Image.open(make_scene(tmp_path / "scene.png", seed=3, brightness=0.5))
+    dark = Image.eval(Image.blend(scene.convert("L").convert("RGB"), scene, 0.2), lambda v: v // 7)  # muted, dim
+    assert not measure("s", scene).grayscale and not measure("d", dark).grayscale, measure("d", dark)
+    assert measure("g", dark.convert("L").convert("RGB")).grayscale
     red = measure("r", Image.new("RGB", (32, 32), (220, 60, 40)))
     blue = measure("b", Image.new("RGB", (32, 32), (40, 80, 220)))
     assert red.warmth > 0.5 > -0.5 > blue.warmth
@@ -157,3 +164,22 @@ def test_cli_audit_never_writes_its_histograms_over_one_of_the_photos(tmp_path, 
     assert (d / "linked.png").is_symlink()
     code, out, err = rotoscope("audit", d, "-o", d / "audit.html", capsys=capsys)  # a page beside them: fine
     assert code == 0 and (d / "audit.html").is_file(), err
+
+
+def test_a_mirrored_copy_is_a_near_duplicate_and_stays_on_its_originals_side(tmp_path):
+    """A flipped copy is the same scene: the audit counts it, and the held-out split keeps it beside its original
+    (mirrored copies were 32 bits apart, 'unrelated', and could be held out against their own originals)."""
+    from PIL import ImageOps
+
+    from rotoscope.data import load_photos
+
+    d = tmp_path / "set"
+    d.mkdir()
+    for i in range(4):
+        img = Image.open(make_scene(d / f"s{i}.png", seed=10 + i))
+        ImageOps.mirror(img).save(d / f"s{i}-flipped.png")
+    a = audit_folder(d)
+    assert sorted((x, y) for x, y, _ in a.duplicates) == [(f"s{i}-flipped.png", f"s{i}.png") for i in range(4)]
+    data = load_photos(d, 32, 0.5)
+    assert data.holdout_names and all((f"s{i}.png" in data.holdout_names) == (f"s{i}-flipped.png" in
+                                                                              data.holdout_names) for i in range(4))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .errors import RotoscopeError
 from .images import list_images, load_rgb, to_tensor
@@ -206,6 +206,16 @@ def hamming(a: int, b: int) -> int:
     return bin(a ^ b).count("1")
 
 
+def dhashes(img: Image.Image) -> tuple[int, int]:
+    """The difference hashes of a picture and of its mirror image: a flipped copy is the same scene."""
+    return dhash(img), dhash(ImageOps.mirror(img))
+
+
+def alike_bits(a: tuple[int, int], b: tuple[int, int]) -> int:
+    """How many hash bits two pictures differ in (dhashes), the second as it is or mirrored, whichever is nearer."""
+    return min(hamming(a[0], b[0]), hamming(a[0], b[1]))
+
+
 def split_holdout(names: list[str], share: float, alike: list[tuple[str, str]] = ()) -> set[str]:
     """Held-out names chosen by a hash of the name: stable when photos are added, never trained on. Photos that look
     alike (`alike`: pairs of names) fall on the same side: a held-out copy of a training photo is no exam."""
@@ -241,12 +251,13 @@ def split_holdout(names: list[str], share: float, alike: list[tuple[str, str]] =
 
 
 def look_alike(photos: list[Photo], levels: float = 12.0) -> list[tuple[str, str]]:
-    """Pairs of photos whose perceptual hashes are within NEAR_DUPLICATE_BITS (the audit's near-duplicates) and whose
-    mean colours are within `levels` (the hash sees only shapes: every plain picture has the same one)."""
-    seen = [(p.name, dhash(p.image), np.asarray(p.image.resize((16, 16), Image.BILINEAR), np.float32).mean((0, 1)))
+    """Pairs of photos whose perceptual hashes are within NEAR_DUPLICATE_BITS (the audit's near-duplicates; either
+    one mirrored) and whose mean colours are within `levels` (the hash sees only shapes: every plain picture has the
+    same one)."""
+    seen = [(p.name, dhashes(p.image), np.asarray(p.image.resize((16, 16), Image.BILINEAR), np.float32).mean((0, 1)))
             for p in photos]
     return [(a, b) for i, (a, ha, ca) in enumerate(seen) for b, hb, cb in seen[i + 1:]
-            if hamming(ha, hb) <= NEAR_DUPLICATE_BITS and np.abs(ca - cb).max() <= levels]
+            if alike_bits(ha, hb) <= NEAR_DUPLICATE_BITS and np.abs(ca - cb).max() <= levels]
 
 
 def training_scale(img: Image.Image, size: int) -> Image.Image:

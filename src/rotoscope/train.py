@@ -327,8 +327,9 @@ class Guard(Monitor):
     def start(self, run, net):
         self.run = run
         self.watcher.seen.update(run.pitfalls)  # resumed: what the run said before is not said twice
-        pitfalls.report(run.warnings, self.log, [pitfalls.Pitfall("narrow-set", 0, f"training set: {w}")
-                                                 for w in self.audit.warnings])
+        said = [pitfalls.Pitfall("narrow-set", 0, f"the photos (training and held out): {w}")
+                for w in self.audit.warnings]
+        pitfalls.report(run.warnings, self.log, said)
         pitfalls.report(run.warnings, self.log, self.watcher.start(len(self.data.train), self.audit.summary(),
                                                                       len(self.data.holdout), self.cfg.holdout))
         self.last_good = pitfalls.LastGood(net, self.opt, run.step)

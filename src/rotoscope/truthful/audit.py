@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data import FLAT, NEAR_DUPLICATE_BITS, dhash, hamming, is_flat
+from ..data import FLAT, NEAR_DUPLICATE_BITS, alike_bits, dhashes, hamming, is_flat
 from ..errors import RotoscopeError
 from ..images import IMAGE_SUFFIXES, load_rgb
 from .page import AUDIT_CSS, document, esc, items, page_path, png_bytes, png_img, pyplot
@@ -26,7 +26,10 @@ STAT_SIDE = 128  # statistics are measured on a copy whose longer side is this: 
 # is 0.4-0.6, of a night street 0.05-0.2; these cut-offs are deliberately coarse and are named "-like".
 NIGHT_BELOW = 0.25
 DAY_ABOVE = 0.40
-GRAY_BELOW = 0.02  # mean |R-G| + |G-B| below this: a grayscale picture stored as RGB
+GRAY_BELOW = 0.02  # mean |R-G| + |G-B| below this: a grayscale picture stored as RGB...
+# ...and below this share of its mean luma: a dark colour photo has small channel differences too (a darkened tabby
+# cat, saturation 0.22: 0.016, 0.17 of its luma; the shared set's grey storm scene 0.054, its grayscale city 0)
+GRAY_OF_LUMA = 0.08
 FEW_PHOTOS = 8
 SMALL_SIDE = 256  # shorter side below this: smaller than the default training crop, will be upscaled
 EXTREME_ASPECT = 3.0
@@ -64,6 +67,7 @@ class PhotoStats:
     bright_share: float
     grayscale: bool
     dhash: str  # 64-bit difference hash, hex
+    dhash_mirrored: str = ""  # the mirror image's: a flipped copy is a near-duplicate too
 
     @property
     def light(self) -> str:
@@ -155,6 +159,8 @@ def measure(name: str, img: Image.Image, size: tuple[int, int] | None = None) ->
     luma = 0.299 * r + 0.587 * g + 0.114 * b
     rg, yb = r - g, 0.5 * (r + g) - b
     colourful = 255 * (np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+    chroma = np.abs(rg).mean() + np.abs(g - b).mean()
+    plain, mirrored = dhashes(img)
     mx, mn = a.max(-1), a.min(-1)
     sat = np.where(mx > 1e-6, (mx - mn) / np.maximum(mx, 1e-6), 0.0)
     # np.gradient needs two samples a side: a 1-pixel-wide picture (1x1, 70000x10 shrunk) is edge-padded to two
@@ -166,20 +172,20 @@ def measure(name: str, img: Image.Image, size: tuple[int, int] | None = None) ->
         saturation=float(sat.mean()), warmth=float(r.mean() - b.mean()),
         cct_kelvin=cct_kelvin(a.reshape(-1, 3).mean(0)), edges=float(np.hypot(gx, gy).mean()),
         dark_share=float((luma < 0.15).mean()), bright_share=float((luma > 0.85).mean()),
-        grayscale=bool((np.abs(rg).mean() + np.abs(g - b).mean()) < GRAY_BELOW),
-        dhash=f"{dhash(img):016x}")
+        grayscale=bool(chroma < GRAY_BELOW and chroma <= GRAY_OF_LUMA * luma.mean()),
+        dhash=f"{plain:016x}", dhash_mirrored=f"{mirrored:016x}")
 
 
 # ---------------------------------------------------------------- the whole set
 
 
 def near_duplicates(photos: list[PhotoStats], bits: int = NEAR_DUPLICATE_BITS) -> list[tuple[str, str, int]]:
-    """Every pair whose perceptual hashes differ in at most `bits` of 64 bits."""
-    hashes = [int(p.dhash, 16) for p in photos]
+    """Every pair whose perceptual hashes differ in at most `bits` of 64 bits, either one mirrored."""
+    hashes = [(int(p.dhash, 16), int(p.dhash_mirrored or p.dhash, 16)) for p in photos]
     pairs = []
     for i in range(len(photos)):
         for j in range(i + 1, len(photos)):
-            d = hamming(hashes[i], hashes[j])
+            d = alike_bits(hashes[i], hashes[j])
             if d <= bits:
                 pairs.append((photos[i].name, photos[j].name, d))
     return pairs
@@ -339,25 +345,38 @@ def format_audit(audit: Audit) -> str:
     return "\n".join(lines)
 
 
+# Each histogram's axis: the statistic's whole usual range, so that a set of near-identical photos is one tall bar
+# (on an axis fitted to the data, 0.146-0.158 looked as spread as 0-1), and an axis label in words
+HISTOGRAMS = {"brightness": ((0, 1), "mean luma: 0 black, 1 white"),
+              "contrast": ((0, 0.4), "spread of luma (standard deviation)"),
+              "colourfulness": ((0, 120), "colourfulness: 0 grey, ~110 extremely colourful"),
+              "saturation": ((0, 1), "mean saturation: 0 grey, 1 pure colours"),
+              "cct_kelvin": ((1500, 12000), "colour temperature of the average colour, K (low: warm)"),
+              "edges": ((0, 0.12), "fine detail (mean luma gradient)")}
+
+
 def histogram_png(audit: Audit, width: float = 11.0) -> bytes:
-    """A grid of histograms of each statistic, as PNG bytes."""
-    keys = ("brightness", "contrast", "colourfulness", "saturation", "cct_kelvin", "edges")
-    fig, axes = pyplot().subplots(2, 3, figsize=(width, width * 0.5), dpi=90)
-    for ax, key in zip(axes.flat, keys):
-        v = audit.column(key)
-        lo, hi = float(np.min(v)), float(np.max(v))
-        # values (almost) all alike: NumPy cannot cut a range of a few ulps into bins ("Too many bins for data
-        # range"), so the bins span one unit around them
-        span = None if hi - lo > 1e-6 * max(1.0, abs(hi)) else (lo - 0.5, hi + 0.5)
-        ax.hist(v, bins=min(20, max(5, len(v))), range=span, color="#4a6fa5", edgecolor="white")
-        ax.set_title(key.replace("_", " "), fontsize=10)
+    """A grid of histograms of each statistic over its usual range (HISTOGRAMS), as PNG bytes."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    fig, axes = pyplot().subplots(2, 3, figsize=(width, width * 0.55), dpi=90)
+    for ax, (key, ((lo, hi), label)) in zip(axes.flat, HISTOGRAMS.items()):
+        v = np.clip(audit.column(key), lo, hi)  # beyond the usual range: counted in the end bins
+        ax.hist(v, bins=20, range=(lo, hi), color="#4a6fa5", edgecolor="white")
+        ax.set_title(key.replace("_", " ").replace("cct kelvin", "colour temperature"), fontsize=10)
+        ax.set_xlabel(label, fontsize=8)
+        ax.set_xlim(lo, hi)
         ax.tick_params(labelsize=8)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # photos are counted whole
+        if key == "cct_kelvin":
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
         if key == "brightness":
-            ax.axvline(NIGHT_BELOW, color="#333", ls="--", lw=1)
-            ax.axvline(DAY_ABOVE, color="#c90", ls="--", lw=1)
-            ax.set_xlim(0, 1)
+            ax.axvline(NIGHT_BELOW, color="#333", ls="--", lw=1, label=f"night-like below {NIGHT_BELOW}")
+            ax.axvline(DAY_ABOVE, color="#c90", ls="--", lw=1, label=f"daylight-like above {DAY_ABOVE}")
+            ax.legend(fontsize=7, loc="upper right", frameon=False)
     axes.flat[0].set_ylabel("photos")
     axes.flat[3].set_ylabel("photos")
+    fig.tight_layout()
     return png_bytes(fig)
 
 

@@ -262,7 +262,8 @@ def section_what(s: Story) -> str:
     return (
         "<p>Training a model is not magic, and it is not understanding. It is a loop: <b>start from random "
         "weights</b>" + (" (or, as this filter did, from a network trained beforehand from random weights to copy "
-                         "its input: section 1)" if s.identity_start else "") + ", <b>gather a training set</b>, <b>run it through</b>, <b>score how badly it did</b>, "
+                         "its input: section 1)" if s.identity_start else "")
+        + ", <b>gather a training set</b>, <b>run it through</b>, <b>score how badly it did</b>, "
         "<b>adjust the weights</b> to lower the score, and <b>repeat</b>: "
         f"{esc((s.card.get('timings') or {}).get('steps', 'many'))} times for this filter. This page shows "
         "each of those moving parts for this filter, and the ways such training is known to go wrong.</p>")
@@ -396,11 +397,12 @@ def section_score(s: Story) -> str:
         "<p>The score is what training optimises, and it is only a stand-in for what we want (a painting that "
         "looks like the artwork and still shows the photo). If one part swamps the others, training "
         "optimises the wrong thing: the photo vanishes, or the style never appears.</p>"
-        f"{chart(draw)}<table><tr><th>term</th><th>weight</th><th>at the start</th><th>at the end</th>"
+        f"{chart(draw)}<table><tr><th>term</th><th>weight</th><th>at the start*</th><th>at the end*</th>"
         f"<th>share of the final score</th></tr>{rows}</table>"
         f'<p class="tech">Curves and table: each term multiplied by its weight, as training adds them up; each '
-        f"point and table entry is the median over a stretch of {stretch(curve)} steps (one batch of random crops "
-        "is noisy), so the first and last ones are not single steps. Content and style are relative errors "
+        f"point and table entry (*) is the median over a stretch of {stretch(curve)} steps (one batch of random "
+        "crops is noisy), so the first and last ones are not single steps and differ from the card's first and last "
+        "step. Content and style are relative errors "
         "against their targets (1.0: as far as a blank picture would be) times their weights; colour and tv are "
         "measured in their own units (losses.py), so compare each term with its own start, not across terms.</p>")
 
