@@ -138,6 +138,7 @@ def test_the_page_explains_settings_with_the_tables_words(trained, tmp_path):
     page = explain(filt.path, tmp_path / "story.html")[0].read_text()
     for name in ("steps", "color_match", "precision"):
         assert help_for(TrainConfig, name).split(":")[0] in page, name
+    assert "<td>pixel_weight</td>" not in page  # no teacher: a weight of a term that was never there
 
 
 def test_the_score_section_names_the_style_and_colour_terms_the_filter_was_trained_with(trained):

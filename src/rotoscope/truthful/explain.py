@@ -554,6 +554,8 @@ def section_settings(s: Story) -> str:
     bb = card.get("backbone", {})
     arch = card.get("architecture", {})
     order = [k for k in SETTING_ORDER if k in tr] + sorted(k for k in tr if k not in SETTING_ORDER and k != "net")
+    if not tr.get("teacher"):  # no pixel term without a teacher: its weight weighed nothing (as `show` leaves it out)
+        order = [k for k in order if k != "pixel_weight"]
     rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(tr[k])}</td><td>{esc(setting_note(k))}</td></tr>"
                    for k in order)
     name = bb.get("name", "?")
