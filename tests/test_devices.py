@@ -97,7 +97,7 @@ def test_the_measurement_is_made_once_per_machine_and_kept_under_rotoscope_home(
     assert len(calls) == 1
     store = json.loads((rotoscope_home / "machine.json").read_text())
     (section,) = store.values()
-    assert section["bf16_conv"] == {"fp32_ms": 10.0, "bf16_ms": 2.0}
+    assert section[devices.BF16_KEY] == {"fp32_ms": 10.0, "bf16_ms": 2.0}
     # another machine (here: the same one under an ISA cap) has its own section and is measured again
     cpu_says(avx512_bf16=True)
     devices.resolve_precision("auto", CPU)
@@ -113,9 +113,15 @@ def test_a_broken_machine_file_is_measured_again(cpu_says, conv_timing, rotoscop
     assert isinstance(json.loads((rotoscope_home / "machine.json").read_text()), dict)
 
 
-def test_the_real_benchmark_times_both_formats():
-    t = devices.bf16_benchmark()
-    assert t["fp32_ms"] > 0 and t["bf16_ms"] > 0
+def test_the_real_benchmark_times_both_formats_on_one_thread_and_leaves_the_threads_as_they_were():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        t = devices.bf16_benchmark()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert t["fp32_ms"] > 0 and t["bf16_ms"] > 0 and t["threads"] == 1
 
 
 def test_cuda_takes_bf16_where_supported_else_fp16(monkeypatch):
