@@ -73,3 +73,36 @@ def test_an_interrupted_demo_resumes_with_its_own_step_count(tmp_path, monkeypat
     assert sheet.is_file() and any("resuming 'demo' at step 3" in line for line in lines)
     assert not any("s per step here" in line for line in lines)  # not timed again
     assert load_filter("demo").card["timings"]["steps"] == 5
+
+
+def test_the_demo_replaces_its_own_filter_never_one_of_yours_of_its_name(tmp_path):
+    """A user's own filter named 'demo' was silently replaced by the demo's poster filter."""
+    from conftest import make_filter
+    from rotoscope.errors import Conflict
+    from rotoscope.filter import load_filter, load_filter_file, save_filter
+    from rotoscope.paths import filters_dir
+
+    earlier = make_filter(filters_dir() / "demo.safetensors")  # one made by an earlier demo...
+    f = load_filter_file(earlier)
+    save_filter(f.net, {**f.card, "artwork": {"title": demo.DEMO_TITLE}}, earlier)
+    demo.run_demo(tmp_path / "a", steps=2, backbone="random", log=lambda s: None, progress=False, name="demo")
+    assert load_filter("demo").card["timings"]["steps"] == 2  # ...is replaced
+    make_filter(filters_dir() / "demo.safetensors")  # one of the user's, with its own artwork, is not
+    with pytest.raises(Conflict, match=r"a filter named 'demo' exists and the demo did not make it.*--name"):
+        demo.run_demo(tmp_path / "b", steps=2, backbone="random", log=lambda s: None, progress=False)
+    assert not (tmp_path / "b").exists()  # refused before anything was drawn
+    assert "timings" not in load_filter("demo").card
+
+
+def test_the_demo_does_not_start_over_an_interrupted_training_of_another_artwork(tmp_path, monkeypatch):
+    from conftest import interrupt_training_at, make_photos
+    from rotoscope.errors import Conflict, Interrupted
+    from rotoscope.train import train
+
+    interrupt_training_at(monkeypatch, 2)
+    art = demo.draw_artwork(64).save(tmp_path / "mine.png") or tmp_path / "mine.png"
+    cfg = TrainConfig().replace(steps=4, size=32, batch=1, channels=(4, 8, 8), res_blocks=1, backbone="random")
+    with pytest.raises(Interrupted):
+        train(art, "demo", make_photos(tmp_path / "photos", 3), cfg, log=lambda s: None, progress=False)
+    with pytest.raises(Conflict, match="an interrupted training of another artwork is kept as 'demo'"):
+        demo.run_demo(tmp_path / "out", steps=2, backbone="random", log=lambda s: None, progress=False)

@@ -628,12 +628,17 @@ def demo(
     backbone: str = typer.Option("auto", help="Loss network (auto: the best one present here)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted demo."),
+    name: str = typer.Option("demo", "--name", "-n", help="The name the demo's filter is saved under (a filter of "
+                             "yours of that name is never replaced)."),
 ):
     """Train a small filter on a drawn artwork and the sample photos, apply it, write a before/after sheet."""
     from .demo import run_demo
+    from .filter import check_name
 
+    check_name(name)
     with stopped_as_by_ctrl_c():
-        sheet = run_demo(out_dir, steps=steps, backbone=backbone, log=say, progress=progress, resume=resume)
+        sheet = run_demo(out_dir, steps=steps, backbone=backbone, log=say, progress=progress, resume=resume,
+                         name=name)
     say(f"before/after sheet: {sheet}")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import RotoscopeError
+from .errors import Conflict, RotoscopeError
 
 PALETTE = [(18, 32, 92), (32, 70, 160), (60, 120, 200), (240, 200, 60), (250, 230, 140), (230, 120, 30),
            (20, 20, 30), (120, 190, 200)]
@@ -215,6 +215,44 @@ def resumed_steps(name: str) -> int | None:
         return None
 
 
+DEMO_TITLE = "rotoscope demo poster (constructivist, drawn by code)"
+
+
+def refuse_someone_elses(name: str) -> None:
+    """The demo replaces its own filter and run from a run before, never a filter of the name that the user trained
+    (a user's own 'demo' was silently replaced), nor an interrupted training of another artwork."""
+    from .filter import read_card
+    from .paths import filters_dir, runs_dir
+    from .train import CHECKPOINT, checkpoint_state, interrupted_run
+
+    mine = filters_dir() / f"{name}.safetensors"
+    if mine.exists():
+        try:
+            title = (read_card(mine).get("artwork") or {}).get("title")
+        except Exception:  # noqa: BLE001 - unreadable: not provably the demo's, so kept
+            title = None
+        if title != DEMO_TITLE:
+            raise Conflict(f"a filter named '{name}' exists and the demo did not make it"
+                           f"{f' (its artwork: {title})' if title else ''}; the demo would replace it: give the "
+                           f"demo another name (--name), or remove yours first (rotoscope rm {name})")
+    if interrupted_run(name) is not None:
+        import hashlib
+        import tempfile
+
+        from .images import save_image
+
+        with tempfile.TemporaryDirectory() as d:  # the poster as the demo writes it: what its runs record
+            drawn = hashlib.sha256(save_image(draw_poster(), Path(d) / "poster.png").read_bytes()).hexdigest()
+        try:
+            ours = checkpoint_state(runs_dir() / name / CHECKPOINT).get("meta", {}).get("artwork_sha256") == drawn
+        except Exception:  # noqa: BLE001 - unreadable: not provably the demo's, so kept
+            ours = False
+        if not ours:
+            raise Conflict(f"an interrupted training of another artwork is kept as '{name}': the demo would start "
+                           f"over it; give the demo another name (--name), or continue that training (rotoscope "
+                           f"train ... --name {name} --resume)")
+
+
 def run_demo(out_dir: Path, steps: int | None = None, backbone: str = "auto", log=print, progress: bool = True,
              name: str = "demo", seconds: float = TRAIN_SECONDS, resume: bool = False) -> Path:
     from .backbones import load_backbone, resolve_name
@@ -228,6 +266,7 @@ def run_demo(out_dir: Path, steps: int | None = None, backbone: str = "auto", lo
         TrainConfig().replace(steps=steps).validate()
     if resume:  # so is nothing to resume: before the drawing and the timing
         require_checkpoint(name)
+    refuse_someone_elses(name)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     art_path = out_dir / "demo-artwork.png"
@@ -251,8 +290,7 @@ def run_demo(out_dir: Path, steps: int | None = None, backbone: str = "auto", lo
         log(f"demo: {per_step:.2f} s per step here, so {steps} steps (about {steps * per_step / 60:.1f} min of "
             f"training; `--steps N` to choose)")
     cfg = cfg.replace(steps=steps)
-    filt = train(art_path, name, None, cfg, title="rotoscope demo poster (constructivist, drawn by code)", log=log,
-                 progress=progress, resume=resume)
+    filt = train(art_path, name, None, cfg, title=DEMO_TITLE, log=log, progress=progress, resume=resume)
 
     photos = {p.name: p.image for p in sample_photos()}
     shown = [n for n in filt.card["photos"]["holdout_names"]] + ["astronaut", "chelsea", "rocket"]
