@@ -353,6 +353,7 @@ def apply_folder(filt, src: Path, dest: Path, settings, progress: bool, mask=Non
                  cfg: ClusterConfig | None = None) -> Iterator:
     """apply.apply_folder on a Ray cluster: tasks of `images_per_task` images, at most `max_in_flight` submitted
     at once (memory stays bounded whatever the folder's size); results come back in the folder's order."""
+    from rich.console import Console
     from rich.progress import Progress
 
     from .apply import Skipped, claim_names, list_stills, still_name, taken_reason
@@ -377,7 +378,7 @@ def apply_folder(filt, src: Path, dest: Path, settings, progress: bool, mask=Non
     chunks = [files[i:i + cfg.images_per_task] for i in range(0, len(files), cfg.images_per_task)]
     queue: deque = deque()
     nxt = 0
-    bar = Progress(transient=True, disable=not progress)
+    bar = Progress(transient=True, disable=not progress, console=Console(stderr=True))
     try:
         with bar:
             task = bar.add_task("painting", total=len(files))

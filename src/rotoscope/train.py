@@ -449,6 +449,7 @@ class ProgressBar(Monitor):
     """The terminal's progress bar: step, rate, time left and the step's loss terms."""
 
     def __init__(self, enabled: bool, total: int):
+        from rich.console import Console
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
 
@@ -461,7 +462,8 @@ class ProgressBar(Monitor):
         self.total = total
         self.bar = Progress(TextColumn("step"), MofNCompleteColumn(), BarColumn(bar_width=20), Rate(""),
                             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                            TextColumn("{task.fields[info]}"), disable=not enabled, transient=False)
+                            TextColumn("{task.fields[info]}"), disable=not enabled, transient=False,
+                            console=Console(stderr=True))  # stdout is for what a command returns
 
     def start(self, run, net):
         self.bar.start()
