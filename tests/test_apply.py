@@ -137,6 +137,15 @@ def test_the_input_is_never_overwritten_and_a_pipe_is_refused(tiny_filter, tmp_p
     assert code == 1 and "not a regular file" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_picture_painted_into_an_existing_folder_takes_its_usual_name_there(tiny_filter, tmp_path, capsys):
+    """`-o painted/` (a folder that exists) was refused as "cannot write 'painted'"; a clip accepted a folder."""
+    src = make_scene(tmp_path / "photo.png")
+    (tmp_path / "painted").mkdir()
+    code, out, err = rotoscope("apply", "tiny", src, "-o", tmp_path / "painted", capsys=capsys)
+    assert code == 0, err
+    assert [p.name for p in (tmp_path / "painted").iterdir()] == ["photo-tiny.png"]
+
+
 def test_a_folder_of_images_and_clips_paints_both_and_keeps_finished_clips(tiny_filter, tmp_path, capsys):
     import av
 

@@ -163,6 +163,8 @@ def apply_path(filter: str | Filter, src: Path, dest: Path | None, settings: App
             yield from _said_first(lines, apply_clips(filt, clips, folder, settings, progress, video, mask, renderer))
         return
     dest = Path(dest) if dest else default_output(filt, src)
+    if dest.is_dir():  # `-o painted/`: into that folder, under the name it would have had beside the photo
+        dest = dest / default_output(filt, src).name
     painted = apply_image(filt, src, dest, settings, img, mask)
     if cluster is not None:
         lines = [*lines, "note: one image is painted here: --cluster is for videos and folders"]
