@@ -166,6 +166,21 @@ def test_cli_audit_never_writes_its_histograms_over_one_of_the_photos(tmp_path, 
     assert code == 0 and (d / "audit.html").is_file(), err
 
 
+def test_cli_audit_json_writes_no_page_unless_told_and_a_file_is_not_a_folder(tmp_path, capsys, monkeypatch):
+    import json
+
+    from conftest import rotoscope
+
+    d = folder(tmp_path, "set", [0.5] * 3)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = rotoscope("audit", d, "--json", capsys=capsys)
+    assert code == 0 and json.loads(out)["count"] == 3 and not (tmp_path / "audit.html").exists(), err
+    code, out, err = rotoscope("audit", d, "--json", "-o", tmp_path / "page.html", capsys=capsys)
+    assert code == 0 and (tmp_path / "page.html").is_file()
+    assert_one_line_error(*rotoscope("audit", d / "p00.png", capsys=capsys), "p00.png is one file",
+                          "a folder of photos")
+
+
 def test_a_mirrored_copy_is_a_near_duplicate_and_stays_on_its_originals_side(tmp_path):
     """A flipped copy is the same scene: the audit counts it, and the held-out split keeps it beside its original
     (mirrored copies were 32 bits apart, 'unrelated', and could be held out against their own originals)."""

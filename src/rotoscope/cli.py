@@ -348,25 +348,31 @@ def export(
 @app.command()
 def audit(
     photos: Optional[Path] = typer.Argument(None, help="Folder of photos (default: the built-in sample set)."),
-    output: Path = typer.Option(Path("audit.html"), "-o", "--out", help="HTML page (or .png) with histograms."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    output: Optional[Path] = typer.Option(None, "-o", "--out", help="HTML page (or .png) with histograms. "
+                                          "Default: audit.html, none with --json."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout (and write a page "
+                                 "only if -o says where)."),
 ):
     """Before training: what is in this photo set? Sizes, light, colour, duplicates, and how narrow it is."""
     from .images import IMAGE_SUFFIXES
     from .truthful.audit import audit_folder, format_audit, write_audit_page
     from .truthful.page import page_path
 
-    page_path(output, other=(".png",))  # before reading the photos
+    if output is None and not as_json:
+        output = Path("audit.html")
+    if output is not None:
+        page_path(output, other=(".png",))  # before reading the photos
     # a .png there is one of the photos audited (a link too: the write would replace it, whatever it points to)
-    if photos is not None and output.suffix.lower() in IMAGE_SUFFIXES and (output.exists() or output.is_symlink()) \
-            and output.absolute().parent.resolve() == photos.resolve():
+    if photos is not None and output is not None and output.suffix.lower() in IMAGE_SUFFIXES \
+            and (output.exists() or output.is_symlink()) and output.absolute().parent.resolve() == photos.resolve():
         raise RotoscopeError("the output would overwrite one of the photos: choose another -o")
     result = audit_folder(photos)
     if as_json:
         out.print_json(json.dumps(result.summary()))
     else:
         out.print(format_audit(result), highlight=False, markup=False, soft_wrap=True)
-    say(f"wrote {write_audit_page(result, output)}")
+    if output is not None:
+        say(f"wrote {write_audit_page(result, output)}")
 
 
 @app.command()

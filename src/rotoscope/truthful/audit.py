@@ -289,6 +289,9 @@ def audit_folder(folder: str | os.PathLike | None) -> Audit:
 
         return audit_images([(p.name, p.image) for p in sample_photos()], "scikit-image sample photos")
     folder = Path(folder)
+    if folder.is_file():
+        raise RotoscopeError(f"{folder} is one file: the audit reads a folder of photos (the one training would read "
+                             f"with --photos)")
     if not folder.is_dir():
         raise RotoscopeError(f"photos folder not found: {folder}")
     images, odd = [], []
