@@ -102,7 +102,8 @@ def test_live_stops_at_the_end_of_the_file(tiny_filter, tmp_path):
     stats = run_live(load_filter("tiny"), str(clip), FAST, frames=100, window=False, log=said.append)
     assert stats.frames == 6 and stats.fps > 0 and stats.size == (64, 48)
     assert stats.ms["paint"] > 0 and stats.ms["steady"] > 0
-    assert said[:2] == ["precision: fp32 (as asked)", "engine: torch fp32 (as asked)"]
+    assert said[0].startswith("note: no window, no --out") and said[1:3] == ["precision: fp32 (as asked)",
+                                                                             "engine: torch fp32 (as asked)"]
 
 
 def spy_on_flows(monkeypatch) -> list:
@@ -489,3 +490,15 @@ def test_kill_ends_a_live_recording_as_ctrl_c_does_and_keeps_it(tiny_filter, tmp
     assert "interrupted: stopping" in err and f"wrote {dest}" in err
     assert 0 < frames_in(dest) < 2000
     assert [q.name for q in tmp_path.iterdir() if q.name.startswith(".")] == []
+
+
+def test_painting_shown_nowhere_is_said_and_a_recording_takes_what_apply_writes(tiny_filter, tmp_path):
+    clip = make_clip(tmp_path / "cam.mp4", frames=2, audio=False)
+    said = []
+    run_live(load_filter("tiny"), str(clip), FAST, window=False, log=said.append, paint_scale=1.0)
+    assert any("shown nowhere" in s for s in said)
+    with pytest.raises(RotoscopeError, match=r"\.m4v, \.mkv, \.mov, \.mp4 \(got '\.avi'\)"):
+        run_live(load_filter("tiny"), str(clip), FAST, window=False, out=tmp_path / "x.avi", log=said.append)
+    run_live(load_filter("tiny"), str(clip), FAST, window=False, out=tmp_path / "x.m4v", log=said.append,
+             paint_scale=1.0)
+    assert frames_in(tmp_path / "x.m4v") == 2

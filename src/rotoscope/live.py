@@ -31,6 +31,7 @@ from .errors import Invalid, NotFound, Refused
 from .filter import Filter
 from .images import as_shown, longer_side
 from .paths import atomic_path, drop_partials
+from .video.output import H264_OUTPUTS
 
 
 @dataclass
@@ -142,7 +143,7 @@ class Recording:
         self.real_time, self.t0, self.pts, self.yuv = real_time, None, -1, VideoReformatter()
         self.w, self.h = w + w % 2, h + h % 2  # yuv420p: even sides (an odd one is padded with its edge)
         try:
-            self.container = av.open(str(path), "w")
+            self.container = av.open(str(path), "w", format=H264_OUTPUTS.get(path.suffix.lower()))
         except (OSError, ValueError) as e:
             raise Invalid(f"cannot write {path.name}: {e}") from None
         self.stream = add_h264_stream(self.container, self.w, self.h, self.rate, self.time_base,
@@ -292,10 +293,13 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
     if window and not has_gui():
         raise Refused("this OpenCV cannot open a window (opencv-python-headless): pass --no-window, with --out FILE "
                       "or --virtual-camera to see the painting")
-    if out is not None and Path(out).suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov"):
-        raise Invalid(f"--out writes a video: .mp4, .avi, .mkv or .mov (got '{Path(out).suffix}')")
+    if out is not None and Path(out).suffix.lower() not in H264_OUTPUTS:  # what `apply` writes H.264 into
+        raise Invalid(f"--out writes a video: {', '.join(sorted(H264_OUTPUTS))} (got '{Path(out).suffix}')")
     if virtual:
         _require_pyvirtualcam()
+    if not window and out is None and not virtual:  # a timing run, or a forgotten -o: either way, said
+        announce = (*announce, "note: no window, no --out and no --virtual-camera: the painting is shown nowhere; "
+                               "only its frame rate is said")
     # the output's temporary name is renamed into place (atomic_path) after the finally below has closed it
     with contextlib.ExitStack() as stack:
         feed = open_feed(camera, log)
