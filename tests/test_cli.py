@@ -460,3 +460,17 @@ def test_rm_and_mix_never_drop_an_interrupted_run(tmp_path, capsys, monkeypatch)
                           "it, --overwrite drops it")
     code, _, err = rotoscope("train", art, "--name", "w", *TINY_ARGS, "--resume", capsys=capsys)
     assert code == 0 and "resuming 'w' at step 3" in err, err
+
+
+def test_a_refused_training_and_rm_leave_no_empty_run_folder(bad_files, tmp_path, capsys):
+    from rotoscope.paths import runs_dir
+
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(*rotoscope("train", bad_files / "good.png", "--name", "e1", "--photos", tmp_path / "empty",
+                                     *TINY_ARGS, capsys=capsys))
+    assert not (runs_dir() / "e1").exists()
+    code, _, err = rotoscope("train", bad_files / "good.png", "--name", "kept", *TINY_ARGS, "--steps", "2",
+                             capsys=capsys)
+    assert code == 0 and (runs_dir() / "kept").is_dir(), err
+    code, _, err = rotoscope("rm", "kept", capsys=capsys)
+    assert code == 0 and not (runs_dir() / "kept").exists(), err

@@ -15,6 +15,7 @@ StopRequest (saved, resumable, like Ctrl-C) or by raising pitfalls.Stopped (back
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -513,7 +514,7 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
     run_dir = runs_dir() / name
     dest = filter_destination(name, out)
     check_writable(dest.parent, dest)  # a folder that cannot take the filter is said now, not after the run
-    check_writable(run_dir, run_dir / CHECKPOINT)
+    check_writable(run_dir, run_dir / CHECKPOINT, keep=False)  # made when there is something to keep in it
     if resume:
         refuse_other_settings(name, require_checkpoint(name), cfg, artwork)
     if world.main:
@@ -640,6 +641,8 @@ def clear_run(name: str) -> None:
             shutil.rmtree(entry, ignore_errors=True)
         elif entry.exists() or entry.is_symlink():
             entry.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # nothing else in it: no empty folder left behind by `rm`
+        run_dir.rmdir()
 
 
 def _remove_stale_temporaries(run_dir: Path, dest: Path) -> None:
