@@ -158,3 +158,14 @@ def test_every_training_setting_is_reachable_and_checked_from_the_server():
         r = client.post("/api/jobs/train", files={"artwork": ("a.png", b"x", "image/png")},
                         data={"name": "reach", "set": "no_such=1"})
         assert r.status_code == 422 and "unknown setting 'no_such'" in r.json()["detail"]
+
+
+def test_the_printed_settings_name_the_content_layer_the_backbone_chose():
+    """An empty content_layer leaves the layer to the backbone: the run said nothing of which (a blank line)."""
+    from rotoscope.config import describe
+
+    said = {line.split()[0]: line for line in describe(TrainConfig(), ("b5_expand",)).splitlines()}
+    assert said["content_layer"].endswith("(the backbone's: b5_expand)")
+    said = {line.split()[0]: line for line in describe(TrainConfig().replace(content_layer="b4_expand"),
+                                                       ("b4_expand",)).splitlines()}
+    assert said["content_layer"].split() == ["content_layer", "b4_expand"]

@@ -172,13 +172,17 @@ def with_unrecorded(training: dict) -> dict:
     return {**UNRECORDED, **training}
 
 
-def describe(cfg: TrainConfig) -> str:
-    """One line per setting, for printing at the start of every run."""
+def describe(cfg: TrainConfig, content_layers: tuple[str, ...] = ()) -> str:
+    """One line per setting, for printing at the start of every run. `content_layers`: the loss network's, which
+    an empty content_layer leaves to the backbone (printed blank, the run did not say which layer it used)."""
     flat = cfg.to_dict()
     net = flat.pop("net")
     # a setting the others switch off says so (size_start at or above size: no progressive resizing)
     off = {"size_start": cfg.size_start >= cfg.size > 0 and cfg.size_start > 0}
-    lines = [f"  {k:<16} {v}" + ("  (off: not below size)" if off.get(k) else "") for k, v in flat.items()]
+    said = {"content_layer": f"(the backbone's: {', '.join(content_layers)})"} if content_layers and not \
+        cfg.content_layer else {}
+    lines = [f"  {k:<16} {said.get(k, v)}" + ("  (off: not below size)" if off.get(k) else "")
+             for k, v in flat.items()]
     lines += [f"  net.{k:<12} {v}" for k, v in net.items()]
     return "\n".join(lines)
 

@@ -550,7 +550,7 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
     log(f"training filter '{name}' on {device} with backbone {backbone.name} "
         f"({count_parameters(net):,} parameters; {len(data.train)} training photos, {len(data.holdout)} held out)"
         + (f"; {world.size} processes ({world.backend}), {cfg.batch // world.size} crops each" if world.size > 1 else ""))
-    log(describe(cfg))
+    log(describe(cfg, backbone.spec.content_layers))
     if run.step == 0 and holdout is not None:  # the untrained network's held-out score: the baseline of all later
         run.holdout_start = evaluate(net, backbone, target, weights, holdout, device, cfg.precision, teacher)[0]
 
