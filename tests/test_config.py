@@ -54,7 +54,7 @@ def test_every_training_and_apply_setting_is_reachable_from_the_command_line():
     (VideoConfig, "flow_preset", "slow", "unknown flow_preset 'slow'"),
     (ServerConfig, "port", 70000, "port must be between 1 and 65535"),
     (ServerConfig, "port", 0, "port must be between 1 and 65535"),  # any free port: the address said would be wrong
-    (ServerConfig, "token", "short", "token must be 8 characters or more, with no spaces (got 'short')"),
+    (ServerConfig, "token", "short", "token must be 8 characters or more, with no spaces (got 5 characters)"),
     (VideoConfig, "max_seconds", 0.0, "max_seconds must be between 0.001"),  # no frames: not the clip's fault
 ])
 def test_out_of_range_settings_are_refused_with_one_line_naming_them(table, name, bad, words):

@@ -435,7 +435,8 @@ def validate(obj):
             if m.get("lo") is not None and not m["lo"] <= x <= m["hi"]:
                 raise invalid(f"{f.name} must be {describe_field(f)} (got {x!r})")
             if m.get("pattern") and not (isinstance(x, str) and re.fullmatch(m["pattern"], x)):
-                raise invalid(f"{f.name} must be {describe_field(f)} (got {x!r})")
+                got = f"{len(x)} characters" if f.name == "token" and isinstance(x, str) else repr(x)  # a secret
+                raise invalid(f"{f.name} must be {describe_field(f)} (got {got})")
     return obj
 
 
