@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_scene, rotoscope
+from conftest import assert_one_line_error, make_clip, make_scene, rotoscope
 from rotoscope.config import ApplySettings
 from rotoscope.errors import RotoscopeError
 from rotoscope.filter import load_filter
@@ -251,3 +251,18 @@ def test_an_interrupted_masked_render_resumes_to_the_same_frames(tiny_filter, tm
     assert len(a) == len(b) == 8
     for x, y in zip(a, b):
         assert np.array_equal(np.asarray(Image.open(x)), np.asarray(Image.open(y))), x.name
+
+
+def test_a_cut_clip_is_counted_by_its_timestamps_before_its_masks_are_checked(tiny_filter, tmp_path, capsys):
+    """max_seconds estimated the cut's frames from the average rate: a clip that starts fast and slows down had more
+    frames in its first seconds than that, so too few masks passed the check and failed midway through painting."""
+    clip = make_clip(tmp_path / "vfr.mp4", frames=12, audio=False,
+                     pts=[0, 33, 67, 100, 133, 167, 200, 233, 267, 300, 1000, 2000])  # 10 frames in its first 0.4 s
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for i in range(5):
+        Image.fromarray(np.full((10, 10), 255, np.uint8)).save(masks / f"m_{i}.png")
+    code, out, err = rotoscope("apply", "tiny", clip, "-o", tmp_path / "out.mp4", "--mask", masks, "--engine", "torch",
+                               "--set", "max_seconds=0.4", "--no-progress", capsys=capsys)
+    assert_one_line_error(code, out, err, "5 masks", "for 10 frames")
+    assert not (tmp_path / "out.mp4").exists()

@@ -39,7 +39,7 @@ from ..stylize import (ApplySettings, finish, frames_nchw, make_runner, paint, p
                        paints_reduced_frames, provenance, resolve, shrink_frames, to_uint8)
 from .output import (_SegmentWriter, assemble_animated, assemble_frames, assemble_h264, audio_plan, default_clip_output,
                      output_kind)
-from .source import Frame, Source, _pick_frames, count_frames, decode, output_size, probe
+from .source import Frame, Source, _pick_frames, count_frames, decode, frame_table, output_size, probe
 from .stages import StageTimes
 from .steady import Stabilizer
 
@@ -465,6 +465,10 @@ def make_job(filt: Filter, src: Path, dest: Path | None, settings: ApplySettings
     check_writable(dest.parent, dest)  # a read-only folder is one line now, not after the announcements
     if video.max_seconds is not None and source.frames:
         source.frames = min(source.frames, math.ceil(video.max_seconds * float(source.rate)))
+        if mask is not None and Path(mask).is_dir():  # one mask a frame: the count must be the cut's own, which
+            # decoding makes by timestamp (the average rate said 28 frames of a cut that has 30)
+            table = frame_table(source, video.max_seconds)
+            source.frames = len(table) if table is not None else source.frames
     w, h = source.width, source.height
     ow, oh = output_size(w, h, settings.size, even=kind == "h264")
     announce: list[str] = []
