@@ -278,3 +278,16 @@ def test_two_pictures_whose_names_differ_only_in_case_are_not_painted_over_each_
     assert [r.reason for r in results if isinstance(r, Skipped)] == [
         "a.webp: its painting would be a.webp, the name of a.WEBP's (the same name where case is ignored, as on macOS "
         "and Windows): rename one of them"]
+
+
+def test_a_log_file_gets_no_blank_line_from_a_progress_bar(tiny_filter, tmp_path, capsys):
+    """Progress bars are for a terminal: written to a file (or captured, as here) a transient one left a blank line
+    before 'wrote ...'."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(2):
+        make_scene(folder / f"p{i}.png", seed=i)
+    clip = make_clip(tmp_path / "c.mp4", frames=3, audio=False)
+    for src in (folder, clip):
+        code, _, err = rotoscope("apply", "tiny", src, "--engine", "torch", capsys=capsys)  # progress on (default)
+        assert code == 0 and "" not in err.rstrip("\n").split("\n"), err

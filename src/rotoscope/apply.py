@@ -244,6 +244,7 @@ def painted_shape(src: Path, size: int | None, is_video: bool, img=None) -> tupl
 
 def apply_folder(filt: Filter, src: Path, dest: Path, settings: ApplySettings, progress: bool,
                  mask=None) -> Iterator[Result]:
+    from rich.console import Console
     from rich.progress import track
 
     files = list_stills(src)
@@ -251,7 +252,9 @@ def apply_folder(filt: Filter, src: Path, dest: Path, settings: ApplySettings, p
         raise RotoscopeError(f"no images in {src}")
     check_writable(dest)  # a folder that cannot be written ends the run in one line, before any painting
     owner = claim_names(files, still_name)
-    for f in track(files, description="painting", disable=not progress, transient=True):
+    console = Console(stderr=True)  # a transient bar in a log file is only a blank line
+    for f in track(files, description="painting", disable=not progress or not console.is_terminal, transient=True,
+                   console=console):
         if owner[f] != f:
             yield Skipped(str(f), taken_reason(f, still_name(f), owner[f], still_name(owner[f])))
             continue

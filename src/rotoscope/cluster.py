@@ -378,7 +378,8 @@ def apply_folder(filt, src: Path, dest: Path, settings, progress: bool, mask=Non
     chunks = [files[i:i + cfg.images_per_task] for i in range(0, len(files), cfg.images_per_task)]
     queue: deque = deque()
     nxt = 0
-    bar = Progress(transient=True, disable=not progress, console=Console(stderr=True))
+    console = Console(stderr=True)
+    bar = Progress(transient=True, disable=not progress or not console.is_terminal, console=console)
     try:
         with bar:
             task = bar.add_task("painting", total=len(files))

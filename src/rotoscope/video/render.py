@@ -420,14 +420,16 @@ class _Progress:
         self.p = None
 
     def __enter__(self):
-        if self.enabled:
-            from rich.console import Console
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        if self.enabled and console.is_terminal:  # a transient bar in a log file is only a blank line
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                        TimeRemainingColumn)
 
             self.p = Progress(TextColumn("painting"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
                               TextColumn("{task.fields[fps]} fps"), TimeElapsedColumn(), TextColumn("ETA"),
-                              TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+                              TimeRemainingColumn(), console=console, transient=True)
             self.p.__enter__()
             self.task = self.p.add_task("painting", total=self.total, completed=self.start, fps="-")
             self.t0 = time.perf_counter()
