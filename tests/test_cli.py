@@ -474,3 +474,10 @@ def test_a_refused_training_and_rm_leave_no_empty_run_folder(bad_files, tmp_path
     assert code == 0 and (runs_dir() / "kept").is_dir(), err
     code, _, err = rotoscope("rm", "kept", capsys=capsys)
     assert code == 0 and not (runs_dir() / "kept").exists(), err
+
+
+def test_help_says_each_allowed_value_once_and_keeps_a_values_spelling(capsys):
+    code, out, _ = rotoscope("apply", "--help", capsys=capsys)
+    text = " ".join(out.replace("│", " ").split())
+    assert code == 0 and "(auto, cpu, mps, cuda or cuda:N)" not in text and "(one of auto, bf16" not in text
+    assert "auto (cuda, else mps" in text and "Auto (" not in text

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .config import LIVE_FLOW, ApplySettings, ServerConfig, TrainConfig, VideoConfig
+from .config import LIVE_FLOW, ApplySettings, ServerConfig, TrainConfig, VideoConfig, help_for
 from .errors import Interrupted, Invalid, NotFound, RotoscopeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -76,13 +77,18 @@ def _h(table, name: str, default: bool = False) -> str:
 
     f = fields_of(table)[name]
     allowed = describe_field(f)
-    # an on/off flag takes no value, and a pattern's regex tells a reader nothing: both only in --set's errors
-    shown = "" if allowed == "true or false" or allowed.startswith("matching ") else f" ({allowed})"
+    text = f.metadata["help"]
+    # an on/off flag takes no value, and a pattern's regex tells a reader nothing: both only in --set's errors; nor
+    # are values said twice ("auto (...), bf16, fp16 or fp32 (one of auto, bf16, fp16, fp32)")
+    values = [w for w in re.split(r"^one of |, | or ", allowed) if w]
+    shown = "" if allowed == "true or false" or allowed.startswith("matching ") or all(
+        re.search(rf"\b{re.escape(w)}\b", text) for w in values) else f" ({allowed})"
     value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     said = ",".join(map(str, value)) if isinstance(value, tuple) else f"{value:g}" if isinstance(value, float) \
         else str(value).lower() if isinstance(value, bool) else str(value)
     told = f" Default: {said}." if default and value not in (None, "") else ""
-    return f"{f.metadata['help'][0].upper()}{f.metadata['help'][1:]}{shown}.{told}"
+    first = text.split(" ", 1)[0]  # a value named first keeps its spelling: "auto (...)", not "Auto (...)"
+    return f"{text if first in values else text[0].upper() + text[1:]}{shown}.{told}"
 
 
 def _hd(table, name: str) -> str:
@@ -130,7 +136,7 @@ def train(
 
     ch = parse_value(fields_of(TrainConfig)["channels"], channels) if channels else None
     if ch is not None and len(ch) != 3:
-        raise RotoscopeError("--channels takes three widths, e.g. 32,64,128")
+        raise RotoscopeError(f"--channels takes three widths, e.g. {','.join(map(str, TrainConfig().net.channels))}")
     explicit = dict(steps=steps, size=size, batch=batch, lr=lr, backbone=backbone, seed=seed,
                     content_weight=content_weight, style_weight=style_weight, color_weight=color_weight,
                     tv_weight=tv_weight, color_match=color_match, precision=precision, device=device, arch=arch,
@@ -221,7 +227,8 @@ def apply(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON result (outputs, distance from the training "
                                  "photos, warnings) on stdout."),
     crf: Optional[int] = typer.Option(None, help="Video: " + _hd(VideoConfig, "crf")),
-    stabilize: bool = typer.Option(True, "--stabilize/--no-stabilize", help="Video: " + _h(VideoConfig, "stabilize")),
+    stabilize: bool = typer.Option(True, "--stabilize/--no-stabilize",
+                                   help="Video: " + help_for(VideoConfig, "stabilize") + "."),
     preview: Optional[int] = typer.Option(None, help="Video: write a contact sheet of N painted frames."),
     real_time: bool = typer.Option(False, "--real-time", help="Video: paint with the filter's lite version (NAME-lite) "
                                    "when it ships one, at paint scale 0.4, DIS fine flow at 160 px, blend 0.85, x264 "
