@@ -481,3 +481,12 @@ def test_help_says_each_allowed_value_once_and_keeps_a_values_spelling(capsys):
     text = " ".join(out.replace("│", " ").split())
     assert code == 0 and "(auto, cpu, mps, cuda or cuda:N)" not in text and "(one of auto, bf16" not in text
     assert "auto (cuda, else mps" in text and "Auto (" not in text
+
+
+def test_video_settings_given_for_a_still_picture_are_said_to_do_nothing(installed, tmp_path, capsys):
+    from conftest import make_scene
+
+    src = make_scene(tmp_path / "p.png")
+    code, _, err = rotoscope("apply", "swirls", src, "-o", tmp_path / "o.png", "--crf", "10", "--no-stabilize",
+                             "--engine", "torch", capsys=capsys)
+    assert code == 0 and "note: --crf and --no-stabilize are for videos" in err, err

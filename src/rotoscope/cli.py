@@ -284,6 +284,10 @@ def apply(
     painted = [r for r in results if isinstance(r, Painted)]
     skipped = sum(isinstance(r, Skipped) for r in results)
     images = [r for r in painted if r.frames is None]
+    video_only = [flag for flag, given in (("--crf", crf is not None), ("--no-stabilize", not stabilize)) if given]
+    if video_only and images and len(images) == len(painted):  # as --preview is refused, not taken silently
+        say(f"note: {' and '.join(video_only)} {'is' if len(video_only) == 1 else 'are'} for videos: "
+            f"{'a still picture is' if len(images) == 1 else 'still pictures are'} painted without")
     if input.is_dir() and images:
         folder, kept = Path(images[0].output).parent, sum(r.reused for r in images)
         said = [f"wrote {len(images) - kept} image(s) to {folder}"] if len(images) > kept else []
