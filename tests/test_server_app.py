@@ -328,9 +328,9 @@ def test_a_paint_whose_client_has_gone_is_dropped_while_it_waits_for_a_thread():
         return b"painted", {}
 
     try:
-        threading.Timer(0.6, release.set).start()  # frees the thread once the hung-up paint has been dropped
         r = asyncio.run(filter_routes.respond(FakeRequest(gone=True), pool, work, "f", None, None, "png"))
         assert r.status_code == 499
+        release.set()  # the thread is free: the hung-up paint, dropped, must not run now either
         r = asyncio.run(filter_routes.respond(FakeRequest(gone=False), pool, work, "f", None, None, "png"))
         assert r.status_code == 200 and r.body == b"painted"
     finally:

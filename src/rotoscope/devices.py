@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import statistics
+import threading
 import time
 from dataclasses import dataclass
 
@@ -220,6 +221,7 @@ def _time(fn, reps: int) -> float:
 
 BF16_KEY = "bf16_conv_1thread"  # "bf16_conv" (two threads, best of 5 each) said 1.0-1.3x fp32's time on a busy
 # Zen 4 where it is 0.5x: one thread, runs alternating, the least of 15 each read 0.45-0.53x under the same load
+_BENCHMARKING = threading.Lock()
 
 
 def bf16_benchmark() -> dict:
@@ -232,6 +234,11 @@ def bf16_benchmark() -> dict:
     conv_bf, x_bf = torch.nn.Conv2d(32, 32, 3, padding=1).eval(), x.bfloat16()
     conv_bf.load_state_dict(conv.state_dict())
     conv_bf = conv_bf.to(torch.bfloat16).to(memory_format=torch.channels_last)
+    with _BENCHMARKING:  # the thread count is the process's: two first measurements at once would mix it up
+        return _bf16_on_one_thread(conv, x, conv_bf, x_bf)
+
+
+def _bf16_on_one_thread(conv, x, conv_bf, x_bf) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -325,7 +325,8 @@ def pick_engine(net: FilterNet, device: torch.device, precision: Choice, explici
     passed, off = [], []
     for k in timed:  # fastest first, each checked against PyTorch fp32 with this filter's weights, until one passes
         v = timings[k]
-        levels = v["levels"] if v.get("weights", mine) == mine else levels_off(net, *k.split("/"), cal)
+        levels = v["levels"] if v.get("weights", mine) == mine or k == "torch/fp32" \
+            else levels_off(net, *k.split("/"), cal)  # (PyTorch fp32 is the reference itself)
         (passed if levels <= MAX_LEVELS else off).append((k, levels))
         if passed:
             break

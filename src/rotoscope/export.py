@@ -204,8 +204,9 @@ class OnnxRunner:
             opts.inter_op_num_threads = 1
             opts.log_severity_level = 3
             # tiles of a big picture ("frozen") come in several shapes and the arena keeps a block for each: a
-            # 12-megapixel photo peaked at 3.7 GB with it, 1.5 GB without (22% slower there); frames of one size
-            # ("plain", video) keep it
+            # 5120x2380 photo peaked at 3.7 GB with it, 2.7 GB without it for the tiles (12% slower there; README,
+            # "Speed"); frames of one size ("plain", video) keep it: without, the lite's 640x360 frame took 51 ms,
+            # not 26
             opts.enable_cpu_mem_arena = mode != "frozen"
             self.sessions[mode] = self.ort.InferenceSession(onnx_bytes(self._net(), mode), opts,
                                                             providers=["CPUExecutionProvider"])

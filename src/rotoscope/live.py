@@ -146,8 +146,13 @@ class Recording:
             self.container = av.open(str(path), "w", format=H264_OUTPUTS.get(path.suffix.lower()))
         except (OSError, ValueError) as e:
             raise Invalid(f"cannot write {path.name}: {e}") from None
-        self.stream = add_h264_stream(self.container, self.w, self.h, self.rate, self.time_base,
-                                      LIVE_RECORDING["crf"], LIVE_RECORDING["preset"], tune=LIVE_RECORDING["tune"])
+        try:
+            self.stream = add_h264_stream(self.container, self.w, self.h, self.rate, self.time_base,
+                                          LIVE_RECORDING["crf"], LIVE_RECORDING["preset"], tune=LIVE_RECORDING["tune"])
+        except BaseException:
+            self.container.close()
+            raise
+        self.written = 0
 
     def write(self, rgb: np.ndarray, t: float) -> None:
         from .video.output import h264_frame
@@ -162,6 +167,7 @@ class Recording:
             rgb = np.pad(rgb, ((0, self.h - h), (0, self.w - w), (0, 0)), mode="edge")
         for p in self.stream.encode(h264_frame(rgb, self.pts, self.time_base, self.yuv)):
             self.container.mux(p)
+        self.written += 1
 
     def close(self) -> None:
         try:
@@ -392,6 +398,8 @@ def run_live(filt: Filter, camera: str = "0", settings: ApplySettings | None = N
                     got = next(feed.frames, None)
             except KeyboardInterrupt:
                 log("interrupted: stopping")
+            if writer is not None and not writer.written:  # stopped before the first painting: said, and no file
+                raise Invalid(f"no frame was painted, so nothing was recorded to {out}")
             stats.frames = i
             stats.seconds = time.perf_counter() - t_start
             stats.ms = {k: v / max(1, i) for k, v in stats.ms.items()}

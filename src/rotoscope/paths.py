@@ -100,12 +100,10 @@ def drop_partials(final: str | os.PathLike) -> None:
                 p.unlink()
 
 
-def check_writable(folder: str | os.PathLike, what: str | os.PathLike | None = None, keep: bool = True) -> None:
+def check_writable(folder: str | os.PathLike, what: str | os.PathLike | None = None) -> None:
     """Refuse at once (CannotWrite, one line) when nothing can be written in `folder` (made if missing): before a
-    long run rather than at its end. `keep=False` removes again the folders this made (a training refused a moment
-    later for its photos left an empty run folder behind)."""
+    long run rather than at its end."""
     folder = Path(folder)
-    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".rotoscope-write-check-{uuid.uuid4().hex[:8]}"
@@ -113,10 +111,6 @@ def check_writable(folder: str | os.PathLike, what: str | os.PathLike | None = N
         probe.unlink()
     except OSError as e:
         raise write_failure(e, what or folder) from None
-    finally:
-        for p in made if not keep else ():
-            with contextlib.suppress(OSError):
-                p.rmdir()
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -514,7 +514,9 @@ def _train(artwork, name, photos, cfg: TrainConfig, device, world: World, *, tit
     run_dir = runs_dir() / name
     dest = filter_destination(name, out)
     check_writable(dest.parent, dest)  # a folder that cannot take the filter is said now, not after the run
-    check_writable(run_dir, run_dir / CHECKPOINT, keep=False)  # made when there is something to keep in it
+    # the run folder is made when there is something to keep in it (a training refused a moment later for its
+    # photos left an empty one behind); until then its parent is what must take it
+    check_writable(run_dir if run_dir.is_dir() else run_dir.parent, run_dir / CHECKPOINT)
     if resume:
         refuse_other_settings(name, require_checkpoint(name), cfg, artwork)
     if world.main:

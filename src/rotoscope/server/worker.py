@@ -115,6 +115,7 @@ def run_train(store: JobStore, job: Job, parent: int, cluster: str | None = None
         def __init__(self):
             self.flushed, self.preview, self.preview_step = 0.0, 0.0, None
             self.buffer: list[dict] = []
+            self.reported = 0  # the last step written to the job's record
 
         def step(self, record: dict, net) -> StopRequest | None:
             step = record["step"]
@@ -126,18 +127,24 @@ def run_train(store: JobStore, job: Job, parent: int, cluster: str | None = None
                 self.preview, self.preview_step = now, step
             if now - self.flushed >= PROGRESS_EVERY_S or last:
                 reason = reporter.report(self.buffer, self.preview_step)  # written first, whatever happens next
+                self.reported = step
                 Stop.reason, self.buffer, self.flushed = Stop.reason or reason, [], now
                 if Stop.reason:
                     return StopRequest(Stop.reason)
             return None
 
+        def start(self, run, net) -> None:
+            self.reported = run.step  # a resumed run's earlier steps are in the record already
+
         def end(self, run) -> None:
             # a cancel or a stopping server wakes the worker mid-step (SIGINT): the steps since the last write are
             # written now, so the record ends where the checkpoint train() saves does ("cancelled at step N" was a
-            # step or more behind the step a resume then started from)
-            if self.buffer:
-                reporter.report(self.buffer, self.preview_step)
-                self.buffer = []
+            # step or more behind the step a resume then started from). From the run's history, not this monitor's
+            # buffer: the signal can land in a monitor before this one, after the step was recorded
+            pending = [r for r in run.history if r["step"] > self.reported]
+            if pending:
+                reporter.report(pending, self.preview_step)
+                self.reported, self.buffer = pending[-1]["step"], []
 
     train(folder / params["artwork"], job.name, photos, cfg, title=params.get("title"), resume=resume, log=log,
           progress=False, monitors=[Follow()])

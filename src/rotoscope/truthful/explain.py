@@ -527,6 +527,8 @@ def no_exam_reason(card: dict) -> str:
     if n_held:
         return (f"{n_held} photos were held out, but the run ended before its first exam at step "
                 f"{tr.get('eval_every', '?')}")
+    if "holdout" not in tr:  # a card from before the setting was recorded
+        return "no photo was held out"
     if not tr.get("holdout"):
         return "the held-out share was set to 0"
     if n_train < 2:
@@ -585,7 +587,8 @@ def section_artwork(s: Story) -> str:
     parts.append("<p>What a filter can take from an artwork is limited to what the score measures: colours, "
                  "and textures as the backbone sees them. Here are the main colours (k-means, widths = share) of "
                  "the artwork, of a few of the photos the story painted, and of the filter's paintings of them:</p>")
-    which = "held-out photos (up to four)" if st.get("preview_is_heldout") else "a training photo (none was held out)"
+    which = ("held-out photos (up to four)" if st.get("preview_is_heldout") else
+             "a training photo (none was held out)" if "preview_is_heldout" in st else "photos")
     parts.append(f"<p>artwork</p>{swatches(st.get('palette_artwork'))}<p>{which}</p>"
                  f"{swatches(st.get('palette_photos'))}<p>the filter's outputs</p>{swatches(st.get('palette_outputs'))}")
     if d_out is not None and d_photo is not None:
