@@ -5,7 +5,8 @@ first --frames frames of --clip, painted by the great-wave filter once beforehan
 live records them), are written --repeats times by each writer, alternating; the table gives milliseconds a frame,
 the speed against OpenCV's writer in the same round, the file's size and the luma PSNR of what a player decodes
 against the frames given (each against the Y its own stream was converted with: BT.709 for x264 at 720 lines and
-up, BT.601 otherwise and for OpenCV), and whether a browser plays the file.
+up, BT.601 otherwise and for OpenCV), and whether a browser plays the file; then what converting a frame to yuv420p
+costs with a reformatter set up afresh each frame and with one kept for the stream.
 
   python benchmarks/bench_recording.py
   ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/bench_recording.py   # as an AVX2-only CPU
@@ -84,6 +85,23 @@ def luma_psnr(path: Path, frames: list[np.ndarray], matrix: str) -> float:
     return float(np.mean([10 * np.log10(255 ** 2 / max(e, 1e-9)) for e in errs]))
 
 
+def conversion_ms(frames: list[np.ndarray]) -> tuple[float, float]:
+    """Milliseconds a frame for RGB -> yuv420p (BT.709): frame.reformat, which sets swscale up every call, against
+    one VideoReformatter kept for the stream (what video.output.h264_frame does)."""
+    import av
+    from av.video.reformatter import VideoReformatter
+
+    t0 = time.perf_counter()
+    for f in frames:
+        av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p", dst_colorspace="ITU709")
+    t1 = time.perf_counter()
+    kept = VideoReformatter()
+    for f in frames:
+        kept.reformat(av.VideoFrame.from_ndarray(f, format="rgb24"), format="yuv420p", dst_colorspace="ITU709")
+    t2 = time.perf_counter()
+    return 1000 * (t1 - t0) / len(frames), 1000 * (t2 - t1) / len(frames)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1280x720,640x360")
@@ -97,10 +115,11 @@ def main() -> None:
 
     torch.set_num_threads(1)  # live paints on the other core's time; the writers run on one thread here
     print(describe())
-    rows = []
+    rows, conversions = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for w, h in parse_sizes(a.sizes):
             frames = painted_frames(a.clip, w, h, a.frames)
+            conversions += [(f"{w}x{h}", r + 1, *conversion_ms(frames)) for r in range(a.repeats)]
             for r in range(a.repeats):
                 base = None
                 for label, write, suffix in (("OpenCV mp4v", write_opencv, ".mp4"),
@@ -120,6 +139,10 @@ def main() -> None:
     for r in rows:
         print(f"| {r['size']} | {r['round']} | {r['writer']} | {r['ms']:.1f} | {r['x']:.2f} | {r['kib']:.0f} | "
               f"{r['psnr']:.1f} | {r['browser']} |")
+    print("\nRGB -> yuv420p, ms a frame\n\n| size | round | frame.reformat | kept VideoReformatter |\n"
+          "| --- | ---: | ---: | ---: |")
+    for size, r, fresh, kept in conversions:
+        print(f"| {size} | {r} | {fresh:.2f} | {kept:.2f} |")
 
 
 if __name__ == "__main__":

@@ -328,9 +328,10 @@ REAL_TIME = ({"paint_scale": 0.4}, {"flow_preset": "fine", "flow_side": 160, "pr
 # carries over (live keeps blend 0.8). DIS ultrafast at 640 px (its flow until 2026-12-05) left more flicker in more
 # time (video.md)
 LIVE_FLOW = {k: REAL_TIME[1][k] for k in ("flow_preset", "flow_side")}
-# live's `-o` recording encodes inside the frame loop: x264 ultrafast at renders' crf, which plays in browsers, took
-# 8.6-11.7 ms a painted 720p frame against 6.3-9.1 for the OpenCV MPEG-4 Part 2 writer it replaced, the same size,
-# 0.7 dB more luma PSNR (benchmarks/bench_recording.py)
+# live's `-o` recording encodes inside the frame loop: x264 ultrafast (zerolatency) at renders' crf, which plays in
+# browsers, took 5.5-6.1 ms a painted 720p frame against 6.1-6.8 for the OpenCV MPEG-4 Part 2 writer it replaced,
+# for a file 12% smaller and 0.3 dB less luma PSNR (640x360: 1.4-1.8 against 1.4 ms, 9% smaller, 1.1 dB more;
+# benchmarks/bench_recording.py, speed.md "Live records H.264")
 LIVE_RECORDING = {"preset": "ultrafast", "tune": "zerolatency", "crf": VideoConfig().crf}
 
 
