@@ -279,7 +279,10 @@ def levels_off(net: FilterNet, engine: str, precision: str, shape: tuple[int, in
                            .abs().mean()) * 255, 3)
     memo = (fingerprint(), weights_key(net), engine, precision, shape)
     if memo not in _MEMO:
-        _MEMO[memo] = cached(f"levels|{weights_key(net)}|{engine}/{precision}|{shape[0]}x{shape[1]}", measure)
+        with _CALIBRATING:  # not beside a calibration's timing (the server's threads), nor twice
+            if memo not in _MEMO:
+                _MEMO[memo] = cached(f"levels|{weights_key(net)}|{engine}/{precision}|{shape[0]}x{shape[1]}",
+                                     measure)
     return _MEMO[memo]
 
 
