@@ -559,7 +559,7 @@ def frame_table(src: Source, max_seconds: float | None = None) -> list[int] | No
     import av
 
     pts: list[int] = []
-    back = restart_ticks(src)
+    back, latest = restart_ticks(src), None
     with _open(src.path) as c:
         vs = c.streams.video[0]
         try:
@@ -568,9 +568,10 @@ def frame_table(src: Source, max_seconds: float | None = None) -> list[int] | No
                     continue
                 if getattr(p, "is_discard", False):
                     continue  # dropped by the decoder too (an edit list's lead-in)
-                if p.pts is None or (pts and p.pts < max(pts) - back):
+                if p.pts is None or (latest is not None and p.pts < latest - back):
                     return None  # no timestamp, or a clock that starts again: decode() renumbers those
                 pts.append(p.pts)
+                latest = p.pts if latest is None else max(latest, p.pts)  # kept as it goes: max(pts) was quadratic
         except av.FFmpegError:
             return None  # a damaged file: the plain decode finds what is readable
     pts.sort()
