@@ -216,12 +216,9 @@ def alike_bits(a: tuple[int, int], b: tuple[int, int]) -> int:
     return min(hamming(a[0], b[0]), hamming(a[0], b[1]))
 
 
-def split_holdout(names: list[str], share: float, alike: list[tuple[str, str]] = ()) -> set[str]:
-    """Held-out names chosen by a hash of the name: stable when photos are added, never trained on. Photos that look
-    alike (`alike`: pairs of names) fall on the same side: a held-out copy of a training photo is no exam."""
-    if len(names) < 2 or share <= 0:
-        return set()
-    k = min(len(names) - 1, max(1, round(len(names) * share)))
+def alike_groups(names: list[str], pairs) -> list[list[str]]:
+    """`names` in groups joined by `pairs` (a, b, ...) of look-alikes, each group in the order of `names` (union-find;
+    a pair naming someone not in `names` is ignored)."""
     parent, size = {n: n for n in names}, {n: 1 for n in names}
 
     def root(n: str) -> str:
@@ -230,7 +227,7 @@ def split_holdout(names: list[str], share: float, alike: list[tuple[str, str]] =
             n = parent[n]
         return n
 
-    for a, b in alike:
+    for a, b, *_ in pairs:
         if a in parent and b in parent:
             ra, rb = sorted((root(a), root(b)), key=size.get)
             if ra != rb:
@@ -239,12 +236,21 @@ def split_holdout(names: list[str], share: float, alike: list[tuple[str, str]] =
     groups: dict[str, list[str]] = {}
     for n in names:
         groups.setdefault(root(n), []).append(n)
+    return list(groups.values())
+
+
+def split_holdout(names: list[str], share: float, alike: list[tuple[str, str]] = ()) -> set[str]:
+    """Held-out names chosen by a hash of the name: stable when photos are added, never trained on. Photos that look
+    alike (`alike`: pairs of names) fall on the same side: a held-out copy of a training photo is no exam."""
+    if len(names) < 2 or share <= 0:
+        return set()
+    k = min(len(names) - 1, max(1, round(len(names) * share)))
 
     def rank(n: str) -> str:
         return hashlib.sha256(n.encode()).hexdigest()
 
     held: set[str] = set()
-    for group in sorted(groups.values(), key=lambda g: min(map(rank, g))):
+    for group in sorted(alike_groups(names, alike), key=lambda g: min(map(rank, g))):
         if len(held) + len(group) <= k:  # a group too big for the share left stays in training
             held.update(group)
     return held

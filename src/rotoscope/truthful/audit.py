@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data import FLAT, NEAR_DUPLICATE_BITS, alike_bits, dhashes, hamming, is_flat
+from ..data import FLAT, NEAR_DUPLICATE_BITS, alike_bits, alike_groups, dhashes, hamming, is_flat
 from ..errors import RotoscopeError
 from ..images import IMAGE_SUFFIXES, load_rgb
 from .page import AUDIT_CSS, document, esc, items, page_path, png_bytes, png_img, pyplot
@@ -192,19 +192,9 @@ def near_duplicates(photos: list[PhotoStats], bits: int = NEAR_DUPLICATE_BITS) -
 
 
 def duplicate_members(pairs) -> set[str]:
-    """Photos that repeat another: in each group of look-alikes, every member but the first (union-find)."""
-    parent: dict[str, str] = {}
-
-    def root(x):
-        while parent.setdefault(x, x) != x:
-            x = parent[x]
-        return x
-
-    for a, b, _ in pairs:
-        ra, rb = root(a), root(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return {x for x in parent if root(x) != x}
+    """Photos that repeat another: in each group of look-alikes, every member but the first by name."""
+    names = sorted({n for a, b, _ in pairs for n in (a, b)})
+    return {n for group in alike_groups(names, pairs) for n in group[1:]}
 
 
 def diversity(audit: Audit) -> dict:
