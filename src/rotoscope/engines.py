@@ -238,8 +238,8 @@ def calibrate(net: FilterNet, pairs: list[tuple[str, str]], shape: tuple[int, in
             run = runner(engine, net, cpu, prec)
             with busy_thread() if busy else contextlib.nullcontext():
                 seconds = median_seconds(lambda: run(x), CALIBRATION_RUNS)
-            levels = float((run(x) - reference).abs().mean()) * 255
-            table[key] = {"ms": round(seconds * 1e3, 2), "levels": round(levels, 3), "weights": weights_key(net)}
+            table[key] = {"ms": round(seconds * 1e3, 2), "levels": levels_between(run(x), reference),
+                          "weights": weights_key(net)}
         except Exception as e:  # noqa: BLE001 - e.g. OpenVINO refusing bf16 under an ISA cap: not a candidate
             table[key] = {"error": str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__}
     return table
@@ -270,33 +270,37 @@ def weights_key(net: FilterNet) -> str:
     return _WEIGHTS[net]
 
 
+def levels_between(painted: torch.Tensor, reference: torch.Tensor) -> float:
+    """The mean absolute difference of two paintings in [0, 1], in levels of 8-bit colour."""
+    return round(float((painted - reference).abs().mean()) * 255, 3)
+
+
 def levels_off(net: FilterNet, engine: str, precision: str, shape: tuple[int, int]) -> float:
     """How far `engine` at `precision` paints from PyTorch fp32 with this network's weights, in 8-bit levels:
     measured once per filter, engine and calibration size, then cached (the timings are the shape's)."""
     def measure() -> float:
         x, cpu = _test_image(*shape), torch.device("cpu")
-        return round(float((runner(engine, net, cpu, precision)(x) - runner("torch", net, cpu, "fp32")(x))
-                           .abs().mean()) * 255, 3)
-    memo = (fingerprint(), weights_key(net), engine, precision, shape)
-    if memo not in _MEMO:
-        with _CALIBRATING:  # not beside a calibration's timing (the server's threads), nor twice
-            if memo not in _MEMO:
-                _MEMO[memo] = cached(f"levels|{weights_key(net)}|{engine}/{precision}|{shape[0]}x{shape[1]}",
-                                     measure)
-    return _MEMO[memo]
+        return levels_between(runner(engine, net, cpu, precision)(x), runner("torch", net, cpu, "fp32")(x))
+    return _measured_once(f"levels|{weights_key(net)}|{engine}/{precision}|{shape[0]}x{shape[1]}", measure)
 
 
 _MEMO: dict = {}  # in this process, by machine fingerprint and key: a calibration is not read from disk twice
 _CALIBRATING = threading.Lock()  # threads (the server's) wait for one calibration instead of timing side by side
 
 
-def _timings(net: FilterNet, key: str, pairs: list, shape: tuple[int, int], busy: bool) -> dict:
+def _measured_once(key: str, measure):
+    """What `measure` gives under `key` on this machine: from this process's memo, else the machine's cache, else
+    measured (one at a time: never beside another calibration's timing)."""
     memo = (fingerprint(), key)
     if memo not in _MEMO:
         with _CALIBRATING:
             if memo not in _MEMO:
-                _MEMO[memo] = cached(key, lambda: calibrate(net, pairs, shape, busy))
+                _MEMO[memo] = cached(key, measure)
     return _MEMO[memo]
+
+
+def _timings(net: FilterNet, key: str, pairs: list, shape: tuple[int, int], busy: bool) -> dict:
+    return _measured_once(key, lambda: calibrate(net, pairs, shape, busy))
 
 
 @dataclass
