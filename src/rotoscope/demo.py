@@ -222,8 +222,8 @@ def refuse_someone_elses(name: str) -> None:
     """The demo replaces its own filter and run from a run before, never a filter of the name that the user trained
     (a user's own 'demo' was silently replaced), nor an interrupted training of another artwork."""
     from .filter import read_card
-    from .paths import filters_dir, runs_dir
-    from .train import CHECKPOINT, checkpoint_state, interrupted_run
+    from .paths import filters_dir
+    from .train import run_of
 
     mine = filters_dir() / f"{name}.safetensors"
     if mine.exists():
@@ -235,7 +235,8 @@ def refuse_someone_elses(name: str) -> None:
             raise Conflict(f"a filter named '{name}' exists and the demo did not make it"
                            f"{f' (its artwork: {title})' if title else ''}; the demo would replace it: give the "
                            f"demo another name (--name), or remove yours first (rotoscope rm {name})")
-    if interrupted_run(name) is not None:
+    run = run_of(name)  # None for an unreadable checkpoint: a fresh run replaces it, as ever
+    if run is not None and not run["finished"]:
         import hashlib
         import tempfile
 
@@ -243,11 +244,7 @@ def refuse_someone_elses(name: str) -> None:
 
         with tempfile.TemporaryDirectory() as d:  # the poster as the demo writes it: what its runs record
             drawn = hashlib.sha256(save_image(draw_poster(), Path(d) / "poster.png").read_bytes()).hexdigest()
-        try:
-            ours = checkpoint_state(runs_dir() / name / CHECKPOINT).get("meta", {}).get("artwork_sha256") == drawn
-        except Exception:  # noqa: BLE001 - unreadable: not provably the demo's, so kept
-            ours = False
-        if not ours:
+        if run["artwork_sha256"] != drawn:
             raise Conflict(f"an interrupted training of another artwork is kept as '{name}': the demo would start "
                            f"over it; give the demo another name (--name), or continue that training (rotoscope "
                            f"train ... --name {name} --resume)")
