@@ -407,12 +407,15 @@ def section_score(s: Story) -> str:
         "measured in their own units (losses.py), so compare each term with its own start, not across terms.</p>")
 
 
+def stretch_steps(curve: list[dict]) -> int:
+    """How many steps each point of a story curve sums up (story.term_curve)."""
+    return curve[1]["step"] - curve[0]["step"] if len(curve) > 1 else 1
+
+
 def stretch(curve: list[dict]) -> str:
-    """How many steps each point of a story curve sums up (story.term_curve), as words."""
-    if len(curve) < 2:
-        return "1"
-    n = curve[1]["step"] - curve[0]["step"]
-    return f"{n}" if n > 1 else "1 (single steps)"
+    """stretch_steps, as words."""
+    n = stretch_steps(curve)
+    return "1" if len(curve) < 2 else f"{n}" if n > 1 else "1 (single steps)"
 
 
 def section_adjustment(s: Story) -> str:
@@ -475,8 +478,7 @@ def section_exam(s: Story) -> str:
 
     def draw(fig, ax):
         ax.plot([p["step"] for p in curve], [p["total"] for p in curve],
-                label="training photos" + (" (median)" if len(curve) > 1 and curve[1]["step"] - curve[0]["step"] > 1
-                                           else ""),
+                label="training photos" + (" (median)" if stretch_steps(curve) > 1 else ""),
                 color="#4a6fa5")
         ax.plot([p["step"] for p in held], [p["total"] for p in held], "o-", label="held-out photos",
                 color="#dd8452")
